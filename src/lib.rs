@@ -1,0 +1,30 @@
+//! patrol keeps Azure DevOps personal access tokens (PATs) short-lived, rotated, stored in Azure Key Vault,
+//! watched and revocable. It runs as an Azure Functions custom handler (`patrol serve`) and as an operator's
+//! CLI (`patrol …`), one binary.
+//!
+//! Layout — one module per concern, each opening with what it owns (see `docs/architecture.md`):
+//! - [`domain`] — validated names, scopes and ids; invalid values cannot travel.
+//! - [`config`] — the typed `PATROL_…` settings.
+//! - [`clock`] — time, aligned with the Functions host's `UtcNow`.
+//! - [`telemetry`] — tracing to stdout (JSON for Application Insights).
+//! - [`handler`] — the custom-handler protocol: `RotateTimer`, `RotateHttp`, `EventGridSecretChanged`.
+//! - [`auth`] — delegated Entra sign-in of PAT owners; refresh tokens kept in the secret store.
+//! - [`devops`] — the Azure DevOps PAT Lifecycle, Token Admin and audit clients.
+//! - [`store`] — secret stores: Key Vault (official SDK) and the embedded encrypted file store.
+//! - [`rotation`] — policy, inventory → plan → apply, the crash-safe per-token state machine, leases.
+//! - [`notify`] — expiry warnings, rotation reports and critical alerts by email and chat.
+//! - [`audit`] — audit-log ingestion, misuse rules, compromise response, break glass.
+//! - [`cli`] — the operator's commands, `patrol demo`, reports.
+
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod devops;
+pub mod domain;
+pub mod handler;
+pub mod notify;
+pub mod rotation;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,125 @@
+//! Secret stores: where rotated PATs and owners' Entra refresh tokens live.
+//!
+//! One trait, [`SecretStore`], with two implementations:
+//! - `keyvault` — Azure Key Vault through the official Azure SDK for Rust 1.x
+//!   (`azure_security_keyvault_secrets`), one shared `SecretClient`, credential chosen by configuration;
+//! - `file` — the embedded default for the CLI and `patrol demo`: an encrypted local store (key kept apart
+//!   from the data, files `0600`, atomic writes, versions kept like Key Vault's).
+//!
+//! Versions behave like Key Vault's everywhere: every [`SecretStore::set`] creates a new version, the newest
+//! is current, old versions can be disabled. Secret values only ever travel as [`SecretString`].
+
+pub mod tags;
+
+use crate::domain::SecretName;
+use async_trait::async_trait;
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// Content type patrol puts on every PAT version it writes.
+pub const PAT_CONTENT_TYPE: &str = "application/vnd.patrol.azure-devops-pat";
+/// Content type of an owner's Entra refresh token.
+pub const REFRESH_TOKEN_CONTENT_TYPE: &str = "application/vnd.patrol.entra-refresh-token";
+
+/// What to write as a new version.
+#[derive(Debug, Clone, Default)]
+pub struct NewVersion {
+    pub content_type: Option<String>,
+    pub expires: Option<OffsetDateTime>,
+    pub not_before: Option<OffsetDateTime>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Properties of one version (never the value).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VersionProperties {
+    pub name: SecretName,
+    /// Key Vault's 32-hex-character version id (the file store uses the same format).
+    pub version: String,
+    pub enabled: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub updated: Option<OffsetDateTime>,
+    pub content_type: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Properties of a secret as listed (Key Vault's list does not name the current version).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretSummary {
+    pub name: SecretName,
+    pub enabled: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires: Option<OffsetDateTime>,
+    pub content_type: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A version with its value.
+#[derive(Debug, Clone)]
+pub struct StoredSecret {
+    pub properties: VersionProperties,
+    pub value: SecretString,
+}
+
+/// A change to a version's properties (the value of a version never changes).
+#[derive(Debug, Clone, Default)]
+pub struct PropertiesUpdate {
+    pub enabled: Option<bool>,
+    pub expires: Option<OffsetDateTime>,
+    /// Replaces the whole tag set when present.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// What went wrong, in words an operator can act on. Never contains a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "secret {name} was deleted but can still be recovered (ObjectIsDeletedButRecoverable); recover it or purge it, or set PATROL_KEYVAULT_RECOVER_DELETED=true"
+    )]
+    DeletedButRecoverable { name: SecretName },
+    #[error("secret {name} version {version} is disabled")]
+    Disabled { name: SecretName, version: String },
+    #[error("access to secret {name} was refused: {message}")]
+    Forbidden { name: SecretName, message: String },
+    #[error("the secret store is throttling requests; retry after {retry_after_secs}s")]
+    Throttled { retry_after_secs: u64 },
+    #[error("tag {tag:?}: {problem}")]
+    InvalidTag { tag: String, problem: String },
+    #[error("secret store failure during {operation}: {message}")]
+    Other { operation: &'static str, message: String },
+}
+
+/// The secret store patrol writes rotated PATs and refresh tokens to.
+#[async_trait]
+pub trait SecretStore: Send + Sync + std::fmt::Debug {
+    /// Writes a new version and makes it current; returns its properties (with the new version id).
+    async fn set(
+        &self,
+        name: &SecretName,
+        value: &SecretString,
+        new: NewVersion,
+    ) -> Result<VersionProperties, StoreError>;
+
+    /// Reads a version (the current one when `version` is `None`). `Ok(None)` when the secret or version
+    /// does not exist.
+    async fn get(&self, name: &SecretName, version: Option<&str>) -> Result<Option<StoredSecret>, StoreError>;
+
+    /// Every secret in the store (all pages).
+    async fn list(&self) -> Result<Vec<SecretSummary>, StoreError>;
+
+    /// Every version of one secret (all pages), in no particular order.
+    async fn list_versions(&self, name: &SecretName) -> Result<Vec<VersionProperties>, StoreError>;
+
+    /// Updates one version's properties (e.g. disable the version whose PAT was revoked).
+    async fn update(
+        &self,
+        name: &SecretName,
+        version: &str,
+        update: PropertiesUpdate,
+    ) -> Result<VersionProperties, StoreError>;
+}
