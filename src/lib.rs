@@ -12,6 +12,7 @@
 //! - [`devops`] — the Azure DevOps PAT Lifecycle, Token Admin and audit clients.
 //! - [`store`] — secret stores: Key Vault (official SDK) and the embedded encrypted file store.
 //! - [`rotation`] — policy, inventory → plan → apply, the crash-safe per-token state machine, leases.
+//! - [`state`] — durable documents (journal, sent notices, checkpoints) with compare-and-swap.
 //! - [`notify`] — expiry warnings, rotation reports and critical alerts by email and chat.
 //! - [`audit`] — audit-log ingestion, misuse rules, compromise response, break glass.
 //! - [`cli`] — the operator's commands, `patrol demo`, reports.
@@ -26,5 +27,6 @@ pub mod domain;
 pub mod handler;
 pub mod notify;
 pub mod rotation;
+pub mod state;
 pub mod store;
 pub mod telemetry;
