@@ -2,3 +2,4 @@
 //! against patrol-emulator over TLS.
 
 mod file;
+mod keyvault;
