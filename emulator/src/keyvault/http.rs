@@ -373,9 +373,9 @@ fn page(state: &KvState, path: &str, items: Vec<Value>, query: &HashMap<String, 
     if end < items.len() {
         let empty = lock(&state.faults).empty_pages;
         out["nextLink"] = json!(link(encode_token(end, empty)));
-    } else {
-        out["nextLink"] = Value::Null;
     }
+    // On the last page the service sends `"nextLink": null`; the spec types it as a string, so the
+    // emulator leaves it out (clients treat both the same).
     Ok((200, Some(out)))
 }
 
