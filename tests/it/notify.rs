@@ -653,3 +653,60 @@ async fn mailbox_file_when_no_smtp_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn smtp_password_from_the_secret_store() {
+    use patrol::store::file::FileSecretStore;
+    use patrol::store::{NewVersion, SecretStore};
+    let dir = tempfile::tempdir().unwrap();
+    let now = datetime!(2027-01-18 03:00 UTC);
+    let store = FileSecretStore::open(dir.path().join("store"), &dir.path().join("store.key"), Clock::starting_at(now))
+        .unwrap();
+    let password = random_secret("smtp-pw");
+    store
+        .set(
+            &SecretName::parse("patrol-smtp").unwrap(),
+            &secrecy::SecretString::from(password.clone()),
+            NewVersion::default(),
+        )
+        .await
+        .unwrap();
+    let sink = SmtpSink::start(SinkOpts { auth: Some(("patrol-mailer", &password)), ..Default::default() });
+    let port = sink.port.to_string();
+    let settings = |secret: &str| {
+        Settings::from_source(&Source::from_pairs([
+            ("PATROL_SMTP_HOST", "127.0.0.1"),
+            ("PATROL_SMTP_PORT", port.as_str()),
+            ("PATROL_SMTP_TLS", "none"),
+            ("PATROL_SMTP_USERNAME", "patrol-mailer"),
+            ("PATROL_SMTP_PASSWORD_SECRET", secret),
+        ]))
+        .unwrap()
+    };
+    let notice = Notice::SignInRequired {
+        owner: OwnerId::parse("bob@contoso.com").unwrap(),
+        reason: "the refresh token expired after 90 days of inactivity".into(),
+    };
+    let run = vec![Addressed { targets: vec![email("bob@contoso.com")], notice }];
+
+    let n = Notifier::from_settings(&settings("patrol-smtp"), Some(&store), None, Clock::starting_at(now))
+        .await
+        .with_retry(fast_retry());
+    let r = n.deliver_run(run.clone()).await;
+    assert!(r.all_delivered(), "{r:#?}");
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0]["auth_user"], "patrol-mailer");
+    assert!(mails[0]["text"].as_str().unwrap().contains("patrol login bob@contoso.com"));
+
+    // A missing secret is reported on delivery, naming the secret; nothing is sent, nothing fails.
+    let n = Notifier::from_settings(&settings("no-such-secret"), Some(&store), None, Clock::starting_at(now)).await;
+    let r = n.deliver_run(run).await;
+    let o = status_of(&r, "email:bob@contoso.com", "smtp");
+    assert!(
+        matches!(&o.status, DeliveryStatus::NotConfigured { reason } if reason.contains("no-such-secret")),
+        "{o:?}"
+    );
+    assert_eq!(sink.messages().len(), 1);
+    assert_no_secrets(&[format!("{r:?}{n:?}"), mails[0].to_string()], &[password]);
+}
