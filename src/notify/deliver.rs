@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::domain::SecretName;
 use crate::state::StateStore;
 use crate::store::SecretStore;
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,11 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Upper bound of one attempt (connect, TLS, send).
     pub attempt_timeout: Duration,
+    /// Upper bound of one `deliver_run` / `send_report`: no attempt starts after it, so a dead mail
+    /// server cannot eat the invocation's time budget.
+    pub run_budget: Duration,
+    /// Messages sent at once.
+    pub concurrency: usize,
 }
 
 impl Default for RetryPolicy {
@@ -42,6 +48,8 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(8),
             attempt_timeout: Duration::from_secs(30),
+            run_budget: Duration::from_secs(120),
+            concurrency: 8,
         }
     }
 }
@@ -103,6 +111,31 @@ impl DeliveryReport {
 
 /// A configured channel, or why it could not be set up.
 type Slot = Option<Result<Arc<dyn Channel>, String>>;
+
+/// State of one run: its deadline, and channels found unreachable (retries exhausted on a transient
+/// error), which are not tried again for the other recipients of the same run.
+struct Run {
+    deadline: tokio::time::Instant,
+    broken: std::sync::Mutex<Vec<(&'static str, String)>>,
+}
+
+impl Run {
+    fn new(budget: Duration) -> Self {
+        Self { deadline: tokio::time::Instant::now() + budget, broken: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn broken(&self, channel: &str) -> Option<String> {
+        let b = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.iter().find(|(c, _)| *c == channel).map(|(_, e)| e.clone())
+    }
+
+    fn mark_broken(&self, channel: &'static str, error: &str) {
+        let mut b = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !b.iter().any(|(c, _)| *c == channel) {
+            b.push((channel, error.to_owned()));
+        }
+    }
+}
 
 /// Delivers notices and reports. Cheap to share (`Arc` inside).
 #[derive(Debug, Clone)]
@@ -243,13 +276,15 @@ impl Notifier {
             })
             .collect();
 
-        // 2. One digest per target, delivered concurrently.
+        // 2. One digest per target, delivered concurrently (bounded), within the run budget.
         let digests = group(&addressed);
+        let run = Run::new(self.retry.run_budget);
+        let run = &run;
         let sends = digests.iter().map(|d| async move {
             let msg = d.message(&self.redactor, now);
-            (d, self.deliver(&d.target, &msg, d.notices.len()).await)
+            (d, self.deliver(run, &d.target, &msg, d.notices.len()).await)
         });
-        let results = futures::future::join_all(sends).await;
+        let results: Vec<_> = futures::stream::iter(sends).buffered(self.retry.concurrency.max(1)).collect().await;
 
         // 3. Release claims of targets nothing reached, so the next run tries again.
         let mut release = Vec::new();
@@ -279,13 +314,16 @@ impl Notifier {
                 unique.push(t);
             }
         }
-        let sends = unique.into_iter().map(|t| self.deliver(t, &msg, 0));
-        let outcomes = futures::future::join_all(sends).await.into_iter().flatten().collect();
+        let run = Run::new(self.retry.run_budget);
+        let sends = unique.into_iter().map(|t| self.deliver(&run, t, &msg, 0));
+        let outcomes: Vec<Vec<DeliveryOutcome>> =
+            futures::stream::iter(sends).buffered(self.retry.concurrency.max(1)).collect().await;
+        let outcomes = outcomes.into_iter().flatten().collect();
         DeliveryReport { outcomes, ..DeliveryReport::default() }
     }
 
     /// Delivers `msg` to `target` on each channel routed for it.
-    async fn deliver(&self, target: &Target, msg: &Message, notices: usize) -> Vec<DeliveryOutcome> {
+    async fn deliver(&self, run: &Run, target: &Target, msg: &Message, notices: usize) -> Vec<DeliveryOutcome> {
         let route = self.route(target);
         let configured: Vec<_> = route.iter().filter(|(_, s)| s.is_some()).collect();
         if configured.is_empty() {
@@ -303,7 +341,7 @@ impl Notifier {
         let mut out = Vec::new();
         for (name, slot) in configured {
             let outcome = match slot {
-                Some(Ok(ch)) => self.send_with_retry(ch.as_ref(), target, msg, notices).await,
+                Some(Ok(ch)) => self.send_with_retry(run, ch.as_ref(), target, msg, notices).await,
                 Some(Err(reason)) => {
                     let reason = self.redactor.clean(reason);
                     tracing::error!(target = %target, channel = name, reason = %reason, "notification channel misconfigured");
@@ -324,51 +362,66 @@ impl Notifier {
 
     async fn send_with_retry(
         &self,
+        run: &Run,
         ch: &dyn Channel,
         target: &Target,
         msg: &Message,
         notices: usize,
     ) -> DeliveryOutcome {
+        let outcome = |attempts, status| DeliveryOutcome {
+            target: target.to_string(),
+            channel: ch.name(),
+            notices,
+            attempts,
+            status,
+        };
+        let failed = |attempts, error: String| {
+            tracing::error!(target = %target, channel = ch.name(), attempts, error = %error, "notification delivery failed");
+            outcome(attempts, DeliveryStatus::Failed { error })
+        };
+        if let Some(e) = run.broken(ch.name()) {
+            return failed(
+                0,
+                format!("not attempted: {} was unreachable for another recipient in this run ({e})", ch.name()),
+            );
+        }
         let mut attempts = 0;
-        let error = loop {
+        loop {
+            let left = run.deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return failed(
+                    attempts,
+                    format!("not attempted: the notification time budget of {:?} was used up", self.retry.run_budget),
+                );
+            }
             attempts += 1;
-            let result = match tokio::time::timeout(self.retry.attempt_timeout, ch.send(target, msg)).await {
+            let limit = self.retry.attempt_timeout.min(left);
+            let result = match tokio::time::timeout(limit, ch.send(target, msg)).await {
                 Ok(r) => r,
-                Err(_) => Err(SendError::retryable(format!(
-                    "{} attempt timed out after {:?}",
-                    ch.name(),
-                    self.retry.attempt_timeout
-                ))),
+                Err(_) => Err(SendError::retryable(format!("{} attempt timed out after {limit:?}", ch.name()))),
             };
             match result {
                 Ok(()) => {
                     tracing::info!(target = %target, channel = ch.name(), attempts, notices, "notification delivered");
-                    return DeliveryOutcome {
-                        target: target.to_string(),
-                        channel: ch.name(),
-                        notices,
-                        attempts,
-                        status: DeliveryStatus::Delivered,
-                    };
+                    return outcome(attempts, DeliveryStatus::Delivered);
                 }
-                Err(e) if e.retryable && attempts < self.retry.max_attempts => {
+                Err(e) if e.retryable && attempts >= self.retry.max_attempts => {
+                    // Server trouble that outlasted the retries: spare the other recipients the wait.
+                    let error = self.redactor.clean(&e.message);
+                    run.mark_broken(ch.name(), &error);
+                    return failed(attempts, error);
+                }
+                Err(e) if e.retryable => {
                     let wait = self.retry.backoff(attempts, e.retry_after);
                     tracing::warn!(
                         target = %target, channel = ch.name(), attempts, error = %self.redactor.clean(&e.message),
                         retry_in_ms = wait.as_millis() as u64, "notification attempt failed; retrying"
                     );
-                    tokio::time::sleep(wait).await;
+                    let left = run.deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::sleep(wait.min(left)).await;
                 }
-                Err(e) => break self.redactor.clean(&e.message),
+                Err(e) => return failed(attempts, self.redactor.clean(&e.message)),
             }
-        };
-        tracing::error!(target = %target, channel = ch.name(), attempts, error = %error, "notification delivery failed");
-        DeliveryOutcome {
-            target: target.to_string(),
-            channel: ch.name(),
-            notices,
-            attempts,
-            status: DeliveryStatus::Failed { error },
         }
     }
 }
@@ -406,6 +459,7 @@ mod tests {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(350),
             attempt_timeout: Duration::from_secs(1),
+            ..RetryPolicy::default()
         };
         let b1 = p.backoff(1, None);
         assert!(b1 >= Duration::from_millis(100) && b1 <= Duration::from_millis(125), "{b1:?}");

@@ -110,6 +110,9 @@ async fn hook(State(h): State<Hooks>, AxPath(name): AxPath<String>, body: String
     if name.starts_with("down") {
         return (StatusCode::INTERNAL_SERVER_ERROR, "receiver is down").into_response();
     }
+    if name.starts_with("slow") {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
     if name.starts_with("gone") {
         return (StatusCode::NOT_FOUND, "no_service").into_response();
     }
@@ -244,6 +247,7 @@ fn fast_retry() -> RetryPolicy {
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(100),
         attempt_timeout: Duration::from_secs(20),
+        ..RetryPolicy::default()
     }
 }
 
@@ -603,11 +607,43 @@ async fn transient_smtp_failures_are_retried_and_a_dead_server_is_reported() {
     assert_eq!(mails[0]["subject"], "[patrol] Action required: ado-build was changed outside patrol");
     assert!(mails[0]["text"].as_str().unwrap().contains("treat the PAT as compromised"));
 
-    drop(sink); // the server goes away: delivery fails after its retries, and the call still returns
-    let r = n.deliver_run(vec![Addressed { targets: vec![email("ops@contoso.com")], notice }]).await;
-    let o = status_of(&r, "email:ops@contoso.com", "smtp");
-    assert_eq!(o.attempts, 3);
-    assert!(matches!(o.status, DeliveryStatus::Failed { .. }), "{o:?}");
+    // The server goes away: delivery fails after its retries, the other recipients of the run are not
+    // made to wait for the same dead server, and the call still returns.
+    drop(sink);
+    let n = n.with_retry(RetryPolicy { concurrency: 1, ..fast_retry() });
+    let targets = vec![email("a@contoso.com"), email("b@contoso.com"), email("c@contoso.com")];
+    let r = n.deliver_run(vec![Addressed { targets, notice }]).await;
+    let a = status_of(&r, "email:a@contoso.com", "smtp");
+    assert_eq!(a.attempts, 3);
+    assert!(matches!(&a.status, DeliveryStatus::Failed { error } if error.contains("smtp 127.0.0.1")), "{a:?}");
+    for t in ["email:b@contoso.com", "email:c@contoso.com"] {
+        let o = status_of(&r, t, "smtp");
+        assert_eq!(o.attempts, 0, "{o:?}");
+        assert!(
+            matches!(&o.status, DeliveryStatus::Failed { error } if error.contains("unreachable for another recipient"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_cannot_exceed_the_run_budget() {
+    let (hooks, base) = Hooks::start().await;
+    let url = format!("{base}/hook/slow");
+    let state = tempfile::tempdir().unwrap();
+    let now = datetime!(2027-01-18 03:00 UTC);
+    let n = notifier(&[("PATROL_WEBHOOK_URL", url.as_str())], state.path(), now)
+        .await
+        .with_retry(RetryPolicy { run_budget: Duration::from_millis(400), ..fast_retry() });
+    let started = std::time::Instant::now();
+    let weekly = Report { subject: "weekly".into(), text: "t".into(), html: None, severity: Severity::Info };
+    let r = n.send_report(&[Target::Webhook], &weekly).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by the budget, not the 10 s hang");
+    let o = status_of(&r, "webhook", "webhook");
+    assert!(
+        matches!(&o.status, DeliveryStatus::Failed { error } if error.contains("timed out") || error.contains("budget")),
+        "{o:?}"
+    );
+    assert_eq!(hooks.bodies("slow").len(), 1);
 }
 
 #[tokio::test]
