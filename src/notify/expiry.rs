@@ -254,6 +254,32 @@ mod tests {
         assert_eq!(evaluate(&p, to + Duration::days(3), &t), Some(Notice::PatExpired { pat: p.clone() }));
     }
 
+    proptest::proptest! {
+        /// Whatever the times: expired ⇔ past validTo; otherwise the threshold is the smallest one not
+        /// below the time left, and there is none when more time is left than the largest threshold.
+        #[test]
+        fn evaluate_picks_the_smallest_reached_threshold(secs_left in -40_000_000i64..40_000_000, pick in 0usize..4) {
+            let sets: [&[u32]; 4] = [&[30, 14, 7, 1], &[1], &[90, 60, 30], &[365, 2]];
+            let t = Thresholds::new(sets[pick]).unwrap();
+            let to = datetime!(2027-06-01 00:00 UTC);
+            let now = to - Duration::seconds(secs_left);
+            let p = pat(A, to);
+            match evaluate(&p, now, &t) {
+                Some(Notice::PatExpired { .. }) => proptest::prop_assert!(secs_left <= 0),
+                Some(Notice::ExpiryWarning { threshold_days, days_left, .. }) => {
+                    proptest::prop_assert!(secs_left > 0);
+                    proptest::prop_assert!(secs_left <= i64::from(threshold_days) * 86_400);
+                    proptest::prop_assert_eq!(days_left, secs_left / 86_400);
+                    for smaller in t.days().iter().filter(|d| **d < threshold_days) {
+                        proptest::prop_assert!(secs_left > i64::from(*smaller) * 86_400);
+                    }
+                }
+                None => proptest::prop_assert!(secs_left > i64::from(t.days()[0]) * 86_400),
+                Some(other) => proptest::prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn each_announcement_once_per_target_and_pat() {
         let dir = tempfile::tempdir().unwrap();
