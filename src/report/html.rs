@@ -12,7 +12,7 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;
 th{background:#f9fafb}.critical{color:#b91c1c;font-weight:600}.warning{color:#b45309}.info{color:#1d4ed8}
 .tag{display:inline-block;border-radius:4px;padding:0 .35rem;font-size:.75rem;background:#f3f4f6;margin-left:.3rem}
 .tag.bad{background:#fee2e2;color:#991b1b}.tag.managed{background:#dbeafe;color:#1e40af}.tag.unmanaged{background:#fef3c7;color:#92400e}
-svg{max-width:100%;height:auto}
+svg{max-width:100%;height:auto}.d{white-space:nowrap}
 "#;
 
 /// Renders the whole page.
@@ -82,7 +82,7 @@ pub fn render_html(data: &ReportData) -> String {
         };
         let _ = write!(
             s,
-            "<tr><td>{}{tags}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"{class}\">{days}</td><td>{}</td></tr>",
+            "<tr><td>{}{tags}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td class=\"d\">{}</td><td class=\"{class}\">{days}</td><td>{}</td></tr>",
             escape(&t.display_name),
             escape(&t.organization),
             escape(&t.owner),
@@ -102,7 +102,7 @@ pub fn render_html(data: &ReportData) -> String {
         for r in &data.rotations {
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td class=\"d\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"d\">{}</td><td>{}</td></tr>",
                 date(r.at),
                 escape(&r.secret),
                 r.old_display_name.as_deref().map(escape).unwrap_or_else(|| "—".into()),
@@ -132,6 +132,6 @@ mod tests {
         assert!(!html.contains("<script"));
         assert!(html.contains("stops 2026-12-01"));
         assert!(html.contains("full access"));
-        assert_eq!(html.matches("<tr><td>").count(), 7, "6 tokens + 1 rotation");
+        assert_eq!(html.matches("<tr><td>").count() + html.matches("<tr><td class=\"d\">").count(), 7, "6 tokens + 1 rotation");
     }
 }
