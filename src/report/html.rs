@@ -132,6 +132,10 @@ mod tests {
         assert!(!html.contains("<script"));
         assert!(html.contains("stops 2026-12-01"));
         assert!(html.contains("full access"));
-        assert_eq!(html.matches("<tr><td>").count() + html.matches("<tr><td class=\"d\">").count(), 7, "6 tokens + 1 rotation");
+        assert_eq!(
+            html.matches("<tr><td>").count() + html.matches("<tr><td class=\"d\">").count(),
+            7,
+            "6 tokens + 1 rotation"
+        );
     }
 }
