@@ -2,3 +2,6 @@
 
 mod notify;
 mod store;
+/// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
+/// another global subscriber).
+mod support;
