@@ -9,6 +9,7 @@
 //! Versions behave like Key Vault's everywhere: every [`SecretStore::set`] creates a new version, the newest
 //! is current, old versions can be disabled. Secret values only ever travel as [`SecretString`].
 
+pub mod memory;
 pub mod tags;
 
 use crate::domain::SecretName;
