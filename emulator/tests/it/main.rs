@@ -1,0 +1,9 @@
+//! Integration tests of patrol-emulator over real HTTP on loopback (one test binary).
+
+mod support;
+
+mod audit;
+mod auth;
+mod control;
+mod entra;
+mod pats;
