@@ -619,8 +619,7 @@ fn fast_timestamp(b: &[u8]) -> Option<OffsetDateTime> {
     fn num(b: &[u8]) -> Option<u32> {
         b.iter().try_fold(0u32, |acc, c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
     }
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':'
-    {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let year = i32::try_from(num(&b[0..4])?).ok()?;
@@ -655,7 +654,8 @@ fn fast_timestamp(b: &[u8]) -> Option<OffsetDateTime> {
         _ => return None,
     };
     let date = time::Date::from_calendar_date(year, month, day).ok()?;
-    let t = time::Time::from_hms_nano(u8::try_from(h).ok()?, u8::try_from(m).ok()?, u8::try_from(sec).ok()?, nanos).ok()?;
+    let t =
+        time::Time::from_hms_nano(u8::try_from(h).ok()?, u8::try_from(m).ok()?, u8::try_from(sec).ok()?, nanos).ok()?;
     Some(time::PrimitiveDateTime::new(date, t).assume_offset(offset))
 }
 
@@ -788,7 +788,14 @@ mod tests {
             assert_eq!(parse_timestamp(s), Some(general), "{s}");
             assert!(fast_timestamp(s.as_bytes()).is_some(), "fast path taken for {s}");
         }
-        for bad in ["2019-02-30T00:00:00Z", "2019-03-05T25:00:00Z", "2019-03-05T14:05:02", "2019-03-05T14:05:02.Z", "", "2019-03-05 14:05:02Z x"] {
+        for bad in [
+            "2019-02-30T00:00:00Z",
+            "2019-03-05T25:00:00Z",
+            "2019-03-05T14:05:02",
+            "2019-03-05T14:05:02.Z",
+            "",
+            "2019-03-05 14:05:02Z x",
+        ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }
