@@ -72,6 +72,7 @@ impl Lifecycle {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatrolAction {
     pub kind: Lifecycle,
+    pub organization: OrgName,
     pub owner: OwnerId,
     pub display_name: String,
     pub authorization_id: Option<AuthorizationId>,
@@ -121,6 +122,15 @@ impl AuditContext {
 
     pub fn add_action(&mut self, action: PatrolAction) {
         self.actions.push(action);
+    }
+
+    pub fn actions(&self) -> impl Iterator<Item = &PatrolAction> {
+        self.actions.iter()
+    }
+
+    /// Whether `action` happened in `organization`.
+    pub fn action_in(&self, action: &PatrolAction, organization: &OrgName) -> bool {
+        action.organization.as_str().eq_ignore_ascii_case(organization.as_str())
     }
 
     pub fn pat(&self, id: &AuthorizationId) -> Option<&KnownPat> {

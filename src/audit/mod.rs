@@ -6,10 +6,12 @@
 //! - [`context`] — what the rules know besides the log: known PATs, patrol's own actions, last uses.
 //! - [`finding`] — a rule firing, with a sentence and the evidence.
 //! - [`rules`] — the pure evaluator: entries × context × now → findings.
+//! - [`ingest`] — polling with overlapping windows, de-duplication, the persisted checkpoint.
 
 pub mod context;
 pub mod entry;
 pub mod finding;
+pub mod ingest;
 pub mod policy;
 pub mod rules;
 

@@ -54,6 +54,7 @@ fn ctx() -> AuditContext {
     });
     c.add_action(PatrolAction {
         kind: Lifecycle::Create,
+        organization: OrgName::parse("fabrikam").unwrap(),
         owner: OwnerId::parse(OWNER).unwrap(),
         display_name: "ci-build (patrol:0123456789ab)".into(),
         authorization_id: Some(aid(MANAGED)),
