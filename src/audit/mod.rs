@@ -6,6 +6,7 @@
 //! - [`context`] — what the rules know besides the log: known PATs, patrol's own actions, last uses.
 //! - [`finding`] — a rule firing, with a sentence and the evidence.
 //! - [`rules`] — the pure evaluator: entries × context × now → findings.
+//! - [`respond`] — response per severity (alert / rotate now / revoke, dry run), the evidence gate.
 //! - [`ingest`] — polling with overlapping windows, de-duplication, the persisted checkpoint.
 
 pub mod context;
@@ -13,6 +14,7 @@ pub mod entry;
 pub mod finding;
 pub mod ingest;
 pub mod policy;
+pub mod respond;
 pub mod rules;
 
 pub use context::{AuditContext, KnownPat, LastUse, Lifecycle, PatStatus, PatrolAction};
