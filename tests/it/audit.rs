@@ -207,6 +207,7 @@ async fn rules_fire_on_simulated_consumer_use_and_polls_deduplicate() {
     env.ctl("/_control/clock/advance", json!({ "seconds": 60 })).await;
     // The leaked PAT was revoked by the service; the lagging consumer tries again from elsewhere.
     env.use_pat(&old_secret, "198.51.100.1", "git/2.45").await;
+    env.ctl("/_control/clock/advance", json!({ "seconds": 1 })).await;
     let report2 =
         poll(&client, &store, &org, &settings(), &mut ctx, PollConfig::default(), env.emu.clock().now()).await.unwrap();
     assert!(report2.duplicates >= report.stats.entries, "{} duplicates", report2.duplicates);
