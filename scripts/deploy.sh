@@ -23,6 +23,7 @@
 #   --timeout SEC          stop waiting after SEC seconds (default: 21600 = 6 h)
 #   --cancel-on-timeout    cancel the deployment in Azure when the timeout is reached (default: leave it running)
 #   --max-poll-errors N    consecutive failed polls tolerated before giving up (default: 5)
+#   --retry-delay SEC      pause before the 2nd and 3rd sign-in attempt, multiplied by the attempt (default: 5)
 # Exit codes: 0 Succeeded; 1 Failed or Canceled (errors printed); 2 usage or parameter error;
 #             3 outcome unknown (timeout, sign-in lost, Azure unreachable) - the deployment may still be running;
 #             130 interrupted (the deployment keeps running in Azure).
@@ -42,6 +43,7 @@ refresh_command=""
 timeout=21600
 cancel_on_timeout=0
 max_poll_errors=5
+retry_delay=5
 default_params=1
 
 log() { echo "deploy: $(date -u +%H:%M:%S) $*" >&2; }
@@ -66,6 +68,7 @@ while [ $# -gt 0 ]; do
     --timeout) [ $# -ge 2 ] || usage_error "$1 needs a value"; timeout="$2"; shift 2 ;;
     --cancel-on-timeout) cancel_on_timeout=1; shift ;;
     --max-poll-errors) [ $# -ge 2 ] || usage_error "$1 needs a value"; max_poll_errors="$2"; shift 2 ;;
+    --retry-delay) [ $# -ge 2 ] || usage_error "$1 needs a value"; retry_delay="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) usage_error "unknown argument: $1" ;;
   esac
@@ -74,6 +77,7 @@ done
 is_number "$poll_interval" || usage_error "--poll-interval must be a number of seconds, got: $poll_interval"
 is_int "$refresh_every" && [ "$refresh_every" -gt 0 ] || usage_error "--refresh-every must be a positive whole number of seconds"
 is_int "$timeout" && [ "$timeout" -gt 0 ] || usage_error "--timeout must be a positive whole number of seconds"
+is_number "$retry_delay" || usage_error "--retry-delay must be a number of seconds, got: $retry_delay"
 is_int "$max_poll_errors" && [ "$max_poll_errors" -gt 0 ] || usage_error "--max-poll-errors must be a positive whole number"
 [[ "$name" =~ ^[-A-Za-z0-9_.()]{1,64}$ ]] || usage_error "--name must be 1-64 letters, digits, '-', '_', '.', '(' or ')'"
 [ -f "$template" ] || usage_error "template not found: $template"
@@ -187,7 +191,7 @@ refresh_with_retries() {
   for attempt in 1 2 3; do
     if refresh_signin; then return 0; fi
     log "sign-in refresh attempt $attempt failed"
-    sleep "$attempt"
+    [ "$attempt" -lt 3 ] && sleep "$(python3 -c "print($retry_delay * $attempt)")"
   done
   return 1
 }
