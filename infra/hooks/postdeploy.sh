@@ -3,11 +3,11 @@
 # does not exist yet, so the first `azd provision` skips it (DEPLOY_EVENT_SUBSCRIPTION=false); once `azd deploy`
 # has published the code, this turns the subscription on and provisions again (incremental: only the subscription
 # is new). Later `azd up` runs keep DEPLOY_EVENT_SUBSCRIPTION=true, so the subscription stays.
-# Set PATROL_SKIP_EVENT_SUBSCRIPTION=true to leave the subscription out (e.g. a vault without events).
+# Set SKIP_EVENT_SUBSCRIPTION=true to leave the subscription out (e.g. a vault without events).
 set -euo pipefail
 
-if [ "${PATROL_SKIP_EVENT_SUBSCRIPTION:-false}" = "true" ]; then
-  echo "postdeploy: PATROL_SKIP_EVENT_SUBSCRIPTION=true; not creating the Event Grid subscription"
+if [ "${SKIP_EVENT_SUBSCRIPTION:-false}" = "true" ]; then
+  echo "postdeploy: SKIP_EVENT_SUBSCRIPTION=true; not creating the Event Grid subscription"
   exit 0
 fi
 if [ "${EVENT_SUBSCRIPTION_DEPLOYED:-false}" = "true" ]; then

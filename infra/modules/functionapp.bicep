@@ -157,7 +157,6 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
-      alwaysOn: false
       cors: {
         allowedOrigins: []
       }

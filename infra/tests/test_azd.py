@@ -57,5 +57,5 @@ def test_postdeploy_runs_the_second_pass(tmp_path):
 def test_postdeploy_does_nothing_once_deployed_or_when_skipped(tmp_path):
     r, calls = run_hook(tmp_path, EVENT_SUBSCRIPTION_DEPLOYED="true")
     assert r.returncode == 0 and calls == []
-    r, calls = run_hook(tmp_path, EVENT_SUBSCRIPTION_DEPLOYED="false", PATROL_SKIP_EVENT_SUBSCRIPTION="true")
+    r, calls = run_hook(tmp_path, EVENT_SUBSCRIPTION_DEPLOYED="false", SKIP_EVENT_SUBSCRIPTION="true")
     assert r.returncode == 0 and calls == []
