@@ -314,3 +314,11 @@ def test_main_outputs_for_azd():
     for name in ("AZURE_RESOURCE_GROUP", "AZURE_FUNCTION_APP_NAME", "AZURE_KEY_VAULT_NAME", "PATROL_KEYVAULT_URL",
                  "AZURE_LOCATION", "EVENT_SUBSCRIPTION_DEPLOYED"):
         assert name in outputs
+
+
+@pytest.mark.skipif(not (REPO / "RotateTimer" / "function.json").is_file(), reason="function folders not merged yet")
+def test_timer_schedule_setting_is_set_by_the_template():
+    schedule = json.loads((REPO / "RotateTimer" / "function.json").read_text())["bindings"][0]["schedule"]
+    m = re.fullmatch(r"%(\w+)%", schedule)
+    assert m, f"RotateTimer's schedule {schedule!r} is not an app-setting reference"
+    assert m.group(1) in module("functionapp")["variables"]["baseSettings"]["value"]
