@@ -50,7 +50,7 @@ log() { echo "deploy: $(date -u +%H:%M:%S) $*" >&2; }
 usage_error() { echo "deploy: $*" >&2; echo "run scripts/deploy.sh --help for usage" >&2; exit 2; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 is_number() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
-is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
+is_positive_int() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -gt 0 ]; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -75,10 +75,10 @@ while [ $# -gt 0 ]; do
 done
 
 is_number "$poll_interval" || usage_error "--poll-interval must be a number of seconds, got: $poll_interval"
-is_int "$refresh_every" && [ "$refresh_every" -gt 0 ] || usage_error "--refresh-every must be a positive whole number of seconds"
-is_int "$timeout" && [ "$timeout" -gt 0 ] || usage_error "--timeout must be a positive whole number of seconds"
+is_positive_int "$refresh_every" || usage_error "--refresh-every must be a positive whole number of seconds"
+is_positive_int "$timeout" || usage_error "--timeout must be a positive whole number of seconds"
 is_number "$retry_delay" || usage_error "--retry-delay must be a number of seconds, got: $retry_delay"
-is_int "$max_poll_errors" && [ "$max_poll_errors" -gt 0 ] || usage_error "--max-poll-errors must be a positive whole number"
+is_positive_int "$max_poll_errors" || usage_error "--max-poll-errors must be a positive whole number"
 [[ "$name" =~ ^[-A-Za-z0-9_.()]{1,64}$ ]] || usage_error "--name must be 1-64 letters, digits, '-', '_', '.', '(' or ')'"
 [ -f "$template" ] || usage_error "template not found: $template"
 if [ "$default_params" = 1 ] && [ -f "$repo_root/infra/main.parameters.json" ] && [ "$template" = "$repo_root/infra/main.bicep" ]; then
