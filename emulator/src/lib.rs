@@ -12,4 +12,7 @@
 //! in-process on an ephemeral port through this library.
 
 pub mod clock;
+pub mod eventgrid;
+pub mod keyvault;
+pub mod tls;
 pub mod tokens;

@@ -1,0 +1,3 @@
+//! patrol-emulator's integration tests: one binary, one module per area.
+
+mod keyvault;

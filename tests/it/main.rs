@@ -1,0 +1,7 @@
+//! patrol's integration tests: one binary, one module per area.
+
+mod notify;
+mod store;
+/// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
+/// another global subscriber).
+mod support;
