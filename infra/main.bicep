@@ -51,8 +51,15 @@ param instanceMemoryMB int = 512
 ])
 param keyVaultPublicNetworkAccess string = 'Enabled'
 
-@description('IPv4 addresses / CIDR ranges let through the vault firewall when public access is Disabled.')
+@description('IPv4 addresses / CIDR ranges let through the vault firewall (public endpoint Enabled, default Deny), e.g. the operator running `patrol login`.')
 param keyVaultAllowedIpRanges array = []
+
+@description('Integrate the Function App with a new virtual network and reach the vault through a private endpoint. Implied when the vault is Disabled or firewalled.')
+param vnetIntegration bool = false
+
+@description('Address space of that virtual network (a /16 is carved into /24 subnets).')
+@minLength(9)
+param vnetAddressPrefix string = '10.40.0.0/16'
 
 @description('Application Insights refuses instrumentation-key ingestion; the app authenticates with its identity.')
 param disableAppInsightsLocalAuth bool = true
@@ -111,6 +118,9 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var allTags = union(tags, { 'azd-env-name': environmentName, application: 'patrol' })
 var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
 var functionAppName = 'func-patrol-${resourceToken}'
+var useVnet = vnetIntegration || keyVaultPublicNetworkAccess == 'Disabled' || !empty(keyVaultAllowedIpRanges)
+var vnetOctets = split(split(vnetAddressPrefix, '/')[0], '.')
+var vnetBase = '${vnetOctets[0]}.${vnetOctets[1]}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -156,6 +166,21 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
+module network 'modules/network.bicep' = if (useVnet) {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    vnetName: 'vnet-patrol-${resourceToken}'
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: '${vnetBase}.1.0/24'
+    privateEndpointSubnetPrefix: '${vnetBase}.2.0/24'
+    hostingPlan: hostingPlan
+    keyVaultId: keyVault.outputs.keyVaultId
+    tags: allTags
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   scope: rg
@@ -177,6 +202,7 @@ module functionApp 'modules/functionapp.bicep' = {
     ownerTenantId: empty(ownerTenantId) ? subscription().tenantId : ownerTenantId
     ownerClientId: ownerClientId
     additionalAppSettings: additionalAppSettings
+    virtualNetworkSubnetId: useVnet ? network.outputs.appSubnetId : ''
     tags: allTags
   }
 }

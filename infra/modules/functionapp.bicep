@@ -88,6 +88,9 @@ param ownerClientId string = ''
 @description('Further non-secret PATROL_… settings (e.g. PATROL_SMTP_HOST, PATROL_REPORT_RECIPIENTS). Secrets belong in Key Vault: use PATROL_SMTP_PASSWORD_SECRET, never a password here.')
 param additionalAppSettings object = {}
 
+@description('Subnet for outbound VNet integration (modules/network.bicep); empty: no VNet integration.')
+param virtualNetworkSubnetId string = ''
+
 @description('Tags applied to every resource; the app also gets azd-service-name.')
 param tags object = {}
 
@@ -151,7 +154,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientAffinityEnabled: false
     publicNetworkAccess: 'Enabled'
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
+      vnetRouteAllEnabled: !empty(virtualNetworkSubnetId)
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'

@@ -23,7 +23,7 @@ param softDeleteRetentionInDays int = 90
 ])
 param publicNetworkAccess string = 'Enabled'
 
-@description('Public IPv4 addresses or CIDR ranges allowed through the vault firewall when it is closed (e.g. the operator running `patrol login`).')
+@description('Public IPv4 addresses or CIDR ranges let through the vault firewall (e.g. the operator running `patrol login`). Non-empty turns the firewall on (default Deny) while the public endpoint stays Enabled; ignored when it is Disabled.')
 param allowedIpRanges array = []
 
 @description('Resource id of the Log Analytics workspace that receives the vault\'s AuditEvent logs.')
@@ -33,10 +33,12 @@ param workspaceId string
 @description('Tags applied to every resource.')
 param tags object = {}
 
-var closed = publicNetworkAccess == 'Disabled'
+// Any restriction makes the firewall default Deny; the Function App then reaches the vault through its private
+// endpoint (modules/network.bicep), and trusted Azure services pass.
+var restricted = publicNetworkAccess == 'Disabled' || !empty(allowedIpRanges)
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: the firewall default is a parameter: with publicNetworkAccess Disabled it is Deny; with Enabled (for apps without VNet integration, whose Flex Consumption outbound addresses are not fixed) it must be Allow. Every request still needs an Entra token and an RBAC role.
+  // checkov:skip=CKV_AZURE_109: the firewall default is decided by parameters: Deny when the public endpoint is Disabled or IP ranges are given (the app then uses a private endpoint); Allow only in the default open mode, for apps without VNet integration, whose Flex Consumption outbound addresses are not fixed. Every request still needs an Entra token and an RBAC role.
   name: keyVaultName
   location: location
   tags: tags
@@ -56,7 +58,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: closed ? 'Deny' : 'Allow'
+      defaultAction: restricted ? 'Deny' : 'Allow'
       ipRules: [for ip in allowedIpRanges: {
         value: ip
       }]

@@ -48,7 +48,7 @@ def test_every_expected_template_exists():
     names = {p.relative_to(INFRA).as_posix() for p in BICEP_FILES}
     assert {"main.bicep", "modules/functionapp.bicep", "modules/storage.bicep", "modules/keyvault.bicep",
             "modules/monitoring.bicep", "modules/roles.bicep", "modules/eventgrid-topic.bicep",
-            "modules/eventgrid-subscription.bicep", "modules/alerts.bicep"} <= names
+            "modules/eventgrid-subscription.bicep", "modules/alerts.bicep", "modules/network.bicep"} <= names
 
 
 @pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
@@ -184,7 +184,8 @@ def test_key_vault_rbac_soft_delete_purge_protection_network_option():
     assert p["publicNetworkAccess"] == "publicNetworkAccess"
     assert decorators(doc["parameters"]["publicNetworkAccess"])["allowed"] == ["Enabled", "Disabled"]
     cond, deny, allow = conditional(p["networkAcls"]["defaultAction"])
-    assert (cond, deny, allow) == ("closed", "Deny", "Allow")
+    assert (cond, deny, allow) == ("restricted", "Deny", "Allow")
+    assert "allowedIpRanges" in json.dumps(doc["variables"]["restricted"]), "IP ranges turn the firewall on"
 
 
 def test_key_vault_audit_events_go_to_log_analytics():
@@ -322,3 +323,24 @@ def test_timer_schedule_setting_is_set_by_the_template():
     m = re.fullmatch(r"%(\w+)%", schedule)
     assert m, f"RotateTimer's schedule {schedule!r} is not an app-setting reference"
     assert m.group(1) in module("functionapp")["variables"]["baseSettings"]["value"]
+
+
+def test_a_closed_vault_brings_vnet_integration_and_a_private_endpoint():
+    m = main()
+    use_vnet = json.dumps(m["variables"]["useVnet"]["value"])
+    for needed in ("vnetIntegration", "keyVaultPublicNetworkAccess", "Disabled", "keyVaultAllowedIpRanges"):
+        assert needed in use_vnet
+    assert m["modules"]["network"]["config"]["condition"] == "useVnet"
+    cond, on, off = conditional(props(m["modules"]["functionApp"])["params"]["virtualNetworkSubnetId"])
+    assert (cond, on, off) == ("useVnet", "network.outputs.appSubnetId", "")
+    site = props(module("functionapp")["resources"]["functionApp"])["properties"]
+    assert "virtualNetworkSubnetId" in json.dumps(site["virtualNetworkSubnetId"])
+    net = module("network")
+    pe = props(net["resources"]["vaultEndpoint"])["properties"]
+    link = pe["privateLinkServiceConnections"][0]["properties"]
+    assert link == {"privateLinkServiceId": "keyVaultId", "groupIds": ["vault"]}
+    assert net["variables"]["vaultDnsZone"]["value"] == "privatelink.vaultcore.azure.net"
+    cond, flex, premium = conditional(net["variables"]["delegation"]["value"])
+    assert (flex, premium) == ("Microsoft.App/environments", "Microsoft.Web/serverFarms")
+    for subnet in props(net["resources"]["vnet"])["properties"]["subnets"]:
+        assert "networkSecurityGroup" in subnet["properties"], subnet["name"]
