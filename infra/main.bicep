@@ -57,6 +57,9 @@ param keyVaultAllowedIpRanges array = []
 @description('Integrate the Function App with a new virtual network and reach the vault through a private endpoint. Implied when the vault is Disabled or firewalled.')
 param vnetIntegration bool = false
 
+@description('Outbound traffic of the integrated app leaves through a NAT gateway with one static IP (for Azure DevOps IP policies).')
+param vnetNatGateway bool = true
+
 @description('Address space of that virtual network (a /16 is carved into /24 subnets).')
 @minLength(9)
 param vnetAddressPrefix string = '10.40.0.0/16'
@@ -176,6 +179,7 @@ module network 'modules/network.bicep' = if (useVnet) {
     appSubnetPrefix: '${vnetBase}.1.0/24'
     privateEndpointSubnetPrefix: '${vnetBase}.2.0/24'
     hostingPlan: hostingPlan
+    natGateway: vnetNatGateway
     keyVaultId: keyVault.outputs.keyVaultId
     tags: allTags
   }
@@ -274,4 +278,5 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.keyVaultName
 output PATROL_KEYVAULT_URL string = keyVault.outputs.keyVaultUri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.storageAccountName
 output AZURE_EVENTGRID_TOPIC_NAME string = eventGridTopic.outputs.topicName
+output AZURE_FUNCTION_APP_EGRESS_IP string = useVnet ? network.outputs.egressIpAddress : ''
 output EVENT_SUBSCRIPTION_DEPLOYED bool = deployEventSubscription

@@ -35,11 +35,44 @@ param hostingPlan string = 'FlexConsumption'
 @minLength(1)
 param keyVaultId string
 
+@description('Give the integration subnet a NAT gateway with a static public IP: outbound traffic (Azure DevOps, Entra, storage) then leaves from one known address, which Azure DevOps Conditional Access / IP policies can allow; without it the subnet relies on default outbound access, which new networks no longer get.')
+param natGateway bool = true
+
 @description('Tags applied to every resource.')
 param tags object = {}
 
 var delegation = (hostingPlan == 'FlexConsumption') ? 'Microsoft.App/environments' : 'Microsoft.Web/serverFarms'
 var vaultDnsZone = 'privatelink.vaultcore.azure.net'
+
+resource egressIp 'Microsoft.Network/publicIPAddresses@2024-01-01' = if (natGateway) {
+  name: '${vnetName}-egress-ip'
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    publicIPAllocationMethod: 'Static'
+    publicIPAddressVersion: 'IPv4'
+  }
+}
+
+resource nat 'Microsoft.Network/natGateways@2024-01-01' = if (natGateway) {
+  name: '${vnetName}-nat'
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    idleTimeoutInMinutes: 4
+    publicIpAddresses: [
+      {
+        id: egressIp.id
+      }
+    ]
+  }
+}
 
 resource appNsg 'Microsoft.Network/networkSecurityGroups@2024-01-01' = {
   name: '${vnetName}-app-nsg'
@@ -77,6 +110,10 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-01-01' = {
           networkSecurityGroup: {
             id: appNsg.id
           }
+          natGateway: natGateway ? {
+            id: nat.id
+          } : null
+          defaultOutboundAccess: !natGateway
           delegations: [
             {
               name: 'app-integration'
@@ -95,6 +132,7 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-01-01' = {
             id: endpointNsg.id
           }
           privateEndpointNetworkPolicies: 'Enabled'
+          defaultOutboundAccess: false
         }
       }
     ]
@@ -159,6 +197,9 @@ resource vaultDnsGroup 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@
 
 @description('Resource id of the subnet the Function App integrates with.')
 output appSubnetId string = vnet.properties.subnets[0].id
+
+@description('Static outbound IP address of the Function App (empty without the NAT gateway).')
+output egressIpAddress string = natGateway ? egressIp.properties.ipAddress : ''
 
 @description('Resource id of the virtual network.')
 output vnetId string = vnet.id
