@@ -344,3 +344,15 @@ def test_a_closed_vault_brings_vnet_integration_and_a_private_endpoint():
     assert (flex, premium) == ("Microsoft.App/environments", "Microsoft.Web/serverFarms")
     for subnet in props(net["resources"]["vnet"])["properties"]["subnets"]:
         assert "networkSecurityGroup" in subnet["properties"], subnet["name"]
+
+
+def test_integrated_app_has_a_defined_egress():
+    net = module("network")
+    app_subnet = props(net["resources"]["vnet"])["properties"]["subnets"][0]["properties"]
+    cond, on, off = conditional(app_subnet["natGateway"])
+    assert (cond, on, off) == ("natGateway", {"id": "nat.id"}, None)
+    # without the NAT gateway the subnet keeps default outbound access; with it, nothing else leaves
+    assert app_subnet["defaultOutboundAccess"] == {"operator": {"type": "not", "operands": {"bool_value": "natGateway"}}}
+    ip = props(net["resources"]["egressIp"])
+    assert ip["sku"] == {"name": "Standard"} and ip["properties"]["publicIPAllocationMethod"] == "Static"
+    assert props(main()["modules"]["network"])["params"]["natGateway"] == "vnetNatGateway"
