@@ -59,3 +59,28 @@ def test_postdeploy_does_nothing_once_deployed_or_when_skipped(tmp_path):
     assert r.returncode == 0 and calls == []
     r, calls = run_hook(tmp_path, EVENT_SUBSCRIPTION_DEPLOYED="false", SKIP_EVENT_SUBSCRIPTION="true")
     assert r.returncode == 0 and calls == []
+
+
+def test_every_azd_variable_in_the_docs_reaches_the_template():
+    """`azd env set X …` in docs/deploy.md only helps if main.parameters.json (or a hook) reads X."""
+    import re
+
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    params = (REPO / "infra" / "main.parameters.json").read_text()
+    hook = HOOK.read_text()
+    azd_own = {"AZURE_LOCATION", "AZURE_ENV_NAME", "AZURE_SUBSCRIPTION_ID"}
+    names = set(re.findall(r"azd env set ([A-Z_]+)", doc))
+    assert names, "docs/deploy.md shows no azd variables"
+    for name in names - azd_own:
+        assert "${" + name in params or name in hook, f"docs/deploy.md sets {name}, which nothing reads"
+
+
+def test_every_azd_value_the_docs_read_is_a_template_output():
+    import re
+
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    outputs = set(main()["outputs"])
+    read = set(re.findall(r"azd env get-value ([A-Z_]+)", doc)) | set(re.findall(r"`(AZURE_[A-Z_]+)`", doc))
+    read -= {"AZURE_PRINCIPAL_ID", "AZURE_CLIENT_ID", "AZURE_TENANT_ID"} - outputs  # set by azd / the CI job
+    assert read, "docs/deploy.md reads no azd values"
+    assert read <= outputs, f"docs/deploy.md reads {read - outputs}, which main.bicep does not output"
