@@ -209,3 +209,24 @@ def test_usage_errors(az, args):
     r = deploy(az, {"states": ["Succeeded"]}, *args)
     assert r.returncode == 2
     assert not az.commands("deployment")
+
+
+def test_interrupt_leaves_the_deployment_running(az):
+    import signal
+    import time
+
+    az.scenario.write_text(json.dumps({"states": ["Running"]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "DEPLOY_", "PATROL_"))}
+    env.update(PATH=f"{FAKE_AZ_DIR}:{os.environ['PATH']}", FAKE_AZ_SCENARIO=str(az.scenario),
+               FAKE_AZ_STATE=str(az.state), FAKE_AZ_LOG=str(az.log), AZURE_ENV_NAME="prod",
+               AZURE_LOCATION="swedencentral")
+    proc = subprocess.Popen(["bash", str(SCRIPT), "--name", "patrol-test", "--poll-interval", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 30
+    while not az.commands("deployment", "sub", "show") and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "keeps running in Azure" in err and "az deployment sub show --name patrol-test" in err
+    assert not az.commands("deployment", "sub", "cancel")
