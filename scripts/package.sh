@@ -47,6 +47,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+[ "$(uname -s)" = Linux ] || die "package.sh runs on Linux (or WSL): it builds a Linux binary and uses GNU tools"
 command -v zip >/dev/null 2>&1 || die "zip is not installed (Debian: apt-get install zip; or run scripts/setup.sh)"
 command -v python3 >/dev/null 2>&1 || die "python3 is needed for the package checks"
 
