@@ -2,7 +2,7 @@
 # Builds patrol's Azure Functions deployment package: a zip whose root holds host.json, the three function
 # folders (RotateTimer, RotateHttp, EventGridSecretChanged), the policy file as patrol.toml, and the handler
 # binary named `handler` with its execute bit (mode 0755). Everything else is 0644; timestamps and order are
-# fixed, so the same inputs give the same zip, byte for byte.
+# fixed, so the same inputs give the same zip, byte for byte. Its SHA-256 is written to <zip>.sha256.
 #
 # By default it builds a static x86_64-unknown-linux-musl release binary (no glibc mismatch on the Functions
 # host). Needs: rustup target x86_64-unknown-linux-musl, musl-tools (musl-gcc, for the C parts of aws-lc-sys),
@@ -187,5 +187,7 @@ if [ -n "$stage_keep" ]; then
 fi
 
 sha="$(sha256sum "$out_abs" | cut -d' ' -f1)"
+# A checksum file beside the zip (sha256sum -c format), to verify a kept package before a rollback.
+printf '%s  %s\n' "$sha" "$(basename "$out_abs")" > "$out_abs.sha256"
 echo "package: wrote $out_abs ($(stat -c %s "$out_abs") bytes, sha256 $sha)" >&2
 echo "$out_abs"

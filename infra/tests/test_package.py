@@ -102,6 +102,9 @@ def test_zip_layout_and_modes(app):
         assert z.read("patrol.toml") == app["policy"].read_bytes()
         assert json.loads(z.read("EventGridSecretChanged/function.json")) == FUNCTIONS["EventGridSecretChanged"]
         assert z.testzip() is None
+    check = subprocess.run(["sha256sum", "-c", app["out"].name + ".sha256"], cwd=app["out"].parent,
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and ": OK" in check.stdout
 
 
 def test_unzip_on_linux_restores_the_execute_bit(app, tmp_path):
