@@ -1,0 +1,3 @@
+//! patrol's integration tests: one test binary, one module per area (keeps link time down).
+
+mod handler;
