@@ -9,7 +9,10 @@
 //! Versions behave like Key Vault's everywhere: every [`SecretStore::set`] creates a new version, the newest
 //! is current, old versions can be disabled. Secret values only ever travel as [`SecretString`].
 
+pub mod file;
 pub mod tags;
+
+pub use file::FileSecretStore;
 
 use crate::domain::SecretName;
 use async_trait::async_trait;

@@ -1,0 +1,3 @@
+//! patrol's integration tests: one binary, one module per area.
+
+mod store;
