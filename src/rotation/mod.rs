@@ -9,7 +9,14 @@
 //! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
 
+pub mod engine;
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod inventory;
 pub mod journal;
+pub mod lease;
+pub mod machine;
 pub mod plan;
 pub mod policy;
