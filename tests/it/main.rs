@@ -1,3 +1,4 @@
 //! patrol's integration tests: one binary, one module per area.
 
+mod notify;
 mod store;
