@@ -1,4 +1,5 @@
 //! patrol's integration tests: one binary, one module per area.
 
+mod handler;
 mod notify;
 mod store;
