@@ -10,6 +10,7 @@
 //! is current, old versions can be disabled. Secret values only ever travel as [`SecretString`].
 
 pub mod file;
+pub mod memory;
 pub mod tags;
 
 pub use file::FileSecretStore;
