@@ -12,6 +12,7 @@
 pub mod credential;
 pub mod file;
 pub mod keyvault;
+pub mod memory;
 pub mod tags;
 
 pub use file::FileSecretStore;
