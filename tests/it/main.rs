@@ -1,6 +1,10 @@
 //! patrol's integration tests: one test binary, one module per area (keeps link time down).
 
+mod audit;
 mod cli;
 mod handler;
 mod notify;
 mod store;
+/// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
+/// another global subscriber).
+mod support;

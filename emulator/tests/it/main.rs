@@ -1,3 +1,10 @@
-//! patrol-emulator's integration tests: one binary, one module per area.
+//! Integration tests of patrol-emulator over real HTTP on loopback (one test binary, one module per area).
 
+mod support;
+
+mod audit;
+mod auth;
+mod control;
+mod entra;
 mod keyvault;
+mod pats;

@@ -190,7 +190,7 @@ async fn throttling_is_retried_and_then_reported() {
 
 #[tokio::test]
 async fn forbidden_and_values_never_in_logs_or_errors() {
-    let logs = captured_logs();
+    let logs = crate::support::captured_logs();
     let env = start().await;
     let store = KeyVaultSecretStore::with_client(client(&env, None), false);
     let secret_value = "pat-secret-value-q8w7e6r5t4y3";
@@ -206,34 +206,4 @@ async fn forbidden_and_values_never_in_logs_or_errors() {
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("stored a new secret version"), "logging was captured");
     assert!(!logs.contains(secret_value), "a secret value reached the logs");
-}
-
-/// Everything logged by this test binary, captured by a process-wide subscriber (a thread-scoped one
-/// misses events whose callsite interest another test thread cached first).
-fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
-    use std::io::Write;
-    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        #[derive(Clone)]
-        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = Buf(buf.clone());
-        let sub = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(sub).expect("no other global subscriber in the test binary");
-        buf
-    })
-    .clone()
 }
