@@ -2,4 +2,5 @@
 
 mod handler;
 mod notify;
+mod rotation;
 mod store;
