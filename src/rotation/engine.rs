@@ -164,11 +164,9 @@ impl Engine {
         let work: Vec<&Entry> = the_plan.entries.iter().filter(|e| !e.is_noop()).collect();
         let inv = &inv;
         let requests = &opts.requests;
-        let results: Vec<Result<Outcome, EngineError>> = futures::stream::iter(work)
-            .map(|entry| async move { self.apply_entry(inv, entry, requests, deadline).await })
-            .buffer_unordered(self.concurrency.max(1))
-            .collect()
-            .await;
+        let futs: Vec<_> = work.into_iter().map(|entry| self.apply_entry(inv, entry, requests, deadline)).collect();
+        let results: Vec<Result<Outcome, EngineError>> =
+            futures::stream::iter(futs).buffer_unordered(self.concurrency.max(1)).collect().await;
         for r in results {
             match r? {
                 Outcome::Busy(s) => summary.busy.push(s),

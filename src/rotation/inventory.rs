@@ -141,19 +141,23 @@ pub async fn gather(
     let chosen: Vec<&ManagedToken> =
         policy.tokens.iter().filter(|t| only.is_none_or(|o| o.contains(&t.secret))).collect();
     let concurrency = concurrency.max(1);
-    let tokens: BTreeMap<SecretName, TokenState> = futures::stream::iter(chosen.iter())
-        .map(|t| async move { (t.secret.clone(), token_state(store, state, &t.secret).await) })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let futs: Vec<_> = chosen
+        .iter()
+        .map(|t| {
+            let secret = t.secret.clone();
+            async move {
+                let ts = token_state(store, state, &secret).await;
+                (secret, ts)
+            }
+        })
+        .collect();
+    let tokens: BTreeMap<SecretName, TokenState> =
+        futures::stream::iter(futs).buffer_unordered(concurrency).collect().await;
     let mut pairs: Vec<(OwnerId, OrgName)> = chosen.iter().map(|t| (t.owner.clone(), t.organization.clone())).collect();
     pairs.sort();
     pairs.dedup();
-    let mut owners: Vec<OwnerPats> = futures::stream::iter(pairs.iter())
-        .map(|(o, org)| owner_pats(connector, o, org))
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let futs: Vec<_> = pairs.iter().map(|(o, org)| owner_pats(connector, o, org)).collect();
+    let mut owners: Vec<OwnerPats> = futures::stream::iter(futs).buffer_unordered(concurrency).collect().await;
     owners.sort_by(|a, b| (&a.owner, &a.organization).cmp(&(&b.owner, &b.organization)));
     for o in &mut owners {
         o.pats.sort_by_key(|p| p.authorization_id);

@@ -9,11 +9,13 @@
 //! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
 
+pub mod blob;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod functions;
 pub mod inventory;
 pub mod journal;
 pub mod lease;

@@ -4,6 +4,7 @@ mod audit;
 mod cli;
 mod handler;
 mod notify;
+mod rotation;
 mod store;
 /// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
 /// another global subscriber).
