@@ -70,10 +70,15 @@ impl Handler {
             Reply::error(400, format!("malformed {function} invocation: {e}"), Some(function.as_str()), Some(id))
         };
         let request = Request::parse(body).map_err(malformed)?;
-        if let Some(now) = request.sys.utc_now
-            && self.clock.observe(now)
-        {
-            tracing::info!(host_now = %now, "aligned patrol's clock with the host's UtcNow");
+        match request.sys.utc_now {
+            // Far-off years would make later date arithmetic overflow; no host or emulator sends them.
+            Some(now) if !(1970..=9000).contains(&now.year()) => {
+                tracing::warn!(host_now = %now, "ignored Metadata.sys.UtcNow: implausible year");
+            }
+            Some(now) if self.clock.observe(now) => {
+                tracing::info!(host_now = %now, "aligned patrol's clock with the host's UtcNow");
+            }
+            _ => {}
         }
         if let Some(name) = request.sys.method_name.as_deref().filter(|n| !n.eq_ignore_ascii_case(function.as_str())) {
             tracing::warn!("Metadata.sys.MethodName is {} but the request was for {function}", lenient::shown(name));
@@ -216,6 +221,15 @@ mod tests {
         h.invoke(FunctionName::RotateTimer, None, body.as_bytes()).await;
         let drift = h.clock().now() - time::macros::datetime!(2031-05-06 07:08:09 UTC);
         assert!(drift.abs() < time::Duration::seconds(5), "{drift}");
+    }
+
+    #[tokio::test]
+    async fn implausible_host_times_are_not_followed() {
+        let h = handler();
+        let body = r#"{"Data":{"myTimer":{}},"Metadata":{"sys":{"UtcNow":"9999-12-31T00:00:00Z"}}}"#;
+        let r = h.invoke(FunctionName::RotateTimer, None, body.as_bytes()).await;
+        assert_eq!(r.status, 200);
+        assert!(h.clock().now().year() < 9000);
     }
 
     #[tokio::test]

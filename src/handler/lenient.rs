@@ -169,7 +169,10 @@ pub fn timestamp(s: &str) -> Result<OffsetDateTime, String> {
     let month = u8::try_from(month).ok().and_then(|m| Month::try_from(m).ok()).ok_or("month out of range")?;
     let date = Date::from_calendar_date(year, month, day as u8).map_err(|_| "no such date")?;
     let time = Time::from_hms_nano(hour as u8, minute as u8, second as u8, nanos).map_err(|_| "no such time")?;
-    Ok(PrimitiveDateTime::new(date, time).assume_offset(offset).to_offset(UtcOffset::UTC))
+    PrimitiveDateTime::new(date, time)
+        .assume_offset(offset)
+        .checked_to_offset(UtcOffset::UTC)
+        .ok_or_else(|| "out of range once converted to UTC".into())
 }
 
 /// Whether a timestamp is .NET's `default(DateTime)` (year 0001, possibly shifted a few hours into year 0
@@ -287,6 +290,7 @@ mod tests {
             ("2026-01-01T00:00:00.Z", "digits"),
             ("2026-01-01T00:00:00Zjunk", "unexpected"),
             ("2026-01-01", "'T'"),
+            ("9999-12-31T23:59:59.9999999-05:00", "out of range"),
         ] {
             let e = timestamp(s).unwrap_err();
             assert!(e.contains(why), "{s}: {e}");

@@ -582,3 +582,82 @@ fn function_app_files_match_the_handler() {
         assert!(funcignore.lines().any(|l| l.trim() == never_shipped), ".funcignore must exclude {never_shipped}");
     }
 }
+
+/// An engine that takes a while and logs as it goes.
+struct Slow(Duration);
+
+#[async_trait::async_trait]
+impl patrol::handler::Functions for Slow {
+    async fn rotate_timer(
+        &self,
+        inv: &patrol::handler::Invocation,
+        _: patrol::handler::timer::TimerRun,
+    ) -> patrol::handler::Outcome {
+        tracing::info!(retry = inv.retry.map(|r| r.retry_count), "engine: starting the run");
+        tokio::time::sleep(self.0).await;
+        tracing::info!("engine: run finished");
+        Ok(patrol::handler::Report::new(patrol::handler::Status::Completed, "rotated 0 of 0"))
+    }
+    async fn rotate_http(
+        &self,
+        _: &patrol::handler::Invocation,
+        _: patrol::handler::http::RotateRequest,
+    ) -> patrol::handler::Outcome {
+        Err(patrol::handler::Failure::new(patrol::handler::FailureKind::Conflict, "another run holds the lease"))
+    }
+    async fn secret_changed(
+        &self,
+        _: &patrol::handler::Invocation,
+        _: patrol::handler::eventgrid::SecretEvent,
+    ) -> patrol::handler::Outcome {
+        Ok(patrol::handler::Report::new(patrol::handler::Status::Ignored, "not managed"))
+    }
+}
+
+#[tokio::test]
+async fn an_engine_plugs_in_its_logs_reach_the_envelope_and_shutdown_waits_for_it() {
+    use patrol::handler::{Handler, server};
+    use tracing_subscriber::layer::SubscriberExt;
+    // Current-thread runtime: the server task runs on this thread, so a thread-local subscriber sees it.
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(patrol::telemetry::CaptureLayer));
+
+    let listener = server::bind(0).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = server::router(
+        Handler::new(Arc::new(Slow(Duration::from_millis(400))), patrol::clock::Clock::system()),
+        1 << 20,
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+
+    // A conflict from the engine reaches the HTTP caller as 409.
+    let r = client
+        .post(format!("{url}/RotateHttp"))
+        .body(json!({"Data": {"req": {"Method": "POST"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["Outputs"]["res"]["statusCode"], 409);
+
+    let payload = json!({"Data": {"myTimer": {}}, "Metadata": {"RetryContext": {"RetryCount": 1, "MaxRetryCount": 2}}});
+    let in_flight = tokio::spawn(client.post(format!("{url}/RotateTimer")).body(payload.to_string()).send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.send(()).unwrap();
+
+    let r = in_flight.await.unwrap().expect("the in-flight invocation completed despite shutdown");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["ReturnValue"]["status"], "completed");
+    let lines = logs(&v);
+    assert!(lines.contains("INFO engine: starting the run retry=1"), "{lines}");
+    assert!(lines.contains("INFO engine: run finished"), "{lines}");
+    assert!(lines.contains("INFO rotated 0 of 0"), "{lines}");
+
+    tokio::time::timeout(Duration::from_secs(5), served).await.unwrap().unwrap().unwrap();
+    assert!(client.get(format!("{url}/")).send().await.is_err(), "no longer listening");
+}
