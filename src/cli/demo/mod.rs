@@ -67,6 +67,9 @@ pub struct DemoOutcome {
     pub json: Value,
     /// Where the report was written.
     pub report: PathBuf,
+    /// Every secret value the emulator minted during the run (PATs, access and refresh tokens), for
+    /// callers that scan their own captures; never printed.
+    pub minted: Vec<SecretString>,
 }
 
 pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
@@ -294,8 +297,8 @@ pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError>
             .map_err(step)?;
     record(&mut invocations, &mut out, "RotateHttp", "POST /api/rotate/release-bot-pat?force", &reply);
 
-    // 5d. Three days pass; Key Vault raises SecretNearExpiry and Event Grid delivers it to the handler.
-    emu.clock().advance(time::Duration::days(3));
+    // 5d. Four days pass; Key Vault raises SecretNearExpiry and Event Grid delivers it to the handler.
+    emu.clock().advance(time::Duration::days(4));
     clock.set(emu.clock().now());
     let (grid, sink) = EventGrid::start(
         emu.clock().clone(),
@@ -329,7 +332,7 @@ pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError>
         out,
         "  {:<24} {:<34} -> delivered by Event Grid (HTTP {})",
         "EventGridSecretChanged",
-        "SecretNearExpiry package-feed-pat (+3 days)",
+        "SecretNearExpiry package-feed-pat (+4 days)",
         status.map_or_else(|| "none".into(), |s| s.to_string())
     );
     invocations.push(json!({ "function": "EventGridSecretChanged", "request": "SecretNearExpiry package-feed-pat", "status": status, "attempts": delivered.len() }));
@@ -337,7 +340,7 @@ pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError>
     // 5e. The next night: previous PATs whose grace ended are revoked.
     let reply =
         host::invoke(&http, &base, "RotateTimer", &host::timer(emu.clock().now(), Some(vnow))).await.map_err(step)?;
-    record(&mut invocations, &mut out, "RotateTimer", "next run (+3 days)", &reply);
+    record(&mut invocations, &mut out, "RotateTimer", "next run (+4 days)", &reply);
 
     let _ = stop_tx.send(());
     let _ = server_task.await;
@@ -406,7 +409,8 @@ pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError>
         }
     }
     let _ = emu.shutdown().await;
-    Ok(DemoOutcome { text: out, json: summary, report: report_path })
+    let minted = minted.into_iter().map(SecretString::from).collect();
+    Ok(DemoOutcome { text: out, json: summary, report: report_path, minted })
 }
 
 /// Where alerts went, and their subjects (from the mailbox file when that is the channel).
