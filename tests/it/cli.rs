@@ -235,4 +235,24 @@ fn demo_binary_exits_0_quickly_and_prints_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
     assert!(dir.path().join("d/patrol-report.html").exists());
+
+    // `patrol status` reads the demo's stores offline: the owner signed in, three tokens rotated.
+    let d = dir.path().join("d");
+    let p = |f: &str| d.join(f).display().to_string();
+    let (policy, state, key) = (p("patrol.toml"), p("state"), p("store.key"));
+    let env = [
+        ("PATROL_POLICY_FILE", policy.as_str()),
+        ("PATROL_STATE_DIR", state.as_str()),
+        ("PATROL_STORE_KEY_FILE", key.as_str()),
+    ];
+    let out = patrol(dir.path(), &["status", "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["owners"][0]["health"], "ok", "{s}");
+    assert!(s["owners"][0]["signed_in_at"].is_string());
+    let rotated = s["tokens"].as_array().unwrap().iter().filter(|t| t["last_rotation"].is_object()).count();
+    assert_eq!(rotated, 3, "{s}");
+    let drains: usize =
+        s["tokens"].as_array().unwrap().iter().map(|t| t["pending_drains"].as_array().unwrap().len()).sum();
+    assert_eq!(drains, 1, "package-feed-pat's previous PAT is still draining: {s}");
 }
