@@ -77,7 +77,7 @@ impl Policy {
     /// Validates policy text; `path` only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyError> {
         let file = path.display().to_string();
-        let ctx = Ctx { file: &file, text };
+        let ctx = Ctx::new(&file, text);
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| ctx.line_of(s.start)).unwrap_or(0);
             PolicyError { file: file.clone(), line, field: "(syntax)".into(), problem: e.message().to_owned() }
@@ -153,13 +153,20 @@ struct RawToken {
 
 struct Ctx<'a> {
     file: &'a str,
-    text: &'a str,
+    /// Byte offsets of every line start, for span → line.
+    line_starts: Vec<usize>,
+    _text: std::marker::PhantomData<&'a str>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(file: &'a str, text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        Self { file, line_starts, _text: std::marker::PhantomData }
+    }
+
     fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.line_starts.partition_point(|s| *s <= offset)
     }
 
     fn err(&self, line: usize, field: &str, problem: impl Into<String>) -> PolicyError {
