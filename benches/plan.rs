@@ -1,6 +1,7 @@
 //! Planning 10,000 managed tokens (target ≤ 50 ms): builds a policy and an inventory in memory (one
 //! owner listing with every token's current PAT, a tenth of them due), then times `plan` with std.
-//! Run: `cargo bench --bench plan`.
+//! Prints wall time and on-CPU time (`/proc/thread-self/schedstat`, immune to other tenants of a shared
+//! machine); the target is checked against the on-CPU figure. Run: `cargo bench --bench plan`.
 
 use patrol::devops::Pat;
 use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
@@ -80,13 +81,30 @@ fn main() {
     };
     let req = Requests::default();
     let mut best = f64::MAX;
+    let mut best_cpu = f64::MAX;
     let mut rotations = 0;
     for _ in 0..10 {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_ns());
         let p = plan(&inv, &policy, now, &req);
-        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        best = best.min(wall);
+        // Without schedstat the wall time stands in (never less than what ran).
+        let cpu = match (c, cpu_ns()) {
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e6,
+            _ => wall,
+        };
+        best_cpu = best_cpu.min(cpu);
         rotations = p.entries.iter().filter(|e| e.rotation().is_some()).count();
+        drop(p);
     }
-    println!("plan: {N} tokens, {rotations} due, best of 10: {best:.1} ms (policy parse {parse_ms:.1} ms)");
-    assert!(best <= 50.0, "plan took {best:.1} ms > 50 ms");
+    assert_eq!(rotations, N / 10, "a tenth of the tokens are due");
+    println!(
+        "plan: {N} tokens, {rotations} due, best of 10: {best:.2} ms wall, {best_cpu:.2} ms on-CPU (policy parse {parse_ms:.1} ms wall)"
+    );
+    assert!(best_cpu <= 50.0, "plan took {best_cpu:.1} ms on-CPU > 50 ms");
+}
+
+/// Nanoseconds this thread has spent on a CPU (`/proc/thread-self/schedstat`), where Linux provides it.
+fn cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|s| s.split_whitespace().next()?.parse().ok())
 }

@@ -4,14 +4,15 @@
 //! It never performs an effect; the dry run of every entry point stops here. Printable as JSON
 //! (`serde`) and as a human table ([`Plan::table`]).
 
-use super::inventory::{Inventory, TokenState};
+use super::inventory::{Inventory, OwnerPats, TokenState};
 use super::journal::{Drain, PatVersion, Reason, parse_marker};
 use super::policy::{ManagedToken, Policy};
 use crate::devops::Pat;
 use crate::domain::{AuthorizationId, OperationId, OrgName, OwnerId, SecretName};
 use crate::store::tags;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use time::{Duration, OffsetDateTime};
 
 /// One thing to do for a token, in the order they are listed.
@@ -127,38 +128,86 @@ fn days_left(valid_to: OffsetDateTime, now: OffsetDateTime) -> i64 {
     (valid_to - now).whole_seconds().div_euclid(86_400)
 }
 
+/// The owners' listings, indexed once per plan: (owner, organization) → listing and its PATs by id.
+struct Listings<'a> {
+    /// owner → organization → listing.
+    by_pair: HashMap<&'a str, HashMap<&'a str, Listing<'a>>>,
+}
+
+type Listing<'a> = (&'a OwnerPats, HashMap<AuthorizationId, &'a Pat>);
+
+impl<'a> Listings<'a> {
+    fn new(inv: &'a Inventory) -> Self {
+        let mut by_pair: HashMap<&'a str, HashMap<&'a str, Listing<'a>>> = HashMap::new();
+        for o in &inv.owners {
+            // The first listing of a pair wins, as `Inventory::owner_pats` would find it.
+            by_pair
+                .entry(o.owner.as_str())
+                .or_default()
+                .entry(o.organization.as_str())
+                .or_insert_with(|| (o, o.pats.iter().map(|p| (p.authorization_id, p)).collect()));
+        }
+        Self { by_pair }
+    }
+
+    fn get(&self, owner: &OwnerId, org: &OrgName) -> Option<&Listing<'a>> {
+        self.by_pair.get(owner.as_str())?.get(org.as_str())
+    }
+}
+
+/// `s` in ASCII lower case, borrowed when it already is (display names are matched case-insensitively).
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(s.to_ascii_lowercase()) } else { Cow::Borrowed(s) }
+}
+
 /// Plans every token of the inventory.
+///
+/// Linear in tokens + listed PATs: every lookup goes through a hash index built once here, keyed by
+/// borrowed strings, so planning allocates little beyond the plan itself (`cargo bench --bench plan`).
 pub fn plan(inv: &Inventory, policy: &Policy, now: OffsetDateTime, requests: &Requests) -> Plan {
     let mut entries = Vec::with_capacity(inv.tokens.len());
-    // (owner, org, lower-case base display name) → token, for marker matching.
-    let mut by_name: BTreeMap<(OwnerId, OrgName, String), &ManagedToken> = BTreeMap::new();
+    // owner → org → lower-case base display name → token, for marker matching.
+    let mut by_name: HashMap<&str, HashMap<&str, HashMap<Cow<'_, str>, &ManagedToken>>> = HashMap::new();
     for t in &policy.tokens {
-        by_name.insert((t.owner.clone(), t.organization.clone(), t.display_name.as_str().to_ascii_lowercase()), t);
+        by_name
+            .entry(t.owner.as_str())
+            .or_default()
+            .entry(t.organization.as_str())
+            .or_default()
+            .insert(lower(t.display_name.as_str()), t);
     }
     // Every PAT some token references (never an orphan, never "unmanaged").
-    let mut referenced: BTreeSet<AuthorizationId> = BTreeSet::new();
+    let mut referenced: HashSet<AuthorizationId> = HashSet::with_capacity(inv.tokens.len() * 2);
     for ts in inv.tokens.values() {
         referenced.extend(references(ts));
     }
 
     // Orphans and unmanaged PATs, per owner listing.
-    let mut orphans: BTreeMap<SecretName, Vec<&Pat>> = BTreeMap::new();
+    let mut orphans: HashMap<&SecretName, Vec<&Pat>> = HashMap::new();
     let mut unmanaged = Vec::new();
+    let mut base_lower = String::new();
     for o in &inv.owners {
+        let names = by_name.get(o.owner.as_str()).and_then(|m| m.get(o.organization.as_str()));
         for pat in &o.pats {
             if referenced.contains(&pat.authorization_id) {
                 continue;
             }
             let marker = parse_marker(&pat.display_name);
-            let token = marker.as_ref().and_then(|(base, _)| {
-                by_name.get(&(o.owner.clone(), o.organization.clone(), base.to_ascii_lowercase())).copied()
-            });
+            let token = match (&marker, names) {
+                (Some((base, _)), Some(names)) => {
+                    base_lower.clear();
+                    base_lower.push_str(base);
+                    base_lower.make_ascii_lowercase();
+                    names.get(base_lower.as_str()).copied()
+                }
+                _ => None,
+            };
             match (token, marker) {
                 (Some(t), Some((_, op))) if inv.tokens.contains_key(&t.secret) => {
                     let ts = &inv.tokens[&t.secret];
                     let in_flight = ts.journal.operation.as_ref().is_some_and(|x| x.op == op);
                     if !in_flight {
-                        orphans.entry(t.secret.clone()).or_default().push(pat);
+                        orphans.entry(&t.secret).or_default().push(pat);
                     }
                 }
                 (Some(_), Some(_)) => {} // a token outside this inventory's selection: not ours to judge now
@@ -172,15 +221,11 @@ pub fn plan(inv: &Inventory, policy: &Policy, now: OffsetDateTime, requests: &Re
         }
     }
 
-    let by_secret: BTreeMap<&SecretName, &ManagedToken> = policy.tokens.iter().map(|t| (&t.secret, t)).collect();
-    let by_id: BTreeMap<(&OwnerId, &OrgName, AuthorizationId), &Pat> = inv
-        .owners
-        .iter()
-        .flat_map(|o| o.pats.iter().map(move |p| ((&o.owner, &o.organization, p.authorization_id), p)))
-        .collect();
+    let by_secret: HashMap<&SecretName, &ManagedToken> = policy.tokens.iter().map(|t| (&t.secret, t)).collect();
+    let listings = Listings::new(inv);
     for (secret, ts) in &inv.tokens {
         let Some(token) = by_secret.get(secret).copied() else { continue };
-        let mut e = plan_token(inv, &by_id, token, ts, now, requests.rotate.get(secret).copied());
+        let mut e = plan_token(&listings, token, ts, now, requests.rotate.get(secret).copied());
         if let Some(list) = orphans.get(secret) {
             let mut list = list.clone();
             list.sort_by_key(|p| p.authorization_id);
@@ -214,8 +259,19 @@ pub fn references(ts: &TokenState) -> Vec<AuthorizationId> {
 
 /// The drains of a token: the journal's, plus the current version's `previous-*` tags when the journal
 /// does not know them (it was lost or the version was adopted).
+///
+/// When the journal finished the very operation that wrote the current version, it is authoritative:
+/// it recorded that drain when the rotation finished and drops it only once the PAT is revoked and its
+/// version disabled, so the tags (which stay on the current version) must not bring it back — otherwise
+/// every run until the next rotation would revoke the same PAT again.
 pub fn drains(token: &ManagedToken, ts: &TokenState) -> Vec<Drain> {
     let mut out = ts.journal.drains.clone();
+    let journal_wrote_current = ts
+        .current_operation()
+        .is_some_and(|op| ts.journal.last.as_ref().is_some_and(|l| l.op == op) && ts.journal.operation.is_none());
+    if journal_wrote_current {
+        return out;
+    }
     if let (Some(prev), Some(after)) = (
         ts.tag(tags::PREVIOUS_AUTHORIZATION_ID).and_then(|s| AuthorizationId::parse(s).ok()),
         ts.tag_time(tags::PREVIOUS_REVOKE_AFTER),
@@ -238,8 +294,7 @@ pub fn drains(token: &ManagedToken, ts: &TokenState) -> Vec<Drain> {
 }
 
 fn plan_token(
-    inv: &Inventory,
-    by_id: &BTreeMap<(&OwnerId, &OrgName, AuthorizationId), &Pat>,
+    listings: &Listings<'_>,
     token: &ManagedToken,
     ts: &TokenState,
     now: OffsetDateTime,
@@ -257,10 +312,9 @@ fn plan_token(
         e.actions.push(Action::Blocked { why: err.clone() });
         return e;
     }
-    let listing = inv.owner_pats(&token.owner, &token.organization);
-    let listing = match listing {
-        Some(l) if l.error.is_none() => l,
-        Some(l) => {
+    let by_id = match listings.get(&token.owner, &token.organization) {
+        Some((l, by_id)) if l.error.is_none() => by_id,
+        Some((l, _)) => {
             e.actions.push(Action::Blocked { why: l.error.clone().unwrap_or_default() });
             return e;
         }
@@ -270,7 +324,7 @@ fn plan_token(
         }
     };
     let current_id = ts.current_authorization_id();
-    let current_pat = current_id.and_then(|id| by_id.get(&(&listing.owner, &listing.organization, id)).copied());
+    let current_pat = current_id.and_then(|id| by_id.get(&id).copied());
     if let Some(cur) = &ts.current {
         let valid_to = current_pat.map(|p| p.valid_to).or_else(|| ts.tag_time(tags::VALID_TO)).or(cur.expires);
         let dl = valid_to.map(|v| days_left(v, now));
@@ -329,7 +383,7 @@ fn plan_token(
             Some(Reason::Expired)
         } else if pat.is_global() && !token.allow_all_orgs {
             Some(Reason::GlobalMigration)
-        } else if !token.scopes.matches_wire(&pat.scope) {
+        } else if pat.scope != token.scopes.as_str() && !token.scopes.matches_wire(&pat.scope) {
             e.notes.push(format!("scopes are {:?}, the policy says {:?}", pat.scope, token.scopes.as_str()));
             Some(Reason::Drift)
         } else if pat.valid_to - now <= rotate_before {
@@ -673,6 +727,29 @@ pub(crate) mod tests {
         // PAT 3 (what patrol last stored) is not an orphan: adopting drains it with grace.
         let a2 = actions(&p, "tok-2");
         assert!(matches!(&a2[..], [Action::Adopt { authorization_id, .. }] if *authorization_id == id(7)), "{a2:?}");
+    }
+
+    #[test]
+    fn a_revoked_previous_is_not_revoked_again_from_the_tags() {
+        let policy = policy_of(1);
+        let mut t0 = managed("tok-0", id(1), NOW + Duration::days(20));
+        let cur = t0.current.as_mut().unwrap();
+        cur.tags.insert(tags::PREVIOUS_AUTHORIZATION_ID.into(), id(5).to_string());
+        cur.tags.insert(tags::PREVIOUS_REVOKE_AFTER.into(), "2027-02-27T03:00:00Z".into());
+        let pats = vec![pat(1, "Token 0 (patrol:aaaaaaaaaaaa)", NOW + Duration::days(20))];
+        // The journal finished the rotation that wrote the current version and has no drain left:
+        // PAT 5 was revoked and its version disabled already.
+        let p = plan(&inventory(vec![t0.clone()], pats.clone()), &policy, NOW, &Requests::default());
+        assert_eq!(actions(&p, "tok-0"), vec![]);
+        // The journal was lost: the tags are all that is left, so the drain comes back from them.
+        t0.journal = Journal::new(t0.secret.clone());
+        let p = plan(&inventory(vec![t0], pats), &policy, NOW, &Requests::default());
+        assert!(
+            matches!(&actions(&p, "tok-0")[..], [Action::Adopt { .. }, Action::RevokePrevious { authorization_id, .. }]
+                if *authorization_id == id(5)),
+            "{:?}",
+            actions(&p, "tok-0")
+        );
     }
 
     #[test]

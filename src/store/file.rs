@@ -52,6 +52,11 @@ struct Inner {
     lock: std::sync::Mutex<()>,
     /// Test hook: simulate a crash after this many bytes of the next version file.
     crash_after: std::sync::Mutex<Option<usize>>,
+    /// Sequence number of every version file this process has authenticated, by path. A version's
+    /// sequence never changes (an update rewrites its properties only) and version ids are random and
+    /// never reused, so finding the current version decrypts only the files not seen before plus the
+    /// current one, instead of every version the secret ever had.
+    sequences: std::sync::Mutex<std::collections::HashMap<PathBuf, u64>>,
 }
 
 impl std::fmt::Debug for FileSecretStore {
@@ -218,6 +223,7 @@ impl FileSecretStore {
                 clock,
                 lock: std::sync::Mutex::new(()),
                 crash_after: std::sync::Mutex::new(None),
+                sequences: std::sync::Mutex::default(),
             }),
         })
     }
@@ -293,11 +299,21 @@ impl Inner {
             })?;
         let rec: Result<Record, _> = serde_json::from_slice(&plain);
         plain.zeroize();
-        rec.map_err(|e| other(op, format!("{}: undecodable record: {e}", path.display())))
+        let rec = rec.map_err(|e| other(op, format!("{}: undecodable record: {e}", path.display())))?;
+        self.remember(path, rec.sequence);
+        Ok(rec)
     }
 
-    /// Every version record of a secret (decrypted), unordered. Temporary files are skipped.
-    fn records(&self, name: &SecretName) -> Result<Vec<Record>, StoreError> {
+    fn remember(&self, path: &Path, sequence: u64) {
+        self.sequences.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_path_buf(), sequence);
+    }
+
+    fn known_sequence(&self, path: &Path) -> Option<u64> {
+        self.sequences.lock().unwrap_or_else(|p| p.into_inner()).get(path).copied()
+    }
+
+    /// The finished version files of a secret: (version, path). Temporary files are skipped.
+    fn version_files(&self, name: &SecretName) -> Result<Vec<(String, PathBuf)>, StoreError> {
         let dir = self.secret_dir(name);
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -308,14 +324,38 @@ impl Inner {
         for entry in rd {
             let entry = entry.map_err(|e| other("list versions", format!("{}: {e}", dir.display())))?;
             let path = entry.path();
-            let Some(version) = version_of(&path) else { continue };
-            out.push(self.open_file(&path, name, &version)?);
+            if let Some(version) = version_of(&path) {
+                out.push((version, path));
+            }
         }
         Ok(out)
     }
 
+    /// Every version record of a secret (decrypted), unordered. Temporary files are skipped.
+    fn records(&self, name: &SecretName) -> Result<Vec<Record>, StoreError> {
+        self.version_files(name)?.iter().map(|(version, path)| self.open_file(path, name, version)).collect()
+    }
+
+    /// The version with the highest sequence, decrypted (and so authenticated). Versions already seen
+    /// are ranked by their remembered sequence; only unseen ones and the winner are decrypted.
     fn current(&self, name: &SecretName) -> Result<Option<Record>, StoreError> {
-        Ok(self.records(name)?.into_iter().max_by_key(|r| r.sequence))
+        let mut best: Option<(u64, String, PathBuf)> = None;
+        for (version, path) in self.version_files(name)? {
+            let sequence = match self.known_sequence(&path) {
+                Some(s) => s,
+                None => self.open_file(&path, name, &version)?.sequence,
+            };
+            if best.as_ref().is_none_or(|(s, _, _)| sequence > *s) {
+                best = Some((sequence, version, path));
+            }
+        }
+        let Some((sequence, version, path)) = best else { return Ok(None) };
+        let rec = self.open_file(&path, name, &version)?;
+        if rec.sequence != sequence {
+            // Cannot happen through this store; rank from scratch rather than trust the memory.
+            return Ok(self.records(name)?.into_iter().max_by_key(|r| r.sequence));
+        }
+        Ok(Some(rec))
     }
 
     fn write(&self, rec: &Record) -> Result<(), StoreError> {
@@ -333,7 +373,9 @@ impl Inner {
             return Err(other("write", "simulated crash in the middle of a write"));
         }
         sweep_temporaries(&dir);
-        write_atomic(&path, &sealed).map_err(|e| other("write", format!("{}: {e}", path.display())))
+        write_atomic(&path, &sealed).map_err(|e| other("write", format!("{}: {e}", path.display())))?;
+        self.remember(&path, rec.sequence);
+        Ok(())
     }
 }
 
