@@ -46,17 +46,23 @@ pub fn validate_key(key: &str) -> Result<(), StateError> {
 
 /// Documents as files under a directory. Writes go to a temporary file, are fsynced and renamed into
 /// place, so a crash leaves either the old or the new document, never half of one. The ETag is a SHA-256
-/// of the content. A process-wide mutex makes compare-and-swap atomic within one process; across
-/// processes, patrol holds the token's lease while it writes.
+/// of the content. A mutex per key makes compare-and-swap atomic within one process (writes of
+/// different keys — different tokens — proceed in parallel, each with its own fsyncs); across processes,
+/// patrol holds the token's lease while it writes.
 #[derive(Debug)]
 pub struct FileStateStore {
     root: PathBuf,
-    lock: tokio::sync::Mutex<()>,
+    locks: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl FileStateStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), lock: tokio::sync::Mutex::new(()) }
+        Self { root: root.into(), locks: std::sync::Mutex::default() }
+    }
+
+    fn lock_of(&self, key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.to_owned()).or_default().clone()
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StateError> {
@@ -119,7 +125,8 @@ impl StateStore for FileStateStore {
 
     async fn save(&self, key: &str, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StateError> {
         let path = self.path(key)?;
-        let _guard = self.lock.lock().await;
+        let lock = self.lock_of(key);
+        let _guard = lock.lock().await;
         let current = self.load(key).await?.map(|(_, t)| t);
         if current.as_ref() != expected {
             return Err(StateError::Conflict { key: key.to_owned(), expected: expected.map(|e| e.0.clone()) });
@@ -184,5 +191,28 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join("journal/a.json")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_writers_of_one_key_exactly_one_wins_and_other_keys_do_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(FileStateStore::new(dir.path()));
+        let t0 = s.save("journal/race", b"{\"v\":0}", None).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (s, t0) = (s.clone(), t0.clone());
+            tasks.push(tokio::spawn(async move {
+                let same = s.save("journal/race", format!("{{\"v\":{}}}", i + 1).as_bytes(), Some(&t0)).await;
+                let other = s.save(&format!("journal/other-{i}"), b"{}", None).await;
+                (same.is_ok(), other.is_ok())
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            let (same, other) = t.await.unwrap();
+            wins += usize::from(same);
+            assert!(other, "a write of another key never conflicts");
+        }
+        assert_eq!(wins, 1, "compare-and-swap on one key admits exactly one writer");
+        assert_eq!(s.list("journal/").await.unwrap().len(), 9);
     }
 }

@@ -48,8 +48,9 @@ struct Inner {
     root: PathBuf,
     cipher: ChaCha20Poly1305,
     clock: Clock,
-    /// Serialises writers in this process (version numbering is read-modify-write).
-    lock: std::sync::Mutex<()>,
+    /// Serialises the writers of one secret in this process (version numbering is read-modify-write);
+    /// different secrets are written in parallel.
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<()>>>>,
     /// Test hook: simulate a crash after this many bytes of the next version file.
     crash_after: std::sync::Mutex<Option<usize>>,
     /// Sequence number of every version file this process has authenticated, by path. A version's
@@ -221,7 +222,7 @@ impl FileSecretStore {
                 root,
                 cipher,
                 clock,
-                lock: std::sync::Mutex::new(()),
+                locks: std::sync::Mutex::default(),
                 crash_after: std::sync::Mutex::new(None),
                 sequences: std::sync::Mutex::default(),
             }),
@@ -302,6 +303,11 @@ impl Inner {
         let rec = rec.map_err(|e| other(op, format!("{}: undecodable record: {e}", path.display())))?;
         self.remember(path, rec.sequence);
         Ok(rec)
+    }
+
+    fn lock_of(&self, name: &SecretName) -> Arc<std::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.as_str().to_ascii_lowercase()).or_default().clone()
     }
 
     fn remember(&self, path: &Path, sequence: u64) {
@@ -434,7 +440,8 @@ impl SecretStore for FileSecretStore {
         let name = name.clone();
         let value = value.clone();
         self.blocking("set", move |inner| {
-            let _guard = inner.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let lock = inner.lock_of(&name);
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
             let sequence = inner.current(&name)?.map_or(1, |r| r.sequence + 1);
             let now = inner.clock.now().unix_timestamp();
             let rec = Record {
@@ -526,7 +533,8 @@ impl SecretStore for FileSecretStore {
         let name = name.clone();
         let version = version.to_ascii_lowercase();
         self.blocking("update", move |inner| {
-            let _guard = inner.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let lock = inner.lock_of(&name);
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
             let path = inner.secret_dir(&name).join(format!("{version}.{EXT}"));
             if !is_version_id(&version) || !path.is_file() {
                 return Err(other("update", format!("secret {name} has no version {version:?}")));
@@ -600,5 +608,31 @@ mod tests {
         std::fs::copy(from, to).unwrap();
         let e = s.get(&b, None).await.unwrap_err();
         assert!(e.to_string().contains("failed authentication"), "{e}");
+    }
+    #[tokio::test]
+    async fn current_version_is_the_newest_with_or_without_remembered_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let a = SecretName::parse("a").unwrap();
+        let mut versions = Vec::new();
+        for i in 0..6 {
+            versions
+                .push(s.set(&a, &SecretString::from(format!("v{i}")), NewVersion::default()).await.unwrap().version);
+        }
+        // Updating an old version rewrites its file; it stays old.
+        let upd = PropertiesUpdate { enabled: Some(false), ..Default::default() };
+        s.update(&a, &versions[1], upd).await.unwrap();
+        // This instance ranks from memory; a fresh one (another process) must decrypt to rank.
+        let fresh =
+            FileSecretStore::open(dir.path().join("data"), &dir.path().join("store.key"), Clock::system()).unwrap();
+        for st in [&s, &fresh] {
+            let cur = st.get(&a, None).await.unwrap().unwrap();
+            assert_eq!(cur.properties.version, versions[5]);
+            assert_eq!(cur.value.expose_secret(), "v5");
+        }
+        // A version written by the other instance is seen by this one.
+        let v6 = fresh.set(&a, &SecretString::from("v6"), NewVersion::default()).await.unwrap().version;
+        assert_eq!(s.get(&a, None).await.unwrap().unwrap().properties.version, v6);
+        assert_eq!(s.list_versions(&a).await.unwrap().len(), 7);
     }
 }
