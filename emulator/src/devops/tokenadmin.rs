@@ -62,10 +62,9 @@ fn list(state: &State, req: &ApiRequest, org: &str, descriptor: &str) -> Result<
     };
     let is_public = req.query("isPublic").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let Some(o) = state.org(org) else { return Ok(super::unknown_org(org)) };
-    let user = state
-        .users
-        .values()
-        .find(|u| u.descriptor() == descriptor && u.orgs.contains(&org.to_lowercase()))
+    let user = crate::state::descriptor_user_id(descriptor)
+        .and_then(|id| state.users.get(&id))
+        .filter(|u| u.orgs.contains(&org.to_lowercase()))
         .ok_or_else(|| {
             VssError::not_found(
                 "IdentityNotFoundException",
