@@ -1,0 +1,11 @@
+//! patrol's integration tests: one test binary, one module per area (keeps link time down).
+
+mod audit;
+mod cli;
+mod handler;
+mod notify;
+mod rotation;
+mod store;
+/// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
+/// another global subscriber).
+mod support;
