@@ -80,13 +80,18 @@ async fn rate_limit_headers_delay_and_429() {
     .await;
     let mut statuses = Vec::new();
     let mut last_headers = None;
-    for _ in 0..8 {
+    for i in 0..8 {
         let r = env.pat_api(Method::GET, "fabrikam", "api-version=7.2-preview.1", &t).send().await.unwrap();
         statuses.push(r.status().as_u16());
         last_headers = Some(r.headers().clone());
         if r.status() == 200 {
             assert_eq!(r.headers()["x-ratelimit-limit"], "5");
             assert!(r.headers().contains_key("x-ratelimit-reset"));
+            // Retry-After appears on a 200 once usage reaches 80 % of the limit (4 of 5).
+            assert_eq!(r.headers().contains_key("retry-after"), i >= 3, "request {i}");
+        }
+        if i == 5 || i == 6 {
+            assert!(r.headers().contains_key("x-ratelimit-delay"), "request {i} is delayed");
         }
     }
     assert_eq!(statuses, vec![200, 200, 200, 200, 200, 200, 200, 429]);
