@@ -250,3 +250,18 @@ fn send_sigterm(pid: u32) {
 fn in_days(env: &Env, days: i64) -> String {
     patrol_emulator::wire::format_time(env.emu.clock().now() + time::Duration::days(days))
 }
+
+#[tokio::test]
+async fn a_large_seed_goes_through_the_control_api() {
+    let env = start().await;
+    let valid_to = in_days(&env, 30);
+    let pats: Vec<Value> = (0..12_000)
+        .map(|i| json!({ "owner": BOB, "organization": "fabrikam", "displayName": format!("bulk-{i}-{}", "x".repeat(100)), "scope": "vso.code", "validTo": valid_to }))
+        .collect();
+    let body = json!({ "pats": pats });
+    assert!(body.to_string().len() > 2 << 20, "bigger than axum's default limit");
+    let minted = env.post_ctl("/_control/seed", body).await;
+    assert_eq!(minted["pats"].as_array().unwrap().len(), 12_000);
+    let stats = env.ctl(Method::GET, "/_control/stats", Value::Null).await.1;
+    assert_eq!(stats["pats"], 12_000);
+}
