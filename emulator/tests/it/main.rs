@@ -4,6 +4,7 @@ mod support;
 
 mod audit;
 mod auth;
+mod conformance;
 mod control;
 mod entra;
 mod keyvault;
