@@ -8,12 +8,18 @@
 //! - [`rules`] — the pure evaluator: entries × context × now → findings.
 //! - [`respond`] — response per severity (alert / rotate now / revoke, dry run), the evidence gate.
 //! - [`ingest`] — polling with overlapping windows, de-duplication, the persisted checkpoint.
+//! - [`managed`] — the managed PATs as the secret store's tags describe them.
+//! - [`replace`] — out-of-schedule replacements (pre-staged before break glass, global migration).
+//! - [`breakglass`] — revoke one PAT, an owner's or a whole organization's, with a report.
 
+pub mod breakglass;
 pub mod context;
 pub mod entry;
 pub mod finding;
 pub mod ingest;
+pub mod managed;
 pub mod policy;
+pub mod replace;
 pub mod respond;
 pub mod rules;
 
