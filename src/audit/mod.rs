@@ -10,6 +10,8 @@
 //! - [`ingest`] — polling with overlapping windows, de-duplication, the persisted checkpoint.
 //! - [`managed`] — the managed PATs as the secret store's tags describe them.
 //! - [`replace`] — out-of-schedule replacements (pre-staged before break glass, global migration).
+//! - [`pass`] — the timer's audit pass: every organization polled, responses executed, notices.
+//! - [`weekly`] — the weekly report (findings log, once a week with compare-and-swap).
 //! - [`breakglass`] — revoke one PAT, an owner's or a whole organization's, with a report.
 
 pub mod breakglass;
@@ -18,10 +20,12 @@ pub mod entry;
 pub mod finding;
 pub mod ingest;
 pub mod managed;
+pub mod pass;
 pub mod policy;
 pub mod replace;
 pub mod respond;
 pub mod rules;
+pub mod weekly;
 
 pub use context::{AuditContext, KnownPat, LastUse, Lifecycle, PatStatus, PatrolAction};
 pub use entry::{AuditEntry, AuthMechanism, Category, EntryData, MalformedEntry, PageError, PageInfo, parse_page};

@@ -144,6 +144,42 @@ impl Replacer for DirectReplacer {
     }
 }
 
+/// [`super::respond::RotateNow`] without the rotation engine: replace (create + store) through a
+/// [`Replacer`], then revoke the suspect PAT at once. The rotation engine's `Reason::Compromised` run is
+/// meant to take this over (journaled, crash-safe); this one is not journaled — a crash between the store
+/// and the revoke leaves the suspect PAT alive, and the next finding on it rotates again.
+pub struct ReplaceAndRevoke {
+    pub replacer: Arc<dyn Replacer>,
+    pub connector: Arc<dyn Connector>,
+    pub store: Arc<dyn SecretStore>,
+}
+
+#[async_trait]
+impl super::respond::RotateNow for ReplaceAndRevoke {
+    async fn rotate_now(&self, secret: &SecretName, suspect: AuthorizationId, reason: &str) -> Result<String, String> {
+        let managed = super::managed::managed_pats(self.store.as_ref())
+            .await
+            .map_err(|e| format!("reading the managed secrets failed: {e}"))?;
+        let pat = managed.into_iter().find(|m| &m.secret == secret).ok_or_else(|| {
+            format!("{secret} is not a managed secret in the store (no patrol tags on its current version)")
+        })?;
+        let mut done = Vec::new();
+        // Rotate only when the suspect is the current value; a suspect previous PAT is only revoked.
+        if pat.authorization_id == suspect {
+            let r = self.replacer.replace(&pat, ReplaceReason::Compromised).await?;
+            done.push(format!("stored replacement PAT {} as version {} of {secret}", r.authorization_id, r.version));
+        }
+        self.connector.pats(&pat.owner, &pat.organization).revoke(suspect).await.map_err(|e| {
+            format!(
+                "{}revoking suspect PAT {suspect} failed: {e}",
+                done.join("; ") + if done.is_empty() { "" } else { "; " }
+            )
+        })?;
+        done.push(format!("revoked suspect PAT {suspect} ({reason})"));
+        Ok(done.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

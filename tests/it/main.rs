@@ -2,6 +2,7 @@
 
 mod audit;
 mod audit_breakglass;
+mod audit_pass;
 mod notify;
 mod store;
 /// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
