@@ -12,6 +12,7 @@
 //! - [`replace`] — out-of-schedule replacements (pre-staged before break glass, global migration).
 //! - [`pass`] — the timer's audit pass: every organization polled, responses executed, notices.
 //! - [`weekly`] — the weekly report (findings log, once a week with compare-and-swap).
+//! - [`migrate`] — all-organization PATs (retired 2026-12-01) found and the managed ones replaced.
 //! - [`breakglass`] — revoke one PAT, an owner's or a whole organization's, with a report.
 
 pub mod breakglass;
@@ -20,6 +21,7 @@ pub mod entry;
 pub mod finding;
 pub mod ingest;
 pub mod managed;
+pub mod migrate;
 pub mod pass;
 pub mod policy;
 pub mod replace;

@@ -260,3 +260,62 @@ async fn break_glass_one_pat_and_whole_organization_with_revocation_rule() {
     assert!(env.works(&new_value).await, "the replacement was caught by the revocation rule");
     env.emu.shutdown().await.unwrap();
 }
+
+/// An existing all-organization PAT (seeded: made before such PATs were refused).
+async fn create_global(env: &Env, name: &str) -> (AuthorizationId, String) {
+    let valid_to = patrol_emulator::wire::format_time(env.emu.clock().now() + time::Duration::days(60));
+    let v = env
+        .ctl(
+            "/_control/pats",
+            json!({ "owner": OWNER, "organization": "fabrikam", "displayName": name, "scope": "vso.code",
+                    "validTo": valid_to, "allOrgs": true }),
+        )
+        .await;
+    (AuthorizationId::parse(v["authorizationId"].as_str().unwrap()).unwrap(), v["token"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn migrate_global_replaces_managed_global_pats_with_organization_scoped_ones() {
+    let env = Env::start().await;
+    let clock = Clock::starting_at(env.emu.clock().now());
+    let connector = env.connector(&clock, &[(OWNER, OWNER_SCOPES)]).await;
+    let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
+    let (gid, gvalue) = create_global(&env, "old-global (patrol:0123456789ab)").await;
+    create_global(&env, "someone's script").await;
+    store_managed(store.as_ref(), "old-global", gid, "old-global (patrol:0123456789ab)", &gvalue, "vso.code").await;
+    let managed = managed_pats(store.as_ref()).await.unwrap();
+
+    let (globals, errors) = patrol::audit::migrate::find_global(&managed, connector.as_ref()).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(globals.len(), 2, "{globals:#?}");
+    assert!(globals.iter().all(|g| g.stops_on <= patrol::devops::GLOBAL_PAT_CUTOFF));
+    let replacer = DirectReplacer {
+        connector: connector.clone() as Arc<dyn Connector>,
+        store: store.clone(),
+        clock: clock.clone(),
+        validity: time::Duration::days(30),
+        migration_grace: time::Duration::days(2),
+    };
+    let dry = patrol::audit::migrate::migrate(globals.clone(), &managed, &replacer, true, vec![]).await;
+    assert!(dry.table().contains("would replace") && dry.table().contains("not managed"), "{}", dry.table());
+    assert_eq!(current_value(store.as_ref(), "old-global").await, gvalue);
+
+    let report = patrol::audit::migrate::migrate(globals, &managed, &replacer, false, vec![]).await;
+    assert!(!report.failed(), "{}", report.table());
+    let new = report.rows.iter().find_map(|r| r.replacement.clone()).unwrap();
+    let pats = connector
+        .pats(&OwnerId::parse(OWNER).unwrap(), &org())
+        .list(patrol::devops::DisplayFilter::Active)
+        .await
+        .unwrap();
+    let created = pats.iter().find(|p| p.authorization_id == new.authorization_id).unwrap();
+    assert!(!created.is_global(), "the replacement is global too");
+    // The old one drains (not revoked here): it still works, and the new value works.
+    assert!(env.works(&gvalue).await);
+    assert!(env.works(&current_value(store.as_ref(), "old-global").await).await);
+    let now_managed = managed_pats(store.as_ref()).await.unwrap();
+    assert_eq!(now_managed[0].previous, Some(gid));
+    let drain = now_managed[0].previous_revoke_after.unwrap() - clock.now();
+    assert!((drain - time::Duration::days(2)).abs() < time::Duration::minutes(1), "{drain}");
+    env.emu.shutdown().await.unwrap();
+}
