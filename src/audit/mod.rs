@@ -13,6 +13,7 @@
 //! - [`pass`] — the timer's audit pass: every organization polled, responses executed, notices.
 //! - [`weekly`] — the weekly report (findings log, once a week with compare-and-swap).
 //! - [`migrate`] — all-organization PATs (retired 2026-12-01) found and the managed ones replaced.
+//! - [`render`] — findings as a table, markdown or JSON.
 //! - [`breakglass`] — revoke one PAT, an owner's or a whole organization's, with a report.
 
 pub mod breakglass;
@@ -24,6 +25,7 @@ pub mod managed;
 pub mod migrate;
 pub mod pass;
 pub mod policy;
+pub mod render;
 pub mod replace;
 pub mod respond;
 pub mod rules;

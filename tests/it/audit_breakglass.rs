@@ -319,3 +319,81 @@ async fn migrate_global_replaces_managed_global_pats_with_organization_scoped_on
     assert!((drain - time::Duration::days(2)).abs() < time::Duration::minutes(1), "{drain}");
     env.emu.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn cli_revoke_asks_first_and_audit_shows_findings() {
+    use clap::Parser;
+    use patrol::cli::audit_cmds::{self, AuditArgs, AuditRuntime, RevokeArgs};
+    #[derive(Parser)]
+    enum T {
+        Audit(AuditArgs),
+        Revoke(RevokeArgs),
+    }
+    let env = Env::start().await;
+    let clock = Clock::starting_at(env.emu.clock().now());
+    let connector = env.connector(&clock, &[(OWNER, OWNER_SCOPES), (ADMIN, ADMIN_SCOPES)]).await;
+    let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (id, value) = env.create_pat(OWNER, "ci-build (patrol:0123456789ab)", "vso.code").await;
+    store_managed(store.as_ref(), "ci-build", id, "ci-build (patrol:0123456789ab)", &value, "vso.code").await;
+    let policy = patrol::audit::policy::from_policy_text(
+        "[[token]]\nsecret = \"ci-build\"\n[audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\n",
+    )
+    .unwrap();
+    let rt = AuditRuntime {
+        clock: clock.clone(),
+        store: store.clone(),
+        state: Arc::new(patrol::state::FileStateStore::new(dir.path())),
+        connector,
+        audit: policy.resolve().unwrap(),
+    };
+    env.use_pat(&value, "203.0.113.9", "curl/8.0").await;
+
+    let T::Audit(a) =
+        T::try_parse_from(["t", "audit", "--since", "1h", "--reader", ADMIN, "--format", "markdown"]).unwrap()
+    else {
+        panic!()
+    };
+    let mut out = Vec::new();
+    assert_eq!(audit_cmds::run_audit(&rt, &a, &mut out).await.unwrap(), 0);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("`outside_cidr`") && text.contains("203.0.113.9"), "{text}");
+    assert!(!text.contains(&value));
+    // Read-only: the timer's checkpoint was not written.
+    assert!(rt.state.load(&patrol::audit::ingest::checkpoint_key(&org())).await.unwrap().is_none());
+
+    let T::Revoke(r) = T::try_parse_from(["t", "revoke", "--org", "fabrikam", "--pat", &id.to_string()]).unwrap()
+    else {
+        panic!()
+    };
+    let mut asked = Vec::new();
+    let mut out = Vec::new();
+    let code = audit_cmds::run_revoke(
+        &rt,
+        &r,
+        &mut |q: &str| {
+            asked.push(q.to_owned());
+            false
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, audit_cmds::EXIT_DECLINED);
+    assert_eq!(asked.len(), 1, "confirmation was not asked");
+    assert!(env.works(&value).await, "declined, yet revoked");
+    let T::Revoke(r) =
+        T::try_parse_from(["t", "revoke", "--org", "fabrikam", "--pat", &id.to_string(), "--yes", "--format", "json"])
+            .unwrap()
+    else {
+        panic!()
+    };
+    let mut out = Vec::new();
+    let code = audit_cmds::run_revoke(&rt, &r, &mut |_: &str| panic!("asked despite --yes"), &mut out).await.unwrap();
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["rows"][0]["outcome"], "revoked");
+    assert_eq!(v["rows"][0]["secret"], "ci-build");
+    assert!(!env.works(&value).await);
+    env.emu.shutdown().await.unwrap();
+}
