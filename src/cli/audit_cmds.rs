@@ -370,6 +370,50 @@ pub async fn run_migrate_global(
     })
 }
 
+/// Asks on the terminal; anything but `y`/`yes` — or no terminal at all — is no.
+pub fn ask_terminal(question: &str) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        eprintln!("patrol: {question}\npatrol: not a terminal, so not confirmed; pass --yes to proceed without asking");
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+fn runtime_from_env() -> Result<AuditRuntime, super::CliError> {
+    let settings = Settings::from_env()?;
+    AuditRuntime::from_settings(&settings, Clock::system()).map_err(super::CliError::usage)
+}
+
+fn to_cli(r: Result<u8, String>, what: &str) -> Result<(), super::CliError> {
+    match r {
+        Ok(0) => Ok(()),
+        Ok(EXIT_DECLINED) => Err(super::CliError { code: EXIT_DECLINED, message: format!("{what}: not confirmed") }),
+        Ok(code) => Err(super::CliError { code, message: format!("{what}: see the report above") }),
+        Err(e) => Err(super::CliError::failed(e)),
+    }
+}
+
+/// `patrol audit` from the command line.
+pub async fn cli_audit(args: &AuditArgs) -> Result<(), super::CliError> {
+    let rt = runtime_from_env()?;
+    to_cli(run_audit(&rt, args, &mut std::io::stdout()).await, "audit")
+}
+
+/// `patrol revoke` from the command line.
+pub async fn cli_revoke(args: &RevokeArgs) -> Result<(), super::CliError> {
+    let rt = runtime_from_env()?;
+    to_cli(run_revoke(&rt, args, &mut ask_terminal, &mut std::io::stdout()).await, "revoke")
+}
+
+/// `patrol migrate-global` from the command line.
+pub async fn cli_migrate_global(args: &MigrateGlobalArgs) -> Result<(), super::CliError> {
+    let rt = runtime_from_env()?;
+    to_cli(run_migrate_global(&rt, args, &mut ask_terminal, &mut std::io::stdout()).await, "migrate-global")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
