@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod conformance;
 mod control;
+mod control_audit;
 mod entra;
 mod keyvault;
 mod pats;
