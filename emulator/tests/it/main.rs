@@ -1,0 +1,10 @@
+//! Integration tests of patrol-emulator over real HTTP on loopback (one test binary).
+
+mod support;
+
+mod audit;
+mod auth;
+mod conformance;
+mod control;
+mod entra;
+mod pats;
