@@ -28,6 +28,8 @@ use time::format_description::well_known::Rfc3339;
 pub const TAG_SIGNED_IN_AT: &str = "signed-in-at";
 /// Tag: when this refresh token was obtained (the last successful refresh), RFC 3339.
 pub const TAG_REFRESHED_AT: &str = "refreshed-at";
+/// Tag: the scopes the owner consented to at sign-in; refreshes ask for the same.
+pub const TAG_SCOPES: &str = "scopes";
 /// Default proactive refresh margin.
 pub const REFRESH_MARGIN: time::Duration = time::Duration::minutes(5);
 
@@ -35,9 +37,11 @@ pub const REFRESH_MARGIN: time::Duration = time::Duration::minutes(5);
 pub fn refresh_token_tags(
     owner: &OwnerId,
     signed_in_at: &str,
+    scopes: &str,
     refreshed_at: OffsetDateTime,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
+        (TAG_SCOPES.to_owned(), scopes.to_owned()),
         (tags::MANAGED_BY.to_owned(), tags::MANAGED_BY_VALUE.to_owned()),
         (tags::OWNER.to_owned(), owner.as_str().to_owned()),
         (TAG_SIGNED_IN_AT.to_owned(), signed_in_at.to_owned()),
@@ -45,17 +49,19 @@ pub fn refresh_token_tags(
     ])
 }
 
-/// Writes a refresh token as the owner's new current version.
+/// Writes a refresh token as the owner's new current version, recording when they signed in and which
+/// scopes they consented to.
 pub async fn store_refresh_token(
     store: &dyn SecretStore,
     owner: &OwnerId,
     value: &SecretString,
     signed_in_at: &str,
+    scopes: &str,
     now: OffsetDateTime,
 ) -> Result<String, StoreError> {
     let new = NewVersion {
         content_type: Some(REFRESH_TOKEN_CONTENT_TYPE.to_owned()),
-        tags: refresh_token_tags(owner, signed_in_at, now),
+        tags: refresh_token_tags(owner, signed_in_at, scopes, now),
         ..Default::default()
     };
     tags::validate(&new.tags)?;
@@ -102,6 +108,8 @@ struct Held {
     /// The store version it came from or was written as; `None` while not yet stored.
     version: Option<String>,
     signed_in_at: String,
+    /// What to ask for on refresh (from the sign-in).
+    scopes: String,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +124,7 @@ struct Inner {
 pub struct SessionOptions {
     /// Refresh once an access token has less than this left (at least five minutes in production).
     pub refresh_margin: time::Duration,
-    /// Scopes asked on refresh.
+    /// Scopes asked on refresh when the stored version does not record the sign-in's scopes.
     pub scopes: String,
 }
 
@@ -167,6 +175,7 @@ impl OwnerSession {
             ))
         })?;
         let Some(stored) = stored else {
+            tracing::error!(owner = %self.owner, secret = %name, "no refresh token is stored; the owner must sign in");
             return Err(self.sign_in_required("no refresh token is stored for this owner"));
         };
         if stored.properties.content_type.as_deref() != Some(REFRESH_TOKEN_CONTENT_TYPE) {
@@ -175,8 +184,10 @@ impl OwnerSession {
                 stored.properties.content_type
             )));
         }
-        let signed_in_at = stored.properties.tags.get(TAG_SIGNED_IN_AT).cloned().unwrap_or_default();
-        Ok(Held { value: stored.value, version: Some(stored.properties.version), signed_in_at })
+        let tags = &stored.properties.tags;
+        let signed_in_at = tags.get(TAG_SIGNED_IN_AT).cloned().unwrap_or_default();
+        let scopes = tags.get(TAG_SCOPES).cloned().unwrap_or_else(|| self.options.scopes.clone());
+        Ok(Held { value: stored.value, version: Some(stored.properties.version), signed_in_at, scopes })
     }
 
     /// Stores a held refresh token that is not stored yet; a failure is logged and retried next time.
@@ -184,7 +195,9 @@ impl OwnerSession {
         if held.version.is_some() {
             return;
         }
-        match store_refresh_token(self.store.as_ref(), &self.owner, &held.value, &held.signed_in_at, now).await {
+        match store_refresh_token(self.store.as_ref(), &self.owner, &held.value, &held.signed_in_at, &held.scopes, now)
+            .await
+        {
             Ok(v) => held.version = Some(v),
             Err(e) => tracing::warn!(
                 owner = %self.owner,
@@ -202,7 +215,7 @@ impl OwnerSession {
         let mut reloaded = false;
         let grant = loop {
             let now = self.clock.now();
-            match self.entra.refresh(&held.value, &self.options.scopes, now).await {
+            match self.entra.refresh(&held.value, &held.scopes, now).await {
                 Ok(g) => break g,
                 Err(e) if e.needs_sign_in() => {
                     // Someone may have signed in again since this token was loaded: try the store's once.
@@ -232,7 +245,7 @@ impl OwnerSession {
         inner.refreshes += 1;
         let now = self.clock.now();
         if let Some(rotated) = grant.refresh_token {
-            held = Held { value: rotated, version: None, signed_in_at: held.signed_in_at };
+            held = Held { value: rotated, version: None, signed_in_at: held.signed_in_at, scopes: held.scopes };
         }
         self.persist(&mut held, now).await;
         inner.refresh = Some(held);
