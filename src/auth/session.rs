@@ -30,6 +30,8 @@ pub const TAG_SIGNED_IN_AT: &str = "signed-in-at";
 pub const TAG_REFRESHED_AT: &str = "refreshed-at";
 /// Tag: the scopes the owner consented to at sign-in; refreshes ask for the same.
 pub const TAG_SCOPES: &str = "scopes";
+/// Retries of a refresh that failed in transit or with a 5xx.
+const ENTRA_RETRIES: u32 = 2;
 /// Default proactive refresh margin.
 pub const REFRESH_MARGIN: time::Duration = time::Duration::minutes(5);
 
@@ -213,10 +215,18 @@ impl OwnerSession {
             None => self.load().await?,
         };
         let mut reloaded = false;
+        let mut transient_retries = 0u32;
         let grant = loop {
             let now = self.clock.now();
             match self.entra.refresh(&held.value, &held.scopes, now).await {
                 Ok(g) => break g,
+                Err(EntraError::Transport(m)) if transient_retries < ENTRA_RETRIES => {
+                    // Entra keeps an old refresh token valid after a refresh, so asking again is safe; if it
+                    // did process the lost request and spent the token, the retry says so (invalid_grant).
+                    transient_retries += 1;
+                    tracing::warn!(owner = %self.owner, error = %m, attempt = transient_retries, "Entra refresh failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(transient_retries))).await;
+                }
                 Err(e) if e.needs_sign_in() => {
                     // Someone may have signed in again since this token was loaded: try the store's once.
                     if !reloaded
@@ -311,6 +321,18 @@ impl Sessions {
         Self { entra, store, clock, options, map: Mutex::default() }
     }
 
+    /// From settings: Entra at `PATROL_ENTRA_AUTHORITY` / `PATROL_TENANT_ID` for the app registration
+    /// `PATROL_CLIENT_ID` (required), refresh tokens in `store`.
+    pub fn from_settings(
+        settings: &crate::config::Settings,
+        client: reqwest::Client,
+        store: Arc<dyn SecretStore>,
+        clock: Clock,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let entra = entra_from_settings(settings, client)?;
+        Ok(Self::new(Arc::new(entra), store, clock, SessionOptions::default()))
+    }
+
     pub fn session(&self, owner: &OwnerId) -> Arc<OwnerSession> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(owner.clone())
@@ -330,5 +352,48 @@ impl Sessions {
 impl TokenSources for Sessions {
     fn for_identity(&self, identity: &OwnerId) -> Arc<dyn TokenSource> {
         self.session(identity)
+    }
+}
+
+/// The Entra client the settings describe (`PATROL_CLIENT_ID` is required for delegated sign-in).
+pub fn entra_from_settings(
+    settings: &crate::config::Settings,
+    client: reqwest::Client,
+) -> Result<EntraClient, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let client_id = settings.client_id.as_deref().ok_or_else(|| {
+        ConfigError::new(
+            "PATROL_CLIENT_ID",
+            "is required: the application (client) id of the Entra app registration owners sign in to",
+        )
+    })?;
+    EntraClient::new(client, settings.entra_authority.clone(), &settings.tenant_id, client_id).map_err(|e| {
+        let setting = if e.to_string().contains("tenant") { "PATROL_TENANT_ID" } else { "PATROL_CLIENT_ID" };
+        ConfigError::new(setting, e.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_require_a_client_id() {
+        let client = reqwest::Client::new();
+        let s = crate::config::Settings::from_source(&crate::config::Source::from_pairs([])).unwrap();
+        let e = entra_from_settings(&s, client.clone()).unwrap_err();
+        assert_eq!(e.setting, "PATROL_CLIENT_ID");
+        let s = crate::config::Settings::from_source(&crate::config::Source::from_pairs([
+            ("PATROL_CLIENT_ID", "5b0c3f4e-7a1d-4c8e-9f21-6d3e8a9b0c11"),
+            ("PATROL_TENANT_ID", "contoso.onmicrosoft.com"),
+        ]))
+        .unwrap();
+        entra_from_settings(&s, client.clone()).unwrap();
+        let s = crate::config::Settings::from_source(&crate::config::Source::from_pairs([
+            ("PATROL_CLIENT_ID", "x"),
+            ("PATROL_TENANT_ID", "bad/tenant"),
+        ]))
+        .unwrap();
+        assert_eq!(entra_from_settings(&s, client).unwrap_err().setting, "PATROL_TENANT_ID");
     }
 }

@@ -10,6 +10,7 @@ use patrol::devops::{Connector, DevOpsError, DisplayFilter};
 use patrol::domain::OwnerId;
 use patrol::store::{REFRESH_TOKEN_CONTENT_TYPE, SecretStore};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn alice() -> OwnerId {
@@ -235,5 +236,109 @@ async fn a_refresh_in_flight_mid_run_is_invisible_to_callers() {
     // Lifetime below the margin: each call refreshes, and nothing expired was sent.
     assert!(sessions.session(&alice()).refresh_count().await >= 5);
     assert!(!env.logs.text().contains("refused the access token"));
+    env.assert_no_leaks("").await;
+}
+
+#[tokio::test]
+async fn entra_outages_are_retried_and_a_persistent_one_is_transient() {
+    let env = Env::start().await;
+    env.sign_in(ALICE).await;
+    let sessions = env.sessions();
+    let session = sessions.session(&alice());
+
+    // One 503 from Entra: the refresh is asked again and succeeds.
+    env.fault_once(json!({ "kind": "status", "status": 503, "service": "entra", "pathContains": "token" })).await;
+    session.access_token().await.expect("a single Entra 503 is ridden out");
+    assert_eq!(versions(&env).await, 2);
+
+    // Entra down for longer: a transient error, not "sign in again", and the refresh token survives.
+    env.advance(3600).await;
+    env.fault_once(json!({ "kind": "status", "status": 503, "count": 5, "service": "entra", "pathContains": "token" }))
+        .await;
+    let err = session.access_token().await.unwrap_err();
+    assert!(matches!(err, DevOpsError::Transport(_)), "{err:?}");
+    assert!(err.is_transient());
+    env.control_ok("DELETE", "/_control/faults", serde_json::Value::Null).await;
+    session.access_token().await.expect("the refresh token was kept for the next try");
+    assert_eq!(versions(&env).await, 3);
+    env.assert_no_leaks(&err.to_string()).await;
+}
+
+#[tokio::test]
+async fn a_rotated_token_that_could_not_be_stored_is_kept_and_stored_later() {
+    // The store refuses writes for a while (e.g. Key Vault throttling); the session must not lose the
+    // rotated refresh token Entra handed out, because the old one is spent.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: Arc<patrol::store::memory::MemoryStore>,
+        fail_writes: std::sync::atomic::AtomicBool,
+    }
+    #[async_trait::async_trait]
+    impl SecretStore for Flaky {
+        async fn set(
+            &self,
+            name: &patrol::domain::SecretName,
+            value: &secrecy::SecretString,
+            new: patrol::store::NewVersion,
+        ) -> Result<patrol::store::VersionProperties, patrol::store::StoreError> {
+            if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(patrol::store::StoreError::Throttled { retry_after_secs: 1 });
+            }
+            self.inner.set(name, value, new).await
+        }
+        async fn get(
+            &self,
+            name: &patrol::domain::SecretName,
+            version: Option<&str>,
+        ) -> Result<Option<patrol::store::StoredSecret>, patrol::store::StoreError> {
+            self.inner.get(name, version).await
+        }
+        async fn list(&self) -> Result<Vec<patrol::store::SecretSummary>, patrol::store::StoreError> {
+            self.inner.list().await
+        }
+        async fn list_versions(
+            &self,
+            name: &patrol::domain::SecretName,
+        ) -> Result<Vec<patrol::store::VersionProperties>, patrol::store::StoreError> {
+            self.inner.list_versions(name).await
+        }
+        async fn update(
+            &self,
+            name: &patrol::domain::SecretName,
+            version: &str,
+            update: patrol::store::PropertiesUpdate,
+        ) -> Result<patrol::store::VersionProperties, patrol::store::StoreError> {
+            self.inner.update(name, version, update).await
+        }
+    }
+
+    let env = Env::start().await;
+    env.control_ok(
+        "PUT",
+        "/_control/lifetimes",
+        json!({ "accessTokenSecs": 600, "refreshTokenSecs": 7776000, "deviceCodeSecs": 900 }),
+    )
+    .await;
+    env.sign_in(ALICE).await;
+    let flaky = Arc::new(Flaky { inner: env.store.clone(), fail_writes: std::sync::atomic::AtomicBool::new(true) });
+    let store: Arc<dyn SecretStore> = flaky.clone();
+    let sessions = patrol::auth::session::Sessions::new(
+        env.entra_client(),
+        store,
+        env.clock.clone(),
+        patrol::auth::session::SessionOptions::default(),
+    );
+    let session = sessions.session(&alice());
+    session.access_token().await.expect("a store failure does not fail the caller");
+    assert_eq!(versions(&env).await, 1, "nothing could be stored yet");
+    assert!(env.logs.text().contains("could not be stored"));
+    env.advance(360).await;
+    session.access_token().await.expect("the in-memory rotated token is used");
+    flaky.fail_writes.store(false, std::sync::atomic::Ordering::SeqCst);
+    env.advance(360).await;
+    session.access_token().await.unwrap();
+    assert_eq!(versions(&env).await, 2, "stored once the store works again");
+    // And a fresh process can carry on from what was stored.
+    env.sessions().session(&alice()).access_token().await.expect("the stored token is the live one");
     env.assert_no_leaks("").await;
 }
