@@ -24,8 +24,10 @@ pub mod context;
 pub mod control;
 pub mod devops;
 pub mod entra;
+pub mod eventgrid;
 pub mod faults;
 pub mod http;
+pub mod keyvault;
 pub mod patsecret;
 pub mod persist;
 pub mod ratelimit;
@@ -34,6 +36,7 @@ pub mod seed;
 pub mod serve;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod tokens;
 pub mod wire;
 

@@ -146,6 +146,7 @@ pub struct OwnerSession {
     options: SessionOptions,
     inner: tokio::sync::Mutex<Inner>,
     invalidated: AtomicBool,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl OwnerSession {
@@ -156,7 +157,21 @@ impl OwnerSession {
         clock: Clock,
         options: SessionOptions,
     ) -> Self {
-        Self { owner, entra, store, clock, options, inner: Default::default(), invalidated: AtomicBool::new(false) }
+        Self {
+            owner,
+            entra,
+            store,
+            clock,
+            options,
+            inner: Default::default(),
+            invalidated: AtomicBool::new(false),
+            refused: Default::default(),
+        }
+    }
+
+    /// How many access tokens of this session a service refused (401) — zero in a healthy run.
+    pub fn refused_count(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// How many times this session redeemed a refresh token.
@@ -302,6 +317,7 @@ impl TokenSource for OwnerSession {
     }
 
     fn invalidate(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
         self.invalidated.store(true, Ordering::Release);
     }
 }

@@ -196,6 +196,23 @@ impl AuditClient {
         url
     }
 
+    /// One page's raw body, for consumers that parse it as a stream (`crate::audit::entry::parse_page`);
+    /// same request, retries and rate limiting as [`AuditClient::query_page`].
+    pub async fn query_page_bytes(
+        &self,
+        query: &AuditQuery,
+        continuation: Option<&str>,
+    ) -> Result<bytes::Bytes, DevOpsError> {
+        let call = Call {
+            operation: "AuditLog_Query",
+            method: Method::GET,
+            url: self.url(query, continuation),
+            body: None,
+            idempotency: Idempotency::Idempotent,
+        };
+        Ok(self.http.send(call).await?.body)
+    }
+
     /// One page.
     pub async fn query_page(&self, query: &AuditQuery, continuation: Option<&str>) -> Result<AuditPage, DevOpsError> {
         let call = Call {

@@ -28,11 +28,13 @@ pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, String> {
 
 /// Formats a timestamp for a request body (RFC 3339, UTC, milliseconds like the spec's examples).
 pub fn format_timestamp(t: OffsetDateTime) -> String {
+    // Azure DevOps writes (and reads) .NET round-trip timestamps with 7 fraction digits; sending less
+    // precision would make an exclusive `endTime` skip entries logged in the same millisecond.
     let t = t.to_offset(time::UtcOffset::UTC);
-    let ms = t.millisecond();
+    let ticks = t.nanosecond() / 100;
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
     let base = t.format(&fmt).unwrap_or_default();
-    format!("{base}.{ms:03}Z")
+    format!("{base}.{ticks:07}Z")
 }
 
 /// `PatToken` as sent. Every field is optional on the wire; [`WirePatToken::into_pat`] decides what is
@@ -235,7 +237,9 @@ mod tests {
         assert_eq!(parse_timestamp("2018-07-19T00:00:00").unwrap().offset(), time::UtcOffset::UTC);
         assert!(parse_timestamp("yesterday").is_err());
         let t = parse_timestamp("2020-12-01T23:46:23.319Z").unwrap();
-        assert_eq!(format_timestamp(t), "2020-12-01T23:46:23.319Z");
+        assert_eq!(format_timestamp(t), "2020-12-01T23:46:23.3190000Z");
+        let t = parse_timestamp("2020-11-02T22:56:52.1033333Z").unwrap();
+        assert_eq!(format_timestamp(t), "2020-11-02T22:56:52.1033333Z", "round-trips .NET ticks");
     }
 
     #[test]

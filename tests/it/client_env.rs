@@ -22,26 +22,18 @@ pub const CLIENT_ID: &str = "5b0c3f4e-7a1d-4c8e-9f21-6d3e8a9b0c11";
 pub const ORG: &str = "fabrikam";
 pub const ALICE: &str = "alice@contoso.com";
 pub const ADMIN: &str = "admin@contoso.com";
+/// A user who belongs to no organization.
+pub const CAROL: &str = "carol@contoso.com";
 pub const ALICE_ID: &str = "2f7e1c3a-1111-4a5b-9c8d-0e1f2a3b4c5d";
 pub const SP_CLIENT_ID: &str = "9a8b7c6d-2222-4e5f-8a9b-1c2d3e4f5a6b";
 
-/// Everything written through `tracing` while a test runs (this thread's subscriber).
-#[derive(Clone, Default)]
+/// Everything the test binary logged (the process-wide capture in `support`).
+#[derive(Clone)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -56,7 +48,6 @@ pub struct Env {
     pub clock: Clock,
     pub store: Arc<MemoryStore>,
     pub logs: Logs,
-    _log_guard: tracing::subscriber::DefaultGuard,
 }
 
 fn url(s: &str) -> Url {
@@ -65,20 +56,13 @@ fn url(s: &str) -> Url {
 
 impl Env {
     /// Starts an emulator (default config) with `fabrikam`, alice (member), admin (administrator) and a
-    /// service principal. Run tests on the current-thread runtime so the log capture sees everything.
+    /// service principal. Logs go to the process-wide capture.
     pub async fn start() -> Env {
         Self::start_with(EmulatorConfig::default()).await
     }
 
     pub async fn start_with(config: EmulatorConfig) -> Env {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("patrol=trace,reqwest=trace"))
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
+        let logs = Logs(crate::support::captured_logs());
         let emu = Emulator::start(config).await.unwrap();
         let ep = emu.endpoints().clone();
         let env = Env {
@@ -92,7 +76,6 @@ impl Env {
             clock: Clock::system(),
             store: Arc::new(MemoryStore::new()),
             logs,
-            _log_guard: guard,
         };
         env.clock.set(env.emu.clock().now());
         env.control_ok(
@@ -102,7 +85,8 @@ impl Env {
                 "organizations": [{ "name": ORG }],
                 "users": [
                     { "upn": ALICE, "id": ALICE_ID, "displayName": "Alice", "organizations": [ORG] },
-                    { "upn": ADMIN, "displayName": "Admin", "adminOf": [ORG] }
+                    { "upn": ADMIN, "displayName": "Admin", "adminOf": [ORG] },
+                    { "upn": CAROL, "displayName": "Carol" }
                 ],
                 "apps": [{ "clientId": SP_CLIENT_ID, "displayName": "ci-sp" }]
             }),

@@ -348,6 +348,17 @@ async fn sign_in_page_pats_and_app_tokens_are_refused() {
     let api = env.connector_with(fixed_token(&env, ALICE, &bogus).await, ApiVersion::Auto).pats(&alice(), &env.org());
     assert!(matches!(api.list(DisplayFilter::Active).await.unwrap_err(), DevOpsError::Unauthorized(_)));
 
+    // A signed-in user the organization does not know: 401 after one fresh token, counted by the session.
+    env.sign_in(CAROL).await;
+    let sessions = env.sessions();
+    let carol = OwnerId::parse(CAROL).unwrap();
+    let api = env.connector(&sessions).pats(&carol, &env.org());
+    assert!(
+        matches!(api.list(DisplayFilter::Active).await.unwrap_err(), DevOpsError::Unauthorized(m) if m.contains("TF400813"))
+    );
+    assert_eq!(sessions.session(&carol).refused_count(), 1, "the refused token was dropped and replaced once");
+    assert_eq!(sessions.session(&carol).refresh_count().await, 2);
+
     // A PAT over Basic auth is refused by the PAT API.
     let seeded = env
         .control_ok(

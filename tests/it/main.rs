@@ -1,5 +1,11 @@
-//! patrol's integration tests: one binary, one module per area (see the module docs).
+//! patrol's integration tests: one binary, one module per area.
 
+mod audit;
 mod auth;
 mod client_env;
 mod devops;
+mod notify;
+mod store;
+/// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
+/// another global subscriber).
+mod support;

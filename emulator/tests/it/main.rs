@@ -1,4 +1,4 @@
-//! Integration tests of patrol-emulator over real HTTP on loopback (one test binary).
+//! Integration tests of patrol-emulator over real HTTP on loopback (one test binary, one module per area).
 
 mod support;
 
@@ -7,4 +7,5 @@ mod auth;
 mod conformance;
 mod control;
 mod entra;
+mod keyvault;
 mod pats;
