@@ -9,13 +9,14 @@
 //! - Refresh is single-flight: concurrent callers wait on one lock; the first refreshes, the rest reuse it.
 //! - `invalid_grant` / `interaction_required` become [`DevOpsError::SignInRequired`].
 //! - A rotated refresh token that could not be stored is kept in memory and stored on the next refresh.
+//! - The superseded version is disabled once the new one is stored (Entra keeps old refresh tokens valid).
 
 use super::entra::{EntraClient, EntraError};
 use super::{AccessToken, PAT_SCOPES, TokenSource, TokenSources};
 use crate::clock::Clock;
 use crate::devops::DevOpsError;
 use crate::domain::OwnerId;
-use crate::store::{NewVersion, REFRESH_TOKEN_CONTENT_TYPE, SecretStore, StoreError, tags};
+use crate::store::{NewVersion, PropertiesUpdate, REFRESH_TOKEN_CONTENT_TYPE, SecretStore, StoreError, tags};
 use async_trait::async_trait;
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
@@ -67,7 +68,18 @@ pub async fn store_refresh_token(
         ..Default::default()
     };
     tags::validate(&new.tags)?;
-    Ok(store.set(&owner.refresh_token_secret(), value, new).await?.version)
+    let name = owner.refresh_token_secret();
+    // Entra keeps a superseded refresh token valid until it expires, so the version holding it is disabled
+    // (best effort): only the current version can be read without changing the secret's properties.
+    let previous = store.get(&name, None).await.ok().flatten().map(|s| s.properties.version);
+    let version = store.set(&name, value, new).await?.version;
+    if let Some(prev) = previous.filter(|p| *p != version) {
+        let disable = PropertiesUpdate { enabled: Some(false), ..Default::default() };
+        if let Err(e) = store.update(&name, &prev, disable).await {
+            tracing::warn!(%owner, error = %e, "could not disable the superseded refresh-token version");
+        }
+    }
+    Ok(version)
 }
 
 /// What `patrol status` shows about an owner's sign-in.

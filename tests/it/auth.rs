@@ -113,6 +113,8 @@ async fn refresh_tokens_rotate_and_every_one_is_stored() {
     assert_eq!(session.refresh_count().await, 2);
     assert!(second.expires_at > first.expires_at);
     assert_eq!(versions(&env).await, 3);
+    let all = env.store.list_versions(&alice().refresh_token_secret()).await.unwrap();
+    assert_eq!(all.iter().filter(|v| v.enabled).count(), 1, "superseded refresh tokens are disabled");
 
     // A new session (another process) starts from the newest stored version; the older ones are spent.
     let again = env.sessions();
