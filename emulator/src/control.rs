@@ -24,6 +24,9 @@ use time::Duration;
 
 type Ctl = State<Arc<Ctx>>;
 
+/// Largest control request body (bytes).
+pub const CONTROL_BODY_LIMIT: usize = 256 << 20;
+
 fn bad(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
@@ -62,6 +65,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/_control/stats", get(stats))
         .fallback(|| async { bad(StatusCode::NOT_FOUND, "no such control endpoint") })
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), count))
+        // Seeds of large worlds (e.g. 100,000 PATs) exceed axum's 2 MB default.
+        .layer(axum::extract::DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
         .with_state(ctx)
 }
 

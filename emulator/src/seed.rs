@@ -176,8 +176,10 @@ pub fn add_pat(ctx: &Ctx, state: &mut State, p: &SeedPat) -> Result<MintedPat, S
     let now = ctx.now();
     let owner =
         state.user_by_upn(&p.owner).cloned().ok_or_else(|| format!("owner {:?} is not a known user", p.owner))?;
-    let org =
-        state.org(&p.organization).cloned().ok_or_else(|| format!("organization {:?} is not known", p.organization))?;
+    let org = state
+        .org(&p.organization)
+        .map(crate::state::Org::light)
+        .ok_or_else(|| format!("organization {:?} is not known", p.organization))?;
     if !owner.orgs.contains(&org.name.to_lowercase()) {
         return Err(format!("{} is not a member of {}", owner.upn, org.name));
     }

@@ -78,6 +78,19 @@ pub struct Org {
     pub audit: Vec<AuditRecord>,
 }
 
+impl Org {
+    /// Identity and policy without the audit log and rules (cheap to copy out of the lock).
+    pub fn light(&self) -> Org {
+        Org {
+            id: self.id,
+            name: self.name.clone(),
+            policy: self.policy.clone(),
+            revocation_rules: Vec::new(),
+            audit: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct User {

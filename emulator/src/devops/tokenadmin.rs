@@ -8,7 +8,7 @@ use super::version::{self, ApiVersion};
 use crate::audit_log::{self, Actor};
 use crate::context::Ctx;
 use crate::http::ApiRequest;
-use crate::state::{PatStatus, RevocationRule, Revoker, State};
+use crate::state::{Org, PatStatus, RevocationRule, Revoker, State};
 use crate::wire::{format_time, parse_time};
 use axum::Json;
 use axum::http::{Method, StatusCode};
@@ -151,7 +151,7 @@ fn revoke(
                 .map_err(|_| VssError::argument(format!("The authorizationId '{raw}' is not a valid GUID.")))?,
         );
     }
-    let Some(o) = state.org(org).cloned() else { return Ok(super::unknown_org(org)) };
+    let Some(o) = state.org(org).map(Org::light) else { return Ok(super::unknown_org(org)) };
     let now = ctx.now();
     let actor = Actor::user(admin, "AAD", Some(req.client_ip()), req.user_agent());
     for id in ids {

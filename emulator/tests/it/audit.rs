@@ -83,6 +83,21 @@ async fn token_events_pat_usage_and_discovery_are_audited() {
     let ids: std::collections::HashSet<&str> = entries.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), entries.len(), "no entry repeats across pages");
 
+    // The same window as a download, JSON and CSV.
+    for (format, marker) in [("json", "\"actionId\":\"Token.PatCreateEvent\""), ("csv", "\"Token.PatCreateEvent\"")] {
+        let r = env
+            .http
+            .get(env.audit_url(&format!("/fabrikam/_apis/audit/downloadlog?format={format}&api-version=7.2-preview.1")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(text.contains(marker), "{format}: {text}");
+        assert_eq!(text.matches("Token.PatCreateEvent").count(), 2, "{format}");
+    }
+
     // A revoked PAT can no longer be used.
     let (s, _) = env
         .ctl(

@@ -80,13 +80,18 @@ async fn rate_limit_headers_delay_and_429() {
     .await;
     let mut statuses = Vec::new();
     let mut last_headers = None;
-    for _ in 0..8 {
+    for i in 0..8 {
         let r = env.pat_api(Method::GET, "fabrikam", "api-version=7.2-preview.1", &t).send().await.unwrap();
         statuses.push(r.status().as_u16());
         last_headers = Some(r.headers().clone());
         if r.status() == 200 {
             assert_eq!(r.headers()["x-ratelimit-limit"], "5");
             assert!(r.headers().contains_key("x-ratelimit-reset"));
+            // Retry-After appears on a 200 once usage reaches 80 % of the limit (4 of 5).
+            assert_eq!(r.headers().contains_key("retry-after"), i >= 3, "request {i}");
+        }
+        if i == 5 || i == 6 {
+            assert!(r.headers().contains_key("x-ratelimit-delay"), "request {i} is delayed");
         }
     }
     assert_eq!(statuses, vec![200, 200, 200, 200, 200, 200, 200, 429]);
@@ -244,4 +249,19 @@ fn send_sigterm(pid: u32) {
 
 fn in_days(env: &Env, days: i64) -> String {
     patrol_emulator::wire::format_time(env.emu.clock().now() + time::Duration::days(days))
+}
+
+#[tokio::test]
+async fn a_large_seed_goes_through_the_control_api() {
+    let env = start().await;
+    let valid_to = in_days(&env, 30);
+    let pats: Vec<Value> = (0..12_000)
+        .map(|i| json!({ "owner": BOB, "organization": "fabrikam", "displayName": format!("bulk-{i}-{}", "x".repeat(100)), "scope": "vso.code", "validTo": valid_to }))
+        .collect();
+    let body = json!({ "pats": pats });
+    assert!(body.to_string().len() > 2 << 20, "bigger than axum's default limit");
+    let minted = env.post_ctl("/_control/seed", body).await;
+    assert_eq!(minted["pats"].as_array().unwrap().len(), 12_000);
+    let stats = env.ctl(Method::GET, "/_control/stats", Value::Null).await.1;
+    assert_eq!(stats["pats"], 12_000);
 }

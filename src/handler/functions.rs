@@ -1,0 +1,210 @@
+//! The seam between the protocol and the work: the [`Functions`] trait the rotation engine implements.
+//!
+//! The handler parses and validates each invocation, then calls one method with typed input and an
+//! [`Invocation`] context, and turns the returned [`Report`] or [`Failure`] into the host's reply.
+//! [`NotConfigured`] is the implementation used until an engine is plugged in: it says plainly what it
+//! received and that rotation is not configured — it never pretends to have rotated anything.
+//!
+//! Implementations should build their clients lazily (on the first call that needs them): the handler
+//! must answer the host's readiness probe within milliseconds of starting.
+
+use super::eventgrid::SecretEvent;
+use super::http::{RotateMode, RotateRequest};
+use super::payload::RetryContext;
+use super::timer::TimerRun;
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::time::Instant;
+use time::OffsetDateTime;
+
+/// The three functions of the Function App.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FunctionName {
+    RotateTimer,
+    RotateHttp,
+    EventGridSecretChanged,
+}
+
+impl FunctionName {
+    pub const ALL: [Self; 3] = [Self::RotateTimer, Self::RotateHttp, Self::EventGridSecretChanged];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RotateTimer => "RotateTimer",
+            Self::RotateHttp => "RotateHttp",
+            Self::EventGridSecretChanged => "EventGridSecretChanged",
+        }
+    }
+
+    /// The function for a request path segment (function names are case-insensitive in the host).
+    pub fn from_path(segment: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str().eq_ignore_ascii_case(segment))
+    }
+}
+
+impl std::fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The context of one invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// `X-Azure-Functions-InvocationId` (a fresh id when a caller other than the host left it out).
+    pub id: String,
+    pub function: FunctionName,
+    /// The host's `Metadata.sys.UtcNow`; patrol's clock has already been aligned with it.
+    pub host_now: Option<OffsetDateTime>,
+    /// Set while a function-level retry policy retries this invocation.
+    pub retry: Option<RetryContext>,
+    /// When the handler received the invocation (time budgets count from here).
+    pub received: Instant,
+}
+
+/// How an invocation ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The work was done.
+    Completed,
+    /// A plan was computed and nothing was changed (`GET /api/rotate`).
+    Planned,
+    /// Some work was done and the rest is left for the next run (time budget spent).
+    Incomplete,
+    /// Nothing to do: the event or request is not about anything patrol manages.
+    Ignored,
+    /// No rotation engine is configured; nothing was done.
+    NotConfigured,
+}
+
+impl Status {
+    /// The HTTP status `RotateHttp` answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::Completed | Self::Planned | Self::Ignored => 200,
+            Self::Incomplete => 202,
+            Self::NotConfigured => 503,
+        }
+    }
+}
+
+/// What an invocation did: a one-line summary (logged, and returned in `Logs`) and structured detail
+/// (`ReturnValue`, and the body of `RotateHttp`'s response). Never contains secret values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub status: Status,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+}
+
+impl Report {
+    pub fn new(status: Status, summary: impl Into<String>) -> Self {
+        Self { status, summary: summary.into(), detail: Value::Null }
+    }
+
+    pub fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// Why an invocation failed. Timer and Event Grid failures fail the invocation (Event Grid redelivers);
+/// `RotateHttp` failures reach the caller as the matching HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The request names something patrol does not manage.
+    NotFound,
+    /// Another run holds the token's lease, or the state changed underneath.
+    Conflict,
+    /// A dependency (Azure DevOps, Entra, Key Vault) is unavailable; try again later.
+    Unavailable,
+    /// Anything else.
+    Internal,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self.kind {
+            FailureKind::NotFound => 404,
+            FailureKind::Conflict => 409,
+            FailureKind::Unavailable => 503,
+            FailureKind::Internal => 500,
+        }
+    }
+}
+
+pub type Outcome = Result<Report, Failure>;
+
+/// The work behind the three functions. Inputs are already parsed and validated.
+#[async_trait]
+pub trait Functions: Send + Sync + 'static {
+    /// `RotateTimer`: the scheduled run over every managed token.
+    async fn rotate_timer(&self, invocation: &Invocation, timer: TimerRun) -> Outcome;
+    /// `RotateHttp`: a manual plan (GET) or run (POST), for one secret or all.
+    async fn rotate_http(&self, invocation: &Invocation, request: RotateRequest) -> Outcome;
+    /// `EventGridSecretChanged`: a Key Vault secret event. Must be fast (Event Grid gives up after 30 s)
+    /// and idempotent (deliveries repeat); an event for an unmanaged secret is [`Status::Ignored`].
+    async fn secret_changed(&self, invocation: &Invocation, event: SecretEvent) -> Outcome;
+}
+
+/// The implementation used until a rotation engine is configured: validates, reports what it received,
+/// and says that nothing was rotated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotConfigured;
+
+const NOT_CONFIGURED: &str = "rotation is not configured in this build of patrol; nothing was rotated";
+
+#[async_trait]
+impl Functions for NotConfigured {
+    async fn rotate_timer(&self, _: &Invocation, timer: TimerRun) -> Outcome {
+        let last = timer.last_run().map_or_else(|| "never".to_owned(), |t| t.to_string());
+        Ok(Report::new(
+            Status::NotConfigured,
+            format!("received a timer run (past due: {}, last run: {last}); {NOT_CONFIGURED}", timer.is_past_due),
+        )
+        .with_detail(json!({ "received": timer })))
+    }
+
+    async fn rotate_http(&self, _: &Invocation, request: RotateRequest) -> Outcome {
+        let what = match request.mode {
+            RotateMode::Plan => "a plan request",
+            RotateMode::Run => "a rotation request",
+        };
+        let target = request.secret.as_ref().map_or("every managed secret", |s| s.as_str());
+        let verb = if request.mode == RotateMode::Plan { "planned" } else { "rotated" };
+        let tail = NOT_CONFIGURED.replace("rotated", verb);
+        Ok(Report::new(
+            Status::NotConfigured,
+            format!("received {what} for {target} (force: {}); {tail}", request.force),
+        )
+        .with_detail(json!({ "received": request })))
+    }
+
+    async fn secret_changed(&self, _: &Invocation, event: SecretEvent) -> Outcome {
+        Ok(Report::new(
+            Status::NotConfigured,
+            format!(
+                "received {} for secret {} in vault {}; {NOT_CONFIGURED}",
+                serde_json::to_value(event.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                event.secret,
+                event.vault
+            ),
+        )
+        .with_detail(json!({ "received": event })))
+    }
+}
