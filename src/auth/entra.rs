@@ -187,8 +187,12 @@ impl EntraClient {
         if status != 200 {
             return Err(Self::parse_error(status, body));
         }
-        let w: WireToken = serde_json::from_slice(body)
-            .map_err(|e| EntraError::Protocol(format!("token answer is not the documented shape ({e})")))?;
+        let w: WireToken = serde_json::from_slice(body).map_err(|e| {
+            EntraError::Protocol(format!(
+                "token answer is not the documented shape ({})",
+                crate::devops::wire::json_error(&e)
+            ))
+        })?;
         if let Some(t) = w.token_type.as_deref()
             && !t.eq_ignore_ascii_case("bearer")
         {
@@ -213,8 +217,12 @@ impl EntraClient {
         if status != 200 {
             return Err(Self::parse_error(status, &body));
         }
-        let w: WireDeviceCode = serde_json::from_slice(&body)
-            .map_err(|e| EntraError::Protocol(format!("devicecode answer is not the documented shape ({e})")))?;
+        let w: WireDeviceCode = serde_json::from_slice(&body).map_err(|e| {
+            EntraError::Protocol(format!(
+                "devicecode answer is not the documented shape ({})",
+                crate::devops::wire::json_error(&e)
+            ))
+        })?;
         let expires = w.expires_in.get().ok_or_else(|| EntraError::Protocol("expires_in is not a number".into()))?;
         let interval = w.interval.as_ref().and_then(Seconds::get).unwrap_or(5).max(1);
         let message = w.message.unwrap_or_else(|| {
