@@ -3,7 +3,10 @@
 mod audit;
 mod audit_breakglass;
 mod audit_pass;
+mod auth;
 mod cli;
+mod client_env;
+mod devops;
 mod handler;
 mod notify;
 mod rotation;
