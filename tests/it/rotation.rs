@@ -22,35 +22,40 @@ impl Drop for Azurite {
 }
 
 fn azurite() -> Option<Azurite> {
+    azurite_with(&[])
+}
+
+fn azurite_with(extra: &[&str]) -> Option<Azurite> {
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/node_modules/.bin/azurite-blob");
     if !bin.exists() {
         panic!("azurite-blob is not installed in tools/node_modules (run scripts/setup.sh)");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let dir = tempfile::tempdir().ok()?;
-    let child = Command::new(bin)
-        .args([
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            &port.to_string(),
-            "--inMemoryPersistence",
-            "--skipApiVersionCheck",
-            "--silent",
-            "--location",
-        ])
-        .arg(dir.path())
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    // In-memory persistence (Azurite refuses it together with --location); the temp dir holds its debug log.
+    let mut child = Command::new(bin)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--inMemoryPersistence"])
+        .args(["--skipApiVersionCheck", "--silent"])
+        .args(extra)
+        .current_dir(dir.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .ok()?;
-    for _ in 0..100 {
+        .expect("start azurite-blob");
+    for _ in 0..150 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(Azurite { child, port, _dir: dir });
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("azurite-blob exited with {status}: {err}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    None
+    panic!("azurite-blob did not listen on 127.0.0.1:{port} within 15 s");
 }
 
 fn account(a: &Azurite) -> BlobAccount {
@@ -105,4 +110,83 @@ async fn blob_leases_exclude_across_accounts_and_release() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(got.is_some(), "released lease can be taken");
+}
+
+/// A credential standing in for the managed identity: an (unsigned) Entra-shaped JWT for `aud`, which
+/// Azurite's `--oauth basic` checks for issuer, audience and lifetime.
+#[derive(Debug)]
+struct JwtCredential {
+    aud: &'static str,
+}
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for JwtCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        assert_eq!(scopes, ["https://storage.azure.com/.default"]);
+        use base64::Engine as _;
+        let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let now = time::OffsetDateTime::now_utc();
+        let jwt = format!(
+            "{}.{}.{}",
+            b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+            b64(serde_json::json!({
+                "aud": self.aud,
+                "iss": "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/",
+                "iat": now.unix_timestamp() - 60,
+                "nbf": now.unix_timestamp() - 60,
+                "exp": now.unix_timestamp() + 3600,
+                "oid": "11111111-2222-3333-4444-555555555555",
+            })),
+            "c2ln"
+        );
+        Ok(azure_core::credentials::AccessToken::new(
+            azure_core::credentials::Secret::new(jwt),
+            now + time::Duration::hours(1),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn identity_based_storage_uses_bearer_tokens_on_azurite_oauth() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let az = azurite_with(&["--oauth", "basic", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .expect("azurite with --oauth basic");
+    let http = reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(ck.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let uri = url::Url::parse(&format!("https://127.0.0.1:{}/devstoreaccount1", az.port)).unwrap();
+    let good = BlobAccount::with_credential(
+        &uri,
+        std::sync::Arc::new(JwtCredential { aud: "https://storage.azure.com" }),
+        http.clone(),
+    )
+    .unwrap();
+    // Journal compare-and-swap and leases work with bearer auth alone.
+    let s = good.state_store();
+    let t1 = s.save("journal/tok-id", b"{\"v\":1}", None).await.unwrap();
+    assert!(matches!(s.save("journal/tok-id", b"{}", None).await, Err(StateError::Conflict { .. })));
+    s.save("journal/tok-id", b"{\"v\":2}", Some(&t1)).await.unwrap();
+    assert_eq!(s.load("journal/tok-id").await.unwrap().unwrap().0, b"{\"v\":2}");
+    let leases = good.leases();
+    let held = leases.try_acquire("token/tok-id").await.unwrap().expect("free lease");
+    assert!(good.leases().try_acquire("token/tok-id").await.unwrap().is_none());
+    drop(held);
+    // A token for another audience is refused by the service: the bearer header is really checked.
+    let bad =
+        BlobAccount::with_credential(&uri, std::sync::Arc::new(JwtCredential { aud: "https://vault.azure.net" }), http)
+            .unwrap()
+            .state_store();
+    match bad.load("journal/tok-id").await {
+        Err(StateError::Io { message, .. }) => assert!(message.contains("401") || message.contains("403"), "{message}"),
+        other => panic!("expected an authentication failure, got {other:?}"),
+    }
 }
