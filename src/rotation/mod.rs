@@ -20,6 +20,8 @@ pub mod functions;
 pub mod inventory;
 pub mod journal;
 pub mod lease;
+#[cfg(test)]
+mod lease_tests;
 pub mod machine;
 pub mod plan;
 pub mod policy;
