@@ -79,7 +79,8 @@ impl Local {
             clock: self.clock.clone(),
             concurrency: s.max_concurrency,
             vaults: None,
-            faults: None,
+            // Test hook only (PATROL_TEST_CRASH_AFTER), as in the handler: exits the process at a step boundary.
+            faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
         })
     }
 

@@ -190,3 +190,188 @@ async fn identity_based_storage_uses_bearer_tokens_on_azurite_oauth() {
         other => panic!("expected an authentication failure, got {other:?}"),
     }
 }
+
+// ---- a real `patrol` process killed at every step boundary, against patrol-emulator ----
+
+mod kill {
+    use patrol::auth::device_code::{LoginOptions, login};
+    use patrol::cli::runtime::Local;
+    use patrol::clock::Clock;
+    use patrol::config::{Settings, Source};
+    use patrol::devops::DisplayFilter;
+    use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+    use patrol::store::tags;
+    use patrol_emulator::{Emulator, EmulatorConfig};
+    use secrecy::ExposeSecret;
+    use serde_json::json;
+    use std::path::Path;
+
+    const OWNER: &str = "rotator@fabrikam.test";
+    const CLIENT_ID: &str = "5e0a6c1b-3f2d-4a8e-9b7c-d1e2f3a4b5c6";
+
+    fn env_pairs(dir: &Path, emu: &Emulator) -> Vec<(String, String)> {
+        let e = emu.endpoints();
+        let p = |f: &str| dir.join(f).display().to_string();
+        vec![
+            ("PATROL_POLICY_FILE".into(), p("patrol.toml")),
+            ("PATROL_STATE_DIR".into(), p("state")),
+            ("PATROL_STORE_KEY_FILE".into(), p("store.key")),
+            ("PATROL_DEVOPS_URL".into(), e.devops.clone()),
+            ("PATROL_AUDIT_URL".into(), e.audit.clone()),
+            ("PATROL_ENTRA_AUTHORITY".into(), e.entra.clone()),
+            ("PATROL_TENANT_ID".into(), e.tenant.clone()),
+            ("PATROL_CLIENT_ID".into(), CLIENT_ID.into()),
+            ("PATROL_LEASE".into(), "local".into()),
+            ("PATROL_LOG_FORMAT".into(), "text".into()),
+        ]
+    }
+
+    /// `patrol rotate [args]` as a child process; returns (exit code, stdout+stderr).
+    fn patrol(env: &[(String, String)], crash: Option<&str>, args: &[&str]) -> (i32, String) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_patrol"));
+        cmd.arg("rotate").args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some(b) = crash {
+            cmd.env("PATROL_TEST_CRASH_AFTER", b);
+        }
+        let out = cmd.output().expect("run patrol");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_patrol_process_killed_at_every_step_boundary_converges() {
+        let seed = serde_json::from_value(json!({
+            "organizations": [{ "name": "fabrikam" }],
+            "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": ["fabrikam"] }]
+        }))
+        .unwrap();
+        let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("patrol.toml"),
+            format!(
+                "[defaults]\norganization = \"fabrikam\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
+                 [[token]]\nsecret = \"kill-pat\"\ndisplay_name = \"Kill test\"\nvalidity_days = 30\n\
+                 rotate_before_days = 7\ngrace_days = 0\n"
+            ),
+        )
+        .unwrap();
+        let env = env_pairs(dir.path(), &emu);
+        let settings =
+            Settings::from_source(&Source::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))).unwrap();
+        let clock = Clock::system();
+        let local = Local::open(settings, clock.clone()).unwrap();
+
+        // The owner signs in with a device code (the emulator approves it).
+        let owner = OwnerId::parse(OWNER).unwrap();
+        let entra = local.entra().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let control = emu.endpoints().control.clone();
+        let approver = tokio::spawn(async move {
+            let code = rx.await.unwrap();
+            reqwest::Client::new()
+                .post(format!("{control}/_control/devicecodes/approve"))
+                .json(&json!({ "userCode": code, "upn": OWNER }))
+                .send()
+                .await
+                .unwrap();
+        });
+        let mut tx = Some(tx);
+        let options = LoginOptions { scopes: None, poll_interval: Some(std::time::Duration::from_millis(50)) };
+        login(&entra, local.store.as_ref(), &owner, &clock, &options, |p| {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(p.user_code.clone());
+            }
+        })
+        .await
+        .unwrap();
+        approver.await.unwrap();
+
+        let secret = SecretName::parse("kill-pat").unwrap();
+        let api = local.connector().unwrap().pats(&owner, &OrgName::parse("fabrikam").unwrap());
+        let mut transcript = String::new();
+        let (code, out) = patrol(&env, None, &[]);
+        transcript.push_str(&out);
+        assert_eq!(code, 0, "first rotation: {out}");
+
+        let boundaries = [
+            "intent-saved",
+            "create-returned",
+            "created-saved",
+            "store-returned",
+            "stored-saved",
+            "finished",
+            "previous-revoked",
+            "previous-disabled",
+        ];
+        let mut revoked_before: Vec<AuthorizationId> = Vec::new();
+        for b in boundaries {
+            let before = local.store.get(&secret, None).await.unwrap().unwrap();
+            let old = AuthorizationId::parse(&before.properties.tags[tags::AUTHORIZATION_ID]).unwrap();
+            // Forced rotation, killed at `b` (the previous-* boundaries are reached by the drain run).
+            let (code, out) = patrol(&env, Some(b), &["kill-pat", "--force"]);
+            transcript.push_str(&out);
+            let mut crashed = code == 86;
+            if !crashed {
+                assert_eq!(code, 0, "{b}: {out}");
+                let (code, out) = patrol(&env, Some(b), &[]);
+                transcript.push_str(&out);
+                crashed = code == 86;
+                assert!(crashed || code == 0, "{b}: {out}");
+            }
+            assert!(crashed, "the process never reached boundary {b}");
+            // Restart (twice: resume, then drain the previous PAT whose grace is 0 days).
+            for _ in 0..2 {
+                let (code, out) = patrol(&env, None, &[]);
+                transcript.push_str(&out);
+                assert_eq!(code, 0, "{b}: restart: {out}");
+            }
+            // Converged: the current version's value is a live PAT; it is the only live PAT of this token.
+            let cur = local.store.get(&secret, None).await.unwrap().expect("no lost secret");
+            let id = AuthorizationId::parse(&cur.properties.tags[tags::AUTHORIZATION_ID]).unwrap();
+            let active = api.list(DisplayFilter::Active).await.unwrap();
+            let ours: Vec<_> = active.iter().filter(|p| p.display_name.starts_with("Kill test")).collect();
+            assert_eq!(ours.len(), 1, "{b}: exactly one live PAT (no orphan, old revoked): {ours:?}");
+            assert_eq!(ours[0].authorization_id, id, "{b}");
+            if !b.starts_with("previous-") {
+                // (A crash at a previous-* boundary may come from draining before the forced rotation.)
+                assert_ne!(id, old, "{b}: rotated");
+            }
+            if id != old {
+                assert!(!active.iter().any(|a| a.authorization_id == old), "{b}: the old PAT is revoked");
+                revoked_before.push(old);
+            }
+            assert!(!revoked_before.contains(&id), "{b}: the current PAT was never revoked");
+            // The stored value authenticates as that PAT (the emulator knows every minted value).
+            let minted: serde_json::Value = reqwest::get(format!("{}/_control/secrets", emu.endpoints().control))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(minted.to_string().contains(cur.value.expose_secret()), "{b}: stored value was minted");
+        }
+        // No minted secret ever reached the process output.
+        let minted: serde_json::Value =
+            reqwest::get(format!("{}/_control/secrets", emu.endpoints().control)).await.unwrap().json().await.unwrap();
+        let mut values = Vec::new();
+        collect_strings(&minted, &mut values);
+        let values: Vec<_> = values.into_iter().filter(|v| v.len() >= 20).collect();
+        assert!(!values.is_empty());
+        for v in values {
+            assert!(!transcript.contains(&v), "a minted secret appeared in patrol's output");
+        }
+    }
+
+    fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+            _ => {}
+        }
+    }
+}
