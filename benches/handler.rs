@@ -6,7 +6,8 @@
 //!    keep-alive connections — invocations per second.
 //! 3. Start-up: spawn to first answered `GET /` (median over many starts) and idle RSS (`VmRSS`).
 //!
-//! Optional arguments: `cargo bench --bench handler -- [inproc|loopback|startup]…` selects parts.
+//! Optional arguments: `cargo bench --bench handler -- [inproc|loopback|startup]…` selects parts;
+//! `BENCH_HANDLER_LOG=<filter>` sets the spawned handler's `PATROL_LOG` (e.g. `off`, to price logging).
 
 use patrol::clock::Clock;
 use patrol::handler::eventgrid::SecretEvent;
@@ -103,6 +104,7 @@ fn spawn_handler(port: u16) -> Child {
         .env_clear()
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("PATROL_STATE_DIR", std::env::temp_dir().join("patrol-bench-state"))
+        .envs(std::env::var("BENCH_HANDLER_LOG").ok().map(|v| ("PATROL_LOG", v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -217,8 +219,10 @@ fn cpu_time(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // rest = " S ppid pgrp …": token 0 is the state (field 3), so utime (14) is token 11, stime token 12.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
     let hz = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
