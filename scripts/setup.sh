@@ -2,7 +2,8 @@
 # Installs what patrol's tests need on a fresh machine, skipping whatever is already there:
 # - Python: aiosmtpd (a real SMTP server), pytest, pycep-parser and checkov (offline Bicep validation);
 # - Node.js: Azurite (the Azure Storage emulator, for the Function App's storage: blob leases);
-# - Debian: chromium (renders patrol's HTML report in a test), zip/unzip (packaging test).
+# - Debian: chromium (renders patrol's HTML report in a test), zip/unzip (packaging test), shellcheck (deployment
+#   scripts).
 # Idempotent; safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v zip >/dev/null 2>&1 || need_apt+=(zip)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -44,6 +44,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "Base URL of the Azure DevOps PAT Lifecycle and Token Admin APIs (point it at patrol-emulator to test).",
     },
     SettingDoc {
+        name: "PATROL_DEVOPS_API_VERSION",
+        default: "auto",
+        description: "api-version of the PAT Lifecycle API: auto (7.2-preview.1, falling back to 7.1-preview.1 when the service refuses 7.2), 7.2-preview.1 or 7.1-preview.1.",
+    },
+    SettingDoc {
         name: "PATROL_AUDIT_URL",
         default: "https://auditservice.dev.azure.com",
         description: "Base URL of the Azure DevOps audit log API.",
@@ -357,6 +362,7 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub store_key_file: PathBuf,
     pub devops_url: Url,
+    pub devops_api_version: crate::devops::ApiVersion,
     pub audit_url: Url,
     pub entra_authority: Url,
     pub tenant_id: String,
@@ -539,6 +545,15 @@ impl Settings {
             state_dir,
             store_key_file,
             devops_url: src.url("PATROL_DEVOPS_URL", "https://vssps.dev.azure.com")?,
+            devops_api_version: src.choice(
+                "PATROL_DEVOPS_API_VERSION",
+                crate::devops::ApiVersion::Auto,
+                &[
+                    ("auto", crate::devops::ApiVersion::Auto),
+                    ("7.2-preview.1", crate::devops::ApiVersion::V72),
+                    ("7.1-preview.1", crate::devops::ApiVersion::V71),
+                ],
+            )?,
             audit_url: src.url("PATROL_AUDIT_URL", "https://auditservice.dev.azure.com")?,
             entra_authority: src.url("PATROL_ENTRA_AUTHORITY", "https://login.microsoftonline.com")?,
             tenant_id: src.get("PATROL_TENANT_ID").unwrap_or("organizations").to_owned(),

@@ -26,6 +26,7 @@ pub mod devops;
 pub mod domain;
 pub mod handler;
 pub mod notify;
+pub mod report;
 pub mod rotation;
 pub mod state;
 pub mod store;

@@ -9,9 +9,19 @@
 //! - one rate limiter per identity honouring `Retry-After` (also on 2xx) and `X-RateLimit-*`; retries with
 //!   backoff and jitter only for idempotent calls; **Create is never blindly retried**.
 
+pub mod audit;
+pub mod connector;
+pub mod http;
 pub mod models;
+pub mod pats;
+pub mod ratelimit;
+pub mod retry;
+pub mod tokenadmin;
+pub mod wire;
 
+pub use connector::{Endpoints, HttpConnector};
 pub use models::*;
+pub use pats::{ApiVersion, HttpPatApi, Reconciled, create_reconciling, reconcile_create};
 
 use crate::domain::{AuthorizationId, OrgName, OwnerId};
 use async_trait::async_trait;

@@ -7,6 +7,23 @@
 //! Card), Slack incoming webhooks, a generic JSON webhook, or a local mailbox file. Delivery retries with
 //! backoff; a failing channel never fails a rotation — failures go into the run summary.
 
+pub mod channel;
+pub mod deliver;
+pub mod digest;
+pub mod expiry;
+mod http;
+pub mod mailbox;
+pub mod redact;
+pub mod render;
+pub mod slack;
+pub mod smtp;
+pub mod teams;
+pub mod webhook;
+
+pub use deliver::{DeliveryOutcome, DeliveryReport, DeliveryStatus, Notifier, RetryPolicy};
+pub use digest::{Digest, Report};
+pub use expiry::{ExpiryLedger, Thresholds};
+
 use crate::domain::{AuthorizationId, OwnerId, SecretName};
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -9,7 +9,40 @@
 //! Versions behave like Key Vault's everywhere: every [`SecretStore::set`] creates a new version, the newest
 //! is current, old versions can be disabled. Secret values only ever travel as [`SecretString`].
 
+pub mod credential;
+pub mod file;
+pub mod keyvault;
+pub mod memory;
 pub mod tags;
+
+pub use file::FileSecretStore;
+pub use keyvault::KeyVaultSecretStore;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use std::sync::Arc;
+
+/// The store the settings ask for: Key Vault when `PATROL_KEYVAULT_URL` is set, otherwise the embedded
+/// file store under `$PATROL_STATE_DIR/secrets` with its key in `PATROL_STORE_KEY_FILE`.
+pub fn from_settings(settings: &Settings) -> Result<Arc<dyn SecretStore>, StoreError> {
+    from_settings_with_clock(settings, Clock::system())
+}
+
+/// As [`from_settings`], with the clock the file store stamps versions with (the handler's clock, aligned
+/// with the host's time).
+pub fn from_settings_with_clock(settings: &Settings, clock: Clock) -> Result<Arc<dyn SecretStore>, StoreError> {
+    match &settings.keyvault {
+        Some(kv) => Ok(Arc::new(KeyVaultSecretStore::connect(
+            kv,
+            &settings.entra_authority,
+            settings.ca_cert.as_deref(),
+            None,
+        )?)),
+        None => {
+            Ok(Arc::new(FileSecretStore::open(settings.state_dir.join("secrets"), &settings.store_key_file, clock)?))
+        }
+    }
+}
 
 use crate::domain::SecretName;
 use async_trait::async_trait;

@@ -1,0 +1,97 @@
+//! The audit log API (audit 7.2): `auditlog` queries with `startTime`, `endTime`, `batchSize` and
+//! `continuationToken` (newest first, `hasMore`), and `actions` listing the Token area's action ids.
+//! Organization administrators with `vso.auditlog` only.
+
+use super::auth;
+use super::errors::VssError;
+use super::version::{self, ApiVersion};
+use crate::audit_log;
+use crate::context::Ctx;
+use crate::http::ApiRequest;
+use crate::wire::parse_time;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+const MIN_VERSION: ApiVersion = ApiVersion { major: 5, minor: 1 };
+pub const DEFAULT_BATCH: usize = 200;
+pub const MAX_BATCH: usize = 1000;
+const REALM: &str = "auditservice.dev.azure.com";
+
+/// Token-area actions the emulator records (and reports through `actions`).
+pub const TOKEN_ACTIONS: &[(&str, &str)] = &[
+    ("Token.PatCreateEvent", "create"),
+    ("Token.PatUpdateEvent", "modify"),
+    ("Token.PatRevokeEvent", "remove"),
+    ("Token.PatExpiredEvent", "modify"),
+    ("Token.PatPublicDiscoveryEvent", "access"),
+    ("Token.PatSystemRevokeEvent", "remove"),
+];
+
+pub fn query(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
+    if let Err(e) = version::negotiate(req.query("api-version"), MIN_VERSION, "auditlog") {
+        return e.into_response();
+    }
+    let state = ctx.state();
+    if let Err(r) = auth::admin_user(ctx, &state, req, org, &["vso.auditlog"], REALM) {
+        return r;
+    }
+    let now = ctx.now();
+    let time_arg = |name: &str| -> Result<Option<time::OffsetDateTime>, VssError> {
+        match req.query(name).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(raw) => parse_time(raw)
+                .map(Some)
+                .ok_or_else(|| VssError::argument(format!("{name} '{raw}' is not a valid date."))),
+        }
+    };
+    let (start, end) = match (time_arg("startTime"), time_arg("endTime")) {
+        (Ok(s), Ok(e)) => (s.unwrap_or(now - audit_log::RETENTION), e.unwrap_or(now + time::Duration::seconds(1))),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    if start > end {
+        return VssError::argument("startTime must not be after endTime.").into_response();
+    }
+    let batch = match req.query("batchSize") {
+        None => DEFAULT_BATCH,
+        Some(r) => match r.parse::<usize>() {
+            Ok(n) if (1..=MAX_BATCH).contains(&n) => n,
+            _ => {
+                return VssError::argument(format!("batchSize must be between 1 and {MAX_BATCH}; got '{r}'."))
+                    .into_response();
+            }
+        },
+    };
+    let Some(o) = state.org(org) else { return super::unknown_org(org) };
+    let page =
+        match audit_log::query(o, start.max(now - audit_log::RETENTION), end, batch, req.query("continuationToken")) {
+            Ok(p) => p,
+            Err(e) => return VssError::argument(e.to_string()).into_response(),
+        };
+    let entries: Vec<Value> = page.entries.iter().map(|r| audit_log::to_wire(o, r)).collect();
+    let has_more = page.continuation.is_some();
+    let body = json!({
+        "decoratedAuditLogEntries": entries,
+        "continuationToken": page.continuation.unwrap_or_default(),
+        "hasMore": has_more,
+    });
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+pub fn actions(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
+    if let Err(e) = version::negotiate(req.query("api-version"), MIN_VERSION, "actions") {
+        return e.into_response();
+    }
+    let state = ctx.state();
+    if let Err(r) = auth::admin_user(ctx, &state, req, org, &["vso.auditlog"], REALM) {
+        return r;
+    }
+    let area = req.query("areaName");
+    let value: Vec<Value> = TOKEN_ACTIONS
+        .iter()
+        .filter(|_| area.is_none_or(|a| a.eq_ignore_ascii_case("Token")))
+        .map(|(id, cat)| json!({ "area": "Token", "category": cat, "actionId": id }))
+        .collect();
+    (StatusCode::OK, Json(json!({ "count": value.len(), "value": value }))).into_response()
+}

@@ -1,0 +1,312 @@
+//! Composition: [`EmulatorConfig`], [`Emulator::start`] (listeners for Azure DevOps, the audit service,
+//! Entra and the control API, all on 127.0.0.1), the per-request pipeline shared by the emulated APIs
+//! (latency, queued faults, random 5xx, rate limiting, "response lost"), the ready line, and shutdown.
+//! The Key Vault / Event Grid side joins in `start` where marked.
+
+use crate::clock::VirtualClock;
+use crate::context::{Ctx, Lifetimes, Stats};
+use crate::faults::{FaultKind, FaultSettings, Faults, Service};
+use crate::http::{ApiRequest, ConnInfo};
+use crate::persist;
+use crate::ratelimit::{RateLimitSettings, RateLimiter};
+use crate::secrets::MintedSecrets;
+use crate::seed::{self, Seed};
+use crate::tokens::TokenIssuer;
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::Extension;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How to start an emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Address of the Azure DevOps listener; with a non-zero port the audit, Entra and control listeners
+    /// take the next three ports, with port 0 each gets its own ephemeral port.
+    pub listen: SocketAddr,
+    pub seed: Option<Seed>,
+    /// Persist state here (loaded at start if it exists; the seed is applied only to a new state).
+    pub state_path: Option<PathBuf>,
+    pub faults: FaultSettings,
+    pub rate_limit: RateLimitSettings,
+    pub lifetimes: Lifetimes,
+    /// How many minted secret values to remember for leak scanning (0 = none).
+    pub secrets_capacity: usize,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seed: None,
+            state_path: None,
+            faults: FaultSettings::default(),
+            rate_limit: RateLimitSettings::default(),
+            lifetimes: Lifetimes::default(),
+            secrets_capacity: 10_000,
+        }
+    }
+}
+
+/// Base URLs of the emulated services (what the ready line prints).
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoints {
+    /// `https://vssps.dev.azure.com` (PAT Lifecycle, Token Admin) and `https://dev.azure.com`.
+    pub devops: String,
+    /// `https://auditservice.dev.azure.com`.
+    pub audit: String,
+    /// `https://login.microsoftonline.com` (append `/{tenant}/oauth2/v2.0/…`).
+    pub entra: String,
+    pub control: String,
+    /// The emulated tenant id.
+    pub tenant: String,
+    /// Endpoints added by other parts of the emulator (Key Vault: `keyvault`, `ca_cert`).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// A running emulator.
+pub struct Emulator {
+    endpoints: Endpoints,
+    ctx: Arc<Ctx>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    state_path: Option<PathBuf>,
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() {
+        anyhow::bail!("refusing to listen on {addr}: the emulator listens on loopback addresses only");
+    }
+    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+impl Emulator {
+    pub async fn start(config: EmulatorConfig) -> anyhow::Result<Self> {
+        config.faults.validate().map_err(anyhow::Error::msg).context("fault settings")?;
+        config.rate_limit.validate().map_err(anyhow::Error::msg).context("rate-limit settings")?;
+        config.lifetimes.validate().map_err(anyhow::Error::msg).context("token lifetimes")?;
+        let loaded = match &config.state_path {
+            Some(p) => persist::load(p)?,
+            None => None,
+        };
+        let fresh = loaded.is_none();
+        let clock = VirtualClock::new();
+        let tokens = TokenIssuer::new(clock.clone());
+        let ctx = Arc::new(Ctx::new(
+            clock,
+            tokens,
+            loaded.unwrap_or_default(),
+            config.lifetimes.clone(),
+            Faults::new(config.faults.clone()),
+            RateLimiter::new(config.rate_limit.clone()),
+            MintedSecrets::new(config.secrets_capacity),
+        ));
+        if let (true, Some(s)) = (fresh, &config.seed) {
+            let mut state = ctx.state();
+            seed::apply(&ctx, &mut state, s).map_err(anyhow::Error::msg).context("seed")?;
+        }
+
+        let ip = config.listen.ip();
+        let port = |i: u16| if config.listen.port() == 0 { 0 } else { config.listen.port().saturating_add(i) };
+        let devops = bind(SocketAddr::new(ip, port(0))).await?;
+        let audit = bind(SocketAddr::new(ip, port(1))).await?;
+        let entra = bind(SocketAddr::new(ip, port(2))).await?;
+        let control = bind(SocketAddr::new(ip, port(3))).await?;
+        let url = |l: &TcpListener| -> anyhow::Result<String> { Ok(format!("http://{}", l.local_addr()?)) };
+        let endpoints = Endpoints {
+            devops: url(&devops)?,
+            audit: url(&audit)?,
+            entra: url(&entra)?,
+            control: url(&control)?,
+            tenant: ctx.state().tenant_id.to_string(),
+            extra: BTreeMap::new(),
+        };
+        let (tx, rx) = watch::channel(false);
+        let tasks = vec![
+            crate::serve::spawn_listener(devops, api_router(ctx.clone(), Service::Devops), rx.clone()),
+            crate::serve::spawn_listener(audit, api_router(ctx.clone(), Service::Audit), rx.clone()),
+            crate::serve::spawn_listener(entra, api_router(ctx.clone(), Service::Entra), rx.clone()),
+            crate::serve::spawn_listener(control, crate::control::router(ctx.clone()), rx.clone()),
+        ];
+        // Key Vault + Event Grid listeners join here: bind, add their URLs to `endpoints.extra`
+        // ("keyvault", "ca_cert"), and push their accept loops onto `tasks` with `rx`.
+        let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), p));
+        if fresh && let Some(p) = &config.state_path {
+            persist::save(&ctx, p)?;
+        }
+        Ok(Self { endpoints, ctx, shutdown: tx, tasks, writer, state_path: config.state_path })
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn clock(&self) -> &VirtualClock {
+        &self.ctx.clock
+    }
+
+    pub fn tokens(&self) -> &TokenIssuer {
+        &self.ctx.tokens
+    }
+
+    /// The shared runtime (state, faults, limiter…), for in-process tests and other emulated services.
+    pub fn context(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// The one JSON line printed when ready.
+    pub fn ready_line(&self) -> String {
+        serde_json::to_string(&self.endpoints).unwrap_or_default()
+    }
+
+    /// Stops the listeners and saves the state (with `--state`).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Some(w) = self.writer {
+            w.abort();
+        }
+        if let Some(p) = &self.state_path {
+            let ctx = self.ctx.clone();
+            let p = p.clone();
+            tokio::task::spawn_blocking(move || persist::save(&ctx, &p)).await.context("saving state")??;
+        }
+        Ok(())
+    }
+}
+
+fn api_router(ctx: Arc<Ctx>, service: Service) -> Router {
+    Router::new().fallback(
+        move |ext: Extension<ConnInfo>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let ctx = ctx.clone();
+            async move { pipeline(ctx, service, ext.0, method, uri, headers, body).await }
+        },
+    )
+}
+
+fn counter(ctx: &Ctx, s: Service) -> &std::sync::atomic::AtomicU64 {
+    match s {
+        Service::Devops => &ctx.stats.devops,
+        Service::Audit => &ctx.stats.audit,
+        Service::Entra => &ctx.stats.entra,
+    }
+}
+
+fn fault_response(service: Service, status: StatusCode, retry_after: Option<u64>) -> Response {
+    let mut r = match service {
+        Service::Entra => {
+            let e = crate::entra::EntraError {
+                status,
+                ..crate::entra::EntraError::new("temporarily_unavailable", 90033, "A transient error has occurred. Please try again.")
+            };
+            e.into_response()
+        }
+        _ if status == StatusCode::TOO_MANY_REQUESTS => crate::devops::errors::VssError::new(
+            status,
+            "RequestBlockedException",
+            "Microsoft.TeamFoundation.Framework.Server.RequestBlockedException, Microsoft.TeamFoundation.Framework.Server",
+            "TF400733: The request has been canceled: Request was blocked due to exceeding usage of resource 'Core' in namespace 'User'.",
+        )
+        .into_response(),
+        _ => {
+            let mut e = crate::devops::errors::VssError::unavailable(
+                "TF400324: Team Foundation services are not available from server. Technical information (for administrator): the service is temporarily unavailable.",
+            );
+            e.status = status;
+            e.into_response()
+        }
+    };
+    if let Some(s) = retry_after
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        r.headers_mut().insert("retry-after", v);
+    }
+    r
+}
+
+async fn pipeline(
+    ctx: Arc<Ctx>,
+    service: Service,
+    conn: ConnInfo,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Stats::bump(counter(&ctx, service));
+    let req = ApiRequest::new(method, &uri, headers, body, conn.peer);
+    let latency = ctx.faults.latency(service);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut lose = false;
+    match ctx.faults.take(service, req.method.as_str(), &req.path) {
+        Some(FaultKind::Status { status }) => {
+            Stats::bump(&ctx.stats.faults_injected);
+            let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return fault_response(service, s, None);
+        }
+        Some(FaultKind::Throttle { retry_after_secs }) => {
+            Stats::bump(&ctx.stats.faults_injected);
+            return fault_response(service, StatusCode::TOO_MANY_REQUESTS, Some(retry_after_secs));
+        }
+        Some(FaultKind::LoseResponse) => lose = true,
+        None => {}
+    }
+    if let Some(status) = ctx.faults.roll_failure(service) {
+        Stats::bump(&ctx.stats.faults_injected);
+        return fault_response(service, StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), None);
+    }
+    let mut rl_headers = Vec::new();
+    if service != Service::Entra {
+        let identity = crate::devops::auth::identity(&ctx, &req);
+        if let Some(v) = ctx.limiter.check(&identity, ctx.now()) {
+            if v.blocked {
+                Stats::bump(&ctx.stats.throttled);
+                let mut r = fault_response(service, StatusCode::TOO_MANY_REQUESTS, None);
+                add_headers(&mut r, &v.headers);
+                return r;
+            }
+            if !v.delay.is_zero() {
+                Stats::bump(&ctx.stats.delayed);
+                tokio::time::sleep(v.delay).await;
+            }
+            rl_headers = v.headers;
+        }
+    }
+    let mut resp = match service {
+        Service::Devops => crate::devops::dispatch(&ctx, &req),
+        Service::Audit => crate::devops::dispatch_audit(&ctx, &req),
+        Service::Entra => crate::entra::dispatch(&ctx, &req),
+    };
+    tracing::debug!(service = ?service, method = %req.method, path = %req.path, status = resp.status().as_u16(), "request");
+    if lose {
+        Stats::bump(&ctx.stats.faults_injected);
+        Stats::bump(&ctx.stats.responses_lost);
+        conn.kill.notify_one();
+        std::future::pending::<()>().await;
+    }
+    add_headers(&mut resp, &rl_headers);
+    resp.headers_mut().insert("x-vss-e2eid", HeaderValue::from_static("00000000-0000-0000-0000-000000000000"));
+    resp
+}
+
+fn add_headers(r: &mut Response, headers: &[(&'static str, String)]) {
+    for (k, v) in headers {
+        if let (Ok(name), Ok(val)) = (HeaderName::try_from(*k), HeaderValue::from_str(v)) {
+            r.headers_mut().insert(name, val);
+        }
+    }
+}

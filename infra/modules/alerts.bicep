@@ -1,0 +1,158 @@
+// Alerts: tell a human when a patrol invocation fails (Application Insights failed requests) and when Key Vault
+// events could not be delivered (dead-lettered or dropped by Event Grid). Notifications go to an action group
+// when e-mail addresses are given; without them the alerts still fire and show in the portal.
+
+@description('Name prefix of the alert rules and the action group.')
+@minLength(1)
+@maxLength(40)
+param namePrefix string
+
+@description('Resource id of the Application Insights component.')
+@minLength(1)
+param appInsightsId string
+
+@description('Resource id of the Event Grid system topic.')
+@minLength(1)
+param eventGridTopicId string
+
+@description('E-mail addresses notified by the alerts (empty: no action group).')
+param alertEmailAddresses array = []
+
+@description('Severity of the alerts (0 critical .. 4 verbose).')
+@allowed([
+  0
+  1
+  2
+  3
+  4
+])
+param severity int = 1
+
+@description('Tags applied to every resource.')
+param tags object = {}
+
+var notify = !empty(alertEmailAddresses)
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (notify) {
+  name: '${namePrefix}-ag'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: take(replace(namePrefix, '-', ''), 12)
+    enabled: true
+    emailReceivers: [for (address, i) in alertEmailAddresses: {
+      name: 'email-${i}'
+      emailAddress: address
+      useCommonAlertSchema: true
+    }]
+  }
+}
+
+var actions = notify ? [
+  {
+    actionGroupId: actionGroup.id
+  }
+] : []
+
+resource failedInvocations 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${namePrefix}-failed-invocations'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'A patrol function invocation (RotateTimer, RotateHttp or EventGridSecretChanged) failed.'
+    severity: severity
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'failed-requests'
+          metricNamespace: 'microsoft.insights/components'
+          metricName: 'requests/failed'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Count'
+        }
+      ]
+    }
+    actions: actions
+  }
+}
+
+resource deadLettered 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${namePrefix}-events-dead-lettered'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Event Grid dead-lettered a Key Vault secret event: EventGridSecretChanged did not accept it within the retry policy. See the eventgrid-deadletter container.'
+    severity: severity
+    enabled: true
+    scopes: [
+      eventGridTopicId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'dead-lettered'
+          metricNamespace: 'Microsoft.EventGrid/systemTopics'
+          metricName: 'DeadLetteredCount'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
+        }
+      ]
+    }
+    actions: actions
+  }
+}
+
+resource dropped 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${namePrefix}-events-dropped'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Event Grid dropped a Key Vault secret event (not delivered and not dead-lettered).'
+    severity: severity
+    enabled: true
+    scopes: [
+      eventGridTopicId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'dropped'
+          metricNamespace: 'Microsoft.EventGrid/systemTopics'
+          metricName: 'DroppedEventCount'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
+        }
+      ]
+    }
+    actions: actions
+  }
+}
+
+@description('Names of the alert rules.')
+output alertNames array = [
+  failedInvocations.name
+  deadLettered.name
+  dropped.name
+]

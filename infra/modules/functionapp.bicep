@@ -1,0 +1,222 @@
+// Function App: the hosting plan and the Linux Function App that runs patrol's custom handler (`handler` at the
+// package root). Flex Consumption (FC1, runtime custom 1.0, package deployed from a blob container with the app's
+// managed identity) by default; Elastic Premium (EP1-EP3) for regions or needs Flex does not serve. System-assigned
+// identity, HTTPS only, TLS 1.2+, identity-based AzureWebJobsStorage, no basic-auth publishing credentials.
+
+@description('Azure region of the plan and the app.')
+@minLength(1)
+param location string
+
+@description('Name of the hosting plan.')
+@minLength(1)
+@maxLength(60)
+param planName string
+
+@description('Name of the Function App (also its host name: <name>.azurewebsites.net).')
+@minLength(2)
+@maxLength(60)
+param functionAppName string
+
+@description('FlexConsumption (FC1, recommended) or ElasticPremium (EP1-EP3: deployment slots, fixed outbound, regions without Flex).')
+@allowed([
+  'FlexConsumption'
+  'ElasticPremium'
+])
+param hostingPlan string = 'FlexConsumption'
+
+@description('Elastic Premium size, used only when hostingPlan is ElasticPremium.')
+@allowed([
+  'EP1'
+  'EP2'
+  'EP3'
+])
+param premiumSku string = 'EP1'
+
+@description('Flex Consumption instance memory in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 512
+
+@description('Flex Consumption scale-out ceiling (a rotation job needs few instances; 40 is the platform minimum).')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Name of the host storage account (AzureWebJobsStorage, identity-based).')
+@minLength(3)
+@maxLength(24)
+param storageAccountName string
+
+@description('Blob endpoint of the host storage account.')
+@minLength(1)
+param storageBlobEndpoint string
+
+@description('Blob container holding the deployment package (Flex Consumption).')
+@minLength(3)
+@maxLength(63)
+param deploymentContainerName string
+
+@description('Application Insights connection string.')
+@minLength(1)
+param appInsightsConnectionString string
+
+@description('True when Application Insights refuses local (key) auth: the app then sends telemetry with its identity.')
+param appInsightsLocalAuthDisabled bool = true
+
+@description('Key Vault URI (PATROL_KEYVAULT_URL).')
+@minLength(1)
+param keyVaultUri string
+
+@description('NCRONTAB schedule of RotateTimer, 6 fields, UTC (PATROL_SCHEDULE).')
+@minLength(11)
+param schedule string = '0 0 3 * * *'
+
+@description('Policy file inside the package (PATROL_POLICY_FILE), relative to the app root.')
+@minLength(1)
+param policyFile string = 'patrol.toml'
+
+@description('Entra tenant PAT owners sign in to (PATROL_TENANT_ID).')
+@minLength(1)
+param ownerTenantId string
+
+@description('Application (client) id of the Entra app registration PAT owners sign in to (PATROL_CLIENT_ID); empty until registered.')
+param ownerClientId string = ''
+
+@description('Further non-secret PATROL_… settings (e.g. PATROL_SMTP_HOST, PATROL_REPORT_RECIPIENTS). Secrets belong in Key Vault: use PATROL_SMTP_PASSWORD_SECRET, never a password here.')
+param additionalAppSettings object = {}
+
+@description('Subnet for outbound VNet integration (modules/network.bicep); empty: no VNet integration.')
+param virtualNetworkSubnetId string = ''
+
+@description('Tags applied to every resource; the app also gets azd-service-name.')
+param tags object = {}
+
+@description('Service name azd deploys the package to.')
+@minLength(1)
+param azdServiceName string = 'patrol'
+
+var isFlex = hostingPlan == 'FlexConsumption'
+
+var baseSettings = {
+  AzureWebJobsStorage__accountName: storageAccountName
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+  PATROL_KEYVAULT_URL: keyVaultUri
+  PATROL_KEYVAULT_CREDENTIAL: 'managed-identity'
+  PATROL_SCHEDULE: schedule
+  PATROL_POLICY_FILE: policyFile
+  PATROL_TENANT_ID: ownerTenantId
+  PATROL_LEASE: 'blob'
+  PATROL_LOG_FORMAT: 'json'
+}
+var clientIdSetting = empty(ownerClientId) ? {} : { PATROL_CLIENT_ID: ownerClientId }
+var aadTelemetrySetting = appInsightsLocalAuthDisabled ? { APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD' } : {}
+// Flex rejects these (the runtime lives in functionAppConfig, the package in the deployment container);
+// Elastic Premium needs them. No Azure Files content share: it would need an account key, which is disabled.
+var premiumSettings = isFlex ? {} : {
+  FUNCTIONS_EXTENSION_VERSION: '~4'
+  FUNCTIONS_WORKER_RUNTIME: 'custom'
+  WEBSITE_RUN_FROM_PACKAGE: '1'
+}
+var allSettings = union(additionalAppSettings, baseSettings, clientIdSetting, aadTelemetrySetting, premiumSettings)
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: isFlex ? 'functionapp' : 'elastic'
+  sku: isFlex ? {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  } : {
+    tier: 'ElasticPremium'
+    name: premiumSku
+  }
+  properties: {
+    reserved: true
+    maximumElasticWorkerCount: isFlex ? null : 3
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_17: required client certificates would break the app's two callers: Event Grid's AzureFunction delivery and operators calling RotateHttp with a function key. Both are authenticated by the Functions host (system key / function key) over TLS 1.2+.
+  name: functionAppName
+  location: location
+  tags: union(tags, { 'azd-service-name': azdServiceName })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientAffinityEnabled: false
+    publicNetworkAccess: 'Enabled'
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
+    siteConfig: {
+      vnetRouteAllEnabled: !empty(virtualNetworkSubnetId)
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      remoteDebuggingEnabled: false
+      cors: {
+        allowedOrigins: []
+      }
+      appSettings: [for setting in items(allSettings): {
+        name: setting.key
+        value: string(setting.value)
+      }]
+    }
+    functionAppConfig: isFlex ? {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'custom'
+        version: '1.0'
+      }
+    } : null
+  }
+}
+
+// Publishing with a user name and password (FTP, SCM basic auth) is off: deployments use Entra (azd, az, func).
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+@description('Name of the Function App.')
+output functionAppName string = functionApp.name
+
+@description('Resource id of the Function App.')
+output functionAppId string = functionApp.id
+
+@description('Object id of the app\'s system-assigned identity (the principal patrol runs as).')
+output principalId string = functionApp.identity.principalId
+
+@description('Default host name, e.g. <name>.azurewebsites.net.')
+output defaultHostName string = functionApp.properties.defaultHostName

@@ -1,0 +1,51 @@
+"""Shared helpers of the infra tests: repository paths and parsed Bicep templates (pycep-parser, a real Bicep
+parser from PyPI; no Bicep compiler or Azure is reachable from CI)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+from pycep import BicepParser
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+
+
+@functools.lru_cache(maxsize=None)
+def parse_bicep(path: Path) -> dict:
+    return BicepParser().parse(file_path=path)
+
+
+def module(name: str) -> dict:
+    return parse_bicep(INFRA / "modules" / f"{name}.bicep")
+
+
+def main() -> dict:
+    return parse_bicep(INFRA / "main.bicep")
+
+
+def props(resource: dict) -> dict:
+    """The `config` of a resource, looking through an `if (…)` condition."""
+    cfg = resource["config"]
+    if "condition" in cfg and "config" in cfg:
+        cfg = cfg["config"]
+    return cfg
+
+
+def conditional(value):
+    """(condition, true_value, false_value) of a `cond ? a : b` expression, or None."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "conditional":
+        ops = value["operator"]["operands"]
+        return ops["condition"], ops["true_value"], ops["false_value"]
+    return None
+
+
+def decorators(param: dict) -> dict:
+    return {d["type"]: d.get("argument") for d in param.get("decorators", [])}
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,321 @@
+//! [`OwnerSession`]: one owner's access to Azure DevOps, as a [`TokenSource`].
+//!
+//! - The refresh token lives in the [`SecretStore`] under [`OwnerId::refresh_token_secret`] with content type
+//!   [`REFRESH_TOKEN_CONTENT_TYPE`]; every rotated refresh token Entra hands back is stored as a new version,
+//!   tagged with when the owner signed in and when it was refreshed ([`refresh_status`] reads them back for
+//!   `patrol status`).
+//! - The access token is refreshed **proactively**: once it has less than the margin (five minutes) left it
+//!   is never handed out again, so no request carries an expired token, however long the run.
+//! - Refresh is single-flight: concurrent callers wait on one lock; the first refreshes, the rest reuse it.
+//! - `invalid_grant` / `interaction_required` become [`DevOpsError::SignInRequired`].
+//! - A rotated refresh token that could not be stored is kept in memory and stored on the next refresh.
+
+use super::entra::{EntraClient, EntraError};
+use super::{AccessToken, PAT_SCOPES, TokenSource, TokenSources};
+use crate::clock::Clock;
+use crate::devops::DevOpsError;
+use crate::domain::OwnerId;
+use crate::store::{NewVersion, REFRESH_TOKEN_CONTENT_TYPE, SecretStore, StoreError, tags};
+use async_trait::async_trait;
+use secrecy::SecretString;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Tag: when the owner last signed in interactively (`patrol login`), RFC 3339.
+pub const TAG_SIGNED_IN_AT: &str = "signed-in-at";
+/// Tag: when this refresh token was obtained (the last successful refresh), RFC 3339.
+pub const TAG_REFRESHED_AT: &str = "refreshed-at";
+/// Default proactive refresh margin.
+pub const REFRESH_MARGIN: time::Duration = time::Duration::minutes(5);
+
+/// Tags of a refresh-token version.
+pub fn refresh_token_tags(
+    owner: &OwnerId,
+    signed_in_at: &str,
+    refreshed_at: OffsetDateTime,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (tags::MANAGED_BY.to_owned(), tags::MANAGED_BY_VALUE.to_owned()),
+        (tags::OWNER.to_owned(), owner.as_str().to_owned()),
+        (TAG_SIGNED_IN_AT.to_owned(), signed_in_at.to_owned()),
+        (TAG_REFRESHED_AT.to_owned(), refreshed_at.format(&Rfc3339).unwrap_or_default()),
+    ])
+}
+
+/// Writes a refresh token as the owner's new current version.
+pub async fn store_refresh_token(
+    store: &dyn SecretStore,
+    owner: &OwnerId,
+    value: &SecretString,
+    signed_in_at: &str,
+    now: OffsetDateTime,
+) -> Result<String, StoreError> {
+    let new = NewVersion {
+        content_type: Some(REFRESH_TOKEN_CONTENT_TYPE.to_owned()),
+        tags: refresh_token_tags(owner, signed_in_at, now),
+        ..Default::default()
+    };
+    tags::validate(&new.tags)?;
+    Ok(store.set(&owner.refresh_token_secret(), value, new).await?.version)
+}
+
+/// What `patrol status` shows about an owner's sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefreshStatus {
+    pub owner: OwnerId,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub signed_in_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_refresh_at: Option<OffsetDateTime>,
+    /// Age of the stored refresh token (Entra expires an unused one after 90 days).
+    pub refresh_token_age_days: Option<i64>,
+}
+
+/// Reads an owner's sign-in bookkeeping from the current refresh-token version; `None` when the owner
+/// never signed in.
+pub async fn refresh_status(
+    store: &dyn SecretStore,
+    owner: &OwnerId,
+    now: OffsetDateTime,
+) -> Result<Option<RefreshStatus>, StoreError> {
+    let Some(current) = store.get(&owner.refresh_token_secret(), None).await? else {
+        return Ok(None);
+    };
+    let p = current.properties;
+    let tag = |k: &str| p.tags.get(k).and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok());
+    let last_refresh_at = tag(TAG_REFRESHED_AT).or(p.created);
+    Ok(Some(RefreshStatus {
+        owner: owner.clone(),
+        signed_in_at: tag(TAG_SIGNED_IN_AT),
+        last_refresh_at,
+        refresh_token_age_days: last_refresh_at.map(|t| (now - t).whole_days()),
+    }))
+}
+
+/// A refresh token in hand.
+#[derive(Debug)]
+struct Held {
+    value: SecretString,
+    /// The store version it came from or was written as; `None` while not yet stored.
+    version: Option<String>,
+    signed_in_at: String,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    access: Option<AccessToken>,
+    refresh: Option<Held>,
+    refreshes: u64,
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Refresh once an access token has less than this left (at least five minutes in production).
+    pub refresh_margin: time::Duration,
+    /// Scopes asked on refresh.
+    pub scopes: String,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self { refresh_margin: REFRESH_MARGIN, scopes: PAT_SCOPES.to_owned() }
+    }
+}
+
+/// One owner's delegated session.
+#[derive(Debug)]
+pub struct OwnerSession {
+    owner: OwnerId,
+    entra: Arc<EntraClient>,
+    store: Arc<dyn SecretStore>,
+    clock: Clock,
+    options: SessionOptions,
+    inner: tokio::sync::Mutex<Inner>,
+    invalidated: AtomicBool,
+}
+
+impl OwnerSession {
+    pub fn new(
+        owner: OwnerId,
+        entra: Arc<EntraClient>,
+        store: Arc<dyn SecretStore>,
+        clock: Clock,
+        options: SessionOptions,
+    ) -> Self {
+        Self { owner, entra, store, clock, options, inner: Default::default(), invalidated: AtomicBool::new(false) }
+    }
+
+    /// How many times this session redeemed a refresh token.
+    pub async fn refresh_count(&self) -> u64 {
+        self.inner.lock().await.refreshes
+    }
+
+    fn sign_in_required(&self, reason: impl Into<String>) -> DevOpsError {
+        DevOpsError::SignInRequired { owner: self.owner.clone(), reason: reason.into() }
+    }
+
+    async fn load(&self) -> Result<Held, DevOpsError> {
+        let name = self.owner.refresh_token_secret();
+        let stored = self.store.get(&name, None).await.map_err(|e| {
+            DevOpsError::Transport(format!(
+                "cannot read the refresh token of {} from the secret store: {e}",
+                self.owner
+            ))
+        })?;
+        let Some(stored) = stored else {
+            return Err(self.sign_in_required("no refresh token is stored for this owner"));
+        };
+        if stored.properties.content_type.as_deref() != Some(REFRESH_TOKEN_CONTENT_TYPE) {
+            return Err(DevOpsError::Protocol(format!(
+                "secret {name} does not hold a refresh token (content type {:?}); refusing to send it to Entra",
+                stored.properties.content_type
+            )));
+        }
+        let signed_in_at = stored.properties.tags.get(TAG_SIGNED_IN_AT).cloned().unwrap_or_default();
+        Ok(Held { value: stored.value, version: Some(stored.properties.version), signed_in_at })
+    }
+
+    /// Stores a held refresh token that is not stored yet; a failure is logged and retried next time.
+    async fn persist(&self, held: &mut Held, now: OffsetDateTime) {
+        if held.version.is_some() {
+            return;
+        }
+        match store_refresh_token(self.store.as_ref(), &self.owner, &held.value, &held.signed_in_at, now).await {
+            Ok(v) => held.version = Some(v),
+            Err(e) => tracing::warn!(
+                owner = %self.owner,
+                error = %e,
+                "the rotated refresh token could not be stored; it is kept in memory and stored on the next refresh"
+            ),
+        }
+    }
+
+    async fn refresh(&self, inner: &mut Inner) -> Result<AccessToken, DevOpsError> {
+        let mut held = match inner.refresh.take() {
+            Some(h) => h,
+            None => self.load().await?,
+        };
+        let mut reloaded = false;
+        let grant = loop {
+            let now = self.clock.now();
+            match self.entra.refresh(&held.value, &self.options.scopes, now).await {
+                Ok(g) => break g,
+                Err(e) if e.needs_sign_in() => {
+                    // Someone may have signed in again since this token was loaded: try the store's once.
+                    if !reloaded
+                        && let Ok(fresh) = self.load().await
+                        && fresh.version != held.version
+                    {
+                        reloaded = true;
+                        held = fresh;
+                        continue;
+                    }
+                    tracing::error!(owner = %self.owner, error = %e, "the owner's refresh token was refused; sign-in required");
+                    return Err(self.sign_in_required(e.to_string()));
+                }
+                Err(e) => {
+                    inner.refresh = Some(held);
+                    return Err(match e {
+                        EntraError::Transport(m) => DevOpsError::Transport(format!("Microsoft Entra: {m}")),
+                        other => DevOpsError::Unauthorized(format!(
+                            "Microsoft Entra did not refresh the access token of {}: {other}",
+                            self.owner
+                        )),
+                    });
+                }
+            }
+        };
+        inner.refreshes += 1;
+        let now = self.clock.now();
+        if let Some(rotated) = grant.refresh_token {
+            held = Held { value: rotated, version: None, signed_in_at: held.signed_in_at };
+        }
+        self.persist(&mut held, now).await;
+        inner.refresh = Some(held);
+        if grant.lifetime <= self.options.refresh_margin {
+            tracing::warn!(
+                owner = %self.owner,
+                lifetime_s = grant.lifetime.whole_seconds(),
+                "access tokens live shorter than the refresh margin; every call refreshes"
+            );
+        }
+        tracing::info!(owner = %self.owner, expires_at = %grant.access.expires_at, "refreshed the owner's access token");
+        Ok(grant.access)
+    }
+}
+
+#[async_trait]
+impl TokenSource for OwnerSession {
+    fn identity(&self) -> &OwnerId {
+        &self.owner
+    }
+
+    async fn access_token(&self) -> Result<AccessToken, DevOpsError> {
+        let mut inner = self.inner.lock().await;
+        if self.invalidated.swap(false, Ordering::AcqRel) {
+            inner.access = None;
+        }
+        let now = self.clock.now();
+        if let Some(a) = &inner.access
+            && a.expires_at - self.options.refresh_margin > now
+        {
+            return Ok(a.clone());
+        }
+        inner.access = None;
+        let fresh = self.refresh(&mut inner).await?;
+        // Even a token that lives shorter than the margin is handed out only while it is unexpired.
+        if fresh.expires_at <= self.clock.now() {
+            return Err(DevOpsError::Protocol(format!(
+                "Microsoft Entra issued an access token for {} that had already expired",
+                self.owner
+            )));
+        }
+        inner.access = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    fn invalidate(&self) {
+        self.invalidated.store(true, Ordering::Release);
+    }
+}
+
+/// The sessions of every owner, created on first use.
+#[derive(Debug)]
+pub struct Sessions {
+    entra: Arc<EntraClient>,
+    store: Arc<dyn SecretStore>,
+    clock: Clock,
+    options: SessionOptions,
+    map: Mutex<HashMap<OwnerId, Arc<OwnerSession>>>,
+}
+
+impl Sessions {
+    pub fn new(entra: Arc<EntraClient>, store: Arc<dyn SecretStore>, clock: Clock, options: SessionOptions) -> Self {
+        Self { entra, store, clock, options, map: Mutex::default() }
+    }
+
+    pub fn session(&self, owner: &OwnerId) -> Arc<OwnerSession> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(owner.clone())
+            .or_insert_with(|| {
+                Arc::new(OwnerSession::new(
+                    owner.clone(),
+                    self.entra.clone(),
+                    self.store.clone(),
+                    self.clock.clone(),
+                    self.options.clone(),
+                ))
+            })
+            .clone()
+    }
+}
+
+impl TokenSources for Sessions {
+    fn for_identity(&self, identity: &OwnerId) -> Arc<dyn TokenSource> {
+        self.session(identity)
+    }
+}

@@ -1,0 +1,169 @@
+//! Reports: the self-contained HTML page (with an SVG expiry timeline) and the markdown a security lead
+//! opens weekly — the inventory, what expires when against the 30/14/7/1-day thresholds, recent rotations,
+//! and open problems.
+//!
+//! Rendering is pure: [`ReportData`] in, a `String` out. No scripts, fonts or images are fetched, so the page
+//! renders the same in a mail client, a browser or headless Chromium. Nothing secret is ever part of
+//! [`ReportData`].
+
+mod html;
+mod markdown;
+mod timeline;
+
+pub use html::render_html;
+pub use markdown::render_markdown;
+pub use timeline::render_timeline_svg;
+
+use crate::notify::Severity;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// Everything a report shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportData {
+    pub title: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub generated_at: OffsetDateTime,
+    /// Expiry thresholds in days, marked on the timeline (default 30/14/7/1).
+    pub thresholds: Vec<u32>,
+    pub tokens: Vec<TokenRow>,
+    pub rotations: Vec<RotationRow>,
+    pub problems: Vec<ProblemRow>,
+}
+
+/// One PAT in the inventory.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRow {
+    pub display_name: String,
+    pub organization: String,
+    pub owner: String,
+    pub managed: bool,
+    pub secret: Option<String>,
+    pub scope: String,
+    /// All-organization PAT (stops working on 2026-12-01).
+    pub global: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_to: OffsetDateTime,
+    /// active, expired, revoked, draining…
+    pub state: String,
+}
+
+impl TokenRow {
+    pub fn full_access(&self) -> bool {
+        self.scope.split_whitespace().any(|s| s == "app_token")
+    }
+
+    /// Whole days until `valid_to` (negative once expired).
+    pub fn days_left(&self, now: OffsetDateTime) -> i64 {
+        let secs = (self.valid_to - now).whole_seconds();
+        secs.div_euclid(86_400)
+    }
+}
+
+/// One rotation that happened in the reporting period.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotationRow {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub secret: String,
+    pub old_display_name: Option<String>,
+    pub new_display_name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub new_valid_to: OffsetDateTime,
+    pub outcome: String,
+}
+
+/// Something that needs a person.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemRow {
+    pub severity: Severity,
+    pub summary: String,
+    pub detail: String,
+}
+
+/// Escapes text for HTML/SVG content and attribute values.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub(crate) fn date(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+pub(crate) fn severity_word(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use time::{Duration, macros::datetime};
+
+    pub(crate) fn sample() -> ReportData {
+        let now = datetime!(2026-11-23 09:00 UTC);
+        let row = |name: &str, days: i64, managed: bool, global: bool, scope: &str| TokenRow {
+            display_name: name.into(),
+            organization: "fabrikam".into(),
+            owner: "alice@contoso.com".into(),
+            managed,
+            secret: managed.then(|| format!("{name}-secret")),
+            scope: scope.into(),
+            global,
+            valid_to: now + Duration::days(days),
+            state: if days < 0 { "expired".into() } else { "active".into() },
+        };
+        ReportData {
+            title: "patrol report <fabrikam>".into(),
+            generated_at: now,
+            thresholds: vec![30, 14, 7, 1],
+            tokens: vec![
+                row("build-pipeline", 3, true, false, "vso.build vso.code"),
+                row("release", 10, true, false, "vso.release"),
+                row("packaging", 20, true, false, "vso.packaging"),
+                row("reporting", 40, true, false, "vso.analytics"),
+                row("old-script", -2, false, false, "vso.code"),
+                row("everything", 25, false, true, "app_token"),
+            ],
+            rotations: vec![RotationRow {
+                at: now,
+                secret: "build-pipeline-secret".into(),
+                old_display_name: Some("build-pipeline".into()),
+                new_display_name: "build-pipeline (patrol:0123456789ab)".into(),
+                new_valid_to: now + Duration::days(30),
+                outcome: "done".into(),
+            }],
+            problems: vec![ProblemRow {
+                severity: Severity::Critical,
+                summary: "All-organization PAT \"everything\" stops working on 2026-12-01".into(),
+                detail: "Replace it with an organization-scoped PAT (patrol migrate-global).".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn escape_handles_markup() {
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn days_left_rounds_down() {
+        let d = sample();
+        assert_eq!(d.tokens[0].days_left(d.generated_at), 3);
+        assert_eq!(d.tokens[4].days_left(d.generated_at), -2);
+    }
+}

@@ -1,0 +1,562 @@
+//! The embedded secret store: an encrypted local directory with the same behaviour as Key Vault, used by
+//! the CLI and `patrol demo` when no vault is configured.
+//!
+//! Layout: `<root>/<lower-case secret name>/<32-hex version>.pse`, one file per version. Each file is
+//! `MAGIC ‖ 12-byte nonce ‖ ChaCha20-Poly1305(JSON record)` with the associated data binding the ciphertext
+//! to its place (`MAGIC ‖ name ‖ version`), so a file copied to another secret or version fails to decrypt.
+//! The 256-bit key lives in its own file (`Settings.store_key_file`, outside the data directory, created
+//! `0600`); directories are `0700`, files `0600`. Every write goes through [`write_atomic`] (temp file,
+//! fsync, rename), so an interrupted write leaves the previous versions exactly as they were; leftover
+//! temporary files are ignored and swept on the next write.
+//!
+//! Versions behave like Key Vault's: every `set` adds a version (32 hex characters), the newest is current,
+//! a version's value never changes, only its properties; a disabled version cannot be read.
+
+use super::{
+    NewVersion, PropertiesUpdate, SecretStore, SecretSummary, StoreError, StoredSecret, VersionProperties, tags,
+};
+use crate::clock::Clock;
+use crate::domain::SecretName;
+use crate::state::write_atomic;
+use async_trait::async_trait;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use time::OffsetDateTime;
+use zeroize::Zeroize;
+
+/// First bytes of every version file (format version 1).
+const MAGIC: &[u8; 8] = b"PATROLS1";
+const NONCE_LEN: usize = 12;
+const KEY_LEN: usize = 32;
+const EXT: &str = "pse";
+/// Key Vault's value limit (25k bytes); the file store keeps the same so nothing works locally that would
+/// fail in Azure.
+pub const MAX_VALUE_BYTES: usize = 25 * 1024;
+
+/// The encrypted file store. Cheap to clone (shared inner state).
+#[derive(Clone)]
+pub struct FileSecretStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    cipher: ChaCha20Poly1305,
+    clock: Clock,
+    /// Serialises writers in this process (version numbering is read-modify-write).
+    lock: std::sync::Mutex<()>,
+    /// Test hook: simulate a crash after this many bytes of the next version file.
+    crash_after: std::sync::Mutex<Option<usize>>,
+}
+
+impl std::fmt::Debug for FileSecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSecretStore").field("root", &self.inner.root).finish_non_exhaustive()
+    }
+}
+
+/// What is encrypted in one version file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    name: String,
+    version: String,
+    /// Position among the secret's versions; the highest is current.
+    sequence: u64,
+    value: String,
+    enabled: bool,
+    expires: Option<i64>,
+    not_before: Option<i64>,
+    created: i64,
+    updated: i64,
+    content_type: Option<String>,
+    tags: BTreeMap<String, String>,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.value.zeroize();
+    }
+}
+
+fn other(operation: &'static str, message: impl Into<String>) -> StoreError {
+    StoreError::Other { operation, message: message.into() }
+}
+
+fn unix(t: Option<OffsetDateTime>) -> Option<i64> {
+    t.map(OffsetDateTime::unix_timestamp)
+}
+
+fn from_unix(t: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(t).ok()
+}
+
+/// Loads the store key, creating it (`0600`, 32 random bytes as hex) when the file does not exist yet.
+/// Refuses a key file that other users can read.
+pub fn load_or_create_key(path: &Path) -> Result<SecretBox<[u8; KEY_LEN]>, StoreError> {
+    let op = "open store key";
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            check_private(path)?;
+            let mut text = text;
+            let decoded = hex::decode(text.trim());
+            text.zeroize();
+            let mut bytes = decoded.map_err(|_| {
+                other(op, format!("{} is not a patrol store key (expected 64 hex characters)", path.display()))
+            })?;
+            if bytes.len() != KEY_LEN {
+                bytes.zeroize();
+                return Err(other(op, format!("{} must hold a 256-bit key (64 hex characters)", path.display())));
+            }
+            let mut key = [0u8; KEY_LEN];
+            key.copy_from_slice(&bytes);
+            bytes.zeroize();
+            Ok(SecretBox::new(Box::new(key)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; KEY_LEN];
+            rand::rng().fill_bytes(&mut key);
+            let mut text = hex::encode(key);
+            text.push('\n');
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| other(op, format!("{}: {e}", dir.display())))?;
+            }
+            let created = create_new_private(path, text.as_bytes());
+            text.zeroize();
+            match created {
+                Ok(()) => Ok(SecretBox::new(Box::new(key))),
+                // Another process created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    key.zeroize();
+                    load_or_create_key(path)
+                }
+                Err(e) => Err(other(op, format!("cannot create {}: {e}", path.display()))),
+            }
+        }
+        Err(e) => Err(other(op, format!("{}: {e}", path.display()))),
+    }
+}
+
+fn create_new_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(body)?;
+    f.sync_all()
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| other("open store key", format!("{}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(other(
+            "open store key",
+            format!("{} is readable by other users (mode {:o}); run chmod 600 on it", path.display(), mode & 0o777),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+impl FileSecretStore {
+    /// Opens (or creates) the store at `root` with the key in `key_file`. The key file must not be inside
+    /// `root`: the point of a separate key is that copying the data directory does not copy the key.
+    pub fn open(root: impl Into<PathBuf>, key_file: &Path, clock: Clock) -> Result<Self, StoreError> {
+        let root = root.into();
+        create_private_dir(&root).map_err(|e| other("open file store", format!("{}: {e}", root.display())))?;
+        let canon_root = root.canonicalize().unwrap_or_else(|_| root.clone());
+        let key_dir = key_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()))
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+        if key_dir.starts_with(&canon_root) {
+            return Err(other(
+                "open file store",
+                format!(
+                    "the store key {} must be kept outside the data directory {}",
+                    key_file.display(),
+                    root.display()
+                ),
+            ));
+        }
+        let key = load_or_create_key(key_file)?;
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(key.expose_secret()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                cipher,
+                clock,
+                lock: std::sync::Mutex::new(()),
+                crash_after: std::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Test hook: the next version write stops after `bytes` bytes of its temporary file, as if the process
+    /// had been killed mid-write, and returns an error.
+    #[doc(hidden)]
+    pub fn simulate_crash_on_next_write(&self, bytes: usize) {
+        *self.inner.crash_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| other(operation, e.to_string()))?
+    }
+}
+
+impl Inner {
+    fn secret_dir(&self, name: &SecretName) -> PathBuf {
+        // Key Vault names are case-insensitive and case-preserving; the record keeps the casing.
+        self.root.join(name.as_str().to_ascii_lowercase())
+    }
+
+    fn aad(name: &str, version: &str) -> Vec<u8> {
+        let mut aad = MAGIC.to_vec();
+        aad.extend_from_slice(name.to_ascii_lowercase().as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(version.as_bytes());
+        aad
+    }
+
+    fn seal(&self, rec: &Record) -> Result<Vec<u8>, StoreError> {
+        let mut plain = serde_json::to_vec(rec).map_err(|e| other("encrypt", e.to_string()))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let aad = Self::aad(&rec.name, &rec.version);
+        let sealed = self.cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad });
+        plain.zeroize();
+        let ct = sealed.map_err(|_| other("encrypt", "encryption failed"))?;
+        let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + ct.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open_file(&self, path: &Path, name: &SecretName, version: &str) -> Result<Record, StoreError> {
+        let op = "read";
+        let bytes = std::fs::read(path).map_err(|e| other(op, format!("{}: {e}", path.display())))?;
+        if bytes.len() < MAGIC.len() + NONCE_LEN || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(other(op, format!("{} is not a patrol store file (bad header)", path.display())));
+        }
+        let (nonce, ct) = bytes[MAGIC.len()..].split_at(NONCE_LEN);
+        let aad = Self::aad(name.as_str(), version);
+        let mut plain =
+            self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| {
+                other(
+                    op,
+                    format!(
+                        "{} failed authentication: it was modified, moved, or written with a different store key",
+                        path.display()
+                    ),
+                )
+            })?;
+        let rec: Result<Record, _> = serde_json::from_slice(&plain);
+        plain.zeroize();
+        rec.map_err(|e| other(op, format!("{}: undecodable record: {e}", path.display())))
+    }
+
+    /// Every version record of a secret (decrypted), unordered. Temporary files are skipped.
+    fn records(&self, name: &SecretName) -> Result<Vec<Record>, StoreError> {
+        let dir = self.secret_dir(name);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(other("list versions", format!("{}: {e}", dir.display()))),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| other("list versions", format!("{}: {e}", dir.display())))?;
+            let path = entry.path();
+            let Some(version) = version_of(&path) else { continue };
+            out.push(self.open_file(&path, name, &version)?);
+        }
+        Ok(out)
+    }
+
+    fn current(&self, name: &SecretName) -> Result<Option<Record>, StoreError> {
+        Ok(self.records(name)?.into_iter().max_by_key(|r| r.sequence))
+    }
+
+    fn write(&self, rec: &Record) -> Result<(), StoreError> {
+        let name = SecretName::parse(&rec.name).map_err(|e| other("write", e.to_string()))?;
+        let dir = self.secret_dir(&name);
+        create_private_dir(&dir).map_err(|e| other("write", format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("{}.{EXT}", rec.version));
+        let sealed = self.seal(rec)?;
+        let crash = self.crash_after.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(n) = crash {
+            // What a kill -9 during write_atomic leaves behind: a partial temporary file, no rename.
+            let tmp = dir.join(format!(".{}.{EXT}.{}.tmp", rec.version, uuid::Uuid::new_v4().simple()));
+            std::fs::write(&tmp, &sealed[..n.min(sealed.len())])
+                .map_err(|e| other("write", format!("{}: {e}", tmp.display())))?;
+            return Err(other("write", "simulated crash in the middle of a write"));
+        }
+        sweep_temporaries(&dir);
+        write_atomic(&path, &sealed).map_err(|e| other("write", format!("{}: {e}", path.display())))
+    }
+}
+
+/// The version id of a finished version file, `None` for temporary or foreign files.
+fn version_of(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let version = file.strip_suffix(&format!(".{EXT}"))?;
+    (version.len() == 32 && version.bytes().all(|b| b.is_ascii_hexdigit())).then(|| version.to_owned())
+}
+
+/// Removes temporary files an interrupted write left behind.
+fn sweep_temporaries(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            let n = entry.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with('.') && n.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn properties(name: &SecretName, r: &Record) -> VersionProperties {
+    VersionProperties {
+        name: name.clone(),
+        version: r.version.clone(),
+        enabled: r.enabled,
+        expires: r.expires.and_then(from_unix),
+        created: from_unix(r.created),
+        updated: from_unix(r.updated),
+        content_type: r.content_type.clone(),
+        tags: r.tags.clone(),
+    }
+}
+
+fn is_version_id(v: &str) -> bool {
+    v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[async_trait]
+impl SecretStore for FileSecretStore {
+    async fn set(
+        &self,
+        name: &SecretName,
+        value: &SecretString,
+        new: NewVersion,
+    ) -> Result<VersionProperties, StoreError> {
+        tags::validate(&new.tags)?;
+        if value.expose_secret().len() > MAX_VALUE_BYTES {
+            return Err(other("set", format!("the value of {name} exceeds Key Vault's {MAX_VALUE_BYTES}-byte limit")));
+        }
+        if new.content_type.as_ref().is_some_and(|c| c.chars().count() > 255) {
+            return Err(other("set", "content type must be at most 255 characters"));
+        }
+        let name = name.clone();
+        let value = value.clone();
+        self.blocking("set", move |inner| {
+            let _guard = inner.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let sequence = inner.current(&name)?.map_or(1, |r| r.sequence + 1);
+            let now = inner.clock.now().unix_timestamp();
+            let rec = Record {
+                name: name.as_str().to_owned(),
+                version: uuid::Uuid::new_v4().simple().to_string(),
+                sequence,
+                value: value.expose_secret().to_owned(),
+                enabled: true,
+                expires: unix(new.expires),
+                not_before: unix(new.not_before),
+                created: now,
+                updated: now,
+                content_type: new.content_type,
+                tags: new.tags,
+            };
+            inner.write(&rec)?;
+            Ok(properties(&name, &rec))
+        })
+        .await
+    }
+
+    async fn get(&self, name: &SecretName, version: Option<&str>) -> Result<Option<StoredSecret>, StoreError> {
+        let name = name.clone();
+        let version = version.map(str::to_owned);
+        self.blocking("get", move |inner| {
+            let rec = match version {
+                None => inner.current(&name)?,
+                Some(v) if !is_version_id(&v) => None,
+                Some(v) => {
+                    let path = inner.secret_dir(&name).join(format!("{}.{EXT}", v.to_ascii_lowercase()));
+                    if path.is_file() { Some(inner.open_file(&path, &name, &v.to_ascii_lowercase())?) } else { None }
+                }
+            };
+            let Some(rec) = rec else { return Ok(None) };
+            if !rec.enabled {
+                return Err(StoreError::Disabled { name, version: rec.version.clone() });
+            }
+            Ok(Some(StoredSecret { properties: properties(&name, &rec), value: SecretString::from(rec.value.clone()) }))
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<SecretSummary>, StoreError> {
+        self.blocking("list", move |inner| {
+            let rd =
+                std::fs::read_dir(&inner.root).map_err(|e| other("list", format!("{}: {e}", inner.root.display())))?;
+            let mut out = Vec::new();
+            for entry in rd.flatten() {
+                if !entry.path().is_dir() {
+                    continue;
+                }
+                let Ok(name) = SecretName::parse(&entry.file_name().to_string_lossy()) else { continue };
+                if let Some(cur) = inner.current(&name)? {
+                    let name = SecretName::parse(&cur.name).unwrap_or(name);
+                    out.push(SecretSummary {
+                        name,
+                        enabled: cur.enabled,
+                        expires: cur.expires.and_then(from_unix),
+                        content_type: cur.content_type.clone(),
+                        tags: cur.tags.clone(),
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_versions(&self, name: &SecretName) -> Result<Vec<VersionProperties>, StoreError> {
+        let name = name.clone();
+        self.blocking("list versions", move |inner| {
+            let mut recs = inner.records(&name)?;
+            recs.sort_by_key(|r| r.sequence);
+            Ok(recs.iter().map(|r| properties(&name, r)).collect())
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        name: &SecretName,
+        version: &str,
+        update: PropertiesUpdate,
+    ) -> Result<VersionProperties, StoreError> {
+        if let Some(t) = &update.tags {
+            tags::validate(t)?;
+        }
+        let name = name.clone();
+        let version = version.to_ascii_lowercase();
+        self.blocking("update", move |inner| {
+            let _guard = inner.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let path = inner.secret_dir(&name).join(format!("{version}.{EXT}"));
+            if !is_version_id(&version) || !path.is_file() {
+                return Err(other("update", format!("secret {name} has no version {version:?}")));
+            }
+            let mut rec = inner.open_file(&path, &name, &version)?;
+            if let Some(e) = update.enabled {
+                rec.enabled = e;
+            }
+            if let Some(x) = update.expires {
+                rec.expires = Some(x.unix_timestamp());
+            }
+            if let Some(t) = update.tags {
+                rec.tags = t;
+            }
+            rec.updated = inner.clock.now().unix_timestamp();
+            inner.write(&rec)?;
+            Ok(properties(&name, &rec))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> FileSecretStore {
+        FileSecretStore::open(dir.join("data"), &dir.join("store.key"), Clock::system()).unwrap()
+    }
+
+    #[test]
+    fn version_file_names() {
+        assert_eq!(
+            version_of(Path::new("a/0123456789abcdef0123456789abcdef.pse")).as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(version_of(Path::new("a/.0123456789abcdef0123456789abcdef.pse.x.tmp")).is_none());
+        assert!(version_of(Path::new("a/short.pse")).is_none());
+    }
+
+    #[tokio::test]
+    async fn key_must_live_outside_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = FileSecretStore::open(dir.path(), &dir.path().join("k"), Clock::system()).unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn refuses_a_world_readable_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let _ = store(dir.path());
+        let key = dir.path().join("store.key");
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = FileSecretStore::open(dir.path().join("data"), &key, Clock::system()).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn moved_file_fails_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let a = SecretName::parse("a").unwrap();
+        let b = SecretName::parse("b").unwrap();
+        let pa = s.set(&a, &SecretString::from("va"), NewVersion::default()).await.unwrap();
+        let pb = s.set(&b, &SecretString::from("vb"), NewVersion::default()).await.unwrap();
+        let from = s.root().join("a").join(format!("{}.pse", pa.version));
+        let to = s.root().join("b").join(format!("{}.pse", pb.version));
+        std::fs::copy(from, to).unwrap();
+        let e = s.get(&b, None).await.unwrap_err();
+        assert!(e.to_string().contains("failed authentication"), "{e}");
+    }
+}
