@@ -73,10 +73,10 @@ impl Handler {
         match request.sys.utc_now {
             // Far-off years would make later date arithmetic overflow; no host or emulator sends them.
             Some(now) if !(1970..=9000).contains(&now.year()) => {
-                tracing::warn!(host_now = %now, "ignored Metadata.sys.UtcNow: implausible year");
+                tracing::warn!(host_now = %rfc3339(now), "ignored Metadata.sys.UtcNow: implausible year");
             }
             Some(now) if self.clock.observe(now) => {
-                tracing::info!(host_now = %now, "aligned patrol's clock with the host's UtcNow");
+                tracing::info!(host_now = %rfc3339(now), "aligned patrol's clock with the host's UtcNow");
             }
             _ => {}
         }
@@ -157,8 +157,18 @@ impl Handler {
     }
 }
 
+/// A timestamp for logs and messages.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Milliseconds since the invocation arrived, to the microsecond.
+fn elapsed_ms(invocation: &Invocation) -> f64 {
+    (invocation.received.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
 fn log_report(invocation: &Invocation, report: &Report) {
-    let elapsed_ms = invocation.received.elapsed().as_secs_f64() * 1e3;
+    let elapsed_ms = elapsed_ms(invocation);
     let status = serde_json::to_value(report.status).ok();
     let status = status.as_ref().and_then(Value::as_str).unwrap_or("?");
     if report.status == Status::NotConfigured {
@@ -169,7 +179,7 @@ fn log_report(invocation: &Invocation, report: &Report) {
 }
 
 fn log_failure(invocation: &Invocation, failure: &Failure) {
-    let elapsed_ms = invocation.received.elapsed().as_secs_f64() * 1e3;
+    let elapsed_ms = elapsed_ms(invocation);
     let kind = serde_json::to_value(failure.kind).ok();
     let kind = kind.as_ref().and_then(Value::as_str).unwrap_or("?");
     tracing::error!(kind, elapsed_ms, "{} failed: {}", invocation.function, failure.message);
@@ -177,7 +187,7 @@ fn log_failure(invocation: &Invocation, failure: &Failure) {
 
 /// The host's invocation id when it is a plausible id (it is logged, so it must not carry arbitrary
 /// text), else a fresh one and why.
-fn invocation_id_or_new(header: Option<&str>) -> (String, Option<&'static str>) {
+pub(crate) fn invocation_id_or_new(header: Option<&str>) -> (String, Option<&'static str>) {
     match header.map(str::trim) {
         Some(h) if !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
             (h.to_owned(), None)
