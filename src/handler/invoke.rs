@@ -88,12 +88,16 @@ impl Handler {
         match function {
             FunctionName::RotateTimer => {
                 let timer = TimerRun::from_request(&request).map_err(malformed)?;
+                log_received(&timer);
                 let outcome = self.functions.rotate_timer(&invocation, timer).await;
                 self.plain(&invocation, outcome)
             }
             FunctionName::EventGridSecretChanged => {
                 let outcome = match EventInput::from_request(&request).map_err(malformed)? {
-                    EventInput::Secret(event) => self.functions.secret_changed(&invocation, event).await,
+                    EventInput::Secret(event) => {
+                        log_received(&event);
+                        self.functions.secret_changed(&invocation, event).await
+                    }
                     EventInput::NotASecret { event_type, subject } => Ok(Report::new(
                         Status::Ignored,
                         format!(
@@ -115,19 +119,22 @@ impl Handler {
                             None => out,
                         }
                     }
-                    Ok(rotate) => match self.functions.rotate_http(&invocation, rotate).await {
-                        Ok(report) => {
-                            log_report(&invocation, &report);
-                            HttpOutput::json(report.status.http_status(), &report)
+                    Ok(rotate) => {
+                        log_received(&rotate);
+                        match self.functions.rotate_http(&invocation, rotate).await {
+                            Ok(report) => {
+                                log_report(&invocation, &report);
+                                HttpOutput::json(report.status.http_status(), &report)
+                            }
+                            Err(failure) => {
+                                log_failure(&invocation, &failure);
+                                HttpOutput::json(
+                                    failure.http_status(),
+                                    &json!({ "error": failure.message, "kind": failure.kind }),
+                                )
+                            }
                         }
-                        Err(failure) => {
-                            log_failure(&invocation, &failure);
-                            HttpOutput::json(
-                                failure.http_status(),
-                                &json!({ "error": failure.message, "kind": failure.kind }),
-                            )
-                        }
-                    },
+                    }
                 };
                 let mut outputs = Map::new();
                 outputs.insert("res".to_owned(), serde_json::to_value(&res).unwrap_or(Value::Null));
@@ -154,6 +161,15 @@ impl Handler {
                 ))
             }
         }
+    }
+}
+
+/// The validated input, as JSON, at debug level (`PATROL_LOG=info,patrol=debug`): what the handler
+/// understood, whatever the engine then does. Free when debug is off. Inputs hold no secret values.
+fn log_received(input: &impl serde::Serialize) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let json = serde_json::to_string(input).unwrap_or_default();
+        tracing::debug!(input = %json, "received");
     }
 }
 

@@ -61,6 +61,8 @@ fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir
         .env("FUNCTIONS_WORKER_RUNTIME", "custom")
         .env("AzureWebJobsStorage", "UseDevelopmentStorage=true")
         .env("PATROL_STATE_DIR", dir.path().join(".patrol"))
+        // Debug for patrol: the handler then logs the validated input of each invocation (`received`).
+        .env("PATROL_LOG", "info,patrol=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -162,7 +164,7 @@ impl HostedHandler {
     }
 
     /// The HTTP function's response, with its body parsed.
-    async fn http(&self, req: Value) -> (u16, Value, Value) {
+    async fn http(&self, req: Value) -> (u16, Value, Value, Value) {
         let payload = json!({
             "Data": { "req": req.clone() },
             "Metadata": {
@@ -175,7 +177,8 @@ impl HostedHandler {
         let res = &v["Outputs"]["res"];
         assert!(res["headers"].as_object().unwrap().values().all(Value::is_string), "header values are strings");
         let body: Value = serde_json::from_str(res["body"].as_str().expect("body is a string")).unwrap();
-        (res["statusCode"].as_u64().unwrap() as u16, body, res["headers"].clone())
+        let input = if logs(&v).contains("DEBUG received input=") { received(&v) } else { Value::Null };
+        (res["statusCode"].as_u64().unwrap() as u16, body, res["headers"].clone(), input)
     }
 
     /// Stops like the host (SIGTERM), waits, and returns the exit status, stdout and stderr.
@@ -223,6 +226,17 @@ fn event(ev: Value) -> Value {
     json!({ "Data": { "eventGridEvent": ev }, "Metadata": { "data": data, "sys": sys("EventGridSecretChanged") } })
 }
 
+/// The handler's own record of the validated input (its `DEBUG received input=…` line in `Logs`).
+fn received(v: &Value) -> Value {
+    let line = v["Logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.as_str().unwrap().strip_prefix("DEBUG received input="))
+        .unwrap_or_else(|| panic!("no received line in {v}"));
+    serde_json::from_str(line).unwrap()
+}
+
 fn logs(v: &Value) -> String {
     v["Logs"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect::<Vec<_>>().join("\n")
 }
@@ -240,7 +254,7 @@ async fn timer_payloads_from_the_host() {
     .unwrap();
     let v = h.invoke("RotateTimer", &observed).await;
     assert_eq!(v["ReturnValue"]["status"], "not-configured");
-    assert_eq!(v["ReturnValue"]["detail"]["received"], json!({"isPastDue": false, "adjustForDst": true}));
+    assert_eq!(received(&v), json!({"isPastDue": false, "adjustForDst": true}));
     assert!(logs(&v).contains("rotation is not configured"), "{v}");
     assert!(logs(&v).contains("last run: never"), "{v}");
 
@@ -268,14 +282,14 @@ async fn timer_payloads_from_the_host() {
                     "ScheduleStatus": { "Last": last, "Next": next, "LastUpdated": updated } }),
         );
         let v = h.invoke("RotateTimer", &payload).await;
-        let received = &v["ReturnValue"]["detail"]["received"];
-        assert_eq!(received["isPastDue"], true);
-        assert_eq!(received["scheduleStatus"]["last"], want_last.map_or(Value::Null, |s| json!(s)), "{last}");
-        assert!(received["scheduleStatus"]["next"].as_str().unwrap().starts_with("2026-10-02T03:00:00"));
+        let got = received(&v);
+        assert_eq!(got["isPastDue"], true);
+        assert_eq!(got["scheduleStatus"]["last"], want_last.map_or(Value::Null, |s| json!(s)), "{last}");
+        assert!(got["scheduleStatus"]["next"].as_str().unwrap().starts_with("2026-10-02T03:00:00"));
     }
     let v =
         h.invoke("RotateTimer", &json!({"data": {"MYTIMER": {"isPastDue": "False", "scheduleStatus": null}}})).await;
-    assert_eq!(v["ReturnValue"]["detail"]["received"]["isPastDue"], false);
+    assert_eq!(received(&v)["isPastDue"], false);
 
     // A timer invocation the handler cannot read fails, naming the field.
     let (status, ct, body) = h
@@ -314,29 +328,30 @@ async fn rotate_http_requests_and_the_function_key() {
     };
 
     // The research note's sample: POST, route param, body as a JSON string.
-    let (status, body, headers) =
+    let (status, body, headers, input) =
         h.http(with("POST", json!({"Params": {"secret": "db-password"}, "Body": "{\"force\":true}"}))).await;
+    assert_eq!(input, json!({"mode": "run", "secret": "db-password", "force": true}));
     assert_eq!(status, 503, "{body}");
     assert_eq!(headers["Content-Type"], "application/json; charset=utf-8");
     assert_eq!(body["status"], "not-configured");
-    assert_eq!(body["detail"]["received"], json!({"mode": "run", "secret": "db-password", "force": true}));
+    assert_eq!(body["detail"]["received"], input, "the default engine echoes what it received");
     assert!(body["summary"].as_str().unwrap().contains("rotation is not configured"));
 
     // GET plans; Query as an object with the secret, force from the query.
-    let (_, body, _) =
+    let (_, _, _, input) =
         h.http(with("GET", json!({"Query": {"secret": "ci-build", "force": "1", "code": FUNCTION_KEY}}))).await;
-    assert_eq!(body["detail"]["received"], json!({"mode": "plan", "secret": "ci-build", "force": true}));
+    assert_eq!(input, json!({"mode": "plan", "secret": "ci-build", "force": true}));
 
     // Old hosts' Query as a JSON string; no body at all.
-    let (_, body, _) = h.http(with("POST", json!({"Query": "{}"}))).await;
-    assert_eq!(body["detail"]["received"], json!({"mode": "run", "secret": null, "force": false}));
+    let (_, _, _, input) = h.http(with("POST", json!({"Query": "{}"}))).await;
+    assert_eq!(input, json!({"mode": "run", "secret": null, "force": false}));
 
     // A base64 body (application/octet-stream), header values as arrays, key case.
     let b64 = base64::engine::general_purpose::STANDARD.encode(br#"{"Secret":"from-body","FORCE":"yes"}"#);
-    let (_, body, _) = h
+    let (_, _, _, input) = h
         .http(json!({"method": "POST", "headers": {"content-type": ["application/octet-stream"]}, "body": b64, "query": {}}))
         .await;
-    assert_eq!(body["detail"]["received"], json!({"mode": "run", "secret": "from-body", "force": true}));
+    assert_eq!(input, json!({"mode": "run", "secret": "from-body", "force": true}));
 
     // The caller's mistakes: 4xx in Outputs.res with a reason (the invocation itself succeeds).
     for (req, want, words) in [
@@ -347,7 +362,8 @@ async fn rotate_http_requests_and_the_function_key() {
         (with("POST", json!({"Params": {"secret": "a"}, "Body": "{\"secret\":\"b\"}"})), 400, "name one"),
         (with("PUT", json!({})), 405, "GET shows the rotation plan"),
     ] {
-        let (status, body, headers) = h.http(req).await;
+        let (status, body, headers, input) = h.http(req).await;
+        assert_eq!(input, Value::Null, "refused before reaching the engine");
         assert_eq!(status, want, "{body}");
         assert!(body["error"].as_str().unwrap().contains(words), "{body}");
         if want == 405 {
@@ -386,7 +402,7 @@ async fn event_grid_events_from_the_specs_and_their_quirks() {
     for ev in [sample.clone(), Value::String(sample.to_string()), cloud] {
         let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
         assert_eq!(v["ReturnValue"]["status"], "not-configured");
-        assert_eq!(v["ReturnValue"]["detail"]["received"], want);
+        assert_eq!(received(&v), want);
         assert!(logs(&v).contains("SecretNewVersionCreated for secret newsecret in vault sample-kv"), "{v}");
     }
 
@@ -396,7 +412,7 @@ async fn event_grid_events_from_the_specs_and_their_quirks() {
     ev["data"]["EXP"] = Value::Null;
     ev["eventType"] = json!("Microsoft.KeyVault.SecretNearExpiry");
     let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
-    let got = &v["ReturnValue"]["detail"]["received"];
+    let got = &received(&v);
     assert_eq!(
         (got["eventType"].as_str(), got["notBefore"].as_str()),
         (Some("Microsoft.KeyVault.SecretNearExpiry"), Some("2019-05-28T22:19:40Z"))
@@ -407,7 +423,7 @@ async fn event_grid_events_from_the_specs_and_their_quirks() {
     )
     .unwrap();
     let v = h.invoke("EventGridSecretChanged", &event(upper)).await;
-    assert_eq!(v["ReturnValue"]["detail"]["received"], want);
+    assert_eq!(received(&v), want);
 
     // Not a secret: answered by the handler, cheaply.
     let mut key_event = sample.clone();
