@@ -1,30 +1,68 @@
 //! The operator's command line: `serve`, `plan`, `rotate`, `inventory`, `status`, `login`, `report`,
-//! `demo`, `audit`, `revoke`, `migrate-global`, shell completions, exit codes.
+//! `demo`, shell completions, and the exit codes every command shares.
 //!
-//! Today it holds `serve` (the custom handler) and the rule that the bare binary serves when the Functions
-//! host started it (`FUNCTIONS_CUSTOMHANDLER_PORT` set; the host passes no arguments). Other commands are
-//! added here as subcommands.
+//! One file per subcommand; [`output`] renders data as a table, JSON or markdown; [`progress`] shows
+//! progress bars only when stdout is a terminal; [`runtime`] builds the engine's parts from the settings.
+//! The bare binary serves when the Functions host started it (`FUNCTIONS_CUSTOMHANDLER_PORT` set; the host
+//! passes no arguments).
 
+mod completions;
+pub mod demo;
+mod error;
+mod inventory;
+mod logging;
+mod login;
+pub mod output;
+mod plan;
+mod progress;
+pub mod report;
+mod rotate;
+pub mod runtime;
 mod serve;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub use error::CliError;
 pub use serve::{ServeArgs, port_from_env};
 
-/// Exit codes: 0 success, 1 the command failed, 2 usage or configuration error.
+/// Exit codes. Scripts may rely on them; `docs/cli.md` documents them.
 pub mod exit {
+    /// The command did what was asked.
+    pub const OK: u8 = 0;
+    /// The work failed (a rotation failed, a dependency was unavailable, the report could not be written).
     pub const FAILED: u8 = 1;
+    /// Bad input or configuration: a usage error, an invalid setting, an invalid `patrol.toml`.
     pub const USAGE: u8 = 2;
+    /// An owner must sign in (`patrol login`) before the work can be done.
+    pub const SIGN_IN: u8 = 3;
 }
+
+const AFTER_HELP: &str = "\
+Examples:
+  patrol demo                          # the whole job against a local emulator, in seconds
+  patrol login --owner svc-rotation@contoso.com
+  patrol inventory --format json       # every PAT of every owner and organization in the policy
+  patrol plan                          # what the next run would do (changes nothing)
+  patrol rotate ci-build-pat --force   # rotate one token now
+  patrol report --out report.html
+  patrol completions bash > /etc/bash_completion.d/patrol
+
+Settings come from PATROL_* environment variables (see README). Exit codes: 0 ok, 1 work failed,
+2 bad input or configuration, 3 an owner must sign in (patrol login).";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "patrol",
     version,
-    about = "Keeps Azure DevOps PATs short-lived, rotated, stored in Key Vault, watched and revocable."
+    about = "Keeps Azure DevOps PATs short-lived, rotated, stored in Key Vault, watched and revocable.",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
+    /// More log lines on stderr (-v info, -vv debug). Logs never contain secret values.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -33,6 +71,30 @@ pub struct Cli {
 pub enum Command {
     /// Serve the Azure Functions custom handler on 127.0.0.1 (what the Functions host runs).
     Serve(ServeArgs),
+    /// Show what the next run would do, without changing anything (dry run).
+    #[command(after_help = plan::AFTER_HELP)]
+    Plan(plan::PlanArgs),
+    /// Rotate every managed token that is due, or one named token (with --force: now).
+    #[command(after_help = rotate::AFTER_HELP)]
+    Rotate(rotate::RotateArgs),
+    /// List every PAT of every configured owner and organization: managed or not, scope, expiry, state.
+    #[command(after_help = inventory::AFTER_HELP)]
+    Inventory(inventory::InventoryArgs),
+    /// Owner sign-in health, the last run of each token, and previous PATs waiting to be revoked.
+    #[command(after_help = status::AFTER_HELP)]
+    Status(status::StatusArgs),
+    /// Sign a PAT owner in with a device code; the refresh token goes straight to the secret store.
+    #[command(after_help = login::AFTER_HELP)]
+    Login(login::LoginArgs),
+    /// Write the weekly report: inventory, expiry timeline, recent rotations, open problems.
+    #[command(after_help = report::AFTER_HELP)]
+    Report(report::ReportArgs),
+    /// Run the whole job against a local, in-process emulator: no Azure, no settings, a few seconds.
+    #[command(after_help = demo::AFTER_HELP)]
+    Demo(demo::DemoArgs),
+    /// Print a shell completion script.
+    #[command(after_help = completions::AFTER_HELP)]
+    Completions(completions::CompletionsArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -44,14 +106,46 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    match cli.command {
-        Some(Command::Serve(args)) => serve::run(args),
+    let command = match cli.command {
+        Some(Command::Serve(args)) => return serve::run(args),
         // Started by the Functions host: it passes no arguments, only the port in the environment.
-        None if port_from_env().is_some() => serve::run(ServeArgs::default()),
+        None if port_from_env().is_some() => return serve::run(ServeArgs::default()),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
-            ExitCode::from(exit::USAGE)
+            return ExitCode::from(exit::USAGE);
+        }
+        Some(Command::Completions(args)) => return finish(completions::run(&args)),
+        Some(command) => command,
+    };
+    logging::init(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return finish(Err(CliError::failed(format!("cannot start the async runtime: {e}")))),
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Plan(args) => plan::run(&args).await,
+            Command::Rotate(args) => rotate::run(&args).await,
+            Command::Inventory(args) => inventory::run(&args).await,
+            Command::Status(args) => status::run(&args).await,
+            Command::Login(args) => login::run(&args).await,
+            Command::Report(args) => report::run(&args).await,
+            Command::Demo(args) => demo::run(&args).await,
+            Command::Serve(_) | Command::Completions(_) => Ok(()),
+        }
+    });
+    // Background tasks (emulator, servers) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    finish(result)
+}
+
+fn finish(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("patrol: {e}");
+            ExitCode::from(e.code)
         }
     }
 }

@@ -7,7 +7,7 @@
 use super::exit;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::handler::{Handler, NotConfigured, server};
+use crate::handler::{Handler, server};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -76,7 +76,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "patrol custom handler listening");
-        let handler = Handler::new(Arc::new(NotConfigured), Clock::system());
+        let clock = Clock::system();
+        let functions = crate::rotation::functions::RotationFunctions::new(settings.clone(), clock.clone());
+        let handler = Handler::new(Arc::new(functions), clock);
         let app = server::router(handler, settings.max_body_bytes);
         match server::serve(listener, app, server::shutdown_signal()).await {
             Ok(()) => {

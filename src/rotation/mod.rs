@@ -1,2 +1,24 @@
 //! The rotation engine: policy as code, inventory → plan → apply, a crash-safe per-token state machine,
 //! per-token leases, and the entry points the three functions and the CLI call.
+//!
+//! - [`policy`] — `patrol.toml`, validated with file/line/field errors.
+//! - [`inventory`] — policy ⋈ secret store ⋈ each owner's PATs (all pages) ⋈ journal.
+//! - [`plan`] — the pure decision: rotate (with a reason), revoke drained, reconcile orphans, adopt, resume.
+//! - [`journal`] — the per-token journal record, persisted before every external effect.
+//! - [`machine`] — drives one token's journal through its steps; every step idempotent and resumable.
+//! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
+//! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
+
+pub mod blob;
+pub mod engine;
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod functions;
+pub mod inventory;
+pub mod journal;
+pub mod lease;
+pub mod machine;
+pub mod plan;
+pub mod policy;

@@ -1,8 +1,10 @@
-//! patrol's integration tests: one binary, one module per area.
+//! patrol's integration tests: one test binary, one module per area (keeps link time down).
 
 mod audit;
+mod cli;
 mod handler;
 mod notify;
+mod rotation;
 mod store;
 /// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
 /// another global subscriber).

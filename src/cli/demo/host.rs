@@ -1,0 +1,72 @@
+//! Plays the Functions host towards the real handler: POSTs the host's JSON envelopes for `RotateTimer`
+//! and `RotateHttp` to `http://127.0.0.1:<port>/<Function>` with `Metadata.sys.UtcNow` set to the
+//! emulator's virtual time, as the host does, and reads the `{"Outputs","Logs","ReturnValue"}` reply.
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+fn sys(function: &str, now: OffsetDateTime) -> Value {
+    json!({
+        "MethodName": function,
+        "UtcNow": now.format(&Rfc3339).unwrap_or_default(),
+        "RandGuid": uuid::Uuid::new_v4().to_string(),
+    })
+}
+
+/// The timer trigger's payload (binding `timer`).
+pub fn timer(now: OffsetDateTime, last: Option<OffsetDateTime>) -> Value {
+    let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    let status =
+        last.map(|l| json!({ "Last": fmt(l), "Next": fmt(now + time::Duration::days(1)), "LastUpdated": fmt(l) }));
+    json!({
+        "Data": { "timer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": status, "IsPastDue": false } },
+        "Metadata": { "sys": sys("RotateTimer", now) }
+    })
+}
+
+/// The HTTP trigger's payload for `GET|POST /api/rotate/{secret?}?force=…`.
+pub fn http(now: OffsetDateTime, method: &str, secret: Option<&str>, force: bool) -> Value {
+    let mut query = serde_json::Map::new();
+    if force {
+        query.insert("force".into(), json!("true"));
+    }
+    let path = secret.map_or_else(|| "rotate".to_owned(), |s| format!("rotate/{s}"));
+    let req = json!({
+        "Url": format!("http://localhost:7071/api/{path}{}", if force { "?force=true" } else { "" }),
+        "Method": method,
+        "Query": query.clone(),
+        "Headers": { "Content-Type": ["application/json"] },
+        "Params": secret.map_or_else(|| json!({}), |s| json!({ "secret": s })),
+        "Identities": [],
+    });
+    json!({
+        "Data": { "req": req },
+        "Metadata": { "Query": query, "Headers": { "Content-Type": "application/json" }, "Params": req["Params"].clone(), "sys": sys("RotateHttp", now) }
+    })
+}
+
+/// POSTs one invocation and returns the reply envelope.
+pub async fn invoke(client: &reqwest::Client, base: &str, function: &str, payload: &Value) -> Result<Value, String> {
+    let resp = client
+        .post(format!("{base}/{function}"))
+        .header("X-Azure-Functions-InvocationId", uuid::Uuid::new_v4().to_string())
+        .json(payload)
+        .send()
+        .await
+        .map_err(|e| format!("{function}: the handler did not answer: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.map_err(|e| format!("{function}: the reply is not JSON: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{function}: the handler answered HTTP {status}: {body}"));
+    }
+    Ok(body)
+}
+
+/// `ReturnValue` of a timer / Event Grid reply, or the parsed body of `RotateHttp`'s `res` output.
+pub fn outcome(reply: &Value) -> Value {
+    if let Some(body) = reply["Outputs"]["res"]["body"].as_str() {
+        return serde_json::from_str(body).unwrap_or(Value::Null);
+    }
+    reply["ReturnValue"].clone()
+}

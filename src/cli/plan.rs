@@ -1,0 +1,86 @@
+//! `patrol plan`: the dry run — inventory and the pure plan, printed; nothing is changed.
+
+use super::CliError;
+use super::output::{OutputArgs, render, write_stdout};
+use super::runtime::Local;
+use crate::domain::SecretName;
+use crate::rotation::plan::{Action, Plan, Requests, plan};
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  patrol plan
+  patrol plan ci-build-pat release-bot-pat
+  patrol plan --format json | jq '.entries[] | select(.actions != [])'
+
+JSON: the engine's plan: {\"at\", \"entries\": [{\"secret\", \"owner\", \"organization\", \"current\",
+\"actions\": [{\"action\": \"rotate\"|\"revoke-previous\"|\"resume\"|\"adopt\"|\"reconcile-orphan\"|\"blocked\", …}],
+\"notes\"}], \"unmanaged\": [{\"owner\", \"organization\", \"pat\", \"made_by_patrol\"}]}.
+Exit 3 when an owner must sign in first.";
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Only these secrets (default: every token in the policy).
+    pub secrets: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Validates secret names and checks that the policy manages them.
+pub fn chosen(local: &Local, names: &[String]) -> Result<Option<Vec<SecretName>>, CliError> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let s = SecretName::parse(n).map_err(|e| CliError::usage(format!("secret {n:?}: {e}")))?;
+        if local.policy.token(&s).is_none() {
+            return Err(CliError::usage(format!(
+                "secret {n:?} is not managed by patrol (not in {})",
+                local.policy.file.display()
+            )));
+        }
+        out.push(s);
+    }
+    Ok(Some(out))
+}
+
+fn markdown(p: &Plan) -> String {
+    let mut t = super::output::Table::new(&["Secret", "Owner", "Organization", "Valid to", "Days", "Actions"]);
+    for e in &p.entries {
+        let c = e.current.as_ref();
+        t.push(vec![
+            e.secret.to_string(),
+            e.owner.to_string(),
+            e.organization.to_string(),
+            c.and_then(|c| c.valid_to).map(|v| v.date().to_string()).unwrap_or_else(|| "-".into()),
+            c.and_then(|c| c.days_left).map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+            if e.actions.is_empty() {
+                "nothing".into()
+            } else {
+                e.actions.iter().map(Action::label).collect::<Vec<_>>().join("; ")
+            },
+        ]);
+    }
+    let mut s = t.to_markdown();
+    if !p.unmanaged.is_empty() {
+        s.push_str(&format!("\n{} PAT(s) not managed by patrol (never touched).\n", p.unmanaged.len()));
+    }
+    s
+}
+
+pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
+    let local = Local::from_env()?;
+    let only = chosen(&local, &args.secrets)?;
+    let engine = local.engine()?;
+    let inv = engine.inventory(only.as_deref()).await;
+    let the_plan = plan(&inv, &local.policy, local.clock.now(), &Requests::default());
+    write_stdout(&render(args.output.format, &the_plan, || the_plan.table(), || markdown(&the_plan))?)?;
+    let sign_in: Vec<_> = inv.owners.iter().filter(|o| o.sign_in_required).map(|o| o.owner.to_string()).collect();
+    if !sign_in.is_empty() {
+        return Err(CliError::sign_in(format!(
+            "{} must sign in again: run `patrol login --owner <owner>`",
+            sign_in.join(", ")
+        )));
+    }
+    Ok(())
+}

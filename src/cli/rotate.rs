@@ -1,0 +1,123 @@
+//! `patrol rotate [SECRET] [--force]`: a run of the engine from the operator's terminal — every token
+//! that is due, or one named token (with `--force`, now, whatever its expiry). Notices of the run are
+//! delivered like the Function App's. Prints what was done per token; never a PAT value.
+
+use super::CliError;
+use super::output::{OutputArgs, Table, render, write_stdout};
+use super::runtime::Local;
+use crate::rotation::engine::{EngineError, RunOptions, RunSummary};
+use crate::rotation::journal::Reason;
+use crate::rotation::plan::Requests;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  patrol rotate                        # every token that is due (as the timer would)
+  patrol rotate ci-build-pat --force   # this token, now
+  patrol rotate --format json
+
+JSON: {\"dry_run\", \"plan\", \"reports\": [{\"secret\", \"done\", \"rotated\", \"revoked\", \"error\", \"deferred\"}],
+\"busy\", \"deferred\", \"rotated\", \"revoked\", \"failed\", \"ignored\", \"notifications\"}.
+Exit 1 when a token failed, 3 when an owner must sign in first.";
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The managed secret to rotate (default: every token that is due).
+    pub secret: Option<String>,
+    /// Rotate now even when the token is not due (with SECRET: that token; without: every token).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// One row per token report.
+pub fn table(s: &RunSummary) -> Table {
+    let mut t = Table::new(&["SECRET", "OUTCOME", "NEW VALID TO", "REVOKED", "DETAIL"]);
+    for r in &s.reports {
+        let outcome = if r.error.is_some() {
+            "failed"
+        } else if r.rotated.is_some() {
+            "rotated"
+        } else if !r.revoked.is_empty() {
+            "revoked previous"
+        } else if r.deferred.is_some() {
+            "deferred"
+        } else {
+            "nothing to do"
+        };
+        t.push(vec![
+            r.secret.clone(),
+            outcome.into(),
+            r.rotated.as_ref().map(|c| c.valid_to.date().to_string()).unwrap_or_else(|| "-".into()),
+            r.revoked.len().to_string(),
+            r.error.clone().or_else(|| r.deferred.clone()).unwrap_or_else(|| r.done.join("; ")),
+        ]);
+    }
+    for b in &s.busy {
+        t.push(vec![b.to_string(), "busy".into(), "-".into(), "0".into(), "another run holds its lease".into()]);
+    }
+    for d in &s.deferred {
+        t.push(vec![d.to_string(), "deferred".into(), "-".into(), "0".into(), "time budget spent".into()]);
+    }
+    t
+}
+
+pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
+    let local = Local::from_env()?;
+    if let Some(s) = &args.secret {
+        super::plan::chosen(&local, std::slice::from_ref(s))?;
+    }
+    let engine = local.engine()?;
+    let progress = super::progress::Progress::new("rotate", 1);
+    let result = match &args.secret {
+        Some(secret) => engine.rotate_one(secret, args.force, false, None).await,
+        None => {
+            let mut requests = Requests::default();
+            if args.force {
+                for t in &local.policy.tokens {
+                    requests.rotate.insert(t.secret.clone(), Reason::Forced);
+                }
+            }
+            engine.run(RunOptions { requests, ..Default::default() }).await
+        }
+    };
+    progress.step("run finished");
+    progress.finish();
+    let summary = result.map_err(|e| match e {
+        EngineError::UnknownSecret(_) | EngineError::BadInput(_) => CliError::usage(e.to_string()),
+        other => CliError::failed(other.to_string()),
+    })?;
+    let delivery = if summary.notices.is_empty() {
+        None
+    } else {
+        Some(local.notifier().await.deliver_run(summary.notices.clone()).await)
+    };
+    let mut json = serde_json::to_value(&summary).unwrap_or_default();
+    if let Some(d) = &delivery {
+        json["notifications"] = serde_json::json!({ "delivered": d.all_delivered(), "failures": d.failures().count() });
+    }
+    let line = summary.line();
+    write_stdout(&render(
+        args.output.format,
+        &json,
+        || format!("{}{line}\n", table(&summary).to_text()),
+        || format!("{}\n{line}\n", table(&summary).to_markdown()),
+    )?)?;
+    if let Some(d) = &delivery
+        && !d.all_delivered()
+    {
+        tracing::warn!("{} notification(s) could not be delivered", d.failures().count());
+    }
+    let blocked_sign_in = summary.plan.entries.iter().any(|e| {
+        e.actions
+            .iter()
+            .any(|a| matches!(a, crate::rotation::plan::Action::Blocked { why } if why.contains("patrol login")))
+    });
+    if summary.failed > 0 {
+        return Err(CliError::failed(format!("{} token(s) failed; see the DETAIL column", summary.failed)));
+    }
+    if blocked_sign_in {
+        return Err(CliError::sign_in("an owner must sign in again: run `patrol login --owner <owner>`"));
+    }
+    Ok(())
+}

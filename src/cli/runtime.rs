@@ -1,0 +1,96 @@
+//! The parts a CLI command works with, built from the settings exactly as the Function App builds them:
+//! the policy, the secret store, the state store (journal), the Azure DevOps connector with owner
+//! sessions, and the rotation [`Engine`]. Nothing is built until a command needs it.
+
+use super::CliError;
+use crate::auth::entra::EntraClient;
+use crate::auth::session::{SessionOptions, Sessions};
+use crate::clock::Clock;
+use crate::config::{LeaseMode, Settings};
+use crate::devops::Connector;
+use crate::devops::connector::HttpConnector;
+use crate::notify::Notifier;
+use crate::rotation::engine::Engine;
+use crate::rotation::lease::LocalLeases;
+use crate::rotation::policy::Policy;
+use crate::state::{FileStateStore, StateStore};
+use crate::store::SecretStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings, policy and stores, without any network client.
+pub struct Local {
+    pub settings: Settings,
+    pub clock: Clock,
+    pub policy: Arc<Policy>,
+    pub store: Arc<dyn SecretStore>,
+    pub state: Arc<dyn StateStore>,
+}
+
+impl Local {
+    /// Reads the settings from the environment and opens the stores.
+    pub fn from_env() -> Result<Self, CliError> {
+        Self::open(Settings::from_env()?, Clock::system())
+    }
+
+    pub fn open(settings: Settings, clock: Clock) -> Result<Self, CliError> {
+        let policy = Policy::load(&settings.policy_file)?;
+        let store = crate::store::from_settings_with_clock(&settings, clock.clone())
+            .map_err(|e| CliError::failed(format!("cannot open the secret store: {e}")))?;
+        let state: Arc<dyn StateStore> = Arc::new(FileStateStore::new(settings.state_dir.join("state")));
+        Ok(Self { settings, clock, policy: Arc::new(policy), store, state })
+    }
+
+    /// The Entra client owners sign in with.
+    pub fn entra(&self) -> Result<EntraClient, CliError> {
+        let s = &self.settings;
+        let client_id = s.client_id.as_deref().ok_or_else(|| {
+            CliError::usage(
+                "setting PATROL_CLIENT_ID: not set (the application id of the Entra app registration owners sign in to)",
+            )
+        })?;
+        let http = crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
+            .map_err(|e| CliError::usage(format!("cannot build the HTTP client: {e}")))?;
+        EntraClient::new(http, s.entra_authority.clone(), &s.tenant_id, client_id)
+            .map_err(|e| CliError::usage(format!("invalid Entra settings: {e}")))
+    }
+
+    /// The Azure DevOps connector, authenticating each owner with their stored refresh token.
+    pub fn connector(&self) -> Result<Arc<dyn Connector>, CliError> {
+        let sessions =
+            Sessions::new(Arc::new(self.entra()?), self.store.clone(), self.clock.clone(), SessionOptions::default());
+        let connector = HttpConnector::from_settings(&self.settings, self.clock.clone(), Arc::new(sessions))
+            .map_err(|e| CliError::usage(format!("cannot build the Azure DevOps client: {e}")))?;
+        Ok(Arc::new(connector))
+    }
+
+    /// The rotation engine. Leases are in-process: refuse when the settings ask for blob leases, which
+    /// the CLI cannot take yet (the Function App could be rotating the same token at the same moment).
+    pub fn engine(&self) -> Result<Engine, CliError> {
+        let s = &self.settings;
+        if s.lease == LeaseMode::Blob || (s.lease == LeaseMode::Auto && s.host_storage.is_some()) {
+            return Err(CliError::usage(
+                "the settings use blob leases (AzureWebJobsStorage / PATROL_LEASE=blob), which the CLI cannot take yet; \
+                 rotate through the Function App instead (POST /api/rotate), or set PATROL_LEASE=local when no Function App \
+                 shares this state",
+            ));
+        }
+        Ok(Engine {
+            policy: self.policy.clone(),
+            connector: self.connector()?,
+            store: self.store.clone(),
+            state: self.state.clone(),
+            leases: Arc::new(LocalLeases::default()),
+            clock: self.clock.clone(),
+            concurrency: s.max_concurrency,
+            vaults: None,
+            faults: None,
+        })
+    }
+
+    /// The notifier configured by the settings (SMTP, chat webhooks, mailbox file).
+    pub async fn notifier(&self) -> Notifier {
+        Notifier::from_settings(&self.settings, Some(self.store.as_ref()), Some(self.state.clone()), self.clock.clone())
+            .await
+    }
+}

@@ -1,0 +1,442 @@
+//! The Function App's own storage account (`AzureWebJobsStorage`) as patrol's shared state: per-token
+//! blob leases ([`BlobLeases`], the mechanism the Functions host uses for its singletons) and a blob
+//! [`StateStore`] ([`BlobStateStore`], ETag-conditional writes) so every Functions instance shares one
+//! journal. Blob REST calls are signed with SharedKey (HMAC-SHA256) from a connection string, including
+//! `UseDevelopmentStorage=true` for Azurite. Identity-based connections are not implemented yet.
+
+use super::lease::{LeaseError, LeaseGuard, Leases};
+use crate::config::HostStorage;
+use crate::state::{ETag, StateError, StateStore, validate_key};
+use async_trait::async_trait;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use sha2::Sha256;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use url::Url;
+
+const API_VERSION: &str = "2021-10-04";
+const CONTAINER: &str = "patrol";
+/// Azurite's well-known development account key (public; documented by Microsoft).
+const DEV_ACCOUNT: &str = "devstoreaccount1";
+const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// Blob lease length (15–60 s or infinite); renewed every third of it.
+pub const LEASE_SECONDS: u64 = 60;
+
+/// A storage account reached with SharedKey.
+#[derive(Clone)]
+pub struct BlobAccount {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `…/` ending in the account's blob root (for Azurite `http://127.0.0.1:10000/devstoreaccount1/`).
+    endpoint: Url,
+    account: String,
+    key: SecretBox<Vec<u8>>,
+    client: reqwest::Client,
+    container_ready: tokio::sync::OnceCell<()>,
+}
+
+impl std::fmt::Debug for BlobAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobAccount").field("endpoint", &self.inner.endpoint.as_str()).finish_non_exhaustive()
+    }
+}
+
+fn parse_pairs(cs: &str) -> Vec<(String, String)> {
+    cs.split(';')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect()
+}
+
+impl BlobAccount {
+    pub fn from_host_storage(hs: &HostStorage) -> Result<Self, String> {
+        match hs {
+            HostStorage::ConnectionString(cs) => Self::from_connection_string(cs),
+            HostStorage::Identity { .. } => Err(
+                "identity-based AzureWebJobsStorage is not supported by patrol's lease/journal store yet; use a connection string or PATROL_LEASE=local".into(),
+            ),
+        }
+    }
+
+    /// `UseDevelopmentStorage=true[;DevelopmentStorageProxyUri=…]`, or `AccountName=…;AccountKey=…` with
+    /// `BlobEndpoint=…` or `DefaultEndpointsProtocol`/`EndpointSuffix`. Errors never echo the string.
+    pub fn from_connection_string(cs: &SecretString) -> Result<Self, String> {
+        let pairs = parse_pairs(cs.expose_secret());
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (account, key_b64, endpoint) =
+            if get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+                let base = get("blobendpoint").unwrap_or_else(|| format!("http://127.0.0.1:10000/{DEV_ACCOUNT}"));
+                (DEV_ACCOUNT.to_owned(), DEV_KEY.to_owned(), base)
+            } else {
+                let account = get("accountname").ok_or("the connection string has no AccountName")?;
+                let key = get("accountkey").ok_or("the connection string has no AccountKey")?;
+                let endpoint = match get("blobendpoint") {
+                    Some(e) => e,
+                    None => format!(
+                        "{}://{account}.blob.{}",
+                        get("defaultendpointsprotocol").unwrap_or_else(|| "https".into()),
+                        get("endpointsuffix").unwrap_or_else(|| "core.windows.net".into())
+                    ),
+                };
+                (account, key, endpoint)
+            };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key_b64.as_bytes())
+            .map_err(|_| "the connection string's AccountKey is not base64".to_owned())?;
+        let mut endpoint = Url::parse(&endpoint).map_err(|e| format!("BlobEndpoint is not a URL: {e}"))?;
+        if !endpoint.path().ends_with('/') {
+            let p = format!("{}/", endpoint.path());
+            endpoint.set_path(&p);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                account,
+                key: SecretBox::new(Box::new(key)),
+                client,
+                container_ready: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    pub fn state_store(&self) -> BlobStateStore {
+        BlobStateStore { account: self.clone() }
+    }
+
+    pub fn leases(&self) -> BlobLeases {
+        BlobLeases { account: self.clone() }
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, String> {
+        let mut u = self.inner.endpoint.join(path).map_err(|e| e.to_string())?;
+        if !query.is_empty() {
+            u.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(u)
+    }
+
+    /// The SharedKey `Authorization` header for a request.
+    fn sign(&self, method: &str, url: &Url, headers: &[(String, String)], content_length: usize) -> String {
+        let h = |name: &str| {
+            headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).unwrap_or("")
+        };
+        let mut ms: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-ms-"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        ms.sort();
+        let canon_headers: String = ms.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+        let mut q: Vec<(String, String)> =
+            url.query_pairs().map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned())).collect();
+        q.sort();
+        let mut canon_resource = format!("/{}{}", self.inner.account, url.path());
+        for (k, v) in &q {
+            canon_resource.push_str(&format!("\n{k}:{v}"));
+        }
+        let length = if content_length == 0 { String::new() } else { content_length.to_string() };
+        let to_sign = format!(
+            "{method}\n\n\n{length}\n\n{}\n\n\n{}\n{}\n\n\n{canon_headers}{canon_resource}",
+            h("content-type"),
+            h("if-match"),
+            h("if-none-match"),
+        );
+        let mut mac = match Hmac::<Sha256>::new_from_slice(self.inner.key.expose_secret()) {
+            Ok(m) => m,
+            Err(_) => return String::new(),
+        };
+        mac.update(to_sign.as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        format!("SharedKey {}:{sig}", self.inner.account)
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        extra: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, String> {
+        let url = self.url(path, query)?;
+        let date = httpdate(std::time::SystemTime::now());
+        let mut headers: Vec<(String, String)> =
+            vec![("x-ms-date".into(), date), ("x-ms-version".into(), API_VERSION.into())];
+        for (k, v) in extra {
+            headers.push(((*k).to_owned(), v.clone()));
+        }
+        let len = body.as_ref().map_or(0, Vec::len);
+        if body.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        let auth = self.sign(method.as_str(), &url, &headers, len);
+        let mut rb = self.inner.client.request(method, url).header("authorization", auth);
+        for (k, v) in &headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        rb = rb.header("content-length", len.to_string());
+        if let Some(b) = body {
+            rb = rb.body(b);
+        }
+        rb.send().await.map_err(|e| format!("blob storage unreachable: {}", e.without_url()))
+    }
+
+    async fn ensure_container(&self) -> Result<(), String> {
+        self.inner
+            .container_ready
+            .get_or_try_init(|| async {
+                let r = self.send(reqwest::Method::PUT, CONTAINER, &[("restype", "container")], &[], None).await?;
+                match r.status().as_u16() {
+                    201 | 409 => Ok(()),
+                    s => Err(format!("creating container {CONTAINER}: HTTP {s} {}", error_code(r).await)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+async fn error_code(r: reqwest::Response) -> String {
+    let code = r.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let _ = r.bytes().await;
+    code
+}
+
+fn httpdate(t: std::time::SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    let f = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    dt.format(&f).unwrap_or_default()
+}
+
+/// Journal and other state documents as blobs `state/<key>.json`.
+#[derive(Debug, Clone)]
+pub struct BlobStateStore {
+    account: BlobAccount,
+}
+
+fn io(key: &str, message: impl Into<String>) -> StateError {
+    StateError::Io { key: key.to_owned(), message: message.into() }
+}
+
+#[async_trait]
+impl StateStore for BlobStateStore {
+    async fn load(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
+        validate_key(key)?;
+        self.account.ensure_container().await.map_err(|e| io(key, e))?;
+        let path = format!("{CONTAINER}/state/{key}.json");
+        let r = self.account.send(reqwest::Method::GET, &path, &[], &[], None).await.map_err(|e| io(key, e))?;
+        match r.status().as_u16() {
+            404 => Ok(None),
+            200 => {
+                let tag = r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let body = r.bytes().await.map_err(|e| io(key, e.to_string()))?;
+                Ok(Some((body.to_vec(), ETag(tag))))
+            }
+            s => Err(io(key, format!("HTTP {s} {}", error_code(r).await))),
+        }
+    }
+
+    async fn save(&self, key: &str, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StateError> {
+        validate_key(key)?;
+        self.account.ensure_container().await.map_err(|e| io(key, e))?;
+        let path = format!("{CONTAINER}/state/{key}.json");
+        let cond = match expected {
+            Some(t) => ("If-Match", t.0.clone()),
+            None => ("If-None-Match", "*".to_owned()),
+        };
+        let r = self
+            .account
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                &[],
+                &[("x-ms-blob-type", "BlockBlob".into()), cond],
+                Some(body.to_vec()),
+            )
+            .await
+            .map_err(|e| io(key, e))?;
+        match r.status().as_u16() {
+            201 | 200 => Ok(ETag(r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned())),
+            409 | 412 => Err(StateError::Conflict { key: key.to_owned(), expected: expected.map(|e| e.0.clone()) }),
+            s => Err(io(key, format!("HTTP {s} {}", error_code(r).await))),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        self.account.ensure_container().await.map_err(|e| io(prefix, e))?;
+        let full = format!("state/{prefix}");
+        let mut out = Vec::new();
+        let mut marker = String::new();
+        for _ in 0..10_000 {
+            let mut q = vec![("restype", "container"), ("comp", "list"), ("prefix", full.as_str())];
+            if !marker.is_empty() {
+                q.push(("marker", marker.as_str()));
+            }
+            let r =
+                self.account.send(reqwest::Method::GET, CONTAINER, &q, &[], None).await.map_err(|e| io(prefix, e))?;
+            if r.status().as_u16() != 200 {
+                return Err(io(prefix, format!("HTTP {} {}", r.status().as_u16(), error_code(r).await)));
+            }
+            let xml = r.text().await.map_err(|e| io(prefix, e.to_string()))?;
+            for name in tag_values(&xml, "Name") {
+                if let Some(k) = name.strip_prefix("state/").and_then(|n| n.strip_suffix(".json")) {
+                    out.push(k.to_owned());
+                }
+            }
+            marker = tag_values(&xml, "NextMarker").into_iter().next().unwrap_or_default();
+            if marker.is_empty() {
+                break;
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// The text of every `<tag>…</tag>` (blob names are XML-escaped; keys use no characters needing it).
+fn tag_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(after[..j].to_owned());
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+/// Per-token blob leases on `leases/<key>`, renewed in the background while held.
+#[derive(Debug, Clone)]
+pub struct BlobLeases {
+    account: BlobAccount,
+}
+
+fn lease_err(key: &str, message: impl Into<String>) -> LeaseError {
+    LeaseError::Storage { key: key.to_owned(), message: message.into() }
+}
+
+#[async_trait]
+impl Leases for BlobLeases {
+    async fn try_acquire(&self, key: &str) -> Result<Option<LeaseGuard>, LeaseError> {
+        validate_key(key).map_err(|e| lease_err(key, e.to_string()))?;
+        let acc = &self.account;
+        acc.ensure_container().await.map_err(|e| lease_err(key, e))?;
+        let path = format!("{CONTAINER}/leases/{key}");
+        // The blob must exist to be leased; create it once (an existing one is fine).
+        let r = acc
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                &[],
+                &[("x-ms-blob-type", "BlockBlob".into()), ("If-None-Match", "*".into())],
+                Some(Vec::new()),
+            )
+            .await
+            .map_err(|e| lease_err(key, e))?;
+        if !matches!(r.status().as_u16(), 201 | 409 | 412) {
+            return Err(lease_err(
+                key,
+                format!("creating the lease blob: HTTP {} {}", r.status().as_u16(), error_code(r).await),
+            ));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let r = acc
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                &[("comp", "lease")],
+                &[
+                    ("x-ms-lease-action", "acquire".into()),
+                    ("x-ms-lease-duration", LEASE_SECONDS.to_string()),
+                    ("x-ms-proposed-lease-id", id.clone()),
+                ],
+                None,
+            )
+            .await
+            .map_err(|e| lease_err(key, e))?;
+        match r.status().as_u16() {
+            201 | 200 => {}
+            409 => return Ok(None),
+            s => return Err(lease_err(key, format!("acquiring: HTTP {s} {}", error_code(r).await))),
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let renew = {
+            let (acc, path, id, lost, stop) = (acc.clone(), path.clone(), id.clone(), lost.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.notified() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(LEASE_SECONDS / 3)) => {}
+                    }
+                    let ok = acc
+                        .send(
+                            reqwest::Method::PUT,
+                            &path,
+                            &[("comp", "lease")],
+                            &[("x-ms-lease-action", "renew".into()), ("x-ms-lease-id", id.clone())],
+                            None,
+                        )
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if !ok {
+                        lost.store(true, Ordering::SeqCst);
+                        tracing::warn!(lease = %path, "could not renew a blob lease; stopping work under it");
+                        break;
+                    }
+                }
+                // Release (best effort; an unreleased lease expires after LEASE_SECONDS).
+                let _ = acc
+                    .send(
+                        reqwest::Method::PUT,
+                        &path,
+                        &[("comp", "lease")],
+                        &[("x-ms-lease-action", "release".into()), ("x-ms-lease-id", id)],
+                        None,
+                    )
+                    .await;
+            })
+        };
+        drop(renew); // detached: it stops and releases when the guard is dropped
+        Ok(Some(LeaseGuard::new(key.to_owned(), Box::new(move || stop.notify_one()), lost)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings() {
+        let dev = BlobAccount::from_connection_string(&SecretString::from("UseDevelopmentStorage=true")).unwrap();
+        assert_eq!(dev.inner.endpoint.as_str(), "http://127.0.0.1:10000/devstoreaccount1/");
+        let prod = BlobAccount::from_connection_string(&SecretString::from(
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+        ))
+        .unwrap();
+        assert_eq!(prod.inner.endpoint.as_str(), "https://acct.blob.core.windows.net/");
+        let e = BlobAccount::from_connection_string(&SecretString::from("AccountName=acct;AccountKey=%%%secretish"))
+            .unwrap_err();
+        assert!(!e.contains("secretish"));
+    }
+
+    #[test]
+    fn xml_names() {
+        let xml = "<EnumerationResults><Blobs><Blob><Name>state/journal/a.json</Name></Blob><Blob><Name>state/b.json</Name></Blob></Blobs><NextMarker /></EnumerationResults>";
+        assert_eq!(tag_values(xml, "Name"), vec!["state/journal/a.json", "state/b.json"]);
+    }
+}

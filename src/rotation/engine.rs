@@ -1,0 +1,452 @@
+//! The engine: the entry points the three functions and the CLI call.
+//!
+//! - [`Engine::run`] — a full pass (`RotateTimer`, `POST RotateHttp`): inventory → plan → apply every
+//!   entry that has work, at most `concurrency` tokens at once, each under its lease, within a time
+//!   budget (a token not started in time is left for the next run; a started one is finished);
+//! - [`Engine::rotate_one`] — one token, optionally forced (`POST rotate/{secret}?force=true`);
+//! - [`Engine::on_event`] — a Key Vault event (`EventGridSecretChanged`);
+//! - every entry point has a dry run that stops after planning.
+//!
+//! Under a token's lease the engine re-reads that token's vault version and journal and plans it again,
+//! so two triggers racing for the same token (on two instances) end with exactly one rotation.
+
+use super::inventory::{self, Inventory, TokenState};
+use super::journal::Reason;
+use super::lease::{LeaseError, Leases};
+use super::machine::{Boundary, Faults, Machine, MachineError, TokenReport};
+use super::plan::{Action, Entry, Plan, Requests, plan};
+use super::policy::Policy;
+use crate::clock::Clock;
+use crate::devops::Connector;
+use crate::domain::{AuthorizationId, SecretName};
+use crate::notify::{Addressed, Notice, PatRef};
+use crate::state::StateStore;
+use crate::store::{SecretStore, tags};
+use futures::StreamExt;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("secret {0:?} is not managed by patrol (not in the policy)")]
+    UnknownSecret(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("injected crash after {0:?}")]
+    Crashed(Boundary),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub dry_run: bool,
+    pub plan: Plan,
+    pub reports: Vec<TokenReport>,
+    /// Tokens another invocation was working on (its lease was held).
+    pub busy: Vec<SecretName>,
+    /// Tokens left for the next run because the time budget was spent.
+    pub deferred: Vec<SecretName>,
+    pub rotated: usize,
+    pub revoked: usize,
+    pub failed: usize,
+    /// Why an event was ignored, when it was.
+    pub ignored: Option<String>,
+    #[serde(skip)]
+    pub notices: Vec<Addressed>,
+}
+
+impl RunSummary {
+    fn new(plan: Plan, dry_run: bool) -> Self {
+        Self {
+            dry_run,
+            plan,
+            reports: Vec::new(),
+            busy: Vec::new(),
+            deferred: Vec::new(),
+            rotated: 0,
+            revoked: 0,
+            failed: 0,
+            ignored: None,
+            notices: Vec::new(),
+        }
+    }
+
+    /// One line for `Logs`.
+    pub fn line(&self) -> String {
+        format!(
+            "{}{} token(s) planned, {} rotated, {} revoked, {} failed, {} busy, {} deferred, {} unmanaged PAT(s)",
+            if self.dry_run { "dry run: " } else { "" },
+            self.plan.entries.len(),
+            self.rotated,
+            self.revoked,
+            self.failed,
+            self.busy.len(),
+            self.deferred.len(),
+            self.plan.unmanaged.len()
+        )
+    }
+}
+
+/// A Key Vault event, as the handler parsed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEvent {
+    pub kind: SecretEventKind,
+    /// The vault's name (`VaultName`).
+    pub vault: String,
+    /// `ObjectName`.
+    pub secret: String,
+    /// `Version`.
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretEventKind {
+    NearExpiry,
+    Expired,
+    NewVersionCreated,
+}
+
+/// How a run is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    pub budget: Option<Duration>,
+    pub only: Option<Vec<SecretName>>,
+    pub requests: Requests,
+}
+
+pub struct Engine {
+    pub policy: Arc<Policy>,
+    pub connector: Arc<dyn Connector>,
+    pub store: Arc<dyn SecretStore>,
+    pub state: Arc<dyn StateStore>,
+    pub leases: Arc<dyn Leases>,
+    pub clock: Clock,
+    pub concurrency: usize,
+    /// Vault names whose events are acted on; `None` accepts any (embedded store / tests).
+    pub vaults: Option<Vec<String>>,
+    pub faults: Option<Arc<Faults>>,
+}
+
+impl Engine {
+    pub async fn inventory(&self, only: Option<&[SecretName]>) -> Inventory {
+        inventory::gather(
+            &self.policy,
+            only,
+            self.store.as_ref(),
+            self.state.as_ref(),
+            self.connector.as_ref(),
+            self.clock.now(),
+            self.concurrency,
+        )
+        .await
+    }
+
+    /// The plan without doing anything.
+    pub async fn plan(&self, only: Option<&[SecretName]>, requests: &Requests) -> Plan {
+        let inv = self.inventory(only).await;
+        plan(&inv, &self.policy, self.clock.now(), requests)
+    }
+
+    pub async fn run(&self, opts: RunOptions) -> Result<RunSummary, EngineError> {
+        let started = Instant::now();
+        let deadline = opts.budget.map(|b| started + b);
+        let inv = self.inventory(opts.only.as_deref()).await;
+        let the_plan = plan(&inv, &self.policy, self.clock.now(), &opts.requests);
+        let mut summary = RunSummary::new(the_plan.clone(), opts.dry_run);
+        summary.notices.extend(self.plan_notices(&inv, &the_plan));
+        if opts.dry_run {
+            return Ok(summary);
+        }
+        let work: Vec<&Entry> = the_plan.entries.iter().filter(|e| !e.is_noop()).collect();
+        let inv = &inv;
+        let requests = &opts.requests;
+        let futs: Vec<_> = work.into_iter().map(|entry| self.apply_entry(inv, entry, requests, deadline)).collect();
+        let results: Vec<Result<Outcome, EngineError>> =
+            futures::stream::iter(futs).buffer_unordered(self.concurrency.max(1)).collect().await;
+        for r in results {
+            match r? {
+                Outcome::Busy(s) => summary.busy.push(s),
+                Outcome::Deferred(s) => summary.deferred.push(s),
+                Outcome::Done(report) => {
+                    let token = self
+                        .policy
+                        .token(&SecretName::parse(&report.secret).map_err(|e| EngineError::BadInput(e.to_string()))?);
+                    let targets = token.map(|t| t.notify.clone()).unwrap_or_default();
+                    summary.rotated += usize::from(report.rotated.is_some());
+                    summary.revoked += report.revoked.len();
+                    summary.failed += usize::from(report.error.is_some());
+                    if report.deferred.is_some()
+                        && let Ok(s) = SecretName::parse(&report.secret)
+                    {
+                        summary.deferred.push(s);
+                    }
+                    for n in &report.notices {
+                        summary.notices.push(Addressed { targets: targets.clone(), notice: n.clone() });
+                    }
+                    summary.reports.push(*report);
+                }
+            }
+        }
+        summary.reports.sort_by(|a, b| a.secret.cmp(&b.secret));
+        summary.busy.sort();
+        summary.deferred.sort();
+        summary.deferred.dedup();
+        Ok(summary)
+    }
+
+    /// Expiry warnings and sign-in alerts that follow from the inventory alone.
+    fn plan_notices(&self, inv: &Inventory, p: &Plan) -> Vec<Addressed> {
+        let mut out = Vec::new();
+        for e in &p.entries {
+            let Some(token) = self.policy.token(&e.secret) else { continue };
+            if let Some(cur) = &e.current
+                && let (Some(threshold), Some(id), Some(valid_to), Some(days_left)) =
+                    (cur.warning_threshold, cur.authorization_id, cur.valid_to, cur.days_left)
+            {
+                let display_name = inv
+                    .tokens
+                    .get(&e.secret)
+                    .and_then(|t| t.tag(tags::DISPLAY_NAME).map(str::to_owned))
+                    .unwrap_or_else(|| token.display_name.to_string());
+                out.push(Addressed {
+                    targets: token.notify.clone(),
+                    notice: Notice::ExpiryWarning {
+                        pat: PatRef {
+                            display_name,
+                            authorization_id: id,
+                            organization: token.organization.to_string(),
+                            owner: token.owner.clone(),
+                            valid_to,
+                            secret: Some(token.secret.clone()),
+                        },
+                        threshold_days: threshold,
+                        days_left,
+                    },
+                });
+            }
+        }
+        for o in inv.owners.iter().filter(|o| o.sign_in_required) {
+            let targets: Vec<_> = self
+                .policy
+                .tokens
+                .iter()
+                .filter(|t| t.owner == o.owner)
+                .flat_map(|t| t.notify.iter().cloned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            out.push(Addressed {
+                targets,
+                notice: Notice::SignInRequired { owner: o.owner.clone(), reason: o.error.clone().unwrap_or_default() },
+            });
+        }
+        out
+    }
+
+    async fn apply_entry(
+        &self,
+        inv: &Inventory,
+        entry: &Entry,
+        requests: &Requests,
+        deadline: Option<Instant>,
+    ) -> Result<Outcome, EngineError> {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Outcome::Deferred(entry.secret.clone()));
+        }
+        let Some(token) = self.policy.token(&entry.secret) else {
+            return Ok(Outcome::Busy(entry.secret.clone()));
+        };
+        if entry.actions.iter().all(|a| matches!(a, Action::Blocked { .. })) {
+            let why = entry.actions.iter().map(Action::label).collect::<Vec<_>>().join("; ");
+            return Ok(Outcome::Done(Box::new(TokenReport {
+                secret: entry.secret.to_string(),
+                error: Some(why),
+                ..Default::default()
+            })));
+        }
+        let Some(lease) = self.leases.try_acquire(&format!("token/{}", entry.secret)).await? else {
+            return Ok(Outcome::Busy(entry.secret.clone()));
+        };
+        // Plan this token again on what is true now that the lease is held.
+        let fresh: TokenState = inventory::token_state(self.store.as_ref(), self.state.as_ref(), &entry.secret).await;
+        let before = inv.tokens.get(&entry.secret);
+        let unchanged = before.is_some_and(|b| {
+            b.current.as_ref().map(|c| &c.version) == fresh.current.as_ref().map(|c| &c.version)
+                && b.journal_etag == fresh.journal_etag
+        });
+        let mut mini = Inventory { taken_at: self.clock.now(), tokens: Default::default(), owners: Vec::new() };
+        match inv.owner_pats(&token.owner, &token.organization) {
+            Some(o) if unchanged => mini.owners.push(o.clone()),
+            _ => mini
+                .owners
+                .push(inventory::owner_pats(self.connector.as_ref(), &token.owner, &token.organization).await),
+        }
+        mini.tokens.insert(entry.secret.clone(), fresh.clone());
+        let single = Policy { file: self.policy.file.clone(), tokens: vec![token.clone()] };
+        let mut req = Requests::default();
+        if let Some(r) = requests.rotate.get(&entry.secret) {
+            // A forced request is satisfied by a rotation another trigger just finished.
+            let already = !unchanged
+                && fresh
+                    .journal
+                    .last
+                    .as_ref()
+                    .is_some_and(|l| before.is_some_and(|b| b.journal.last.as_ref() != Some(l)));
+            if !already {
+                req.rotate.insert(entry.secret.clone(), *r);
+            }
+        }
+        let replanned = plan(&mini, &single, self.clock.now(), &req);
+        let actions = replanned.entries.first().map(|e| e.actions.clone()).unwrap_or_default();
+        let machine = Machine {
+            token,
+            connector: self.connector.as_ref(),
+            store: self.store.as_ref(),
+            state: self.state.as_ref(),
+            clock: &self.clock,
+            faults: self.faults.as_deref(),
+        };
+        let result = machine.apply(&fresh, &actions, deadline).await;
+        drop(lease);
+        match result {
+            Ok(report) => Ok(Outcome::Done(Box::new(report))),
+            Err(MachineError::Crashed(b)) => Err(EngineError::Crashed(b)),
+            Err(e) => Ok(Outcome::Done(Box::new(TokenReport {
+                secret: entry.secret.to_string(),
+                error: Some(e.to_string()),
+                ..Default::default()
+            }))),
+        }
+    }
+
+    fn managed(&self, secret: &str) -> Result<SecretName, EngineError> {
+        let name =
+            SecretName::parse(secret).map_err(|_| EngineError::UnknownSecret(secret.chars().take(127).collect()))?;
+        if self.policy.token(&name).is_none() {
+            return Err(EngineError::UnknownSecret(secret.to_owned()));
+        }
+        Ok(name)
+    }
+
+    /// One token: what is due for it, or a rotation whatever its state when `force`.
+    pub async fn rotate_one(
+        &self,
+        secret: &str,
+        force: bool,
+        dry_run: bool,
+        budget: Option<Duration>,
+    ) -> Result<RunSummary, EngineError> {
+        let name = self.managed(secret)?;
+        let mut requests = Requests::default();
+        if force {
+            requests.rotate.insert(name.clone(), Reason::Forced);
+        }
+        self.run(RunOptions { dry_run, budget, only: Some(vec![name]), requests }).await
+    }
+
+    /// A Key Vault event. Acts only on the configured vault(s) and on managed secrets; duplicates and
+    /// out-of-order deliveries are harmless because everything is re-planned under the token's lease.
+    pub async fn on_event(
+        &self,
+        ev: &SecretEvent,
+        dry_run: bool,
+        budget: Option<Duration>,
+    ) -> Result<RunSummary, EngineError> {
+        let ignore = |why: String| {
+            let mut s = RunSummary::new(Plan { at: self.clock.now(), entries: vec![], unmanaged: vec![] }, dry_run);
+            s.ignored = Some(why);
+            Ok(s)
+        };
+        if let Some(vaults) = &self.vaults
+            && !vaults.iter().any(|v| v.eq_ignore_ascii_case(&ev.vault))
+        {
+            return ignore(format!("vault {:?} is not one patrol manages", ev.vault));
+        }
+        let Ok(name) = self.managed(&ev.secret) else {
+            return ignore(format!("secret {:?} is not managed by patrol", ev.secret));
+        };
+        let ts = inventory::token_state(self.store.as_ref(), self.state.as_ref(), &name).await;
+        let current_version = ts.current.as_ref().map(|c| c.version.clone());
+        let is_current = ev.version.is_some() && ev.version == current_version;
+        let mut requests = Requests::default();
+        let mut extra = Vec::new();
+        let token = self.policy.token(&name).cloned();
+        match ev.kind {
+            SecretEventKind::NearExpiry => {
+                if !is_current {
+                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                }
+                // Rotated when the policy says it is due (the vault's 30-day warning would otherwise
+                // re-trigger every PAT shorter-lived than 30 days forever).
+            }
+            SecretEventKind::Expired => {
+                if !is_current {
+                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                }
+                requests.rotate.insert(name.clone(), Reason::Expired);
+                if let (Some(t), Some(id)) = (&token, ts.current_authorization_id()) {
+                    extra.push(Addressed {
+                        targets: t.notify.clone(),
+                        notice: Notice::PatExpired {
+                            pat: PatRef {
+                                display_name: ts.tag(tags::DISPLAY_NAME).unwrap_or(t.display_name.as_str()).to_owned(),
+                                authorization_id: id,
+                                organization: t.organization.to_string(),
+                                owner: t.owner.clone(),
+                                valid_to: ts.tag_time(tags::VALID_TO).unwrap_or_else(|| self.clock.now()),
+                                secret: Some(name.clone()),
+                            },
+                        },
+                    });
+                }
+            }
+            SecretEventKind::NewVersionCreated => {
+                if !is_current {
+                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                }
+                let op = ts.current_operation();
+                let ours = op.as_ref().is_some_and(|op| {
+                    ts.journal.operation.as_ref().is_some_and(|o| &o.op == op)
+                        || ts.journal.last.as_ref().is_some_and(|l| &l.op == op)
+                });
+                if ours {
+                    return ignore(format!("version {:?} of {name} was written by patrol itself", ev.version));
+                }
+                if let Some(t) = &token
+                    && ts.current_authorization_id().is_none()
+                {
+                    extra.push(Addressed {
+                        targets: t.notify.clone(),
+                        notice: Notice::OutOfBandChange {
+                            secret: name.clone(),
+                            description: format!(
+                                "version {} was written outside patrol and names no PAT (no {} tag); patrol will replace it",
+                                ev.version.as_deref().unwrap_or("?"),
+                                tags::AUTHORIZATION_ID
+                            ),
+                        },
+                    });
+                }
+                // With an authorization id the plan adopts it (and alerts).
+            }
+        }
+        let mut s = self.run(RunOptions { dry_run, budget, only: Some(vec![name]), requests }).await?;
+        s.notices.extend(extra);
+        Ok(s)
+    }
+
+    /// The authorization id the secret's current version names (for callers that must never touch it).
+    pub async fn current_of(&self, secret: &SecretName) -> Option<AuthorizationId> {
+        inventory::token_state(self.store.as_ref(), self.state.as_ref(), secret).await.current_authorization_id()
+    }
+}
+
+enum Outcome {
+    Done(Box<TokenReport>),
+    Busy(SecretName),
+    Deferred(SecretName),
+}

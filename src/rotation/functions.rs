@@ -1,0 +1,194 @@
+//! The rotation engine behind the custom handler: implements [`crate::handler::Functions`] for
+//! `RotateTimer`, `RotateHttp` and `EventGridSecretChanged`, and hands every run's notices to the
+//! notifications layer. Everything is built lazily on the first invocation (the host's readiness
+//! probe must be answered at once), from [`Settings`].
+
+use super::engine::{
+    Engine, EngineError, RunOptions, RunSummary, SecretEvent as EngineEvent, SecretEventKind as EngineKind,
+};
+use super::lease::{Leases, LocalLeases};
+use super::plan::Requests;
+use super::policy::Policy;
+use crate::clock::Clock;
+use crate::config::{LeaseMode, Settings};
+use crate::handler::eventgrid::{SecretEvent, SecretEventKind};
+use crate::handler::http::{RotateMode, RotateRequest};
+use crate::handler::timer::TimerRun;
+use crate::handler::{Failure, FailureKind, Functions, Invocation, Outcome, Report, Status};
+use crate::notify::Notifier;
+use crate::state::{FileStateStore, StateStore};
+use crate::store::{FileSecretStore, SecretStore};
+use async_trait::async_trait;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+struct Runtime {
+    engine: Engine,
+    notifier: Notifier,
+}
+
+/// The handler's functions, backed by the engine.
+pub struct RotationFunctions {
+    settings: Settings,
+    clock: Clock,
+    runtime: OnceCell<Result<Runtime, String>>,
+}
+
+impl RotationFunctions {
+    pub fn new(settings: Settings, clock: Clock) -> Self {
+        Self { settings, clock, runtime: OnceCell::new() }
+    }
+
+    async fn runtime(&self) -> Result<&Runtime, Failure> {
+        let r = self.runtime.get_or_init(|| async { self.build().await }).await;
+        r.as_ref().map_err(|e| Failure::new(FailureKind::Unavailable, e.clone()))
+    }
+
+    async fn build(&self) -> Result<Runtime, String> {
+        let s = &self.settings;
+        let policy = Policy::load(&s.policy_file).map_err(|e| format!("policy: {e}"))?;
+        if s.keyvault.is_some() {
+            return Err("PATROL_KEYVAULT_URL is set but this build's engine wiring supports only the embedded file store so far".into());
+        }
+        let store: Arc<dyn SecretStore> = Arc::new(
+            FileSecretStore::open(s.state_dir.join("secrets"), &s.store_key_file, self.clock.clone())
+                .map_err(|e| format!("secret store: {e}"))?,
+        );
+        let (state, leases): (Arc<dyn StateStore>, Arc<dyn Leases>) = match (s.lease, &s.host_storage) {
+            (LeaseMode::Local, _) | (LeaseMode::Auto, None) => {
+                (Arc::new(FileStateStore::new(s.state_dir.join("state"))), Arc::new(LocalLeases::default()))
+            }
+            (_, Some(hs)) => {
+                let blob =
+                    super::blob::BlobAccount::from_host_storage(hs).map_err(|e| format!("AzureWebJobsStorage: {e}"))?;
+                (Arc::new(blob.state_store()), Arc::new(blob.leases()))
+            }
+            (LeaseMode::Blob, None) => return Err("PATROL_LEASE=blob needs AzureWebJobsStorage".into()),
+        };
+        let client_id = s.client_id.clone().ok_or("PATROL_CLIENT_ID is not set (the Entra app owners sign in to)")?;
+        let http = crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
+            .map_err(|e| e.to_string())?;
+        let entra = crate::auth::entra::EntraClient::new(http, s.entra_authority.clone(), &s.tenant_id, &client_id)
+            .map_err(|e| e.to_string())?;
+        let sessions = crate::auth::session::Sessions::new(
+            Arc::new(entra),
+            store.clone(),
+            self.clock.clone(),
+            crate::auth::session::SessionOptions::default(),
+        );
+        let connector =
+            crate::devops::connector::HttpConnector::from_settings(s, self.clock.clone(), Arc::new(sessions))
+                .map_err(|e| e.to_string())?;
+        let vaults = s.keyvault.as_ref().map(|kv| {
+            vec![kv.url.host_str().and_then(|h| h.split('.').next()).unwrap_or_default().to_ascii_lowercase()]
+        });
+        let notifier = Notifier::from_settings(s, Some(store.as_ref()), Some(state.clone()), self.clock.clone()).await;
+        let engine = Engine {
+            policy: Arc::new(policy),
+            connector: Arc::new(connector),
+            store,
+            state,
+            leases,
+            clock: self.clock.clone(),
+            concurrency: s.max_concurrency,
+            vaults,
+            faults: super::machine::Faults::from_env().map(Arc::new),
+        };
+        Ok(Runtime { engine, notifier })
+    }
+
+    /// Remaining budget of an invocation (counted from when the handler received it).
+    fn budget(inv: &Invocation, total: Duration) -> Duration {
+        total.saturating_sub(inv.received.elapsed()).max(Duration::from_secs(1))
+    }
+
+    async fn finish(&self, rt: &Runtime, summary: RunSummary, planned: bool) -> Outcome {
+        let notices = summary.notices.clone();
+        let delivery = if summary.dry_run || notices.is_empty() {
+            None
+        } else {
+            // `Notifier::deliver_run`'s future is not provably `Send` (a higher-ranked closure inside it), so
+            // it runs on a blocking thread of its own rather than inside this `Send` future.
+            let notifier = rt.notifier.clone();
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || handle.block_on(notifier.deliver_run(notices))).await.ok()
+        };
+        let status = if planned {
+            Status::Planned
+        } else if summary.ignored.is_some() {
+            Status::Ignored
+        } else if !summary.deferred.is_empty() || !summary.busy.is_empty() {
+            Status::Incomplete
+        } else {
+            Status::Completed
+        };
+        let line = match &summary.ignored {
+            Some(why) => format!("ignored: {why}"),
+            None => summary.line(),
+        };
+        let mut detail = serde_json::to_value(&summary).unwrap_or_default();
+        if let Some(d) = delivery {
+            detail["notifications"] = json!({ "delivered": d.all_delivered(), "failures": d.failures().count() });
+        }
+        Ok(Report::new(status, line).with_detail(detail))
+    }
+}
+
+fn engine_failure(e: EngineError) -> Failure {
+    match e {
+        EngineError::UnknownSecret(_) => Failure::new(FailureKind::NotFound, e.to_string()),
+        EngineError::BadInput(_) => Failure::new(FailureKind::Internal, e.to_string()),
+        EngineError::Lease(_) => Failure::new(FailureKind::Unavailable, e.to_string()),
+        EngineError::Crashed(_) => Failure::new(FailureKind::Internal, e.to_string()),
+    }
+}
+
+#[async_trait]
+impl Functions for RotationFunctions {
+    async fn rotate_timer(&self, inv: &Invocation, _timer: TimerRun) -> Outcome {
+        let rt = self.runtime().await?;
+        let budget = Self::budget(inv, self.settings.invocation_budget);
+        let s =
+            rt.engine.run(RunOptions { budget: Some(budget), ..Default::default() }).await.map_err(engine_failure)?;
+        self.finish(rt, s, false).await
+    }
+
+    async fn rotate_http(&self, inv: &Invocation, req: RotateRequest) -> Outcome {
+        let rt = self.runtime().await?;
+        let budget = Some(Self::budget(inv, self.settings.invocation_budget));
+        let dry_run = req.mode == RotateMode::Plan;
+        let s = match &req.secret {
+            Some(secret) => rt.engine.rotate_one(secret.as_str(), req.force, dry_run, budget).await,
+            None => {
+                let mut requests = Requests::default();
+                if req.force {
+                    for t in &rt.engine.policy.tokens {
+                        requests.rotate.insert(t.secret.clone(), super::journal::Reason::Forced);
+                    }
+                }
+                rt.engine.run(RunOptions { dry_run, budget, only: None, requests }).await
+            }
+        }
+        .map_err(engine_failure)?;
+        self.finish(rt, s, dry_run).await
+    }
+
+    async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {
+        let rt = self.runtime().await?;
+        let ev = EngineEvent {
+            kind: match event.kind {
+                SecretEventKind::NearExpiry => EngineKind::NearExpiry,
+                SecretEventKind::Expired => EngineKind::Expired,
+                SecretEventKind::NewVersionCreated => EngineKind::NewVersionCreated,
+            },
+            vault: event.vault.clone(),
+            secret: event.secret.to_string(),
+            version: event.version.clone(),
+        };
+        let budget = Some(Self::budget(inv, self.settings.event_budget));
+        let s = rt.engine.on_event(&ev, false, budget).await.map_err(engine_failure)?;
+        self.finish(rt, s, false).await
+    }
+}

@@ -1,0 +1,692 @@
+//! The per-token state machine: carries out one token's plan entry by driving its journal record
+//! through intent → created → stored → verified → (draining → previous revoked) → done, writing the
+//! record **before** every external effect. Every step is idempotent and resumes after a crash:
+//!
+//! - at `intent` (Create may or may not have happened): list the owner's PATs, revoke every PAT carrying
+//!   this operation's marker (its value is lost), abandon the operation and retry under a new one;
+//! - at `created` (the value was only in memory): if a vault version carries the operation's tag it was
+//!   stored, otherwise revoke the PAT and retry;
+//! - a store write that fails revokes the new PAT at once; a lost Create response is reconciled by
+//!   listing before anything else;
+//! - nothing revokes the PAT the secret's current version names: every revocation re-reads the store
+//!   first ([`Machine::guard`]).
+//!
+//! [`Faults`] lets tests abort the machine right after any step boundary, as a crash would.
+
+use super::inventory::TokenState;
+use super::journal::{Completed, Drain, Failure, Loaded, Operation, PatVersion, Reason, Step, marked_display_name};
+use super::plan::{Action, drains};
+use super::policy::ManagedToken;
+use crate::clock::Clock;
+use crate::devops::{Connector, CreatePat, DevOpsError, DisplayFilter, Drift, PatApi};
+use crate::domain::{AuthorizationId, DisplayName, OperationId, OrgName, OwnerId};
+use crate::notify::{Notice, Severity};
+use crate::state::StateStore;
+use crate::store::{NewVersion, PAT_CONTENT_TYPE, PropertiesUpdate, SecretStore, StoreError, tags};
+use secrecy::SecretString;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use time::{Duration, OffsetDateTime};
+
+/// How many times one rotation abandons an operation (and revokes its PAT) before giving up for this run.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// The points right after which a test can make the machine stop dead, as if the process were killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Boundary {
+    IntentSaved,
+    CreateReturned,
+    CreatedSaved,
+    StoreReturned,
+    StoredSaved,
+    Finished,
+    PreviousRevoked,
+    PreviousDisabled,
+}
+
+impl Boundary {
+    pub const ALL: [Boundary; 8] = [
+        Self::IntentSaved,
+        Self::CreateReturned,
+        Self::CreatedSaved,
+        Self::StoreReturned,
+        Self::StoredSaved,
+        Self::Finished,
+        Self::PreviousRevoked,
+        Self::PreviousDisabled,
+    ];
+}
+
+/// Fault injection: crash once after the named boundary. Also settable from the environment of a
+/// `patrol` process (`PATROL_TEST_CRASH_AFTER=<boundary>`, used by the kill test), where "crash" means
+/// the process exits at once with status 86.
+#[derive(Debug, Default)]
+pub struct Faults {
+    crash_after: Mutex<Option<Boundary>>,
+    exit_process: bool,
+}
+
+impl Faults {
+    pub fn crash_after(b: Boundary) -> Self {
+        Self { crash_after: Mutex::new(Some(b)), exit_process: false }
+    }
+
+    /// From `PATROL_TEST_CRASH_AFTER`, exiting the process at the boundary.
+    pub fn from_env() -> Option<Self> {
+        let raw = std::env::var("PATROL_TEST_CRASH_AFTER").ok()?;
+        let b = Boundary::ALL
+            .into_iter()
+            .find(|b| serde_json::to_value(b).ok().and_then(|v| v.as_str().map(|s| s == raw)).unwrap_or(false))?;
+        Some(Self { crash_after: Mutex::new(Some(b)), exit_process: true })
+    }
+
+    fn hit(&self, at: Boundary) -> Result<(), MachineError> {
+        let mut g = self.crash_after.lock().unwrap_or_else(|p| p.into_inner());
+        if *g == Some(at) {
+            *g = None;
+            if self.exit_process {
+                std::process::exit(86);
+            }
+            return Err(MachineError::Crashed(at));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error("journal: {0}")]
+    Journal(#[from] super::journal::JournalError),
+    #[error("secret store: {0}")]
+    Store(#[from] StoreError),
+    #[error("Azure DevOps: {0}")]
+    DevOps(#[from] DevOpsError),
+    #[error("injected crash after {0:?}")]
+    Crashed(Boundary),
+    #[error("refused to revoke {0}: the secret's current version names it")]
+    WouldRevokeCurrent(AuthorizationId),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What happened to one token in one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TokenReport {
+    pub secret: String,
+    pub done: Vec<String>,
+    pub rotated: Option<Completed>,
+    pub revoked: Vec<AuthorizationId>,
+    pub error: Option<String>,
+    /// Work that was left for the next run (time budget, not yet visible, …).
+    pub deferred: Option<String>,
+    #[serde(skip)]
+    pub notices: Vec<Notice>,
+}
+
+/// Everything one token's machine needs.
+pub struct Machine<'a> {
+    pub token: &'a ManagedToken,
+    pub connector: &'a dyn Connector,
+    pub store: &'a dyn SecretStore,
+    pub state: &'a dyn StateStore,
+    pub clock: &'a Clock,
+    pub faults: Option<&'a Faults>,
+}
+
+fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+impl Machine<'_> {
+    fn fault(&self, b: Boundary) -> Result<(), MachineError> {
+        match self.faults {
+            Some(f) => f.hit(b),
+            None => Ok(()),
+        }
+    }
+
+    fn pats(&self) -> Arc<dyn PatApi> {
+        self.connector.pats(&self.token.owner, &self.token.organization)
+    }
+
+    fn pats_of(&self, owner: &OwnerId, org: &OrgName) -> Arc<dyn PatApi> {
+        self.connector.pats(owner, org)
+    }
+
+    /// Refuses to go on if the secret's current version names `id`. Re-reads the store every time.
+    async fn guard(&self, id: AuthorizationId) -> Result<(), MachineError> {
+        let current = self.store.get(&self.token.secret, None).await?;
+        let named = current
+            .as_ref()
+            .and_then(|c| c.properties.tags.get(tags::AUTHORIZATION_ID))
+            .and_then(|s| AuthorizationId::parse(s).ok());
+        if named == Some(id) { Err(MachineError::WouldRevokeCurrent(id)) } else { Ok(()) }
+    }
+
+    async fn revoke(&self, api: &dyn PatApi, id: AuthorizationId) -> Result<(), MachineError> {
+        self.guard(id).await?;
+        api.revoke(id).await?;
+        Ok(())
+    }
+
+    /// Carries out a plan entry's actions in order. A [`MachineError::Crashed`] is returned as is (the
+    /// caller must stop as a dead process would); other errors end up in the report.
+    pub async fn apply(
+        &self,
+        ts: &TokenState,
+        actions: &[Action],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<TokenReport, MachineError> {
+        let mut report = TokenReport { secret: self.token.secret.to_string(), ..Default::default() };
+        let mut loaded = Loaded { journal: ts.journal.clone(), etag: ts.journal_etag.clone() };
+        for action in actions {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) && !matches!(action, Action::Resume { .. }) {
+                report.deferred = Some(format!("time budget spent before: {}", action.label()));
+                break;
+            }
+            let r = match action {
+                Action::Blocked { why } => {
+                    report.error = Some(why.clone());
+                    Ok(())
+                }
+                Action::ReconcileOrphan { authorization_id, display_name } => {
+                    self.revoke(self.pats().as_ref(), *authorization_id).await.map(|()| {
+                        report.revoked.push(*authorization_id);
+                        report.done.push(format!("revoked orphan {authorization_id} ({display_name})"));
+                    })
+                }
+                Action::Resume { .. } => self.drive(&mut loaded, &mut report, None).await,
+                Action::Adopt { authorization_id, vault_version } => {
+                    self.adopt(&mut loaded, &mut report, *authorization_id, vault_version).await
+                }
+                Action::RevokePrevious { authorization_id, .. } => {
+                    self.revoke_previous(&mut loaded, ts, &mut report, *authorization_id).await
+                }
+                Action::Rotate { reason } => self.rotate(&mut loaded, ts, &mut report, *reason).await,
+            };
+            match r {
+                Ok(()) => {}
+                Err(e @ MachineError::Crashed(_)) => return Err(e),
+                Err(e) => {
+                    let msg = e.to_string();
+                    report.error = Some(msg.clone());
+                    if matches!(e, MachineError::DevOps(DevOpsError::SignInRequired { .. })) {
+                        report.notices.push(Notice::SignInRequired { owner: self.token.owner.clone(), reason: msg });
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn adopt(
+        &self,
+        loaded: &mut Loaded,
+        report: &mut TokenReport,
+        id: AuthorizationId,
+        vault_version: &str,
+    ) -> Result<(), MachineError> {
+        let now = self.clock.now();
+        let j = &mut loaded.journal;
+        if let Some(old) = j.current.take().filter(|o| o.authorization_id != id) {
+            j.drains.push(Drain {
+                pat: old,
+                revoke_after: now + Duration::days(self.token.grace_days as i64),
+                replaced_by: None,
+            });
+        }
+        j.current = Some(PatVersion {
+            authorization_id: id,
+            owner: self.token.owner.clone(),
+            organization: self.token.organization.clone(),
+            vault_version: Some(vault_version.to_owned()),
+        });
+        loaded.save(self.state).await?;
+        report.done.push(format!("adopted {id} from version {vault_version}"));
+        report.notices.push(Notice::OutOfBandChange {
+            secret: self.token.secret.clone(),
+            description: format!(
+                "version {vault_version} was written outside patrol; patrol adopted PAT {id} and will rotate it on schedule"
+            ),
+        });
+        Ok(())
+    }
+
+    async fn revoke_previous(
+        &self,
+        loaded: &mut Loaded,
+        ts: &TokenState,
+        report: &mut TokenReport,
+        id: AuthorizationId,
+    ) -> Result<(), MachineError> {
+        let drain = drains(self.token, ts).into_iter().find(|d| d.pat.authorization_id == id);
+        let (owner, org) = match &drain {
+            Some(d) => (d.pat.owner.clone(), d.pat.organization.clone()),
+            None => (self.token.owner.clone(), self.token.organization.clone()),
+        };
+        // Make sure the drain is journaled (it may have come from vault tags only) before revoking.
+        if let Some(d) = &drain
+            && !loaded.journal.drains.iter().any(|x| x.pat.authorization_id == id)
+        {
+            loaded.journal.drains.push(d.clone());
+            loaded.save(self.state).await?;
+        }
+        self.revoke(self.pats_of(&owner, &org).as_ref(), id).await?;
+        self.fault(Boundary::PreviousRevoked)?;
+        // Disable every enabled version that held it (never the current one: the guard above holds).
+        let current_version = ts.current.as_ref().map(|c| c.version.clone());
+        for v in self.store.list_versions(&self.token.secret).await? {
+            let holds = v.tags.get(tags::AUTHORIZATION_ID).is_some_and(|s| s == &id.to_string());
+            if holds && v.enabled && Some(&v.version) != current_version.as_ref() {
+                self.store
+                    .update(
+                        &self.token.secret,
+                        &v.version,
+                        PropertiesUpdate { enabled: Some(false), ..Default::default() },
+                    )
+                    .await?;
+            }
+        }
+        self.fault(Boundary::PreviousDisabled)?;
+        loaded.journal.drains.retain(|d| d.pat.authorization_id != id);
+        loaded.save(self.state).await?;
+        report.revoked.push(id);
+        report.done.push(format!("revoked previous {id} and disabled its version"));
+        Ok(())
+    }
+
+    async fn rotate(
+        &self,
+        loaded: &mut Loaded,
+        ts: &TokenState,
+        report: &mut TokenReport,
+        reason: Reason,
+    ) -> Result<(), MachineError> {
+        let now = self.clock.now();
+        let previous = ts.current_authorization_id().map(|id| PatVersion {
+            authorization_id: id,
+            owner: ts.tag(tags::OWNER).and_then(|s| OwnerId::parse(s).ok()).unwrap_or_else(|| self.token.owner.clone()),
+            organization: ts
+                .tag(tags::ORGANIZATION)
+                .and_then(|s| OrgName::parse(s).ok())
+                .unwrap_or_else(|| self.token.organization.clone()),
+            vault_version: ts.current.as_ref().map(|c| c.version.clone()),
+        });
+        let op = OperationId::new_random();
+        loaded.journal.operation = Some(Operation {
+            op: op.clone(),
+            reason,
+            started: now,
+            display_name: marked_display_name(self.token.display_name.as_str(), &op),
+            scopes: self.token.scopes.as_str().to_owned(),
+            requested_valid_to: now + Duration::days(self.token.validity_days as i64),
+            all_orgs: self.token.all_orgs,
+            previous,
+            grace_days: if reason == Reason::Compromised { 0 } else { self.token.grace_days },
+            attempt: 0,
+            step: Step::Intent,
+        });
+        loaded.save(self.state).await?;
+        self.fault(Boundary::IntentSaved)?;
+        self.drive(loaded, report, Some(())).await
+    }
+
+    /// Abandons the in-flight operation: revokes whatever PAT carries its marker or id, then either
+    /// starts a fresh attempt (new operation id) or gives up for this run.
+    async fn abandon(
+        &self,
+        loaded: &mut Loaded,
+        known: Option<AuthorizationId>,
+        report: &mut TokenReport,
+    ) -> Result<bool, MachineError> {
+        let Some(op) = loaded.journal.operation.clone() else { return Ok(false) };
+        let api = self.pats();
+        let mut victims: Vec<AuthorizationId> = known.into_iter().collect();
+        for p in api.list(DisplayFilter::Active).await? {
+            if p.display_name == op.display_name && !victims.contains(&p.authorization_id) {
+                victims.push(p.authorization_id);
+            }
+        }
+        for id in victims {
+            self.revoke(api.as_ref(), id).await?;
+            report.revoked.push(id);
+            report.done.push(format!("revoked {id} of abandoned operation {}", op.op));
+        }
+        loaded.journal.abandon(op.op.clone());
+        if op.attempt + 1 >= MAX_ATTEMPTS {
+            loaded.journal.operation = None;
+            loaded.journal.last_failure = Some(Failure {
+                step: op.step.name().into(),
+                error: format!("gave up after {MAX_ATTEMPTS} attempts"),
+                at: self.clock.now(),
+            });
+            loaded.save(self.state).await?;
+            return Ok(false);
+        }
+        let fresh = OperationId::new_random();
+        let mut next = op.clone();
+        next.display_name = marked_display_name(self.token.display_name.as_str(), &fresh);
+        next.op = fresh;
+        next.attempt = op.attempt + 1;
+        next.step = Step::Intent;
+        next.requested_valid_to = self.clock.now() + Duration::days(self.token.validity_days as i64);
+        loaded.journal.operation = Some(next);
+        loaded.save(self.state).await?;
+        self.fault(Boundary::IntentSaved)?;
+        Ok(true)
+    }
+
+    fn fail(&self, loaded: &mut Loaded, step: &str, error: &str) {
+        loaded.journal.last_failure = Some(Failure { step: step.into(), error: error.into(), at: self.clock.now() });
+    }
+
+    /// Drives the in-flight operation to its end. `fresh` is `Some` when the Intent was written by this
+    /// very call chain (no need to reconcile before Create).
+    async fn drive(
+        &self,
+        loaded: &mut Loaded,
+        report: &mut TokenReport,
+        fresh: Option<()>,
+    ) -> Result<(), MachineError> {
+        let mut fresh = fresh.is_some();
+        loop {
+            let Some(op) = loaded.journal.operation.clone() else { return Ok(()) };
+            match op.step {
+                Step::Intent => {
+                    if !fresh {
+                        // Create may have happened: reconcile by marker, then retry under a new id.
+                        if !self.abandon(loaded, None, report).await? {
+                            report.error = Some("rotation abandoned after repeated failures".into());
+                            return Ok(());
+                        }
+                        fresh = true;
+                        continue;
+                    }
+                    match self.create_and_store(loaded, &op, report).await? {
+                        Flow::Continue => continue,
+                        Flow::Stop => return Ok(()),
+                        Flow::Retry => {
+                            fresh = false;
+                            continue;
+                        }
+                    }
+                }
+                Step::Created { authorization_id, .. } => {
+                    // The value died with the process that created it, unless it reached the vault.
+                    if let Some(v) = self.version_of(&op.op).await? {
+                        self.set_stored(loaded, authorization_id, v, op.requested_valid_to).await?;
+                        continue;
+                    }
+                    if !self.abandon(loaded, Some(authorization_id), report).await? {
+                        report.error = Some("rotation abandoned after repeated failures".into());
+                        return Ok(());
+                    }
+                    fresh = true;
+                }
+                Step::Stored { authorization_id, ref vault_version, valid_to } => {
+                    return self
+                        .verify_and_finish(loaded, &op, authorization_id, vault_version, valid_to, report)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn version_of(&self, op: &OperationId) -> Result<Option<(String, OffsetDateTime)>, MachineError> {
+        let versions = self.store.list_versions(&self.token.secret).await?;
+        Ok(versions.into_iter().find(|v| v.tags.get(tags::OPERATION_ID).is_some_and(|t| t == op.as_str())).map(|v| {
+            let valid_to = v
+                .tags
+                .get(tags::VALID_TO)
+                .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+                .or(v.expires)
+                .unwrap_or_else(|| self.clock.now());
+            (v.version, valid_to)
+        }))
+    }
+
+    async fn set_stored(
+        &self,
+        loaded: &mut Loaded,
+        authorization_id: AuthorizationId,
+        (vault_version, valid_to): (String, OffsetDateTime),
+        _requested: OffsetDateTime,
+    ) -> Result<(), MachineError> {
+        if let Some(op) = loaded.journal.operation.as_mut() {
+            op.step = Step::Stored { authorization_id, vault_version, valid_to };
+        }
+        loaded.save(self.state).await?;
+        self.fault(Boundary::StoredSaved)
+    }
+
+    async fn create_and_store(
+        &self,
+        loaded: &mut Loaded,
+        op: &Operation,
+        report: &mut TokenReport,
+    ) -> Result<Flow, MachineError> {
+        let api = self.pats();
+        let display_name = DisplayName::parse(&op.display_name).map_err(|e| MachineError::Other(e.to_string()))?;
+        let request = CreatePat {
+            display_name,
+            scopes: self.token.scopes.clone(),
+            valid_to: op.requested_valid_to,
+            all_orgs: op.all_orgs,
+        };
+        let created = match api.create(&request).await {
+            Ok(c) => c,
+            Err(DevOpsError::Uncertain { .. }) => {
+                report.done.push(format!("Create for {} lost its answer; reconciling by marker", op.op));
+                return Ok(Flow::Retry);
+            }
+            Err(DevOpsError::Refused { error, message }) if !error.is_transient() => {
+                let explanation = error.explain();
+                loaded.journal.operation = None;
+                self.fail(
+                    loaded,
+                    "create",
+                    &format!("{error}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()),
+                );
+                loaded.save(self.state).await?;
+                report.notices.push(Notice::PolicyRefusal {
+                    secret: self.token.secret.clone(),
+                    error: error.to_string(),
+                    explanation: explanation.clone(),
+                });
+                report.error = Some(format!("Azure DevOps refused Create: {error}: {explanation}"));
+                return Ok(Flow::Stop);
+            }
+            Err(e @ DevOpsError::SignInRequired { .. }) | Err(e @ DevOpsError::Unauthorized(_)) => {
+                // Nothing was created; the intent is dropped and the owner alerted.
+                loaded.journal.operation = None;
+                self.fail(loaded, "create", &e.to_string());
+                loaded.save(self.state).await?;
+                return Err(e.into());
+            }
+            Err(e) => {
+                // Transient and nothing (known) happened: leave the intent; the next run reconciles and retries.
+                self.fail(loaded, "create", &e.to_string());
+                loaded.save(self.state).await?;
+                report.deferred = Some(format!("Create failed transiently: {e}"));
+                return Ok(Flow::Stop);
+            }
+        };
+        self.fault(Boundary::CreateReturned)?;
+        let new_id = created.pat.authorization_id;
+        if let Some(o) = loaded.journal.operation.as_mut() {
+            o.step = Step::Created { authorization_id: new_id, valid_to: created.pat.valid_to };
+        }
+        loaded.save(self.state).await?;
+        self.fault(Boundary::CreatedSaved)?;
+
+        let now = self.clock.now();
+        let mut t = BTreeMap::new();
+        t.insert(tags::MANAGED_BY.to_owned(), tags::MANAGED_BY_VALUE.to_owned());
+        t.insert(tags::AUTHORIZATION_ID.to_owned(), new_id.to_string());
+        t.insert(tags::DISPLAY_NAME.to_owned(), op.display_name.clone());
+        t.insert(tags::ORGANIZATION.to_owned(), self.token.organization.to_string());
+        t.insert(tags::OWNER.to_owned(), self.token.owner.to_string());
+        t.insert(tags::SCOPE.to_owned(), created.pat.scope.chars().take(tags::MAX_TAG_LEN).collect());
+        t.insert(tags::VALID_TO.to_owned(), fmt_time(created.pat.valid_to));
+        t.insert(tags::OPERATION_ID.to_owned(), op.op.to_string());
+        if let Some(prev) = &op.previous
+            && prev.authorization_id != new_id
+        {
+            t.insert(tags::PREVIOUS_AUTHORIZATION_ID.to_owned(), prev.authorization_id.to_string());
+            t.insert(tags::PREVIOUS_REVOKE_AFTER.to_owned(), fmt_time(now + Duration::days(op.grace_days as i64)));
+        }
+        let value: SecretString = created.token;
+        let new = NewVersion {
+            content_type: Some(PAT_CONTENT_TYPE.to_owned()),
+            expires: Some(created.pat.valid_to),
+            not_before: None,
+            tags: t,
+        };
+        let stored = self.store.set(&self.token.secret, &value, new).await;
+        drop(value);
+        match stored {
+            Ok(props) => {
+                self.fault(Boundary::StoreReturned)?;
+                self.set_stored(loaded, new_id, (props.version, created.pat.valid_to), op.requested_valid_to).await?;
+                let _ = created.drift;
+                Ok(Flow::Continue)
+            }
+            Err(store_err) => {
+                // The write may have landed anyway (lost answer): look before revoking.
+                if let Ok(Some(v)) = self.version_of(&op.op).await {
+                    self.set_stored(loaded, new_id, v, op.requested_valid_to).await?;
+                    return Ok(Flow::Continue);
+                }
+                // It did not: the new PAT's value exists nowhere; revoke it at once.
+                self.revoke(api.as_ref(), new_id).await?;
+                report.revoked.push(new_id);
+                loaded.journal.abandon(op.op.clone());
+                loaded.journal.operation = None;
+                self.fail(loaded, "store", &store_err.to_string());
+                loaded.save(self.state).await?;
+                report.notices.push(Notice::RotationFailed {
+                    secret: self.token.secret.clone(),
+                    step: "store".into(),
+                    error: store_err.to_string(),
+                    next: "the new PAT was revoked at once; the current PAT is untouched and the next run retries"
+                        .into(),
+                });
+                report.error = Some(format!("storing the new PAT failed (it was revoked): {store_err}"));
+                Ok(Flow::Stop)
+            }
+        }
+    }
+
+    async fn verify_and_finish(
+        &self,
+        loaded: &mut Loaded,
+        op: &Operation,
+        id: AuthorizationId,
+        vault_version: &str,
+        valid_to: OffsetDateTime,
+        report: &mut TokenReport,
+    ) -> Result<(), MachineError> {
+        let Some(pat) = self.pats().get(id).await? else {
+            report.deferred = Some(format!("new PAT {id} is not visible yet; verification continues next run"));
+            return Ok(());
+        };
+        let mut drift = Vec::new();
+        if pat.valid_to + Duration::minutes(5) < op.requested_valid_to {
+            drift.push(Drift::ValidToClamped { requested: op.requested_valid_to, granted: pat.valid_to });
+        }
+        if !self.token.scopes.matches_wire(&pat.scope) {
+            drift.push(Drift::ScopeChanged { requested: op.scopes.clone(), granted: pat.scope.clone() });
+        }
+        if pat.is_global() != op.all_orgs {
+            drift.push(Drift::TargetChanged { requested_global: op.all_orgs, granted_global: pat.is_global() });
+        }
+        let drift_text: Vec<String> = drift.iter().map(describe_drift).collect();
+        for d in &drift_text {
+            report.notices.push(Notice::Finding {
+                rule: "rotation-drift".into(),
+                severity: Severity::Warning,
+                summary: format!("{}: {d}", self.token.secret),
+                evidence: vec![format!("authorization id {id}"), format!("operation {}", op.op)],
+                action: "check the organization's PAT policies or adjust patrol.toml".into(),
+            });
+        }
+        let now = self.clock.now();
+        let j = &mut loaded.journal;
+        if let Some(prev) = op.previous.clone().filter(|p| p.authorization_id != id)
+            && !j.drains.iter().any(|d| d.pat.authorization_id == prev.authorization_id)
+        {
+            j.drains.push(Drain {
+                pat: prev,
+                revoke_after: now + Duration::days(op.grace_days as i64),
+                replaced_by: Some(op.op.clone()),
+            });
+        }
+        // An adopted/previous "current" that is neither the new one nor draining is drained too.
+        if let Some(old) = j.current.take().filter(|c| c.authorization_id != id)
+            && !j.drains.iter().any(|d| d.pat.authorization_id == old.authorization_id)
+        {
+            j.drains.push(Drain {
+                pat: old,
+                revoke_after: now + Duration::days(op.grace_days as i64),
+                replaced_by: Some(op.op.clone()),
+            });
+        }
+        j.current = Some(PatVersion {
+            authorization_id: id,
+            owner: self.token.owner.clone(),
+            organization: self.token.organization.clone(),
+            vault_version: Some(vault_version.to_owned()),
+        });
+        let done = Completed {
+            op: op.op.clone(),
+            reason: op.reason,
+            authorization_id: id,
+            vault_version: vault_version.to_owned(),
+            valid_to,
+            finished: now,
+            drift: drift_text,
+        };
+        j.last = Some(done.clone());
+        j.last_failure = None;
+        j.operation = None;
+        loaded.save(self.state).await?;
+        self.fault(Boundary::Finished)?;
+        report.done.push(format!("rotated ({}) to {id}, vault version {vault_version}", op.reason.as_str()));
+        report.notices.push(Notice::RotationSucceeded {
+            secret: self.token.secret.clone(),
+            old_display_name: None,
+            new_display_name: op.display_name.clone(),
+            new_valid_to: valid_to,
+            stored_at: format!("{}/{}", self.token.secret, vault_version),
+        });
+        report.rotated = Some(done);
+        Ok(())
+    }
+}
+
+enum Flow {
+    Continue,
+    Retry,
+    Stop,
+}
+
+pub fn describe_drift(d: &Drift) -> String {
+    match d {
+        Drift::ValidToClamped { requested, granted } => {
+            format!(
+                "validTo clamped by an organization policy: asked {}, granted {}",
+                fmt_time(*requested),
+                fmt_time(*granted)
+            )
+        }
+        Drift::ScopeChanged { requested, granted } => {
+            format!("scopes changed: asked {requested:?}, granted {granted:?}")
+        }
+        Drift::TargetChanged { requested_global, granted_global } => {
+            format!("organization scope changed: asked global={requested_global}, granted global={granted_global}")
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! `patrol.toml`: the policy that declares every managed token — defaults at the top, then one
+//! `[[token]]` table per token. Parsing validates everything (names, scopes, day counts, targets, the
+//! full-access and all-organization refusals) and every error names the file, the line and the field.
+//! The documented table of fields is `docs/policy.md`.
+
+use crate::domain::{DisplayName, OrgName, OwnerId, Scopes, SecretName};
+use crate::notify::Target;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// The longest validity Azure DevOps grants a PAT.
+pub const MAX_VALIDITY_DAYS: u32 = 365;
+/// Expiry warning thresholds when a policy names none.
+pub const DEFAULT_THRESHOLDS: [u32; 4] = [30, 14, 7, 1];
+
+/// Why a policy file was refused: where, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {problem}")]
+pub struct PolicyError {
+    pub file: String,
+    /// 1-based; 0 when the problem has no position (e.g. the file could not be read).
+    pub line: usize,
+    pub field: String,
+    pub problem: String,
+}
+
+/// One managed token, with the defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagedToken {
+    /// The Key Vault secret holding the current PAT; the token's identity in patrol.
+    pub secret: SecretName,
+    /// The PAT display name (patrol appends ` (patrol:<operation>)` when it creates one).
+    pub display_name: DisplayName,
+    pub organization: OrgName,
+    pub owner: OwnerId,
+    pub scopes: Scopes,
+    pub validity_days: u32,
+    pub rotate_before_days: u32,
+    pub grace_days: u32,
+    pub notify: Vec<Target>,
+    /// Descending, distinct.
+    pub expiry_thresholds: Vec<u32>,
+    /// Create an all-organization PAT (only with `allow_all_orgs`; refused by Azure DevOps from 2026-12-01).
+    pub all_orgs: bool,
+    pub allow_full_access: bool,
+    pub allow_all_orgs: bool,
+    /// The line of the `[[token]]` table in the policy file (for messages).
+    #[serde(skip)]
+    pub line: usize,
+}
+
+/// The whole policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub file: PathBuf,
+    pub tokens: Vec<ManagedToken>,
+}
+
+impl Policy {
+    pub fn token(&self, secret: &SecretName) -> Option<&ManagedToken> {
+        self.tokens.iter().find(|t| &t.secret == secret)
+    }
+
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: path.display().to_string(),
+            line: 0,
+            field: "(file)".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates policy text; `path` only names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyError> {
+        let file = path.display().to_string();
+        let ctx = Ctx { file: &file, text };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| ctx.line_of(s.start)).unwrap_or(0);
+            PolicyError { file: file.clone(), line, field: "(syntax)".into(), problem: e.message().to_owned() }
+        })?;
+        let defaults = raw.defaults.unwrap_or_default();
+        let mut tokens = Vec::with_capacity(raw.token.len());
+        let mut seen_secrets = BTreeSet::new();
+        let mut seen_names = BTreeSet::new();
+        for (i, t) in raw.token.into_iter().enumerate() {
+            let token = ctx.token(i, t, &defaults)?;
+            if !seen_secrets.insert(token.secret.clone()) {
+                return Err(ctx.err(
+                    token.line,
+                    &format!("token[{i}].secret"),
+                    "names a secret another token already manages",
+                ));
+            }
+            let key =
+                (token.owner.clone(), token.organization.clone(), token.display_name.as_str().to_ascii_lowercase());
+            if !seen_names.insert(key) {
+                return Err(ctx.err(
+                    token.line,
+                    &format!("token[{i}].display_name"),
+                    "is used by another token of the same owner and organization",
+                ));
+            }
+            tokens.push(token);
+        }
+        Ok(Self { file: path.to_path_buf(), tokens })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    token: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    organization: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    scopes: Option<Spanned<String>>,
+    validity_days: Option<Spanned<i64>>,
+    rotate_before_days: Option<Spanned<i64>>,
+    grace_days: Option<Spanned<i64>>,
+    notify: Option<Spanned<Vec<String>>>,
+    expiry_thresholds: Option<Spanned<Vec<i64>>>,
+    allow_full_access: Option<Spanned<bool>>,
+    allow_all_orgs: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    secret: Option<Spanned<String>>,
+    display_name: Option<Spanned<String>>,
+    organization: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    scopes: Option<Spanned<String>>,
+    validity_days: Option<Spanned<i64>>,
+    rotate_before_days: Option<Spanned<i64>>,
+    grace_days: Option<Spanned<i64>>,
+    notify: Option<Spanned<Vec<String>>>,
+    expiry_thresholds: Option<Spanned<Vec<i64>>>,
+    all_orgs: Option<Spanned<bool>>,
+    allow_full_access: Option<Spanned<bool>>,
+    allow_all_orgs: Option<Spanned<bool>>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    fn err(&self, line: usize, field: &str, problem: impl Into<String>) -> PolicyError {
+        PolicyError { file: self.file.to_owned(), line, field: field.to_owned(), problem: problem.into() }
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, field: &str, problem: impl Into<String>) -> PolicyError {
+        self.err(self.line_of(s.span().start), field, problem)
+    }
+
+    /// The token's value, else the default's, else an error naming the field as missing.
+    fn pick<'v, T>(
+        &self,
+        own: &'v Option<Spanned<T>>,
+        default: &'v Option<Spanned<T>>,
+        field: &str,
+        token_line: usize,
+    ) -> Result<&'v Spanned<T>, PolicyError> {
+        own.as_ref()
+            .or(default.as_ref())
+            .ok_or_else(|| self.err(token_line, field, "is required (set it on the token or in [defaults])"))
+    }
+
+    fn days(&self, v: &Spanned<i64>, field: &str, min: i64, max: i64) -> Result<u32, PolicyError> {
+        let d = *v.get_ref();
+        if d < min || d > max {
+            return Err(self.at(v, field, format!("{d} is outside {min}..={max} days")));
+        }
+        Ok(d as u32)
+    }
+
+    fn token(&self, i: usize, raw: Spanned<RawToken>, d: &RawDefaults) -> Result<ManagedToken, PolicyError> {
+        let line = self.line_of(raw.span().start);
+        let t = raw.into_inner();
+        let f = |name: &str| format!("token[{i}].{name}");
+
+        let secret_raw = t.secret.as_ref().ok_or_else(|| self.err(line, &f("secret"), "is required"))?;
+        let secret =
+            SecretName::parse(secret_raw.get_ref()).map_err(|e| self.at(secret_raw, &f("secret"), e.to_string()))?;
+        let dn_raw = t.display_name.as_ref().ok_or_else(|| self.err(line, &f("display_name"), "is required"))?;
+        let display_name =
+            DisplayName::parse(dn_raw.get_ref()).map_err(|e| self.at(dn_raw, &f("display_name"), e.to_string()))?;
+        if dn_raw.get_ref().contains("(patrol:") {
+            return Err(self.at(
+                dn_raw,
+                &f("display_name"),
+                "must not contain \"(patrol:\": patrol adds that marker itself",
+            ));
+        }
+        // Leave room for the " (patrol:<12 hex>)" marker.
+        if dn_raw.get_ref().chars().count() + 22 > DisplayName::MAX_LEN {
+            return Err(self.at(
+                dn_raw,
+                &f("display_name"),
+                "must be at most 234 characters (patrol appends a 22-character marker)",
+            ));
+        }
+
+        let org_raw = self.pick(&t.organization, &d.organization, &f("organization"), line)?;
+        let organization =
+            OrgName::parse(org_raw.get_ref()).map_err(|e| self.at(org_raw, &f("organization"), e.to_string()))?;
+        let owner_raw = self.pick(&t.owner, &d.owner, &f("owner"), line)?;
+        let owner = OwnerId::parse(owner_raw.get_ref()).map_err(|e| self.at(owner_raw, &f("owner"), e.to_string()))?;
+        let scopes_raw = self.pick(&t.scopes, &d.scopes, &f("scopes"), line)?;
+        let scopes =
+            Scopes::parse(scopes_raw.get_ref()).map_err(|e| self.at(scopes_raw, &f("scopes"), e.to_string()))?;
+
+        let allow_full_access =
+            t.allow_full_access.as_ref().or(d.allow_full_access.as_ref()).is_some_and(|v| *v.get_ref());
+        let allow_all_orgs = t.allow_all_orgs.as_ref().or(d.allow_all_orgs.as_ref()).is_some_and(|v| *v.get_ref());
+        if scopes.is_full_access() && !allow_full_access {
+            return Err(self.at(
+                scopes_raw,
+                &f("scopes"),
+                "app_token (full access) is refused; name explicit vso.* scopes, or set allow_full_access = true on this token",
+            ));
+        }
+        let all_orgs = t.all_orgs.as_ref().is_some_and(|v| *v.get_ref());
+        if all_orgs && !allow_all_orgs {
+            let at = t.all_orgs.as_ref().map(|v| self.line_of(v.span().start)).unwrap_or(line);
+            return Err(self.err(
+                at,
+                &f("all_orgs"),
+                "all-organization PATs are refused (they stop working on 2026-12-01); set allow_all_orgs = true to override",
+            ));
+        }
+
+        let validity_raw = self.pick(&t.validity_days, &d.validity_days, &f("validity_days"), line)?;
+        let validity_days = self.days(validity_raw, &f("validity_days"), 1, MAX_VALIDITY_DAYS as i64)?;
+        let rb_raw = self.pick(&t.rotate_before_days, &d.rotate_before_days, &f("rotate_before_days"), line)?;
+        let rotate_before_days = self.days(rb_raw, &f("rotate_before_days"), 1, MAX_VALIDITY_DAYS as i64)?;
+        if rotate_before_days >= validity_days {
+            return Err(self.at(
+                rb_raw,
+                &f("rotate_before_days"),
+                format!("{rotate_before_days} must be less than validity_days ({validity_days})"),
+            ));
+        }
+        let grace_raw = self.pick(&t.grace_days, &d.grace_days, &f("grace_days"), line)?;
+        let grace_days = self.days(grace_raw, &f("grace_days"), 0, MAX_VALIDITY_DAYS as i64)?;
+        if grace_days > rotate_before_days {
+            return Err(self.at(
+                grace_raw,
+                &f("grace_days"),
+                format!("{grace_days} must be at most rotate_before_days ({rotate_before_days}): the previous PAT expires then anyway"),
+            ));
+        }
+        if grace_days >= validity_days - rotate_before_days {
+            return Err(self.at(
+                grace_raw,
+                &f("grace_days"),
+                format!(
+                    "{grace_days} must be less than validity_days - rotate_before_days ({}), so one grace period ends before the next rotation",
+                    validity_days - rotate_before_days
+                ),
+            ));
+        }
+
+        let notify = match t.notify.as_ref().or(d.notify.as_ref()) {
+            None => Vec::new(),
+            Some(v) => {
+                let mut out = Vec::new();
+                for s in v.get_ref() {
+                    let target = Target::parse(s).map_err(|e| self.at(v, &f("notify"), e.to_string()))?;
+                    if !out.contains(&target) {
+                        out.push(target);
+                    }
+                }
+                out
+            }
+        };
+        let expiry_thresholds = match t.expiry_thresholds.as_ref().or(d.expiry_thresholds.as_ref()) {
+            None => DEFAULT_THRESHOLDS.to_vec(),
+            Some(v) => {
+                let mut set = BTreeSet::new();
+                for n in v.get_ref() {
+                    if !(1..=MAX_VALIDITY_DAYS as i64).contains(n) {
+                        return Err(self.at(v, &f("expiry_thresholds"), format!("{n} is outside 1..=365 days")));
+                    }
+                    set.insert(*n as u32);
+                }
+                if set.is_empty() {
+                    return Err(self.at(v, &f("expiry_thresholds"), "must name at least one threshold"));
+                }
+                set.into_iter().rev().collect()
+            }
+        };
+
+        Ok(ManagedToken {
+            secret,
+            display_name,
+            organization,
+            owner,
+            scopes,
+            validity_days,
+            rotate_before_days,
+            grace_days,
+            notify,
+            expiry_thresholds,
+            all_orgs,
+            allow_full_access,
+            allow_all_orgs,
+            line,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[defaults]
+organization = "fabrikam"
+owner = "svc-ci@contoso.com"
+validity_days = 30
+rotate_before_days = 7
+grace_days = 2
+notify = ["email:ops@contoso.com"]
+
+[[token]]
+secret = "ci-build-pat"
+display_name = "CI build"
+scopes = "vso.build_execute vso.code"
+
+[[token]]
+secret = "pkg-feed-pat"
+display_name = "Package feed"
+scopes = "vso.packaging"
+validity_days = 90
+rotate_before_days = 14
+expiry_thresholds = [7, 30, 1]
+notify = ["teams", "email:pkg@contoso.com"]
+"#;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(Path::new("patrol.toml"), text)
+    }
+
+    #[test]
+    fn defaults_apply_and_overrides_win() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.tokens.len(), 2);
+        let a = &p.tokens[0];
+        assert_eq!(a.secret.as_str(), "ci-build-pat");
+        assert_eq!(a.validity_days, 30);
+        assert_eq!(a.expiry_thresholds, vec![30, 14, 7, 1]);
+        assert_eq!(a.notify, vec![Target::Email("ops@contoso.com".into())]);
+        assert_eq!(a.line, 10);
+        let b = &p.tokens[1];
+        assert_eq!(b.validity_days, 90);
+        assert_eq!(b.expiry_thresholds, vec![30, 7, 1]);
+        assert_eq!(b.notify.len(), 2);
+        assert_eq!(b.scopes.as_str(), "vso.packaging");
+    }
+
+    fn err_of(text: &str) -> PolicyError {
+        parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = err_of(&GOOD.replace("vso.packaging", "vso.packaging vso.bogus"));
+        assert_eq!(e.field, "token[1].scopes");
+        assert_eq!(e.line, 18);
+        assert!(e.to_string().starts_with("patrol.toml:18: token[1].scopes:"), "{e}");
+        assert!(e.problem.contains("vso.bogus"));
+
+        let e = err_of(&GOOD.replace("validity_days = 90", "validity_days = 400"));
+        assert_eq!((e.field.as_str(), e.line), ("token[1].validity_days", 19));
+
+        let e = err_of(&GOOD.replace("secret = \"ci-build-pat\"", "secret = \"ci/build\""));
+        assert_eq!((e.field.as_str(), e.line), ("token[0].secret", 11));
+
+        let e = err_of(&GOOD.replace("owner = \"svc-ci@contoso.com\"", "owner = \"nobody\""));
+        assert_eq!((e.field.as_str(), e.line), ("token[0].owner", 4));
+
+        let e = err_of(&GOOD.replace("grace_days = 2", "grace_days = 8"));
+        assert_eq!(e.field, "token[0].grace_days");
+
+        let e = err_of(&GOOD.replace("validity_days = 30\n", "validity_days = \"thirty\"\n"));
+        assert_eq!(e.field, "(syntax)");
+        assert_eq!(e.line, 5);
+
+        let e = err_of(&format!(
+            "{GOOD}\n[[token]]\nsecret = \"x\"\ndisplay_name = \"X\"\nscopes = \"vso.code\"\ncolour = \"blue\"\n"
+        ));
+        assert_eq!(e.field, "(syntax)");
+        assert!(e.problem.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        let e = err_of("[[token]]\nsecret = \"a\"\ndisplay_name = \"A\"\nscopes = \"vso.code\"\n");
+        assert_eq!((e.field.as_str(), e.line), ("token[0].organization", 1));
+        assert!(e.problem.contains("required"));
+    }
+
+    #[test]
+    fn full_access_and_all_orgs_need_explicit_permission() {
+        let e = err_of(&GOOD.replace("vso.build_execute vso.code", "app_token"));
+        assert_eq!(e.field, "token[0].scopes");
+        assert!(e.problem.contains("allow_full_access"));
+        let ok = GOOD.replace("vso.build_execute vso.code\"", "app_token\"\nallow_full_access = true");
+        assert!(parse(&ok).unwrap().tokens[0].scopes.is_full_access());
+
+        let e = err_of(&GOOD.replace("scopes = \"vso.packaging\"", "scopes = \"vso.packaging\"\nall_orgs = true"));
+        assert_eq!((e.field.as_str(), e.line), ("token[1].all_orgs", 19));
+        let ok = GOOD.replace(
+            "scopes = \"vso.packaging\"",
+            "scopes = \"vso.packaging\"\nall_orgs = true\nallow_all_orgs = true",
+        );
+        assert!(parse(&ok).unwrap().tokens[1].all_orgs);
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let dup = GOOD.replace("pkg-feed-pat", "ci-build-pat");
+        assert!(err_of(&dup).problem.contains("already manages"));
+        let dup = GOOD.replace("Package feed", "ci BUILD");
+        assert!(err_of(&dup).problem.contains("same owner"));
+        let marker = GOOD.replace("Package feed", "x (patrol:abc)");
+        assert!(err_of(&marker).problem.contains("marker"));
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let text = include_str!("../../patrol.toml");
+        let p = parse(text).unwrap();
+        assert!(!p.tokens.is_empty());
+    }
+}

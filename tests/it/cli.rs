@@ -1,0 +1,258 @@
+//! The operator's CLI, run as the real `patrol` binary: help, completions, exit codes, formats, the
+//! report in headless Chromium, and `patrol demo` end to end.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn patrol(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_patrol"));
+    c.args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_every_command_with_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = patrol(dir.path(), &["--help"], &[]);
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    for cmd in ["serve", "plan", "rotate", "inventory", "status", "login", "report", "demo", "completions"] {
+        assert!(s.contains(&format!("  {cmd}")), "help lacks {cmd}: {s}");
+    }
+    assert!(s.contains("Examples:") && s.contains("patrol demo"));
+    let out = patrol(dir.path(), &["rotate", "--help"], &[]);
+    assert!(text(&out.stdout).contains("patrol rotate ci-build-pat --force"));
+}
+
+#[test]
+fn completions_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = patrol(dir.path(), &["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}");
+        let s = text(&out.stdout);
+        assert!(s.contains("inventory") && s.contains("patrol"), "{shell}: {s}");
+    }
+    let out = patrol(dir.path(), &["completions", "tcsh"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_input_and_configuration_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    // Unknown flag.
+    assert_eq!(patrol(dir.path(), &["plan", "--bogus"], &[]).status.code(), Some(2));
+    // No policy file.
+    let out = patrol(dir.path(), &["plan"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("patrol.toml"), "{}", text(&out.stderr));
+    // An invalid policy names file, line and field.
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        "[defaults]\norganization = \"fabrikam\"\n\n[[token]]\nsecret = \"bad name!\"\n",
+    )
+    .unwrap();
+    let out = patrol(dir.path(), &["inventory"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("patrol.toml:"), "{}", text(&out.stderr));
+    // An invalid setting is named.
+    let out = patrol(dir.path(), &["status"], &[("PATROL_MAX_CONCURRENCY", "lots")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("PATROL_MAX_CONCURRENCY"));
+}
+
+fn write_policy(dir: &Path) {
+    std::fs::write(
+        dir.join("patrol.toml"),
+        "[defaults]\norganization = \"fabrikam\"\nowner = \"svc@contoso.com\"\nscopes = \"vso.code\"\nvalidity_days = 30\nrotate_before_days = 7\ngrace_days = 1\n\n[[token]]\nsecret = \"ci-build-pat\"\ndisplay_name = \"CI build\"\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn missing_client_id_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    let out = patrol(dir.path(), &["inventory"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("PATROL_CLIENT_ID"));
+    // A secret the policy does not manage is refused before any network.
+    let out = patrol(dir.path(), &["rotate", "nope-pat", "--force"], &[("PATROL_CLIENT_ID", "x")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not managed"));
+}
+
+#[test]
+fn status_without_sign_in_exits_3_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    let out = patrol(dir.path(), &["status", "--format", "json"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["owners"][0]["owner"], "svc@contoso.com");
+    assert_eq!(v["owners"][0]["health"], "sign-in-needed");
+    assert_eq!(v["tokens"][0]["secret"], "ci-build-pat");
+    assert!(v["tokens"][0]["last_rotation"].is_null());
+    let out = patrol(dir.path(), &["status", "--format", "markdown"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stdout).contains("| svc@contoso.com | sign-in-needed |"));
+    let out = patrol(dir.path(), &["status"], &[]);
+    assert!(text(&out.stdout).contains("OWNER"));
+    assert!(text(&out.stderr).contains("patrol login"));
+}
+
+/// Headless Chromium (Debian's `chromium`), if installed.
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists())
+}
+
+fn chromium_args(profile: &Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
+    use secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let outcome = patrol::cli::demo::run_demo(dir.path(), &patrol::config::Source::default()).await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+
+    // What it shows.
+    let t = &outcome.text;
+    for want in [
+        "== Inventory before",
+        "== Plan",
+        "RotateTimer",
+        "RotateHttp",
+        "EventGridSecretChanged",
+        "== Rotations",
+        "== Inventory after",
+        "== Alerts",
+        "Report written to",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+    let j = &outcome.json;
+    assert_eq!(j["ok"], true);
+    let before = j["inventory_before"]["pats"].as_array().unwrap();
+    assert_eq!(before.len(), 8, "{before:?}");
+    for (name, state) in [("Old deploy script", "expired"), ("Everything everywhere", "active")] {
+        assert!(
+            before.iter().any(|p| p["display_name"] == name && p["state"] == state && p["managed"] == false),
+            "{name}"
+        );
+    }
+    assert!(before.iter().any(|p| p["global"] == true));
+    assert!(before.iter().any(|p| p["full_access"] == true));
+    let days: Vec<i64> =
+        before.iter().filter(|p| p["managed"] == true).map(|p| p["days_left"].as_i64().unwrap()).collect();
+    assert_eq!(days, vec![3, 10, 20, 40]);
+    // Rotations happened through the handler: due (timer), forced (HTTP), near expiry (Event Grid).
+    let rotations = j["rotations"].as_array().unwrap();
+    let reason =
+        |s: &str| rotations.iter().find(|r| r["secret"] == s).map(|r| r["reason"].as_str().unwrap().to_owned());
+    assert_eq!(reason("ci-build-pat").as_deref(), Some("due"));
+    assert_eq!(reason("release-bot-pat").as_deref(), Some("forced"));
+    assert!(reason("package-feed-pat").is_some(), "the Event Grid delivery rotated package-feed-pat: {t}");
+    assert_eq!(reason("wiki-sync-pat"), None, "40 days left: not rotated");
+    let grid = j["invocations"].as_array().unwrap().iter().find(|i| i["function"] == "EventGridSecretChanged").unwrap();
+    assert_eq!(grid["status"], 200);
+    // The previous PATs of the two rotations whose grace ended were revoked by the second timer run.
+    let after = j["inventory_after"]["pats"].as_array().unwrap();
+    assert!(!after.iter().any(|p| p["display_name"] == "CI build agent"), "the original CI PAT was revoked");
+    assert!(after.iter().any(|p| p["display_name"] == "Package feed publisher" && p["role"] == "draining"));
+    // Alerts went to the mailbox file.
+    assert!(j["alerts"]["count"].as_u64().unwrap() >= 1, "{}", j["alerts"]);
+
+    // No minted secret anywhere: narrative, JSON, report, mailbox, policy, state files are encrypted.
+    let mailbox = std::fs::read_to_string(dir.path().join("mailbox.mbox")).unwrap();
+    let report = std::fs::read_to_string(&outcome.report).unwrap();
+    let json_text = j.to_string();
+    assert!(outcome.minted.len() >= 8, "PATs and tokens were minted");
+    for s in &outcome.minted {
+        let v = s.expose_secret();
+        for (what, hay) in [("text", t.as_str()), ("json", &json_text), ("report", &report), ("mailbox", &mailbox)] {
+            assert!(!hay.contains(v), "a minted secret leaked into the {what}");
+        }
+    }
+
+    // The report renders in headless Chromium: the SVG timeline and the table are in the DOM.
+    let Some(chrome) = chromium() else {
+        panic!("chromium is not installed (scripts/setup.sh installs it)");
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", outcome.report.display());
+    let dom = Command::new(chrome).args(chromium_args(profile.path())).arg("--dump-dom").arg(&url).output().unwrap();
+    assert!(dom.status.success(), "{}", text(&dom.stderr));
+    let dom = text(&dom.stdout);
+    assert!(dom.contains("<svg") && dom.contains("</svg>"), "no SVG timeline in the rendered DOM");
+    assert!(dom.contains("<table") && dom.contains("Everything everywhere"), "no inventory table in the DOM");
+    assert!(dom.contains("All-organization PAT"), "the global PAT problem is listed");
+    let shot = dir.path().join("report.png");
+    let out = Command::new(chrome)
+        .args(chromium_args(profile.path()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1100,1400")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a real screenshot ({} bytes)", png.len());
+    if let Ok(keep) = std::env::var("PATROL_KEEP_REPORT_PNG") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
+
+#[test]
+fn demo_binary_exits_0_quickly_and_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = patrol(dir.path(), &["demo", "--json", "--dir", "d"], &[]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(dir.path().join("d/patrol-report.html").exists());
+
+    // `patrol status` reads the demo's stores offline: the owner signed in, three tokens rotated.
+    let d = dir.path().join("d");
+    let p = |f: &str| d.join(f).display().to_string();
+    let (policy, state, key) = (p("patrol.toml"), p("state"), p("store.key"));
+    let env = [
+        ("PATROL_POLICY_FILE", policy.as_str()),
+        ("PATROL_STATE_DIR", state.as_str()),
+        ("PATROL_STORE_KEY_FILE", key.as_str()),
+    ];
+    let out = patrol(dir.path(), &["status", "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["owners"][0]["health"], "ok", "{s}");
+    assert!(s["owners"][0]["signed_in_at"].is_string());
+    let rotated = s["tokens"].as_array().unwrap().iter().filter(|t| t["last_rotation"].is_object()).count();
+    assert_eq!(rotated, 3, "{s}");
+    let drains: usize =
+        s["tokens"].as_array().unwrap().iter().map(|t| t["pending_drains"].as_array().unwrap().len()).sum();
+    assert_eq!(drains, 1, "package-feed-pat's previous PAT is still draining: {s}");
+}
