@@ -4,7 +4,7 @@
 
 use super::envelope::{Envelope, HttpOutput, Reply};
 use super::eventgrid::EventInput;
-use super::functions::{Failure, FunctionName, Functions, Invocation, Outcome, Report, Status};
+use super::functions::{Failure, FailureKind, FunctionName, Functions, Invocation, Outcome, Report, Status};
 use super::http::RotateRequest;
 use super::lenient::{self, PayloadError};
 use super::payload::Request;
@@ -198,7 +198,15 @@ fn log_failure(invocation: &Invocation, failure: &Failure) {
     let elapsed_ms = elapsed_ms(invocation);
     let kind = serde_json::to_value(failure.kind).ok();
     let kind = kind.as_ref().and_then(Value::as_str).unwrap_or("?");
-    tracing::error!(kind, elapsed_ms, "{} failed: {}", invocation.function, failure.message);
+    match failure.kind {
+        // The caller's request cannot be served as asked; nothing is broken.
+        FailureKind::NotFound | FailureKind::Conflict => {
+            tracing::warn!(kind, elapsed_ms, "{} refused: {}", invocation.function, failure.message);
+        }
+        FailureKind::Unavailable | FailureKind::Internal => {
+            tracing::error!(kind, elapsed_ms, "{} failed: {}", invocation.function, failure.message);
+        }
+    }
 }
 
 /// The host's invocation id when it is a plausible id (it is logged, so it must not carry arbitrary

@@ -3,6 +3,12 @@
 //! research note's captured samples and the vendored Event Grid samples (plus every quirk the host has),
 //! and check the envelope, `Outputs.res`, the logs on stdout, the function key never leaking, limits,
 //! and graceful shutdown.
+//!
+//! The binary runs the real rotation engine with an empty policy (`patrol.toml` with no tokens) and every
+//! Azure endpoint pointed at a closed loopback port, so nothing is managed and nothing leaves the machine:
+//! timer runs complete with nothing to do, events are ignored, manual requests for a secret get 404.
+//! What the handler understood is read from its own `DEBUG received input=…` line, independent of the
+//! engine. The default engine's "not configured" answers are tested in-process (`handler::invoke`).
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -49,8 +55,12 @@ fn pipe_to_string(mut r: impl Read + Send + 'static, into: Arc<Mutex<String>>) -
     })
 }
 
-fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir) {
+/// Spawns the handler in a fresh app root holding `policy` as `patrol.toml` (none when `None`).
+fn spawn_with_policy(port_var: &str, env: &[(&str, &str)], policy: Option<&str>) -> (Child, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
+    if let Some(policy) = policy {
+        std::fs::write(dir.path().join("patrol.toml"), policy).unwrap();
+    }
     let port = free_port();
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
@@ -63,6 +73,11 @@ fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir
         .env("PATROL_STATE_DIR", dir.path().join(".patrol"))
         // Debug for patrol: the handler then logs the validated input of each invocation (`received`).
         .env("PATROL_LOG", "info,patrol=debug")
+        // Nothing may leave the machine: every endpoint is a closed loopback port.
+        .env("PATROL_CLIENT_ID", "00000000-0000-4000-8000-00000000c11e")
+        .env("PATROL_DEVOPS_URL", "http://127.0.0.1:9")
+        .env("PATROL_AUDIT_URL", "http://127.0.0.1:9")
+        .env("PATROL_ENTRA_AUTHORITY", "http://127.0.0.1:9")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -72,13 +87,23 @@ fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir
     (cmd.spawn().unwrap(), port, dir)
 }
 
+/// An empty policy: patrol manages nothing.
+const EMPTY_POLICY: &str = "# patrol manages no tokens in these tests\n";
+
+fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir) {
+    spawn_with_policy(port_var, env, Some(EMPTY_POLICY))
+}
+
 impl HostedHandler {
     async fn start(env: &[(&str, &str)]) -> Self {
         Self::start_with("FUNCTIONS_CUSTOMHANDLER_PORT", env).await
     }
 
     async fn start_with(port_var: &str, env: &[(&str, &str)]) -> Self {
-        let (mut child, port, dir) = spawn(port_var, env);
+        Self::start_in(spawn(port_var, env)).await
+    }
+
+    async fn start_in((mut child, port, dir): (Child, u16, tempfile::TempDir)) -> Self {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let readers = vec![
@@ -253,10 +278,8 @@ async fn timer_payloads_from_the_host() {
     )
     .unwrap();
     let v = h.invoke("RotateTimer", &observed).await;
-    assert_eq!(v["ReturnValue"]["status"], "not-configured");
     assert_eq!(received(&v), json!({"isPastDue": false, "adjustForDst": true}));
-    assert!(logs(&v).contains("rotation is not configured"), "{v}");
-    assert!(logs(&v).contains("last run: never"), "{v}");
+    assert_eq!(v["ReturnValue"]["status"], "completed", "an empty policy: a run with nothing to do");
 
     // Monitored: 7 fraction digits, +00:00, Z, no offset, year-0001 sentinels; and key case.
     for (last, next, updated, want_last) in [
@@ -331,11 +354,10 @@ async fn rotate_http_requests_and_the_function_key() {
     let (status, body, headers, input) =
         h.http(with("POST", json!({"Params": {"secret": "db-password"}, "Body": "{\"force\":true}"}))).await;
     assert_eq!(input, json!({"mode": "run", "secret": "db-password", "force": true}));
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 404, "{body}");
     assert_eq!(headers["Content-Type"], "application/json; charset=utf-8");
-    assert_eq!(body["status"], "not-configured");
-    assert_eq!(body["detail"]["received"], input, "the default engine echoes what it received");
-    assert!(body["summary"].as_str().unwrap().contains("rotation is not configured"));
+    assert_eq!(body["kind"], "not-found");
+    assert!(body["error"].as_str().unwrap().contains("db-password"), "{body}");
 
     // GET plans; Query as an object with the secret, force from the query.
     let (_, _, _, input) =
@@ -343,8 +365,9 @@ async fn rotate_http_requests_and_the_function_key() {
     assert_eq!(input, json!({"mode": "plan", "secret": "ci-build", "force": true}));
 
     // Old hosts' Query as a JSON string; no body at all.
-    let (_, _, _, input) = h.http(with("POST", json!({"Query": "{}"}))).await;
+    let (status, body, _, input) = h.http(with("POST", json!({"Query": "{}"}))).await;
     assert_eq!(input, json!({"mode": "run", "secret": null, "force": false}));
+    assert_eq!((status, body["status"].as_str()), (200, Some("completed")), "{body}");
 
     // A base64 body (application/octet-stream), header values as arrays, key case.
     let b64 = base64::engine::general_purpose::STANDARD.encode(br#"{"Secret":"from-body","FORCE":"yes"}"#);
@@ -380,7 +403,7 @@ async fn rotate_http_requests_and_the_function_key() {
 
     let (status, stdout, stderr) = h.stop();
     assert!(status.success());
-    assert!(stdout.contains("rotation is not configured"), "the handler logged its invocations");
+    assert!(stdout.contains("\"received\""), "the handler logged its invocations");
     assert!(!stdout.contains(FUNCTION_KEY), "the function key leaked to stdout");
     assert!(!stderr.contains(FUNCTION_KEY), "the function key leaked to stderr");
 }
@@ -401,9 +424,8 @@ async fn event_grid_events_from_the_specs_and_their_quirks() {
     let cloud = spec("eventgrid/keyvault/cloud-events-schema/secret_new_version_created.json");
     for ev in [sample.clone(), Value::String(sample.to_string()), cloud] {
         let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
-        assert_eq!(v["ReturnValue"]["status"], "not-configured");
         assert_eq!(received(&v), want);
-        assert!(logs(&v).contains("SecretNewVersionCreated for secret newsecret in vault sample-kv"), "{v}");
+        assert_eq!(v["ReturnValue"]["status"], "ignored", "newsecret is not managed");
     }
 
     // NBF/EXP as numbers and null; near-expiry; keys in another case.
@@ -500,9 +522,12 @@ async fn json_log_lines_carry_the_invocation_and_concurrent_logs_stay_apart() {
             ev["data"]["ObjectName"] = json!(format!("secret-{i}"));
             let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
             let lines = logs(&v);
-            assert!(lines.contains(&format!("secret secret-{i} ")), "{lines}");
+            assert!(lines.contains(&format!("\"secret\":\"secret-{i}\"")), "{lines}");
             for j in (0..24).filter(|j| *j != i) {
-                assert!(!lines.contains(&format!("secret secret-{j} ")), "invocation {i} got {j}'s logs: {lines}");
+                assert!(
+                    !lines.contains(&format!("\"secret\":\"secret-{j}\"")),
+                    "invocation {i} got {j}'s logs: {lines}"
+                );
             }
         }));
     }
@@ -521,7 +546,8 @@ async fn json_log_lines_carry_the_invocation_and_concurrent_logs_stay_apart() {
     let mine: Vec<&Value> = lines.iter().filter(|l| l["span"]["invocation_id"] == id).collect();
     assert!(!mine.is_empty(), "no line for invocation {id}");
     assert!(mine.iter().all(|l| l["span"]["function"] == "RotateTimer"));
-    assert!(mine.iter().any(|l| l["level"] == "WARN" && l["message"].as_str().unwrap().contains("not configured")));
+    assert!(mine.iter().any(|l| l["level"] == "INFO" && l["status"] == "completed"), "the outcome line");
+    assert!(mine.iter().any(|l| l["level"] == "DEBUG" && l["message"] == "received"), "the input line");
 }
 
 #[tokio::test]
@@ -676,4 +702,19 @@ async fn an_engine_plugs_in_its_logs_reach_the_envelope_and_shutdown_waits_for_i
 
     tokio::time::timeout(Duration::from_secs(5), served).await.unwrap().unwrap().unwrap();
     assert!(client.get(format!("{url}/")).send().await.is_err(), "no longer listening");
+}
+
+#[tokio::test]
+async fn without_a_policy_file_work_fails_plainly_and_the_handler_keeps_serving() {
+    let h = HostedHandler::start_in(spawn_with_policy("FUNCTIONS_CUSTOMHANDLER_PORT", &[], None)).await;
+    let (status, ct, body) = h.post("RotateTimer", "g1", timer("myTimer", json!({})).to_string()).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(ct.starts_with("application/json"));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("patrol.toml"), "names what is missing: {v}");
+    assert_eq!(v["invocationId"], "g1");
+    let r = h.client.get(format!("{}/", h.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _, _) = h.stop();
+    assert!(status.success());
 }
