@@ -2,8 +2,9 @@
 //!
 //! 1. In-process: one `EventGridSecretChanged` invocation for a secret patrol does not manage, through
 //!    `Handler::invoke` (parse, validate, dispatch, JSON log line + `Logs` capture, envelope) — p50/p99.
-//! 2. Loopback: the release `patrol` binary started like the host starts it, driven over 127.0.0.1 by
-//!    keep-alive connections — invocations per second.
+//! 2. Loopback: the release `patrol` binary started like the host starts it (real rotation engine, empty
+//!    policy, so the event is for a secret patrol does not manage), driven over 127.0.0.1 by keep-alive
+//!    connections — invocations per second.
 //! 3. Start-up: spawn to first answered `GET /` (median over many starts) and idle RSS (`VmRSS`).
 //!
 //! Optional arguments: `cargo bench --bench handler -- [inproc|loopback|startup]…` selects parts;
@@ -99,11 +100,22 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The handler as the host starts it, running the real rotation engine with an empty policy (nothing
+/// managed) and every Azure endpoint on a closed loopback port.
 fn spawn_handler(port: u16) -> Child {
+    let root = std::env::temp_dir().join(format!("patrol-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("patrol.toml"), "# nothing managed\n").unwrap();
     Command::new(BIN)
         .env_clear()
+        .current_dir(&root)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("PATROL_STATE_DIR", std::env::temp_dir().join("patrol-bench-state"))
+        .env("FUNCTIONS_APP_ROOT_PATH", &root)
+        .env("PATROL_STATE_DIR", root.join(".patrol"))
+        .env("PATROL_CLIENT_ID", "00000000-0000-4000-8000-00000000be0c")
+        .env("PATROL_DEVOPS_URL", "http://127.0.0.1:9")
+        .env("PATROL_AUDIT_URL", "http://127.0.0.1:9")
+        .env("PATROL_ENTRA_AUTHORITY", "http://127.0.0.1:9")
         .envs(std::env::var("BENCH_HANDLER_LOG").ok().map(|v| ("PATROL_LOG", v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -144,7 +156,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status();
     let _ = child.wait();
 }
 
@@ -272,7 +284,7 @@ fn loopback() {
     let per = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
     let (s_us, c_us) = (per(server_cpu), per(client_cpu));
     println!(
-        "loopback EventGridSecretChanged (release binary, NotConfigured engine, JSON logs to /dev/null), \
+        "loopback EventGridSecretChanged (release binary, rotation engine, unmanaged secret, JSON logs to /dev/null), \
          {ROUNDS} rounds of {} invocations over {CONNECTIONS} keep-alive connections: median {:.0}/s, best {:.0}/s",
         CONNECTIONS * PER_CONNECTION,
         rates[ROUNDS / 2],

@@ -209,7 +209,7 @@ impl HostedHandler {
     /// Stops like the host (SIGTERM), waits, and returns the exit status, stdout and stderr.
     fn stop(mut self) -> (ExitStatus, String, String) {
         let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let killed = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().unwrap();
         assert!(killed.success());
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
