@@ -299,7 +299,9 @@ async fn pipeline(
         std::future::pending::<()>().await;
     }
     add_headers(&mut resp, &rl_headers);
-    resp.headers_mut().insert("x-vss-e2eid", HeaderValue::from_static("00000000-0000-0000-0000-000000000000"));
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        resp.headers_mut().insert("activityid", v);
+    }
     resp
 }
 

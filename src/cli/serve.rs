@@ -7,7 +7,7 @@
 use super::exit;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::handler::{Handler, server};
+use crate::handler::{Handler, NotConfigured, server};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -77,8 +77,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "patrol custom handler listening");
         let clock = Clock::system();
-        let functions = crate::rotation::functions::RotationFunctions::new(settings.clone(), clock.clone());
-        let handler = Handler::new(Arc::new(functions), clock);
+        // Without a policy file there is nothing to rotate: the handler says so (NotConfigured) instead of
+        // failing every invocation.
+        let functions: Arc<dyn crate::handler::Functions> = if settings.policy_file.is_file() {
+            Arc::new(crate::rotation::functions::RotationFunctions::new(settings.clone(), clock.clone()))
+        } else {
+            tracing::warn!(policy = %settings.policy_file.display(), "no policy file: rotation is not configured");
+            Arc::new(NotConfigured)
+        };
+        let handler = Handler::new(functions, clock);
         let app = server::router(handler, settings.max_body_bytes);
         match server::serve(listener, app, server::shutdown_signal()).await {
             Ok(()) => {

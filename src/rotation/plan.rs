@@ -172,9 +172,15 @@ pub fn plan(inv: &Inventory, policy: &Policy, now: OffsetDateTime, requests: &Re
         }
     }
 
+    let by_secret: BTreeMap<&SecretName, &ManagedToken> = policy.tokens.iter().map(|t| (&t.secret, t)).collect();
+    let by_id: BTreeMap<(&OwnerId, &OrgName, AuthorizationId), &Pat> = inv
+        .owners
+        .iter()
+        .flat_map(|o| o.pats.iter().map(move |p| ((&o.owner, &o.organization, p.authorization_id), p)))
+        .collect();
     for (secret, ts) in &inv.tokens {
-        let Some(token) = policy.token(secret) else { continue };
-        let mut e = plan_token(inv, token, ts, now, requests.rotate.get(secret).copied());
+        let Some(token) = by_secret.get(secret).copied() else { continue };
+        let mut e = plan_token(inv, &by_id, token, ts, now, requests.rotate.get(secret).copied());
         if let Some(list) = orphans.get(secret) {
             let mut list = list.clone();
             list.sort_by_key(|p| p.authorization_id);
@@ -233,6 +239,7 @@ pub fn drains(token: &ManagedToken, ts: &TokenState) -> Vec<Drain> {
 
 fn plan_token(
     inv: &Inventory,
+    by_id: &BTreeMap<(&OwnerId, &OrgName, AuthorizationId), &Pat>,
     token: &ManagedToken,
     ts: &TokenState,
     now: OffsetDateTime,
@@ -263,7 +270,7 @@ fn plan_token(
         }
     };
     let current_id = ts.current_authorization_id();
-    let current_pat = current_id.and_then(|id| listing.pats.iter().find(|p| p.authorization_id == id));
+    let current_pat = current_id.and_then(|id| by_id.get(&(&listing.owner, &listing.organization, id)).copied());
     if let Some(cur) = &ts.current {
         let valid_to = current_pat.map(|p| p.valid_to).or_else(|| ts.tag_time(tags::VALID_TO)).or(cur.expires);
         let dl = valid_to.map(|v| days_left(v, now));

@@ -77,11 +77,16 @@ impl Policy {
     /// Validates policy text; `path` only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyError> {
         let file = path.display().to_string();
-        let ctx = Ctx { file: &file, text };
+        let ctx = Ctx::new(&file, text);
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| ctx.line_of(s.start)).unwrap_or(0);
             PolicyError { file: file.clone(), line, field: "(syntax)".into(), problem: e.message().to_owned() }
         })?;
+        if let Some(a) = &raw.audit {
+            a.get_ref()
+                .resolve()
+                .map_err(|e| ctx.err(ctx.line_of(a.span().start), &format!("audit.{}", e.field), &e.problem))?;
+        }
         let defaults = raw.defaults.unwrap_or_default();
         let mut tokens = Vec::with_capacity(raw.token.len());
         let mut seen_secrets = BTreeSet::new();
@@ -116,6 +121,8 @@ struct RawPolicy {
     defaults: Option<RawDefaults>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
+    /// `[audit]`: validated here so a mistake is refused with the policy; used by `crate::audit`.
+    audit: Option<Spanned<crate::audit::AuditPolicy>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,13 +160,20 @@ struct RawToken {
 
 struct Ctx<'a> {
     file: &'a str,
-    text: &'a str,
+    /// Byte offsets of every line start, for span → line.
+    line_starts: Vec<usize>,
+    _text: std::marker::PhantomData<&'a str>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(file: &'a str, text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        Self { file, line_starts, _text: std::marker::PhantomData }
+    }
+
     fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.line_starts.partition_point(|s| *s <= offset)
     }
 
     fn err(&self, line: usize, field: &str, problem: impl Into<String>) -> PolicyError {
@@ -378,6 +392,16 @@ notify = ["teams", "email:pkg@contoso.com"]
 
     fn err_of(text: &str) -> PolicyError {
         parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn audit_section_is_accepted_and_validated() {
+        let ok = format!("{GOOD}\n[audit]\nallowed_cidrs = [\"10.0.0.0/8\"]\n[audit.rules.burst]\nmax_actions = 50\n");
+        assert_eq!(parse(&ok).unwrap().tokens.len(), 2);
+        let e = err_of(&format!("{GOOD}\n[audit]\nallowed_cidr = []\n"));
+        assert!(e.problem.contains("allowed_cidr"), "{e}");
+        let e = err_of(&format!("{GOOD}\n[audit.rules.burst]\ndays = 3\n"));
+        assert!(e.field.starts_with("audit"), "{e}");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! The binary runs the real rotation engine with an empty policy (`patrol.toml` with no tokens) and every
 //! Azure endpoint pointed at a closed loopback port, so nothing is managed and nothing leaves the machine:
 //! timer runs complete with nothing to do, events are ignored, manual requests for a secret get 404.
-//! What the handler understood is read from its own `DEBUG received input=…` line, independent of the
-//! engine. The default engine's "not configured" answers are tested in-process (`handler::invoke`).
+//! Without a policy file the binary falls back to `NotConfigured`, which says so. What the handler
+//! understood is read from its own `DEBUG received input=…` line, independent of the engine.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -705,16 +705,23 @@ async fn an_engine_plugs_in_its_logs_reach_the_envelope_and_shutdown_waits_for_i
 }
 
 #[tokio::test]
-async fn without_a_policy_file_work_fails_plainly_and_the_handler_keeps_serving() {
+async fn without_a_policy_file_each_function_says_rotation_is_not_configured() {
     let h = HostedHandler::start_in(spawn_with_policy("FUNCTIONS_CUSTOMHANDLER_PORT", &[], None)).await;
-    let (status, ct, body) = h.post("RotateTimer", "g1", timer("myTimer", json!({})).to_string()).await;
-    assert_eq!(status, 500, "{body}");
-    assert!(ct.starts_with("application/json"));
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("patrol.toml"), "names what is missing: {v}");
-    assert_eq!(v["invocationId"], "g1");
-    let r = h.client.get(format!("{}/", h.base)).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let (status, _, _) = h.stop();
+    let v = h.invoke("RotateTimer", &timer("myTimer", json!({"ScheduleStatus": null, "IsPastDue": false}))).await;
+    assert_eq!(v["ReturnValue"]["status"], "not-configured", "no pretend success: {v}");
+    assert!(logs(&v).contains("rotation is not configured"), "{v}");
+    assert!(logs(&v).contains("last run: never"), "{v}");
+
+    let (status, body, _, input) = h.http(json!({"Method": "POST", "Params": {"secret": "db-password"}})).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("not-configured")), "{body}");
+    assert_eq!(body["detail"]["received"], input);
+
+    let ev = spec("eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
+    let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
+    assert_eq!(v["ReturnValue"]["status"], "not-configured");
+    assert!(logs(&v).contains("for secret newsecret in vault sample-kv"), "{v}");
+
+    let (status, stdout, _) = h.stop();
     assert!(status.success());
+    assert!(stdout.contains("no policy file"), "said at start: {stdout}");
 }
