@@ -25,6 +25,10 @@ use tokio::sync::OnceCell;
 struct Runtime {
     engine: Engine,
     notifier: Notifier,
+    /// The Azure DevOps connector (audit log readers and Token Admin live on it).
+    http: Arc<crate::devops::connector::HttpConnector>,
+    /// The policy's `[audit]` section, when it has one: the timer then also polls the audit log.
+    audit: Option<crate::audit::AuditSettings>,
 }
 
 /// The handler's functions, backed by the engine.
@@ -63,16 +67,26 @@ impl RotationFunctions {
             self.clock.clone(),
             crate::auth::session::SessionOptions::default(),
         );
-        let connector =
+        let connector = Arc::new(
             crate::devops::connector::HttpConnector::from_settings(s, self.clock.clone(), Arc::new(sessions))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?,
+        );
+        // The audit pass is opt-in: it needs a reader signed in with vso.auditlog.
+        let audit = match std::fs::read_to_string(&s.policy_file) {
+            Ok(text) if text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("audit")) => Some(
+                crate::audit::policy::from_policy_text(&text)
+                    .and_then(|p| p.resolve().map_err(|e| e.to_string()))
+                    .map_err(|e| format!("policy: {e}"))?,
+            ),
+            _ => None,
+        };
         let vaults = s.keyvault.as_ref().map(|kv| {
             vec![kv.url.host_str().and_then(|h| h.split('.').next()).unwrap_or_default().to_ascii_lowercase()]
         });
         let notifier = Notifier::from_settings(s, Some(store.as_ref()), Some(state.clone()), self.clock.clone()).await;
         let engine = Engine {
             policy: Arc::new(policy),
-            connector: Arc::new(connector),
+            connector: connector.clone(),
             store,
             state,
             leases,
@@ -81,7 +95,117 @@ impl RotationFunctions {
             vaults,
             faults: super::machine::Faults::from_env().map(Arc::new),
         };
-        Ok(Runtime { engine, notifier })
+        Ok(Runtime { engine, notifier, http: connector, audit })
+    }
+
+    /// The timer's work besides rotation: the audit pass (when the policy has `[audit]`) and the weekly
+    /// report (when `PATROL_REPORT_RECIPIENTS` is set). Failures here are reported, never fail the rotation.
+    async fn timer_extras(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
+        use crate::audit::{managed, pass, replace, weekly};
+        let mut out = serde_json::Map::new();
+        let now = self.clock.now();
+        let managed = match managed::managed_pats(rt.engine.store.as_ref()).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit pass and weekly report skipped: cannot list managed PATs");
+                out.insert("audit".into(), json!({ "error": e.to_string() }));
+                return out;
+            }
+        };
+        if let Some(settings) = &rt.audit {
+            let policy = rt.engine.policy.clone();
+            let actions = self.patrol_actions(rt).await;
+            let replacer = Arc::new(replace::DirectReplacer {
+                connector: rt.engine.connector.clone(),
+                store: rt.engine.store.clone(),
+                clock: self.clock.clone(),
+                validity: time::Duration::days(
+                    policy.tokens.iter().map(|t| t.validity_days).min().unwrap_or(30).into(),
+                ),
+                migration_grace: time::Duration::days(1),
+            });
+            let rotator = replace::ReplaceAndRevoke {
+                replacer,
+                connector: rt.engine.connector.clone(),
+                store: rt.engine.store.clone(),
+            };
+            let targets_for = move |secret: &crate::domain::SecretName| {
+                policy.token(secret).map(|t| t.notify.clone()).unwrap_or_default()
+            };
+            let input = pass::PassInput {
+                settings,
+                managed: &managed,
+                actions,
+                readers: Default::default(),
+                targets_for: &targets_for,
+                poll: Default::default(),
+            };
+            let summary =
+                pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rotator, input, now)
+                    .await;
+            tracing::info!(
+                organizations = summary.organizations.len(),
+                findings = summary.findings.len(),
+                errors = summary.errors.len(),
+                "audit pass"
+            );
+            let delivery = if summary.notices.is_empty() {
+                None
+            } else {
+                Some(rt.notifier.deliver_run(summary.notices.clone()).await)
+            };
+            out.insert(
+                "audit".into(),
+                json!({
+                    "organizations": summary.organizations,
+                    "findings": summary.findings.len(),
+                    "executed": summary.executed.len(),
+                    "errors": summary.errors,
+                    "notifications_delivered": delivery.as_ref().map(|d| d.all_delivered()),
+                }),
+            );
+        }
+        let recipients = &self.settings.notify.report_recipients;
+        if !recipients.is_empty() {
+            let findings = weekly::findings_since(rt.engine.state.as_ref(), now - time::Duration::days(7))
+                .await
+                .unwrap_or_default();
+            let thresholds = crate::cli::report::thresholds(&rt.engine.policy);
+            let rows = weekly::token_rows(&managed, now);
+            let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
+                weekly::build(now, rows, vec![], &findings, thresholds)
+            })
+            .await;
+            out.insert(
+                "weekly_report".into(),
+                match outcome {
+                    Ok(o) => serde_json::to_value(o).unwrap_or_default(),
+                    Err(e) => json!({ "error": e.to_string() }),
+                },
+            );
+        }
+        out
+    }
+
+    /// The PATs patrol itself created recently (from the journals), so the audit rules do not mistake
+    /// patrol's own rotations for someone else managing the owner's tokens.
+    async fn patrol_actions(&self, rt: &Runtime) -> Vec<crate::audit::context::PatrolAction> {
+        use crate::audit::context::{Lifecycle, PatrolAction};
+        let mut actions = Vec::new();
+        for t in &rt.engine.policy.tokens {
+            let Ok(loaded) = super::journal::load(rt.engine.state.as_ref(), &t.secret).await else { continue };
+            if let Some(last) = loaded.journal.last {
+                actions.push(PatrolAction {
+                    kind: Lifecycle::Create,
+                    organization: t.organization.clone(),
+                    owner: t.owner.clone(),
+                    display_name: super::journal::marked_display_name(t.display_name.as_str(), &last.op),
+                    authorization_id: Some(last.authorization_id),
+                    at: last.finished,
+                });
+            }
+        }
+        actions
     }
 
     /// Remaining budget of an invocation (counted from when the handler received it).
@@ -130,7 +254,12 @@ impl Functions for RotationFunctions {
         let budget = Self::budget(inv, self.settings.invocation_budget);
         let s =
             rt.engine.run(RunOptions { budget: Some(budget), ..Default::default() }).await.map_err(engine_failure)?;
-        self.finish(rt, s, false).await
+        let extras = self.timer_extras(rt).await;
+        let mut report = self.finish(rt, s, false).await?;
+        if let Some(d) = report.detail.as_object_mut() {
+            d.extend(extras);
+        }
+        Ok(report)
     }
 
     async fn rotate_http(&self, inv: &Invocation, req: RotateRequest) -> Outcome {
