@@ -6,18 +6,16 @@
 use super::engine::{
     Engine, EngineError, RunOptions, RunSummary, SecretEvent as EngineEvent, SecretEventKind as EngineKind,
 };
-use super::lease::{Leases, LocalLeases};
 use super::plan::Requests;
 use super::policy::Policy;
 use crate::clock::Clock;
-use crate::config::{LeaseMode, Settings};
+use crate::config::Settings;
 use crate::handler::eventgrid::{SecretEvent, SecretEventKind};
 use crate::handler::http::{RotateMode, RotateRequest};
 use crate::handler::timer::TimerRun;
 use crate::handler::{Failure, FailureKind, Functions, Invocation, Outcome, Report, Status};
 use crate::notify::Notifier;
-use crate::state::{FileStateStore, StateStore};
-use crate::store::{FileSecretStore, SecretStore};
+use crate::store::SecretStore;
 use async_trait::async_trait;
 use serde_json::json;
 use std::sync::Arc;
@@ -49,24 +47,11 @@ impl RotationFunctions {
     async fn build(&self) -> Result<Runtime, String> {
         let s = &self.settings;
         let policy = Policy::load(&s.policy_file).map_err(|e| format!("policy: {e}"))?;
-        if s.keyvault.is_some() {
-            return Err("PATROL_KEYVAULT_URL is set but this build's engine wiring supports only the embedded file store so far".into());
-        }
-        let store: Arc<dyn SecretStore> = Arc::new(
-            FileSecretStore::open(s.state_dir.join("secrets"), &s.store_key_file, self.clock.clone())
-                .map_err(|e| format!("secret store: {e}"))?,
-        );
-        let (state, leases): (Arc<dyn StateStore>, Arc<dyn Leases>) = match (s.lease, &s.host_storage) {
-            (LeaseMode::Local, _) | (LeaseMode::Auto, None) => {
-                (Arc::new(FileStateStore::new(s.state_dir.join("state"))), Arc::new(LocalLeases::default()))
-            }
-            (_, Some(hs)) => {
-                let blob =
-                    super::blob::BlobAccount::from_host_storage(hs).map_err(|e| format!("AzureWebJobsStorage: {e}"))?;
-                (Arc::new(blob.state_store()), Arc::new(blob.leases()))
-            }
-            (LeaseMode::Blob, None) => return Err("PATROL_LEASE=blob needs AzureWebJobsStorage".into()),
-        };
+        // Key Vault when PATROL_KEYVAULT_URL is set (the file store is never opened then: the Function
+        // App's root is read-only in Azure), otherwise the embedded file store.
+        let store: Arc<dyn SecretStore> =
+            crate::store::from_settings_with_clock(s, self.clock.clone()).map_err(|e| format!("secret store: {e}"))?;
+        let (state, leases) = super::shared::from_settings(s)?;
         let client_id = s.client_id.clone().ok_or("PATROL_CLIENT_ID is not set (the Entra app owners sign in to)")?;
         let http = crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
             .map_err(|e| e.to_string())?;
@@ -106,15 +91,8 @@ impl RotationFunctions {
 
     async fn finish(&self, rt: &Runtime, summary: RunSummary, planned: bool) -> Outcome {
         let notices = summary.notices.clone();
-        let delivery = if summary.dry_run || notices.is_empty() {
-            None
-        } else {
-            // `Notifier::deliver_run`'s future is not provably `Send` (a higher-ranked closure inside it), so
-            // it runs on a blocking thread of its own rather than inside this `Send` future.
-            let notifier = rt.notifier.clone();
-            let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || handle.block_on(notifier.deliver_run(notices))).await.ok()
-        };
+        let delivery =
+            if summary.dry_run || notices.is_empty() { None } else { Some(rt.notifier.deliver_run(notices).await) };
         let status = if planned {
             Status::Planned
         } else if summary.ignored.is_some() {
