@@ -77,7 +77,7 @@ async fn count(State(ctx): Ctl, req: axum::extract::Request, next: axum::middlew
 }
 
 /// JSON body extraction with a plain 400 naming the problem.
-pub struct Body<T>(T);
+pub struct Body<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
     type Rejection = Response;

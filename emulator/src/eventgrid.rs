@@ -58,9 +58,9 @@ impl std::str::FromStr for DeliveryMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "functions-host" => Ok(Self::FunctionsHost),
-            "event-grid-schema" | "webhook" => Ok(Self::EventGridSchema),
-            "cloud-events" => Ok(Self::CloudEvents),
-            other => Err(format!("{other:?} is not one of functions-host, event-grid-schema, cloud-events")),
+            "eventgrid" | "event-grid-schema" | "webhook" => Ok(Self::EventGridSchema),
+            "cloudevents" | "cloud-events" => Ok(Self::CloudEvents),
+            other => Err(format!("{other:?} is not one of functions-host, eventgrid, cloudevents")),
         }
     }
 }

@@ -9,4 +9,5 @@ mod control;
 mod control_audit;
 mod entra;
 mod keyvault;
+mod keyvault_join;
 mod pats;
