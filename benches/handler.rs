@@ -2,11 +2,13 @@
 //!
 //! 1. In-process: one `EventGridSecretChanged` invocation for a secret patrol does not manage, through
 //!    `Handler::invoke` (parse, validate, dispatch, JSON log line + `Logs` capture, envelope) — p50/p99.
-//! 2. Loopback: the release `patrol` binary started like the host starts it, driven over 127.0.0.1 by
-//!    keep-alive connections — invocations per second.
+//! 2. Loopback: the release `patrol` binary started like the host starts it (real rotation engine, empty
+//!    policy, so the event is for a secret patrol does not manage), driven over 127.0.0.1 by keep-alive
+//!    connections — invocations per second.
 //! 3. Start-up: spawn to first answered `GET /` (median over many starts) and idle RSS (`VmRSS`).
 //!
-//! Optional arguments: `cargo bench --bench handler -- [inproc|loopback|startup]…` selects parts.
+//! Optional arguments: `cargo bench --bench handler -- [inproc|loopback|startup]…` selects parts;
+//! `BENCH_HANDLER_LOG=<filter>` sets the spawned handler's `PATROL_LOG` (e.g. `off`, to price logging).
 
 use patrol::clock::Clock;
 use patrol::handler::eventgrid::SecretEvent;
@@ -98,11 +100,23 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The handler as the host starts it, running the real rotation engine with an empty policy (nothing
+/// managed) and every Azure endpoint on a closed loopback port.
 fn spawn_handler(port: u16) -> Child {
+    let root = std::env::temp_dir().join(format!("patrol-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("patrol.toml"), "# nothing managed\n").unwrap();
     Command::new(BIN)
         .env_clear()
+        .current_dir(&root)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("PATROL_STATE_DIR", std::env::temp_dir().join("patrol-bench-state"))
+        .env("FUNCTIONS_APP_ROOT_PATH", &root)
+        .env("PATROL_STATE_DIR", root.join(".patrol"))
+        .env("PATROL_CLIENT_ID", "00000000-0000-4000-8000-00000000be0c")
+        .env("PATROL_DEVOPS_URL", "http://127.0.0.1:9")
+        .env("PATROL_AUDIT_URL", "http://127.0.0.1:9")
+        .env("PATROL_ENTRA_AUTHORITY", "http://127.0.0.1:9")
+        .envs(std::env::var("BENCH_HANDLER_LOG").ok().map(|v| ("PATROL_LOG", v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -142,7 +156,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status();
     let _ = child.wait();
 }
 
@@ -217,8 +231,10 @@ fn cpu_time(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // rest = " S ppid pgrp …": token 0 is the state (field 3), so utime (14) is token 11, stime token 12.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
     let hz = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -268,7 +284,7 @@ fn loopback() {
     let per = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
     let (s_us, c_us) = (per(server_cpu), per(client_cpu));
     println!(
-        "loopback EventGridSecretChanged (release binary, NotConfigured engine, JSON logs to /dev/null), \
+        "loopback EventGridSecretChanged (release binary, rotation engine, unmanaged secret, JSON logs to /dev/null), \
          {ROUNDS} rounds of {} invocations over {CONNECTIONS} keep-alive connections: median {:.0}/s, best {:.0}/s",
         CONNECTIONS * PER_CONNECTION,
         rates[ROUNDS / 2],

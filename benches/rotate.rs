@@ -260,7 +260,9 @@ async fn orchestrate() {
             let rt_value = secrecy::SecretString::from(v["refresh_token"].as_str().expect("refresh token").to_owned());
             let who = OwnerId::parse(&owner(i)).expect("owner");
             let signed_in = clock.now().format(&time::format_description::well_known::Rfc3339).expect("time");
-            store_refresh_token(store.as_ref(), &who, &rt_value, &signed_in, clock.now()).await.expect("store rt");
+            store_refresh_token(store.as_ref(), &who, &rt_value, &signed_in, patrol::auth::PAT_SCOPES, clock.now())
+                .await
+                .expect("store rt");
         }
     }
 

@@ -31,8 +31,28 @@ impl VirtualClock {
     pub fn set(&self, at: OffsetDateTime) -> OffsetDateTime {
         let now = self.now();
         if at > now {
-            self.advance(at - now);
+            // Round up to whole milliseconds so the clock never lands just before `at`.
+            let gap = at - now;
+            let ms = gap.whole_milliseconds() + i128::from(gap.subsec_nanoseconds() % 1_000_000 != 0);
+            self.advance(Duration::milliseconds(ms as i64));
         }
         self.now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_never_lands_before_the_target_and_never_goes_back() {
+        let c = VirtualClock::new();
+        let target = time::macros::datetime!(2099-01-01 00:00 UTC);
+        for _ in 0..50 {
+            assert!(c.set(target) >= target);
+        }
+        let later = c.now();
+        c.set(target - Duration::days(1));
+        assert!(c.now() >= later);
     }
 }

@@ -106,6 +106,7 @@ pub struct Ctx {
     pub device_codes: Mutex<HashMap<String, DeviceCode>>,
     /// Notified after each change so the persister saves.
     pub dirty: Notify,
+    issued: AtomicU64,
 }
 
 impl Ctx {
@@ -129,6 +130,7 @@ impl Ctx {
             stats: Stats::default(),
             device_codes: Mutex::default(),
             dirty: Notify::new(),
+            issued: AtomicU64::new(0),
         }
     }
 
@@ -152,6 +154,13 @@ impl Ctx {
             self.dirty.notify_one();
         }
         s
+    }
+
+    /// Counts an issued access token; every 1024th issue forgets expired grants (bounded memory).
+    pub fn note_issued(&self) {
+        if self.issued.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            self.tokens.sweep();
+        }
     }
 
     /// Marks the state changed (the persister will save it).

@@ -24,6 +24,9 @@ use time::Duration;
 
 type Ctl = State<Arc<Ctx>>;
 
+/// Largest control request body (bytes).
+pub const CONTROL_BODY_LIMIT: usize = 256 << 20;
+
 fn bad(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
@@ -38,6 +41,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/_control/seed", post(post_seed))
         .route("/_control/orgs", post(post_org))
         .route("/_control/orgs/{org}/policy", get(get_org_policy).put(put_org_policy))
+        .route("/_control/orgs/{org}/audit", post(post_org_audit))
         .route("/_control/users", post(post_user))
         .route("/_control/users/{upn}/interaction", put(put_interaction))
         .route("/_control/apps", post(post_app))
@@ -62,6 +66,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/_control/stats", get(stats))
         .fallback(|| async { bad(StatusCode::NOT_FOUND, "no such control endpoint") })
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), count))
+        // Seeds of large worlds (e.g. 100,000 PATs) exceed axum's 2 MB default.
+        .layer(axum::extract::DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
         .with_state(ctx)
 }
 
@@ -71,7 +77,7 @@ async fn count(State(ctx): Ctl, req: axum::extract::Request, next: axum::middlew
 }
 
 /// JSON body extraction with a plain 400 naming the problem.
-pub struct Body<T>(T);
+pub struct Body<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
     type Rejection = Response;
@@ -492,4 +498,65 @@ async fn stats(State(ctx): Ctl) -> Response {
     v["auditEntries"] = json!(s.orgs.values().map(|o| o.audit.len()).sum::<usize>());
     v["refreshTokens"] = json!(s.refresh_tokens.len());
     ok(v)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AuditedAction {
+    /// e.g. `OrganizationPolicy.PolicyValueUpdated`, `AuditLog.StreamDisabledByUser`, `AuditLog.StreamDeleted`.
+    action_id: String,
+    /// A known user (by UPN); without one, Azure DevOps itself is the actor (e.g. `StreamDisabledBySystem`).
+    #[serde(default)]
+    actor_upn: Option<String>,
+    /// How the actor signed in; the portal's default is `FedAuth`.
+    #[serde(default)]
+    authentication_mechanism: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    details: Option<String>,
+    #[serde(default)]
+    data: serde_json::Map<String, Value>,
+    #[serde(default)]
+    ip_address: Option<String>,
+    #[serde(default)]
+    user_agent: Option<String>,
+}
+
+/// An administrator (or the system) performs an audited action other than a PAT's: changing an organization
+/// policy, disabling or deleting an audit stream. Recorded like any other entry (only if auditing is on).
+async fn post_org_audit(State(ctx): Ctl, Path(org): Path<String>, Body(a): Body<AuditedAction>) -> Response {
+    let mut state = ctx.state();
+    let now = ctx.now();
+    let key = org.to_lowercase();
+    if state.org(&org).is_none() {
+        return bad(StatusCode::NOT_FOUND, format!("organization {org:?} is not known"));
+    }
+    let Some((area, _)) = a.action_id.split_once('.').filter(|(x, y)| !x.is_empty() && !y.is_empty()) else {
+        return bad(StatusCode::BAD_REQUEST, format!("actionId {:?} must look like Area.Action", a.action_id));
+    };
+    let area = area.to_owned();
+    let actor = match &a.actor_upn {
+        None => Actor::system(),
+        Some(upn) => match state.user_by_upn(upn) {
+            Some(u) => Actor::user(
+                u,
+                a.authentication_mechanism.as_deref().unwrap_or("FedAuth"),
+                a.ip_address.clone().or(Some("127.0.0.1".into())),
+                a.user_agent.clone(),
+            ),
+            None => return bad(StatusCode::NOT_FOUND, format!("user {upn:?} is not known")),
+        },
+    };
+    let ev = Event {
+        action_id: &a.action_id,
+        area: &area,
+        category: a.category.as_deref().unwrap_or("modify"),
+        details: a.details.clone().unwrap_or_else(|| format!("{} performed {}.", actor.display_name, a.action_id)),
+        data: a.data.clone(),
+        at: now,
+    };
+    audit_log::record(&mut state, &key, &actor, ev, now);
+    ctx.changed();
+    ok(json!({ "organization": key, "actionId": a.action_id, "recorded": true }))
 }

@@ -174,7 +174,11 @@ pub fn issue_user_tokens(
         expires_at: now + secs(access_secs),
     });
     ctx.secrets.record("access_token", &access_token);
+    ctx.note_issued();
     let refresh_token = req.offline.then(|| {
+        // Bounded: forget refresh tokens that expired more than a week ago.
+        let horizon = now - time::Duration::days(7);
+        state.refresh_tokens.retain(|_, r| r.expires_at > horizon);
         let rt = format!("1.AQ{}", random_token(180));
         ctx.secrets.record("refresh_token", &rt);
         state.refresh_tokens.insert(
@@ -210,6 +214,7 @@ pub fn issue_app_token(ctx: &Ctx, client_id: &str, resource: &str, lifetime_secs
         expires_at: ctx.now() + secs(secs_),
     });
     ctx.secrets.record("access_token", &access_token);
+    ctx.note_issued();
     TokenSet {
         access_token,
         refresh_token: None,
@@ -297,7 +302,10 @@ fn device_code<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<
     const ALPHA: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
     let user_code: String = (0..9).map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char).collect();
-    ctx.device_codes.lock().unwrap_or_else(|p| p.into_inner()).insert(
+    let mut codes = ctx.device_codes.lock().unwrap_or_else(|p| p.into_inner());
+    let now = ctx.now();
+    codes.retain(|_, d| d.expires_at > now); // bounded: expired codes are forgotten
+    codes.insert(
         device_code.clone(),
         DeviceCode {
             user_code: user_code.clone(),
@@ -305,10 +313,11 @@ fn device_code<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<
             resource: scope.resource,
             scopes: scope.scopes,
             offline: scope.offline,
-            expires_at: ctx.now() + secs(lt.device_code_secs),
+            expires_at: now + secs(lt.device_code_secs),
             status: DeviceStatus::Pending,
         },
     );
+    drop(codes);
     Ok(json!({
         "user_code": user_code,
         "device_code": device_code,

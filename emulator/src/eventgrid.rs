@@ -58,9 +58,9 @@ impl std::str::FromStr for DeliveryMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "functions-host" => Ok(Self::FunctionsHost),
-            "event-grid-schema" | "webhook" => Ok(Self::EventGridSchema),
-            "cloud-events" => Ok(Self::CloudEvents),
-            other => Err(format!("{other:?} is not one of functions-host, event-grid-schema, cloud-events")),
+            "eventgrid" | "event-grid-schema" | "webhook" => Ok(Self::EventGridSchema),
+            "cloudevents" | "cloud-events" => Ok(Self::CloudEvents),
+            other => Err(format!("{other:?} is not one of functions-host, eventgrid, cloudevents")),
         }
     }
 }
@@ -307,11 +307,13 @@ async fn deliver_one(
         let request = match cfg.mode {
             DeliveryMode::FunctionsHost => {
                 let url = format!("{}/{}", target.trim_end_matches('/'), cfg.function);
-                http.post(url).header("content-type", "application/json").json(&functions_host_invocation(
-                    event,
-                    cfg,
-                    clock.now(),
-                ))
+                // As the Functions host does: a fresh invocation id per attempt, its version and user agent.
+                http.post(url)
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("x-azure-functions-invocationid", uuid::Uuid::new_v4().to_string())
+                    .header("x-azure-functions-hostversion", "4.1040.300.0")
+                    .header("user-agent", "Azure-Functions-Host/4.1040.300.0")
+                    .json(&functions_host_invocation(event, cfg, clock.now()))
             }
             DeliveryMode::EventGridSchema => http
                 .post(target)

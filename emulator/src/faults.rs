@@ -55,7 +55,7 @@ impl FaultSettings {
 
 /// What a one-shot fault does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum FaultKind {
     /// Answer with this status before processing.
     #[serde(rename_all = "camelCase")]
@@ -67,9 +67,10 @@ pub enum FaultKind {
     LoseResponse,
 }
 
-/// A queued one-shot fault: applies to the next `count` matching requests.
+/// A queued one-shot fault: applies to the next `count` matching requests. (`deny_unknown_fields` does
+/// not work together with the flattened `kind`.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OnceFault {
     #[serde(flatten)]
     pub kind: FaultKind,

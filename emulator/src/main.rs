@@ -1,23 +1,28 @@
 //! The `patrol-emulator` binary: parses flags, starts the emulator, prints exactly one JSON line naming
-//! the endpoints on stdout when ready, logs to stderr, and saves state on Ctrl-C / SIGTERM.
+//! the endpoints on stdout when ready (including `keyvault` and `ca_cert`), logs to stderr, and saves state
+//! on Ctrl-C / SIGTERM.
 
 use anyhow::Context as _;
 use clap::Parser;
 use patrol_emulator::context::Lifetimes;
+use patrol_emulator::eventgrid::{DeliveryConfig, DeliveryMode};
 use patrol_emulator::faults::FaultSettings;
+use patrol_emulator::keyvault::Faults as KeyVaultFaults;
 use patrol_emulator::ratelimit::RateLimitSettings;
 use patrol_emulator::seed::Seed;
+use patrol_emulator::server::KeyVaultConfig;
 use patrol_emulator::{Emulator, EmulatorConfig};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// A local emulator of Azure DevOps (PAT Lifecycle, Token Admin, audit log) and Microsoft Entra sign-in.
+/// A local emulator of Azure DevOps (PAT Lifecycle, Token Admin, audit log), Microsoft Entra sign-in,
+/// Azure Key Vault secrets (HTTPS) and Event Grid delivery of the vault's events.
 #[derive(Debug, Parser)]
 #[command(name = "patrol-emulator", version)]
 struct Args {
     /// Address of the Azure DevOps listener (loopback only). Port 0: every service gets an ephemeral
-    /// port; otherwise audit, Entra and control take the next three ports.
+    /// port; otherwise audit, Entra, control and Key Vault take the next four ports.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Seed file (JSON): tenant, policies, organizations, users, applications, PATs.
@@ -59,6 +64,40 @@ struct Args {
     /// How many minted secrets to remember for `GET /_control/secrets` (0 = none).
     #[arg(long, default_value_t = 10_000)]
     remember_secrets: usize,
+    /// Name of the emulated vault (3-24 letters, digits, hyphens).
+    #[arg(long, default_value = "patrol-emu")]
+    vault_name: String,
+    /// Write the Key Vault listener's CA certificate (PEM) here (default: a private temporary directory).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Deliver the vault's Event Grid events to this loopback URL (base URL in functions-host mode).
+    #[arg(long)]
+    eventgrid_target: Option<String>,
+    /// Delivery shape: functions-host (POST {target}/EventGridSecretChanged with the host's envelope),
+    /// eventgrid (Event Grid-schema webhook arrays) or cloudevents (CloudEvents 1.0 batches).
+    #[arg(long, default_value = "functions-host")]
+    eventgrid_mode: DeliveryMode,
+    /// Extra copies of every event (same id), as at-least-once delivery allows.
+    #[arg(long, default_value_t = 0)]
+    eventgrid_duplicates: u32,
+    /// Deliver events raised together in reverse order.
+    #[arg(long)]
+    eventgrid_reorder: bool,
+    /// Answer the first N authenticated Key Vault requests with 429 Throttled.
+    #[arg(long, default_value_t = 0)]
+    keyvault_throttle_next: u32,
+    /// Retry-After seconds on Key Vault 429s.
+    #[arg(long, default_value_t = 1)]
+    keyvault_retry_after_secs: u64,
+    /// Follow every non-empty Key Vault list page with an empty page that still has nextLink.
+    #[arg(long)]
+    keyvault_empty_pages: bool,
+    /// Refuse this principal (client id or UPN) with 403 ForbiddenByRbac (repeatable).
+    #[arg(long)]
+    keyvault_forbid: Vec<String>,
+    /// Virtual milliseconds a Key Vault delete or recovery takes to finish.
+    #[arg(long, default_value_t = 500)]
+    keyvault_async_delay_ms: i64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +148,24 @@ fn main() -> anyhow::Result<()> {
             ..Lifetimes::default()
         },
         secrets_capacity: args.remember_secrets,
+        keyvault: KeyVaultConfig {
+            vault_name: args.vault_name,
+            ca_cert_path: args.ca_cert,
+            faults: KeyVaultFaults {
+                throttle_next: args.keyvault_throttle_next,
+                retry_after_secs: args.keyvault_retry_after_secs,
+                empty_pages: args.keyvault_empty_pages,
+                forbidden_principals: args.keyvault_forbid.into_iter().collect(),
+                async_delay_ms: args.keyvault_async_delay_ms,
+            },
+            delivery: DeliveryConfig {
+                target: args.eventgrid_target,
+                mode: args.eventgrid_mode,
+                duplicates: args.eventgrid_duplicates,
+                reorder: args.eventgrid_reorder,
+                ..DeliveryConfig::default()
+            },
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {

@@ -72,6 +72,9 @@ fn sp() -> AppKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeedPat {
+    /// Defaults to a new id.
+    #[serde(default)]
+    pub authorization_id: Option<Uuid>,
     pub owner: String,
     pub organization: String,
     pub display_name: String,
@@ -173,8 +176,10 @@ pub fn add_pat(ctx: &Ctx, state: &mut State, p: &SeedPat) -> Result<MintedPat, S
     let now = ctx.now();
     let owner =
         state.user_by_upn(&p.owner).cloned().ok_or_else(|| format!("owner {:?} is not a known user", p.owner))?;
-    let org =
-        state.org(&p.organization).cloned().ok_or_else(|| format!("organization {:?} is not known", p.organization))?;
+    let org = state
+        .org(&p.organization)
+        .map(crate::state::Org::light)
+        .ok_or_else(|| format!("organization {:?} is not known", p.organization))?;
     if !owner.orgs.contains(&org.name.to_lowercase()) {
         return Err(format!("{} is not a member of {}", owner.upn, org.name));
     }
@@ -208,8 +213,12 @@ pub fn add_pat(ctx: &Ctx, state: &mut State, p: &SeedPat) -> Result<MintedPat, S
     if state.index.pat_by_hash.contains_key(&hash) {
         return Err("a PAT with this token already exists".into());
     }
+    let id = p.authorization_id.unwrap_or_else(Uuid::new_v4);
+    if state.pats.contains_key(&id) {
+        return Err(format!("a PAT with authorizationId {id} already exists"));
+    }
     let rec = PatRecord {
-        id: Uuid::new_v4(),
+        id,
         owner: owner.id,
         org: org.id,
         display_name: name.to_string(),

@@ -1,12 +1,14 @@
 //! Composition: [`EmulatorConfig`], [`Emulator::start`] (listeners for Azure DevOps, the audit service,
 //! Entra and the control API, all on 127.0.0.1), the per-request pipeline shared by the emulated APIs
 //! (latency, queued faults, random 5xx, rate limiting, "response lost"), the ready line, and shutdown.
-//! The Key Vault / Event Grid side joins in `start` where marked.
+//! `start` also starts the Key Vault listener (HTTPS, same clock and token issuer) and Event Grid delivery.
 
 use crate::clock::VirtualClock;
 use crate::context::{Ctx, Lifetimes, Stats};
+use crate::eventgrid::{DeliveryConfig, EventGrid};
 use crate::faults::{FaultKind, FaultSettings, Faults, Service};
 use crate::http::{ApiRequest, ConnInfo};
+use crate::keyvault::{KeyVaultOptions, KeyVaultServer};
 use crate::persist;
 use crate::ratelimit::{RateLimitSettings, RateLimiter};
 use crate::secrets::MintedSecrets;
@@ -29,8 +31,8 @@ use tokio::sync::watch;
 /// How to start an emulator.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
-    /// Address of the Azure DevOps listener; with a non-zero port the audit, Entra and control listeners
-    /// take the next three ports, with port 0 each gets its own ephemeral port.
+    /// Address of the Azure DevOps listener; with a non-zero port the audit, Entra, control and Key Vault
+    /// listeners take the next four ports, with port 0 each gets its own ephemeral port.
     pub listen: SocketAddr,
     pub seed: Option<Seed>,
     /// Persist state here (loaded at start if it exists; the seed is applied only to a new state).
@@ -40,6 +42,63 @@ pub struct EmulatorConfig {
     pub lifetimes: Lifetimes,
     /// How many minted secret values to remember for leak scanning (0 = none).
     pub secrets_capacity: usize,
+    pub keyvault: KeyVaultConfig,
+}
+
+/// The Key Vault and Event Grid side of [`EmulatorConfig`].
+#[derive(Debug, Clone)]
+pub struct KeyVaultConfig {
+    /// Vault name (`VaultName` of events, the ARM id in `topic`).
+    pub vault_name: String,
+    /// Where to write the generated CA certificate (PEM). `None`: a fresh private temporary directory,
+    /// removed at shutdown.
+    pub ca_cert_path: Option<PathBuf>,
+    pub faults: crate::keyvault::Faults,
+    /// Event Grid delivery (target, mode, duplicates, reordering…). An empty `topic` becomes the vault's
+    /// ARM id.
+    pub delivery: DeliveryConfig,
+}
+
+impl Default for KeyVaultConfig {
+    fn default() -> Self {
+        Self {
+            vault_name: "patrol-emu".into(),
+            ca_cert_path: None,
+            faults: crate::keyvault::Faults::default(),
+            delivery: DeliveryConfig::default(),
+        }
+    }
+}
+
+/// The ARM id Event Grid uses as `topic` for a vault of the emulated subscription.
+pub fn vault_topic(vault_name: &str) -> String {
+    format!(
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/patrol-emulator/providers/Microsoft.KeyVault/vaults/{vault_name}"
+    )
+}
+
+/// Vault names: 3–24 of `[0-9a-zA-Z-]`, starting with a letter, as Azure requires.
+fn check_vault_name(name: &str) -> anyhow::Result<()> {
+    let ok = (3..=24).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if !ok {
+        anyhow::bail!(
+            "vault name {name:?} is not valid: 3 to 24 letters, digits and single hyphens, starting with a letter"
+        );
+    }
+    Ok(())
+}
+
+fn private_temp_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("patrol-emulator-{}", uuid::Uuid::new_v4().simple()));
+    let mut b = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 impl Default for EmulatorConfig {
@@ -52,6 +111,7 @@ impl Default for EmulatorConfig {
             rate_limit: RateLimitSettings::default(),
             lifetimes: Lifetimes::default(),
             secrets_capacity: 10_000,
+            keyvault: KeyVaultConfig::default(),
         }
     }
 }
@@ -81,6 +141,10 @@ pub struct Emulator {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: Option<tokio::task::JoinHandle<()>>,
     state_path: Option<PathBuf>,
+    keyvault: KeyVaultServer,
+    eventgrid: EventGrid,
+    /// A temporary directory holding the CA certificate, removed at shutdown.
+    temp_dir: Option<PathBuf>,
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -95,6 +159,13 @@ impl Emulator {
         config.faults.validate().map_err(anyhow::Error::msg).context("fault settings")?;
         config.rate_limit.validate().map_err(anyhow::Error::msg).context("rate-limit settings")?;
         config.lifetimes.validate().map_err(anyhow::Error::msg).context("token lifetimes")?;
+        check_vault_name(&config.keyvault.vault_name)?;
+        crate::keyvault::control::validate_faults(&config.keyvault.faults)
+            .map_err(anyhow::Error::msg)
+            .context("Key Vault fault settings")?;
+        crate::keyvault::control::validate_delivery(&config.keyvault.delivery)
+            .map_err(anyhow::Error::msg)
+            .context("Event Grid delivery settings")?;
         let loaded = match &config.state_path {
             Some(p) => persist::load(p)?,
             None => None,
@@ -123,7 +194,7 @@ impl Emulator {
         let entra = bind(SocketAddr::new(ip, port(2))).await?;
         let control = bind(SocketAddr::new(ip, port(3))).await?;
         let url = |l: &TcpListener| -> anyhow::Result<String> { Ok(format!("http://{}", l.local_addr()?)) };
-        let endpoints = Endpoints {
+        let mut endpoints = Endpoints {
             devops: url(&devops)?,
             audit: url(&audit)?,
             entra: url(&entra)?,
@@ -131,20 +202,69 @@ impl Emulator {
             tenant: ctx.state().tenant_id.to_string(),
             extra: BTreeMap::new(),
         };
+
+        let kv_cfg = &config.keyvault;
+        let mut delivery = kv_cfg.delivery.clone();
+        if delivery.topic.is_empty() {
+            delivery.topic = vault_topic(&kv_cfg.vault_name);
+        }
+        let (eventgrid, sink) = EventGrid::start(ctx.clock.clone(), delivery);
+        let (ca_cert_path, temp_dir) = match &kv_cfg.ca_cert_path {
+            Some(p) => (p.clone(), None),
+            None => {
+                let dir = private_temp_dir()?;
+                (dir.join("ca-cert.pem"), Some(dir))
+            }
+        };
+        let kv_listen = SocketAddr::new(ip, port(4));
+        if !kv_listen.ip().is_loopback() {
+            anyhow::bail!("refusing to listen on {kv_listen}: the emulator listens on loopback addresses only");
+        }
+        let keyvault = KeyVaultServer::start(
+            KeyVaultOptions {
+                listen: kv_listen,
+                vault_name: kv_cfg.vault_name.clone(),
+                authority: format!("{}/{}", endpoints.entra, endpoints.tenant),
+                ca_cert_path: Some(ca_cert_path.clone()),
+            },
+            ctx.clock.clone(),
+            ctx.tokens.clone(),
+            sink,
+        )
+        .await
+        .with_context(|| format!("starting the Key Vault listener on {kv_listen}"))?;
+        keyvault.set_faults(kv_cfg.faults.clone());
+        let ca_cert = ca_cert_path.to_string_lossy().into_owned();
+        endpoints.extra.insert("keyvault".into(), keyvault.url.clone());
+        endpoints.extra.insert("ca_cert".into(), ca_cert.clone());
+        let control_router = crate::control::router(ctx.clone()).merge(crate::keyvault::control::router(
+            keyvault.state.clone(),
+            eventgrid.clone(),
+            ca_cert,
+        ));
+
         let (tx, rx) = watch::channel(false);
         let tasks = vec![
             crate::serve::spawn_listener(devops, api_router(ctx.clone(), Service::Devops), rx.clone()),
             crate::serve::spawn_listener(audit, api_router(ctx.clone(), Service::Audit), rx.clone()),
             crate::serve::spawn_listener(entra, api_router(ctx.clone(), Service::Entra), rx.clone()),
-            crate::serve::spawn_listener(control, crate::control::router(ctx.clone()), rx.clone()),
+            crate::serve::spawn_listener(control, control_router, rx.clone()),
         ];
-        // Key Vault + Event Grid listeners join here: bind, add their URLs to `endpoints.extra`
-        // ("keyvault", "ca_cert"), and push their accept loops onto `tasks` with `rx`.
         let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), p));
         if fresh && let Some(p) = &config.state_path {
             persist::save(&ctx, p)?;
         }
-        Ok(Self { endpoints, ctx, shutdown: tx, tasks, writer, state_path: config.state_path })
+        Ok(Self {
+            endpoints,
+            ctx,
+            shutdown: tx,
+            tasks,
+            writer,
+            state_path: config.state_path,
+            keyvault,
+            eventgrid,
+            temp_dir,
+        })
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -164,6 +284,16 @@ impl Emulator {
         &self.ctx
     }
 
+    /// The emulated Key Vault (its state, faults, CA certificate).
+    pub fn keyvault(&self) -> &KeyVaultServer {
+        &self.keyvault
+    }
+
+    /// Event Grid delivery of the vault's events (configuration and logs).
+    pub fn eventgrid(&self) -> &EventGrid {
+        &self.eventgrid
+    }
+
     /// The one JSON line printed when ready.
     pub fn ready_line(&self) -> String {
         serde_json::to_string(&self.endpoints).unwrap_or_default()
@@ -172,6 +302,10 @@ impl Emulator {
     /// Stops the listeners and saves the state (with `--state`).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        drop(self.keyvault);
+        if let Some(d) = &self.temp_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
         for t in self.tasks {
             let _ = t.await;
         }
@@ -299,7 +433,9 @@ async fn pipeline(
         std::future::pending::<()>().await;
     }
     add_headers(&mut resp, &rl_headers);
-    resp.headers_mut().insert("x-vss-e2eid", HeaderValue::from_static("00000000-0000-0000-0000-000000000000"));
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        resp.headers_mut().insert("activityid", v);
+    }
     resp
 }
 

@@ -78,6 +78,19 @@ pub struct Org {
     pub audit: Vec<AuditRecord>,
 }
 
+impl Org {
+    /// Identity and policy without the audit log and rules (cheap to copy out of the lock).
+    pub fn light(&self) -> Org {
+        Org {
+            id: self.id,
+            name: self.name.clone(),
+            policy: self.policy.clone(),
+            revocation_rules: Vec::new(),
+            audit: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
@@ -91,6 +104,18 @@ pub struct User {
     /// Conditional Access demands an interactive sign-in: refresh fails with `interaction_required`.
     #[serde(default)]
     pub require_interaction: bool,
+}
+
+/// The user id inside a Graph subject descriptor (`aad.` or `msa.` + base64 of the id, padded or not).
+pub fn descriptor_user_id(descriptor: &str) -> Option<Uuid> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let (kind, data) = descriptor.split_once('.')?;
+    if !kind.eq_ignore_ascii_case("aad") && !kind.eq_ignore_ascii_case("msa") {
+        return None;
+    }
+    let raw = [URL_SAFE_NO_PAD, STANDARD, STANDARD_NO_PAD, URL_SAFE].iter().find_map(|e| e.decode(data).ok())?;
+    Uuid::parse_str(std::str::from_utf8(&raw).ok()?).ok()
 }
 
 impl User {
@@ -470,5 +495,17 @@ mod tests {
         s.add_user("a@x.test", None, &["fabrikam".into()], &[], None).unwrap();
         assert!(matches!(s.add_user("A@x.test", None, &[], &[], None), Err(StateError::Duplicate(_))));
         assert!(s.add_org("bad name", None, OrgPolicy::default()).is_err());
+    }
+
+    #[test]
+    fn descriptors_round_trip_and_accept_the_spec_example() {
+        let mut s = State::default();
+        let u = s.add_user("a@x.test", None, &[], &[], None).unwrap().clone();
+        assert_eq!(descriptor_user_id(&u.descriptor()), Some(u.id));
+        assert_eq!(
+            descriptor_user_id("msa.MjcwYjYwYzMtZThiMy03MGU1LWFjZDYtYzM5Zjk3ZDZmYTRh"),
+            Some(Uuid::parse_str("270b60c3-e8b3-70e5-acd6-c39f97d6fa4a").unwrap())
+        );
+        assert_eq!(descriptor_user_id("vssgp.abc"), None);
     }
 }

@@ -8,14 +8,28 @@
 //! - [`rules`] — the pure evaluator: entries × context × now → findings.
 //! - [`respond`] — response per severity (alert / rotate now / revoke, dry run), the evidence gate.
 //! - [`ingest`] — polling with overlapping windows, de-duplication, the persisted checkpoint.
+//! - [`managed`] — the managed PATs as the secret store's tags describe them.
+//! - [`replace`] — out-of-schedule replacements (pre-staged before break glass, global migration).
+//! - [`pass`] — the timer's audit pass: every organization polled, responses executed, notices.
+//! - [`weekly`] — the weekly report (findings log, once a week with compare-and-swap).
+//! - [`migrate`] — all-organization PATs (retired 2026-12-01) found and the managed ones replaced.
+//! - [`render`] — findings as a table, markdown or JSON.
+//! - [`breakglass`] — revoke one PAT, an owner's or a whole organization's, with a report.
 
+pub mod breakglass;
 pub mod context;
 pub mod entry;
 pub mod finding;
 pub mod ingest;
+pub mod managed;
+pub mod migrate;
+pub mod pass;
 pub mod policy;
+pub mod render;
+pub mod replace;
 pub mod respond;
 pub mod rules;
+pub mod weekly;
 
 pub use context::{AuditContext, KnownPat, LastUse, Lifecycle, PatStatus, PatrolAction};
 pub use entry::{AuditEntry, AuthMechanism, Category, EntryData, MalformedEntry, PageError, PageInfo, parse_page};

@@ -474,6 +474,16 @@ fn ser_days<S: serde::Serializer>(v: &[Weekday], s: S) -> Result<S::Ok, S::Error
     s.collect_seq(v.iter().map(|d| day_name(*d)))
 }
 
+/// The `[audit]` table of a policy file's text (other tables are the rotation policy's business); an
+/// absent table is the default policy.
+pub fn from_policy_text(text: &str) -> Result<AuditPolicy, String> {
+    let doc: toml::Table = toml::from_str(text).map_err(|e| format!("policy file: {}", e.message()))?;
+    match doc.get("audit") {
+        None => Ok(AuditPolicy::default()),
+        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| format!("[audit]: {}", e.message())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -333,7 +333,13 @@ impl<'c> Evaluator<'c> {
             }
         }
 
+        // Revoking a superseded PAT once its grace has ended is patrol's own drain step: expected, not foreign.
+        let expected_drain = kind == Lifecycle::Revoke
+            && known.is_some_and(|k| {
+                matches!(k.status, PatStatus::Superseded { grace_ends, .. } if e.timestamp + self.tolerance >= grace_ends)
+            });
         if let Some(o) = owner.as_ref().and_then(|o| ctx.managed_owner(o.as_str())).cloned()
+            && !expected_drain
             && !ctx.patrol_did(kind, &o, name, id, e.timestamp, self.tolerance)
         {
             let verb = match kind {

@@ -414,3 +414,25 @@ fn evaluate_convenience_matches_streaming() {
     assert_eq!(f[0].detected_at, NOW);
     assert_eq!(out.stats.findings, 1);
 }
+
+#[test]
+fn revoking_a_drained_previous_pat_is_patrols_own_step() {
+    let f = run(vec![
+        // patrol drains the superseded PAT after its grace ended (2026-03-02): expected, quiet.
+        entry(
+            "drain",
+            "2026-03-02T03:00:00Z",
+            "Token.PatRevokeEvent",
+            json!({"data": {"DisplayName": "ci-build (patrol:aaaaaaaaaaaa)", "AuthorizationId": OLD}}),
+        ),
+        // the same PAT revoked a day before its grace ended: someone else did it.
+        entry(
+            "early",
+            "2026-03-01T01:00:00Z",
+            "Token.PatRevokeEvent",
+            json!({"data": {"DisplayName": "ci-build (patrol:aaaaaaaaaaaa)", "AuthorizationId": OLD}}),
+        ),
+    ]);
+    assert_eq!(rules(&f), vec![RuleId::ForeignLifecycle], "{f:#?}");
+    assert_eq!(f[0].evidence.entry_id, "early");
+}

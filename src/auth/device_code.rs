@@ -86,7 +86,7 @@ pub async fn login(
                 let refresh = grant.refresh_token.ok_or(LoginError::NoRefreshToken)?;
                 let now = clock.now();
                 let signed_in = now.format(&Rfc3339).unwrap_or_default();
-                let version = store_refresh_token(store, owner, &refresh, &signed_in, now).await?;
+                let version = store_refresh_token(store, owner, &refresh, &signed_in, scopes, now).await?;
                 tracing::info!(%owner, "owner signed in; refresh token stored");
                 return Ok(LoginOutcome { owner: owner.clone(), version, signed_in_at: now });
             }

@@ -164,7 +164,13 @@ impl EntraClient {
     }
 
     fn parse_error(status: u16, body: &[u8]) -> EntraError {
-        match serde_json::from_slice::<WireError>(body) {
+        let parsed = serde_json::from_slice::<WireError>(body).ok();
+        // Throttling and service failures are transient whatever the body says.
+        if status >= 500 || status == 429 {
+            let code = parsed.map(|w| w.error).unwrap_or_default();
+            return EntraError::Transport(format!("HTTP {status} {code}").trim_end().to_owned());
+        }
+        match parsed.ok_or(()) {
             Ok(w) => EntraError::Rejected {
                 error: w.error,
                 // The first line only: Entra appends trace and correlation ids.
@@ -173,8 +179,7 @@ impl EntraClient {
                     .map(|d| d.lines().next().unwrap_or_default().chars().take(300).collect()),
                 suberror: w.suberror,
             },
-            Err(_) if status >= 500 => EntraError::Transport(format!("HTTP {status}")),
-            Err(_) => EntraError::Protocol(format!("HTTP {status} without an OAuth error body")),
+            Err(()) => EntraError::Protocol(format!("HTTP {status} without an OAuth error body")),
         }
     }
 
@@ -182,8 +187,12 @@ impl EntraClient {
         if status != 200 {
             return Err(Self::parse_error(status, body));
         }
-        let w: WireToken = serde_json::from_slice(body)
-            .map_err(|e| EntraError::Protocol(format!("token answer is not the documented shape ({e})")))?;
+        let w: WireToken = serde_json::from_slice(body).map_err(|e| {
+            EntraError::Protocol(format!(
+                "token answer is not the documented shape ({})",
+                crate::devops::wire::json_error(&e)
+            ))
+        })?;
         if let Some(t) = w.token_type.as_deref()
             && !t.eq_ignore_ascii_case("bearer")
         {
@@ -208,8 +217,12 @@ impl EntraClient {
         if status != 200 {
             return Err(Self::parse_error(status, &body));
         }
-        let w: WireDeviceCode = serde_json::from_slice(&body)
-            .map_err(|e| EntraError::Protocol(format!("devicecode answer is not the documented shape ({e})")))?;
+        let w: WireDeviceCode = serde_json::from_slice(&body).map_err(|e| {
+            EntraError::Protocol(format!(
+                "devicecode answer is not the documented shape ({})",
+                crate::devops::wire::json_error(&e)
+            ))
+        })?;
         let expires = w.expires_in.get().ok_or_else(|| EntraError::Protocol("expires_in is not a number".into()))?;
         let interval = w.interval.as_ref().and_then(Seconds::get).unwrap_or(5).max(1);
         let message = w.message.unwrap_or_else(|| {
@@ -288,6 +301,8 @@ mod tests {
         assert!(!e.needs_sign_in());
         assert_eq!(e.code(), Some("authorization_pending"));
         assert!(matches!(EntraClient::parse_token(503, b"<html>", NOW), Err(EntraError::Transport(_))));
+        let e = EntraClient::parse_token(503, br#"{"error":"temporarily_unavailable"}"#, NOW).unwrap_err();
+        assert!(matches!(e, EntraError::Transport(ref m) if m.contains("temporarily_unavailable")), "{e:?}");
     }
 
     #[test]

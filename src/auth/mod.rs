@@ -27,6 +27,10 @@ pub const DEVOPS_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
 pub const PAT_SCOPES: &str =
     "499b84ac-1321-427f-aa17-267ca6975798/vso.pats 499b84ac-1321-427f-aa17-267ca6975798/vso.pats_manage offline_access";
 
+/// The delegated scopes an organization administrator signs in with for compromise response and audit:
+/// Token Admin (`vso.tokenadministration`) and the audit log (`vso.auditlog`), plus a refresh token.
+pub const ADMIN_SCOPES: &str = "499b84ac-1321-427f-aa17-267ca6975798/vso.tokenadministration 499b84ac-1321-427f-aa17-267ca6975798/vso.auditlog offline_access";
+
 /// An access token for the Azure DevOps resource. The value is only ever exposed to build a header.
 #[derive(Debug, Clone)]
 pub struct AccessToken {

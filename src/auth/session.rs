@@ -9,13 +9,14 @@
 //! - Refresh is single-flight: concurrent callers wait on one lock; the first refreshes, the rest reuse it.
 //! - `invalid_grant` / `interaction_required` become [`DevOpsError::SignInRequired`].
 //! - A rotated refresh token that could not be stored is kept in memory and stored on the next refresh.
+//! - The superseded version is disabled once the new one is stored (Entra keeps old refresh tokens valid).
 
 use super::entra::{EntraClient, EntraError};
 use super::{AccessToken, PAT_SCOPES, TokenSource, TokenSources};
 use crate::clock::Clock;
 use crate::devops::DevOpsError;
 use crate::domain::OwnerId;
-use crate::store::{NewVersion, REFRESH_TOKEN_CONTENT_TYPE, SecretStore, StoreError, tags};
+use crate::store::{NewVersion, PropertiesUpdate, REFRESH_TOKEN_CONTENT_TYPE, SecretStore, StoreError, tags};
 use async_trait::async_trait;
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,10 @@ use time::format_description::well_known::Rfc3339;
 pub const TAG_SIGNED_IN_AT: &str = "signed-in-at";
 /// Tag: when this refresh token was obtained (the last successful refresh), RFC 3339.
 pub const TAG_REFRESHED_AT: &str = "refreshed-at";
+/// Tag: the scopes the owner consented to at sign-in; refreshes ask for the same.
+pub const TAG_SCOPES: &str = "scopes";
+/// Retries of a refresh that failed in transit or with a 5xx.
+const ENTRA_RETRIES: u32 = 2;
 /// Default proactive refresh margin.
 pub const REFRESH_MARGIN: time::Duration = time::Duration::minutes(5);
 
@@ -35,9 +40,11 @@ pub const REFRESH_MARGIN: time::Duration = time::Duration::minutes(5);
 pub fn refresh_token_tags(
     owner: &OwnerId,
     signed_in_at: &str,
+    scopes: &str,
     refreshed_at: OffsetDateTime,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
+        (TAG_SCOPES.to_owned(), scopes.to_owned()),
         (tags::MANAGED_BY.to_owned(), tags::MANAGED_BY_VALUE.to_owned()),
         (tags::OWNER.to_owned(), owner.as_str().to_owned()),
         (TAG_SIGNED_IN_AT.to_owned(), signed_in_at.to_owned()),
@@ -45,21 +52,34 @@ pub fn refresh_token_tags(
     ])
 }
 
-/// Writes a refresh token as the owner's new current version.
+/// Writes a refresh token as the owner's new current version, recording when they signed in and which
+/// scopes they consented to.
 pub async fn store_refresh_token(
     store: &dyn SecretStore,
     owner: &OwnerId,
     value: &SecretString,
     signed_in_at: &str,
+    scopes: &str,
     now: OffsetDateTime,
 ) -> Result<String, StoreError> {
     let new = NewVersion {
         content_type: Some(REFRESH_TOKEN_CONTENT_TYPE.to_owned()),
-        tags: refresh_token_tags(owner, signed_in_at, now),
+        tags: refresh_token_tags(owner, signed_in_at, scopes, now),
         ..Default::default()
     };
     tags::validate(&new.tags)?;
-    Ok(store.set(&owner.refresh_token_secret(), value, new).await?.version)
+    let name = owner.refresh_token_secret();
+    // Entra keeps a superseded refresh token valid until it expires, so the version holding it is disabled
+    // (best effort): only the current version can be read without changing the secret's properties.
+    let previous = store.get(&name, None).await.ok().flatten().map(|s| s.properties.version);
+    let version = store.set(&name, value, new).await?.version;
+    if let Some(prev) = previous.filter(|p| *p != version) {
+        let disable = PropertiesUpdate { enabled: Some(false), ..Default::default() };
+        if let Err(e) = store.update(&name, &prev, disable).await {
+            tracing::warn!(%owner, error = %e, "could not disable the superseded refresh-token version");
+        }
+    }
+    Ok(version)
 }
 
 /// What `patrol status` shows about an owner's sign-in.
@@ -102,6 +122,8 @@ struct Held {
     /// The store version it came from or was written as; `None` while not yet stored.
     version: Option<String>,
     signed_in_at: String,
+    /// What to ask for on refresh (from the sign-in).
+    scopes: String,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +138,7 @@ struct Inner {
 pub struct SessionOptions {
     /// Refresh once an access token has less than this left (at least five minutes in production).
     pub refresh_margin: time::Duration,
-    /// Scopes asked on refresh.
+    /// Scopes asked on refresh when the stored version does not record the sign-in's scopes.
     pub scopes: String,
 }
 
@@ -136,6 +158,7 @@ pub struct OwnerSession {
     options: SessionOptions,
     inner: tokio::sync::Mutex<Inner>,
     invalidated: AtomicBool,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl OwnerSession {
@@ -146,7 +169,21 @@ impl OwnerSession {
         clock: Clock,
         options: SessionOptions,
     ) -> Self {
-        Self { owner, entra, store, clock, options, inner: Default::default(), invalidated: AtomicBool::new(false) }
+        Self {
+            owner,
+            entra,
+            store,
+            clock,
+            options,
+            inner: Default::default(),
+            invalidated: AtomicBool::new(false),
+            refused: Default::default(),
+        }
+    }
+
+    /// How many access tokens of this session a service refused (401) — zero in a healthy run.
+    pub fn refused_count(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// How many times this session redeemed a refresh token.
@@ -167,6 +204,7 @@ impl OwnerSession {
             ))
         })?;
         let Some(stored) = stored else {
+            tracing::error!(owner = %self.owner, secret = %name, "no refresh token is stored; the owner must sign in");
             return Err(self.sign_in_required("no refresh token is stored for this owner"));
         };
         if stored.properties.content_type.as_deref() != Some(REFRESH_TOKEN_CONTENT_TYPE) {
@@ -175,8 +213,10 @@ impl OwnerSession {
                 stored.properties.content_type
             )));
         }
-        let signed_in_at = stored.properties.tags.get(TAG_SIGNED_IN_AT).cloned().unwrap_or_default();
-        Ok(Held { value: stored.value, version: Some(stored.properties.version), signed_in_at })
+        let tags = &stored.properties.tags;
+        let signed_in_at = tags.get(TAG_SIGNED_IN_AT).cloned().unwrap_or_default();
+        let scopes = tags.get(TAG_SCOPES).cloned().unwrap_or_else(|| self.options.scopes.clone());
+        Ok(Held { value: stored.value, version: Some(stored.properties.version), signed_in_at, scopes })
     }
 
     /// Stores a held refresh token that is not stored yet; a failure is logged and retried next time.
@@ -184,7 +224,9 @@ impl OwnerSession {
         if held.version.is_some() {
             return;
         }
-        match store_refresh_token(self.store.as_ref(), &self.owner, &held.value, &held.signed_in_at, now).await {
+        match store_refresh_token(self.store.as_ref(), &self.owner, &held.value, &held.signed_in_at, &held.scopes, now)
+            .await
+        {
             Ok(v) => held.version = Some(v),
             Err(e) => tracing::warn!(
                 owner = %self.owner,
@@ -200,10 +242,18 @@ impl OwnerSession {
             None => self.load().await?,
         };
         let mut reloaded = false;
+        let mut transient_retries = 0u32;
         let grant = loop {
             let now = self.clock.now();
-            match self.entra.refresh(&held.value, &self.options.scopes, now).await {
+            match self.entra.refresh(&held.value, &held.scopes, now).await {
                 Ok(g) => break g,
+                Err(EntraError::Transport(m)) if transient_retries < ENTRA_RETRIES => {
+                    // Entra keeps an old refresh token valid after a refresh, so asking again is safe; if it
+                    // did process the lost request and spent the token, the retry says so (invalid_grant).
+                    transient_retries += 1;
+                    tracing::warn!(owner = %self.owner, error = %m, attempt = transient_retries, "Entra refresh failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(transient_retries))).await;
+                }
                 Err(e) if e.needs_sign_in() => {
                     // Someone may have signed in again since this token was loaded: try the store's once.
                     if !reloaded
@@ -232,7 +282,7 @@ impl OwnerSession {
         inner.refreshes += 1;
         let now = self.clock.now();
         if let Some(rotated) = grant.refresh_token {
-            held = Held { value: rotated, version: None, signed_in_at: held.signed_in_at };
+            held = Held { value: rotated, version: None, signed_in_at: held.signed_in_at, scopes: held.scopes };
         }
         self.persist(&mut held, now).await;
         inner.refresh = Some(held);
@@ -279,6 +329,7 @@ impl TokenSource for OwnerSession {
     }
 
     fn invalidate(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
         self.invalidated.store(true, Ordering::Release);
     }
 }
@@ -296,6 +347,18 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(entra: Arc<EntraClient>, store: Arc<dyn SecretStore>, clock: Clock, options: SessionOptions) -> Self {
         Self { entra, store, clock, options, map: Mutex::default() }
+    }
+
+    /// From settings: Entra at `PATROL_ENTRA_AUTHORITY` / `PATROL_TENANT_ID` for the app registration
+    /// `PATROL_CLIENT_ID` (required), refresh tokens in `store`.
+    pub fn from_settings(
+        settings: &crate::config::Settings,
+        client: reqwest::Client,
+        store: Arc<dyn SecretStore>,
+        clock: Clock,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let entra = entra_from_settings(settings, client)?;
+        Ok(Self::new(Arc::new(entra), store, clock, SessionOptions::default()))
     }
 
     pub fn session(&self, owner: &OwnerId) -> Arc<OwnerSession> {
@@ -317,5 +380,48 @@ impl Sessions {
 impl TokenSources for Sessions {
     fn for_identity(&self, identity: &OwnerId) -> Arc<dyn TokenSource> {
         self.session(identity)
+    }
+}
+
+/// The Entra client the settings describe (`PATROL_CLIENT_ID` is required for delegated sign-in).
+pub fn entra_from_settings(
+    settings: &crate::config::Settings,
+    client: reqwest::Client,
+) -> Result<EntraClient, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let client_id = settings.client_id.as_deref().ok_or_else(|| {
+        ConfigError::new(
+            "PATROL_CLIENT_ID",
+            "is required: the application (client) id of the Entra app registration owners sign in to",
+        )
+    })?;
+    EntraClient::new(client, settings.entra_authority.clone(), &settings.tenant_id, client_id).map_err(|e| {
+        let setting = if e.to_string().contains("tenant") { "PATROL_TENANT_ID" } else { "PATROL_CLIENT_ID" };
+        ConfigError::new(setting, e.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_require_a_client_id() {
+        let client = reqwest::Client::new();
+        let s = crate::config::Settings::from_source(&crate::config::Source::from_pairs([])).unwrap();
+        let e = entra_from_settings(&s, client.clone()).unwrap_err();
+        assert_eq!(e.setting, "PATROL_CLIENT_ID");
+        let s = crate::config::Settings::from_source(&crate::config::Source::from_pairs([
+            ("PATROL_CLIENT_ID", "5b0c3f4e-7a1d-4c8e-9f21-6d3e8a9b0c11"),
+            ("PATROL_TENANT_ID", "contoso.onmicrosoft.com"),
+        ]))
+        .unwrap();
+        entra_from_settings(&s, client.clone()).unwrap();
+        let s = crate::config::Settings::from_source(&crate::config::Source::from_pairs([
+            ("PATROL_CLIENT_ID", "x"),
+            ("PATROL_TENANT_ID", "bad/tenant"),
+        ]))
+        .unwrap();
+        assert_eq!(entra_from_settings(&s, client).unwrap_err().setting, "PATROL_TENANT_ID");
     }
 }

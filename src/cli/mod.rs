@@ -6,6 +6,7 @@
 //! The bare binary serves when the Functions host started it (`FUNCTIONS_CUSTOMHANDLER_PORT` set; the host
 //! passes no arguments).
 
+pub mod audit_cmds;
 mod completions;
 pub mod demo;
 mod error;
@@ -92,6 +93,12 @@ pub enum Command {
     /// Run the whole job against a local, in-process emulator: no Azure, no settings, a few seconds.
     #[command(after_help = demo::AFTER_HELP)]
     Demo(demo::DemoArgs),
+    /// Show misuse findings from the audit log (read-only; --since, --format table|json|markdown).
+    Audit(audit_cmds::AuditArgs),
+    /// Break glass: revoke one PAT, every PAT of an owner or user, or everything in an organization.
+    Revoke(audit_cmds::RevokeArgs),
+    /// Replace managed all-organization PATs (they stop working on 2026-12-01) with organization-scoped ones.
+    MigrateGlobal(audit_cmds::MigrateGlobalArgs),
     /// Print a shell completion script.
     #[command(after_help = completions::AFTER_HELP)]
     Completions(completions::CompletionsArgs),
@@ -132,6 +139,9 @@ pub fn main() -> ExitCode {
             Command::Login(args) => login::run(&args).await,
             Command::Report(args) => report::run(&args).await,
             Command::Demo(args) => demo::run(&args).await,
+            Command::Audit(args) => audit_cmds::cli_audit(&args).await,
+            Command::Revoke(args) => audit_cmds::cli_revoke(&args).await,
+            Command::MigrateGlobal(args) => audit_cmds::cli_migrate_global(&args).await,
             Command::Serve(_) | Command::Completions(_) => Ok(()),
         }
     });

@@ -6,14 +6,14 @@ use super::CliError;
 use crate::auth::entra::EntraClient;
 use crate::auth::session::{SessionOptions, Sessions};
 use crate::clock::Clock;
-use crate::config::{LeaseMode, Settings};
+use crate::config::Settings;
 use crate::devops::Connector;
 use crate::devops::connector::HttpConnector;
 use crate::notify::Notifier;
 use crate::rotation::engine::Engine;
-use crate::rotation::lease::LocalLeases;
+use crate::rotation::lease::Leases;
 use crate::rotation::policy::Policy;
-use crate::state::{FileStateStore, StateStore};
+use crate::state::StateStore;
 use crate::store::SecretStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,9 @@ pub struct Local {
     pub policy: Arc<Policy>,
     pub store: Arc<dyn SecretStore>,
     pub state: Arc<dyn StateStore>,
+    /// The same per-token leases the Function App takes (blob leases in `AzureWebJobsStorage` when it is
+    /// configured), so a CLI rotation and the Function App never work on one token at once.
+    pub leases: Arc<dyn Leases>,
 }
 
 impl Local {
@@ -37,8 +40,8 @@ impl Local {
         let policy = Policy::load(&settings.policy_file)?;
         let store = crate::store::from_settings_with_clock(&settings, clock.clone())
             .map_err(|e| CliError::failed(format!("cannot open the secret store: {e}")))?;
-        let state: Arc<dyn StateStore> = Arc::new(FileStateStore::new(settings.state_dir.join("state")));
-        Ok(Self { settings, clock, policy: Arc::new(policy), store, state })
+        let (state, leases) = crate::rotation::shared::from_settings(&settings).map_err(CliError::failed)?;
+        Ok(Self { settings, clock, policy: Arc::new(policy), store, state, leases })
     }
 
     /// The Entra client owners sign in with.
@@ -64,27 +67,20 @@ impl Local {
         Ok(Arc::new(connector))
     }
 
-    /// The rotation engine. Leases are in-process: refuse when the settings ask for blob leases, which
-    /// the CLI cannot take yet (the Function App could be rotating the same token at the same moment).
+    /// The rotation engine, under the leases and journal the settings name (shared with the Function App).
     pub fn engine(&self) -> Result<Engine, CliError> {
         let s = &self.settings;
-        if s.lease == LeaseMode::Blob || (s.lease == LeaseMode::Auto && s.host_storage.is_some()) {
-            return Err(CliError::usage(
-                "the settings use blob leases (AzureWebJobsStorage / PATROL_LEASE=blob), which the CLI cannot take yet; \
-                 rotate through the Function App instead (POST /api/rotate), or set PATROL_LEASE=local when no Function App \
-                 shares this state",
-            ));
-        }
         Ok(Engine {
             policy: self.policy.clone(),
             connector: self.connector()?,
             store: self.store.clone(),
             state: self.state.clone(),
-            leases: Arc::new(LocalLeases::default()),
+            leases: self.leases.clone(),
             clock: self.clock.clone(),
             concurrency: s.max_concurrency,
             vaults: None,
-            faults: None,
+            // Test hook only (PATROL_TEST_CRASH_AFTER), as in the handler: exits the process at a step boundary.
+            faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
         })
     }
 

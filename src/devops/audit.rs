@@ -129,8 +129,9 @@ pub fn parse_page(body: &[u8]) -> Result<AuditPage, DevOpsError> {
     {
         v = inner.take();
     }
-    let w: WireResult = serde_json::from_value(v)
-        .map_err(|e| DevOpsError::Protocol(format!("AuditLog_Query: not an AuditLogQueryResult ({e})")))?;
+    let w: WireResult = serde_json::from_value(v).map_err(|e| {
+        DevOpsError::Protocol(format!("AuditLog_Query: not an AuditLogQueryResult ({})", super::wire::json_error(&e)))
+    })?;
     let continuation_token = w.continuation_token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
     Ok(AuditPage {
         entries: w.decorated_audit_log_entries.unwrap_or_default(),

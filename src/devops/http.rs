@@ -89,7 +89,7 @@ impl DevOpsHttp {
         let mut attempt = 0u32;
         let mut reauthenticated = false;
         loop {
-            self.limiter.acquire().await;
+            self.limiter.acquire(self.retry.max_retry_after).await;
             let token = self.tokens.access_token().await?;
             let mut req = self
                 .client

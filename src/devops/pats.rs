@@ -91,11 +91,12 @@ impl HttpPatApi {
         loop {
             let call = Call { operation, method: method.clone(), url: self.url(query), body, idempotency };
             match self.http.send(call).await {
-                Err(DevOpsError::Service { status: 400, type_key: Some(k), message })
+                Err(e)
                     if self.version == ApiVersion::Auto
-                        && VERSION_REFUSALS.contains(&k.as_str())
+                        && is_version_refusal(&e)
                         && !self.fell_back.swap(true, Ordering::Relaxed) =>
                 {
+                    let message = e.to_string();
                     // A 400 means nothing happened, so even Create may be sent again.
                     tracing::warn!(operation, %message, "Azure DevOps refused api-version {API_VERSION_72}; using {API_VERSION_71}");
                 }
@@ -103,6 +104,12 @@ impl HttpPatApi {
             }
         }
     }
+}
+
+/// Whether Azure DevOps refused the request because it does not serve the requested api-version (a 400:
+/// nothing happened, so the request may be sent again with another version).
+pub fn is_version_refusal(e: &DevOpsError) -> bool {
+    matches!(e, DevOpsError::Service { status: 400, type_key: Some(k), .. } if VERSION_REFUSALS.contains(&k.as_str()))
 }
 
 fn is_not_found(e: &PatTokenError) -> bool {
@@ -337,5 +344,21 @@ pub async fn create_reconciling(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_version_refusals_trigger_the_fallback() {
+        let svc =
+            |status, key: &str| DevOpsError::Service { status, type_key: Some(key.into()), message: String::new() };
+        assert!(is_version_refusal(&svc(400, "VssVersionOutOfRangeException")));
+        assert!(is_version_refusal(&svc(400, "VssInvalidPreviewVersionException")));
+        assert!(!is_version_refusal(&svc(400, "JsonReaderException")));
+        assert!(!is_version_refusal(&svc(500, "VssVersionOutOfRangeException")));
+        assert!(!is_version_refusal(&DevOpsError::Transport("x".into())));
     }
 }

@@ -129,12 +129,16 @@ impl RateLimiter {
         st.not_before.map(|nb| nb.saturating_duration_since(Instant::now())).unwrap_or_default()
     }
 
-    /// Waits until this identity may call again.
-    pub async fn acquire(&self) {
+    /// Waits until this identity may call again, but at most `max` in total (a `Retry-After` of minutes on a
+    /// 2xx is advice; a run with a time budget goes on and meets a 429 if the advice was real). Returns how
+    /// long it waited.
+    pub async fn acquire(&self, max: Duration) -> Duration {
+        let start = Instant::now();
         loop {
-            let wait = self.wait_time();
+            let left = max.saturating_sub(start.elapsed());
+            let wait = self.wait_time().min(left);
             if wait.is_zero() {
-                return;
+                return start.elapsed();
             }
             tokio::time::sleep(wait).await;
         }
@@ -210,11 +214,16 @@ mod tests {
             NOW,
         );
         let start = Instant::now();
-        l.acquire().await;
+        l.acquire(Duration::from_secs(5)).await;
         assert!(start.elapsed() >= Duration::from_millis(300));
         let second = Instant::now();
-        l.acquire().await;
+        l.acquire(Duration::from_secs(5)).await;
         assert!(second.elapsed() < Duration::from_millis(100));
+        // Long advice is capped.
+        l.observe(RateSignals { status: 200, retry_after: Some(Duration::from_secs(300)), ..Default::default() }, NOW);
+        let third = Instant::now();
+        l.acquire(Duration::from_millis(200)).await;
+        assert!(third.elapsed() < Duration::from_secs(2));
         l.observe(RateSignals { status: 429, ..Default::default() }, NOW);
         assert_eq!(l.snapshot().1, 1);
     }

@@ -167,9 +167,14 @@ pub fn strip_bom(body: &[u8]) -> &[u8] {
 /// Parses a JSON body into `T`, naming the operation when it does not fit.
 pub fn parse_json<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, DevOpsError> {
     serde_json::from_slice(strip_bom(body)).map_err(|e| {
-        // serde's message names the field and position; the body itself is not echoed (it may hold a token).
-        DevOpsError::Protocol(format!("{operation}: the answer is not the documented JSON shape ({e})"))
+        DevOpsError::Protocol(format!("{operation}: the answer is not the documented JSON shape ({})", json_error(&e)))
     })
+}
+
+/// A JSON error without serde's quotation of the offending value (which could be part of a secret): the
+/// kind of error and where it is.
+pub fn json_error(e: &serde_json::Error) -> String {
+    format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
 }
 
 /// What was asked of Create or Update, for the drift check.
@@ -305,6 +310,18 @@ mod tests {
         );
         let r: WirePatTokenResult = parse_json("create", br#"{"patToken":null,"patTokenError":"none"}"#).unwrap();
         assert!(matches!(r.into_success(), Err(DevOpsError::Protocol(_))));
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_values() {
+        let e = parse_json::<WirePatTokenResult>(
+            "Pats_Create",
+            br#"{"patToken":{"validTo":"s3cr3t-looking-value"},"patTokenError":7}"#,
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        let e = parse_json::<WirePatTokenResult>("Pats_Create", br#"{"patToken":"s3cr3t"}"#).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t") && e.to_string().contains("column"), "{e}");
     }
 
     #[test]

@@ -286,7 +286,40 @@ mod tests {
         assert!(parse(Value::Null).is_err());
     }
 
+    fn unix_repr() -> impl Strategy<Value = (Option<i64>, u8)> {
+        // (value, representation): 0 number, 1 numeric string, 2 null, 3 absent.
+        (proptest::option::of(0i64..4_000_000_000), 0u8..4).prop_map(|(v, r)| {
+            if v.is_none() {
+                (None, r.max(2))
+            } else if r >= 2 {
+                (None, r)
+            } else {
+                (v, r)
+            }
+        })
+    }
+
     proptest! {
+        #[test]
+        fn nbf_exp_in_any_form_with_the_event_as_object_or_string(
+            (nbf, nbf_r) in unix_repr(), (exp, exp_r) in unix_repr(), as_string in any::<bool>(),
+        ) {
+            let mut ev = spec(SPEC_EVENT);
+            for (key, v, r) in [("NBF", nbf, nbf_r), ("EXP", exp, exp_r)] {
+                let data = ev["data"].as_object_mut().unwrap();
+                match (v, r) {
+                    (Some(v), 0) => { data.insert(key.into(), json!(v)); }
+                    (Some(v), _) => { data.insert(key.into(), json!(v.to_string())); }
+                    (None, 2) => { data.insert(key.into(), Value::Null); }
+                    (None, _) => { data.remove(key); }
+                }
+            }
+            let ev = if as_string { Value::String(ev.to_string()) } else { ev };
+            let e = secret(ev);
+            prop_assert_eq!(e.not_before.map(|t| t.unix_timestamp()), nbf);
+            prop_assert_eq!(e.expires.map(|t| t.unix_timestamp()), exp);
+        }
+
         #[test]
         fn key_case_does_not_matter(flips in proptest::collection::vec(any::<bool>(), 64)) {
             fn recase(v: &Value, flips: &mut impl Iterator<Item = bool>) -> Value {

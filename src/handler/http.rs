@@ -70,8 +70,12 @@ impl RotateRequest {
             Some(v) => lenient::object(v, &format!("{path}.Query"))?.into_owned(),
         };
         let params = match lenient::get(&http, "Params") {
-            None => Map::new(),
             Some(v) => lenient::object(v, &format!("{path}.Params"))?.into_owned(),
+            // Hosts copy route values into Metadata too; use that when Data.req carries no Params.
+            None => lenient::get(&req.metadata, ROUTE_PARAM)
+                .filter(|v| v.is_string())
+                .map(|v| Map::from_iter([(ROUTE_PARAM.to_owned(), v.clone())]))
+                .unwrap_or_default(),
         };
         let content_type = match lenient::get(&http, "Headers") {
             None => None,
@@ -264,6 +268,13 @@ mod tests {
         assert_eq!(r, RotateRequest { mode: RotateMode::Run, secret: name("ci-build"), force: true });
         let r = ok(json!({"Method": "POST", "Params": {"secret": ""}, "Query": "{}"}));
         assert_eq!(r.secret, None, "an absent optional route value");
+    }
+
+    #[test]
+    fn route_value_from_metadata_when_params_are_absent() {
+        let body = json!({"Data": {"req": {"Method": "POST"}}, "Metadata": {"secret": "from-route", "sys": {}}});
+        let r = RotateRequest::from_request(&Request::parse(body.to_string().as_bytes()).unwrap()).unwrap().unwrap();
+        assert_eq!(r.secret, name("from-route"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::envelope::{Envelope, HttpOutput, Reply};
 use super::eventgrid::EventInput;
-use super::functions::{Failure, FunctionName, Functions, Invocation, Outcome, Report, Status};
+use super::functions::{Failure, FailureKind, FunctionName, Functions, Invocation, Outcome, Report, Status};
 use super::http::RotateRequest;
 use super::lenient::{self, PayloadError};
 use super::payload::Request;
@@ -73,10 +73,10 @@ impl Handler {
         match request.sys.utc_now {
             // Far-off years would make later date arithmetic overflow; no host or emulator sends them.
             Some(now) if !(1970..=9000).contains(&now.year()) => {
-                tracing::warn!(host_now = %now, "ignored Metadata.sys.UtcNow: implausible year");
+                tracing::warn!(host_now = %rfc3339(now), "ignored Metadata.sys.UtcNow: implausible year");
             }
             Some(now) if self.clock.observe(now) => {
-                tracing::info!(host_now = %now, "aligned patrol's clock with the host's UtcNow");
+                tracing::info!(host_now = %rfc3339(now), "aligned patrol's clock with the host's UtcNow");
             }
             _ => {}
         }
@@ -88,12 +88,16 @@ impl Handler {
         match function {
             FunctionName::RotateTimer => {
                 let timer = TimerRun::from_request(&request).map_err(malformed)?;
+                log_received(&timer);
                 let outcome = self.functions.rotate_timer(&invocation, timer).await;
                 self.plain(&invocation, outcome)
             }
             FunctionName::EventGridSecretChanged => {
                 let outcome = match EventInput::from_request(&request).map_err(malformed)? {
-                    EventInput::Secret(event) => self.functions.secret_changed(&invocation, event).await,
+                    EventInput::Secret(event) => {
+                        log_received(&event);
+                        self.functions.secret_changed(&invocation, event).await
+                    }
                     EventInput::NotASecret { event_type, subject } => Ok(Report::new(
                         Status::Ignored,
                         format!(
@@ -115,19 +119,22 @@ impl Handler {
                             None => out,
                         }
                     }
-                    Ok(rotate) => match self.functions.rotate_http(&invocation, rotate).await {
-                        Ok(report) => {
-                            log_report(&invocation, &report);
-                            HttpOutput::json(report.status.http_status(), &report)
+                    Ok(rotate) => {
+                        log_received(&rotate);
+                        match self.functions.rotate_http(&invocation, rotate).await {
+                            Ok(report) => {
+                                log_report(&invocation, &report);
+                                HttpOutput::json(report.status.http_status(), &report)
+                            }
+                            Err(failure) => {
+                                log_failure(&invocation, &failure);
+                                HttpOutput::json(
+                                    failure.http_status(),
+                                    &json!({ "error": failure.message, "kind": failure.kind }),
+                                )
+                            }
                         }
-                        Err(failure) => {
-                            log_failure(&invocation, &failure);
-                            HttpOutput::json(
-                                failure.http_status(),
-                                &json!({ "error": failure.message, "kind": failure.kind }),
-                            )
-                        }
-                    },
+                    }
                 };
                 let mut outputs = Map::new();
                 outputs.insert("res".to_owned(), serde_json::to_value(&res).unwrap_or(Value::Null));
@@ -157,8 +164,27 @@ impl Handler {
     }
 }
 
+/// The validated input, as JSON, at debug level (`PATROL_LOG=info,patrol=debug`): what the handler
+/// understood, whatever the engine then does. Free when debug is off. Inputs hold no secret values.
+fn log_received(input: &impl serde::Serialize) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let json = serde_json::to_string(input).unwrap_or_default();
+        tracing::debug!(input = %json, "received");
+    }
+}
+
+/// A timestamp for logs and messages.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Milliseconds since the invocation arrived, to the microsecond.
+fn elapsed_ms(invocation: &Invocation) -> f64 {
+    (invocation.received.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
 fn log_report(invocation: &Invocation, report: &Report) {
-    let elapsed_ms = invocation.received.elapsed().as_secs_f64() * 1e3;
+    let elapsed_ms = elapsed_ms(invocation);
     let status = serde_json::to_value(report.status).ok();
     let status = status.as_ref().and_then(Value::as_str).unwrap_or("?");
     if report.status == Status::NotConfigured {
@@ -169,15 +195,23 @@ fn log_report(invocation: &Invocation, report: &Report) {
 }
 
 fn log_failure(invocation: &Invocation, failure: &Failure) {
-    let elapsed_ms = invocation.received.elapsed().as_secs_f64() * 1e3;
+    let elapsed_ms = elapsed_ms(invocation);
     let kind = serde_json::to_value(failure.kind).ok();
     let kind = kind.as_ref().and_then(Value::as_str).unwrap_or("?");
-    tracing::error!(kind, elapsed_ms, "{} failed: {}", invocation.function, failure.message);
+    match failure.kind {
+        // The caller's request cannot be served as asked; nothing is broken.
+        FailureKind::NotFound | FailureKind::Conflict => {
+            tracing::warn!(kind, elapsed_ms, "{} refused: {}", invocation.function, failure.message);
+        }
+        FailureKind::Unavailable | FailureKind::Internal => {
+            tracing::error!(kind, elapsed_ms, "{} failed: {}", invocation.function, failure.message);
+        }
+    }
 }
 
 /// The host's invocation id when it is a plausible id (it is logged, so it must not carry arbitrary
 /// text), else a fresh one and why.
-fn invocation_id_or_new(header: Option<&str>) -> (String, Option<&'static str>) {
+pub(crate) fn invocation_id_or_new(header: Option<&str>) -> (String, Option<&'static str>) {
     match header.map(str::trim) {
         Some(h) if !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
             (h.to_owned(), None)

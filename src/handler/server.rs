@@ -114,8 +114,15 @@ async fn invoke(
     let body = match read_limited(&headers, body, state.max_body_bytes).await {
         Ok(body) => body,
         Err(problem) => {
-            tracing::warn!(function = function.as_str(), "refused an invocation: {}", problem.1);
-            return reply(Reply::error(problem.0, problem.1, Some(function.as_str()), invocation_id));
+            let (id, problem_with_id) = super::invoke::invocation_id_or_new(invocation_id);
+            let id = problem_with_id.is_none().then_some(id);
+            tracing::warn!(
+                function = function.as_str(),
+                invocation_id = id.as_deref(),
+                "refused an invocation: {}",
+                problem.1
+            );
+            return reply(Reply::error(problem.0, problem.1, Some(function.as_str()), id.as_deref()));
         }
     };
     reply(state.handler.invoke(function, invocation_id, &body).await)

@@ -280,10 +280,16 @@ impl Notifier {
         let digests = group(&addressed);
         let run = Run::new(self.retry.run_budget);
         let run = &run;
-        let sends = digests.iter().map(|d| async move {
-            let msg = d.message(&self.redactor, now);
-            (d, self.deliver(run, &d.target, &msg, d.notices.len()).await)
-        });
+        // Collected into a Vec first: a lazy `Map<Iter, closure>` inside the stream makes this future's
+        // `Send`-ness depend on a higher-ranked closure bound the compiler cannot prove, so callers inside a
+        // spawned (`Send`) task could not await `deliver_run`.
+        let sends: Vec<_> = digests
+            .iter()
+            .map(|d| async move {
+                let msg = d.message(&self.redactor, now);
+                (d, self.deliver(run, &d.target, &msg, d.notices.len()).await)
+            })
+            .collect();
         let results: Vec<_> = futures::stream::iter(sends).buffered(self.retry.concurrency.max(1)).collect().await;
 
         // 3. Release claims of targets nothing reached, so the next run tries again.
@@ -315,7 +321,7 @@ impl Notifier {
             }
         }
         let run = Run::new(self.retry.run_budget);
-        let sends = unique.into_iter().map(|t| self.deliver(&run, t, &msg, 0));
+        let sends: Vec<_> = unique.into_iter().map(|t| self.deliver(&run, t, &msg, 0)).collect();
         let outcomes: Vec<Vec<DeliveryOutcome>> =
             futures::stream::iter(sends).buffered(self.retry.concurrency.max(1)).collect().await;
         let outcomes = outcomes.into_iter().flatten().collect();
@@ -451,6 +457,15 @@ async fn smtp_password_from_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compile-time: the run and report deliveries can be awaited inside spawned (`Send`) tasks, such as
+    /// the handler's `async_trait` functions.
+    #[allow(dead_code)]
+    fn deliveries_are_send(n: &Notifier, targets: &[Target], r: &Report) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(n.deliver_run(Vec::new()));
+        is_send(n.send_report(targets, r));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -1,13 +1,16 @@
 //! The Function App's own storage account (`AzureWebJobsStorage`) as patrol's shared state: per-token
 //! blob leases ([`BlobLeases`], the mechanism the Functions host uses for its singletons) and a blob
 //! [`StateStore`] ([`BlobStateStore`], ETag-conditional writes) so every Functions instance shares one
-//! journal. Blob REST calls are signed with SharedKey (HMAC-SHA256) from a connection string, including
-//! `UseDevelopmentStorage=true` for Azurite. Identity-based connections are not implemented yet.
+//! journal. Blob REST calls are authorised either with SharedKey (HMAC-SHA256) from a connection string,
+//! including `UseDevelopmentStorage=true` for Azurite, or — for identity-based `AzureWebJobsStorage__*`
+//! settings, which production uses because the storage account has shared keys disabled — with an
+//! Entra bearer token for `https://storage.azure.com/.default` from the managed identity (HTTPS only).
 
 use super::lease::{LeaseError, LeaseGuard, Leases};
 use crate::config::HostStorage;
 use crate::state::{ETag, StateError, StateStore, validate_key};
 use async_trait::async_trait;
+use azure_core::credentials::{AccessToken, TokenCredential};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -25,7 +28,10 @@ const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz
 /// Blob lease length (15–60 s or infinite); renewed every third of it.
 pub const LEASE_SECONDS: u64 = 60;
 
-/// A storage account reached with SharedKey.
+/// The OAuth scope of Azure Storage (data plane).
+pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// A storage account reached with SharedKey or an Entra bearer token.
 #[derive(Clone)]
 pub struct BlobAccount {
     inner: Arc<Inner>,
@@ -34,10 +40,21 @@ pub struct BlobAccount {
 struct Inner {
     /// `…/` ending in the account's blob root (for Azurite `http://127.0.0.1:10000/devstoreaccount1/`).
     endpoint: Url,
-    account: String,
-    key: SecretBox<Vec<u8>>,
+    auth: Auth,
     client: reqwest::Client,
     container_ready: tokio::sync::OnceCell<()>,
+}
+
+enum Auth {
+    SharedKey {
+        account: String,
+        key: SecretBox<Vec<u8>>,
+    },
+    /// Tokens for [`STORAGE_SCOPE`], cached until five minutes before they expire.
+    Bearer {
+        credential: Arc<dyn TokenCredential>,
+        cached: tokio::sync::Mutex<Option<AccessToken>>,
+    },
 }
 
 impl std::fmt::Debug for BlobAccount {
@@ -54,18 +71,54 @@ fn parse_pairs(cs: &str) -> Vec<(String, String)> {
 }
 
 impl BlobAccount {
-    pub fn from_host_storage(hs: &HostStorage) -> Result<Self, String> {
+    /// The account `AzureWebJobsStorage` names: a connection string (SharedKey), or identity-based
+    /// (`__accountName`/`__blobServiceUri`, optional `__clientId` of a user-assigned identity) with the
+    /// managed identity's bearer token. `ca_cert` (PATROL_CA_CERT) is trusted in addition to the system roots.
+    pub fn from_host_storage(hs: &HostStorage, ca_cert: Option<&std::path::Path>) -> Result<Self, String> {
         match hs {
-            HostStorage::ConnectionString(cs) => Self::from_connection_string(cs),
-            HostStorage::Identity { .. } => Err(
-                "identity-based AzureWebJobsStorage is not supported by patrol's lease/journal store yet; use a connection string or PATROL_LEASE=local".into(),
-            ),
+            HostStorage::ConnectionString(cs) => Self::from_connection_string_with(cs, client(ca_cert)?),
+            HostStorage::Identity { blob_service_uri, client_id } => {
+                let opts = azure_identity::ManagedIdentityCredentialOptions {
+                    user_assigned_id: client_id.clone().map(azure_identity::UserAssignedId::ClientId),
+                    ..Default::default()
+                };
+                let credential = azure_identity::ManagedIdentityCredential::new(Some(opts))
+                    .map_err(|e| format!("managed identity credential for AzureWebJobsStorage: {e}"))?;
+                Self::with_credential(blob_service_uri, credential, client(ca_cert)?)
+            }
         }
+    }
+
+    /// An identity-based account: every request carries `Authorization: Bearer` with a token for
+    /// [`STORAGE_SCOPE`] from `credential`. The endpoint must be https (bearer tokens never travel in clear).
+    pub fn with_credential(
+        blob_service_uri: &Url,
+        credential: Arc<dyn TokenCredential>,
+        client: reqwest::Client,
+    ) -> Result<Self, String> {
+        if blob_service_uri.scheme() != "https" {
+            return Err(format!(
+                "the blob service URI {blob_service_uri} must be https for identity-based access (bearer tokens are not sent over http)"
+            ));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoint: with_trailing_slash(blob_service_uri.clone()),
+                auth: Auth::Bearer { credential, cached: tokio::sync::Mutex::new(None) },
+                client,
+                container_ready: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    /// As [`Self::from_connection_string_with`] with a default HTTP client.
+    pub fn from_connection_string(cs: &SecretString) -> Result<Self, String> {
+        Self::from_connection_string_with(cs, client(None)?)
     }
 
     /// `UseDevelopmentStorage=true[;DevelopmentStorageProxyUri=…]`, or `AccountName=…;AccountKey=…` with
     /// `BlobEndpoint=…` or `DefaultEndpointsProtocol`/`EndpointSuffix`. Errors never echo the string.
-    pub fn from_connection_string(cs: &SecretString) -> Result<Self, String> {
+    pub fn from_connection_string_with(cs: &SecretString, client: reqwest::Client) -> Result<Self, String> {
         let pairs = parse_pairs(cs.expose_secret());
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let (account, key_b64, endpoint) =
@@ -88,21 +141,11 @@ impl BlobAccount {
         let key = base64::engine::general_purpose::STANDARD
             .decode(key_b64.as_bytes())
             .map_err(|_| "the connection string's AccountKey is not base64".to_owned())?;
-        let mut endpoint = Url::parse(&endpoint).map_err(|e| format!("BlobEndpoint is not a URL: {e}"))?;
-        if !endpoint.path().ends_with('/') {
-            let p = format!("{}/", endpoint.path());
-            endpoint.set_path(&p);
-        }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let endpoint = Url::parse(&endpoint).map_err(|e| format!("BlobEndpoint is not a URL: {e}"))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                endpoint,
-                account,
-                key: SecretBox::new(Box::new(key)),
+                endpoint: with_trailing_slash(endpoint),
+                auth: Auth::SharedKey { account, key: SecretBox::new(Box::new(key)) },
                 client,
                 container_ready: tokio::sync::OnceCell::new(),
             }),
@@ -125,41 +168,100 @@ impl BlobAccount {
         Ok(u)
     }
 
-    /// The SharedKey `Authorization` header for a request.
-    fn sign(&self, method: &str, url: &Url, headers: &[(String, String)], content_length: usize) -> String {
-        let h = |name: &str| {
-            headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).unwrap_or("")
-        };
-        let mut ms: Vec<(String, String)> = headers
-            .iter()
-            .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-ms-"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        ms.sort();
-        let canon_headers: String = ms.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-        let mut q: Vec<(String, String)> =
-            url.query_pairs().map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned())).collect();
-        q.sort();
-        let mut canon_resource = format!("/{}{}", self.inner.account, url.path());
-        for (k, v) in &q {
-            canon_resource.push_str(&format!("\n{k}:{v}"));
+    /// The `Authorization` header for a request: SharedKey, or a (cached) bearer token.
+    async fn authorization(
+        &self,
+        method: &str,
+        url: &Url,
+        headers: &[(String, String)],
+        content_length: usize,
+    ) -> Result<String, String> {
+        match &self.inner.auth {
+            Auth::SharedKey { account, key } => Ok(sign(account, key, method, url, headers, content_length)),
+            Auth::Bearer { credential, cached } => {
+                let mut cached = cached.lock().await;
+                let fresh = cached
+                    .as_ref()
+                    .is_some_and(|t| t.expires_on - time::Duration::minutes(5) > time::OffsetDateTime::now_utc());
+                if !fresh {
+                    let t = credential.get_token(&[STORAGE_SCOPE], None).await.map_err(|e| {
+                        format!("cannot get a token for {STORAGE_SCOPE} (identity-based AzureWebJobsStorage): {e}")
+                    })?;
+                    *cached = Some(t);
+                }
+                match cached.as_ref() {
+                    Some(t) => Ok(format!("Bearer {}", t.token.secret())),
+                    None => Err("no storage token".into()),
+                }
+            }
         }
-        let length = if content_length == 0 { String::new() } else { content_length.to_string() };
-        let to_sign = format!(
-            "{method}\n\n\n{length}\n\n{}\n\n\n{}\n{}\n\n\n{canon_headers}{canon_resource}",
-            h("content-type"),
-            h("if-match"),
-            h("if-none-match"),
-        );
-        let mut mac = match Hmac::<Sha256>::new_from_slice(self.inner.key.expose_secret()) {
-            Ok(m) => m,
-            Err(_) => return String::new(),
-        };
-        mac.update(to_sign.as_bytes());
-        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        format!("SharedKey {}:{sig}", self.inner.account)
     }
+}
 
+fn with_trailing_slash(mut endpoint: Url) -> Url {
+    if !endpoint.path().ends_with('/') {
+        let p = format!("{}/", endpoint.path());
+        endpoint.set_path(&p);
+    }
+    endpoint
+}
+
+fn client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read CA certificate {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("CA certificate {} is not PEM: {e}", path.display()))?;
+        b = b.tls_certs_merge(certs);
+    }
+    b.build().map_err(|e| format!("cannot build the blob HTTP client: {e}"))
+}
+
+/// The SharedKey `Authorization` header for a request.
+fn sign(
+    account: &str,
+    key: &SecretBox<Vec<u8>>,
+    method: &str,
+    url: &Url,
+    headers: &[(String, String)],
+    content_length: usize,
+) -> String {
+    let h =
+        |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).unwrap_or("");
+    let mut ms: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-ms-"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    ms.sort();
+    let canon_headers: String = ms.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let mut q: Vec<(String, String)> =
+        url.query_pairs().map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned())).collect();
+    q.sort();
+    let mut canon_resource = format!("/{account}{}", url.path());
+    for (k, v) in &q {
+        canon_resource.push_str(&format!("\n{k}:{v}"));
+    }
+    let length = if content_length == 0 { String::new() } else { content_length.to_string() };
+    let to_sign = format!(
+        "{method}\n\n\n{length}\n\n{}\n\n\n{}\n{}\n\n\n{canon_headers}{canon_resource}",
+        h("content-type"),
+        h("if-match"),
+        h("if-none-match"),
+    );
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key.expose_secret()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(to_sign.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!("SharedKey {account}:{sig}")
+}
+
+impl BlobAccount {
     async fn send(
         &self,
         method: reqwest::Method,
@@ -179,7 +281,7 @@ impl BlobAccount {
         if body.is_some() {
             headers.push(("content-type".into(), "application/json".into()));
         }
-        let auth = self.sign(method.as_str(), &url, &headers, len);
+        let auth = self.authorization(method.as_str(), &url, &headers, len).await?;
         let mut rb = self.inner.client.request(method, url).header("authorization", auth);
         for (k, v) in &headers {
             rb = rb.header(k.as_str(), v.as_str());
@@ -432,6 +534,54 @@ mod tests {
         let e = BlobAccount::from_connection_string(&SecretString::from("AccountName=acct;AccountKey=%%%secretish"))
             .unwrap_err();
         assert!(!e.contains("secretish"));
+    }
+
+    #[derive(Debug, Default)]
+    struct CountingCredential(std::sync::atomic::AtomicUsize, std::sync::Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl TokenCredential for CountingCredential {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.lock().unwrap().extend(scopes.iter().map(|s| s.to_string()));
+            Ok(AccessToken::new(
+                azure_core::credentials::Secret::new("tok-123"),
+                time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn identity_access_uses_a_cached_storage_bearer_token_over_https_only() {
+        let cred = Arc::new(CountingCredential::default());
+        let http = Url::parse("http://acct.blob.core.windows.net").unwrap();
+        let e = BlobAccount::with_credential(&http, cred.clone(), client(None).unwrap()).unwrap_err();
+        assert!(e.contains("must be https"), "{e}");
+        let https = Url::parse("https://acct.blob.core.windows.net").unwrap();
+        let acc = BlobAccount::with_credential(&https, cred.clone(), client(None).unwrap()).unwrap();
+        assert_eq!(acc.inner.endpoint.as_str(), "https://acct.blob.core.windows.net/");
+        let url = acc.url("patrol/state/x.json", &[]).unwrap();
+        for _ in 0..3 {
+            assert_eq!(acc.authorization("GET", &url, &[], 0).await.unwrap(), "Bearer tok-123");
+        }
+        assert_eq!(cred.0.load(Ordering::SeqCst), 1, "the token is cached");
+        assert_eq!(*cred.1.lock().unwrap(), vec![STORAGE_SCOPE.to_owned()]);
+        // The API version sent supports bearer tokens (2017-11-09 or later; ISO dates compare as strings).
+        assert!(API_VERSION >= "2017-11-09");
+    }
+
+    #[test]
+    fn identity_settings_build_a_managed_identity_account() {
+        let hs = HostStorage::Identity {
+            blob_service_uri: Url::parse("https://acct.blob.core.windows.net").unwrap(),
+            client_id: Some("00000000-0000-0000-0000-000000000001".into()),
+        };
+        let acc = BlobAccount::from_host_storage(&hs, None).unwrap();
+        assert!(matches!(acc.inner.auth, Auth::Bearer { .. }));
     }
 
     #[test]

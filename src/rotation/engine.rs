@@ -309,6 +309,7 @@ impl Engine {
             state: self.state.as_ref(),
             clock: &self.clock,
             faults: self.faults.as_deref(),
+            lease: Some(&lease),
         };
         let result = machine.apply(&fresh, &actions, deadline).await;
         drop(lease);

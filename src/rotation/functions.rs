@@ -6,18 +6,16 @@
 use super::engine::{
     Engine, EngineError, RunOptions, RunSummary, SecretEvent as EngineEvent, SecretEventKind as EngineKind,
 };
-use super::lease::{Leases, LocalLeases};
 use super::plan::Requests;
 use super::policy::Policy;
 use crate::clock::Clock;
-use crate::config::{LeaseMode, Settings};
+use crate::config::Settings;
 use crate::handler::eventgrid::{SecretEvent, SecretEventKind};
 use crate::handler::http::{RotateMode, RotateRequest};
 use crate::handler::timer::TimerRun;
 use crate::handler::{Failure, FailureKind, Functions, Invocation, Outcome, Report, Status};
 use crate::notify::Notifier;
-use crate::state::{FileStateStore, StateStore};
-use crate::store::{FileSecretStore, SecretStore};
+use crate::store::SecretStore;
 use async_trait::async_trait;
 use serde_json::json;
 use std::sync::Arc;
@@ -27,6 +25,10 @@ use tokio::sync::OnceCell;
 struct Runtime {
     engine: Engine,
     notifier: Notifier,
+    /// The Azure DevOps connector (audit log readers and Token Admin live on it).
+    http: Arc<crate::devops::connector::HttpConnector>,
+    /// The policy's `[audit]` section, when it has one: the timer then also polls the audit log.
+    audit: Option<crate::audit::AuditSettings>,
 }
 
 /// The handler's functions, backed by the engine.
@@ -49,24 +51,11 @@ impl RotationFunctions {
     async fn build(&self) -> Result<Runtime, String> {
         let s = &self.settings;
         let policy = Policy::load(&s.policy_file).map_err(|e| format!("policy: {e}"))?;
-        if s.keyvault.is_some() {
-            return Err("PATROL_KEYVAULT_URL is set but this build's engine wiring supports only the embedded file store so far".into());
-        }
-        let store: Arc<dyn SecretStore> = Arc::new(
-            FileSecretStore::open(s.state_dir.join("secrets"), &s.store_key_file, self.clock.clone())
-                .map_err(|e| format!("secret store: {e}"))?,
-        );
-        let (state, leases): (Arc<dyn StateStore>, Arc<dyn Leases>) = match (s.lease, &s.host_storage) {
-            (LeaseMode::Local, _) | (LeaseMode::Auto, None) => {
-                (Arc::new(FileStateStore::new(s.state_dir.join("state"))), Arc::new(LocalLeases::default()))
-            }
-            (_, Some(hs)) => {
-                let blob =
-                    super::blob::BlobAccount::from_host_storage(hs).map_err(|e| format!("AzureWebJobsStorage: {e}"))?;
-                (Arc::new(blob.state_store()), Arc::new(blob.leases()))
-            }
-            (LeaseMode::Blob, None) => return Err("PATROL_LEASE=blob needs AzureWebJobsStorage".into()),
-        };
+        // Key Vault when PATROL_KEYVAULT_URL is set (the file store is never opened then: the Function
+        // App's root is read-only in Azure), otherwise the embedded file store.
+        let store: Arc<dyn SecretStore> =
+            crate::store::from_settings_with_clock(s, self.clock.clone()).map_err(|e| format!("secret store: {e}"))?;
+        let (state, leases) = super::shared::from_settings(s)?;
         let client_id = s.client_id.clone().ok_or("PATROL_CLIENT_ID is not set (the Entra app owners sign in to)")?;
         let http = crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
             .map_err(|e| e.to_string())?;
@@ -78,16 +67,26 @@ impl RotationFunctions {
             self.clock.clone(),
             crate::auth::session::SessionOptions::default(),
         );
-        let connector =
+        let connector = Arc::new(
             crate::devops::connector::HttpConnector::from_settings(s, self.clock.clone(), Arc::new(sessions))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?,
+        );
+        // The audit pass is opt-in: it needs a reader signed in with vso.auditlog.
+        let audit = match std::fs::read_to_string(&s.policy_file) {
+            Ok(text) if text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("audit")) => Some(
+                crate::audit::policy::from_policy_text(&text)
+                    .and_then(|p| p.resolve().map_err(|e| e.to_string()))
+                    .map_err(|e| format!("policy: {e}"))?,
+            ),
+            _ => None,
+        };
         let vaults = s.keyvault.as_ref().map(|kv| {
             vec![kv.url.host_str().and_then(|h| h.split('.').next()).unwrap_or_default().to_ascii_lowercase()]
         });
         let notifier = Notifier::from_settings(s, Some(store.as_ref()), Some(state.clone()), self.clock.clone()).await;
         let engine = Engine {
             policy: Arc::new(policy),
-            connector: Arc::new(connector),
+            connector: connector.clone(),
             store,
             state,
             leases,
@@ -96,7 +95,117 @@ impl RotationFunctions {
             vaults,
             faults: super::machine::Faults::from_env().map(Arc::new),
         };
-        Ok(Runtime { engine, notifier })
+        Ok(Runtime { engine, notifier, http: connector, audit })
+    }
+
+    /// The timer's work besides rotation: the audit pass (when the policy has `[audit]`) and the weekly
+    /// report (when `PATROL_REPORT_RECIPIENTS` is set). Failures here are reported, never fail the rotation.
+    async fn timer_extras(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
+        use crate::audit::{managed, pass, replace, weekly};
+        let mut out = serde_json::Map::new();
+        let now = self.clock.now();
+        let managed = match managed::managed_pats(rt.engine.store.as_ref()).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit pass and weekly report skipped: cannot list managed PATs");
+                out.insert("audit".into(), json!({ "error": e.to_string() }));
+                return out;
+            }
+        };
+        if let Some(settings) = &rt.audit {
+            let policy = rt.engine.policy.clone();
+            let actions = self.patrol_actions(rt).await;
+            let replacer = Arc::new(replace::DirectReplacer {
+                connector: rt.engine.connector.clone(),
+                store: rt.engine.store.clone(),
+                clock: self.clock.clone(),
+                validity: time::Duration::days(
+                    policy.tokens.iter().map(|t| t.validity_days).min().unwrap_or(30).into(),
+                ),
+                migration_grace: time::Duration::days(1),
+            });
+            let rotator = replace::ReplaceAndRevoke {
+                replacer,
+                connector: rt.engine.connector.clone(),
+                store: rt.engine.store.clone(),
+            };
+            let targets_for = move |secret: &crate::domain::SecretName| {
+                policy.token(secret).map(|t| t.notify.clone()).unwrap_or_default()
+            };
+            let input = pass::PassInput {
+                settings,
+                managed: &managed,
+                actions,
+                readers: Default::default(),
+                targets_for: &targets_for,
+                poll: Default::default(),
+            };
+            let summary =
+                pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rotator, input, now)
+                    .await;
+            tracing::info!(
+                organizations = summary.organizations.len(),
+                findings = summary.findings.len(),
+                errors = summary.errors.len(),
+                "audit pass"
+            );
+            let delivery = if summary.notices.is_empty() {
+                None
+            } else {
+                Some(rt.notifier.deliver_run(summary.notices.clone()).await)
+            };
+            out.insert(
+                "audit".into(),
+                json!({
+                    "organizations": summary.organizations,
+                    "findings": summary.findings.len(),
+                    "executed": summary.executed.len(),
+                    "errors": summary.errors,
+                    "notifications_delivered": delivery.as_ref().map(|d| d.all_delivered()),
+                }),
+            );
+        }
+        let recipients = &self.settings.notify.report_recipients;
+        if !recipients.is_empty() {
+            let findings = weekly::findings_since(rt.engine.state.as_ref(), now - time::Duration::days(7))
+                .await
+                .unwrap_or_default();
+            let thresholds = crate::cli::report::thresholds(&rt.engine.policy);
+            let rows = weekly::token_rows(&managed, now);
+            let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
+                weekly::build(now, rows, vec![], &findings, thresholds)
+            })
+            .await;
+            out.insert(
+                "weekly_report".into(),
+                match outcome {
+                    Ok(o) => serde_json::to_value(o).unwrap_or_default(),
+                    Err(e) => json!({ "error": e.to_string() }),
+                },
+            );
+        }
+        out
+    }
+
+    /// The PATs patrol itself created recently (from the journals), so the audit rules do not mistake
+    /// patrol's own rotations for someone else managing the owner's tokens.
+    async fn patrol_actions(&self, rt: &Runtime) -> Vec<crate::audit::context::PatrolAction> {
+        use crate::audit::context::{Lifecycle, PatrolAction};
+        let mut actions = Vec::new();
+        for t in &rt.engine.policy.tokens {
+            let Ok(loaded) = super::journal::load(rt.engine.state.as_ref(), &t.secret).await else { continue };
+            if let Some(last) = loaded.journal.last {
+                actions.push(PatrolAction {
+                    kind: Lifecycle::Create,
+                    organization: t.organization.clone(),
+                    owner: t.owner.clone(),
+                    display_name: super::journal::marked_display_name(t.display_name.as_str(), &last.op),
+                    authorization_id: Some(last.authorization_id),
+                    at: last.finished,
+                });
+            }
+        }
+        actions
     }
 
     /// Remaining budget of an invocation (counted from when the handler received it).
@@ -106,15 +215,8 @@ impl RotationFunctions {
 
     async fn finish(&self, rt: &Runtime, summary: RunSummary, planned: bool) -> Outcome {
         let notices = summary.notices.clone();
-        let delivery = if summary.dry_run || notices.is_empty() {
-            None
-        } else {
-            // `Notifier::deliver_run`'s future is not provably `Send` (a higher-ranked closure inside it), so
-            // it runs on a blocking thread of its own rather than inside this `Send` future.
-            let notifier = rt.notifier.clone();
-            let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || handle.block_on(notifier.deliver_run(notices))).await.ok()
-        };
+        let delivery =
+            if summary.dry_run || notices.is_empty() { None } else { Some(rt.notifier.deliver_run(notices).await) };
         let status = if planned {
             Status::Planned
         } else if summary.ignored.is_some() {
@@ -152,7 +254,12 @@ impl Functions for RotationFunctions {
         let budget = Self::budget(inv, self.settings.invocation_budget);
         let s =
             rt.engine.run(RunOptions { budget: Some(budget), ..Default::default() }).await.map_err(engine_failure)?;
-        self.finish(rt, s, false).await
+        let extras = self.timer_extras(rt).await;
+        let mut report = self.finish(rt, s, false).await?;
+        if let Some(d) = report.detail.as_object_mut() {
+            d.extend(extras);
+        }
+        Ok(report)
     }
 
     async fn rotate_http(&self, inv: &Invocation, req: RotateRequest) -> Outcome {

@@ -16,12 +16,16 @@ pub enum LeaseError {
 /// Held until dropped (or [`LeaseGuard::release`]d); a blob lease is renewed in the background meanwhile.
 pub struct LeaseGuard {
     key: String,
-    release: Option<Box<dyn FnOnce() + Send>>,
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
     lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LeaseGuard {
-    pub fn new(key: String, release: Box<dyn FnOnce() + Send>, lost: Arc<std::sync::atomic::AtomicBool>) -> Self {
+    pub fn new(
+        key: String,
+        release: Box<dyn FnOnce() + Send + Sync>,
+        lost: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
         Self { key, release: Some(release), lost }
     }
 

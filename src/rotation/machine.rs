@@ -11,10 +11,15 @@
 //! - nothing revokes the PAT the secret's current version names: every revocation re-reads the store
 //!   first ([`Machine::guard`]).
 //!
+//! - the token's lease is consulted before every external effect (Create, the vault write, a revocation,
+//!   disabling a version): a lost lease stops the token's work with its journal intact, and the next
+//!   holder resumes from it ([`MachineError::LeaseLost`]).
+//!
 //! [`Faults`] lets tests abort the machine right after any step boundary, as a crash would.
 
 use super::inventory::TokenState;
 use super::journal::{Completed, Drain, Failure, Loaded, Operation, PatVersion, Reason, Step, marked_display_name};
+use super::lease::LeaseGuard;
 use super::plan::{Action, drains};
 use super::policy::ManagedToken;
 use crate::clock::Clock;
@@ -105,6 +110,8 @@ pub enum MachineError {
     DevOps(#[from] DevOpsError),
     #[error("injected crash after {0:?}")]
     Crashed(Boundary),
+    #[error("lease {0} was lost before {1}; the token's work stops here and the next run resumes it")]
+    LeaseLost(String, &'static str),
     #[error("refused to revoke {0}: the secret's current version names it")]
     WouldRevokeCurrent(AuthorizationId),
     #[error("{0}")]
@@ -133,6 +140,8 @@ pub struct Machine<'a> {
     pub state: &'a dyn StateStore,
     pub clock: &'a Clock,
     pub faults: Option<&'a Faults>,
+    /// The token's lease, checked before each external effect (`None`: not leased, e.g. a dry run).
+    pub lease: Option<&'a LeaseGuard>,
 }
 
 fn fmt_time(t: OffsetDateTime) -> String {
@@ -144,6 +153,14 @@ impl Machine<'_> {
         match self.faults {
             Some(f) => f.hit(b),
             None => Ok(()),
+        }
+    }
+
+    /// Errs when the lease could not be kept: another instance may hold the token now.
+    fn held(&self, before: &'static str) -> Result<(), MachineError> {
+        match self.lease {
+            Some(l) if l.is_lost() => Err(MachineError::LeaseLost(l.key().to_owned(), before)),
+            _ => Ok(()),
         }
     }
 
@@ -166,6 +183,7 @@ impl Machine<'_> {
     }
 
     async fn revoke(&self, api: &dyn PatApi, id: AuthorizationId) -> Result<(), MachineError> {
+        self.held("a revocation")?;
         self.guard(id).await?;
         api.revoke(id).await?;
         Ok(())
@@ -209,6 +227,11 @@ impl Machine<'_> {
             match r {
                 Ok(()) => {}
                 Err(e @ MachineError::Crashed(_)) => return Err(e),
+                Err(e @ MachineError::LeaseLost(..)) => {
+                    tracing::warn!(secret = %self.token.secret, "{e}");
+                    report.deferred = Some(e.to_string());
+                    break;
+                }
                 Err(e) => {
                     let msg = e.to_string();
                     report.error = Some(msg.clone());
@@ -281,6 +304,7 @@ impl Machine<'_> {
         for v in self.store.list_versions(&self.token.secret).await? {
             let holds = v.tags.get(tags::AUTHORIZATION_ID).is_some_and(|s| s == &id.to_string());
             if holds && v.enabled && Some(&v.version) != current_version.as_ref() {
+                self.held("disabling a version")?;
                 self.store
                     .update(
                         &self.token.secret,
@@ -476,6 +500,7 @@ impl Machine<'_> {
             valid_to: op.requested_valid_to,
             all_orgs: op.all_orgs,
         };
+        self.held("Create")?;
         let created = match api.create(&request).await {
             Ok(c) => c,
             Err(DevOpsError::Uncertain { .. }) => {
@@ -545,6 +570,13 @@ impl Machine<'_> {
             not_before: None,
             tags: t,
         };
+        if let Err(lost) = self.held("the vault write") {
+            // The value exists only in this process and may not be stored without the lease: the new PAT
+            // is useless, so revoke it now (best effort; the next holder revokes it by marker otherwise).
+            drop(value);
+            let _ = self.pats().revoke(new_id).await;
+            return Err(lost);
+        }
         let stored = self.store.set(&self.token.secret, &value, new).await;
         drop(value);
         match stored {

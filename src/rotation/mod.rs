@@ -7,6 +7,7 @@
 //! - [`journal`] — the per-token journal record, persisted before every external effect.
 //! - [`machine`] — drives one token's journal through its steps; every step idempotent and resumable.
 //! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
+//! - [`shared`] — picks the journal store and leases from the settings (handler and CLI alike).
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
 
 pub mod blob;
@@ -19,6 +20,9 @@ pub mod functions;
 pub mod inventory;
 pub mod journal;
 pub mod lease;
+#[cfg(test)]
+mod lease_tests;
 pub mod machine;
 pub mod plan;
 pub mod policy;
+pub mod shared;

@@ -82,6 +82,11 @@ impl Policy {
             let line = e.span().map(|s| ctx.line_of(s.start)).unwrap_or(0);
             PolicyError { file: file.clone(), line, field: "(syntax)".into(), problem: e.message().to_owned() }
         })?;
+        if let Some(a) = &raw.audit {
+            a.get_ref()
+                .resolve()
+                .map_err(|e| ctx.err(ctx.line_of(a.span().start), &format!("audit.{}", e.field), &e.problem))?;
+        }
         let defaults = raw.defaults.unwrap_or_default();
         let mut tokens = Vec::with_capacity(raw.token.len());
         let mut seen_secrets = BTreeSet::new();
@@ -116,6 +121,8 @@ struct RawPolicy {
     defaults: Option<RawDefaults>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
+    /// `[audit]`: validated here so a mistake is refused with the policy; used by `crate::audit`.
+    audit: Option<Spanned<crate::audit::AuditPolicy>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,6 +392,16 @@ notify = ["teams", "email:pkg@contoso.com"]
 
     fn err_of(text: &str) -> PolicyError {
         parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn audit_section_is_accepted_and_validated() {
+        let ok = format!("{GOOD}\n[audit]\nallowed_cidrs = [\"10.0.0.0/8\"]\n[audit.rules.burst]\nmax_actions = 50\n");
+        assert_eq!(parse(&ok).unwrap().tokens.len(), 2);
+        let e = err_of(&format!("{GOOD}\n[audit]\nallowed_cidr = []\n"));
+        assert!(e.problem.contains("allowed_cidr"), "{e}");
+        let e = err_of(&format!("{GOOD}\n[audit.rules.burst]\ndays = 3\n"));
+        assert!(e.field.starts_with("audit"), "{e}");
     }
 
     #[test]

@@ -19,18 +19,18 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const DEVOPS: &str = "499b84ac-1321-427f-aa17-267ca6975798";
-const OWNER: &str = "build@fabrikam.test";
-const ADMIN: &str = "admin@fabrikam.test";
+pub(crate) const DEVOPS: &str = "499b84ac-1321-427f-aa17-267ca6975798";
+pub(crate) const OWNER: &str = "build@fabrikam.test";
+pub(crate) const ADMIN: &str = "admin@fabrikam.test";
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
-struct Env {
-    emu: Emulator,
-    http: reqwest::Client,
+pub(crate) struct Env {
+    pub(crate) emu: Emulator,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Env {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let seed: Seed = serde_json::from_value(json!({
             "organizations": [{ "name": "fabrikam" }],
             "users": [
@@ -44,7 +44,7 @@ impl Env {
         Self { emu, http }
     }
 
-    async fn ctl(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn ctl(&self, path: &str, body: Value) -> Value {
         let r = self.http.post(format!("{}{path}", self.emu.endpoints().control)).json(&body).send().await.unwrap();
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
@@ -52,14 +52,14 @@ impl Env {
         v
     }
 
-    async fn token(&self, upn: &str, scopes: &[&str]) -> String {
+    pub(crate) async fn token(&self, upn: &str, scopes: &[&str]) -> String {
         let scope = scopes.iter().map(|s| format!("{DEVOPS}/{s}")).collect::<Vec<_>>().join(" ");
         let v = self.ctl("/_control/tokens", json!({ "upn": upn, "scope": scope })).await;
         v["access_token"].as_str().unwrap().to_owned()
     }
 
     /// Creates a PAT as `upn` through the real PAT API; returns (authorization id, secret value).
-    async fn create_pat(&self, upn: &str, name: &str, scope: &str) -> (AuthorizationId, String) {
+    pub(crate) async fn create_pat(&self, upn: &str, name: &str, scope: &str) -> (AuthorizationId, String) {
         let token = self.token(upn, &["vso.pats", "vso.pats_manage"]).await;
         let valid_to = patrol_emulator::wire::format_time(self.emu.clock().now() + time::Duration::days(30));
         let r = self
@@ -79,7 +79,7 @@ impl Env {
         )
     }
 
-    async fn use_pat(&self, secret: &str, ip: &str, ua: &str) {
+    pub(crate) async fn use_pat(&self, secret: &str, ip: &str, ua: &str) {
         self.ctl(
             "/_control/pats/use",
             json!({ "token": secret, "organization": "fabrikam", "ipAddress": ip, "userAgent": ua }),
@@ -87,7 +87,7 @@ impl Env {
         .await;
     }
 
-    async fn audit_client(&self, clock: &Clock) -> AuditClient {
+    pub(crate) async fn audit_client(&self, clock: &Clock) -> AuditClient {
         let token = self.token(ADMIN, &["vso.auditlog"]).await;
         let source = StaticToken::new(
             OwnerId::parse(ADMIN).unwrap(),

@@ -3,6 +3,12 @@
 //! research note's captured samples and the vendored Event Grid samples (plus every quirk the host has),
 //! and check the envelope, `Outputs.res`, the logs on stdout, the function key never leaking, limits,
 //! and graceful shutdown.
+//!
+//! The binary runs the real rotation engine with an empty policy (`patrol.toml` with no tokens) and every
+//! Azure endpoint pointed at a closed loopback port, so nothing is managed and nothing leaves the machine:
+//! timer runs complete with nothing to do, events are ignored, manual requests for a secret get 404.
+//! Without a policy file the binary falls back to `NotConfigured`, which says so. What the handler
+//! understood is read from its own `DEBUG received input=…` line, independent of the engine.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -49,8 +55,12 @@ fn pipe_to_string(mut r: impl Read + Send + 'static, into: Arc<Mutex<String>>) -
     })
 }
 
-fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir) {
+/// Spawns the handler in a fresh app root holding `policy` as `patrol.toml` (none when `None`).
+fn spawn_with_policy(port_var: &str, env: &[(&str, &str)], policy: Option<&str>) -> (Child, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
+    if let Some(policy) = policy {
+        std::fs::write(dir.path().join("patrol.toml"), policy).unwrap();
+    }
     let port = free_port();
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
@@ -61,6 +71,13 @@ fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir
         .env("FUNCTIONS_WORKER_RUNTIME", "custom")
         .env("AzureWebJobsStorage", "UseDevelopmentStorage=true")
         .env("PATROL_STATE_DIR", dir.path().join(".patrol"))
+        // Debug for patrol: the handler then logs the validated input of each invocation (`received`).
+        .env("PATROL_LOG", "info,patrol=debug")
+        // Nothing may leave the machine: every endpoint is a closed loopback port.
+        .env("PATROL_CLIENT_ID", "00000000-0000-4000-8000-00000000c11e")
+        .env("PATROL_DEVOPS_URL", "http://127.0.0.1:9")
+        .env("PATROL_AUDIT_URL", "http://127.0.0.1:9")
+        .env("PATROL_ENTRA_AUTHORITY", "http://127.0.0.1:9")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -70,13 +87,23 @@ fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir
     (cmd.spawn().unwrap(), port, dir)
 }
 
+/// An empty policy: patrol manages nothing.
+const EMPTY_POLICY: &str = "# patrol manages no tokens in these tests\n";
+
+fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir) {
+    spawn_with_policy(port_var, env, Some(EMPTY_POLICY))
+}
+
 impl HostedHandler {
     async fn start(env: &[(&str, &str)]) -> Self {
         Self::start_with("FUNCTIONS_CUSTOMHANDLER_PORT", env).await
     }
 
     async fn start_with(port_var: &str, env: &[(&str, &str)]) -> Self {
-        let (mut child, port, dir) = spawn(port_var, env);
+        Self::start_in(spawn(port_var, env)).await
+    }
+
+    async fn start_in((mut child, port, dir): (Child, u16, tempfile::TempDir)) -> Self {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let readers = vec![
@@ -162,7 +189,7 @@ impl HostedHandler {
     }
 
     /// The HTTP function's response, with its body parsed.
-    async fn http(&self, req: Value) -> (u16, Value, Value) {
+    async fn http(&self, req: Value) -> (u16, Value, Value, Value) {
         let payload = json!({
             "Data": { "req": req.clone() },
             "Metadata": {
@@ -175,13 +202,14 @@ impl HostedHandler {
         let res = &v["Outputs"]["res"];
         assert!(res["headers"].as_object().unwrap().values().all(Value::is_string), "header values are strings");
         let body: Value = serde_json::from_str(res["body"].as_str().expect("body is a string")).unwrap();
-        (res["statusCode"].as_u64().unwrap() as u16, body, res["headers"].clone())
+        let input = if logs(&v).contains("DEBUG received input=") { received(&v) } else { Value::Null };
+        (res["statusCode"].as_u64().unwrap() as u16, body, res["headers"].clone(), input)
     }
 
     /// Stops like the host (SIGTERM), waits, and returns the exit status, stdout and stderr.
     fn stop(mut self) -> (ExitStatus, String, String) {
         let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let killed = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().unwrap();
         assert!(killed.success());
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
@@ -223,6 +251,17 @@ fn event(ev: Value) -> Value {
     json!({ "Data": { "eventGridEvent": ev }, "Metadata": { "data": data, "sys": sys("EventGridSecretChanged") } })
 }
 
+/// The handler's own record of the validated input (its `DEBUG received input=…` line in `Logs`).
+fn received(v: &Value) -> Value {
+    let line = v["Logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.as_str().unwrap().strip_prefix("DEBUG received input="))
+        .unwrap_or_else(|| panic!("no received line in {v}"));
+    serde_json::from_str(line).unwrap()
+}
+
 fn logs(v: &Value) -> String {
     v["Logs"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect::<Vec<_>>().join("\n")
 }
@@ -239,10 +278,8 @@ async fn timer_payloads_from_the_host() {
     )
     .unwrap();
     let v = h.invoke("RotateTimer", &observed).await;
-    assert_eq!(v["ReturnValue"]["status"], "not-configured");
-    assert_eq!(v["ReturnValue"]["detail"]["received"], json!({"isPastDue": false, "adjustForDst": true}));
-    assert!(logs(&v).contains("rotation is not configured"), "{v}");
-    assert!(logs(&v).contains("last run: never"), "{v}");
+    assert_eq!(received(&v), json!({"isPastDue": false, "adjustForDst": true}));
+    assert_eq!(v["ReturnValue"]["status"], "completed", "an empty policy: a run with nothing to do");
 
     // Monitored: 7 fraction digits, +00:00, Z, no offset, year-0001 sentinels; and key case.
     for (last, next, updated, want_last) in [
@@ -268,14 +305,14 @@ async fn timer_payloads_from_the_host() {
                     "ScheduleStatus": { "Last": last, "Next": next, "LastUpdated": updated } }),
         );
         let v = h.invoke("RotateTimer", &payload).await;
-        let received = &v["ReturnValue"]["detail"]["received"];
-        assert_eq!(received["isPastDue"], true);
-        assert_eq!(received["scheduleStatus"]["last"], want_last.map_or(Value::Null, |s| json!(s)), "{last}");
-        assert!(received["scheduleStatus"]["next"].as_str().unwrap().starts_with("2026-10-02T03:00:00"));
+        let got = received(&v);
+        assert_eq!(got["isPastDue"], true);
+        assert_eq!(got["scheduleStatus"]["last"], want_last.map_or(Value::Null, |s| json!(s)), "{last}");
+        assert!(got["scheduleStatus"]["next"].as_str().unwrap().starts_with("2026-10-02T03:00:00"));
     }
     let v =
         h.invoke("RotateTimer", &json!({"data": {"MYTIMER": {"isPastDue": "False", "scheduleStatus": null}}})).await;
-    assert_eq!(v["ReturnValue"]["detail"]["received"]["isPastDue"], false);
+    assert_eq!(received(&v)["isPastDue"], false);
 
     // A timer invocation the handler cannot read fails, naming the field.
     let (status, ct, body) = h
@@ -314,29 +351,30 @@ async fn rotate_http_requests_and_the_function_key() {
     };
 
     // The research note's sample: POST, route param, body as a JSON string.
-    let (status, body, headers) =
+    let (status, body, headers, input) =
         h.http(with("POST", json!({"Params": {"secret": "db-password"}, "Body": "{\"force\":true}"}))).await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(input, json!({"mode": "run", "secret": "db-password", "force": true}));
+    assert_eq!(status, 404, "{body}");
     assert_eq!(headers["Content-Type"], "application/json; charset=utf-8");
-    assert_eq!(body["status"], "not-configured");
-    assert_eq!(body["detail"]["received"], json!({"mode": "run", "secret": "db-password", "force": true}));
-    assert!(body["summary"].as_str().unwrap().contains("rotation is not configured"));
+    assert_eq!(body["kind"], "not-found");
+    assert!(body["error"].as_str().unwrap().contains("db-password"), "{body}");
 
     // GET plans; Query as an object with the secret, force from the query.
-    let (_, body, _) =
+    let (_, _, _, input) =
         h.http(with("GET", json!({"Query": {"secret": "ci-build", "force": "1", "code": FUNCTION_KEY}}))).await;
-    assert_eq!(body["detail"]["received"], json!({"mode": "plan", "secret": "ci-build", "force": true}));
+    assert_eq!(input, json!({"mode": "plan", "secret": "ci-build", "force": true}));
 
     // Old hosts' Query as a JSON string; no body at all.
-    let (_, body, _) = h.http(with("POST", json!({"Query": "{}"}))).await;
-    assert_eq!(body["detail"]["received"], json!({"mode": "run", "secret": null, "force": false}));
+    let (status, body, _, input) = h.http(with("POST", json!({"Query": "{}"}))).await;
+    assert_eq!(input, json!({"mode": "run", "secret": null, "force": false}));
+    assert_eq!((status, body["status"].as_str()), (200, Some("completed")), "{body}");
 
     // A base64 body (application/octet-stream), header values as arrays, key case.
     let b64 = base64::engine::general_purpose::STANDARD.encode(br#"{"Secret":"from-body","FORCE":"yes"}"#);
-    let (_, body, _) = h
+    let (_, _, _, input) = h
         .http(json!({"method": "POST", "headers": {"content-type": ["application/octet-stream"]}, "body": b64, "query": {}}))
         .await;
-    assert_eq!(body["detail"]["received"], json!({"mode": "run", "secret": "from-body", "force": true}));
+    assert_eq!(input, json!({"mode": "run", "secret": "from-body", "force": true}));
 
     // The caller's mistakes: 4xx in Outputs.res with a reason (the invocation itself succeeds).
     for (req, want, words) in [
@@ -347,7 +385,8 @@ async fn rotate_http_requests_and_the_function_key() {
         (with("POST", json!({"Params": {"secret": "a"}, "Body": "{\"secret\":\"b\"}"})), 400, "name one"),
         (with("PUT", json!({})), 405, "GET shows the rotation plan"),
     ] {
-        let (status, body, headers) = h.http(req).await;
+        let (status, body, headers, input) = h.http(req).await;
+        assert_eq!(input, Value::Null, "refused before reaching the engine");
         assert_eq!(status, want, "{body}");
         assert!(body["error"].as_str().unwrap().contains(words), "{body}");
         if want == 405 {
@@ -364,7 +403,7 @@ async fn rotate_http_requests_and_the_function_key() {
 
     let (status, stdout, stderr) = h.stop();
     assert!(status.success());
-    assert!(stdout.contains("rotation is not configured"), "the handler logged its invocations");
+    assert!(stdout.contains("\"received\""), "the handler logged its invocations");
     assert!(!stdout.contains(FUNCTION_KEY), "the function key leaked to stdout");
     assert!(!stderr.contains(FUNCTION_KEY), "the function key leaked to stderr");
 }
@@ -385,9 +424,8 @@ async fn event_grid_events_from_the_specs_and_their_quirks() {
     let cloud = spec("eventgrid/keyvault/cloud-events-schema/secret_new_version_created.json");
     for ev in [sample.clone(), Value::String(sample.to_string()), cloud] {
         let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
-        assert_eq!(v["ReturnValue"]["status"], "not-configured");
-        assert_eq!(v["ReturnValue"]["detail"]["received"], want);
-        assert!(logs(&v).contains("SecretNewVersionCreated for secret newsecret in vault sample-kv"), "{v}");
+        assert_eq!(received(&v), want);
+        assert_eq!(v["ReturnValue"]["status"], "ignored", "newsecret is not managed");
     }
 
     // NBF/EXP as numbers and null; near-expiry; keys in another case.
@@ -396,7 +434,7 @@ async fn event_grid_events_from_the_specs_and_their_quirks() {
     ev["data"]["EXP"] = Value::Null;
     ev["eventType"] = json!("Microsoft.KeyVault.SecretNearExpiry");
     let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
-    let got = &v["ReturnValue"]["detail"]["received"];
+    let got = &received(&v);
     assert_eq!(
         (got["eventType"].as_str(), got["notBefore"].as_str()),
         (Some("Microsoft.KeyVault.SecretNearExpiry"), Some("2019-05-28T22:19:40Z"))
@@ -407,7 +445,7 @@ async fn event_grid_events_from_the_specs_and_their_quirks() {
     )
     .unwrap();
     let v = h.invoke("EventGridSecretChanged", &event(upper)).await;
-    assert_eq!(v["ReturnValue"]["detail"]["received"], want);
+    assert_eq!(received(&v), want);
 
     // Not a secret: answered by the handler, cheaply.
     let mut key_event = sample.clone();
@@ -484,9 +522,12 @@ async fn json_log_lines_carry_the_invocation_and_concurrent_logs_stay_apart() {
             ev["data"]["ObjectName"] = json!(format!("secret-{i}"));
             let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
             let lines = logs(&v);
-            assert!(lines.contains(&format!("secret secret-{i} ")), "{lines}");
+            assert!(lines.contains(&format!("\"secret\":\"secret-{i}\"")), "{lines}");
             for j in (0..24).filter(|j| *j != i) {
-                assert!(!lines.contains(&format!("secret secret-{j} ")), "invocation {i} got {j}'s logs: {lines}");
+                assert!(
+                    !lines.contains(&format!("\"secret\":\"secret-{j}\"")),
+                    "invocation {i} got {j}'s logs: {lines}"
+                );
             }
         }));
     }
@@ -505,7 +546,8 @@ async fn json_log_lines_carry_the_invocation_and_concurrent_logs_stay_apart() {
     let mine: Vec<&Value> = lines.iter().filter(|l| l["span"]["invocation_id"] == id).collect();
     assert!(!mine.is_empty(), "no line for invocation {id}");
     assert!(mine.iter().all(|l| l["span"]["function"] == "RotateTimer"));
-    assert!(mine.iter().any(|l| l["level"] == "WARN" && l["message"].as_str().unwrap().contains("not configured")));
+    assert!(mine.iter().any(|l| l["level"] == "INFO" && l["status"] == "completed"), "the outcome line");
+    assert!(mine.iter().any(|l| l["level"] == "DEBUG" && l["message"] == "received"), "the input line");
 }
 
 #[tokio::test]
@@ -660,4 +702,26 @@ async fn an_engine_plugs_in_its_logs_reach_the_envelope_and_shutdown_waits_for_i
 
     tokio::time::timeout(Duration::from_secs(5), served).await.unwrap().unwrap().unwrap();
     assert!(client.get(format!("{url}/")).send().await.is_err(), "no longer listening");
+}
+
+#[tokio::test]
+async fn without_a_policy_file_each_function_says_rotation_is_not_configured() {
+    let h = HostedHandler::start_in(spawn_with_policy("FUNCTIONS_CUSTOMHANDLER_PORT", &[], None)).await;
+    let v = h.invoke("RotateTimer", &timer("myTimer", json!({"ScheduleStatus": null, "IsPastDue": false}))).await;
+    assert_eq!(v["ReturnValue"]["status"], "not-configured", "no pretend success: {v}");
+    assert!(logs(&v).contains("rotation is not configured"), "{v}");
+    assert!(logs(&v).contains("last run: never"), "{v}");
+
+    let (status, body, _, input) = h.http(json!({"Method": "POST", "Params": {"secret": "db-password"}})).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("not-configured")), "{body}");
+    assert_eq!(body["detail"]["received"], input);
+
+    let ev = spec("eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
+    let v = h.invoke("EventGridSecretChanged", &event(ev)).await;
+    assert_eq!(v["ReturnValue"]["status"], "not-configured");
+    assert!(logs(&v).contains("for secret newsecret in vault sample-kv"), "{v}");
+
+    let (status, stdout, _) = h.stop();
+    assert!(status.success());
+    assert!(stdout.contains("no policy file"), "said at start: {stdout}");
 }

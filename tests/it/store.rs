@@ -3,3 +3,4 @@
 
 mod file;
 mod keyvault;
+mod keyvault_emulator;

@@ -1,5 +1,6 @@
 //! The audit log API (audit 7.2): `auditlog` queries with `startTime`, `endTime`, `batchSize` and
-//! `continuationToken` (newest first, `hasMore`), and `actions` listing the Token area's action ids.
+//! `continuationToken` (newest first, `hasMore`), `downloadlog` (the window as a JSON array or CSV),
+//! and `actions` listing the Token area's action ids.
 //! Organization administrators with `vso.auditlog` only.
 
 use super::auth;
@@ -94,4 +95,77 @@ pub fn actions(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         .map(|(id, cat)| json!({ "area": "Token", "category": cat, "actionId": id }))
         .collect();
     (StatusCode::OK, Json(json!({ "count": value.len(), "value": value }))).into_response()
+}
+
+/// `GET downloadlog?format=json|csv&startTime=&endTime=` — every entry of the window, newest first.
+pub fn download(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
+    if let Err(e) = version::negotiate(req.query("api-version"), MIN_VERSION, "downloadlog") {
+        return e.into_response();
+    }
+    let state = ctx.state();
+    if let Err(r) = auth::admin_user(ctx, &state, req, org, &["vso.auditlog"], REALM) {
+        return r;
+    }
+    let csv = match req.query("format").map(str::to_ascii_lowercase).as_deref() {
+        Some("json") => false,
+        Some("csv") => true,
+        _ => return VssError::argument("format must be 'json' or 'csv'.").into_response(),
+    };
+    let now = ctx.now();
+    let parse = |name: &str, default: time::OffsetDateTime| match req.query(name).filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(raw) => parse_time(raw).ok_or_else(|| VssError::argument(format!("{name} '{raw}' is not a valid date."))),
+    };
+    let (start, end) =
+        match (parse("startTime", now - audit_log::RETENTION), parse("endTime", now + time::Duration::seconds(1))) {
+            (Ok(s), Ok(e)) => (s.max(now - audit_log::RETENTION), e),
+            (Err(e), _) | (_, Err(e)) => return e.into_response(),
+        };
+    let Some(o) = state.org(org) else { return super::unknown_org(org) };
+    let page = match audit_log::query(o, start, end, usize::MAX, None) {
+        Ok(p) => p,
+        Err(e) => return VssError::argument(e.to_string()).into_response(),
+    };
+    let entries: Vec<Value> = page.entries.iter().map(|r| audit_log::to_wire(o, r)).collect();
+    let (body, content_type, ext) = if csv {
+        let cols = [
+            "id",
+            "timestamp",
+            "actorUPN",
+            "actorDisplayName",
+            "authenticationMechanism",
+            "ipAddress",
+            "userAgent",
+            "area",
+            "category",
+            "actionId",
+            "details",
+        ];
+        let mut out = cols.join(",");
+        out.push_str("\r\n");
+        for e in &entries {
+            let row: Vec<String> = cols
+                .iter()
+                .map(|c| {
+                    let v = match &e[*c] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    format!("\"{}\"", v.replace('"', "\"\""))
+                })
+                .collect();
+            out.push_str(&row.join(","));
+            out.push_str("\r\n");
+        }
+        (out.into_bytes(), "text/csv; charset=utf-8", "csv")
+    } else {
+        (serde_json::to_vec(&entries).unwrap_or_default(), "application/json; charset=utf-8", "json")
+    };
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(content_type));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"audit_log.{ext}\"")) {
+        r.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    r
 }

@@ -68,6 +68,9 @@ pub fn dispatch_audit(ctx: &Ctx, req: &ApiRequest) -> Response {
     if req.seg_is(3, "auditlog") {
         return audit::query(ctx, req, org);
     }
+    if req.seg_is(3, "downloadlog") || req.seg_is(3, "download") {
+        return audit::download(ctx, req, org);
+    }
     if req.seg_is(3, "actions") {
         return audit::actions(ctx, req, org);
     }

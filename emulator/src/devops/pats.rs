@@ -10,7 +10,7 @@ use crate::audit_log::{self, Actor};
 use crate::context::Ctx;
 use crate::http::ApiRequest;
 use crate::patsecret;
-use crate::state::{PatRecord, PatStatus, State, User};
+use crate::state::{Org, PatRecord, PatStatus, State, User};
 use crate::wire::format_time;
 use axum::Json;
 use axum::http::{Method, StatusCode};
@@ -53,17 +53,36 @@ pub fn handle(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
     }
 }
 
+/// `PatToken` on the wire (typed, so lists serialize without intermediate JSON values).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PatWire<'a> {
+    display_name: &'a str,
+    valid_to: String,
+    scope: &'a str,
+    target_accounts: &'a Option<Vec<Uuid>>,
+    valid_from: String,
+    authorization_id: Uuid,
+    token: Option<&'a str>,
+}
+
+impl<'a> PatWire<'a> {
+    fn new(p: &'a PatRecord, token: Option<&'a str>) -> Self {
+        Self {
+            display_name: &p.display_name,
+            valid_to: format_time(p.valid_to),
+            scope: &p.scope,
+            target_accounts: &p.target_accounts,
+            valid_from: format_time(p.valid_from),
+            authorization_id: p.id,
+            token,
+        }
+    }
+}
+
 /// `PatToken` on the wire; the secret only when given.
 pub fn pat_json(p: &PatRecord, token: Option<&str>) -> Value {
-    json!({
-        "displayName": p.display_name,
-        "validTo": format_time(p.valid_to),
-        "scope": p.scope,
-        "targetAccounts": p.target_accounts,
-        "validFrom": format_time(p.valid_from),
-        "authorizationId": p.id,
-        "token": token,
-    })
+    serde_json::to_value(PatWire::new(p, token)).unwrap_or(Value::Null)
 }
 
 fn result(pat: Option<Value>, error: Option<&Refusal>, v: ApiVersion) -> Response {
@@ -140,26 +159,72 @@ fn parse_enum<T: Copy>(raw: Option<&str>, default: T, options: &[(&str, T)], nam
     }
 }
 
-fn sort_key(p: &PatRecord, by: SortBy, now: OffsetDateTime) -> String {
-    match by {
-        SortBy::DisplayName => p.display_name.to_lowercase(),
-        SortBy::DisplayDate => format!("{:040}", p.valid_to.unix_timestamp_nanos() + (1i128 << 100)),
-        SortBy::Status => match p.status(now) {
-            PatStatus::Active => "0".into(),
-            PatStatus::Expired => "1".into(),
-            PatStatus::Revoked => "2".into(),
-        },
+/// What a list is ordered by (then by id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey {
+    Name(String),
+    Date(i128),
+    Status(u8),
+}
+
+impl SortKey {
+    fn of(p: &PatRecord, by: SortBy, now: OffsetDateTime) -> Self {
+        match by {
+            SortBy::DisplayName => Self::Name(p.display_name.to_lowercase()),
+            SortBy::DisplayDate => Self::Date(p.valid_to.unix_timestamp_nanos()),
+            SortBy::Status => Self::Status(match p.status(now) {
+                PatStatus::Active => 0,
+                PatStatus::Expired => 1,
+                PatStatus::Revoked => 2,
+            }),
+        }
     }
+
+    fn encode(&self) -> String {
+        match self {
+            Self::Name(n) => n.clone(),
+            Self::Date(d) => d.to_string(),
+            Self::Status(s) => s.to_string(),
+        }
+    }
+
+    fn decode(by: SortBy, raw: &str) -> Option<Self> {
+        Some(match by {
+            SortBy::DisplayName => Self::Name(raw.to_string()),
+            SortBy::DisplayDate => Self::Date(raw.parse().ok()?),
+            SortBy::Status => Self::Status(raw.parse().ok()?),
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PagedWire<'a> {
+    continuation_token: String,
+    pat_tokens: Vec<PatWire<'a>>,
 }
 
 fn list(state: &State, req: &ApiRequest, org: &str, user: &User, now: OffsetDateTime) -> Response {
     match list_inner(state, req, org, user, now) {
-        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Ok(bytes) => {
+            let mut r = (StatusCode::OK, bytes).into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            r
+        }
         Err(e) => e.into_response(),
     }
 }
 
-fn list_inner(state: &State, req: &ApiRequest, org: &str, user: &User, now: OffsetDateTime) -> Result<Value, VssError> {
+fn list_inner(
+    state: &State,
+    req: &ApiRequest,
+    org: &str,
+    user: &User,
+    now: OffsetDateTime,
+) -> Result<Vec<u8>, VssError> {
     use Filter::*;
     let filter = parse_enum(
         req.query("displayFilterOption"),
@@ -176,8 +241,8 @@ fn list_inner(state: &State, req: &ApiRequest, org: &str, user: &User, now: Offs
     let asc = match req.query("isSortAscending") {
         None => true,
         Some(r) => r
+            .to_lowercase()
             .parse::<bool>()
-            .or_else(|_| r.to_lowercase().parse::<bool>())
             .map_err(|_| VssError::argument(format!("The value '{r}' is not valid for isSortAscending.")))?,
     };
     let top = match req.query("$top") {
@@ -200,11 +265,13 @@ fn list_inner(state: &State, req: &ApiRequest, org: &str, user: &User, now: Offs
                     "The continuation token was issued for different filtering options. Subsequent calls must supply the same displayFilterOption, sortByOption and isSortAscending.",
                 ));
             }
-            Some(cur)
+            let key = SortKey::decode(sort, &cur.k)
+                .ok_or_else(|| VssError::argument("The continuation token is not valid."))?;
+            Some((key, cur.i))
         }
     };
     let oid = org_id(state, org);
-    let mut rows: Vec<(String, Uuid, &PatRecord)> = state
+    let mut rows: Vec<(SortKey, Uuid, &PatRecord)> = state
         .index
         .pats_by_owner
         .get(&user.id)
@@ -218,27 +285,28 @@ fn list_inner(state: &State, req: &ApiRequest, org: &str, user: &User, now: Offs
                 (All, _) | (Active, PatStatus::Active) | (Revoked, PatStatus::Revoked) | (Expired, PatStatus::Expired)
             )
         })
-        .map(|p| (sort_key(p, sort, now), p.id, p))
+        .map(|p| (SortKey::of(p, sort, now), p.id, p))
+        .filter(|(k, id, _)| match &cursor {
+            None => true,
+            Some((ck, ci)) if asc => (k, id) > (ck, ci),
+            Some((ck, ci)) => (k, id) < (ck, ci),
+        })
         .collect();
-    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    if !asc {
-        rows.reverse();
-    }
-    if let Some(cur) = &cursor {
-        let last = (&cur.k, cur.i);
-        rows.retain(|r| if asc { (&r.0, r.1) > last } else { (&r.0, r.1) < last });
-    }
+    rows.sort_unstable_by(|a, b| if asc { (&a.0, a.1).cmp(&(&b.0, b.1)) } else { (&b.0, b.1).cmp(&(&a.0, a.1)) });
     let more = rows.len() > top;
     rows.truncate(top);
     let continuation = match (more, rows.last()) {
         (true, Some((k, i, _))) => {
-            let c = Cursor { f: filter, s: sort, a: asc, k: k.clone(), i: *i };
+            let c = Cursor { f: filter, s: sort, a: asc, k: k.encode(), i: *i };
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap_or_default())
         }
         _ => String::new(),
     };
-    let tokens: Vec<Value> = rows.iter().map(|(_, _, p)| pat_json(p, None)).collect();
-    Ok(json!({ "continuationToken": continuation, "patTokens": tokens }))
+    let page = PagedWire {
+        continuation_token: continuation,
+        pat_tokens: rows.iter().map(|(_, _, p)| PatWire::new(p, None)).collect(),
+    };
+    serde_json::to_vec(&page).map_err(|e| VssError::unavailable(format!("serializing the list failed: {e}")))
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(req: &ApiRequest) -> Result<T, Response> {
@@ -263,7 +331,7 @@ fn create(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(o) = state.org(org).cloned() else { return super::unknown_org(org) };
+    let Some(o) = state.org(org).map(Org::light) else { return super::unknown_org(org) };
     let new = match pat_rules::check_create(state, user, &o, &body, now) {
         Ok(n) => n,
         Err(e) => return result(None, Some(&e), v),
@@ -306,7 +374,7 @@ fn update(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(o) = state.org(org).cloned() else { return super::unknown_org(org) };
+    let Some(o) = state.org(org).map(Org::light) else { return super::unknown_org(org) };
     let Some(id) = body.authorization_id.as_deref().and_then(|s| Uuid::parse_str(s).ok()) else {
         return result(None, Some(&refusal("invalidAuthorizationId", "A valid authorizationId is required.")), v);
     };

@@ -8,7 +8,7 @@ use super::version::{self, ApiVersion};
 use crate::audit_log::{self, Actor};
 use crate::context::Ctx;
 use crate::http::ApiRequest;
-use crate::state::{PatStatus, RevocationRule, Revoker, State};
+use crate::state::{Org, PatStatus, RevocationRule, Revoker, State};
 use crate::wire::{format_time, parse_time};
 use axum::Json;
 use axum::http::{Method, StatusCode};
@@ -62,10 +62,9 @@ fn list(state: &State, req: &ApiRequest, org: &str, descriptor: &str) -> Result<
     };
     let is_public = req.query("isPublic").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let Some(o) = state.org(org) else { return Ok(super::unknown_org(org)) };
-    let user = state
-        .users
-        .values()
-        .find(|u| u.descriptor() == descriptor && u.orgs.contains(&org.to_lowercase()))
+    let user = crate::state::descriptor_user_id(descriptor)
+        .and_then(|id| state.users.get(&id))
+        .filter(|u| u.orgs.contains(&org.to_lowercase()))
         .ok_or_else(|| {
             VssError::not_found(
                 "IdentityNotFoundException",
@@ -152,7 +151,7 @@ fn revoke(
                 .map_err(|_| VssError::argument(format!("The authorizationId '{raw}' is not a valid GUID.")))?,
         );
     }
-    let Some(o) = state.org(org).cloned() else { return Ok(super::unknown_org(org)) };
+    let Some(o) = state.org(org).map(Org::light) else { return Ok(super::unknown_org(org)) };
     let now = ctx.now();
     let actor = Actor::user(admin, "AAD", Some(req.client_ip()), req.user_agent());
     for id in ids {

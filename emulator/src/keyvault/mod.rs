@@ -6,8 +6,10 @@
 //! - [`vault`] — state and rules (no HTTP);
 //! - [`wire`] — the JSON shapes;
 //! - [`http`] — request dispatch, authentication, paging, errors;
+//! - [`control`] — the control API routes for the vault and Event Grid delivery;
 //! - this file — the server handle, faults and the expiry-event evaluator.
 
+pub mod control;
 pub mod http;
 pub mod vault;
 pub mod wire;
@@ -156,15 +158,20 @@ impl KeyVaultServer {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        self.state.vault.lock().unwrap_or_else(|p| p.into_inner()).async_delay =
-            Duration::milliseconds(faults.async_delay_ms.max(0));
-        *self.state.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+        set_faults(&self.state, faults);
     }
 
     /// Raises due expiry events now (the server also does this every 200 ms and after each request).
     pub fn evaluate_expiry(&self) {
         evaluate_expiry(&self.state);
     }
+}
+
+/// Replaces the Key Vault faults (and the delete/recover delay they carry).
+pub fn set_faults(state: &KvState, faults: Faults) {
+    state.vault.lock().unwrap_or_else(|p| p.into_inner()).async_delay =
+        Duration::milliseconds(faults.async_delay_ms.max(0));
+    *state.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
 }
 
 /// Raises `SecretNearExpiry` / `SecretExpired` for current versions whose time has come, once per version

@@ -4,7 +4,10 @@ mod support;
 
 mod audit;
 mod auth;
+mod conformance;
 mod control;
+mod control_audit;
 mod entra;
 mod keyvault;
+mod keyvault_join;
 mod pats;

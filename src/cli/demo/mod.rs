@@ -11,8 +11,10 @@
 //! Everything printed is collected first and checked against every secret value the emulator minted
 //! (PATs, access and refresh tokens) before it is shown; a match aborts the demo.
 //!
-//! The secrets of the demo live in the embedded encrypted file store: the engine wiring behind the
-//! handler (`rotation::functions`) does not yet run on the Key Vault store.
+//! The secrets of the demo live in the embedded encrypted file store under `--dir`, so `patrol status`
+//! and `patrol report` can read them after the demo (and its in-process emulator) has exited; the
+//! emulated vault keeps nothing once the process ends. `SecretNearExpiry` is raised through the
+//! emulator's Event Grid delivery (the Functions-host envelope) for the file store's current version.
 
 mod host;
 mod world;

@@ -80,6 +80,7 @@ pub fn seed(now: OffsetDateTime) -> Seed {
         pats: PATS
             .iter()
             .map(|p| SeedPat {
+                authorization_id: None,
                 owner: OWNER.into(),
                 organization: ORG.into(),
                 display_name: p.display_name.into(),

@@ -1,0 +1,476 @@
+//! `patrol audit`, `patrol revoke` and `patrol migrate-global`: the clap definitions and the `run_*`
+//! functions. The logic lives in `crate::audit`; these only parse, confirm, and print. Exit codes: 0 done,
+//! 1 something failed (the report says what), 2 bad input or configuration, 4 the operator declined.
+
+use crate::audit::breakglass::{self, AdminApi, Request, Scope};
+use crate::audit::ingest::{PollConfig, poll};
+use crate::audit::managed::{ManagedPat, managed_pats};
+use crate::audit::migrate;
+use crate::audit::policy::{AuditSettings, from_policy_text};
+use crate::audit::render::{Format, render};
+use crate::audit::replace::DirectReplacer;
+use crate::audit::{AuditContext, managed};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::devops::Connector;
+use crate::devops::connector::HttpConnector;
+use crate::domain::{AuthorizationId, OrgName, OwnerId};
+use crate::state::{ETag, FileStateStore, StateError, StateStore};
+use crate::store::SecretStore;
+use std::io::Write;
+use std::sync::Arc;
+use time::Duration;
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_DECLINED: u8 = 4;
+
+/// A duration like `30m`, `24h`, `7d` (at most the audit log's 90-day retention).
+pub fn parse_since(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = n.parse().map_err(|_| format!("{s:?}: expected a number and a unit, like 24h or 7d"))?;
+    let d = match unit {
+        "m" => Duration::minutes(n),
+        "h" => Duration::hours(n),
+        "d" => Duration::days(n),
+        _ => return Err(format!("{s:?}: the unit must be m, h or d")),
+    };
+    if d <= Duration::ZERO || d > crate::audit::ingest::RETENTION {
+        return Err(format!("{s:?}: must be more than 0 and at most 90d (the audit log's retention)"));
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// How far back to read the audit log (e.g. 30m, 24h, 7d; at most 90d).
+    #[arg(long, default_value = "24h", value_parser = parse_since)]
+    pub since: Duration,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Only these organizations (default: every organization with managed PATs).
+    #[arg(long = "org")]
+    pub orgs: Vec<String>,
+    /// Who reads the audit log (needs "View audit log"); default: the owner of the first managed PAT.
+    #[arg(long)]
+    pub reader: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["pat", "owner", "user", "all"])))]
+pub struct RevokeArgs {
+    /// The organization.
+    #[arg(long)]
+    pub org: String,
+    /// Revoke this PAT (authorization id).
+    #[arg(long)]
+    pub pat: Option<String>,
+    /// Revoke every PAT of this owner (a UPN patrol holds a sign-in for).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Revoke every PAT of this user (Graph subject descriptor; Token Admin, needs --admin).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Revoke everything in the organization patrol can reach.
+    #[arg(long)]
+    pub all: bool,
+    /// With --pat or --all: also list these users' PATs through Token Admin (repeatable).
+    #[arg(long = "descriptor")]
+    pub descriptors: Vec<String>,
+    /// An organization administrator (UPN, signed in with `patrol login`) for Token Admin.
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Create and store replacements for managed PATs before revoking them.
+    #[arg(long)]
+    pub prestage: bool,
+    /// With --all: also refuse every PAT created before now (a Token Admin revocation rule over all scopes).
+    #[arg(long)]
+    pub revocation_rule: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Show what would be revoked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MigrateGlobalArgs {
+    /// Show the global PATs and what would be replaced; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Validity of the organization-scoped replacements, in days.
+    #[arg(long, default_value_t = 30)]
+    pub validity_days: u32,
+    /// How long the old global PAT may still be used, in days (then the rotation engine revokes it).
+    #[arg(long, default_value_t = 7)]
+    pub grace_days: u32,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+/// What the commands work with. Build it from the settings ([`AuditRuntime::from_settings`]) or, in the
+/// CLI, from `cli::runtime::Local` (same store, state and connector).
+pub struct AuditRuntime {
+    pub clock: Clock,
+    pub store: Arc<dyn SecretStore>,
+    pub state: Arc<dyn StateStore>,
+    pub connector: Arc<HttpConnector>,
+    pub audit: AuditSettings,
+}
+
+impl AuditRuntime {
+    /// Opens the stores, the `[audit]` table of the policy file, and the Azure DevOps connector with owner
+    /// sessions (refresh tokens from the secret store).
+    pub fn from_settings(settings: &Settings, clock: Clock) -> Result<Self, String> {
+        let store = crate::store::from_settings_with_clock(settings, clock.clone())
+            .map_err(|e| format!("cannot open the secret store: {e}"))?;
+        let state: Arc<dyn StateStore> = Arc::new(FileStateStore::new(settings.state_dir.join("state")));
+        let text = std::fs::read_to_string(&settings.policy_file).unwrap_or_default();
+        let audit = from_policy_text(&text)
+            .and_then(|p| p.resolve().map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", settings.policy_file.display()))?;
+        let client_id = settings.client_id.as_deref().ok_or("setting PATROL_CLIENT_ID: not set")?;
+        let http = crate::devops::http::build_client(settings.ca_cert.as_deref(), std::time::Duration::from_secs(60))
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let entra = crate::auth::entra::EntraClient::new(
+            http,
+            settings.entra_authority.clone(),
+            &settings.tenant_id,
+            client_id,
+        )
+        .map_err(|e| format!("invalid Entra settings: {e}"))?;
+        let sessions = crate::auth::session::Sessions::new(
+            Arc::new(entra),
+            store.clone(),
+            clock.clone(),
+            crate::auth::session::SessionOptions::default(),
+        );
+        let connector = HttpConnector::from_settings(settings, clock.clone(), Arc::new(sessions))
+            .map_err(|e| format!("cannot build the Azure DevOps client: {e}"))?;
+        Ok(Self { clock, store, state, connector: Arc::new(connector), audit })
+    }
+
+    async fn managed(&self) -> Result<Vec<ManagedPat>, String> {
+        managed_pats(self.store.as_ref()).await.map_err(|e| format!("reading the managed secrets: {e}"))
+    }
+
+    fn replacer(&self, validity_days: u32, grace_days: u32) -> DirectReplacer {
+        DirectReplacer {
+            connector: self.connector.clone() as Arc<dyn Connector>,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            validity: Duration::days(validity_days.into()),
+            migration_grace: Duration::days(grace_days.into()),
+        }
+    }
+}
+
+fn write(out: &mut dyn Write, s: &str) -> Result<(), String> {
+    out.write_all(s.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("writing the output: {e}"))
+}
+
+/// `patrol audit`: a read-only poll of the last `--since` (its own throwaway checkpoint, so the timer's is
+/// not advanced) and the findings; responses are shown as the policy would plan them, never executed.
+pub async fn run_audit(rt: &AuditRuntime, args: &AuditArgs, out: &mut dyn Write) -> Result<u8, String> {
+    let managed = rt.managed().await?;
+    let now = rt.clock.now();
+    let mut orgs: Vec<OrgName> = Vec::new();
+    for o in &args.orgs {
+        orgs.push(OrgName::parse(o).map_err(|e| e.to_string())?);
+    }
+    if orgs.is_empty() {
+        for m in &managed {
+            if !orgs.contains(&m.organization) {
+                orgs.push(m.organization.clone());
+            }
+        }
+    }
+    if orgs.is_empty() {
+        return Err("no organization: name one with --org (no managed PATs yet)".into());
+    }
+    let reader_arg = args.reader.as_deref().map(OwnerId::parse).transpose().map_err(|e| e.to_string())?;
+    let scratch_state = Scratch::default();
+    let cfg = PollConfig { first_lookback: args.since, ..PollConfig::default() };
+    let mut reports = Vec::new();
+    let mut failed = false;
+    for org in &orgs {
+        let reader = reader_arg
+            .clone()
+            .or_else(|| managed.iter().find(|m| m.in_organization(org)).map(|m| m.owner.clone()))
+            .ok_or_else(|| format!("{org}: no reader: name one with --reader"))?;
+        let mut ctx = AuditContext::new();
+        for m in managed.iter().filter(|m| m.in_organization(org)) {
+            ctx.add_pat(m.known(now));
+            if let Some(p) = m.known_previous(now) {
+                ctx.add_pat(p);
+            }
+        }
+        // The timer's last-use record makes dormancy visible to a fresh window too.
+        if let Ok(Some((body, _))) = rt.state.load(&crate::audit::ingest::checkpoint_key(org)).await
+            && let Ok(cp) = serde_json::from_slice::<crate::audit::ingest::Checkpoint>(&body)
+        {
+            ctx.last_use = cp.last_use;
+        }
+        let client = rt.connector.audit(&reader, org);
+        match poll(&client, &scratch_state, org, &rt.audit, &mut ctx, cfg, now).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                failed = true;
+                writeln!(std::io::stderr(), "patrol: {e}").ok();
+            }
+        }
+    }
+    write(out, &render(&reports, args.format))?;
+    Ok(if failed { EXIT_FAILED } else { 0 })
+}
+
+/// A throwaway state store: `patrol audit` reads without moving the timer's checkpoint.
+#[derive(Debug, Default)]
+struct Scratch(std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, u64)>>);
+
+#[async_trait::async_trait]
+impl StateStore for Scratch {
+    async fn load(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(m.get(key).map(|(b, v)| (b.clone(), ETag(v.to_string()))))
+    }
+
+    async fn save(&self, key: &str, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StateError> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let current = m.get(key).map(|(_, v)| ETag(v.to_string()));
+        if current.as_ref() != expected {
+            return Err(StateError::Conflict { key: key.to_owned(), expected: expected.map(|e| e.0.clone()) });
+        }
+        let v = m.get(key).map_or(1, |(_, v)| v + 1);
+        m.insert(key.to_owned(), (body.to_vec(), v));
+        Ok(ETag(v.to_string()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(m.keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+    }
+}
+
+fn revoke_request(args: &RevokeArgs) -> Result<Request, String> {
+    let organization = OrgName::parse(&args.org).map_err(|e| e.to_string())?;
+    let scope = match (&args.pat, &args.owner, &args.user, args.all) {
+        (Some(p), None, None, false) => Scope::Pat(AuthorizationId::parse(p).map_err(|e| e.to_string())?),
+        (None, Some(o), None, false) => Scope::Owner(OwnerId::parse(o).map_err(|e| e.to_string())?),
+        (None, None, Some(d), false) => Scope::User(d.clone()),
+        (None, None, None, true) => Scope::Organization,
+        _ => return Err("name exactly one of --pat, --owner, --user, --all".into()),
+    };
+    if args.revocation_rule && scope != Scope::Organization {
+        return Err("--revocation-rule only goes with --all".into());
+    }
+    Ok(Request {
+        organization,
+        scope,
+        descriptors: args.descriptors.clone(),
+        prestage: args.prestage,
+        revocation_rule: args.revocation_rule,
+    })
+}
+
+/// `patrol revoke`: survey, confirm (unless `--yes` or `--dry-run`), execute, report.
+pub async fn run_revoke(
+    rt: &AuditRuntime,
+    args: &RevokeArgs,
+    confirm: &mut dyn FnMut(&str) -> bool,
+    out: &mut dyn Write,
+) -> Result<u8, String> {
+    let req = revoke_request(args)?;
+    let managed = rt.managed().await?;
+    let admin = match &args.admin {
+        Some(a) => Some(rt.connector.token_admin(&OwnerId::parse(a).map_err(|e| e.to_string())?, &req.organization)),
+        None => None,
+    };
+    let admin_api = admin.as_ref().map(|a| a as &dyn AdminApi);
+    let now = rt.clock.now();
+    let survey =
+        breakglass::survey(&req, &managed, rt.connector.as_ref(), admin_api, now).await.map_err(|e| e.to_string())?;
+    if !args.dry_run && !args.yes {
+        if survey.candidates.is_empty() && survey.revocation_rule.is_none() {
+            write(out, "nothing to revoke\n")?;
+            for e in &survey.errors {
+                write(out, &format!("error: {e}\n"))?;
+            }
+            return Ok(if survey.errors.is_empty() { 0 } else { EXIT_FAILED });
+        }
+        let preview = breakglass::execute(&survey, rt.connector.as_ref(), admin_api, None, true, now).await;
+        write(out, &preview.table())?;
+        if !confirm(&survey.confirmation()) {
+            write(out, "declined; nothing was revoked\n")?;
+            return Ok(EXIT_DECLINED);
+        }
+    }
+    let replacer = rt.replacer(30, 0);
+    let report = breakglass::execute(
+        &survey,
+        rt.connector.as_ref(),
+        admin_api,
+        args.prestage.then_some(&replacer as &dyn crate::audit::replace::Replacer),
+        args.dry_run,
+        rt.clock.now(),
+    )
+    .await;
+    let text = match args.format {
+        ReportFormat::Table => report.table(),
+        ReportFormat::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
+    };
+    write(out, &text)?;
+    Ok(if report.failed() { EXIT_FAILED } else { 0 })
+}
+
+/// `patrol migrate-global`: list all-organization PATs, confirm, replace the managed ones.
+pub async fn run_migrate_global(
+    rt: &AuditRuntime,
+    args: &MigrateGlobalArgs,
+    confirm: &mut dyn FnMut(&str) -> bool,
+    out: &mut dyn Write,
+) -> Result<u8, String> {
+    let managed: Vec<managed::ManagedPat> = rt.managed().await?;
+    let (globals, errors) = migrate::find_global(&managed, rt.connector.as_ref()).await;
+    let replacer = rt.replacer(args.validity_days, args.grace_days);
+    let to_replace = globals.iter().filter(|g| g.secret.is_some()).count();
+    let dry_run = args.dry_run
+        || (to_replace > 0
+            && !args.yes
+            && !confirm(&format!(
+                "Replace {to_replace} managed all-organization PAT(s) with organization-scoped ones (the old ones stay \
+                 valid for {} day(s))?",
+                args.grace_days
+            )));
+    let report = migrate::migrate(globals, &managed, &replacer, dry_run, errors).await;
+    let text = match args.format {
+        ReportFormat::Table => report.table(),
+        ReportFormat::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
+    };
+    write(out, &text)?;
+    Ok(if report.failed() {
+        EXIT_FAILED
+    } else if dry_run && !args.dry_run {
+        EXIT_DECLINED
+    } else {
+        0
+    })
+}
+
+/// Asks on the terminal; anything but `y`/`yes` — or no terminal at all — is no.
+pub fn ask_terminal(question: &str) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        eprintln!("patrol: {question}\npatrol: not a terminal, so not confirmed; pass --yes to proceed without asking");
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+fn runtime_from_env() -> Result<AuditRuntime, super::CliError> {
+    let settings = Settings::from_env()?;
+    AuditRuntime::from_settings(&settings, Clock::system()).map_err(super::CliError::usage)
+}
+
+fn to_cli(r: Result<u8, String>, what: &str) -> Result<(), super::CliError> {
+    match r {
+        Ok(0) => Ok(()),
+        Ok(EXIT_DECLINED) => Err(super::CliError { code: EXIT_DECLINED, message: format!("{what}: not confirmed") }),
+        Ok(code) => Err(super::CliError { code, message: format!("{what}: see the report above") }),
+        Err(e) => Err(super::CliError::failed(e)),
+    }
+}
+
+/// `patrol audit` from the command line.
+pub async fn cli_audit(args: &AuditArgs) -> Result<(), super::CliError> {
+    let rt = runtime_from_env()?;
+    to_cli(run_audit(&rt, args, &mut std::io::stdout()).await, "audit")
+}
+
+/// `patrol revoke` from the command line.
+pub async fn cli_revoke(args: &RevokeArgs) -> Result<(), super::CliError> {
+    let rt = runtime_from_env()?;
+    to_cli(run_revoke(&rt, args, &mut ask_terminal, &mut std::io::stdout()).await, "revoke")
+}
+
+/// `patrol migrate-global` from the command line.
+pub async fn cli_migrate_global(args: &MigrateGlobalArgs) -> Result<(), super::CliError> {
+    let rt = runtime_from_env()?;
+    to_cli(run_migrate_global(&rt, args, &mut ask_terminal, &mut std::io::stdout()).await, "migrate-global")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    enum T {
+        Audit(AuditArgs),
+        Revoke(RevokeArgs),
+        MigrateGlobal(MigrateGlobalArgs),
+    }
+
+    #[test]
+    fn since_parses_units_and_bounds() {
+        assert_eq!(parse_since("30m").unwrap(), Duration::minutes(30));
+        assert_eq!(parse_since("7d").unwrap(), Duration::days(7));
+        assert!(parse_since("91d").is_err() && parse_since("0h").is_err() && parse_since("5w").is_err());
+        assert!(parse_since("h").is_err());
+    }
+
+    #[test]
+    fn clap_definitions_enforce_one_target_and_rule_only_org_wide() {
+        let T::Audit(a) = T::try_parse_from(["t", "audit", "--since", "7d", "--format", "markdown"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.since, a.format), (Duration::days(7), Format::Markdown));
+        assert!(T::try_parse_from(["t", "revoke", "--org", "fabrikam"]).is_err(), "a target is required");
+        assert!(T::try_parse_from(["t", "revoke", "--org", "f", "--owner", "a@b.test", "--all"]).is_err());
+        let T::Revoke(r) =
+            T::try_parse_from(["t", "revoke", "--org", "f", "--owner", "a@b.test", "--revocation-rule"]).unwrap()
+        else {
+            panic!()
+        };
+        assert!(revoke_request(&r).unwrap_err().contains("only goes with --all"));
+        let T::Revoke(r) = T::try_parse_from([
+            "t",
+            "revoke",
+            "--org",
+            "f",
+            "--all",
+            "--revocation-rule",
+            "--admin",
+            "x@y.test",
+            "--yes",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        let req = revoke_request(&r).unwrap();
+        assert_eq!(req.scope, Scope::Organization);
+        assert!(req.revocation_rule && r.yes);
+        let T::Revoke(r) = T::try_parse_from(["t", "revoke", "--org", "f", "--pat", "not-a-uuid"]).unwrap() else {
+            panic!()
+        };
+        assert!(revoke_request(&r).is_err());
+        assert!(
+            matches!(T::try_parse_from(["t", "migrate-global", "--dry-run"]).unwrap(), T::MigrateGlobal(m) if m.dry_run)
+        );
+    }
+}
