@@ -3,6 +3,7 @@
 
 mod clamp;
 mod lost_create;
+mod refresh;
 mod store_failure;
 mod world;
 
