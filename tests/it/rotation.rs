@@ -1,5 +1,11 @@
 //! Rotation engine integration tests against real services: Azurite (blob leases and the blob journal).
-//! The tests against patrol-emulator's Azure DevOps side are added once that side has landed.
+//! The scenarios against patrol-emulator live in `rotation/` (shared helpers in `rotation/world.rs`).
+
+mod clamp;
+mod lost_create;
+mod refresh;
+mod store_failure;
+mod world;
 
 use patrol::rotation::blob::BlobAccount;
 use patrol::rotation::lease::Leases;
@@ -194,7 +200,6 @@ async fn identity_based_storage_uses_bearer_tokens_on_azurite_oauth() {
 // ---- a real `patrol` process killed at every step boundary, against patrol-emulator ----
 
 mod kill {
-    use patrol::auth::device_code::{LoginOptions, login};
     use patrol::cli::runtime::Local;
     use patrol::clock::Clock;
     use patrol::config::{Settings, Source};
@@ -204,27 +209,8 @@ mod kill {
     use patrol_emulator::{Emulator, EmulatorConfig};
     use secrecy::ExposeSecret;
     use serde_json::json;
-    use std::path::Path;
 
-    const OWNER: &str = "rotator@fabrikam.test";
-    const CLIENT_ID: &str = "5e0a6c1b-3f2d-4a8e-9b7c-d1e2f3a4b5c6";
-
-    fn env_pairs(dir: &Path, emu: &Emulator) -> Vec<(String, String)> {
-        let e = emu.endpoints();
-        let p = |f: &str| dir.join(f).display().to_string();
-        vec![
-            ("PATROL_POLICY_FILE".into(), p("patrol.toml")),
-            ("PATROL_STATE_DIR".into(), p("state")),
-            ("PATROL_STORE_KEY_FILE".into(), p("store.key")),
-            ("PATROL_DEVOPS_URL".into(), e.devops.clone()),
-            ("PATROL_AUDIT_URL".into(), e.audit.clone()),
-            ("PATROL_ENTRA_AUTHORITY".into(), e.entra.clone()),
-            ("PATROL_TENANT_ID".into(), e.tenant.clone()),
-            ("PATROL_CLIENT_ID".into(), CLIENT_ID.into()),
-            ("PATROL_LEASE".into(), "local".into()),
-            ("PATROL_LOG_FORMAT".into(), "text".into()),
-        ]
-    }
+    use super::world::{OWNER, collect_strings, env_pairs, sign_in};
 
     /// `patrol rotate [args]` as a child process; returns (exit code, stdout+stderr).
     fn patrol(env: &[(String, String)], crash: Option<&str>, args: &[&str]) -> (i32, String) {
@@ -267,28 +253,7 @@ mod kill {
 
         // The owner signs in with a device code (the emulator approves it).
         let owner = OwnerId::parse(OWNER).unwrap();
-        let entra = local.entra().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-        let control = emu.endpoints().control.clone();
-        let approver = tokio::spawn(async move {
-            let code = rx.await.unwrap();
-            reqwest::Client::new()
-                .post(format!("{control}/_control/devicecodes/approve"))
-                .json(&json!({ "userCode": code, "upn": OWNER }))
-                .send()
-                .await
-                .unwrap();
-        });
-        let mut tx = Some(tx);
-        let options = LoginOptions { scopes: None, poll_interval: Some(std::time::Duration::from_millis(50)) };
-        login(&entra, local.store.as_ref(), &owner, &clock, &options, |p| {
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(p.user_code.clone());
-            }
-        })
-        .await
-        .unwrap();
-        approver.await.unwrap();
+        sign_in(&emu, &local).await;
 
         let secret = SecretName::parse("kill-pat").unwrap();
         let api = local.connector().unwrap().pats(&owner, &OrgName::parse("fabrikam").unwrap());
@@ -363,15 +328,6 @@ mod kill {
         assert!(!values.is_empty());
         for v in values {
             assert!(!transcript.contains(&v), "a minted secret appeared in patrol's output");
-        }
-    }
-
-    fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::String(s) => out.push(s.clone()),
-            serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
-            serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
-            _ => {}
         }
     }
 }

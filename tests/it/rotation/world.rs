@@ -1,0 +1,169 @@
+//! Shared helpers for the rotation scenarios against patrol-emulator: start the emulator in-process,
+//! write a policy, open patrol's stores exactly as the CLI does (`cli::runtime::Local`), sign the owner in
+//! with a real device code, move the virtual clock (control API) with patrol's clock following it, and ask
+//! the emulator whether a value authenticates.
+
+use patrol::auth::device_code::{LoginOptions, login};
+use patrol::cli::runtime::Local;
+use patrol::clock::Clock;
+use patrol::config::{Settings, Source};
+use patrol::devops::{DisplayFilter, Pat, PatApi};
+use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+use patrol::store::tags;
+use patrol_emulator::{Emulator, EmulatorConfig};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const OWNER: &str = "rotator@fabrikam.test";
+pub const ORG: &str = "fabrikam";
+pub const CLIENT_ID: &str = "5e0a6c1b-3f2d-4a8e-9b7c-d1e2f3a4b5c6";
+
+/// The settings a `patrol` process (or `Local`) gets to talk to `emu` with its state under `dir`.
+pub fn env_pairs(dir: &Path, emu: &Emulator) -> Vec<(String, String)> {
+    let e = emu.endpoints();
+    let p = |f: &str| dir.join(f).display().to_string();
+    vec![
+        ("PATROL_POLICY_FILE".into(), p("patrol.toml")),
+        ("PATROL_STATE_DIR".into(), p("state")),
+        ("PATROL_STORE_KEY_FILE".into(), p("store.key")),
+        ("PATROL_DEVOPS_URL".into(), e.devops.clone()),
+        ("PATROL_AUDIT_URL".into(), e.audit.clone()),
+        ("PATROL_ENTRA_AUTHORITY".into(), e.entra.clone()),
+        ("PATROL_TENANT_ID".into(), e.tenant.clone()),
+        ("PATROL_CLIENT_ID".into(), CLIENT_ID.into()),
+        ("PATROL_LEASE".into(), "local".into()),
+        ("PATROL_LOG_FORMAT".into(), "text".into()),
+    ]
+}
+
+pub fn settings_of(env: &[(String, String)]) -> Settings {
+    Settings::from_source(&Source::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))).unwrap()
+}
+
+/// The owner signs in with a device code, which the emulator approves through its control API.
+pub async fn sign_in(emu: &Emulator, local: &Local) {
+    let owner = OwnerId::parse(OWNER).unwrap();
+    let entra = local.entra().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let control = emu.endpoints().control.clone();
+    let approver = tokio::spawn(async move {
+        let code = rx.await.unwrap();
+        reqwest::Client::new()
+            .post(format!("{control}/_control/devicecodes/approve"))
+            .json(&json!({ "userCode": code, "upn": OWNER }))
+            .send()
+            .await
+            .unwrap();
+    });
+    let mut tx = Some(tx);
+    let options = LoginOptions { scopes: None, poll_interval: Some(std::time::Duration::from_millis(50)) };
+    login(&entra, local.store.as_ref(), &owner, &local.clock, &options, |p| {
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(p.user_code.clone());
+        }
+    })
+    .await
+    .unwrap();
+    approver.await.unwrap();
+}
+
+/// The default seed: one organization, one owner who is a member.
+pub fn seed() -> Value {
+    json!({
+        "organizations": [{ "name": ORG }],
+        "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG] }]
+    })
+}
+
+/// An emulator, a policy file, patrol's stores opened in-process, and a signed-in owner.
+pub struct World {
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+    pub local: Local,
+    pub api: Arc<dyn PatApi>,
+    pub http: reqwest::Client,
+}
+
+impl World {
+    pub async fn start(seed: Value, policy: &str) -> World {
+        Self::start_with(seed, policy, EmulatorConfig::default(), |_| {}).await
+    }
+
+    /// `edit_env` may change patrol's settings before the stores are opened.
+    pub async fn start_with(
+        seed: Value,
+        policy: &str,
+        config: EmulatorConfig,
+        edit_env: impl FnOnce(&mut Vec<(String, String)>),
+    ) -> World {
+        let seed = serde_json::from_value(seed).unwrap();
+        let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..config }).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("patrol.toml"), policy).unwrap();
+        let mut env = env_pairs(dir.path(), &emu);
+        edit_env(&mut env);
+        // patrol's clock follows the emulator's virtual clock (as the host's UtcNow would make it).
+        let clock = Clock::starting_at(emu.clock().now());
+        let local = Local::open(settings_of(&env), clock).unwrap();
+        sign_in(&emu, &local).await;
+        let owner = OwnerId::parse(OWNER).unwrap();
+        let api = local.connector().unwrap().pats(&owner, &OrgName::parse(ORG).unwrap());
+        World { emu, dir, local, api, http: reqwest::Client::new() }
+    }
+
+    pub fn control(&self, path: &str) -> String {
+        format!("{}/_control/{path}", self.emu.endpoints().control)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http.post(self.control(path)).json(&body).send().await.unwrap()
+    }
+
+    /// Moves the virtual clock forward through the control API; patrol's clock follows.
+    pub async fn advance(&self, by: time::Duration) {
+        let r = self.post("clock/advance", json!({ "seconds": by.whole_seconds() })).await;
+        assert!(r.status().is_success(), "advance: {}", r.status());
+        self.local.clock.set(self.emu.clock().now());
+    }
+
+    /// Whether `value` authenticates in the organization right now (a consumer using the PAT).
+    pub async fn authenticates(&self, value: &str) -> bool {
+        let r = self.post("pats/use", json!({ "token": value, "organization": ORG })).await;
+        match r.status().as_u16() {
+            200..=299 => true,
+            401 => false,
+            s => panic!("pats/use answered {s}"),
+        }
+    }
+
+    /// The secret's current version: the PAT it names and its value.
+    pub async fn current(&self, secret: &str) -> Option<(AuthorizationId, String)> {
+        let s = self.local.store.get(&SecretName::parse(secret).unwrap(), None).await.unwrap()?;
+        let id = AuthorizationId::parse(&s.properties.tags[tags::AUTHORIZATION_ID]).unwrap();
+        Some((id, s.value.expose_secret().to_owned()))
+    }
+
+    pub async fn pats(&self, filter: DisplayFilter) -> Vec<Pat> {
+        self.api.list(filter).await.unwrap()
+    }
+
+    /// Every secret the emulator minted (PATs, tokens), for scanning output.
+    pub async fn minted(&self) -> Vec<String> {
+        let v: Value = self.http.get(self.control("secrets")).send().await.unwrap().json().await.unwrap();
+        let mut out = Vec::new();
+        collect_strings(&v, &mut out);
+        out.retain(|s| s.len() >= 20);
+        out
+    }
+}
+
+pub fn collect_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
