@@ -81,21 +81,8 @@ pub struct ProblemRow {
     pub detail: String,
 }
 
-/// Escapes text for HTML/SVG content and attribute values.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for HTML/SVG content and attribute values (one implementation, shared with notify).
+pub(crate) use crate::notify::render::escape_html as escape;
 
 pub(crate) fn date(t: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
