@@ -6,6 +6,7 @@ mod lost_create;
 mod refresh;
 mod store_failure;
 mod world;
+mod year;
 
 use patrol::rotation::blob::BlobAccount;
 use patrol::rotation::lease::Leases;

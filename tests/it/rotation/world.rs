@@ -88,7 +88,13 @@ pub struct World {
 
 impl World {
     pub async fn start(seed: Value, policy: &str) -> World {
-        Self::start_with(seed, policy, EmulatorConfig::default(), |_| {}).await
+        Self::start_with(seed, policy, EmulatorConfig::default(), |_| {}, false).await
+    }
+
+    /// As [`World::start`] with patrol's in-memory secret store instead of the embedded file store (whose
+    /// reads decrypt every version: too slow for a year of daily rotations in a debug build).
+    pub async fn start_in_memory(seed: Value, policy: &str) -> World {
+        Self::start_with(seed, policy, EmulatorConfig::default(), |_| {}, true).await
     }
 
     /// `edit_env` may change patrol's settings before the stores are opened.
@@ -97,6 +103,7 @@ impl World {
         policy: &str,
         config: EmulatorConfig,
         edit_env: impl FnOnce(&mut Vec<(String, String)>),
+        in_memory: bool,
     ) -> World {
         let seed = serde_json::from_value(seed).unwrap();
         let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..config }).await.unwrap();
@@ -106,7 +113,10 @@ impl World {
         edit_env(&mut env);
         // patrol's clock follows the emulator's virtual clock (as the host's UtcNow would make it).
         let clock = Clock::starting_at(emu.clock().now());
-        let local = Local::open(settings_of(&env), clock).unwrap();
+        let mut local = Local::open(settings_of(&env), clock).unwrap();
+        if in_memory {
+            local.store = Arc::new(patrol::store::memory::MemoryStore::new());
+        }
         sign_in(&emu, &local).await;
         let owner = OwnerId::parse(OWNER).unwrap();
         let api = local.connector().unwrap().pats(&owner, &OrgName::parse(ORG).unwrap());
