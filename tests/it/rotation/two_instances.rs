@@ -1,0 +1,146 @@
+//! Two Functions instances (two real `patrol serve` processes) get the same `RotateTimer` at the same
+//! moment for a token that is due. They share the Function App's storage (Azurite: blob leases and the
+//! blob journal) and the secret store, as instances of one Function App do. Exactly one rotation happens:
+//! one new vault version, one new PAT.
+
+use super::world::{ORG, OWNER, env_pairs, settings_of, sign_in};
+use patrol::cli::runtime::Local;
+use patrol::clock::Clock;
+use patrol::devops::DisplayFilter;
+use patrol::domain::{OrgName, OwnerId, SecretName};
+use patrol_emulator::{Emulator, EmulatorConfig};
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Instance {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_instance(env: &[(String, String)]) -> Instance {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol"));
+    cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string()).stdout(Stdio::null()).stderr(Stdio::null());
+    // Owned by `Instance` at once, so the process is killed and reaped on every path (Drop).
+    let instance =
+        Instance { child: cmd.spawn().expect("spawn patrol serve"), url: format!("http://127.0.0.1:{port}") };
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(&instance.url).send().await.is_ok() {
+            return instance;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("patrol serve did not answer GET / within 5 s");
+}
+
+fn sys(function: &str, now: time::OffsetDateTime) -> Value {
+    let utc = now.format(&time::format_description::well_known::Rfc3339).unwrap();
+    json!({ "sys": { "MethodName": function, "UtcNow": utc, "RandGuid": uuid::Uuid::new_v4().to_string() } })
+}
+
+/// Invokes a function as the host does; returns the envelope.
+async fn invoke(i: &Instance, function: &str, data: Value, now: time::OffsetDateTime) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{}/{function}", i.url))
+        .header("X-Azure-Functions-InvocationId", uuid::Uuid::new_v4().to_string())
+        .json(&json!({ "Data": data, "Metadata": sys(function, now) }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{function}: {body}");
+    body
+}
+
+fn timer() -> Value {
+    json!({ "myTimer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": null, "IsPastDue": false } })
+}
+
+fn plan_request() -> Value {
+    json!({ "req": { "Url": "http://localhost/api/rotate", "Method": "GET", "Query": {}, "Headers": {}, "Params": {} } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_timers_on_two_instances_rotate_once() {
+    let az = super::azurite().expect("azurite");
+    let seed = serde_json::from_value(super::world::seed()).unwrap();
+    let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        format!(
+            "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
+             [[token]]\nsecret = \"twin-pat\"\ndisplay_name = \"Two instances\"\nvalidity_days = 30\n\
+             rotate_before_days = 7\ngrace_days = 2\n"
+        ),
+    )
+    .unwrap();
+    let mut env = env_pairs(dir.path(), &emu);
+    env.retain(|(k, _)| k != "PATROL_LEASE");
+    env.push(("PATROL_LEASE".into(), "blob".into()));
+    env.push((
+        "AzureWebJobsStorage".into(),
+        format!("UseDevelopmentStorage=true;BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1", az.port),
+    ));
+    let local = Local::open(settings_of(&env), Clock::starting_at(emu.clock().now())).unwrap();
+    sign_in(&emu, &local).await;
+
+    let (a, b) = (start_instance(&env).await, start_instance(&env).await);
+    // Onboarding: the first run creates the token's PAT and stores it.
+    let first = invoke(&a, "RotateTimer", timer(), emu.clock().now()).await;
+    let secret = SecretName::parse("twin-pat").unwrap();
+    let versions = || async { local.store.list_versions(&secret).await.unwrap().len() };
+    assert_eq!(versions().await, 1, "onboarding: {first}");
+
+    // 24 days later the token is due (rotate 7 days before a 30-day validity).
+    let r = reqwest::Client::new()
+        .post(format!("{}/_control/clock/advance", emu.endpoints().control))
+        .json(&json!({ "seconds": 24 * 86_400 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let now = emu.clock().now();
+    // Each instance refreshes its owner session once, one after the other (the emulator's refresh tokens
+    // are single-use), so the race below is about rotation only.
+    invoke(&a, "RotateHttp", plan_request(), now).await;
+    invoke(&b, "RotateHttp", plan_request(), now).await;
+
+    // The same timer on both instances at once.
+    let (ra, rb) = tokio::join!(invoke(&a, "RotateTimer", timer(), now), invoke(&b, "RotateTimer", timer(), now));
+    let rotated = |v: &Value| v["ReturnValue"]["detail"]["rotated"].as_u64().unwrap_or(0);
+    let busy = |v: &Value| v["ReturnValue"]["detail"]["busy"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(rotated(&ra) + rotated(&rb), 1, "exactly one instance rotated:\nA: {ra}\nB: {rb}");
+    // The other one either found the lease held (busy: the next run picks the token up) or, arriving
+    // after the rotation, re-planned under the lease and found nothing due.
+    assert!(busy(&ra) + busy(&rb) <= 1, "A: {ra}\nB: {rb}");
+    assert_eq!(versions().await, 2, "exactly one new vault version");
+
+    // Exactly one new PAT: the current one plus the previous one in its grace period.
+    let owner = OwnerId::parse(OWNER).unwrap();
+    let api = local.connector().unwrap().pats(&owner, &OrgName::parse(ORG).unwrap());
+    let live: Vec<_> = api
+        .list(DisplayFilter::Active)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.display_name.starts_with("Two instances"))
+        .collect();
+    assert_eq!(live.len(), 2, "{live:#?}");
+    drop((a, b));
+    emu.shutdown().await.unwrap();
+}
