@@ -5,6 +5,7 @@ mod clamp;
 mod lost_create;
 mod refresh;
 mod store_failure;
+mod timer_audit;
 mod two_instances;
 mod world;
 mod year;

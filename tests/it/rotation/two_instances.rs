@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Instance {
+pub(super) struct Instance {
     child: Child,
     url: String,
 }
@@ -25,7 +25,7 @@ impl Drop for Instance {
     }
 }
 
-async fn start_instance(env: &[(String, String)]) -> Instance {
+pub(super) async fn start_instance(env: &[(String, String)]) -> Instance {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol"));
     cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -52,7 +52,7 @@ fn sys(function: &str, now: time::OffsetDateTime) -> Value {
 }
 
 /// Invokes a function as the host does; returns the envelope.
-async fn invoke(i: &Instance, function: &str, data: Value, now: time::OffsetDateTime) -> Value {
+pub(super) async fn invoke(i: &Instance, function: &str, data: Value, now: time::OffsetDateTime) -> Value {
     let r = reqwest::Client::new()
         .post(format!("{}/{function}", i.url))
         .header("X-Azure-Functions-InvocationId", uuid::Uuid::new_v4().to_string())
@@ -66,7 +66,7 @@ async fn invoke(i: &Instance, function: &str, data: Value, now: time::OffsetDate
     body
 }
 
-fn timer() -> Value {
+pub(super) fn timer() -> Value {
     json!({ "myTimer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": null, "IsPastDue": false } })
 }
 

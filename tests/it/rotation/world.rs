@@ -44,6 +44,11 @@ pub fn settings_of(env: &[(String, String)]) -> Settings {
 
 /// The owner signs in with a device code, which the emulator approves through its control API.
 pub async fn sign_in(emu: &Emulator, local: &Local) {
+    sign_in_with(emu, local, None).await
+}
+
+/// As [`sign_in`], consenting to `scopes` (default: the PAT scopes).
+pub async fn sign_in_with(emu: &Emulator, local: &Local, scopes: Option<String>) {
     let owner = OwnerId::parse(OWNER).unwrap();
     let entra = local.entra().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<String>();
@@ -58,7 +63,7 @@ pub async fn sign_in(emu: &Emulator, local: &Local) {
             .unwrap();
     });
     let mut tx = Some(tx);
-    let options = LoginOptions { scopes: None, poll_interval: Some(std::time::Duration::from_millis(50)) };
+    let options = LoginOptions { scopes, poll_interval: Some(std::time::Duration::from_millis(50)) };
     login(&entra, local.store.as_ref(), &owner, &local.clock, &options, |p| {
         if let Some(tx) = tx.take() {
             let _ = tx.send(p.user_code.clone());

@@ -1,0 +1,74 @@
+//! `RotateTimer` also runs the audit pass when the policy has an `[audit]` section: a managed PAT used from
+//! outside the allowed ranges is found by the next timer run of a real `patrol serve` process and announced
+//! (mailbox), while patrol's own creation of that PAT is not mistaken for someone else's.
+
+use super::two_instances::{invoke, start_instance, timer};
+use super::world::{ORG, OWNER, env_pairs, settings_of, sign_in_with};
+use patrol::cli::runtime::Local;
+use patrol::clock::Clock;
+use patrol::domain::SecretName;
+use patrol_emulator::{Emulator, EmulatorConfig};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timer_polls_the_audit_log_and_announces_findings() {
+    let seed = serde_json::from_value(json!({
+        "organizations": [{ "name": ORG }],
+        "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG], "adminOf": [ORG] }]
+    }))
+    .unwrap();
+    let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        format!(
+            "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
+             [[token]]\nsecret = \"audited-pat\"\ndisplay_name = \"Audited\"\nvalidity_days = 30\n\
+             rotate_before_days = 7\ngrace_days = 2\n\
+             [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nnotify = [\"email:security@fabrikam.test\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut env = env_pairs(dir.path(), &emu);
+    let mailbox = dir.path().join("mailbox.mbox");
+    env.push(("PATROL_MAILBOX_FILE".into(), mailbox.display().to_string()));
+    let local = Local::open(settings_of(&env), Clock::starting_at(emu.clock().now())).unwrap();
+    // The owner also reads the audit log (an organization administrator consenting to vso.auditlog).
+    let scopes = format!("{} {}", patrol::auth::PAT_SCOPES, patrol::auth::ADMIN_SCOPES);
+    sign_in_with(&emu, &local, Some(scopes)).await;
+
+    let instance = start_instance(&env).await;
+    let first = invoke(&instance, "RotateTimer", timer(), emu.clock().now()).await;
+    let detail = &first["ReturnValue"]["detail"];
+    assert_eq!(detail["rotated"], 1, "onboarding: {first}");
+    assert_eq!(detail["audit"]["errors"], json!([]), "{first}");
+    assert_eq!(detail["audit"]["findings"], 0, "patrol's own Create is not a finding: {first}");
+
+    // A consumer uses the stored PAT from outside the allowed ranges.
+    let current = local.store.get(&SecretName::parse("audited-pat").unwrap(), None).await.unwrap().unwrap();
+    let value = current.value.expose_secret().to_owned();
+    let control = emu.endpoints().control.clone();
+    let http = reqwest::Client::new();
+    let used = http
+        .post(format!("{control}/_control/pats/use"))
+        .json(&json!({ "token": value, "organization": ORG, "ipAddress": "203.0.113.9", "userAgent": "git/2.45" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(used.status().is_success());
+    let r = http.post(format!("{control}/_control/clock/advance")).json(&json!({ "seconds": 60 })).send().await;
+    assert!(r.unwrap().status().is_success());
+
+    let second = invoke(&instance, "RotateTimer", timer(), emu.clock().now()).await;
+    let audit = &second["ReturnValue"]["detail"]["audit"];
+    assert_eq!(audit["findings"], 1, "{second}");
+    assert_eq!(audit["organizations"][0]["organization"], ORG, "{second}");
+    assert_eq!(audit["notifications_delivered"], true, "{second}");
+    let mail = std::fs::read_to_string(&mailbox).unwrap();
+    assert!(mail.contains("security@fabrikam.test"), "the finding went to the audit recipients");
+    assert!(mail.contains("203.0.113.9"), "the evidence names the caller's address");
+    assert!(!mail.contains(&value) && !second.to_string().contains(&value), "a PAT value leaked");
+    drop(instance);
+    emu.shutdown().await.unwrap();
+}
