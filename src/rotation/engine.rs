@@ -451,3 +451,44 @@ enum Outcome {
     Busy(SecretName),
     Deferred(SecretName),
 }
+
+/// The audit layer's "rotate now" (a compromised PAT), through the engine's journaled state machine: a
+/// compromise rotation (grace 0) when the suspect is the secret's current PAT, then the suspect revoked.
+/// A crash anywhere converges like any rotation: the suspect becomes the previous PAT with no grace and the
+/// next run revokes it. The PAT the secret's current version names is never revoked.
+#[async_trait::async_trait]
+impl crate::audit::respond::RotateNow for Engine {
+    async fn rotate_now(
+        &self,
+        secret: &SecretName,
+        suspect: crate::domain::AuthorizationId,
+        reason: &str,
+    ) -> Result<String, String> {
+        let token = self.policy.token(secret).ok_or_else(|| format!("{secret} is not managed by the policy"))?;
+        let current = |j: &super::journal::Journal| j.current.as_ref().map(|c| c.authorization_id);
+        let before = super::journal::load(self.state.as_ref(), secret).await.map_err(|e| e.to_string())?;
+        let mut done = Vec::new();
+        if current(&before.journal) == Some(suspect) {
+            let mut requests = Requests::default();
+            requests.rotate.insert(secret.clone(), Reason::Compromised);
+            let s = self
+                .run(RunOptions { dry_run: false, budget: None, only: Some(vec![secret.clone()]), requests })
+                .await
+                .map_err(|e| e.to_string())?;
+            if s.rotated == 0 {
+                return Err(format!("the compromise rotation of {secret} did not complete: {}", s.line()));
+            }
+            done.push(format!("rotated {secret} (compromised) through the journaled state machine"));
+        }
+        let after = super::journal::load(self.state.as_ref(), secret).await.map_err(|e| e.to_string())?;
+        if current(&after.journal) == Some(suspect) {
+            return Err(format!("refusing to revoke {suspect}: it is still the current value of {secret}"));
+        }
+        self.connector.pats(&token.owner, &token.organization).revoke(suspect).await.map_err(|e| {
+            let prefix = if done.is_empty() { String::new() } else { format!("{}; ", done.join("; ")) };
+            format!("{prefix}revoking suspect PAT {suspect} failed: {e}")
+        })?;
+        done.push(format!("revoked suspect PAT {suspect} ({reason})"));
+        Ok(done.join("; "))
+    }
+}

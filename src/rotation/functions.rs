@@ -101,7 +101,7 @@ impl RotationFunctions {
     /// The timer's work besides rotation: the audit pass (when the policy has `[audit]`) and the weekly
     /// report (when `PATROL_REPORT_RECIPIENTS` is set). Failures here are reported, never fail the rotation.
     async fn timer_extras(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
-        use crate::audit::{managed, pass, replace, weekly};
+        use crate::audit::{managed, pass, weekly};
         let mut out = serde_json::Map::new();
         let now = self.clock.now();
         let managed = match managed::managed_pats(rt.engine.store.as_ref()).await {
@@ -115,20 +115,6 @@ impl RotationFunctions {
         if let Some(settings) = &rt.audit {
             let policy = rt.engine.policy.clone();
             let actions = self.patrol_actions(rt).await;
-            let replacer = Arc::new(replace::DirectReplacer {
-                connector: rt.engine.connector.clone(),
-                store: rt.engine.store.clone(),
-                clock: self.clock.clone(),
-                validity: time::Duration::days(
-                    policy.tokens.iter().map(|t| t.validity_days).min().unwrap_or(30).into(),
-                ),
-                migration_grace: time::Duration::days(1),
-            });
-            let rotator = replace::ReplaceAndRevoke {
-                replacer,
-                connector: rt.engine.connector.clone(),
-                store: rt.engine.store.clone(),
-            };
             let targets_for = move |secret: &crate::domain::SecretName| {
                 policy.token(secret).map(|t| t.notify.clone()).unwrap_or_default()
             };
@@ -140,8 +126,9 @@ impl RotationFunctions {
                 targets_for: &targets_for,
                 poll: Default::default(),
             };
+            // "Rotate now" responses go through the engine's journaled state machine (crash-safe).
             let summary =
-                pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rotator, input, now)
+                pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rt.engine, input, now)
                     .await;
             tracing::info!(
                 organizations = summary.organizations.len(),

@@ -13,6 +13,17 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timer_polls_the_audit_log_and_announces_findings() {
+    scenario("response = { critical = \"alert\" }\n").await;
+}
+
+/// With `response = { critical = "rotate" }` (the default for critical findings) the finding rotates the token through the engine's state
+/// machine (compromised: no grace) and revokes the suspect PAT in the same timer run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_finding_rotates_the_token_and_revokes_the_suspect() {
+    scenario("response = { critical = \"rotate\" }\n").await;
+}
+
+async fn scenario(response: &str) {
     let seed = serde_json::from_value(json!({
         "organizations": [{ "name": ORG }],
         "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG], "adminOf": [ORG] }]
@@ -26,7 +37,7 @@ async fn the_timer_polls_the_audit_log_and_announces_findings() {
             "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
              [[token]]\nsecret = \"audited-pat\"\ndisplay_name = \"Audited\"\nvalidity_days = 30\n\
              rotate_before_days = 7\ngrace_days = 2\n\
-             [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nnotify = [\"email:security@fabrikam.test\"]\n"
+             [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nnotify = [\"email:security@fabrikam.test\"]\n{response}"
         ),
     )
     .unwrap();
@@ -69,6 +80,31 @@ async fn the_timer_polls_the_audit_log_and_announces_findings() {
     assert!(mail.contains("security@fabrikam.test"), "the finding went to the audit recipients");
     assert!(mail.contains("203.0.113.9"), "the evidence names the caller's address");
     assert!(!mail.contains(&value) && !second.to_string().contains(&value), "a PAT value leaked");
+    let authenticates = |token: String| {
+        let (http, control) = (http.clone(), control.clone());
+        async move {
+            let r = http
+                .post(format!("{control}/_control/pats/use"))
+                .json(&json!({ "token": token, "organization": ORG }))
+                .send()
+                .await
+                .unwrap();
+            r.status().is_success()
+        }
+    };
+    let secret = SecretName::parse("audited-pat").unwrap();
+    let now_current = local.store.get(&secret, None).await.unwrap().unwrap();
+    if response.contains("alert") {
+        assert!(authenticates(value.clone()).await, "the suspect is untouched when the response is alert");
+    } else {
+        assert_eq!(audit["executed"], 1, "{second}");
+        assert!(!authenticates(value.clone()).await, "the suspect PAT was revoked");
+        let new_value = now_current.value.expose_secret().to_owned();
+        assert_ne!(new_value, value, "the secret holds a new PAT");
+        assert!(authenticates(new_value.clone()).await, "the new PAT works");
+        assert_eq!(local.store.list_versions(&secret).await.unwrap().len(), 2, "one new vault version");
+        assert!(!mail.contains(&new_value), "a PAT value leaked");
+    }
     drop(instance);
     emu.shutdown().await.unwrap();
 }
