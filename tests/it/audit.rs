@@ -251,3 +251,71 @@ async fn auditing_off_is_reported_plainly() {
     assert_eq!(report.entries, 0);
     env.emu.shutdown().await.unwrap();
 }
+
+/// The remaining usage and lifecycle rules against the emulator's simulated consumers: use outside the
+/// allowed hours, a burst of audited actions, a dormant PAT waking up, and a full-access PAT created.
+#[tokio::test]
+async fn hours_burst_dormant_and_broad_rules_fire_on_simulated_usage() {
+    let env = Env::start().await;
+    let org = OrgName::parse("fabrikam").unwrap();
+    let (managed, managed_secret) = env.create_pat(OWNER, "nightly (patrol:0123456789ab)", "vso.code").await;
+    let mut ctx = AuditContext::new();
+    ctx.add_pat(known(managed, "nightly (patrol:0123456789ab)", Some("nightly"), &env));
+    ctx.add_action(PatrolAction {
+        kind: Lifecycle::Create,
+        organization: org.clone(),
+        owner: OwnerId::parse(OWNER).unwrap(),
+        display_name: "nightly (patrol:0123456789ab)".into(),
+        authorization_id: Some(managed),
+        at: env.emu.clock().now(),
+    });
+    // Allowed hours: a one-hour window that starts two hours from now (so "now" is outside it).
+    let start = env.emu.clock().now() + time::Duration::hours(2);
+    let end = start + time::Duration::hours(1);
+    let hhmm = |t: time::OffsetDateTime| format!("{:02}:{:02}", t.hour(), t.minute());
+    let policy: AuditPolicy = toml::from_str(&format!(
+        "allowed_cidrs = [\"10.20.0.0/16\"]\n\
+         allowed_hours = {{ start = \"{}\", end = \"{}\" }}\n\
+         [rules.burst]\nmax_actions = 3\nwindow_minutes = 10\n\
+         [rules.dormant_active]\ndays = 2\n",
+        hhmm(start),
+        hhmm(end)
+    ))
+    .unwrap();
+    let settings = policy.resolve().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStateStore::new(dir.path());
+    let clock = Clock::starting_at(env.emu.clock().now());
+    let client = env.audit_client(&clock).await;
+
+    // Five audited actions in a minute from an allowed address: a burst, and outside the allowed hours.
+    for _ in 0..5 {
+        env.use_pat(&managed_secret, "10.20.1.1", "git/2.45").await;
+    }
+    env.ctl("/_control/clock/advance", json!({ "seconds": 1 })).await;
+    let first =
+        poll(&client, &store, &org, &settings, &mut ctx, PollConfig::default(), env.emu.clock().now()).await.unwrap();
+    let rules: std::collections::BTreeSet<RuleId> = first.findings.iter().map(|f| f.rule).collect();
+    assert!(rules.contains(&RuleId::Burst), "{:#?}", first.findings);
+    assert!(rules.contains(&RuleId::OutsideHours), "{:#?}", first.findings);
+    assert!(!rules.contains(&RuleId::DormantActive), "first use is not a dormant PAT waking up");
+
+    // Three quiet days, then the PAT is used again: dormant for longer than 2 days.
+    env.ctl("/_control/clock/advance", json!({ "seconds": 3 * 86_400 })).await;
+    env.use_pat(&managed_secret, "10.20.1.1", "git/2.45").await;
+    // Someone creates a full-access PAT on the same account (known to the inventory as app_token).
+    let (broad, _) = env.create_pat(OWNER, "admin everything", "app_token").await;
+    ctx.add_pat(KnownPat { scope: "app_token".into(), ..known(broad, "admin everything", None, &env) });
+    env.ctl("/_control/clock/advance", json!({ "seconds": 1 })).await;
+    // Three days later the first access token has expired; a reader signs in again.
+    clock.set(env.emu.clock().now());
+    let client = env.audit_client(&clock).await;
+    let second =
+        poll(&client, &store, &org, &settings, &mut ctx, PollConfig::default(), env.emu.clock().now()).await.unwrap();
+    let rules: std::collections::BTreeSet<RuleId> = second.findings.iter().map(|f| f.rule).collect();
+    assert!(rules.contains(&RuleId::DormantActive), "{:#?}", second.findings);
+    assert!(rules.contains(&RuleId::BroadPat), "{:#?}", second.findings);
+    let json = serde_json::to_string(&(first, second)).unwrap();
+    assert!(!json.contains(&managed_secret), "a PAT value leaked into a finding");
+    env.emu.shutdown().await.unwrap();
+}
