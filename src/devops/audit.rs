@@ -77,28 +77,35 @@ fn tolerant_time<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::E
 }
 
 impl AuditEntry {
-    /// Whether the action was done with a PAT (`authenticationMechanism` starting with `PAT`).
-    pub fn by_pat(&self) -> bool {
-        self.authentication_mechanism.as_deref().is_some_and(|m| m.trim_start().starts_with("PAT"))
+    /// The `authenticationMechanism`, parsed by the one defensive parser of its undocumented format
+    /// ([`crate::audit::AuthMechanism`], also used by audit-log ingestion).
+    fn mechanism(&self) -> crate::audit::AuthMechanism {
+        crate::audit::AuthMechanism::parse(self.authentication_mechanism.as_deref().unwrap_or(""))
     }
 
-    /// The PAT behind the action, from `"PAT_Unscoped authorizationId: <id>"` (format undocumented, so
-    /// parsed defensively), or from `data.AuthorizationId` on `Token.*` events.
+    /// Whether the action was done with a PAT (`authenticationMechanism` starting with `PAT`).
+    pub fn by_pat(&self) -> bool {
+        self.mechanism().is_pat()
+    }
+
+    /// The PAT behind the action, from `"PAT_Unscoped authorizationId: <id>"` (or a session token's), or
+    /// from `data.AuthorizationId` on `Token.*` events.
     pub fn authorization_id(&self) -> Option<AuthorizationId> {
-        if let Some(m) = self.authentication_mechanism.as_deref()
-            && let Some(pos) = m.find("authorizationId:")
-        {
-            let rest = m[pos + "authorizationId:".len()..].trim_start();
-            let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-').collect();
-            if let Ok(a) = AuthorizationId::parse(&id) {
-                return Some(a);
+        use crate::audit::AuthMechanism;
+        let from_mechanism = match self.mechanism() {
+            AuthMechanism::Pat { authorization_id } | AuthMechanism::SessionToken { authorization_id } => {
+                authorization_id
             }
-        }
-        let data = self.data.as_ref()?;
-        data.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("authorizationId"))
-            .and_then(|(_, v)| v.as_str())
-            .and_then(|s| AuthorizationId::parse(s).ok())
+            AuthMechanism::Other => None,
+        };
+        from_mechanism.or_else(|| {
+            self.data
+                .as_ref()?
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("authorizationId"))
+                .and_then(|(_, v)| v.as_str())
+                .and_then(|s| AuthorizationId::parse(s).ok())
+        })
     }
 }
 
