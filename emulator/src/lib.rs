@@ -9,7 +9,8 @@
 //! - `state`, `seed`, `persist`, `audit_log`, `patsecret`, `wire` — the world and its rules.
 //! - `devops` — PAT Lifecycle, Token Admin, audit log API, authentication, VSS errors.
 //! - `entra` — device code, refresh token and client credentials grants.
-//! - `ratelimit`, `faults` — TSTU rate limiting and injected faults; `control` — the control API.
+//! - `ratelimit`, `faults` — TSTU rate limiting and injected faults (`delay`: precise injected latency);
+//!   `control` — the control API.
 //! - Key Vault + Event Grid side (HTTPS with a generated CA, bearer challenge, secrets API, event delivery).
 //!
 //! The binary prints one JSON line naming its endpoints when it is ready; tests start the same server
@@ -22,6 +23,7 @@ pub mod audit_log;
 pub mod clock;
 pub mod context;
 pub mod control;
+pub mod delay;
 pub mod devops;
 pub mod entra;
 pub mod eventgrid;

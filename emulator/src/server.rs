@@ -379,11 +379,12 @@ async fn pipeline(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     Stats::bump(counter(&ctx, service));
     let req = ApiRequest::new(method, &uri, headers, body, conn.peer);
     let latency = ctx.faults.latency(service);
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        crate::delay::until(arrived + latency).await;
     }
     let mut lose = false;
     match ctx.faults.take(service, req.method.as_str(), &req.path) {

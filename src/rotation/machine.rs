@@ -1,5 +1,5 @@
 //! The per-token state machine: carries out one token's plan entry by driving its journal record
-//! through intent → created → stored → verified → (draining → previous revoked) → done, writing the
+//! through intent → created → (stored) → verified → (draining → previous revoked) → done, writing the
 //! record **before** every external effect. Every step is idempotent and resumes after a crash:
 //!
 //! - at `intent` (Create may or may not have happened): list the owner's PATs, revoke every PAT carrying
@@ -8,6 +8,10 @@
 //!   stored, otherwise revoke the PAT and retry;
 //! - a store write that fails revokes the new PAT at once; a lost Create response is reconciled by
 //!   listing before anything else;
+//! - after the vault write only a Get follows (read-only, no effect), so the record goes from `created`
+//!   straight to done in one write; `stored` is written only when verification is left for a later run
+//!   (the new PAT not visible yet, or Get failed). A crash in between resumes from `created`, whose
+//!   recovery finds the vault version by its operation tag;
 //! - nothing revokes the PAT the secret's current version names: every revocation re-reads the store
 //!   first ([`Machine::guard`]).
 //!
@@ -45,7 +49,8 @@ pub enum Boundary {
     CreateReturned,
     CreatedSaved,
     StoreReturned,
-    StoredSaved,
+    /// Get (verification) returned; the finishing record is not written yet.
+    Verified,
     Finished,
     PreviousRevoked,
     PreviousDisabled,
@@ -57,7 +62,7 @@ impl Boundary {
         Self::CreateReturned,
         Self::CreatedSaved,
         Self::StoreReturned,
-        Self::StoredSaved,
+        Self::Verified,
         Self::Finished,
         Self::PreviousRevoked,
         Self::PreviousDisabled,
@@ -430,7 +435,6 @@ impl Machine<'_> {
                         continue;
                     }
                     match self.create_and_store(loaded, &op, report).await? {
-                        Flow::Continue => continue,
                         Flow::Stop => return Ok(()),
                         Flow::Retry => {
                             fresh = false;
@@ -440,9 +444,10 @@ impl Machine<'_> {
                 }
                 Step::Created { authorization_id, .. } => {
                     // The value died with the process that created it, unless it reached the vault.
-                    if let Some(v) = self.version_of(&op.op).await? {
-                        self.set_stored(loaded, authorization_id, v, op.requested_valid_to).await?;
-                        continue;
+                    if let Some((vault_version, valid_to)) = self.version_of(&op.op).await? {
+                        return self
+                            .verify_and_finish(loaded, &op, authorization_id, &vault_version, valid_to, report)
+                            .await;
                     }
                     if !self.abandon(loaded, Some(authorization_id), report).await? {
                         report.error = Some("rotation abandoned after repeated failures".into());
@@ -472,18 +477,19 @@ impl Machine<'_> {
         }))
     }
 
+    /// Records that the vault holds the new PAT and only verification is left (for a later run).
     async fn set_stored(
         &self,
         loaded: &mut Loaded,
         authorization_id: AuthorizationId,
-        (vault_version, valid_to): (String, OffsetDateTime),
-        _requested: OffsetDateTime,
+        vault_version: &str,
+        valid_to: OffsetDateTime,
     ) -> Result<(), MachineError> {
         if let Some(op) = loaded.journal.operation.as_mut() {
-            op.step = Step::Stored { authorization_id, vault_version, valid_to };
+            op.step = Step::Stored { authorization_id, vault_version: vault_version.to_owned(), valid_to };
         }
         loaded.save(self.state).await?;
-        self.fault(Boundary::StoredSaved)
+        Ok(())
     }
 
     async fn create_and_store(
@@ -582,15 +588,15 @@ impl Machine<'_> {
         match stored {
             Ok(props) => {
                 self.fault(Boundary::StoreReturned)?;
-                self.set_stored(loaded, new_id, (props.version, created.pat.valid_to), op.requested_valid_to).await?;
                 let _ = created.drift;
-                Ok(Flow::Continue)
+                self.verify_and_finish(loaded, op, new_id, &props.version, created.pat.valid_to, report).await?;
+                Ok(Flow::Stop)
             }
             Err(store_err) => {
                 // The write may have landed anyway (lost answer): look before revoking.
-                if let Ok(Some(v)) = self.version_of(&op.op).await {
-                    self.set_stored(loaded, new_id, v, op.requested_valid_to).await?;
-                    return Ok(Flow::Continue);
+                if let Ok(Some((vault_version, valid_to))) = self.version_of(&op.op).await {
+                    self.verify_and_finish(loaded, op, new_id, &vault_version, valid_to, report).await?;
+                    return Ok(Flow::Stop);
                 }
                 // It did not: the new PAT's value exists nowhere; revoke it at once.
                 self.revoke(api.as_ref(), new_id).await?;
@@ -621,10 +627,20 @@ impl Machine<'_> {
         valid_to: OffsetDateTime,
         report: &mut TokenReport,
     ) -> Result<(), MachineError> {
-        let Some(pat) = self.pats().get(id).await? else {
+        let already_stored = matches!(
+            loaded.journal.operation.as_ref().map(|o| &o.step),
+            Some(Step::Stored { authorization_id, vault_version: v, .. }) if *authorization_id == id && v == vault_version
+        );
+        let got = self.pats().get(id).await;
+        if !matches!(got, Ok(Some(_))) && !already_stored {
+            // Verification is left for a later run: record that the vault holds the new PAT.
+            self.set_stored(loaded, id, vault_version, valid_to).await?;
+        }
+        let Some(pat) = got? else {
             report.deferred = Some(format!("new PAT {id} is not visible yet; verification continues next run"));
             return Ok(());
         };
+        self.fault(Boundary::Verified)?;
         let mut drift = Vec::new();
         if pat.valid_to + Duration::minutes(5) < op.requested_valid_to {
             drift.push(Drift::ValidToClamped { requested: op.requested_valid_to, granted: pat.valid_to });
@@ -700,7 +716,6 @@ impl Machine<'_> {
 }
 
 enum Flow {
-    Continue,
     Retry,
     Stop,
 }

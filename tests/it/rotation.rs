@@ -270,7 +270,7 @@ mod kill {
             "create-returned",
             "created-saved",
             "store-returned",
-            "stored-saved",
+            "verified",
             "finished",
             "previous-revoked",
             "previous-disabled",
