@@ -66,7 +66,7 @@ fn encode_slot(seq: u64, body: &[u8]) -> Vec<u8> {
 
 /// `(seq, body)` of a slot's bytes, `None` when they fail to parse or to match their checksum (a torn
 /// or otherwise damaged write).
-fn decode_slot(bytes: &[u8]) -> Option<(u64, Vec<u8>)> {
+fn decode_slot(bytes: &[u8]) -> Option<Versioned> {
     let nl = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..nl]).ok()?.strip_prefix(HEADER_PREFIX)?;
     let mut seq = None;
@@ -85,11 +85,14 @@ fn decode_slot(bytes: &[u8]) -> Option<(u64, Vec<u8>)> {
     (checksum(seq, body) == sum).then(|| (seq, body.to_vec()))
 }
 
+/// A document with its sequence.
+type Versioned = (u64, Vec<u8>);
+
 /// What is on disk for one key.
 struct Slots {
     /// `(seq, body)` of each slot that exists and is valid.
-    a: Option<(u64, Vec<u8>)>,
-    b: Option<(u64, Vec<u8>)>,
+    a: Option<Versioned>,
+    b: Option<Versioned>,
     a_exists: bool,
     b_exists: bool,
 }
@@ -162,12 +165,7 @@ impl FileStateStore {
     }
 
     /// The current document and its sequence (0 for a legacy whole-file document).
-    fn read_current(
-        key: &str,
-        a: &Path,
-        b: &Path,
-        legacy: &Path,
-    ) -> Result<(Slots, Option<(u64, Vec<u8>)>), StateError> {
+    fn read_current(key: &str, a: &Path, b: &Path, legacy: &Path) -> Result<(Slots, Option<Versioned>), StateError> {
         let slots = Self::read_slots(key, a, b)?;
         if let Some((_, seq, body)) = slots.current() {
             let cur = Some((seq, body.to_vec()));
