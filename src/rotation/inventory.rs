@@ -78,7 +78,9 @@ impl Inventory {
 /// Reads one token's current version and journal.
 pub async fn token_state(store: &dyn SecretStore, state: &dyn StateStore, secret: &SecretName) -> TokenState {
     let mut errors = Vec::new();
-    let current = match store.get(secret, None).await {
+    // Two independent local reads: side by side (this is on the critical path of every rotation).
+    let (got, loaded) = futures::join!(store.get(secret, None), journal::load(state, secret));
+    let current = match got {
         // The value is dropped here: inventory needs properties only.
         Ok(found) => found.map(|s| s.properties),
         Err(StoreError::Disabled { .. }) => {
@@ -90,7 +92,7 @@ pub async fn token_state(store: &dyn SecretStore, state: &dyn StateStore, secret
             None
         }
     };
-    let (journal, journal_etag) = match journal::load(state, secret).await {
+    let (journal, journal_etag) = match loaded {
         Ok(l) => (l.journal, l.etag),
         Err(e @ (JournalError::State(_) | JournalError::Corrupt { .. })) => {
             errors.push(format!("reading the journal of {secret}: {e}"));
@@ -127,8 +129,15 @@ pub async fn owner_pats(connector: &dyn Connector, owner: &OwnerId, organization
     }
 }
 
-/// Gathers the inventory of `tokens` (all of the policy when `None`) with at most `concurrency` calls
-/// in flight.
+/// How many (owner, organization) listings the inventory makes at once, at least. Each is one identity's
+/// own chain of calls (an Entra refresh when its access token has expired, then List pages one after the
+/// other), read-only and charged to that identity's own rate limit, so identities need not queue behind
+/// each other the way rotations do (`PATROL_MAX_CONCURRENCY`).
+pub const LISTING_CONCURRENCY: usize = 32;
+
+/// Gathers the inventory of `tokens` (all of the policy when `None`): the local reads with at most
+/// `concurrency` in flight, and side by side with them the owners' listings, at most
+/// `max(concurrency, LISTING_CONCURRENCY)` at once.
 pub async fn gather(
     policy: &Policy,
     only: Option<&[SecretName]>,
@@ -151,13 +160,15 @@ pub async fn gather(
             }
         })
         .collect();
-    let tokens: BTreeMap<SecretName, TokenState> =
-        futures::stream::iter(futs).buffer_unordered(concurrency).collect().await;
+    let tokens =
+        futures::stream::iter(futs).buffer_unordered(concurrency).collect::<BTreeMap<SecretName, TokenState>>();
     let mut pairs: Vec<(OwnerId, OrgName)> = chosen.iter().map(|t| (t.owner.clone(), t.organization.clone())).collect();
     pairs.sort();
     pairs.dedup();
     let futs: Vec<_> = pairs.iter().map(|(o, org)| owner_pats(connector, o, org)).collect();
-    let mut owners: Vec<OwnerPats> = futures::stream::iter(futs).buffer_unordered(concurrency).collect().await;
+    let owners =
+        futures::stream::iter(futs).buffer_unordered(concurrency.max(LISTING_CONCURRENCY)).collect::<Vec<OwnerPats>>();
+    let (tokens, mut owners) = futures::join!(tokens, owners);
     owners.sort_by(|a, b| (&a.owner, &a.organization).cmp(&(&b.owner, &b.organization)));
     for o in &mut owners {
         o.pats.sort_by_key(|p| p.authorization_id);

@@ -364,6 +364,21 @@ impl Inner {
         Ok(Some(rec))
     }
 
+    /// The sequence a new version of the secret gets: one above every version's. Versions already seen
+    /// are ranked by their remembered sequence (fixed for a version's life), so only unseen files are
+    /// decrypted; the current one need not be.
+    fn next_sequence(&self, name: &SecretName) -> Result<u64, StoreError> {
+        let mut max = 0;
+        for (version, path) in self.version_files(name)? {
+            let sequence = match self.known_sequence(&path) {
+                Some(s) => s,
+                None => self.open_file(&path, name, &version)?.sequence,
+            };
+            max = max.max(sequence);
+        }
+        Ok(max + 1)
+    }
+
     fn write(&self, rec: &Record) -> Result<(), StoreError> {
         let name = SecretName::parse(&rec.name).map_err(|e| other("write", e.to_string()))?;
         let dir = self.secret_dir(&name);
@@ -442,7 +457,7 @@ impl SecretStore for FileSecretStore {
         self.blocking("set", move |inner| {
             let lock = inner.lock_of(&name);
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let sequence = inner.current(&name)?.map_or(1, |r| r.sequence + 1);
+            let sequence = inner.next_sequence(&name)?;
             let now = inner.clock.now().unix_timestamp();
             let rec = Record {
                 name: name.as_str().to_owned(),
