@@ -274,12 +274,15 @@ fn from_pat(p: &Pat, owner: &OwnerId, secret: Option<SecretName>) -> Candidate {
     }
 }
 
+/// The outcome of a candidate that is a replacement this break glass stored (found again by a rerun).
+pub const KEPT: &str = "kept: the replacement this break glass stored";
+
 /// What happened to one PAT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
     #[serde(flatten)]
     pub candidate: Candidate,
-    /// `revoked`, `would revoke` (dry run) or `failed: …`.
+    /// `revoked`, `would revoke` (dry run), [`KEPT`] or `failed: …`.
     pub outcome: String,
     pub replacement: Option<Replacement>,
     /// Why no replacement is in place, when one was wanted.
@@ -457,9 +460,23 @@ pub async fn execute(
         }
     }
 
+    // A rerun of an interrupted break glass finds its own replacements among the candidates (they are
+    // current values now): they are kept, and the PATs they replaced show them.
+    let replacements: Vec<Replacement> = rows.iter().filter_map(|r| r.replacement.clone()).collect();
+    for r in rows.iter_mut() {
+        let id = r.candidate.authorization_id;
+        if replacements.iter().any(|p| p.authorization_id == id) {
+            r.outcome = KEPT.into();
+        } else if r.replacement.is_none()
+            && let Some(p) = replacements.iter().find(|p| p.replaces == id)
+        {
+            r.replacement = Some(p.clone());
+        }
+    }
+
     // 2. Revoke: owner API one by one, Token Admin in batches.
     let mut admin_ids = Vec::new();
-    for r in rows.iter_mut() {
+    for r in rows.iter_mut().filter(|r| r.outcome != KEPT) {
         let c = &r.candidate;
         match c.via {
             Via::TokenAdmin => admin_ids.push(c.authorization_id),

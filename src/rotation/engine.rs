@@ -465,10 +465,17 @@ impl crate::audit::respond::RotateNow for Engine {
         reason: &str,
     ) -> Result<String, String> {
         let token = self.policy.token(secret).ok_or_else(|| format!("{secret} is not managed by the policy"))?;
-        let current = |j: &super::journal::Journal| j.current.as_ref().map(|c| c.authorization_id);
-        let before = super::journal::load(self.state.as_ref(), secret).await.map_err(|e| e.to_string())?;
+        // What the secret's current version names (the store, not the journal: a version written outside
+        // patrol is current before any run has adopted it).
+        let current = || async {
+            let ts = inventory::token_state(self.store.as_ref(), self.state.as_ref(), secret).await;
+            match ts.error {
+                Some(e) => Err(format!("reading the current version of {secret} failed: {e}")),
+                None => Ok(ts.current_authorization_id()),
+            }
+        };
         let mut done = Vec::new();
-        if current(&before.journal) == Some(suspect) {
+        if current().await? == Some(suspect) {
             let mut requests = Requests::default();
             requests.rotate.insert(secret.clone(), Reason::Compromised);
             let s = self
@@ -480,8 +487,7 @@ impl crate::audit::respond::RotateNow for Engine {
             }
             done.push(format!("rotated {secret} (compromised) through the journaled state machine"));
         }
-        let after = super::journal::load(self.state.as_ref(), secret).await.map_err(|e| e.to_string())?;
-        if current(&after.journal) == Some(suspect) {
+        if current().await? == Some(suspect) {
             return Err(format!("refusing to revoke {suspect}: it is still the current value of {secret}"));
         }
         self.connector.pats(&token.owner, &token.organization).revoke(suspect).await.map_err(|e| {

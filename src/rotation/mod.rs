@@ -25,4 +25,5 @@ mod lease_tests;
 pub mod machine;
 pub mod plan;
 pub mod policy;
+pub mod prestage;
 pub mod shared;
