@@ -311,6 +311,27 @@ impl BreakGlassReport {
         self.rows.iter().filter(|r| r.outcome == "revoked").count()
     }
 
+    /// The PATs this break glass revoked, for the lifecycle log (the weekly report). Replacements are
+    /// logged by the rotation engine that made them.
+    pub fn lifecycle_events(&self) -> Vec<crate::rotation::history::Event> {
+        use crate::rotation::history::{Event, Kind};
+        self.rows
+            .iter()
+            .filter(|r| r.outcome == "revoked")
+            .map(|r| Event {
+                at: self.at,
+                kind: Kind::Revoked,
+                secret: r.candidate.secret.as_ref().map(ToString::to_string),
+                authorization_id: r.candidate.authorization_id,
+                display_name: r.candidate.display_name.clone(),
+                scope: r.candidate.scope.clone(),
+                valid_to: r.candidate.valid_to,
+                replaced: None,
+                detail: format!("break glass: {}", self.scope),
+            })
+            .collect()
+    }
+
     pub fn failed(&self) -> bool {
         !self.errors.is_empty()
             || self.rows.iter().any(|r| r.outcome.starts_with("failed"))

@@ -345,6 +345,12 @@ pub async fn run_revoke(
         rt.clock.now(),
     )
     .await;
+    if !report.dry_run
+        && let Err(e) =
+            crate::rotation::history::record(rt.state.as_ref(), &report.lifecycle_events(), rt.clock.now()).await
+    {
+        writeln!(std::io::stderr(), "patrol: warning: {e} (the weekly report will not list these revocations)").ok();
+    }
     if let Some(b) = begun {
         if report.failed() {
             write(out, "the break glass is not finished: run the same command again to resume it\n")?;

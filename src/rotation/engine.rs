@@ -195,6 +195,7 @@ impl Engine {
         summary.busy.sort();
         summary.deferred.sort();
         summary.deferred.dedup();
+        super::history::record_run(self, &summary).await;
         Ok(summary)
     }
 
@@ -494,6 +495,7 @@ impl crate::audit::respond::RotateNow for Engine {
             let prefix = if done.is_empty() { String::new() } else { format!("{}; ", done.join("; ")) };
             format!("{prefix}revoking suspect PAT {suspect} failed: {e}")
         })?;
+        super::history::record_revoked(self, secret, suspect, &format!("suspect: {reason}")).await;
         done.push(format!("revoked suspect PAT {suspect} ({reason})"));
         Ok(done.join("; "))
     }

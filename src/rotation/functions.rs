@@ -159,8 +159,14 @@ impl RotationFunctions {
                 .unwrap_or_default();
             let thresholds = crate::cli::report::thresholds(&rt.engine.policy);
             let rows = weekly::token_rows(&managed, now);
+            // Created, rotated and revoked PATs of the week (every engine run and break glass append to it).
+            let events =
+                super::history::since(rt.engine.state.as_ref(), now - weekly::PERIOD).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "the weekly report goes out without the lifecycle log");
+                    Vec::new()
+                });
             let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
-                weekly::build(now, rows, vec![], &findings, thresholds)
+                weekly::build(now, rows, weekly::lifecycle_rows(&events), &findings, thresholds)
             })
             .await;
             out.insert(

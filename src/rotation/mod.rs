@@ -17,6 +17,7 @@ mod engine_tests;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod functions;
+pub mod history;
 pub mod inventory;
 pub mod journal;
 pub mod lease;

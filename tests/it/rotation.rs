@@ -8,6 +8,7 @@ mod refresh;
 mod store_failure;
 mod timer_audit;
 mod two_instances;
+mod weekly_timer;
 mod world;
 mod year;
 
