@@ -322,6 +322,11 @@ impl BreakGlassReport {
                 at: self.at,
                 kind: Kind::Revoked,
                 secret: r.candidate.secret.as_ref().map(ToString::to_string),
+                owner: match r.candidate.via {
+                    Via::OwnerApi => OwnerId::parse(&r.candidate.owner).ok(),
+                    Via::TokenAdmin => None,
+                },
+                organization: self.organization.clone(),
                 authorization_id: r.candidate.authorization_id,
                 display_name: r.candidate.display_name.clone(),
                 scope: r.candidate.scope.clone(),

@@ -198,6 +198,28 @@ impl RotationFunctions {
                 });
             }
         }
+        // Everything patrol created, rotated or revoked recently (engine runs, break glass, rotate-now): the
+        // lifecycle log, so patrol's own revocations are not reported as someone else's.
+        let from = self.clock.now() - crate::audit::weekly::LOG_KEEP;
+        match super::history::since(rt.engine.state.as_ref(), from).await {
+            Ok(events) => {
+                for e in events {
+                    let Some(owner) = e.owner else { continue };
+                    actions.push(PatrolAction {
+                        kind: match e.kind {
+                            super::history::Kind::Revoked => Lifecycle::Revoke,
+                            _ => Lifecycle::Create,
+                        },
+                        organization: e.organization,
+                        owner,
+                        display_name: e.display_name,
+                        authorization_id: Some(e.authorization_id),
+                        at: e.at,
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the audit pass runs without the lifecycle log"),
+        }
         actions
     }
 

@@ -5,7 +5,7 @@
 
 use super::engine::{Engine, RunSummary};
 use super::journal::{self, Reason};
-use crate::domain::{AuthorizationId, SecretName};
+use crate::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
 use crate::state::{StateError, StateStore};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -33,6 +33,9 @@ pub struct Event {
     pub kind: Kind,
     /// The managed secret, when there is one.
     pub secret: Option<String>,
+    /// Whose PAT, where (`None` for a user reached through Token Admin by descriptor).
+    pub owner: Option<OwnerId>,
+    pub organization: OrgName,
     pub authorization_id: AuthorizationId,
     pub display_name: String,
     pub scope: String,
@@ -107,6 +110,8 @@ pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<Event> {
                 at: c.finished,
                 kind: if c.reason == Reason::Missing && replaced.is_none() { Kind::Created } else { Kind::Rotated },
                 secret: Some(secret.to_string()),
+                owner: Some(token.owner.clone()),
+                organization: token.organization.clone(),
                 authorization_id: c.authorization_id,
                 display_name: journal::marked_display_name(token.display_name.as_str(), &c.op),
                 scope: scope.clone(),
@@ -120,6 +125,8 @@ pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<Event> {
                 at: now,
                 kind: Kind::Revoked,
                 secret: Some(secret.to_string()),
+                owner: Some(token.owner.clone()),
+                organization: token.organization.clone(),
                 authorization_id: *id,
                 display_name: format!("previous PAT of {secret}"),
                 scope: scope.clone(),
@@ -136,13 +143,16 @@ pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<Event> {
 /// a failure is logged.
 pub async fn record_revoked(engine: &Engine, secret: &SecretName, id: AuthorizationId, detail: &str) {
     let now = engine.clock.now();
+    let Some(token) = engine.policy.token(secret) else { return };
     let ev = Event {
         at: now,
         kind: Kind::Revoked,
         secret: Some(secret.to_string()),
+        owner: Some(token.owner.clone()),
+        organization: token.organization.clone(),
         authorization_id: id,
         display_name: format!("suspect PAT of {secret}"),
-        scope: engine.policy.token(secret).map(|t| t.scopes.as_str().to_owned()).unwrap_or_default(),
+        scope: token.scopes.as_str().to_owned(),
         valid_to: None,
         replaced: None,
         detail: detail.to_owned(),
@@ -174,6 +184,8 @@ mod tests {
             at,
             kind: Kind::Revoked,
             secret: None,
+            owner: None,
+            organization: OrgName::parse("fabrikam").unwrap(),
             authorization_id: AuthorizationId::parse(&uuid::Uuid::from_u128(n).to_string()).unwrap(),
             display_name: "x".into(),
             scope: "vso.code".into(),

@@ -49,12 +49,12 @@ async fn serve(env: &[(String, String)], log: &std::path::Path) -> Serve {
     panic!("patrol serve did not answer GET / within 5 s");
 }
 
-/// `RotateTimer` as the host invokes it at the emulator's current time; returns the envelope.
-async fn fire(s: &Serve, emu: &Emulator) -> Value {
+/// A function invoked as the host does at the emulator's current time; returns the envelope.
+async fn invoke(s: &Serve, emu: &Emulator, function: &str, data: Value) -> Value {
     let now = emu.clock().now().format(&time::format_description::well_known::Rfc3339).unwrap();
-    let body = json!({ "Data": timer(), "Metadata": { "sys": { "MethodName": "RotateTimer", "UtcNow": now } } });
+    let body = json!({ "Data": data, "Metadata": { "sys": { "MethodName": function, "UtcNow": now } } });
     let r = reqwest::Client::new()
-        .post(format!("{}/RotateTimer", s.url))
+        .post(format!("{}/{function}", s.url))
         .header("X-Azure-Functions-InvocationId", uuid::Uuid::new_v4().to_string())
         .json(&body)
         .send()
@@ -62,6 +62,11 @@ async fn fire(s: &Serve, emu: &Emulator) -> Value {
         .unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
+}
+
+/// `RotateTimer` as the host fires it.
+async fn fire(s: &Serve, emu: &Emulator) -> Value {
+    invoke(s, emu, "RotateTimer", timer()).await
 }
 
 async fn advance(emu: &Emulator, by: time::Duration) {
@@ -90,8 +95,8 @@ async fn the_timer_mails_the_weekly_report_once_a_week() {
     .unwrap();
     let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // "weekly-short" is due two days after it is made (9-day validity, rotate 7 days before) and its previous
-    // PAT is revoked a day after that: within the first week, the report has a rotation and a revocation.
+    // "weekly-short" is rotated by an operator (RotateHttp, force) on day 3 and its previous PAT is revoked a
+    // day after that: within the first week, the report has a rotation and a revocation.
     std::fs::write(
         dir.path().join("patrol.toml"),
         format!(
@@ -99,7 +104,7 @@ async fn the_timer_mails_the_weekly_report_once_a_week() {
              [[token]]\nsecret = \"weekly-api\"\ndisplay_name = \"Weekly API\"\nvalidity_days = 30\n\
              rotate_before_days = 7\ngrace_days = 2\n\
              [[token]]\nsecret = \"weekly-short\"\ndisplay_name = \"Weekly short\"\nscopes = \"vso.build\"\n\
-             validity_days = 9\nrotate_before_days = 7\ngrace_days = 1\n\
+             validity_days = 30\nrotate_before_days = 7\ngrace_days = 1\n\
              [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nnotify = [\"email:security@fabrikam.test\"]\n\
              response = {{ critical = \"alert\" }}\n"
         ),
@@ -166,16 +171,21 @@ async fn the_timer_mails_the_weekly_report_once_a_week() {
     let again = fire(&instance, &emu).await;
     answers.push(again.clone());
     assert_eq!(again["ReturnValue"]["detail"]["weekly_report"]["outcome"], "not_due", "{again}");
-    // Day 3: the short token is rotated; day 5: its previous PAT (one day of grace) is revoked.
-    advance(&emu, time::Duration::days(3)).await;
-    let rotated = fire(&instance, &emu).await;
-    answers.push(rotated.clone());
-    assert_eq!(rotated["ReturnValue"]["detail"]["rotated"], 1, "{rotated}");
-    assert_eq!(rotated["ReturnValue"]["detail"]["weekly_report"]["outcome"], "not_due", "{rotated}");
-    advance(&emu, time::Duration::days(2)).await;
-    let revoked = fire(&instance, &emu).await;
-    answers.push(revoked.clone());
-    assert_eq!(revoked["ReturnValue"]["detail"]["revoked"], 1, "{revoked}");
+    // Day 3 and day 5: an operator rotates the short token (RotateHttp, force). The second run also revokes
+    // the first previous PAT (one day of grace, over) — a PAT the secret's tags no longer name, which the
+    // audit pass must still know as patrol's own revocation (from the lifecycle log).
+    let force = json!({ "req": { "Url": "http://localhost/api/rotate/weekly-short?force=true", "Method": "POST",
+        "Query": { "force": "true" }, "Headers": {}, "Params": { "secret": "weekly-short" } } });
+    for (day, revoked) in [(3, 0), (2, 1)] {
+        advance(&emu, time::Duration::days(day)).await;
+        let rotated = invoke(&instance, &emu, "RotateHttp", force.clone()).await;
+        answers.push(rotated.clone());
+        let body: Value = serde_json::from_str(rotated["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!((&body["detail"]["rotated"], &body["detail"]["revoked"]), (&json!(1), &json!(revoked)), "{rotated}");
+        let quiet = fire(&instance, &emu).await;
+        answers.push(quiet.clone());
+        assert_eq!(quiet["ReturnValue"]["detail"]["weekly_report"]["outcome"], "not_due", "{quiet}");
+    }
     assert_eq!(weekly_mails(&sink).len(), 1, "sent again within the week");
 
     // A week after the first: sent again, with the week's rotation and revocation.
@@ -186,8 +196,10 @@ async fn the_timer_mails_the_weekly_report_once_a_week() {
     let mails = weekly_mails(&sink);
     assert_eq!(mails.len(), 2);
     let text = mails[1]["text"].as_str().unwrap();
-    assert!(text.contains("rotated (due)"), "the rotation is listed:\n{text}");
+    assert!(text.contains("rotated (forced)"), "the rotation is listed:\n{text}");
     assert!(text.contains("revoked (previous PAT, grace over)"), "the revocation is listed:\n{text}");
+    // patrol's own revocation (from the lifecycle log) is not mistaken for someone else's.
+    assert!(!text.contains("foreign_lifecycle"), "patrol's own revocation was reported as foreign:\n{text}");
     let short = local.store.get(&SecretName::parse("weekly-short").unwrap(), None).await.unwrap().unwrap();
     assert!(text.contains(short.properties.tags[tags::AUTHORIZATION_ID].as_str()), "{text}");
 
