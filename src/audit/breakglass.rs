@@ -6,9 +6,11 @@
 //! **revocation rule** can additionally refuse every PAT created before the break glass, including tokens
 //! of users patrol cannot list.
 //!
-//! Managed tokens can get **pre-staged replacements** (created and stored through a [`Replacer`] before the
-//! old PAT is revoked), so the emergency is not an outage. A replacement that fails never stops the
-//! revocation: security first, and the report says which consumers will now fail.
+//! Managed tokens can get **pre-staged replacements** (created and stored through a [`Replacer`] — the
+//! rotation engine's journaled state machine, reason `compromised` — before the old PAT is revoked), so the
+//! emergency is not an outage. A replacement that fails never stops the revocation: security first, and
+//! the report says which consumers will now fail. A rerun of an interrupted break glass finds its own
+//! replacements among the candidates and keeps them ([`KEPT`]); the run record is `audit::resume`.
 //!
 //! [`survey`] finds what would be revoked (read-only; that is also the dry run and what the confirmation
 //! shows); [`execute`] acts on a survey and returns a [`BreakGlassReport`] (JSON or [`BreakGlassReport::table`]).
