@@ -1,20 +1,27 @@
 //! `patrol demo`: the whole job on a fresh machine, in seconds, with no Azure and no settings.
 //!
-//! It starts patrol-emulator in-process (Azure DevOps PAT API, Entra sign-in, Event Grid delivery, on the
-//! virtual clock), seeds an organization with PATs in every interesting state, writes a demo `patrol.toml`
-//! and state into a directory, signs the owner in with a real device-code flow (the emulator approves
-//! the code), starts the real custom handler on 127.0.0.1:0 with the real rotation engine, and drives
-//! `RotateHttp` (plan, forced rotation), `RotateTimer` and `EventGridSecretChanged` exactly as the
-//! Functions host would. Then it shows the inventory before and after, the plan, the rotations, the
-//! alerts (local SMTP when `PATROL_SMTP_HOST` is set, else a mailbox file) and writes the report.
+//! It starts patrol-emulator in-process (Azure DevOps PAT API, Entra sign-in, Key Vault over HTTPS, Event
+//! Grid delivery, all on one virtual clock), seeds an organization with PATs in every interesting state
+//! and a service principal for the vault, and writes a demo `patrol.toml` into a directory. Then, as in a
+//! deployment: the real custom handler starts on 127.0.0.1:0 (the real rotation engine, built from
+//! settings that point at the emulated vault: client-credentials sign-in, the emulator's CA) and Key
+//! Vault's Event Grid subscription is pointed at it in Functions-host mode **before any secret is
+//! written** ([`events`] relays and records each delivery). The owner signs in with a real device-code
+//! flow (the emulator approves the code; the refresh token goes into the vault); the inventory before is
+//! taken; the operator onboards the four existing PATs into the vault, and the events Key Vault raises
+//! for them (SecretNewVersionCreated, SecretNearExpiry for those within 30 days of `exp`) reach
+//! `EventGridSecretChanged`, which adopts them and rotates the one that is due. An operator forces a
+//! rotation through `RotateHttp`. Four virtual days later a new handler instance is started (the Function
+//! App scaled to zero; this also drops the cached vault token the emulator's clock has expired), the plan
+//! is shown (`GET /api/rotate`) and `RotateTimer` rotates what is due and revokes previous PATs whose
+//! grace ended. `patrol status` is shown while the vault still exists; then the rotations (and which
+//! invocation made each), the inventory after, the alerts (local SMTP when `PATROL_SMTP_HOST` is set,
+//! else a mailbox file) and the report.
 //!
-//! Everything printed is collected first and checked against every secret value the emulator minted
-//! (PATs, access and refresh tokens) before it is shown; a match aborts the demo.
-//!
-//! The secrets of the demo live in the embedded encrypted file store under `--dir`, so `patrol status`
-//! and `patrol report` can read them after the demo (and its in-process emulator) has exited; the
-//! emulated vault keeps nothing once the process ends. `SecretNearExpiry` is raised through the
-//! emulator's Event Grid delivery (the Functions-host envelope) for the file store's current version.
+//! The secrets live only in the emulated vault, which ends with the demo: nothing secret is written under
+//! `--dir` (policy, journal, mailbox, report). Everything printed is collected first and checked against
+//! every value the emulator minted (PATs, access and refresh tokens, client secrets) and every version the
+//! vault holds; a match aborts the demo.
 
 mod events;
 mod host;
@@ -51,8 +58,9 @@ Examples:
 
 Needs nothing: no Azure, no settings, no network beyond 127.0.0.1. With PATROL_SMTP_HOST (and the other
 PATROL_SMTP_* settings) set, alerts go to that SMTP server; otherwise to <dir>/mailbox.mbox.
-JSON: {\"ok\", \"elapsed_ms\", \"dir\", \"virtual_start\", \"inventory_before\", \"plan\", \"invocations\",
-\"rotations\", \"inventory_after\", \"alerts\", \"report\"}.";
+Secrets live only in an emulated Azure Key Vault (HTTPS) that ends with the demo; the directory keeps no secret.
+JSON: {\"ok\", \"elapsed_ms\", \"dir\", \"virtual_start\", \"secret_store\", \"inventory_before\", \"plan\",
+\"invocations\", \"rotations\", \"status\", \"inventory_after\", \"alerts\", \"report\"}.";
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DemoArgs {
