@@ -81,8 +81,9 @@ pub struct DemoOutcome {
     pub json: Value,
     /// Where the report was written.
     pub report: PathBuf,
-    /// Every secret value the emulator minted during the run (PATs, access and refresh tokens), for
-    /// callers that scan their own captures; never printed.
+    /// Every secret value the emulator minted during the run (PATs, access and refresh tokens, client
+    /// secrets) and every version the emulated vault held, for callers that scan their own captures;
+    /// never printed.
     pub minted: Vec<SecretString>,
 }
 
