@@ -373,20 +373,21 @@ impl Engine {
         let ts = inventory::token_state(self.store.as_ref(), self.state.as_ref(), &name).await;
         let current_version = ts.current.as_ref().map(|c| c.version.clone());
         let is_current = ev.version.is_some() && ev.version == current_version;
+        let version = ev.version.as_deref().unwrap_or("(none)");
         let mut requests = Requests::default();
         let mut extra = Vec::new();
         let token = self.policy.token(&name).cloned();
         match ev.kind {
             SecretEventKind::NearExpiry => {
                 if !is_current {
-                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                    return ignore(format!("version {version} of {name} is no longer current"));
                 }
                 // Rotated when the policy says it is due (the vault's 30-day warning would otherwise
                 // re-trigger every PAT shorter-lived than 30 days forever).
             }
             SecretEventKind::Expired => {
                 if !is_current {
-                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                    return ignore(format!("version {version} of {name} is no longer current"));
                 }
                 requests.rotate.insert(name.clone(), Reason::Expired);
                 if let (Some(t), Some(id)) = (&token, ts.current_authorization_id()) {
@@ -407,7 +408,7 @@ impl Engine {
             }
             SecretEventKind::NewVersionCreated => {
                 if !is_current {
-                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                    return ignore(format!("version {version} of {name} is no longer current"));
                 }
                 let op = ts.current_operation();
                 let ours = op.as_ref().is_some_and(|op| {
@@ -415,7 +416,7 @@ impl Engine {
                         || ts.journal.last.as_ref().is_some_and(|l| &l.op == op)
                 });
                 if ours {
-                    return ignore(format!("version {:?} of {name} was written by patrol itself", ev.version));
+                    return ignore(format!("version {version} of {name} was written by patrol itself"));
                 }
                 if let Some(t) = &token
                     && ts.current_authorization_id().is_none()
