@@ -178,6 +178,14 @@ impl super::respond::RotateNow for ReplaceAndRevoke {
         done.push(format!("revoked suspect PAT {suspect} ({reason})"));
         Ok(done.join("; "))
     }
+
+    async fn current_of(&self, secret: &SecretName) -> Result<Option<AuthorizationId>, String> {
+        let current = self.store.get(secret, None).await.map_err(|e| format!("reading {secret} failed: {e}"))?;
+        Ok(current
+            .as_ref()
+            .and_then(|c| c.properties.tags.get(crate::store::tags::AUTHORIZATION_ID))
+            .and_then(|s| AuthorizationId::parse(s).ok()))
+    }
 }
 
 #[cfg(test)]

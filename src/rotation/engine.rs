@@ -132,8 +132,9 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// What is true now; with evidence-gated revocation, also what the audit log has shown.
     pub async fn inventory(&self, only: Option<&[SecretName]>) -> Inventory {
-        inventory::gather(
+        let mut inv = inventory::gather(
             &self.policy,
             only,
             self.store.as_ref(),
@@ -142,7 +143,9 @@ impl Engine {
             self.clock.now(),
             self.concurrency,
         )
-        .await
+        .await;
+        inv.evidence = super::evidence::load(self.state.as_ref(), &self.policy).await;
+        inv
     }
 
     /// The plan without doing anything.
@@ -185,7 +188,12 @@ impl Engine {
                         summary.deferred.push(s);
                     }
                     for n in &report.notices {
-                        summary.notices.push(Addressed { targets: targets.clone(), notice: n.clone() });
+                        let mut targets = targets.clone();
+                        if let Some(g) = self.policy.gate.as_ref().filter(|_| super::evidence::is_deadline_alert(n)) {
+                            targets
+                                .extend(g.notify.iter().filter(|t| !targets.contains(t)).cloned().collect::<Vec<_>>());
+                        }
+                        summary.notices.push(Addressed { targets, notice: n.clone() });
                     }
                     summary.reports.push(*report);
                 }
@@ -278,7 +286,12 @@ impl Engine {
             b.current.as_ref().map(|c| &c.version) == fresh.current.as_ref().map(|c| &c.version)
                 && b.journal_etag == fresh.journal_etag
         });
-        let mut mini = Inventory { taken_at: self.clock.now(), tokens: Default::default(), owners: Vec::new() };
+        let mut mini = Inventory {
+            taken_at: self.clock.now(),
+            tokens: Default::default(),
+            owners: Vec::new(),
+            evidence: inv.evidence.clone(),
+        };
         match inv.owner_pats(&token.owner, &token.organization) {
             Some(o) if unchanged => mini.owners.push(o.clone()),
             _ => mini
@@ -286,7 +299,8 @@ impl Engine {
                 .push(inventory::owner_pats(self.connector.as_ref(), &token.owner, &token.organization).await),
         }
         mini.tokens.insert(entry.secret.clone(), fresh.clone());
-        let single = Policy { file: self.policy.file.clone(), tokens: vec![token.clone()] };
+        let single =
+            Policy { file: self.policy.file.clone(), tokens: vec![token.clone()], gate: self.policy.gate.clone() };
         let mut req = Requests::default();
         if let Some(r) = requests.rotate.get(&entry.secret) {
             // A forced request is satisfied by a rotation another trigger just finished.
@@ -314,7 +328,10 @@ impl Engine {
         let result = machine.apply(&fresh, &actions, deadline).await;
         drop(lease);
         match result {
-            Ok(report) => Ok(Outcome::Done(Box::new(report))),
+            Ok(mut report) => {
+                super::evidence::report_gated(&actions, &mut report);
+                Ok(Outcome::Done(Box::new(report)))
+            }
             Err(MachineError::Crashed(b)) => Err(EngineError::Crashed(b)),
             Err(e) => Ok(Outcome::Done(Box::new(TokenReport {
                 secret: entry.secret.to_string(),
@@ -491,5 +508,15 @@ impl crate::audit::respond::RotateNow for Engine {
         })?;
         done.push(format!("revoked suspect PAT {suspect} ({reason})"));
         Ok(done.join("; "))
+    }
+
+    async fn current_of(&self, secret: &SecretName) -> Result<Option<crate::domain::AuthorizationId>, String> {
+        match self.store.get(secret, None).await {
+            Ok(v) => Ok(v
+                .as_ref()
+                .and_then(|c| c.properties.tags.get(tags::AUTHORIZATION_ID))
+                .and_then(|s| crate::domain::AuthorizationId::parse(s).ok())),
+            Err(e) => Err(format!("reading {secret} failed: {e}")),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! The scenarios against patrol-emulator live in `rotation/` (shared helpers in `rotation/world.rs`).
 
 mod clamp;
+mod gate;
 mod lost_create;
 mod refresh;
 mod store_failure;

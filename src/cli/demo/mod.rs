@@ -617,6 +617,7 @@ fn action_label(a: &Value) -> String {
         "rotate" => format!("rotate ({})", a["reason"].as_str().unwrap_or("?")),
         "adopt" => "adopt the PAT the secret holds".into(),
         "revoke-previous" => "revoke the previous PAT".into(),
+        "wait-previous" => format!("keep the previous PAT for now: {}", a["reason"].as_str().unwrap_or("?")),
         "blocked" => format!("blocked: {}", a["why"].as_str().unwrap_or("?")),
         other => other.to_owned(),
     }
