@@ -3,6 +3,7 @@
 
 mod breakglass;
 mod clamp;
+mod gate;
 mod lost_create;
 mod refresh;
 mod store_failure;
