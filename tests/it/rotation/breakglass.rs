@@ -1,8 +1,9 @@
 //! `patrol revoke --owner … --prestage` as real processes against patrol-emulator: the confirmation is
 //! refused without `--yes` when stdin is not a terminal (exit 4, nothing revoked); the dry run changes
-//! nothing; a process killed between storing a replacement and revoking (the engine's `stored-saved`
-//! boundary) leaves the old value current or the new one stored, and the rerun resumes the same break
-//! glass: it keeps the replacement already stored, replaces the other token, and revokes every old PAT.
+//! nothing; a process killed between storing a replacement and revoking (the engine's `stored-saved` and
+//! `finished` boundaries) leaves the old value current or the new one stored, and the rerun resumes the
+//! same break glass: it keeps the replacement already stored, replaces the other token, and revokes every
+//! old PAT.
 
 use super::world::{ORG, OWNER, World, env_pairs};
 use patrol::devops::{CreatePat, DisplayFilter};
@@ -32,8 +33,19 @@ async fn versions(w: &World, secret: &str) -> usize {
     w.local.store.list_versions(&SecretName::parse(secret).unwrap()).await.unwrap().len()
 }
 
+/// Killed after the first replacement is stored, while its journal operation is still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prestaged_break_glass_for_an_owner_survives_a_kill_between_store_and_revoke() {
+    scenario("stored-saved").await;
+}
+
+/// Killed after the first replacement's rotation finished (journal closed), before any revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prestaged_break_glass_for_an_owner_survives_a_kill_after_a_finished_replacement() {
+    scenario("finished").await;
+}
+
+async fn scenario(crash: &str) {
     let policy = format!(
         "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\nvalidity_days = 30\n\
          rotate_before_days = 7\ngrace_days = 2\n\
@@ -82,10 +94,10 @@ async fn prestaged_break_glass_for_an_owner_survives_a_kill_between_store_and_re
     }
     assert_eq!((versions(&w, "bg-api").await, versions(&w, "bg-deploy").await), (1, 1), "the dry run stored a value");
 
-    // For real, killed right after the first replacement is stored (journal at `stored`), before any revoke.
-    let (code, out, err) = revoke(&env, Some("stored-saved"), &["--prestage", "--yes"]);
+    // For real, killed at `crash` in the first replacement, before any revoke.
+    let (code, out, err) = revoke(&env, Some(crash), &["--prestage", "--yes"]);
     transcript.push_str(&(out.clone() + &err));
-    assert_eq!(code, 86, "the process did not die at stored-saved: {out}{err}");
+    assert_eq!(code, 86, "the process did not die at {crash}: {out}{err}");
     for v in all_old {
         assert!(w.authenticates(v).await, "a PAT was revoked before every replacement was stored");
     }
@@ -134,6 +146,10 @@ async fn prestaged_break_glass_for_an_owner_survives_a_kill_between_store_and_re
         let r = row(old).expect("the old PAT is in the report");
         assert_eq!(r["outcome"], "revoked", "{r}");
         assert_eq!(r["replacement"]["authorization_id"], new.to_string(), "{secret}: {r}");
+        // The replacement the killed run had stored is marked as found, not made, by the rerun — unless the
+        // rerun had to finish its open operation (stored-saved), which counts as making it.
+        let resumed = secret == replaced[0] && crash == "finished";
+        assert_eq!(r["replacement"]["resumed"].as_bool().unwrap_or(false), resumed, "{secret}: {r}");
     }
     assert_eq!(row(kept_id).expect("the kept replacement is listed")["outcome"], patrol::audit::breakglass::KEPT);
     assert_eq!(row(script.pat.authorization_id).unwrap()["outcome"], "revoked");
