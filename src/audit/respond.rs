@@ -133,6 +133,9 @@ pub trait RotateNow: Send + Sync {
 
     /// The PAT the secret's current version names, read from the store now.
     async fn current_of(&self, secret: &SecretName) -> Result<Option<AuthorizationId>, String>;
+
+    /// Records a PAT the `revoke` response revoked (for the weekly report's lifecycle rows); never fails.
+    async fn record_revoked(&self, secret: &SecretName, suspect: AuthorizationId, detail: &str);
 }
 
 /// What happened when a plan was executed.
@@ -158,12 +161,13 @@ pub async fn execute(plan: &[Planned], connector: &dyn Connector, rotator: &dyn 
                 Err(e) => {
                     Err(format!("refused to revoke PAT {suspect}: cannot read the current value of {secret}: {e}"))
                 }
-                Ok(_) => connector
-                    .pats(owner, organization)
-                    .revoke(*suspect)
-                    .await
-                    .map(|()| format!("revoked PAT {suspect}"))
-                    .map_err(|e: DevOpsError| e.to_string()),
+                Ok(_) => match connector.pats(owner, organization).revoke(*suspect).await {
+                    Ok(()) => {
+                        rotator.record_revoked(secret, *suspect, &format!("revoked: {}", p.finding_key)).await;
+                        Ok(format!("revoked PAT {suspect}"))
+                    }
+                    Err(e) => Err(DevOpsError::to_string(&e)),
+                },
             },
         };
         out.push(Executed { finding_key: p.finding_key.clone(), step: p.step.clone(), outcome });

@@ -527,4 +527,8 @@ impl crate::audit::respond::RotateNow for Engine {
             Err(e) => Err(format!("reading {secret} failed: {e}")),
         }
     }
+
+    async fn record_revoked(&self, secret: &SecretName, suspect: crate::domain::AuthorizationId, detail: &str) {
+        super::history::record_revoked(self, secret, suspect, detail).await;
+    }
 }

@@ -325,6 +325,15 @@ async fn the_revoke_response_revokes_the_suspect_never_the_current_and_dry_run_o
     assert!(!g.active(old).await, "the suspect previous PAT was revoked");
     assert!(g.active(current).await, "the current PAT is never revoked by a revoke response");
     assert!(g.use_pat(&current_value, "10.20.1.1", "agent/1").await, "consumers of the current value keep working");
+    // The weekly report's lifecycle log lists the revocation with the finding that caused it.
+    let since = g.emu.clock().now() - time::Duration::days(1);
+    let log = patrol::rotation::history::since(g.local.state.as_ref(), since).await.unwrap();
+    let revoked: Vec<_> = log
+        .iter()
+        .filter(|e| e.authorization_id == old && e.kind == patrol::rotation::history::Kind::Revoked)
+        .collect();
+    assert_eq!(revoked.len(), 1, "one lifecycle event for the revoke response: {log:?}");
+    assert!(revoked[0].detail.starts_with("revoked: "), "{:?}", revoked[0]);
     let mail = g.mail();
     assert!(mail.contains(&format!("done: revoked PAT {old}")), "reported with the outcome: {mail}");
     assert!(mail.contains(outside), "reported with its evidence: {mail}");
