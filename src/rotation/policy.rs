@@ -117,6 +117,24 @@ impl Policy {
                     "is used by another token of the same owner and organization",
                 ));
             }
+            if let (Some(g), Some(a)) = (&gate, &raw.audit)
+                && u64::from(token.grace_days) * 24 > u64::from(g.gate.deadline_hours)
+            {
+                // The hard deadline would fall inside the grace period: every gated revocation would
+                // become a deadline revocation with an alert the moment the grace ends.
+                let line = ctx.line_of(field_offset(text, a.span(), "revocation.deadline_hours"));
+                return Err(ctx.err(
+                    line,
+                    "audit.revocation.deadline_hours",
+                    format!(
+                        "{} hours is shorter than the grace period of token[{i}] ({} days = {} hours); the deadline \
+                         counts from the rotation and must be at least the longest grace",
+                        g.gate.deadline_hours,
+                        token.grace_days,
+                        token.grace_days * 24
+                    ),
+                ));
+            }
             tokens.push(token);
         }
         Ok(Self { file: path.to_path_buf(), tokens, gate })
@@ -455,6 +473,13 @@ notify = ["teams", "email:pkg@contoso.com"]
         let e = err_of(&bad);
         assert_eq!(e.field, "audit.revocation.quiet_hours", "{e}");
         assert_eq!(e.line, lines + 5, "the line that sets it: {e}");
+        // A deadline inside a token's grace period is refused, naming the deadline's line and the token.
+        let short =
+            format!("{GOOD}\n[audit]\nrevocation = {{ mode = \"evidence\", quiet_hours = 1, deadline_hours = 2 }}\n");
+        let e = parse(&short).unwrap_err();
+        assert_eq!(e.field, "audit.revocation.deadline_hours", "{e}");
+        assert!(e.problem.contains("grace period of token[0]"), "{e}");
+        assert_eq!(e.line, short.lines().position(|l| l.contains("deadline_hours")).unwrap() + 1, "{e}");
         let e = err_of(&format!("{GOOD}\n[audit]\nrevocation = {{ mode = \"blind\" }}\n"));
         assert!(e.problem.contains("blind") && e.line == lines + 3, "{e}");
     }
