@@ -78,6 +78,7 @@ fn main() {
             error: None,
             sign_in_required: false,
         }],
+        evidence: None,
     };
     let req = Requests::default();
     let mut best = f64::MAX;

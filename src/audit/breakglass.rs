@@ -6,9 +6,11 @@
 //! **revocation rule** can additionally refuse every PAT created before the break glass, including tokens
 //! of users patrol cannot list.
 //!
-//! Managed tokens can get **pre-staged replacements** (created and stored through a [`Replacer`] before the
-//! old PAT is revoked), so the emergency is not an outage. A replacement that fails never stops the
-//! revocation: security first, and the report says which consumers will now fail.
+//! Managed tokens can get **pre-staged replacements** (created and stored through a [`Replacer`] — the
+//! rotation engine's journaled state machine, reason `compromised` — before the old PAT is revoked), so the
+//! emergency is not an outage. A replacement that fails never stops the revocation: security first, and
+//! the report says which consumers will now fail. A rerun of an interrupted break glass finds its own
+//! replacements among the candidates and keeps them ([`KEPT`]); the run record is `audit::resume`.
 //!
 //! [`survey`] finds what would be revoked (read-only; that is also the dry run and what the confirmation
 //! shows); [`execute`] acts on a survey and returns a [`BreakGlassReport`] (JSON or [`BreakGlassReport::table`]).
@@ -274,12 +276,15 @@ fn from_pat(p: &Pat, owner: &OwnerId, secret: Option<SecretName>) -> Candidate {
     }
 }
 
+/// The outcome of a candidate that is a replacement this break glass stored (found again by a rerun).
+pub const KEPT: &str = "kept: the replacement this break glass stored";
+
 /// What happened to one PAT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
     #[serde(flatten)]
     pub candidate: Candidate,
-    /// `revoked`, `would revoke` (dry run) or `failed: …`.
+    /// `revoked`, `would revoke` (dry run), [`KEPT`] or `failed: …`.
     pub outcome: String,
     pub replacement: Option<Replacement>,
     /// Why no replacement is in place, when one was wanted.
@@ -306,6 +311,32 @@ pub struct BreakGlassReport {
 impl BreakGlassReport {
     pub fn revoked(&self) -> usize {
         self.rows.iter().filter(|r| r.outcome == "revoked").count()
+    }
+
+    /// The PATs this break glass revoked, for the lifecycle log (the weekly report). Replacements are
+    /// logged by the rotation engine that made them.
+    pub fn lifecycle_events(&self) -> Vec<crate::rotation::history::Event> {
+        use crate::rotation::history::{Event, Kind};
+        self.rows
+            .iter()
+            .filter(|r| r.outcome == "revoked")
+            .map(|r| Event {
+                at: self.at,
+                kind: Kind::Revoked,
+                secret: r.candidate.secret.as_ref().map(ToString::to_string),
+                owner: match r.candidate.via {
+                    Via::OwnerApi => OwnerId::parse(&r.candidate.owner).ok(),
+                    Via::TokenAdmin => None,
+                },
+                organization: self.organization.clone(),
+                authorization_id: r.candidate.authorization_id,
+                display_name: r.candidate.display_name.clone(),
+                scope: r.candidate.scope.clone(),
+                valid_to: r.candidate.valid_to,
+                replaced: None,
+                detail: format!("break glass: {}", self.scope),
+            })
+            .collect()
     }
 
     pub fn failed(&self) -> bool {
@@ -457,9 +488,23 @@ pub async fn execute(
         }
     }
 
+    // A rerun of an interrupted break glass finds its own replacements among the candidates (they are
+    // current values now): they are kept, and the PATs they replaced show them.
+    let replacements: Vec<Replacement> = rows.iter().filter_map(|r| r.replacement.clone()).collect();
+    for r in rows.iter_mut() {
+        let id = r.candidate.authorization_id;
+        if replacements.iter().any(|p| p.authorization_id == id) {
+            r.outcome = KEPT.into();
+        } else if r.replacement.is_none()
+            && let Some(p) = replacements.iter().find(|p| p.replaces == id)
+        {
+            r.replacement = Some(p.clone());
+        }
+    }
+
     // 2. Revoke: owner API one by one, Token Admin in batches.
     let mut admin_ids = Vec::new();
-    for r in rows.iter_mut() {
+    for r in rows.iter_mut().filter(|r| r.outcome != KEPT) {
         let c = &r.candidate;
         match c.via {
             Via::TokenAdmin => admin_ids.push(c.authorization_id),

@@ -87,6 +87,10 @@ pub struct Checkpoint {
     pub seen: BTreeMap<String, i64>,
     #[serde(default)]
     pub last_use: HashMap<AuthorizationId, LastUse>,
+    /// Set when a window showed patrol's own PAT change but no PAT lifecycle event (auditing looks off);
+    /// cleared by the next window that has one. The evidence gate treats it as "no evidence".
+    #[serde(default)]
+    pub auditing_off: bool,
 }
 
 /// What one poll did.
@@ -231,6 +235,7 @@ pub async fn poll(
     cp.seen.retain(|_, ts| *ts >= keep_from);
     cp.window_end = Some(end);
     cp.last_use = outcome.last_use;
+    cp.auditing_off = auditing_off.is_some() || (cp.auditing_off && token_events == 0);
     let body = serde_json::to_vec(&cp)
         .map_err(|e| IngestError::Corrupt { organization: organization.clone(), message: e.to_string() })?;
     state.save(&key, &body, etag.as_ref()).await?;

@@ -28,6 +28,7 @@ pub mod policy;
 pub mod render;
 pub mod replace;
 pub mod respond;
+pub mod resume;
 pub mod rules;
 pub mod weekly;
 

@@ -4,8 +4,9 @@
 //!
 //! The rotation engine calls [`audit_pass`] once per full pass. It never fails as a whole: an organization
 //! whose log cannot be read becomes an error in the summary and a warning notice, and the others go on.
-//! The evidence gate's decisions for previous PATs are returned (not executed): revoking a rotated-away
-//! PAT stays the rotation engine's job, which should consult [`PassSummary::gate`].
+//! The evidence gate's decisions for previous PATs are returned (not executed), for information: revoking
+//! a rotated-away PAT stays the rotation engine's job, which decides it from the checkpoint this pass
+//! persisted (`rotation::evidence`).
 
 use super::context::{AuditContext, PatrolAction};
 use super::finding::Finding;

@@ -11,7 +11,7 @@
 //! dry_run = false
 //! allowed_hours = { start = "06:00", end = "20:00", utc_offset = "+01:00", days = ["mon", "tue", "wed", "thu", "fri"] }
 //! response = { info = "alert", warning = "alert", critical = "rotate" }
-//! revocation = { quiet_hours = 24, deadline_hours = 168 }
+//! revocation = { mode = "evidence", quiet_hours = 24, deadline_hours = 168 }   # mode "grace" is the default
 //! [audit.rules.burst]
 //! severity = "critical"
 //! max_actions = 100
@@ -140,10 +140,24 @@ impl Responses {
     }
 }
 
+/// How the rotation engine revokes a rotated-away PAT once its grace period has ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationMode {
+    /// As soon as the grace period ends (no audit evidence consulted).
+    #[default]
+    Grace,
+    /// Only when the audit log has shown no use for `quiet_hours`, or at `deadline_hours` after the
+    /// rotation with an alert naming the last caller. No fresh evidence means wait (fail closed).
+    Evidence,
+}
+
 /// The evidence gate for revoking a rotated-away PAT (instead of revoking blindly when its grace ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RevocationGate {
+    /// `grace` (default: today's blind revocation when the grace period ends) or `evidence`.
+    pub mode: RevocationMode,
     /// Revoke once the audit log has shown no use of the previous PAT for this many hours.
     pub quiet_hours: u32,
     /// Revoke anyway this many hours after the rotation, alerting with the last caller's IP and user agent.
@@ -152,7 +166,7 @@ pub struct RevocationGate {
 
 impl Default for RevocationGate {
     fn default() -> Self {
-        Self { quiet_hours: 24, deadline_hours: 168 }
+        Self { mode: RevocationMode::Grace, quiet_hours: 24, deadline_hours: 168 }
     }
 }
 
@@ -518,7 +532,7 @@ mod tests {
             dry_run = true
             allowed_hours = { start = "22:00", end = "06:00", utc_offset = "+01:00", days = ["Mon", "tuesday"] }
             response = { critical = "revoke" }
-            revocation = { quiet_hours = 12, deadline_hours = 48 }
+            revocation = { mode = "evidence", quiet_hours = 12, deadline_hours = 48 }
             [audit.rules.burst]
             severity = "critical"
             max_actions = 5
@@ -534,6 +548,8 @@ mod tests {
         assert_eq!(s.allowed_cidrs[0].to_string(), "10.20.0.0/16");
         assert!(s.dry_run);
         assert_eq!(s.response.critical, Action::Revoke);
+        assert_eq!(s.revocation.mode, RevocationMode::Evidence);
+        assert_eq!(AuditSettings::default().revocation.mode, RevocationMode::Grace, "off unless asked for");
         assert_eq!(s.response.warning, Action::Alert);
         assert_eq!(s.rule(RuleId::Burst).unwrap().severity, Severity::Critical);
         assert!(s.rule(RuleId::Burst).unwrap().include_unmanaged);
@@ -556,6 +572,8 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         let e = parse("[audit]\nrevocation = { quiet_hours = 48, deadline_hours = 24 }").unwrap_err();
         assert!(e.contains("deadline_hours"), "{e}");
+        let e = parse("[audit]\nrevocation = { mode = \"audit\" }").unwrap_err();
+        assert!(e.contains("audit") && e.contains("evidence"), "{e}");
         let e = parse("[audit]\nallowed_cidrs = [\"10.0.0.0/99\"]").unwrap_err();
         assert!(e.contains("allowed_cidrs") || e.contains("invalid"), "{e}");
         let e = parse("[audit.rules.burst]\nseverity = \"urgent\"").unwrap_err();

@@ -1,23 +1,19 @@
 //! Replacing a managed PAT outside the normal schedule: a new organization-scoped PAT with the same owner,
-//! organization, base name and scopes, stored as the secret's new current version **before** anything is
+//! organization, name and scopes, stored as the secret's new current version **before** anything is
 //! revoked — so an emergency revocation (break glass) or a global-PAT migration is not an outage.
 //!
-//! [`Replacer`] is the seam. The rotation engine (branch `rotation`, `Reason::Compromised` /
-//! `Reason::GlobalMigration`) is meant to implement it with its crash-safe state machine; until it does,
-//! [`DirectReplacer`] does the two steps directly (Create, reconciled when the outcome is uncertain; then
-//! store with the same tags the engine writes). It never revokes: callers decide.
+//! [`Replacer`] is the seam; [`EngineReplacer`] is the one implementation: the rotation engine's journaled
+//! state machine ([`Engine::prestage`](crate::rotation::engine::Engine): reason `compromised` or `global-migration`, the token's lease held),
+//! so a crash at any point leaves either the old value current or the new one stored. It never revokes:
+//! callers decide.
 
 use super::managed::ManagedPat;
-use crate::clock::Clock;
-use crate::devops::{Connector, CreatePat, create_reconciling};
-use crate::domain::{AuthorizationId, DisplayName, OperationId, Scopes, SecretName};
-use crate::store::{NewVersion, PAT_CONTENT_TYPE, SecretStore, tags};
+use crate::domain::{AuthorizationId, SecretName};
+use crate::rotation::engine::Engine;
+use crate::rotation::journal::Reason;
 use async_trait::async_trait;
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use time::format_description::well_known::Rfc3339;
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 /// Why a PAT is replaced out of schedule (the rotation journal's reasons of the same names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,6 +48,9 @@ pub struct Replacement {
     pub version: String,
     /// The PAT it replaces.
     pub replaces: AuthorizationId,
+    /// Made by an earlier, interrupted run of the same break glass (found in the journal, not made again).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 #[async_trait]
@@ -60,135 +59,50 @@ pub trait Replacer: Send + Sync {
     async fn replace(&self, pat: &ManagedPat, reason: ReplaceReason) -> Result<Replacement, String>;
 }
 
-/// The display name without patrol's ` (patrol:<op>)` marker.
-pub fn base_name(display_name: &str) -> &str {
-    match display_name.strip_suffix(')').and_then(|r| r.rfind(" (patrol:").map(|i| &display_name[..i])) {
-        Some(base) if !base.trim().is_empty() => base,
-        _ => display_name,
-    }
-}
-
-/// Creates the replacement through the owner's PAT API and stores it. See the module doc.
-#[derive(Clone)]
-pub struct DirectReplacer {
-    pub connector: Arc<dyn Connector>,
-    pub store: Arc<dyn SecretStore>,
-    pub clock: Clock,
-    /// Validity of the replacement (the service may clamp it; the granted `validTo` is stored).
-    pub validity: Duration,
-    /// How long the replaced PAT may still be used after a global migration.
-    pub migration_grace: Duration,
+/// Replaces through the rotation engine (see the module doc). `since` makes it idempotent: a replacement
+/// for the same reason that completed at or after `since` (an interrupted earlier run of the same break
+/// glass) is returned instead of making another.
+pub struct EngineReplacer<'a> {
+    pub engine: &'a Engine,
+    pub since: OffsetDateTime,
 }
 
 #[async_trait]
-impl Replacer for DirectReplacer {
+impl Replacer for EngineReplacer<'_> {
     async fn replace(&self, pat: &ManagedPat, reason: ReplaceReason) -> Result<Replacement, String> {
-        let scopes = Scopes::parse(&pat.scope)
-            .map_err(|e| format!("{}: the stored scope cannot be requested again: {e}", pat.secret))?;
-        let op = OperationId::new_random();
-        let name = format!("{} (patrol:{op})", base_name(&pat.display_name));
-        let display_name = DisplayName::parse(&name).map_err(|e| format!("{}: {e}", pat.secret))?;
-        let now = self.clock.now();
-        let request = CreatePat { display_name, scopes, valid_to: now + self.validity, all_orgs: false };
-        let api = self.connector.pats(&pat.owner, &pat.organization);
-        let created = create_reconciling(api.as_ref(), &request, now, 2)
-            .await
-            .map_err(|e| format!("{}: creating the replacement PAT failed: {e}", pat.secret))?
-            .created;
-        let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
-        let revoke_after = match reason {
-            ReplaceReason::Compromised => now,
-            ReplaceReason::GlobalMigration => now + self.migration_grace,
+        let token =
+            self.engine.policy.token(&pat.secret).ok_or_else(|| {
+                format!("{} is not in the policy (patrol.toml), so patrol cannot rotate it", pat.secret)
+            })?;
+        if token.owner != pat.owner || !pat.in_organization(&token.organization) {
+            return Err(format!(
+                "{}: the stored PAT belongs to {} in {}, the policy names {} in {}",
+                pat.secret, pat.owner, pat.organization, token.owner, token.organization
+            ));
+        }
+        let r = match reason {
+            ReplaceReason::Compromised => Reason::Compromised,
+            ReplaceReason::GlobalMigration => Reason::GlobalMigration,
         };
-        let mut t = BTreeMap::new();
-        t.insert(tags::MANAGED_BY.to_owned(), tags::MANAGED_BY_VALUE.to_owned());
-        t.insert(tags::AUTHORIZATION_ID.to_owned(), created.pat.authorization_id.to_string());
-        t.insert(tags::DISPLAY_NAME.to_owned(), name.clone());
-        t.insert(tags::ORGANIZATION.to_owned(), pat.organization.to_string());
-        t.insert(tags::OWNER.to_owned(), pat.owner.to_string());
-        t.insert(tags::SCOPE.to_owned(), created.pat.scope.chars().take(tags::MAX_TAG_LEN).collect());
-        t.insert(tags::VALID_TO.to_owned(), fmt(created.pat.valid_to));
-        t.insert(tags::OPERATION_ID.to_owned(), op.to_string());
-        t.insert(tags::PREVIOUS_AUTHORIZATION_ID.to_owned(), pat.authorization_id.to_string());
-        t.insert(tags::PREVIOUS_REVOKE_AFTER.to_owned(), fmt(revoke_after));
-        let new = NewVersion {
-            content_type: Some(PAT_CONTENT_TYPE.to_owned()),
-            expires: Some(created.pat.valid_to),
-            not_before: None,
-            tags: t,
-        };
-        let stored = match self.store.set(&pat.secret, &created.token, new).await {
-            Ok(v) => v,
-            Err(e) => {
-                // Nobody holds the new value: do not leave a live, unstored PAT behind.
-                let undo = api.revoke(created.pat.authorization_id).await;
-                return Err(format!(
-                    "{}: storing the replacement failed ({e}); the new PAT {} was {}",
-                    pat.secret,
-                    created.pat.authorization_id,
-                    if undo.is_ok() { "revoked again" } else { "NOT revoked — revoke it by hand" }
-                ));
-            }
-        };
-        tracing::info!(secret = %pat.secret, reason = reason.as_str(), new = %created.pat.authorization_id,
-            old = %pat.authorization_id, "replacement PAT created and stored");
+        let p = self.engine.prestage(&pat.secret, r, self.since).await?;
+        let c = &p.completed;
+        // validFrom by the service's clock (the revocation rule is set against it); patrol's otherwise.
+        let valid_from =
+            match self.engine.connector.pats(&token.owner, &token.organization).get(c.authorization_id).await {
+                Ok(Some(created)) => created.valid_from,
+                _ => c.finished,
+            };
+        tracing::info!(secret = %pat.secret, reason = reason.as_str(), new = %c.authorization_id,
+            old = ?p.replaced, resumed = !p.fresh, "replacement PAT created and stored through the rotation engine");
         Ok(Replacement {
             secret: pat.secret.clone(),
-            authorization_id: created.pat.authorization_id,
-            display_name: name,
-            valid_from: created.pat.valid_from,
-            valid_to: created.pat.valid_to,
-            version: stored.version,
-            replaces: pat.authorization_id,
+            authorization_id: c.authorization_id,
+            display_name: p.display_name,
+            valid_from,
+            valid_to: c.valid_to,
+            version: c.vault_version.clone(),
+            replaces: p.replaced.unwrap_or(pat.authorization_id),
+            resumed: !p.fresh,
         })
-    }
-}
-
-/// [`super::respond::RotateNow`] without the rotation engine: replace (create + store) through a
-/// [`Replacer`], then revoke the suspect PAT at once. The rotation engine's `Reason::Compromised` run is
-/// meant to take this over (journaled, crash-safe); this one is not journaled — a crash between the store
-/// and the revoke leaves the suspect PAT alive, and the next finding on it rotates again.
-pub struct ReplaceAndRevoke {
-    pub replacer: Arc<dyn Replacer>,
-    pub connector: Arc<dyn Connector>,
-    pub store: Arc<dyn SecretStore>,
-}
-
-#[async_trait]
-impl super::respond::RotateNow for ReplaceAndRevoke {
-    async fn rotate_now(&self, secret: &SecretName, suspect: AuthorizationId, reason: &str) -> Result<String, String> {
-        let managed = super::managed::managed_pats(self.store.as_ref())
-            .await
-            .map_err(|e| format!("reading the managed secrets failed: {e}"))?;
-        let pat = managed.into_iter().find(|m| &m.secret == secret).ok_or_else(|| {
-            format!("{secret} is not a managed secret in the store (no patrol tags on its current version)")
-        })?;
-        let mut done = Vec::new();
-        // Rotate only when the suspect is the current value; a suspect previous PAT is only revoked.
-        if pat.authorization_id == suspect {
-            let r = self.replacer.replace(&pat, ReplaceReason::Compromised).await?;
-            done.push(format!("stored replacement PAT {} as version {} of {secret}", r.authorization_id, r.version));
-        }
-        self.connector.pats(&pat.owner, &pat.organization).revoke(suspect).await.map_err(|e| {
-            format!(
-                "{}revoking suspect PAT {suspect} failed: {e}",
-                done.join("; ") + if done.is_empty() { "" } else { "; " }
-            )
-        })?;
-        done.push(format!("revoked suspect PAT {suspect} ({reason})"));
-        Ok(done.join("; "))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_name_strips_only_patrols_marker() {
-        assert_eq!(base_name("ci (patrol:0123456789ab)"), "ci");
-        assert_eq!(base_name("ci (build)"), "ci (build)");
-        assert_eq!(base_name(" (patrol:x)"), " (patrol:x)");
-        assert_eq!(base_name("plain"), "plain");
     }
 }

@@ -76,7 +76,9 @@ fn severity_chooses_the_step_and_the_notice_carries_evidence() {
 fn unmanaged_pats_are_only_alerted_and_dry_run_says_would() {
     let s = settings("dry_run = true\nresponse = { critical = \"revoke\" }");
     let unmanaged = |_: &AuthorizationId| Some(pat(PatStatus::Current, false));
-    let managed = |_: &AuthorizationId| Some(pat(PatStatus::Current, true));
+    let rotated = datetime!(2026-03-01 00:00 UTC);
+    let superseded = PatStatus::Superseded { rotated_at: rotated, grace_ends: rotated };
+    let managed = |_: &AuthorizationId| Some(pat(superseded, true));
     let none = |_: &SecretName| vec![];
     let p = plan(&[finding(Severity::Critical, false)], &s, &unmanaged, &none);
     assert_eq!(p[0].step, Step::Alert);
@@ -91,7 +93,7 @@ fn unmanaged_pats_are_only_alerted_and_dry_run_says_would() {
 
 #[test]
 fn evidence_gate() {
-    let g = RevocationGate { quiet_hours: 24, deadline_hours: 72 };
+    let g = RevocationGate { quiet_hours: 24, deadline_hours: 72, ..Default::default() };
     let rotated = datetime!(2026-03-01 00:00 UTC);
     let p = pat(PatStatus::Superseded { rotated_at: rotated, grace_ends: rotated + Duration::hours(12) }, true);
     let used = |at| LastUse {
@@ -130,4 +132,74 @@ fn evidence_gate() {
     }
     // A current PAT is never gated.
     assert_eq!(gate(&pat(PatStatus::Current, true), None, g, rotated), GateDecision::NotDue);
+}
+
+#[test]
+fn revoke_never_targets_the_current_pat_and_the_gate_owns_consumer_lag() {
+    let none = |_: &SecretName| vec![];
+    let current = |_: &AuthorizationId| Some(pat(PatStatus::Current, true));
+    let s = settings("response = { critical = \"revoke\" }");
+    let p = plan(&[finding(Severity::Critical, true)], &s, &current, &none);
+    assert_eq!(p[0].step, Step::Alert, "the current value is never revoked without a replacement");
+    let Notice::Finding { action, .. } = &p[0].notice.notice else { panic!() };
+    assert!(action.contains("current value of ci-build") && action.contains("rotate"), "{action}");
+
+    // With evidence-gated revocation a consumer still on the previous PAT is the gate's business.
+    let rotated = datetime!(2026-03-01 00:00 UTC);
+    let previous = |_: &AuthorizationId| {
+        Some(pat(PatStatus::Superseded { rotated_at: rotated, grace_ends: rotated + Duration::days(2) }, true))
+    };
+    let mut lag = finding(Severity::Critical, true);
+    lag.rule = RuleId::ConsumerLag;
+    let gated = settings("revocation = { mode = \"evidence\", quiet_hours = 24, deadline_hours = 96 }");
+    let p = plan(std::slice::from_ref(&lag), &gated, &previous, &none);
+    assert_eq!(p[0].step, Step::Alert);
+    let Notice::Finding { action, .. } = &p[0].notice.notice else { panic!() };
+    assert!(action.contains("gated on evidence") && action.contains("96 hours"), "{action}");
+    // Without the gate the policy's response applies as before.
+    let p = plan(&[lag], &settings(""), &previous, &none);
+    assert!(matches!(p[0].step, Step::RotateNow { .. }), "{:?}", p[0].step);
+}
+
+#[test]
+fn evidence_gate_fails_closed_without_fresh_evidence() {
+    let g = RevocationGate { quiet_hours: 24, deadline_hours: 72, ..Default::default() };
+    let rotated = datetime!(2026-03-01 00:00 UTC);
+    let s = Superseded {
+        label: "\"previous PAT of ci\" (x)",
+        rotated_at: rotated,
+        grace_ends: rotated + Duration::hours(12),
+    };
+    let at = |h: i64| rotated + Duration::hours(h);
+    // Never polled: wait until the deadline, then revoke with a warning (no caller known).
+    match gate_observed(&s, None, None, g, at(30)) {
+        GateDecision::Wait { until, reason } => {
+            assert_eq!(until, at(72));
+            assert!(reason.contains("no audit evidence"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The log was last read 2 hours after the rotation (polls failing since): quiet time by the clock is
+    // not quiet time observed.
+    match gate_observed(&s, None, Some(at(2)), g, at(40)) {
+        GateDecision::Wait { until, reason } => {
+            assert_eq!(until, at(72));
+            assert!(reason.contains("no fresh evidence"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match gate_observed(&s, None, Some(at(2)), g, at(72)) {
+        GateDecision::RevokeAtDeadline { alert: Notice::Finding { severity, summary, .. } } => {
+            assert_eq!(severity, Severity::Warning);
+            assert!(summary.contains("without audit evidence"), "{summary}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Read far enough: revoke, with the evidence in the reason.
+    match gate_observed(&s, None, Some(at(25)), g, at(26)) {
+        GateDecision::Revoke { reason } => assert!(reason.contains("no audited use since the rotation"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // Evidence "from the future" (a clock skew) counts only up to now.
+    assert!(matches!(gate_observed(&s, None, Some(at(99)), g, at(20)), GateDecision::Wait { .. }));
 }

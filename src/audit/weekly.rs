@@ -11,6 +11,7 @@ use super::managed::ManagedPat;
 use crate::devops::GLOBAL_PAT_CUTOFF;
 use crate::notify::{Notifier, Report, Severity, Target};
 use crate::report::{ProblemRow, ReportData, RotationRow, TokenRow, render_html, render_markdown};
+use crate::rotation::history::{Event, Kind};
 use crate::state::{StateError, StateStore};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -141,6 +142,44 @@ pub fn token_rows(managed: &[ManagedPat], now: OffsetDateTime) -> Vec<TokenRow> 
             }
         })
         .collect()
+}
+
+/// The report's "recent rotations" rows from the lifecycle log: created, rotated and revoked PATs, newest
+/// first. A revoked PAT's row shows it as the old PAT, no new one, and its validity ending when revoked.
+pub fn lifecycle_rows(events: &[Event]) -> Vec<RotationRow> {
+    let mut rows: Vec<RotationRow> = events
+        .iter()
+        .map(|e| {
+            let secret = e.secret.clone().unwrap_or_else(|| "—".into());
+            match e.kind {
+                Kind::Created | Kind::Rotated => RotationRow {
+                    at: e.at,
+                    secret,
+                    old_display_name: e.replaced.map(|id| format!("PAT {id}")),
+                    new_display_name: format!("{} (PAT {}, scope {})", e.display_name, e.authorization_id, e.scope),
+                    new_valid_to: e.valid_to.unwrap_or(e.at),
+                    outcome: if e.kind == Kind::Created {
+                        format!("created ({})", e.detail)
+                    } else {
+                        format!("rotated ({})", e.detail)
+                    },
+                },
+                Kind::Revoked => RotationRow {
+                    at: e.at,
+                    secret,
+                    old_display_name: Some(format!(
+                        "{} (PAT {}, scope {})",
+                        e.display_name, e.authorization_id, e.scope
+                    )),
+                    new_display_name: "—".into(),
+                    new_valid_to: e.at,
+                    outcome: format!("revoked ({})", e.detail),
+                },
+            }
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.at));
+    rows
 }
 
 /// The report (pure): tokens and rotations as given; the week's findings and every all-organization or

@@ -8,14 +8,15 @@ use crate::audit::managed::{ManagedPat, managed_pats};
 use crate::audit::migrate;
 use crate::audit::policy::{AuditSettings, from_policy_text};
 use crate::audit::render::{Format, render};
-use crate::audit::replace::DirectReplacer;
+use crate::audit::replace::{EngineReplacer, Replacer};
+use crate::audit::resume;
 use crate::audit::{AuditContext, managed};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::devops::Connector;
 use crate::devops::connector::HttpConnector;
 use crate::domain::{AuthorizationId, OrgName, OwnerId};
-use crate::state::{ETag, FileStateStore, StateError, StateStore};
+use crate::rotation::engine::Engine;
+use crate::state::{ETag, StateError, StateStore};
 use crate::store::SecretStore;
 use std::io::Write;
 use std::sync::Arc;
@@ -111,33 +112,28 @@ pub struct MigrateGlobalArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
-    /// Validity of the organization-scoped replacements, in days.
-    #[arg(long, default_value_t = 30)]
-    pub validity_days: u32,
-    /// How long the old global PAT may still be used, in days (then the rotation engine revokes it).
-    #[arg(long, default_value_t = 7)]
-    pub grace_days: u32,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
 }
 
-/// What the commands work with. Build it from the settings ([`AuditRuntime::from_settings`]) or, in the
-/// CLI, from `cli::runtime::Local` (same store, state and connector).
+/// What the commands work with: the same secret store, journal (state) store, leases and Azure DevOps
+/// connector the Function App uses, and the rotation engine over them (pre-staged replacements and
+/// global-PAT migration are rotations through its journaled state machine).
 pub struct AuditRuntime {
     pub clock: Clock,
     pub store: Arc<dyn SecretStore>,
     pub state: Arc<dyn StateStore>,
     pub connector: Arc<HttpConnector>,
     pub audit: AuditSettings,
+    pub engine: Arc<Engine>,
 }
 
 impl AuditRuntime {
-    /// Opens the stores, the `[audit]` table of the policy file, and the Azure DevOps connector with owner
+    /// Opens the stores as `cli::runtime::Local` does (journal and leases in `AzureWebJobsStorage` when it
+    /// is configured), the `[audit]` table of the policy file, and the Azure DevOps connector with owner
     /// sessions (refresh tokens from the secret store).
     pub fn from_settings(settings: &Settings, clock: Clock) -> Result<Self, String> {
-        let store = crate::store::from_settings_with_clock(settings, clock.clone())
-            .map_err(|e| format!("cannot open the secret store: {e}"))?;
-        let state: Arc<dyn StateStore> = Arc::new(FileStateStore::new(settings.state_dir.join("state")));
+        let local = crate::cli::runtime::Local::open(settings.clone(), clock.clone()).map_err(|e| e.message)?;
         let text = std::fs::read_to_string(&settings.policy_file).unwrap_or_default();
         let audit = from_policy_text(&text)
             .and_then(|p| p.resolve().map_err(|e| e.to_string()))
@@ -154,27 +150,31 @@ impl AuditRuntime {
         .map_err(|e| format!("invalid Entra settings: {e}"))?;
         let sessions = crate::auth::session::Sessions::new(
             Arc::new(entra),
-            store.clone(),
+            local.store.clone(),
             clock.clone(),
             crate::auth::session::SessionOptions::default(),
         );
-        let connector = HttpConnector::from_settings(settings, clock.clone(), Arc::new(sessions))
-            .map_err(|e| format!("cannot build the Azure DevOps client: {e}"))?;
-        Ok(Self { clock, store, state, connector: Arc::new(connector), audit })
+        let connector = Arc::new(
+            HttpConnector::from_settings(settings, clock.clone(), Arc::new(sessions))
+                .map_err(|e| format!("cannot build the Azure DevOps client: {e}"))?,
+        );
+        let engine = Engine {
+            policy: local.policy.clone(),
+            connector: connector.clone(),
+            store: local.store.clone(),
+            state: local.state.clone(),
+            leases: local.leases.clone(),
+            clock: clock.clone(),
+            concurrency: settings.max_concurrency,
+            vaults: None,
+            // Test hook only (PATROL_TEST_CRASH_AFTER), as in `patrol rotate`: exits at a step boundary.
+            faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
+        };
+        Ok(Self { clock, store: local.store, state: local.state, connector, audit, engine: Arc::new(engine) })
     }
 
     async fn managed(&self) -> Result<Vec<ManagedPat>, String> {
         managed_pats(self.store.as_ref()).await.map_err(|e| format!("reading the managed secrets: {e}"))
-    }
-
-    fn replacer(&self, validity_days: u32, grace_days: u32) -> DirectReplacer {
-        DirectReplacer {
-            connector: self.connector.clone() as Arc<dyn Connector>,
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            validity: Duration::days(validity_days.into()),
-            migration_grace: Duration::days(grace_days.into()),
-        }
     }
 }
 
@@ -318,16 +318,46 @@ pub async fn run_revoke(
             return Ok(EXIT_DECLINED);
         }
     }
-    let replacer = rt.replacer(30, 0);
+    // Pre-staged replacements are journaled per token by the engine; the break glass itself is recorded so
+    // that a rerun after a crash resumes it (its own replacements are kept, not replaced and revoked).
+    let begun = if args.prestage && !args.dry_run {
+        let b = resume::begin(rt.state.as_ref(), &req.organization, &req.scope, rt.clock.now()).await?;
+        if b.resumed {
+            write(
+                out,
+                &format!(
+                    "resuming the unfinished break glass started at {}\n",
+                    crate::audit::finding::rfc3339(b.since)
+                ),
+            )?;
+        }
+        Some(b)
+    } else {
+        None
+    };
+    let replacer = EngineReplacer { engine: &rt.engine, since: begun.as_ref().map_or(now, |b| b.since) };
     let report = breakglass::execute(
         &survey,
         rt.connector.as_ref(),
         admin_api,
-        args.prestage.then_some(&replacer as &dyn crate::audit::replace::Replacer),
+        args.prestage.then_some(&replacer as &dyn Replacer),
         args.dry_run,
         rt.clock.now(),
     )
     .await;
+    if !report.dry_run
+        && let Err(e) =
+            crate::rotation::history::record(rt.state.as_ref(), &report.lifecycle_events(), rt.clock.now()).await
+    {
+        writeln!(std::io::stderr(), "patrol: warning: {e} (the weekly report will not list these revocations)").ok();
+    }
+    if let Some(b) = begun {
+        if report.failed() {
+            write(out, "the break glass is not finished: run the same command again to resume it\n")?;
+        } else {
+            resume::finish(rt.state.as_ref(), b, rt.clock.now()).await?;
+        }
+    }
     let text = match args.format {
         ReportFormat::Table => report.table(),
         ReportFormat::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
@@ -345,15 +375,16 @@ pub async fn run_migrate_global(
 ) -> Result<u8, String> {
     let managed: Vec<managed::ManagedPat> = rt.managed().await?;
     let (globals, errors) = migrate::find_global(&managed, rt.connector.as_ref()).await;
-    let replacer = rt.replacer(args.validity_days, args.grace_days);
+    // The normal rotation path: a `global-migration` rotation of each token through the engine (validity,
+    // scopes and the old PAT's grace from the policy).
+    let replacer = EngineReplacer { engine: &rt.engine, since: rt.clock.now() };
     let to_replace = globals.iter().filter(|g| g.secret.is_some()).count();
     let dry_run = args.dry_run
         || (to_replace > 0
             && !args.yes
             && !confirm(&format!(
-                "Replace {to_replace} managed all-organization PAT(s) with organization-scoped ones (the old ones stay \
-                 valid for {} day(s))?",
-                args.grace_days
+                "Replace {to_replace} managed all-organization PAT(s) with organization-scoped ones (each old one \
+                 stays valid through its token's grace period, then the rotation engine revokes it)?"
             )));
     let report = migrate::migrate(globals, &managed, &replacer, dry_run, errors).await;
     let text = match args.format {

@@ -14,8 +14,10 @@ Examples:
   patrol login --owner svc-rotation@contoso.com
 
 The owner signs in in a browser (any device) with the code shown. patrol asks for the delegated
-vso.pats and vso.pats_manage scopes and offline_access. Exit 2 when PATROL_CLIENT_ID is missing,
-1 when the sign-in was declined or expired.";
+vso.pats and vso.pats_manage scopes and offline_access. Exit 0 when the refresh token is stored;
+3 when the sign-in was declined or the code expired (run it again); 2 for bad input or configuration
+(PATROL_CLIENT_ID missing, an owner the policy does not name, an invalid setting, Entra refusing the
+app registration); 1 when Entra or the secret store could not be reached.";
 
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
@@ -35,8 +37,15 @@ pub fn choose_owner(local: &Local, given: Option<&str>) -> Result<OwnerId, CliEr
     match given {
         Some(g) => {
             let o = OwnerId::parse(g).map_err(|e| CliError::usage(format!("--owner {g:?}: {e}")))?;
+            // A refresh token patrol would never use is only a liability: refuse owners the policy does not
+            // name (a typo, or the wrong policy file).
             if !owners.contains(&o) {
-                tracing::warn!(owner = %o, "this owner is not named in the policy; signing in anyway");
+                let named = owners.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                return Err(CliError::usage(format!(
+                    "--owner {o}: the policy {} names no such owner (it names: {}); add a [[token]] for this owner first",
+                    local.settings.policy_file.display(),
+                    if named.is_empty() { "none".into() } else { named }
+                )));
             }
             Ok(o)
         }
@@ -52,6 +61,26 @@ pub fn choose_owner(local: &Local, given: Option<&str>) -> Result<OwnerId, CliEr
     }
 }
 
+/// The exit code says what to do next: a declined or expired sign-in needs the person again (3); an
+/// Entra refusal of patrol's request (unknown client id, public client flows off) is configuration (2);
+/// anything else — Entra or the secret store unavailable — is a failure (1).
+fn login_error(owner: &OwnerId, e: LoginError) -> CliError {
+    let message = format!("sign-in of {owner} failed: {e}");
+    match &e {
+        LoginError::Declined | LoginError::Expired => {
+            CliError::sign_in(format!("{message}; run `patrol login --owner {owner}` again"))
+        }
+        LoginError::NoRefreshToken => CliError::usage(message),
+        LoginError::Entra(err) if is_config_refusal(err.code()) => CliError::usage(message),
+        LoginError::Entra(_) | LoginError::Store(_) => CliError::failed(message),
+    }
+}
+
+/// Entra error codes that mean patrol's own settings are wrong (client id, tenant, scopes).
+fn is_config_refusal(code: Option<&str>) -> bool {
+    matches!(code, Some("unauthorized_client" | "invalid_client" | "invalid_scope"))
+}
+
 pub async fn run(args: &LoginArgs) -> Result<(), CliError> {
     let local = Local::from_env()?;
     let owner = choose_owner(&local, args.owner.as_deref())?;
@@ -62,7 +91,7 @@ pub async fn run(args: &LoginArgs) -> Result<(), CliError> {
         eprintln!("(the code expires in {} minutes)", p.expires_in.as_secs().div_ceil(60));
     })
     .await
-    .map_err(|e: LoginError| CliError::failed(format!("sign-in of {owner} failed: {e}")))?;
+    .map_err(|e| login_error(&owner, e))?;
     super::output::write_stdout(&format!(
         "Signed in {}; the refresh token is stored in secret {} (version {}).\n",
         outcome.owner,

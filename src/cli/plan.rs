@@ -13,7 +13,9 @@ Examples:
   patrol plan --format json | jq '.entries[] | select(.actions != [])'
 
 JSON: the engine's plan: {\"at\", \"entries\": [{\"secret\", \"owner\", \"organization\", \"current\",
-\"actions\": [{\"action\": \"rotate\"|\"revoke-previous\"|\"resume\"|\"adopt\"|\"reconcile-orphan\"|\"blocked\", …}],
+\"actions\": [{\"action\": \"rotate\"|\"revoke-previous\"|\"wait-previous\"|\"resume\"|\"adopt\"|\"reconcile-orphan\"|
+\"blocked\", …}] (with evidence-gated revocation: revoke-previous has \"evidence\" and, at the deadline, \"alert\";
+wait-previous has \"reason\" and \"until\"),
 \"notes\"}], \"unmanaged\": [{\"owner\", \"organization\", \"pat\", \"made_by_patrol\"}]}.
 Exit 3 when an owner must sign in first.";
 

@@ -132,8 +132,9 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// What is true now; with evidence-gated revocation, also what the audit log has shown.
     pub async fn inventory(&self, only: Option<&[SecretName]>) -> Inventory {
-        inventory::gather(
+        let mut inv = inventory::gather(
             &self.policy,
             only,
             self.store.as_ref(),
@@ -142,7 +143,9 @@ impl Engine {
             self.clock.now(),
             self.concurrency,
         )
-        .await
+        .await;
+        inv.evidence = super::evidence::load(self.state.as_ref(), &self.policy).await;
+        inv
     }
 
     /// The plan without doing anything.
@@ -185,7 +188,12 @@ impl Engine {
                         summary.deferred.push(s);
                     }
                     for n in &report.notices {
-                        summary.notices.push(Addressed { targets: targets.clone(), notice: n.clone() });
+                        let mut targets = targets.clone();
+                        if let Some(g) = self.policy.gate.as_ref().filter(|_| super::evidence::is_deadline_alert(n)) {
+                            targets
+                                .extend(g.notify.iter().filter(|t| !targets.contains(t)).cloned().collect::<Vec<_>>());
+                        }
+                        summary.notices.push(Addressed { targets, notice: n.clone() });
                     }
                     summary.reports.push(*report);
                 }
@@ -195,6 +203,7 @@ impl Engine {
         summary.busy.sort();
         summary.deferred.sort();
         summary.deferred.dedup();
+        super::history::record_run(self, &summary).await;
         Ok(summary)
     }
 
@@ -278,7 +287,12 @@ impl Engine {
             b.current.as_ref().map(|c| &c.version) == fresh.current.as_ref().map(|c| &c.version)
                 && b.journal_etag == fresh.journal_etag
         });
-        let mut mini = Inventory { taken_at: self.clock.now(), tokens: Default::default(), owners: Vec::new() };
+        let mut mini = Inventory {
+            taken_at: self.clock.now(),
+            tokens: Default::default(),
+            owners: Vec::new(),
+            evidence: inv.evidence.clone(),
+        };
         match inv.owner_pats(&token.owner, &token.organization) {
             Some(o) if unchanged => mini.owners.push(o.clone()),
             _ => mini
@@ -286,7 +300,8 @@ impl Engine {
                 .push(inventory::owner_pats(self.connector.as_ref(), &token.owner, &token.organization).await),
         }
         mini.tokens.insert(entry.secret.clone(), fresh.clone());
-        let single = Policy { file: self.policy.file.clone(), tokens: vec![token.clone()] };
+        let single =
+            Policy { file: self.policy.file.clone(), tokens: vec![token.clone()], gate: self.policy.gate.clone() };
         let mut req = Requests::default();
         if let Some(r) = requests.rotate.get(&entry.secret) {
             // A forced request is satisfied by a rotation another trigger just finished.
@@ -314,7 +329,10 @@ impl Engine {
         let result = machine.apply(&fresh, &actions, deadline).await;
         drop(lease);
         match result {
-            Ok(report) => Ok(Outcome::Done(Box::new(report))),
+            Ok(mut report) => {
+                super::evidence::report_gated(&actions, &mut report);
+                Ok(Outcome::Done(Box::new(report)))
+            }
             Err(MachineError::Crashed(b)) => Err(EngineError::Crashed(b)),
             Err(e) => Ok(Outcome::Done(Box::new(TokenReport {
                 secret: entry.secret.to_string(),
@@ -373,20 +391,21 @@ impl Engine {
         let ts = inventory::token_state(self.store.as_ref(), self.state.as_ref(), &name).await;
         let current_version = ts.current.as_ref().map(|c| c.version.clone());
         let is_current = ev.version.is_some() && ev.version == current_version;
+        let version = ev.version.as_deref().unwrap_or("(none)");
         let mut requests = Requests::default();
         let mut extra = Vec::new();
         let token = self.policy.token(&name).cloned();
         match ev.kind {
             SecretEventKind::NearExpiry => {
                 if !is_current {
-                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                    return ignore(format!("version {version} of {name} is no longer current"));
                 }
                 // Rotated when the policy says it is due (the vault's 30-day warning would otherwise
                 // re-trigger every PAT shorter-lived than 30 days forever).
             }
             SecretEventKind::Expired => {
                 if !is_current {
-                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                    return ignore(format!("version {version} of {name} is no longer current"));
                 }
                 requests.rotate.insert(name.clone(), Reason::Expired);
                 if let (Some(t), Some(id)) = (&token, ts.current_authorization_id()) {
@@ -407,7 +426,7 @@ impl Engine {
             }
             SecretEventKind::NewVersionCreated => {
                 if !is_current {
-                    return ignore(format!("version {:?} of {name} is no longer current", ev.version));
+                    return ignore(format!("version {version} of {name} is no longer current"));
                 }
                 let op = ts.current_operation();
                 let ours = op.as_ref().is_some_and(|op| {
@@ -415,7 +434,7 @@ impl Engine {
                         || ts.journal.last.as_ref().is_some_and(|l| &l.op == op)
                 });
                 if ours {
-                    return ignore(format!("version {:?} of {name} was written by patrol itself", ev.version));
+                    return ignore(format!("version {version} of {name} was written by patrol itself"));
                 }
                 if let Some(t) = &token
                     && ts.current_authorization_id().is_none()
@@ -465,10 +484,17 @@ impl crate::audit::respond::RotateNow for Engine {
         reason: &str,
     ) -> Result<String, String> {
         let token = self.policy.token(secret).ok_or_else(|| format!("{secret} is not managed by the policy"))?;
-        let current = |j: &super::journal::Journal| j.current.as_ref().map(|c| c.authorization_id);
-        let before = super::journal::load(self.state.as_ref(), secret).await.map_err(|e| e.to_string())?;
+        // What the secret's current version names (the store, not the journal: a version written outside
+        // patrol is current before any run has adopted it).
+        let current = || async {
+            let ts = inventory::token_state(self.store.as_ref(), self.state.as_ref(), secret).await;
+            match ts.error {
+                Some(e) => Err(format!("reading the current version of {secret} failed: {e}")),
+                None => Ok(ts.current_authorization_id()),
+            }
+        };
         let mut done = Vec::new();
-        if current(&before.journal) == Some(suspect) {
+        if current().await? == Some(suspect) {
             let mut requests = Requests::default();
             requests.rotate.insert(secret.clone(), Reason::Compromised);
             let s = self
@@ -480,15 +506,29 @@ impl crate::audit::respond::RotateNow for Engine {
             }
             done.push(format!("rotated {secret} (compromised) through the journaled state machine"));
         }
-        let after = super::journal::load(self.state.as_ref(), secret).await.map_err(|e| e.to_string())?;
-        if current(&after.journal) == Some(suspect) {
+        if current().await? == Some(suspect) {
             return Err(format!("refusing to revoke {suspect}: it is still the current value of {secret}"));
         }
         self.connector.pats(&token.owner, &token.organization).revoke(suspect).await.map_err(|e| {
             let prefix = if done.is_empty() { String::new() } else { format!("{}; ", done.join("; ")) };
             format!("{prefix}revoking suspect PAT {suspect} failed: {e}")
         })?;
+        super::history::record_revoked(self, secret, suspect, &format!("suspect: {reason}")).await;
         done.push(format!("revoked suspect PAT {suspect} ({reason})"));
         Ok(done.join("; "))
+    }
+
+    async fn current_of(&self, secret: &SecretName) -> Result<Option<crate::domain::AuthorizationId>, String> {
+        match self.store.get(secret, None).await {
+            Ok(v) => Ok(v
+                .as_ref()
+                .and_then(|c| c.properties.tags.get(tags::AUTHORIZATION_ID))
+                .and_then(|s| crate::domain::AuthorizationId::parse(s).ok())),
+            Err(e) => Err(format!("reading {secret} failed: {e}")),
+        }
+    }
+
+    async fn record_revoked(&self, secret: &SecretName, suspect: crate::domain::AuthorizationId, detail: &str) {
+        super::history::record_revoked(self, secret, suspect, detail).await;
     }
 }

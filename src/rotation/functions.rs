@@ -98,79 +98,103 @@ impl RotationFunctions {
         Ok(Runtime { engine, notifier, http: connector, audit })
     }
 
-    /// The timer's work besides rotation: the audit pass (when the policy has `[audit]`) and the weekly
-    /// report (when `PATROL_REPORT_RECIPIENTS` is set). Failures here are reported, never fail the rotation.
-    async fn timer_extras(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
-        use crate::audit::{managed, pass, weekly};
+    /// The timer's audit pass (when the policy has `[audit]`). It runs **before** the rotation engine's
+    /// pass, so the evidence that gates revoking previous PATs is fresh (a failed poll leaves the old
+    /// checkpoint, which the gate then treats as stale: no revocation before the deadline). Failures here
+    /// are reported, never fail the rotation.
+    async fn timer_audit(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
+        use crate::audit::{managed, pass};
         let mut out = serde_json::Map::new();
+        let Some(settings) = &rt.audit else { return out };
         let now = self.clock.now();
         let managed = match managed::managed_pats(rt.engine.store.as_ref()).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "audit pass and weekly report skipped: cannot list managed PATs");
+                tracing::warn!(error = %e, "audit pass skipped: cannot list managed PATs");
                 out.insert("audit".into(), json!({ "error": e.to_string() }));
                 return out;
             }
         };
-        if let Some(settings) = &rt.audit {
-            let policy = rt.engine.policy.clone();
-            let actions = self.patrol_actions(rt).await;
-            let targets_for = move |secret: &crate::domain::SecretName| {
-                policy.token(secret).map(|t| t.notify.clone()).unwrap_or_default()
-            };
-            let input = pass::PassInput {
-                settings,
-                managed: &managed,
-                actions,
-                readers: Default::default(),
-                targets_for: &targets_for,
-                poll: Default::default(),
-            };
-            // "Rotate now" responses go through the engine's journaled state machine (crash-safe).
-            let summary =
-                pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rt.engine, input, now)
-                    .await;
-            tracing::info!(
-                organizations = summary.organizations.len(),
-                findings = summary.findings.len(),
-                errors = summary.errors.len(),
-                "audit pass"
-            );
-            let delivery = if summary.notices.is_empty() {
-                None
-            } else {
-                Some(rt.notifier.deliver_run(summary.notices.clone()).await)
-            };
-            out.insert(
-                "audit".into(),
-                json!({
-                    "organizations": summary.organizations,
-                    "findings": summary.findings.len(),
-                    "executed": summary.executed.len(),
-                    "errors": summary.errors,
-                    "notifications_delivered": delivery.as_ref().map(|d| d.all_delivered()),
-                }),
-            );
-        }
+        let policy = rt.engine.policy.clone();
+        let actions = self.patrol_actions(rt).await;
+        let targets_for = move |secret: &crate::domain::SecretName| {
+            policy.token(secret).map(|t| t.notify.clone()).unwrap_or_default()
+        };
+        let input = pass::PassInput {
+            settings,
+            managed: &managed,
+            actions,
+            readers: Default::default(),
+            targets_for: &targets_for,
+            poll: Default::default(),
+        };
+        // "Rotate now" responses go through the engine's journaled state machine (crash-safe).
+        let summary =
+            pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rt.engine, input, now)
+                .await;
+        tracing::info!(
+            organizations = summary.organizations.len(),
+            findings = summary.findings.len(),
+            errors = summary.errors.len(),
+            "audit pass"
+        );
+        let delivery = if summary.notices.is_empty() {
+            None
+        } else {
+            Some(rt.notifier.deliver_run(summary.notices.clone()).await)
+        };
+        out.insert(
+            "audit".into(),
+            json!({
+                "organizations": summary.organizations,
+                "findings": summary.findings.len(),
+                "executed": summary.executed.len(),
+                "outcomes": summary.executed,
+                "dry_run": settings.dry_run,
+                "errors": summary.errors,
+                "notifications_delivered": delivery.as_ref().map(|d| d.all_delivered()),
+            }),
+        );
+        out
+    }
+
+    /// The weekly report (when `PATROL_REPORT_RECIPIENTS` is set), after the rotation pass.
+    async fn timer_weekly(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
+        use crate::audit::{managed, weekly};
+        let mut out = serde_json::Map::new();
         let recipients = &self.settings.notify.report_recipients;
-        if !recipients.is_empty() {
-            let findings = weekly::findings_since(rt.engine.state.as_ref(), now - time::Duration::days(7))
-                .await
-                .unwrap_or_default();
-            let thresholds = crate::cli::report::thresholds(&rt.engine.policy);
-            let rows = weekly::token_rows(&managed, now);
-            let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
-                weekly::build(now, rows, vec![], &findings, thresholds)
-            })
-            .await;
-            out.insert(
-                "weekly_report".into(),
-                match outcome {
-                    Ok(o) => serde_json::to_value(o).unwrap_or_default(),
-                    Err(e) => json!({ "error": e.to_string() }),
-                },
-            );
+        if recipients.is_empty() {
+            return out;
         }
+        let now = self.clock.now();
+        let managed = match managed::managed_pats(rt.engine.store.as_ref()).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "weekly report skipped: cannot list managed PATs");
+                out.insert("weekly_report".into(), json!({ "error": e.to_string() }));
+                return out;
+            }
+        };
+        let findings =
+            weekly::findings_since(rt.engine.state.as_ref(), now - time::Duration::days(7)).await.unwrap_or_default();
+        let thresholds = crate::cli::report::thresholds(&rt.engine.policy);
+        let rows = weekly::token_rows(&managed, now);
+        // Created, rotated and revoked PATs of the week (every engine run and break glass append to it).
+        let events = super::history::since(rt.engine.state.as_ref(), now - weekly::PERIOD).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the weekly report goes out without the lifecycle log");
+            Vec::new()
+        });
+        let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
+            weekly::build(now, rows, weekly::lifecycle_rows(&events), &findings, thresholds)
+        })
+        .await;
+        out.insert(
+            "weekly_report".into(),
+            match outcome {
+                Ok(o) => serde_json::to_value(o).unwrap_or_default(),
+                Err(e) => json!({ "error": e.to_string() }),
+            },
+        );
         out
     }
 
@@ -191,6 +215,28 @@ impl RotationFunctions {
                     at: last.finished,
                 });
             }
+        }
+        // Everything patrol created, rotated or revoked recently (engine runs, break glass, rotate-now): the
+        // lifecycle log, so patrol's own revocations are not reported as someone else's.
+        let from = self.clock.now() - crate::audit::weekly::LOG_KEEP;
+        match super::history::since(rt.engine.state.as_ref(), from).await {
+            Ok(events) => {
+                for e in events {
+                    let Some(owner) = e.owner else { continue };
+                    actions.push(PatrolAction {
+                        kind: match e.kind {
+                            super::history::Kind::Revoked => Lifecycle::Revoke,
+                            _ => Lifecycle::Create,
+                        },
+                        organization: e.organization,
+                        owner,
+                        display_name: e.display_name,
+                        authorization_id: Some(e.authorization_id),
+                        at: e.at,
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the audit pass runs without the lifecycle log"),
         }
         actions
     }
@@ -238,10 +284,12 @@ fn engine_failure(e: EngineError) -> Failure {
 impl Functions for RotationFunctions {
     async fn rotate_timer(&self, inv: &Invocation, _timer: TimerRun) -> Outcome {
         let rt = self.runtime().await?;
+        // The audit pass first: the evidence gate (if on) judges previous PATs on what it just read.
+        let mut extras = self.timer_audit(rt).await;
         let budget = Self::budget(inv, self.settings.invocation_budget);
         let s =
             rt.engine.run(RunOptions { budget: Some(budget), ..Default::default() }).await.map_err(engine_failure)?;
-        let extras = self.timer_extras(rt).await;
+        extras.extend(self.timer_weekly(rt).await);
         let mut report = self.finish(rt, s, false).await?;
         if let Some(d) = report.detail.as_object_mut() {
             d.extend(extras);

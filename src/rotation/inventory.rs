@@ -67,6 +67,8 @@ pub struct Inventory {
     pub taken_at: OffsetDateTime,
     pub tokens: BTreeMap<SecretName, TokenState>,
     pub owners: Vec<OwnerPats>,
+    /// The audit evidence for revoking previous PATs, when the policy gates revocation on it.
+    pub evidence: Option<super::evidence::Evidence>,
 }
 
 impl Inventory {
@@ -173,5 +175,5 @@ pub async fn gather(
     for o in &mut owners {
         o.pats.sort_by_key(|p| p.authorization_id);
     }
-    Inventory { taken_at: now, tokens, owners }
+    Inventory { taken_at: now, tokens, owners, evidence: None }
 }

@@ -227,6 +227,8 @@ impl Machine<'_> {
                 Action::RevokePrevious { authorization_id, .. } => {
                     self.revoke_previous(&mut loaded, ts, &mut report, *authorization_id).await
                 }
+                // The evidence gate keeps this previous PAT for now: nothing to do (see `rotation::evidence`).
+                Action::WaitPrevious { .. } => Ok(()),
                 Action::Rotate { reason } => self.rotate(&mut loaded, ts, &mut report, *reason).await,
             };
             match r {

@@ -4,6 +4,7 @@
 //! - [`policy`] — `patrol.toml`, validated with file/line/field errors.
 //! - [`inventory`] — policy ⋈ secret store ⋈ each owner's PATs (all pages) ⋈ journal.
 //! - [`plan`] — the pure decision: rotate (with a reason), revoke drained, reconcile orphans, adopt, resume.
+//! - [`evidence`] — the audit evidence that gates revoking previous PATs (opt-in), and the per-drain decision.
 //! - [`journal`] — the per-token journal record, persisted before every external effect.
 //! - [`machine`] — drives one token's journal through its steps; every step idempotent and resumable.
 //! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
@@ -14,9 +15,11 @@ pub mod blob;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
+pub mod evidence;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod functions;
+pub mod history;
 pub mod inventory;
 pub mod journal;
 pub mod lease;
@@ -25,4 +28,5 @@ mod lease_tests;
 pub mod machine;
 pub mod plan;
 pub mod policy;
+pub mod prestage;
 pub mod shared;

@@ -7,8 +7,10 @@
 use super::inventory::{Inventory, OwnerPats, TokenState};
 use super::journal::{Drain, PatVersion, Reason, parse_marker};
 use super::policy::{ManagedToken, Policy};
+use crate::audit::respond::GateDecision;
 use crate::devops::Pat;
 use crate::domain::{AuthorizationId, OperationId, OrgName, OwnerId, SecretName};
+use crate::notify::Notice;
 use crate::store::tags;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -34,11 +36,27 @@ pub enum Action {
         authorization_id: AuthorizationId,
         vault_version: String,
     },
-    /// A previous PAT whose grace has ended: revoke it and disable its vault version.
+    /// A previous PAT whose grace has ended: revoke it and disable its vault version. With evidence-gated
+    /// revocation, `evidence` says why the gate allows it, and `alert` is the deadline alert (the PAT was
+    /// still in use, or there was no evidence) to send once it is revoked.
     RevokePrevious {
         authorization_id: AuthorizationId,
         #[serde(with = "time::serde::rfc3339")]
         revoke_after: OffsetDateTime,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        evidence: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        alert: Option<Notice>,
+    },
+    /// A previous PAT whose grace has ended but which the evidence gate keeps for now: nothing is done;
+    /// it is examined again by every run, and decided at `until` at the latest (quiet time or deadline).
+    WaitPrevious {
+        authorization_id: AuthorizationId,
+        #[serde(with = "time::serde::rfc3339")]
+        revoke_after: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        until: OffsetDateTime,
+        reason: String,
     },
     Rotate {
         reason: Reason,
@@ -55,7 +73,17 @@ impl Action {
             Self::ReconcileOrphan { authorization_id, .. } => format!("reconcile orphan {authorization_id}"),
             Self::Resume { op, step } => format!("resume {op} from {step}"),
             Self::Adopt { authorization_id, .. } => format!("adopt {authorization_id}"),
-            Self::RevokePrevious { authorization_id, .. } => format!("revoke previous {authorization_id}"),
+            Self::RevokePrevious { authorization_id, evidence: None, .. } => {
+                format!("revoke previous {authorization_id}")
+            }
+            Self::RevokePrevious { authorization_id, evidence: Some(why), alert, .. } => format!(
+                "revoke previous {authorization_id}{} ({why})",
+                if alert.is_some() { " at the deadline" } else { "" }
+            ),
+            Self::WaitPrevious { authorization_id, until, reason, .. } => format!(
+                "wait: previous {authorization_id} kept until {} at the latest ({reason})",
+                until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+            ),
             Self::Rotate { reason } => format!("rotate ({})", reason.as_str()),
             Self::Blocked { why } => format!("blocked: {why}"),
         }
@@ -93,8 +121,9 @@ impl Entry {
         })
     }
 
+    /// Nothing to apply: no actions, or only previous PATs the evidence gate keeps for now.
     pub fn is_noop(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.iter().all(|a| matches!(a, Action::WaitPrevious { .. }))
     }
 }
 
@@ -225,7 +254,7 @@ pub fn plan(inv: &Inventory, policy: &Policy, now: OffsetDateTime, requests: &Re
     let listings = Listings::new(inv);
     for (secret, ts) in &inv.tokens {
         let Some(token) = by_secret.get(secret).copied() else { continue };
-        let mut e = plan_token(&listings, token, ts, now, requests.rotate.get(secret).copied());
+        let mut e = plan_token(&listings, token, ts, inv.evidence.as_ref(), now, requests.rotate.get(secret).copied());
         if let Some(list) = orphans.get(secret) {
             let mut list = list.clone();
             list.sort_by_key(|p| p.authorization_id);
@@ -297,6 +326,7 @@ fn plan_token(
     listings: &Listings<'_>,
     token: &ManagedToken,
     ts: &TokenState,
+    evidence: Option<&super::evidence::Evidence>,
     now: OffsetDateTime,
     requested: Option<Reason>,
 ) -> Entry {
@@ -361,11 +391,31 @@ fn plan_token(
             e.notes.push(format!("previous PAT {} is the current one; it is never revoked", d.pat.authorization_id));
             continue;
         }
-        if d.revoke_after <= now {
-            e.actions.push(Action::RevokePrevious {
-                authorization_id: d.pat.authorization_id,
-                revoke_after: d.revoke_after,
-            });
+        if d.revoke_after > now {
+            continue;
+        }
+        let (authorization_id, revoke_after) = (d.pat.authorization_id, d.revoke_after);
+        let Some(ev) = evidence else {
+            e.actions.push(Action::RevokePrevious { authorization_id, revoke_after, evidence: None, alert: None });
+            continue;
+        };
+        match super::evidence::decide(ev, token, ts, &d, now) {
+            GateDecision::NotDue => {}
+            GateDecision::Revoke { reason } => e.actions.push(Action::RevokePrevious {
+                authorization_id,
+                revoke_after,
+                evidence: Some(reason),
+                alert: None,
+            }),
+            GateDecision::RevokeAtDeadline { alert } => e.actions.push(Action::RevokePrevious {
+                authorization_id,
+                revoke_after,
+                evidence: Some(format!("hard deadline: {} hours after the rotation", ev.gate.gate.deadline_hours)),
+                alert: Some(alert),
+            }),
+            GateDecision::Wait { until, reason } => {
+                e.actions.push(Action::WaitPrevious { authorization_id, revoke_after, until, reason })
+            }
         }
     }
 
@@ -560,6 +610,7 @@ pub(crate) mod tests {
                 error: None,
                 sign_in_required: false,
             }],
+            evidence: None,
         }
     }
 
@@ -722,7 +773,12 @@ pub(crate) mod tests {
         assert_eq!(actions(&p, "tok-0"), vec![Action::Resume { op, step: "intent".into() }]);
         assert_eq!(
             actions(&p, "tok-1"),
-            vec![Action::RevokePrevious { authorization_id: id(5), revoke_after: NOW - Duration::hours(1) }]
+            vec![Action::RevokePrevious {
+                authorization_id: id(5),
+                revoke_after: NOW - Duration::hours(1),
+                evidence: None,
+                alert: None
+            }]
         );
         // PAT 3 (what patrol last stored) is not an orphan: adopting drains it with grace.
         let a2 = actions(&p, "tok-2");

@@ -56,6 +56,9 @@ pub struct ManagedToken {
 pub struct Policy {
     pub file: PathBuf,
     pub tokens: Vec<ManagedToken>,
+    /// Evidence-gated revocation of previous PATs (`[audit] revocation = { mode = "evidence", … }`);
+    /// `None`: a previous PAT is revoked when its grace period ends.
+    pub gate: Option<super::evidence::EvidenceGate>,
 }
 
 impl Policy {
@@ -82,10 +85,15 @@ impl Policy {
             let line = e.span().map(|s| ctx.line_of(s.start)).unwrap_or(0);
             PolicyError { file: file.clone(), line, field: "(syntax)".into(), problem: e.message().to_owned() }
         })?;
+        let mut gate = None;
         if let Some(a) = &raw.audit {
-            a.get_ref()
-                .resolve()
-                .map_err(|e| ctx.err(ctx.line_of(a.span().start), &format!("audit.{}", e.field), &e.problem))?;
+            let settings = a.get_ref().resolve().map_err(|e| {
+                let line = ctx.line_of(field_offset(text, a.span(), &e.field));
+                ctx.err(line, &format!("audit.{}", e.field), &e.problem)
+            })?;
+            if settings.revocation.mode == crate::audit::policy::RevocationMode::Evidence {
+                gate = Some(super::evidence::EvidenceGate { gate: settings.revocation, notify: settings.notify });
+            }
         }
         let defaults = raw.defaults.unwrap_or_default();
         let mut tokens = Vec::with_capacity(raw.token.len());
@@ -109,10 +117,53 @@ impl Policy {
                     "is used by another token of the same owner and organization",
                 ));
             }
+            if let (Some(g), Some(a)) = (&gate, &raw.audit)
+                && u64::from(token.grace_days) * 24 > u64::from(g.gate.deadline_hours)
+            {
+                // The hard deadline would fall inside the grace period: every gated revocation would
+                // become a deadline revocation with an alert the moment the grace ends.
+                let line = ctx.line_of(field_offset(text, a.span(), "revocation.deadline_hours"));
+                return Err(ctx.err(
+                    line,
+                    "audit.revocation.deadline_hours",
+                    format!(
+                        "{} hours is shorter than the grace period of token[{i}] ({} days = {} hours); the deadline \
+                         counts from the rotation and must be at least the longest grace",
+                        g.gate.deadline_hours,
+                        token.grace_days,
+                        token.grace_days * 24
+                    ),
+                ));
+            }
             tokens.push(token);
         }
-        Ok(Self { file: path.to_path_buf(), tokens })
+        Ok(Self { file: path.to_path_buf(), tokens, gate })
     }
+}
+
+/// Where a field of the `[audit]` tables is written: the first line from the table's start (up to the
+/// next table that is not `[audit…]`) that sets its last path segment (`quiet_hours` of
+/// `revocation.quiet_hours`); else the table's start.
+fn field_offset(text: &str, span: std::ops::Range<usize>, field: &str) -> usize {
+    let key = field.rsplit('.').next().unwrap_or(field).split('/').next().unwrap_or(field);
+    let mut offset = span.start;
+    for (n, line) in text.get(span.start..).unwrap_or_default().split_inclusive('\n').enumerate() {
+        let t = line.trim_start();
+        if n > 0 && t.starts_with('[') && !t.starts_with("[audit") {
+            break;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find(key) {
+            let before = rest[..i].chars().next_back();
+            let after = rest[i + key.len()..].trim_start();
+            if before.is_none_or(|c| !(c.is_alphanumeric() || c == '_')) && after.starts_with('=') {
+                return offset + (line.len() - rest.len()) + i;
+            }
+            rest = &rest[i + key.len()..];
+        }
+        offset += line.len();
+    }
+    span.start
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -402,6 +453,35 @@ notify = ["teams", "email:pkg@contoso.com"]
         assert!(e.problem.contains("allowed_cidr"), "{e}");
         let e = err_of(&format!("{GOOD}\n[audit.rules.burst]\ndays = 3\n"));
         assert!(e.field.starts_with("audit"), "{e}");
+    }
+
+    #[test]
+    fn evidence_gated_revocation_is_opt_in_and_validated_with_its_line() {
+        assert_eq!(parse(GOOD).unwrap().gate, None, "no [audit]: revoke when the grace ends");
+        let grace = format!("{GOOD}\n[audit]\nrevocation = {{ quiet_hours = 12 }}\n");
+        assert_eq!(parse(&grace).unwrap().gate, None, "mode defaults to grace");
+        let on = format!(
+            "{GOOD}\n[audit]\nnotify = [\"email:sec@contoso.com\"]\n\
+             revocation = {{ mode = \"evidence\", quiet_hours = 12, deadline_hours = 48 }}\n"
+        );
+        let g = parse(&on).unwrap().gate.unwrap();
+        assert_eq!((g.gate.quiet_hours, g.gate.deadline_hours), (12, 48));
+        assert_eq!(g.notify, vec![Target::Email("sec@contoso.com".into())]);
+        let lines = GOOD.lines().count();
+        let bad =
+            format!("{GOOD}\n[audit]\ndry_run = false\n\nrevocation = {{ mode = \"evidence\", quiet_hours = 0 }}\n");
+        let e = err_of(&bad);
+        assert_eq!(e.field, "audit.revocation.quiet_hours", "{e}");
+        assert_eq!(e.line, lines + 5, "the line that sets it: {e}");
+        // A deadline inside a token's grace period is refused, naming the deadline's line and the token.
+        let short =
+            format!("{GOOD}\n[audit]\nrevocation = {{ mode = \"evidence\", quiet_hours = 1, deadline_hours = 2 }}\n");
+        let e = parse(&short).unwrap_err();
+        assert_eq!(e.field, "audit.revocation.deadline_hours", "{e}");
+        assert!(e.problem.contains("grace period of token[0]"), "{e}");
+        assert_eq!(e.line, short.lines().position(|l| l.contains("deadline_hours")).unwrap() + 1, "{e}");
+        let e = err_of(&format!("{GOOD}\n[audit]\nrevocation = {{ mode = \"blind\" }}\n"));
+        assert!(e.problem.contains("blind") && e.line == lines + 3, "{e}");
     }
 
     #[test]

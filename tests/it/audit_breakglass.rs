@@ -1,18 +1,23 @@
 //! Break glass against patrol-emulator over real HTTP: the owner's PAT API for signed-in owners, Token Admin
 //! (as an organization administrator) for other users, pre-staged replacements stored before revocation,
-//! the organization-wide revocation rule, and the dry run. Every check of "revoked" is a consumer trying the
-//! PAT against the emulator.
+//! the organization-wide revocation rule, and the dry run. Replacements are rotations through the real
+//! rotation engine (journal in a temp dir). Every check of "revoked" is a consumer trying the PAT against
+//! the emulator.
 
 use super::audit::{ADMIN, Env, OWNER};
 use patrol::audit::breakglass::{self, AdminApi, Request, Scope, Via};
 use patrol::audit::managed::{ManagedPat, managed_pats};
-use patrol::audit::replace::DirectReplacer;
+use patrol::audit::replace::EngineReplacer;
 use patrol::auth::{AccessToken, StaticToken, TokenSource, TokenSources};
 use patrol::clock::Clock;
 use patrol::devops::connector::{Endpoints, HttpConnector};
 use patrol::devops::retry::RetryPolicy;
 use patrol::devops::{ApiVersion, Connector};
 use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+use patrol::rotation::engine::Engine;
+use patrol::rotation::lease::LocalLeases;
+use patrol::rotation::policy::Policy;
+use patrol::state::FileStateStore;
 use patrol::store::memory::MemoryStore;
 use patrol::store::{NewVersion, PAT_CONTENT_TYPE, SecretStore, tags};
 use secrecy::{ExposeSecret, SecretString};
@@ -100,6 +105,39 @@ pub(crate) async fn store_managed(
     store.set(&SecretName::parse(secret).unwrap(), &SecretString::from(value.to_owned()), new).await.unwrap();
 }
 
+/// The rotation engine over the test's store and connector, a file journal under `dir`, and a policy with
+/// `tokens` (secret, scopes) of [`OWNER`] in fabrikam.
+pub(crate) fn engine(
+    dir: &std::path::Path,
+    store: Arc<dyn SecretStore>,
+    connector: Arc<HttpConnector>,
+    clock: &Clock,
+    tokens: &[(&str, &str)],
+    grace_days: u32,
+) -> Arc<Engine> {
+    let mut text = format!(
+        "[defaults]\norganization = \"fabrikam\"\nowner = \"{OWNER}\"\nvalidity_days = 30\nrotate_before_days = 7\n\
+         grace_days = {grace_days}\n"
+    );
+    for (secret, scopes) in tokens {
+        text.push_str(&format!(
+            "[[token]]\nsecret = \"{secret}\"\ndisplay_name = \"{secret}\"\nscopes = \"{scopes}\"\n"
+        ));
+    }
+    let policy = Policy::parse(&dir.join("patrol.toml"), &text).unwrap();
+    Arc::new(Engine {
+        policy: Arc::new(policy),
+        connector,
+        store,
+        state: Arc::new(FileStateStore::new(dir.join("state"))),
+        leases: Arc::new(LocalLeases::default()),
+        clock: clock.clone(),
+        concurrency: 2,
+        vaults: None,
+        faults: None,
+    })
+}
+
 async fn current_value(store: &dyn SecretStore, secret: &str) -> String {
     store.get(&SecretName::parse(secret).unwrap(), None).await.unwrap().unwrap().value.expose_secret().to_owned()
 }
@@ -136,13 +174,9 @@ async fn break_glass_owner_then_user_with_prestaged_replacement_and_dry_run() {
     let survey = breakglass::survey(&req, &managed, connector.as_ref(), None, clock.now()).await.unwrap();
     assert_eq!(survey.candidates.len(), 2, "{:#?}", survey.candidates);
     assert!(survey.confirmation().contains("Revoke 2 PAT(s) in organization fabrikam"), "{}", survey.confirmation());
-    let replacer = DirectReplacer {
-        connector: connector.clone() as Arc<dyn Connector>,
-        store: store.clone(),
-        clock: clock.clone(),
-        validity: time::Duration::days(7),
-        migration_grace: time::Duration::days(1),
-    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), store.clone(), connector.clone(), &clock, &[("ci-build", "vso.code")], 2);
+    let replacer = EngineReplacer { engine: &engine, since: clock.now() };
     let dry = breakglass::execute(&survey, connector.as_ref(), None, Some(&replacer), true, clock.now()).await;
     assert!(dry.dry_run && dry.rows.iter().all(|r| r.outcome == "would revoke"));
     assert!(dry.table().starts_with("DRY RUN"), "{}", dry.table());
@@ -231,13 +265,9 @@ async fn break_glass_one_pat_and_whole_organization_with_revocation_rule() {
     // Everything, with a replacement for the managed PAT and the rule for everyone else.
     env.ctl("/_control/clock/advance", json!({ "seconds": 5 })).await;
     clock.set(env.emu.clock().now());
-    let replacer = DirectReplacer {
-        connector: connector.clone() as Arc<dyn Connector>,
-        store: store.clone(),
-        clock: clock.clone(),
-        validity: time::Duration::days(7),
-        migration_grace: time::Duration::days(1),
-    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), store.clone(), connector.clone(), &clock, &[("deploy", "vso.release")], 2);
+    let replacer = EngineReplacer { engine: &engine, since: clock.now() };
     let req = Request { scope: Scope::Organization, revocation_rule: true, ..req };
     let survey = breakglass::survey(&req, &managed, connector.as_ref(), Some(&admin as &dyn AdminApi), clock.now())
         .await
@@ -289,13 +319,10 @@ async fn migrate_global_replaces_managed_global_pats_with_organization_scoped_on
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(globals.len(), 2, "{globals:#?}");
     assert!(globals.iter().all(|g| g.stops_on <= patrol::devops::GLOBAL_PAT_CUTOFF));
-    let replacer = DirectReplacer {
-        connector: connector.clone() as Arc<dyn Connector>,
-        store: store.clone(),
-        clock: clock.clone(),
-        validity: time::Duration::days(30),
-        migration_grace: time::Duration::days(2),
-    };
+    // The normal rotation path: a global-migration rotation through the engine, grace from the policy.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), store.clone(), connector.clone(), &clock, &[("old-global", "vso.code")], 2);
+    let replacer = EngineReplacer { engine: &engine, since: clock.now() };
     let dry = patrol::audit::migrate::migrate(globals.clone(), &managed, &replacer, true, vec![]).await;
     assert!(dry.table().contains("would replace") && dry.table().contains("not managed"), "{}", dry.table());
     assert_eq!(current_value(store.as_ref(), "old-global").await, gvalue);
@@ -340,12 +367,14 @@ async fn cli_revoke_asks_first_and_audit_shows_findings() {
         "[[token]]\nsecret = \"ci-build\"\n[audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\n",
     )
     .unwrap();
+    let engine = engine(dir.path(), store.clone(), connector.clone(), &clock, &[("ci-build", "vso.code")], 2);
     let rt = AuditRuntime {
         clock: clock.clone(),
         store: store.clone(),
-        state: Arc::new(patrol::state::FileStateStore::new(dir.path())),
+        state: engine.state.clone(),
         connector,
         audit: policy.resolve().unwrap(),
+        engine,
     };
     env.use_pat(&value, "203.0.113.9", "curl/8.0").await;
 

@@ -1,20 +1,18 @@
 //! The timer's audit pass and the weekly report against patrol-emulator: policy and audit-stream changes
 //! recorded through the control API, a managed PAT used from outside the allowed ranges (critical → rotate
-//! now through the replace-and-revoke path), the notices with their outcomes, the findings log, and the
+//! now through the rotation engine's journaled state machine), the notices with their outcomes, the findings log, and the
 //! weekly report delivered to a mailbox file exactly once a week.
 
 use super::audit::{ADMIN, Env, OWNER};
-use super::audit_breakglass::{ADMIN_SCOPES, OWNER_SCOPES, store_managed};
+use super::audit_breakglass::{ADMIN_SCOPES, OWNER_SCOPES, engine, store_managed};
 use patrol::audit::context::{Lifecycle, PatrolAction};
 use patrol::audit::ingest::PollConfig;
 use patrol::audit::managed::managed_pats;
 use patrol::audit::pass::{PassInput, audit_pass};
 use patrol::audit::policy::{AuditPolicy, RuleId};
-use patrol::audit::replace::{DirectReplacer, ReplaceAndRevoke};
 use patrol::audit::weekly::{self, WeeklyOutcome};
 use patrol::clock::Clock;
 use patrol::config::{Settings, Source};
-use patrol::devops::Connector;
 use patrol::domain::{OrgName, OwnerId, SecretName};
 use patrol::notify::{Notice, Notifier, Target};
 use patrol::state::{FileStateStore, StateStore};
@@ -51,14 +49,9 @@ async fn timer_pass_detects_tampering_rotates_on_critical_and_sends_the_weekly_r
     .unwrap();
     let settings = policy.resolve().unwrap();
     let managed = managed_pats(store.as_ref()).await.unwrap();
-    let replacer = Arc::new(DirectReplacer {
-        connector: connector.clone() as Arc<dyn Connector>,
-        store: store.clone(),
-        clock: clock.clone(),
-        validity: time::Duration::days(7),
-        migration_grace: time::Duration::days(1),
-    });
-    let rotator = ReplaceAndRevoke { replacer, connector: connector.clone(), store: store.clone() };
+    // "Rotate now" is the engine's compromise rotation (the current version was stored outside patrol: the
+    // engine adopts it first), then the suspect revoked.
+    let rotator = engine(dir.path(), store.clone(), connector.clone(), &clock, &[("ci-build", "vso.code")], 2);
     let targets_for = |_: &SecretName| vec![Target::parse("email:build-team@fabrikam.test").unwrap()];
     let mut readers = BTreeMap::new();
     readers.insert(OrgName::parse("fabrikam").unwrap(), OwnerId::parse(ADMIN).unwrap());
@@ -79,7 +72,7 @@ async fn timer_pass_detects_tampering_rotates_on_critical_and_sends_the_weekly_r
         poll: PollConfig::default(),
     };
     let summary =
-        audit_pass(connector.as_ref(), state.as_ref(), connector.as_ref(), &rotator, input, clock.now()).await;
+        audit_pass(connector.as_ref(), state.as_ref(), connector.as_ref(), rotator.as_ref(), input, clock.now()).await;
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     let mut rules: Vec<RuleId> = summary.findings.iter().map(|f| f.rule).collect();
     rules.sort();

@@ -155,45 +155,90 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     }
     let j = &outcome.json;
     assert_eq!(j["ok"], true);
+    assert_eq!(j["secret_store"]["kind"], "azure-key-vault", "{}", j["secret_store"]);
+    assert!(j["secret_store"]["url"].as_str().unwrap().starts_with("https://localhost:"));
+    // Before onboarding: the organization's 8 PATs, none managed yet; the policy's 4 secrets are missing.
     let before = j["inventory_before"]["pats"].as_array().unwrap();
-    assert_eq!(before.len(), 8, "{before:?}");
+    let (pats, missing): (Vec<_>, Vec<_>) = before.iter().partition(|p| p["state"] != "missing");
+    assert_eq!(pats.len(), 8, "{before:?}");
+    assert_eq!(missing.len(), 4, "{before:?}");
+    assert!(pats.iter().all(|p| p["managed"] == false && p["role"] == "unmanaged"), "{pats:?}");
     for (name, state) in [("Old deploy script", "expired"), ("Everything everywhere", "active")] {
+        assert!(pats.iter().any(|p| p["display_name"] == name && p["state"] == state), "{name}");
+    }
+    assert!(pats.iter().any(|p| p["global"] == true));
+    assert!(pats.iter().any(|p| p["full_access"] == true));
+    let days = |name: &str| pats.iter().find(|p| p["display_name"] == name).unwrap()["days_left"].as_i64().unwrap();
+    let managed_days: Vec<i64> =
+        ["CI build agent", "Package feed publisher", "Release bot", "Wiki sync"].iter().map(|n| days(n)).collect();
+    assert_eq!(managed_days, vec![3, 10, 20, 40]);
+    // Onboarding wrote the four PATs into the emulated vault; Key Vault's events reached
+    // EventGridSecretChanged through Event Grid's Functions-host delivery and were answered 200.
+    let invocations = j["invocations"].as_array().unwrap();
+    let grid: Vec<_> = invocations.iter().filter(|i| i["function"] == "EventGridSecretChanged").collect();
+    assert!(grid.iter().all(|i| i["status"] == 200), "{grid:?}");
+    for secret in ["ci-build-pat", "package-feed-pat", "release-bot-pat", "wiki-sync-pat"] {
         assert!(
-            before.iter().any(|p| p["display_name"] == name && p["state"] == state && p["managed"] == false),
-            "{name}"
+            grid.iter().any(|i| i["event"] == "SecretNewVersionCreated" && i["secret"] == secret),
+            "no SecretNewVersionCreated for {secret}: {grid:?}"
         );
     }
-    assert!(before.iter().any(|p| p["global"] == true));
-    assert!(before.iter().any(|p| p["full_access"] == true));
-    let days: Vec<i64> =
-        before.iter().filter(|p| p["managed"] == true).map(|p| p["days_left"].as_i64().unwrap()).collect();
-    assert_eq!(days, vec![3, 10, 20, 40]);
-    // Rotations happened through the handler: due (timer), forced (HTTP), near expiry (Event Grid).
+    for secret in ["ci-build-pat", "package-feed-pat", "release-bot-pat"] {
+        assert!(grid.iter().any(|i| i["event"] == "SecretNearExpiry" && i["secret"] == secret), "{secret}: {grid:?}");
+    }
+    assert!(!grid.iter().any(|i| i["event"] == "SecretNearExpiry" && i["secret"] == "wiki-sync-pat"), "40 days: no");
+    let first_ci = grid.iter().find(|i| i["secret"] == "ci-build-pat").unwrap();
+    assert_eq!(first_ci["outcome"], "completed", "{first_ci}");
+    assert!(first_ci["summary"].as_str().unwrap().contains("1 rotated"), "{first_ci}");
+    // Rotations happened through the handler: due (Event Grid at onboarding), forced (HTTP), due (timer).
     let rotations = j["rotations"].as_array().unwrap();
-    let reason =
-        |s: &str| rotations.iter().find(|r| r["secret"] == s).map(|r| r["reason"].as_str().unwrap().to_owned());
-    assert_eq!(reason("ci-build-pat").as_deref(), Some("due"));
-    assert_eq!(reason("release-bot-pat").as_deref(), Some("forced"));
-    assert!(reason("package-feed-pat").is_some(), "the Event Grid delivery rotated package-feed-pat: {t}");
-    assert_eq!(reason("wiki-sync-pat"), None, "40 days left: not rotated");
-    let grid = j["invocations"].as_array().unwrap().iter().find(|i| i["function"] == "EventGridSecretChanged").unwrap();
-    assert_eq!(grid["status"], 200);
-    // The previous PATs of the two rotations whose grace ended were revoked by the second timer run.
+    let rotation = |s: &str| {
+        rotations
+            .iter()
+            .find(|r| r["secret"] == s)
+            .map(|r| (r["reason"].as_str().unwrap().to_owned(), r["by"].as_str().unwrap().to_owned()))
+    };
+    let (reason, by) = rotation("ci-build-pat").unwrap();
+    assert_eq!((reason.as_str(), by.starts_with("EventGridSecretChanged")), ("due", true), "{by}");
+    let (reason, by) = rotation("release-bot-pat").unwrap();
+    assert_eq!((reason.as_str(), by.starts_with("RotateHttp")), ("forced", true), "{by}");
+    let (reason, by) = rotation("package-feed-pat").unwrap();
+    assert_eq!((reason.as_str(), by.starts_with("RotateTimer")), ("due", true), "{by}");
+    assert_eq!(rotation("wiki-sync-pat"), None, "40 days left: not rotated");
+    // The previous PATs of the two rotations whose grace ended were revoked by the timer run four days later.
     let after = j["inventory_after"]["pats"].as_array().unwrap();
     assert!(!after.iter().any(|p| p["display_name"] == "CI build agent"), "the original CI PAT was revoked");
+    assert!(!after.iter().any(|p| p["display_name"] == "Release bot"), "the original release PAT was revoked");
     assert!(after.iter().any(|p| p["display_name"] == "Package feed publisher" && p["role"] == "draining"));
+    // `patrol status`, shown by the demo while the vault still existed.
+    assert!(t.contains("== patrol status"), "{t}");
+    let status = &j["status"];
+    assert_eq!(status["owners"][0]["health"], "ok", "{status}");
+    assert!(status["owners"][0]["signed_in_at"].is_string());
     // Alerts went to the mailbox file.
     assert!(j["alerts"]["count"].as_u64().unwrap() >= 1, "{}", j["alerts"]);
 
-    // No minted secret anywhere: narrative, JSON, report, mailbox, policy, state files are encrypted.
-    let mailbox = std::fs::read_to_string(dir.path().join("mailbox.mbox")).unwrap();
-    let report = std::fs::read_to_string(&outcome.report).unwrap();
+    // No secret on disk: the file store was never used, and no file under the demo's directory (policy,
+    // journal, mailbox, report) holds any value the emulator minted or the vault held.
+    assert!(!dir.path().join("store.key").exists() && !dir.path().join("state/secrets").exists());
+    let mut files = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { stack.push(p) } else { files.push((p.display().to_string(), std::fs::read(&p).unwrap())) }
+        }
+    }
+    assert!(files.len() >= 4, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
     let json_text = j.to_string();
-    assert!(outcome.minted.len() >= 8, "PATs and tokens were minted");
+    assert!(outcome.minted.len() >= 12, "PATs, tokens, the client secret and the vault's values were collected");
     for s in &outcome.minted {
         let v = s.expose_secret();
-        for (what, hay) in [("text", t.as_str()), ("json", &json_text), ("report", &report), ("mailbox", &mailbox)] {
+        for (what, hay) in [("text", t.as_str()), ("json", &json_text)] {
             assert!(!hay.contains(v), "a minted secret leaked into the {what}");
+        }
+        for (path, bytes) in &files {
+            assert!(!bytes.windows(v.len()).any(|w| w == v.as_bytes()), "a secret value is in {path}");
         }
     }
 
@@ -236,18 +281,9 @@ fn demo_binary_exits_0_quickly_and_prints_json() {
     assert_eq!(v["ok"], true);
     assert!(dir.path().join("d/patrol-report.html").exists());
 
-    // `patrol status` reads the demo's stores offline: the owner signed in, three tokens rotated.
-    let d = dir.path().join("d");
-    let p = |f: &str| d.join(f).display().to_string();
-    let (policy, state, key) = (p("patrol.toml"), p("state"), p("store.key"));
-    let env = [
-        ("PATROL_POLICY_FILE", policy.as_str()),
-        ("PATROL_STATE_DIR", state.as_str()),
-        ("PATROL_STORE_KEY_FILE", key.as_str()),
-    ];
-    let out = patrol(dir.path(), &["status", "--format", "json"], &env);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The demo's own `patrol status` (the vault and the refresh token it reads are gone after the demo):
+    // the owner signed in, three tokens rotated, one previous PAT still draining.
+    let s = &v["status"];
     assert_eq!(s["owners"][0]["health"], "ok", "{s}");
     assert!(s["owners"][0]["signed_in_at"].is_string());
     let rotated = s["tokens"].as_array().unwrap().iter().filter(|t| t["last_rotation"].is_object()).count();

@@ -8,6 +8,7 @@ mod cli;
 mod client_env;
 mod devops;
 mod handler;
+mod login;
 mod notify;
 mod rotation;
 mod store;

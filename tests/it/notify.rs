@@ -30,21 +30,21 @@ use time::macros::datetime;
 // ---------------------------------------------------------------------------------------------------------
 // A real SMTP server: tests/it/notify_smtp_sink.py (aiosmtpd)
 
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     out: tempfile::TempDir,
 }
 
 #[derive(Default)]
-struct SinkOpts<'a> {
-    tls: Option<(&'a str, &'a Path, &'a Path)>,
-    auth: Option<(&'a str, &'a str)>,
-    fail_first: u32,
+pub(crate) struct SinkOpts<'a> {
+    pub(crate) tls: Option<(&'a str, &'a Path, &'a Path)>,
+    pub(crate) auth: Option<(&'a str, &'a str)>,
+    pub(crate) fail_first: u32,
 }
 
 impl SmtpSink {
-    fn start(opts: SinkOpts<'_>) -> Self {
+    pub(crate) fn start(opts: SinkOpts<'_>) -> Self {
         let out = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/notify_smtp_sink.py");
         let mut cmd = Command::new("python3");
@@ -76,7 +76,7 @@ impl SmtpSink {
     }
 
     /// Every message received so far, in arrival order.
-    fn messages(&self) -> Vec<Value> {
+    pub(crate) fn messages(&self) -> Vec<Value> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.path())
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -1,12 +1,15 @@
 //! Rotation engine integration tests against real services: Azurite (blob leases and the blob journal).
 //! The scenarios against patrol-emulator live in `rotation/` (shared helpers in `rotation/world.rs`).
 
+mod breakglass;
 mod clamp;
+mod gate;
 mod lost_create;
 mod refresh;
 mod store_failure;
 mod timer_audit;
 mod two_instances;
+mod weekly_timer;
 mod world;
 mod year;
 

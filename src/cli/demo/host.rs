@@ -1,8 +1,14 @@
 //! Plays the Functions host towards the real handler: POSTs the host's JSON envelopes for `RotateTimer`
 //! and `RotateHttp` to `http://127.0.0.1:<port>/<Function>` with `Metadata.sys.UtcNow` set to the
-//! emulator's virtual time, as the host does, and reads the `{"Outputs","Logs","ReturnValue"}` reply.
+//! emulator's virtual time, as the host does, and reads the `{"Outputs","Logs","ReturnValue"}` reply;
+//! starts and stops the handler as the host does for each Function App instance.
 
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::handler::{Handler, server};
+use crate::rotation::functions::RotationFunctions;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -69,4 +75,34 @@ pub fn outcome(reply: &Value) -> Value {
         return serde_json::from_str(body).unwrap_or(Value::Null);
     }
     reply["ReturnValue"].clone()
+}
+
+/// The real custom handler with the real rotation engine, served on 127.0.0.1:0 as the Functions host
+/// starts it (one per Function App instance: a new one after a scale to zero).
+pub struct RunningHandler {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningHandler {
+    pub async fn start(settings: &Settings, clock: &Clock) -> std::io::Result<Self> {
+        let functions = RotationFunctions::new(settings.clone(), clock.clone());
+        let handler = Handler::new(Arc::new(functions), clock.clone());
+        let listener = server::bind(0).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = server::router(handler, settings.max_body_bytes);
+        let task = tokio::spawn(server::serve(listener, app, async {
+            let _ = stop_rx.await;
+        }));
+        Ok(Self { base, stop, task })
+    }
+
+    /// Stops it (the instance goes away with its caches: tokens, clients).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }

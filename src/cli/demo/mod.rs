@@ -1,42 +1,53 @@
 //! `patrol demo`: the whole job on a fresh machine, in seconds, with no Azure and no settings.
 //!
-//! It starts patrol-emulator in-process (Azure DevOps PAT API, Entra sign-in, Event Grid delivery, on the
-//! virtual clock), seeds an organization with PATs in every interesting state, writes a demo `patrol.toml`
-//! and state into a directory, signs the owner in with a real device-code flow (the emulator approves
-//! the code), starts the real custom handler on 127.0.0.1:0 with the real rotation engine, and drives
-//! `RotateHttp` (plan, forced rotation), `RotateTimer` and `EventGridSecretChanged` exactly as the
-//! Functions host would. Then it shows the inventory before and after, the plan, the rotations, the
-//! alerts (local SMTP when `PATROL_SMTP_HOST` is set, else a mailbox file) and writes the report.
+//! It starts patrol-emulator in-process (Azure DevOps PAT API, Entra sign-in, Key Vault over HTTPS, Event
+//! Grid delivery, all on one virtual clock), seeds an organization with PATs in every interesting state
+//! and a service principal for the vault, and writes a demo `patrol.toml` into a directory. Then, as in a
+//! deployment: the real custom handler starts on 127.0.0.1:0 (the real rotation engine, built from
+//! settings that point at the emulated vault: client-credentials sign-in, the emulator's CA) and Key
+//! Vault's Event Grid subscription is pointed at it in Functions-host mode **before any secret is
+//! written** ([`events`] relays and records each delivery). The owner signs in with a real device-code
+//! flow (the emulator approves the code; the refresh token goes into the vault); the inventory before is
+//! taken; the operator onboards the four existing PATs into the vault, and the events Key Vault raises
+//! for them (SecretNewVersionCreated, SecretNearExpiry for those within 30 days of `exp`) reach
+//! `EventGridSecretChanged`, which adopts them and rotates the one that is due. An operator forces a
+//! rotation through `RotateHttp`. Four virtual days later a new handler instance is started (the Function
+//! App scaled to zero; this also drops the cached vault token the emulator's clock has expired), the plan
+//! is shown (`GET /api/rotate`) and `RotateTimer` rotates what is due and revokes previous PATs whose
+//! grace ended. `patrol status` is shown while the vault still exists; then the rotations (and which
+//! invocation made each), the inventory after, the alerts (local SMTP when `PATROL_SMTP_HOST` is set,
+//! else a mailbox file) and the report.
 //!
-//! Everything printed is collected first and checked against every secret value the emulator minted
-//! (PATs, access and refresh tokens) before it is shown; a match aborts the demo.
-//!
-//! The secrets of the demo live in the embedded encrypted file store under `--dir`, so `patrol status`
-//! and `patrol report` can read them after the demo (and its in-process emulator) has exited; the
-//! emulated vault keeps nothing once the process ends. `SecretNearExpiry` is raised through the
-//! emulator's Event Grid delivery (the Functions-host envelope) for the file store's current version.
+//! The secrets live only in the emulated vault, which ends with the demo: nothing secret is written under
+//! `--dir` (policy, journal, mailbox, report). Everything printed is collected first and checked against
+//! every value the emulator minted (PATs, access and refresh tokens, client secrets) and every version the
+//! vault holds; a match aborts the demo.
 
+mod events;
 mod host;
+mod vault;
 mod world;
 
 use super::CliError;
 use super::inventory::{InventoryView, expired_pats, rows};
 use super::runtime::Local;
+use super::status::StatusView;
 use crate::auth::device_code::{LoginOptions, login};
 use crate::clock::Clock;
 use crate::config::{Settings, Source};
 use crate::domain::{OwnerId, SecretName};
-use crate::handler::{Handler, server};
-use crate::rotation::functions::RotationFunctions;
 use crate::rotation::inventory::gather;
 use crate::store::{NewVersion, tags};
-use patrol_emulator::eventgrid::{DeliveryConfig, EventGrid, KeyVaultEvent, SECRET_NEAR_EXPIRY};
+use events::EventTap;
+use patrol_emulator::eventgrid::{DeliveryConfig, DeliveryMode};
+use patrol_emulator::seed::MintedPat;
+use patrol_emulator::server::KeyVaultConfig;
 use patrol_emulator::{Emulator, EmulatorConfig};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const AFTER_HELP: &str = "\
@@ -47,8 +58,9 @@ Examples:
 
 Needs nothing: no Azure, no settings, no network beyond 127.0.0.1. With PATROL_SMTP_HOST (and the other
 PATROL_SMTP_* settings) set, alerts go to that SMTP server; otherwise to <dir>/mailbox.mbox.
-JSON: {\"ok\", \"elapsed_ms\", \"dir\", \"virtual_start\", \"inventory_before\", \"plan\", \"invocations\",
-\"rotations\", \"inventory_after\", \"alerts\", \"report\"}.";
+Secrets live only in an emulated Azure Key Vault (HTTPS) that ends with the demo; the directory keeps no secret.
+JSON: {\"ok\", \"elapsed_ms\", \"dir\", \"virtual_start\", \"secret_store\", \"inventory_before\", \"plan\",
+\"invocations\", \"rotations\", \"status\", \"inventory_after\", \"alerts\", \"report\"}.";
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DemoArgs {
@@ -69,8 +81,9 @@ pub struct DemoOutcome {
     pub json: Value,
     /// Where the report was written.
     pub report: PathBuf,
-    /// Every secret value the emulator minted during the run (PATs, access and refresh tokens), for
-    /// callers that scan their own captures; never printed.
+    /// Every secret value the emulator minted during the run (PATs, access and refresh tokens, client
+    /// secrets) and every version the emulated vault held, for callers that scan their own captures;
+    /// never printed.
     pub minted: Vec<SecretString>,
 }
 
@@ -99,18 +112,14 @@ pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
     }
 }
 
-fn step(e: impl std::fmt::Display) -> CliError {
-    CliError::failed(format!("demo: {e}"))
-}
-
-/// Settings of the demo: the emulator's endpoints, files under `dir`; SMTP passed through from `env`.
-fn settings(dir: &Path, emu: &Emulator, env: &Source) -> Result<Settings, CliError> {
+/// Settings of the demo: the emulator's endpoints and vault (`vault`), files under `dir`; SMTP passed
+/// through from `env`.
+fn settings(dir: &Path, emu: &Emulator, env: &Source, vault: Vec<(String, String)>) -> Result<Settings, CliError> {
     let e = emu.endpoints();
     let p = |f: &str| dir.join(f).display().to_string();
     let mut pairs: Vec<(String, String)> = vec![
         ("PATROL_POLICY_FILE".into(), p("patrol.toml")),
         ("PATROL_STATE_DIR".into(), p("state")),
-        ("PATROL_STORE_KEY_FILE".into(), p("store.key")),
         ("PATROL_DEVOPS_URL".into(), e.devops.clone()),
         ("PATROL_AUDIT_URL".into(), e.audit.clone()),
         ("PATROL_ENTRA_AUTHORITY".into(), e.entra.clone()),
@@ -120,7 +129,9 @@ fn settings(dir: &Path, emu: &Emulator, env: &Source) -> Result<Settings, CliErr
         ("PATROL_LOG_FORMAT".into(), "text".into()),
         ("PATROL_MAILBOX_FILE".into(), p("mailbox.mbox")),
     ];
+    pairs.extend(vault);
     if env.get("PATROL_SMTP_HOST").is_some() {
+        // PATROL_CA_CERT is folded into the CA bundle (vault::ca_bundle).
         for name in [
             "PATROL_SMTP_HOST",
             "PATROL_SMTP_PORT",
@@ -128,7 +139,6 @@ fn settings(dir: &Path, emu: &Emulator, env: &Source) -> Result<Settings, CliErr
             "PATROL_SMTP_USERNAME",
             "PATROL_SMTP_PASSWORD",
             "PATROL_SMTP_FROM",
-            "PATROL_CA_CERT",
         ] {
             if let Some(v) = env.get(name) {
                 pairs.push((name.into(), v.into()));
@@ -155,74 +165,276 @@ fn inventory_text(out: &mut String, view: &InventoryView) {
     }
 }
 
-/// One invocation's line for the narrative and the JSON.
-fn record(invocations: &mut Vec<Value>, out: &mut String, function: &str, what: &str, reply: &Value) -> Value {
-    let o = host::outcome(reply);
-    let status = o["status"].as_str().unwrap_or("?").to_owned();
-    let summary = o["summary"].as_str().or_else(|| o["error"].as_str()).unwrap_or("").to_owned();
-    let _ = writeln!(out, "  {function:<24} {what:<34} -> {status}: {summary}");
-    invocations.push(json!({ "function": function, "request": what, "status": status, "summary": summary }));
-    o
+/// What the narrative has shown so far: the invocations, where each rotation happened, and how far the
+/// Event Grid relay and the emulator's event log have been read.
+struct Story {
+    out: String,
+    invocations: Vec<Value>,
+    /// secret → (operation id of its last rotation, the step that made it).
+    rotated: BTreeMap<String, (String, String)>,
+    seen_events: usize,
+    raised_from: usize,
+}
+
+impl Story {
+    /// One host invocation's line for the narrative and the JSON.
+    fn record(&mut self, function: &str, what: &str, reply: &Value) -> Value {
+        let o = host::outcome(reply);
+        let status = o["status"].as_str().unwrap_or("?").to_owned();
+        let summary = o["summary"].as_str().or_else(|| o["error"].as_str()).unwrap_or("").to_owned();
+        let _ = writeln!(self.out, "  {function:<24} {what:<40} -> {status}: {summary}");
+        self.invocations.push(json!({ "function": function, "request": what, "status": status, "summary": summary }));
+        o
+    }
+
+    /// Waits for every Key Vault event raised so far to reach the handler, shows each delivery and the
+    /// handler's answer, then which tokens were rotated during `step`.
+    async fn events(&mut self, emu: &Emulator, tap: &EventTap, local: &Local, step: &str) -> Result<(), CliError> {
+        events::settle(emu.eventgrid(), self.raised_from, Duration::from_secs(8)).await.map_err(self::step)?;
+        self.raised_from = emu.eventgrid().events().len();
+        let seen = tap.seen();
+        for d in seen.iter().skip(self.seen_events) {
+            let what = format!("{} {}", d.event, d.secret);
+            let summary = d.summary.strip_prefix("ignored: ").unwrap_or(&d.summary);
+            let _ = writeln!(
+                self.out,
+                "  {:<24} {what:<40} -> HTTP {} {}: {summary}",
+                "EventGridSecretChanged", d.http_status, d.status
+            );
+            self.invocations.push(json!({
+                "function": "EventGridSecretChanged", "request": what, "event": d.event, "secret": d.secret,
+                "status": d.http_status, "outcome": d.status, "summary": d.summary,
+            }));
+        }
+        self.seen_events = seen.len();
+        self.rotations(local, step).await;
+        Ok(())
+    }
+
+    /// Notes the rotations that completed since the last look, attributing them to `step`.
+    async fn rotations(&mut self, local: &Local, step: &str) {
+        for j in super::report::journals(local).await {
+            let Some(c) = &j.last else { continue };
+            let key = j.secret.to_string();
+            if self.rotated.get(&key).is_some_and(|(op, _)| *op == c.op.to_string()) {
+                continue;
+            }
+            let _ = writeln!(
+                self.out,
+                "    => {key} rotated ({}) by {step}: new PAT {} valid to {}",
+                c.reason.as_str(),
+                c.authorization_id,
+                c.valid_to.date()
+            );
+            self.rotated.insert(key, (c.op.to_string(), step.to_owned()));
+        }
+    }
+}
+
+fn step(e: impl std::fmt::Display) -> CliError {
+    CliError::failed(format!("demo: {e}"))
 }
 
 /// Runs the whole demo in `dir`. `env` supplies optional SMTP settings.
 pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError> {
     let started = Instant::now();
-    let mut out = String::new();
 
-    // 1. The emulated world, on its virtual clock.
-    let emu = Emulator::start(EmulatorConfig::default()).await.map_err(step)?;
+    // 1. The emulated world, on its virtual clock: Azure DevOps, Entra, Key Vault, Event Grid.
+    let config = EmulatorConfig {
+        keyvault: KeyVaultConfig { vault_name: vault::NAME.into(), ..Default::default() },
+        ..Default::default()
+    };
+    let emu = Emulator::start(config).await.map_err(step)?;
     let vnow = emu.clock().now();
     let applied = {
+        let mut seed = world::seed(vnow);
+        seed.apps.push(vault::app());
         let ctx = emu.context();
         let mut state = ctx.state();
-        patrol_emulator::seed::apply(ctx, &mut state, &world::seed(vnow)).map_err(step)?
+        patrol_emulator::seed::apply(ctx, &mut state, &seed).map_err(step)?
     };
+    let client_secret = applied
+        .apps
+        .iter()
+        .find(|a| a.client_id.eq_ignore_ascii_case(vault::APP_ID))
+        .and_then(|a| a.client_secret.clone())
+        .map(SecretString::from)
+        .ok_or_else(|| step("the emulator minted no client secret for the Key Vault application"))?;
+    let result = run_in(dir, env, &emu, &applied.pats, &client_secret, started).await;
+    let _ = emu.shutdown().await;
+    result
+}
+
+async fn run_in(
+    dir: &Path,
+    env: &Source,
+    emu: &Emulator,
+    pats: &[MintedPat],
+    client_secret: &SecretString,
+    started: Instant,
+) -> Result<DemoOutcome, CliError> {
+    let vnow = emu.clock().now();
     let clock = Clock::starting_at(vnow);
     std::fs::write(dir.join("patrol.toml"), world::policy()).map_err(step)?;
-    let settings = settings(dir, &emu, env)?;
-    let local = Local::open(settings.clone(), clock.clone())?;
-    let _ = writeln!(out, "patrol demo — everything runs on this machine against patrol-emulator (no Azure).");
-    let _ = writeln!(out, "Virtual time: {}. Files: {}", vnow.date(), dir.display());
+    let ca = vault::ca_bundle(emu, dir, env.get("PATROL_SMTP_HOST").and(env.get("PATROL_CA_CERT"))).map_err(step)?;
+    let settings = settings(dir, emu, env, vault::settings(emu, client_secret, &ca).map_err(step)?)?;
+    let kv_url = settings.keyvault.as_ref().map(|k| k.url.to_string()).unwrap_or_default();
+    let mut story =
+        Story { out: String::new(), invocations: Vec::new(), rotated: BTreeMap::new(), seen_events: 0, raised_from: 0 };
+    let _ = writeln!(story.out, "patrol demo — everything runs on this machine against patrol-emulator (no Azure).");
+    let _ = writeln!(story.out, "Virtual time: {}. Files: {}", vnow.date(), dir.display());
     let _ = writeln!(
-        out,
-        "Seeded organization {} with {} PATs of {}; the policy manages {} of them.\n",
+        story.out,
+        "Seeded organization {} with {} PATs of {}; the policy manages {} of them.",
         world::ORG,
         world::PATS.len(),
         world::OWNER,
-        local.policy.tokens.len()
+        world::PATS.iter().filter(|p| p.secret.is_some()).count()
+    );
+    let _ = writeln!(
+        story.out,
+        "Secrets live only in the emulated Azure Key Vault at {kv_url} (HTTPS, the emulator's own CA; patrol signs in \
+         as service principal {} with client credentials).\n",
+        vault::APP_ID
     );
 
-    // 2. Onboarding: the existing PATs go into the secret store with their authorization id (adopted later).
-    for p in world::PATS {
-        let (Some(secret), Some(minted)) = (p.secret, applied.pats.iter().find(|m| m.display_name == p.display_name))
-        else {
-            continue;
-        };
-        let name = SecretName::parse(secret).map_err(step)?;
-        let tags = [
-            (tags::MANAGED_BY, tags::MANAGED_BY_VALUE.to_owned()),
-            (tags::AUTHORIZATION_ID, minted.authorization_id.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let version = NewVersion {
-            content_type: Some(crate::store::PAT_CONTENT_TYPE.into()),
-            expires: Some(vnow + time::Duration::days(p.days) + time::Duration::hours(12)),
-            not_before: None,
-            tags,
-        };
-        local.store.set(&name, &SecretString::from(minted.token.clone()), version).await.map_err(step)?;
-    }
-    drop(applied);
+    // 2. The real handler on 127.0.0.1:0, and Key Vault's Event Grid subscription pointed at it (through
+    //    the relay that shows each delivery) before any secret is written.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(step)?;
+    let first = host::RunningHandler::start(&settings, &clock).await.map_err(step)?;
+    let tap = EventTap::start(&first.base, http.clone()).await.map_err(step)?;
+    story.raised_from = emu.eventgrid().events().len();
+    emu.eventgrid().set_config(DeliveryConfig {
+        target: Some(tap.url.clone()),
+        mode: DeliveryMode::FunctionsHost,
+        ..emu.eventgrid().config()
+    });
+    let day0 = Local::open(settings.clone(), clock.clone())?;
+    let result = day_zero(emu, &day0, &clock, &http, &first.base, &tap, &mut story, pats).await;
+    // The Function App scales to zero overnight: the instance goes, with its cached vault token.
+    first.stop().await;
+    let before = match result {
+        Ok(before) => before,
+        Err(e) => {
+            tap.stop().await;
+            return Err(e);
+        }
+    };
 
-    // 3. The owner signs in with a device code; the emulator plays the person approving it.
+    // 5. Four days pass on the virtual clock. The timer cold-starts a new instance; the CLI (a new process
+    //    each time) opens its stores again.
+    emu.clock().advance(time::Duration::days(4));
+    clock.set(emu.clock().now());
+    let second = host::RunningHandler::start(&settings, &clock).await.map_err(step)?;
+    tap.set_handler(&second.base);
+    let local = Local::open(settings.clone(), clock.clone())?;
+    let result = day_four(emu, &local, &clock, &http, &second.base, &tap, &mut story).await;
+    second.stop().await;
+    tap.stop().await;
+    let (plan_json, status) = result?;
+
+    // 7. What happened.
+    let journals = super::report::journals(&local).await;
+    let mut rotations = Vec::new();
+    let out = &mut story.out;
+    let _ = writeln!(out, "\n== Rotations");
+    for j in &journals {
+        if let Some(c) = &j.last {
+            let by = story.rotated.get(&j.secret.to_string()).map(|(_, s)| s.as_str()).unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "  {:<18} rotated ({}) by {by} -> new PAT {} valid to {}; {} previous PAT(s) draining",
+                j.secret.to_string(),
+                c.reason.as_str(),
+                c.authorization_id,
+                c.valid_to.date(),
+                j.drains.len()
+            );
+            rotations.push(json!({ "secret": j.secret, "reason": c.reason.as_str(), "by": by, "authorization_id": c.authorization_id, "valid_to": c.valid_to.date().to_string(), "draining": j.drains.len() }));
+        }
+        if let Some(f) = &j.last_failure {
+            let _ = writeln!(out, "  {:<18} FAILED at {}: {}", j.secret.to_string(), f.step, f.error);
+        }
+    }
+    let after = inventory(&local).await?;
+    let _ = writeln!(out, "\n== Inventory after ({} PATs)", after.pats.len());
+    inventory_text(out, &after);
+
+    let alerts = alerts(&settings);
+    let _ = writeln!(out, "\n== Alerts ({})", alerts["channel"].as_str().unwrap_or(""));
+    for s in alerts["subjects"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  - {}", s.as_str().unwrap_or(""));
+    }
+
+    let report_path = dir.join("patrol-report.html");
+    let data = super::report::build(&after, &journals, &local.policy, "patrol demo report: fabrikam", clock.now());
+    super::report::write(&report_path, &crate::report::render_html(&data))?;
+    let elapsed = started.elapsed();
+    let _ = writeln!(out, "\nReport written to {}", report_path.display());
+    let _ = writeln!(
+        out,
+        "The secrets lived only in the emulated vault, gone with the demo; {} keeps the policy, the journal, the \
+         mailbox and the report, and no secret.",
+        dir.display()
+    );
+    let _ = writeln!(out, "Done in {:.1} s. No token value was printed.", elapsed.as_secs_f64());
+
+    let summary = json!({
+        "ok": true,
+        "elapsed_ms": elapsed.as_millis() as u64,
+        "dir": dir.display().to_string(),
+        "virtual_start": vnow.date().to_string(),
+        "secret_store": { "kind": "azure-key-vault", "emulated": true, "vault": vault::NAME, "url": kv_url },
+        "inventory_before": before,
+        "plan": plan_json,
+        "invocations": story.invocations,
+        "rotations": rotations,
+        "status": status,
+        "inventory_after": after,
+        "alerts": alerts,
+        "report": report_path.display().to_string(),
+    });
+
+    // Nothing secret may appear in what is shown: every value the emulator minted (PATs, access and
+    // refresh tokens, client secrets) and every value of every version the vault holds.
+    let mut minted: Vec<String> = emu.context().secrets.list().into_iter().map(|(_, v)| v).collect();
+    minted.extend(vault::values(emu));
+    minted.push(client_secret.expose_secret().to_owned());
+    minted.sort();
+    minted.dedup();
+    let json_text = summary.to_string();
+    let report_text = std::fs::read_to_string(&report_path).unwrap_or_default();
+    let text = std::mem::take(&mut story.out);
+    for v in minted.iter().filter(|v| v.len() >= 16) {
+        if text.contains(v.as_str()) || json_text.contains(v.as_str()) || report_text.contains(v.as_str()) {
+            return Err(CliError::failed(
+                "demo: a secret value reached the output; refusing to print it (this is a bug)",
+            ));
+        }
+    }
+    let minted = minted.into_iter().map(SecretString::from).collect();
+    Ok(DemoOutcome { text, json: summary, report: report_path, minted })
+}
+
+/// Day 0: sign-in, the inventory before, onboarding into Key Vault and the events it raises, a forced
+/// rotation. Returns the inventory before.
+#[allow(clippy::too_many_arguments)]
+async fn day_zero(
+    emu: &Emulator,
+    local: &Local,
+    clock: &Clock,
+    http: &reqwest::Client,
+    base: &str,
+    tap: &EventTap,
+    story: &mut Story,
+    pats: &[MintedPat],
+) -> Result<InventoryView, CliError> {
+    // 3. The owner signs in with a device code; the emulator plays the person approving it. The refresh
+    //    token goes into the vault (its event is ignored: not a managed secret).
     let owner = OwnerId::parse(world::OWNER).map_err(step)?;
     let entra = local.entra()?;
     let (code_tx, code_rx) = tokio::sync::oneshot::channel::<String>();
     let control = emu.endpoints().control.clone();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(step)?;
     let approver = {
         let http = http.clone();
         tokio::spawn(async move {
@@ -236,7 +448,7 @@ pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError>
     };
     let mut code_tx = Some(code_tx);
     let options = LoginOptions { scopes: None, poll_interval: Some(Duration::from_millis(50)) };
-    let signed_in = login(&entra, local.store.as_ref(), &owner, &clock, &options, |p| {
+    let signed_in = login(&entra, local.store.as_ref(), &owner, clock, &options, |p| {
         if let Some(tx) = code_tx.take() {
             let _ = tx.send(p.user_code.clone());
         }
@@ -245,174 +457,116 @@ pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError>
     .map_err(|e| CliError::failed(format!("demo: owner sign-in failed: {e}")))?;
     let _ = approver.await;
     let _ = writeln!(
-        out,
-        "patrol login: {} signed in with a device code; refresh token stored in secret {} (never shown).\n",
+        story.out,
+        "patrol login: {} signed in with a device code; the refresh token went straight into Key Vault secret {} \
+         (never shown).",
         signed_in.owner,
         owner.refresh_token_secret()
     );
+    story.events(emu, tap, local, "sign-in").await?;
 
-    // 4. Inventory before.
-    let before = inventory(&local).await?;
-    let _ = writeln!(out, "== Inventory before ({} PATs)", before.pats.len());
-    inventory_text(&mut out, &before);
+    // 4. The inventory before patrol manages anything.
+    let before = inventory(local).await?;
+    let _ = writeln!(story.out, "\n== Inventory before ({} rows; no PAT in the vault yet)", before.pats.len());
+    inventory_text(&mut story.out, &before);
+    story.events(emu, tap, local, "inventory").await?;
 
-    // 5. The real handler with the real engine, on 127.0.0.1:0.
-    let handler = Handler::new(Arc::new(RotationFunctions::new(settings.clone(), clock.clone())), clock.clone());
-    let listener = server::bind(0).await.map_err(step)?;
-    let base = format!("http://{}", listener.local_addr().map_err(step)?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = server::router(handler, settings.max_body_bytes);
-    let server_task = tokio::spawn(server::serve(listener, app, async {
-        let _ = stop_rx.await;
-    }));
-    let mut invocations = Vec::new();
-    let _ = writeln!(out, "\n== The Functions host calls the handler at {base}");
+    // 5. Onboarding: the operator puts the existing PATs into Key Vault with their authorization id. Key
+    //    Vault raises SecretNewVersionCreated for each, and SecretNearExpiry at once for those within 30 days
+    //    of `exp`; Event Grid delivers them to the handler, which adopts the PATs and rotates what is due.
+    let _ = writeln!(story.out, "\n== Onboarding: the operator puts the four existing PATs into Key Vault");
+    let _ = writeln!(
+        story.out,
+        "   (tagged with their authorization id); Event Grid delivers Key Vault's events to the handler"
+    );
+    for p in world::PATS {
+        let (Some(secret), Some(minted)) = (p.secret, pats.iter().find(|m| m.display_name == p.display_name)) else {
+            continue;
+        };
+        let name = SecretName::parse(secret).map_err(step)?;
+        let tags = [
+            (tags::MANAGED_BY, tags::MANAGED_BY_VALUE.to_owned()),
+            (tags::AUTHORIZATION_ID, minted.authorization_id.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let version = NewVersion {
+            content_type: Some(crate::store::PAT_CONTENT_TYPE.into()),
+            expires: Some(world::valid_to(clock.now(), p.days)),
+            not_before: None,
+            tags,
+        };
+        local.store.set(&name, &SecretString::from(minted.token.clone()), version).await.map_err(step)?;
+    }
+    story.events(emu, tap, local, "EventGridSecretChanged (onboarding)").await?;
 
-    // 5a. GET /api/rotate: the plan.
-    let reply = host::invoke(&http, &base, "RotateHttp", &host::http(emu.clock().now(), "GET", None, false))
-        .await
-        .map_err(step)?;
-    let planned = record(&mut invocations, &mut out, "RotateHttp", "GET /api/rotate (plan)", &reply);
+    // 6a. An operator forces one rotation: POST /api/rotate/release-bot-pat?force=true.
+    let _ = writeln!(story.out, "\n== An operator forces a rotation through the Functions host");
+    let reply =
+        host::invoke(http, base, "RotateHttp", &host::http(emu.clock().now(), "POST", Some("release-bot-pat"), true))
+            .await
+            .map_err(step)?;
+    story.record("RotateHttp", "POST /api/rotate/release-bot-pat?force", &reply);
+    story.events(emu, tap, local, "RotateHttp (forced)").await?;
+    Ok(before)
+}
+
+/// Day 4: the vault's expiry evaluation and its events, the plan, the nightly timer, `patrol status`.
+/// Returns the plan and the status.
+async fn day_four(
+    emu: &Emulator,
+    local: &Local,
+    clock: &Clock,
+    http: &reqwest::Client,
+    base: &str,
+    tap: &EventTap,
+    story: &mut Story,
+) -> Result<(Value, StatusView), CliError> {
+    let _ = writeln!(
+        story.out,
+        "\n== Four days later ({}): the Function App scaled to zero meanwhile; the host starts a new instance",
+        clock.now().date()
+    );
+    emu.keyvault().evaluate_expiry();
+    story.events(emu, tap, local, "EventGridSecretChanged (day 4)").await?;
+
+    // 6b. GET /api/rotate: the plan.
+    let reply =
+        host::invoke(http, base, "RotateHttp", &host::http(clock.now(), "GET", None, false)).await.map_err(step)?;
+    let planned = story.record("RotateHttp", "GET /api/rotate (plan)", &reply);
     let plan_json = planned["detail"]["plan"].clone();
     if let Ok(plan) = serde_json::from_value::<PlanView>(plan_json.clone()) {
-        let _ = writeln!(out, "\n== Plan");
+        let _ = writeln!(story.out, "\n== Plan (what the nightly run will do)");
         for e in &plan.entries {
             let actions: Vec<String> = e.actions.iter().map(action_label).collect();
             let _ = writeln!(
-                out,
+                story.out,
                 "  {:<18} {}",
                 e.secret,
                 if actions.is_empty() { "nothing to do".into() } else { actions.join("; ") }
             );
         }
-        let _ = writeln!(out, "  + {} PAT(s) patrol does not manage (reported, never touched)\n", plan.unmanaged.len());
+        let _ = writeln!(
+            story.out,
+            "  + {} PAT(s) patrol does not manage (reported, never touched)\n",
+            plan.unmanaged.len()
+        );
     }
 
-    // 5b. The nightly timer.
-    let reply = host::invoke(&http, &base, "RotateTimer", &host::timer(emu.clock().now(), None)).await.map_err(step)?;
-    record(&mut invocations, &mut out, "RotateTimer", "nightly run", &reply);
+    // 6c. The nightly timer: what is due is rotated, previous PATs whose grace ended are revoked.
+    let last = clock.now() - time::Duration::days(1);
+    let reply = host::invoke(http, base, "RotateTimer", &host::timer(clock.now(), Some(last))).await.map_err(step)?;
+    story.record("RotateTimer", "nightly run", &reply);
+    story.events(emu, tap, local, "RotateTimer (nightly)").await?;
 
-    // 5c. An operator forces one rotation: POST /api/rotate/release-bot-pat?force=true.
-    let reply =
-        host::invoke(&http, &base, "RotateHttp", &host::http(emu.clock().now(), "POST", Some("release-bot-pat"), true))
-            .await
-            .map_err(step)?;
-    record(&mut invocations, &mut out, "RotateHttp", "POST /api/rotate/release-bot-pat?force", &reply);
-
-    // 5d. Four days pass; Key Vault raises SecretNearExpiry and Event Grid delivers it to the handler.
-    emu.clock().advance(time::Duration::days(4));
-    clock.set(emu.clock().now());
-    let (grid, sink) = EventGrid::start(
-        emu.clock().clone(),
-        DeliveryConfig {
-            target: Some(base.clone()),
-            topic: "/subscriptions/demo/resourceGroups/demo/providers/Microsoft.KeyVault/vaults/patrol-demo".into(),
-            ..Default::default()
-        },
-    );
-    let secret = SecretName::parse("package-feed-pat").map_err(step)?;
-    let current = local.store.get(&secret, None).await.map_err(step)?.map(|s| s.properties);
-    let exp = current.as_ref().and_then(|c| c.expires).map(|t| t.unix_timestamp());
-    sink.raise(vec![KeyVaultEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        event_type: SECRET_NEAR_EXPIRY.into(),
-        vault_name: "patrol-demo".into(),
-        vault_url: "https://patrol-demo.vault.azure.net".into(),
-        object_name: secret.to_string(),
-        version: current.map(|c| c.version).unwrap_or_default(),
-        nbf: None,
-        exp,
-        time: emu.clock().now(),
-    }]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while grid.deliveries().iter().all(|d| d.status.is_none_or(|s| s >= 500)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let delivered = grid.deliveries();
-    let status = delivered.last().and_then(|d| d.status);
-    let _ = writeln!(
-        out,
-        "  {:<24} {:<34} -> delivered by Event Grid (HTTP {})",
-        "EventGridSecretChanged",
-        "SecretNearExpiry package-feed-pat (+4 days)",
-        status.map_or_else(|| "none".into(), |s| s.to_string())
-    );
-    invocations.push(json!({ "function": "EventGridSecretChanged", "request": "SecretNearExpiry package-feed-pat", "status": status, "attempts": delivered.len() }));
-
-    // 5e. The next night: previous PATs whose grace ended are revoked.
-    let reply =
-        host::invoke(&http, &base, "RotateTimer", &host::timer(emu.clock().now(), Some(vnow))).await.map_err(step)?;
-    record(&mut invocations, &mut out, "RotateTimer", "next run (+4 days)", &reply);
-
-    let _ = stop_tx.send(());
-    let _ = server_task.await;
-
-    // 6. What happened.
-    let journals = super::report::journals(&local).await;
-    let mut rotations = Vec::new();
-    let _ = writeln!(out, "\n== Rotations");
-    for j in &journals {
-        if let Some(c) = &j.last {
-            let _ = writeln!(
-                out,
-                "  {:<18} rotated ({}) -> new PAT {} valid to {}; {} previous PAT(s) draining",
-                j.secret.to_string(),
-                c.reason.as_str(),
-                c.authorization_id,
-                c.valid_to.date(),
-                j.drains.len()
-            );
-            rotations.push(json!({ "secret": j.secret, "reason": c.reason.as_str(), "authorization_id": c.authorization_id, "valid_to": c.valid_to.date().to_string(), "draining": j.drains.len() }));
-        }
-        if let Some(f) = &j.last_failure {
-            let _ = writeln!(out, "  {:<18} FAILED at {}: {}", j.secret.to_string(), f.step, f.error);
-        }
-    }
-    let after = inventory(&local).await?;
-    let _ = writeln!(out, "\n== Inventory after ({} PATs)", after.pats.len());
-    inventory_text(&mut out, &after);
-
-    let alerts = alerts(&settings);
-    let _ = writeln!(out, "\n== Alerts ({})", alerts["channel"].as_str().unwrap_or(""));
-    for s in alerts["subjects"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "  - {}", s.as_str().unwrap_or(""));
-    }
-
-    let report_path = dir.join("patrol-report.html");
-    let data = super::report::build(&after, &journals, &local.policy, "patrol demo report: fabrikam", clock.now());
-    super::report::write(&report_path, &crate::report::render_html(&data))?;
-    let elapsed = started.elapsed();
-    let _ = writeln!(out, "\nReport written to {}", report_path.display());
-    let _ = writeln!(out, "Done in {:.1} s. No token value was printed.", elapsed.as_secs_f64());
-
-    let summary = json!({
-        "ok": true,
-        "elapsed_ms": elapsed.as_millis() as u64,
-        "dir": dir.display().to_string(),
-        "virtual_start": vnow.date().to_string(),
-        "inventory_before": before,
-        "plan": plan_json,
-        "invocations": invocations,
-        "rotations": rotations,
-        "inventory_after": after,
-        "alerts": alerts,
-        "report": report_path.display().to_string(),
-    });
-
-    // Nothing the emulator minted may appear in what is shown.
-    let minted: Vec<String> = emu.context().secrets.list().into_iter().map(|(_, v)| v).collect();
-    let json_text = summary.to_string();
-    let report_text = std::fs::read_to_string(&report_path).unwrap_or_default();
-    for v in minted.iter().filter(|v| v.len() >= 16) {
-        if out.contains(v.as_str()) || json_text.contains(v.as_str()) || report_text.contains(v.as_str()) {
-            return Err(CliError::failed(
-                "demo: a secret value reached the output; refusing to print it (this is a bug)",
-            ));
-        }
-    }
-    let _ = emu.shutdown().await;
-    let minted = minted.into_iter().map(SecretString::from).collect();
-    Ok(DemoOutcome { text: out, json: summary, report: report_path, minted })
+    // 6d. `patrol status`, while the vault (and the refresh token it reads there) still exists.
+    let status = super::status::gather(local).await;
+    let (owners, tokens) = status.tables();
+    let _ = writeln!(story.out, "\n== patrol status");
+    story.out.push_str(&owners.to_text());
+    story.out.push_str(&tokens.to_text());
+    Ok((plan_json, status))
 }
 
 /// Where alerts went, and their subjects (from the mailbox file when that is the channel).
@@ -463,6 +617,7 @@ fn action_label(a: &Value) -> String {
         "rotate" => format!("rotate ({})", a["reason"].as_str().unwrap_or("?")),
         "adopt" => "adopt the PAT the secret holds".into(),
         "revoke-previous" => "revoke the previous PAT".into(),
+        "wait-previous" => format!("keep the previous PAT for now: {}", a["reason"].as_str().unwrap_or("?")),
         "blocked" => format!("blocked: {}", a["why"].as_str().unwrap_or("?")),
         other => other.to_owned(),
     }

@@ -66,6 +66,12 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+/// A seeded PAT's `validTo` (and its vault version's `exp`): `days` from `now`, plus half a day of slack so
+/// "expires in 3 days" still reads 3 whole days when the demo looks.
+pub fn valid_to(now: OffsetDateTime, days: i64) -> OffsetDateTime {
+    now + Duration::days(days) + Duration::hours(12)
+}
+
 /// The seed, relative to the emulator's virtual `now`.
 pub fn seed(now: OffsetDateTime) -> Seed {
     Seed {
@@ -86,8 +92,7 @@ pub fn seed(now: OffsetDateTime) -> Seed {
                 display_name: p.display_name.into(),
                 scope: p.scope.into(),
                 valid_from: Some(rfc3339(now - Duration::days(30.max(-p.days + 30)))),
-                // Half a day of slack so "expires in 3 days" still reads 3 whole days when the demo looks.
-                valid_to: rfc3339(now + Duration::days(p.days) + Duration::hours(12)),
+                valid_to: rfc3339(valid_to(now, p.days)),
                 all_orgs: p.all_orgs,
                 token: None,
                 revoked: false,
@@ -102,7 +107,7 @@ pub fn policy() -> String {
     let mut s = format!(
         "# patrol demo policy (written by `patrol demo`)\n[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\n\
          validity_days = 30\nrotate_before_days = 7\ngrace_days = 2\nnotify = [\"email:{ALERTS_TO}\"]\n\
-         expiry_thresholds = [30, 14, 7, 1]\n"
+         expiry_thresholds = [14, 7, 1]\n"
     );
     for p in PATS.iter().filter(|p| p.secret.is_some()) {
         s.push_str(&format!(
