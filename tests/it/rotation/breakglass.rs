@@ -1,6 +1,6 @@
 //! `patrol revoke --owner … --prestage` as real processes against patrol-emulator: the confirmation is
 //! refused without `--yes` when stdin is not a terminal (exit 4, nothing revoked); the dry run changes
-//! nothing; a process killed between storing a replacement and revoking (the engine's `stored-saved` and
+//! nothing; a process killed between storing a replacement and revoking (the engine's `verified` and
 //! `finished` boundaries) leaves the old value current or the new one stored, and the rerun resumes the
 //! same break glass: it keeps the replacement already stored, replaces the other token, and revokes every
 //! old PAT.
@@ -33,10 +33,10 @@ async fn versions(w: &World, secret: &str) -> usize {
     w.local.store.list_versions(&SecretName::parse(secret).unwrap()).await.unwrap().len()
 }
 
-/// Killed after the first replacement is stored, while its journal operation is still open.
+/// Killed after the first replacement is stored and verified, while its journal operation is still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prestaged_break_glass_for_an_owner_survives_a_kill_between_store_and_revoke() {
-    scenario("stored-saved").await;
+    scenario("verified").await;
 }
 
 /// Killed after the first replacement's rotation finished (journal closed), before any revocation.
@@ -147,7 +147,7 @@ async fn scenario(crash: &str) {
         assert_eq!(r["outcome"], "revoked", "{r}");
         assert_eq!(r["replacement"]["authorization_id"], new.to_string(), "{secret}: {r}");
         // The replacement the killed run had stored is marked as found, not made, by the rerun — unless the
-        // rerun had to finish its open operation (stored-saved), which counts as making it.
+        // rerun had to finish its open operation (verified), which counts as making it.
         let resumed = secret == replaced[0] && crash == "finished";
         assert_eq!(r["replacement"]["resumed"].as_bool().unwrap_or(false), resumed, "{secret}: {r}");
     }
