@@ -8,10 +8,10 @@
 //!   stored, otherwise revoke the PAT and retry;
 //! - a store write that fails revokes the new PAT at once; a lost Create response is reconciled by
 //!   listing before anything else;
-//! - after the vault write only a Get follows (read-only, no effect), so the record goes from `created`
-//!   straight to done in one write; `stored` is written only when verification is left for a later run
-//!   (the new PAT not visible yet, or Get failed). A crash in between resumes from `created`, whose
-//!   recovery finds the vault version by its operation tag;
+//! - verification (Get, read-only, no effect) goes out side by side with the vault write, and the record
+//!   goes from `created` straight to done in one write once both have answered; `stored` is written only
+//!   when verification is left for a later run (the new PAT not visible yet, or Get failed). A crash in
+//!   between resumes from `created`, whose recovery finds the vault version by its operation tag;
 //! - nothing revokes the PAT the secret's current version names: every revocation re-reads the store
 //!   first ([`Machine::guard`]).
 //!
@@ -27,7 +27,7 @@ use super::lease::LeaseGuard;
 use super::plan::{Action, drains};
 use super::policy::ManagedToken;
 use crate::clock::Clock;
-use crate::devops::{Connector, CreatePat, DevOpsError, DisplayFilter, Drift, PatApi};
+use crate::devops::{Connector, CreatePat, DevOpsError, DisplayFilter, Drift, Pat, PatApi};
 use crate::domain::{AuthorizationId, DisplayName, OperationId, OrgName, OwnerId};
 use crate::notify::{Notice, Severity};
 use crate::state::StateStore;
@@ -585,19 +585,21 @@ impl Machine<'_> {
             let _ = self.pats().revoke(new_id).await;
             return Err(lost);
         }
-        let stored = self.store.set(&self.token.secret, &value, new).await;
+        // Get (verification) is read-only and needs only the new id, so it goes out side by side with the
+        // vault write rather than after it; its answer is used only once the vault write has succeeded.
+        let (stored, got) = futures::join!(self.store.set(&self.token.secret, &value, new), api.get(new_id));
         drop(value);
         match stored {
             Ok(props) => {
                 self.fault(Boundary::StoreReturned)?;
                 let _ = created.drift;
-                self.verify_and_finish(loaded, op, new_id, &props.version, created.pat.valid_to, report).await?;
+                self.finish(loaded, op, new_id, &props.version, created.pat.valid_to, got, report).await?;
                 Ok(Flow::Stop)
             }
             Err(store_err) => {
                 // The write may have landed anyway (lost answer): look before revoking.
                 if let Ok(Some((vault_version, valid_to))) = self.version_of(&op.op).await {
-                    self.verify_and_finish(loaded, op, new_id, &vault_version, valid_to, report).await?;
+                    self.finish(loaded, op, new_id, &vault_version, valid_to, got, report).await?;
                     return Ok(Flow::Stop);
                 }
                 // It did not: the new PAT's value exists nowhere; revoke it at once.
@@ -629,11 +631,28 @@ impl Machine<'_> {
         valid_to: OffsetDateTime,
         report: &mut TokenReport,
     ) -> Result<(), MachineError> {
+        let got = self.pats().get(id).await;
+        self.finish(loaded, op, id, vault_version, valid_to, got, report).await
+    }
+
+    /// Finishes the operation on the answer of Get for the new PAT (`got`): drift, drains, `current`,
+    /// the completed record — one journal write. When the PAT is not visible yet or Get failed, records
+    /// `stored` instead and leaves verification for a later run.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        loaded: &mut Loaded,
+        op: &Operation,
+        id: AuthorizationId,
+        vault_version: &str,
+        valid_to: OffsetDateTime,
+        got: Result<Option<Pat>, DevOpsError>,
+        report: &mut TokenReport,
+    ) -> Result<(), MachineError> {
         let already_stored = matches!(
             loaded.journal.operation.as_ref().map(|o| &o.step),
             Some(Step::Stored { authorization_id, vault_version: v, .. }) if *authorization_id == id && v == vault_version
         );
-        let got = self.pats().get(id).await;
         if !matches!(got, Ok(Some(_))) && !already_stored {
             // Verification is left for a later run: record that the vault holds the new PAT.
             self.set_stored(loaded, id, vault_version, valid_to).await?;
