@@ -311,7 +311,7 @@ mod kill {
             assert!(minted.to_string().contains(cur.value.expose_secret()), "{b}: stored value was minted");
         }
         // No minted secret ever reached the process output.
-        let values = minted(&emu).await;
+        let values = minted(&reqwest::Client::new(), &emu).await;
         assert!(!values.is_empty());
         for v in values {
             assert!(!transcript.contains(&v), "a minted secret appeared in patrol's output");

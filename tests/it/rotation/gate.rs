@@ -77,7 +77,8 @@ impl Gate {
 
     /// A consumer uses `value` (audited with its address and user agent); whether it authenticated.
     async fn use_pat(&self, value: &str, ip: &str, ua: &str) -> bool {
-        use_pat(&self.emu, json!({ "token": value, "organization": ORG, "ipAddress": ip, "userAgent": ua })).await
+        use_pat(&self.http, &self.emu, json!({ "token": value, "organization": ORG, "ipAddress": ip, "userAgent": ua }))
+            .await
     }
 
     async fn current(&self) -> (AuthorizationId, String) {

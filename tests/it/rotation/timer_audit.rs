@@ -43,8 +43,8 @@ async fn scenario(response: &str) {
     // A consumer uses the stored PAT from outside the allowed ranges.
     let (_, value) = w.current("audited-pat").await.unwrap();
     let used = json!({ "token": value, "organization": ORG, "ipAddress": "203.0.113.9", "userAgent": "git/2.45" });
-    assert!(use_pat(emu, used).await);
-    advance_clock(emu, time::Duration::seconds(60)).await;
+    assert!(use_pat(&reqwest::Client::new(), emu, used).await);
+    advance_clock(&reqwest::Client::new(), emu, time::Duration::seconds(60)).await;
 
     let second = invoke(&instance, "RotateTimer", timer(), emu.clock().now()).await;
     let audit = &second["ReturnValue"]["detail"]["audit"];

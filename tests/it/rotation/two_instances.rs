@@ -106,7 +106,7 @@ async fn concurrent_timers_on_two_instances_rotate_once() {
     assert_eq!(versions().await, 1, "onboarding: {first}");
 
     // 24 days later the token is due (rotate 7 days before a 30-day validity).
-    advance_clock(&emu, time::Duration::days(24)).await;
+    advance_clock(&reqwest::Client::new(), &emu, time::Duration::days(24)).await;
     let now = emu.clock().now();
     // Each instance refreshes its owner session once, one after the other (the emulator's refresh tokens
     // are single-use), so the race below is about rotation only.

@@ -96,7 +96,7 @@ async fn the_timer_mails_the_weekly_report_once_a_week() {
     assert!(m["html"].as_str().unwrap().contains("Weekly short"), "the HTML part has the inventory");
 
     // A second timer in the same week: not sent again (the last-sent time is persisted).
-    advance_clock(emu, time::Duration::minutes(5)).await;
+    advance_clock(&reqwest::Client::new(), emu, time::Duration::minutes(5)).await;
     let again = fire(&instance, emu).await;
     answers.push(again.clone());
     assert_eq!(again["ReturnValue"]["detail"]["weekly_report"]["outcome"], "not_due", "{again}");
@@ -106,7 +106,7 @@ async fn the_timer_mails_the_weekly_report_once_a_week() {
     let force = json!({ "req": { "Url": "http://localhost/api/rotate/weekly-short?force=true", "Method": "POST",
         "Query": { "force": "true" }, "Headers": {}, "Params": { "secret": "weekly-short" } } });
     for (day, revoked) in [(3, 0), (2, 1)] {
-        advance_clock(emu, time::Duration::days(day)).await;
+        advance_clock(&reqwest::Client::new(), emu, time::Duration::days(day)).await;
         let rotated = invoke(&instance, "RotateHttp", force.clone(), emu.clock().now()).await;
         answers.push(rotated.clone());
         let body: Value = serde_json::from_str(rotated["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
@@ -118,7 +118,7 @@ async fn the_timer_mails_the_weekly_report_once_a_week() {
     assert_eq!(weekly_mails(&sink).len(), 1, "sent again within the week");
 
     // A week after the first: sent again, with the week's rotation and revocation.
-    advance_clock(emu, time::Duration::days(2)).await;
+    advance_clock(&reqwest::Client::new(), emu, time::Duration::days(2)).await;
     let next = fire(&instance, emu).await;
     answers.push(next.clone());
     assert_eq!(next["ReturnValue"]["detail"]["weekly_report"]["outcome"], "sent", "{next}");

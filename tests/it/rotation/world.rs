@@ -96,8 +96,8 @@ pub fn admin_scopes() -> String {
 }
 
 /// Moves the emulator's virtual clock forward through its control API (patrol's clocks are not touched).
-pub async fn advance_clock(emu: &Emulator, by: time::Duration) {
-    let r = reqwest::Client::new()
+pub async fn advance_clock(http: &reqwest::Client, emu: &Emulator, by: time::Duration) {
+    let r = http
         .post(format!("{}/_control/clock/advance", emu.endpoints().control))
         .json(&json!({ "seconds": by.whole_seconds() }))
         .send()
@@ -107,13 +107,8 @@ pub async fn advance_clock(emu: &Emulator, by: time::Duration) {
 }
 
 /// A consumer uses a PAT (`body` as `/_control/pats/use` takes it): whether it authenticated.
-pub async fn use_pat(emu: &Emulator, body: Value) -> bool {
-    let r = reqwest::Client::new()
-        .post(format!("{}/_control/pats/use", emu.endpoints().control))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+pub async fn use_pat(http: &reqwest::Client, emu: &Emulator, body: Value) -> bool {
+    let r = http.post(format!("{}/_control/pats/use", emu.endpoints().control)).json(&body).send().await.unwrap();
     match r.status().as_u16() {
         200..=299 => true,
         401 => false,
@@ -122,9 +117,9 @@ pub async fn use_pat(emu: &Emulator, body: Value) -> bool {
 }
 
 /// Every secret the emulator minted (PATs, tokens), for scanning output.
-pub async fn minted(emu: &Emulator) -> Vec<String> {
+pub async fn minted(http: &reqwest::Client, emu: &Emulator) -> Vec<String> {
     let url = format!("{}/_control/secrets", emu.endpoints().control);
-    let v: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let v: Value = http.get(url).send().await.unwrap().json().await.unwrap();
     let mut out = Vec::new();
     collect_strings(&v, &mut out);
     out.retain(|s| s.len() >= 20);
@@ -228,13 +223,13 @@ impl World {
 
     /// Moves the virtual clock forward through the control API; patrol's clock follows.
     pub async fn advance(&self, by: time::Duration) {
-        advance_clock(&self.emu, by).await;
+        advance_clock(&self.http, &self.emu, by).await;
         self.local.clock.set(self.emu.clock().now());
     }
 
     /// Whether `value` authenticates in the organization right now (a consumer using the PAT).
     pub async fn authenticates(&self, value: &str) -> bool {
-        use_pat(&self.emu, json!({ "token": value, "organization": ORG })).await
+        use_pat(&self.http, &self.emu, json!({ "token": value, "organization": ORG })).await
     }
 
     /// The secret's current version: the PAT it names and its value.
@@ -250,7 +245,7 @@ impl World {
 
     /// Every secret the emulator minted (PATs, tokens), for scanning output.
     pub async fn minted(&self) -> Vec<String> {
-        minted(&self.emu).await
+        minted(&self.http, &self.emu).await
     }
 }
 
