@@ -2,7 +2,7 @@
 //! things — bearer token (401 + `WWW-Authenticate` challenge), RBAC (403), `api-version` (400), throttling
 //! (429 + `Retry-After`), then the operation. Lists page with `$skiptoken` and `maxresults` (1–25).
 
-use super::vault::{KvError, SecretValue, SetParams, UpdateParams};
+use super::vault::{KvError, SetParams, UpdateParams};
 use super::{KvState, evaluate_expiry, wire};
 use crate::eventgrid::{KeyVaultEvent, SECRET_NEW_VERSION_CREATED};
 use crate::tokens::{KEYVAULT_RESOURCE, Subject};
@@ -229,7 +229,7 @@ fn dispatch(
             };
             let a = b.attributes.unwrap_or_default();
             let p = SetParams {
-                value: SecretValue::new(value),
+                value,
                 content_type: b.content_type,
                 tags: b.tags,
                 enabled: a.enabled,
@@ -406,7 +406,7 @@ fn decode_backup(blob: &str) -> Result<super::vault::Secret, KvError> {
     for v in doc["versions"].as_array().ok_or_else(bad)? {
         versions.push(super::vault::Version {
             id: v["id"].as_str().ok_or_else(bad)?.to_owned(),
-            value: SecretValue::new(v["value"].as_str().ok_or_else(bad)?),
+            value: v["value"].as_str().ok_or_else(bad)?.to_owned(),
             content_type: v["contentType"].as_str().map(str::to_owned),
             tags: serde_json::from_value(v["tags"].clone()).ok(),
             enabled: v["enabled"].as_bool().unwrap_or(true),

@@ -103,11 +103,11 @@ fn check_secret(s: &Secret) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyvault::vault::{SecretValue, SetParams, UpdateParams};
+    use crate::keyvault::vault::{SetParams, UpdateParams};
     use time::OffsetDateTime;
 
     fn sp(v: &str) -> SetParams {
-        SetParams { value: SecretValue::new(v), ..Default::default() }
+        SetParams { value: v.into(), ..Default::default() }
     }
 
     #[test]
@@ -133,11 +133,11 @@ mod tests {
         let mut back = Vault::from_snapshot(json.clone()).unwrap();
         assert_eq!(serde_json::to_value(back.snapshot()).unwrap(), json);
         let (name, got) = back.get("ALPHA", None, t0).unwrap();
-        assert_eq!((name.as_str(), got.id.as_str(), got.value.expose()), ("Alpha", v2.id.as_str(), "two"));
+        assert_eq!((name.as_str(), got.id.as_str(), got.value.as_str()), ("Alpha", v2.id.as_str(), "two"));
         assert_eq!(got.near_expiry_sent_for, v2.exp);
         assert_eq!(back.get("alpha", Some(&v1.id), t0).unwrap_err().inner, Some("SecretDisabled"));
         let later = t0 + time::Duration::seconds(1);
-        assert_eq!(back.get_deleted("gone", later).unwrap().secret.versions[0].value.expose(), "three");
+        assert_eq!(back.get_deleted("gone", later).unwrap().secret.versions[0].value, "three");
     }
 
     #[test]

@@ -78,34 +78,12 @@ impl KvError {
     }
 }
 
-/// A secret's value. It cannot be printed: `Debug` shows `<redacted>` and there is no `Display`; the value
-/// leaves only through [`SecretValue::expose`] and serialization (the wire and the state file).
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretValue(<redacted>)")
-    }
-}
-
-/// One version of a secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One version of a secret. Its `Debug` output leaves the value out (values are secrets).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Version {
     pub id: String,
-    pub value: SecretValue,
+    pub value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +100,24 @@ pub struct Version {
     pub near_expiry_sent_for: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_sent_for: Option<i64>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("id", &self.id)
+            .field("value", &"<redacted>")
+            .field("content_type", &self.content_type)
+            .field("tags", &self.tags)
+            .field("enabled", &self.enabled)
+            .field("nbf", &self.nbf)
+            .field("exp", &self.exp)
+            .field("created", &self.created)
+            .field("updated", &self.updated)
+            .field("near_expiry_sent_for", &self.near_expiry_sent_for)
+            .field("expired_sent_for", &self.expired_sent_for)
+            .finish()
+    }
 }
 
 /// A secret: its name as first created (names are case-insensitive, case-preserving) and its versions in
@@ -154,15 +150,28 @@ pub struct Deleted {
     pub completes_at: OffsetDateTime,
 }
 
-/// Values for a new version.
-#[derive(Debug, Clone, Default)]
+/// Values for a new version (`Debug` leaves the value out).
+#[derive(Clone, Default)]
 pub struct SetParams {
-    pub value: SecretValue,
+    pub value: String,
     pub content_type: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
     pub nbf: Option<i64>,
     pub exp: Option<i64>,
+}
+
+impl std::fmt::Debug for SetParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetParams")
+            .field("value", &"<redacted>")
+            .field("content_type", &self.content_type)
+            .field("tags", &self.tags)
+            .field("enabled", &self.enabled)
+            .field("nbf", &self.nbf)
+            .field("exp", &self.exp)
+            .finish()
+    }
 }
 
 /// Changes to a version's properties (the value never changes).
@@ -277,7 +286,7 @@ impl Vault {
 
     pub fn set(&mut self, name: &str, p: SetParams, now: OffsetDateTime) -> Result<(String, Version), KvError> {
         check_name(name)?;
-        if p.value.expose().len() > MAX_VALUE_BYTES {
+        if p.value.len() > MAX_VALUE_BYTES {
             return Err(KvError::bad_parameter(format!(
                 "The secret value exceeds the maximum size of {MAX_VALUE_BYTES} bytes."
             )));
@@ -511,7 +520,7 @@ mod tests {
     use super::*;
 
     fn sp(v: &str) -> SetParams {
-        SetParams { value: SecretValue::new(v), ..Default::default() }
+        SetParams { value: v.into(), ..Default::default() }
     }
 
     #[test]
@@ -520,7 +529,7 @@ mod tests {
         let t0 = OffsetDateTime::now_utc();
         let (_, v1) = kv.set("Alpha", sp("1"), t0).unwrap();
         kv.set("alpha", sp("2"), t0).unwrap();
-        assert_eq!(kv.get("ALPHA", None, t0).unwrap().1.value.expose(), "2");
+        assert_eq!(kv.get("ALPHA", None, t0).unwrap().1.value, "2");
         assert_eq!(kv.get("alpha", Some(&v1.id), t0).unwrap().0, "Alpha");
         kv.delete("alpha", t0).unwrap();
         // Delete still running.
@@ -534,7 +543,7 @@ mod tests {
         kv.recover("alpha", t1).unwrap();
         assert_eq!(kv.get("alpha", None, t1).unwrap_err().status, 404);
         let t2 = t1 + Duration::seconds(1);
-        assert_eq!(kv.get("alpha", None, t2).unwrap().1.value.expose(), "2");
+        assert_eq!(kv.get("alpha", None, t2).unwrap().1.value, "2");
         kv.delete("alpha", t2).unwrap();
         let t3 = t2 + Duration::seconds(1);
         kv.purge("alpha", t3).unwrap();
