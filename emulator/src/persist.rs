@@ -5,6 +5,10 @@
 //! under `"keyVault"` (see `keyvault::snapshot`). One file means one atomic replace: a refresh token
 //! redeemed in Entra and the new one written to the vault are never saved apart. Files written before
 //! the vault was saved (no `"keyVault"` key) load with an empty vault.
+//!
+//! The virtual clock's time at saving (`"virtualTime"`) is saved too, and a restart sets the clock to it
+//! (it never moves backward, across restarts either): pending deletes and recoveries, `exp` / `validTo`
+//! and the expiry events already raised stay in step with the clock that produced them.
 
 use crate::context::Ctx;
 use crate::keyvault::KvState;
@@ -17,12 +21,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use time::OffsetDateTime;
 
 /// What a state file holds.
 #[derive(Debug)]
 pub struct Loaded {
     pub state: State,
     pub vault: Vault,
+    /// The virtual time when the file was written (`None`: a file from before it was saved).
+    pub virtual_time: Option<OffsetDateTime>,
 }
 
 /// Reads a state file; `Ok(None)` when it does not exist yet.
@@ -35,8 +42,8 @@ pub fn load(path: &Path) -> anyhow::Result<Option<Loaded>> {
     let not_state = || format!("state file {} is not valid emulator state", path.display());
     // Two passes over the bytes: the world (which ignores the vault's key) and the vault's section alone
     // (which skips the rest), so the large world is never built as a `serde_json::Value`.
-    let section: VaultOnly = serde_json::from_slice(&bytes).with_context(not_state)?;
-    let vault = match section.key_vault {
+    let extras: Extras = serde_json::from_slice(&bytes).with_context(not_state)?;
+    let vault = match extras.key_vault {
         None => Vault::default(),
         Some(section) => Vault::from_snapshot(section).map_err(|e| {
             anyhow::anyhow!("state file {}: the Key Vault section ({SECTION:?}) is not valid: {e}", path.display())
@@ -44,14 +51,16 @@ pub fn load(path: &Path) -> anyhow::Result<Option<Loaded>> {
     };
     let mut state: State = serde_json::from_slice(&bytes).with_context(not_state)?;
     state.rebuild_index();
-    Ok(Some(Loaded { state, vault }))
+    Ok(Some(Loaded { state, vault, virtual_time: extras.virtual_time }))
 }
 
-/// The vault's section of a file being read (`None`: a file written before the vault was saved).
+/// What a file holds besides the world (`None`: a file written before these were saved).
 #[derive(serde::Deserialize)]
-struct VaultOnly {
+struct Extras {
     #[serde(rename = "keyVault", default)]
     key_vault: Option<serde_json::Value>,
+    #[serde(rename = "virtualTime", default, with = "time::serde::rfc3339::option")]
+    virtual_time: Option<OffsetDateTime>,
 }
 
 /// The file as written: the world's fields, then the vault's section.
@@ -59,6 +68,8 @@ struct VaultOnly {
 struct FileOut<'a> {
     #[serde(flatten)]
     state: &'a State,
+    #[serde(rename = "virtualTime", with = "time::serde::rfc3339")]
+    virtual_time: OffsetDateTime,
     #[serde(rename = "keyVault")]
     vault: VaultSnapshot<'a>,
 }
@@ -89,7 +100,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub fn snapshot_json(ctx: &Ctx, kv: &KvState) -> serde_json::Result<Vec<u8>> {
     let vault = kv.vault.lock().unwrap_or_else(|p| p.into_inner());
     let state = ctx.state();
-    serde_json::to_vec(&FileOut { state: &state, vault: vault.snapshot() })
+    serde_json::to_vec(&FileOut { state: &state, virtual_time: ctx.clock.now(), vault: vault.snapshot() })
 }
 
 pub fn save(ctx: &Ctx, kv: &KvState, path: &Path) -> anyhow::Result<()> {

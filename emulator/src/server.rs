@@ -171,11 +171,16 @@ impl Emulator {
             None => None,
         };
         let fresh = loaded.is_none();
+        let clock = VirtualClock::new();
         let (loaded, vault) = match loaded {
-            Some(l) => (Some(l.state), l.vault),
+            Some(l) => {
+                if let Some(t) = l.virtual_time {
+                    clock.set(t); // never backward: time goes on across restarts
+                }
+                (Some(l.state), l.vault)
+            }
             None => (None, crate::keyvault::vault::Vault::default()),
         };
-        let clock = VirtualClock::new();
         let tokens = TokenIssuer::new(clock.clone());
         let ctx = Arc::new(Ctx::new(
             clock,
