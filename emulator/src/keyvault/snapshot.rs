@@ -160,6 +160,10 @@ mod tests {
             ),
             (serde_json::json!({"format": 1, "secrets": "nope"}), "invalid type"),
             (serde_json::json!({"format": 1, "extra": 1}), "unknown field"),
+            (
+                serde_json::json!({"format": 1, "secrets": [{"name": "a", "versions": [{"id": "1", "value": "x", "enabled": true, "created": 1, "updated": 1, "vaule": "typo"}]}]}),
+                "unknown field `vaule`",
+            ),
         ];
         for (section, want) in cases {
             let e = Vault::from_snapshot(section.clone()).err().unwrap_or_default();

@@ -80,7 +80,7 @@ impl KvError {
 
 /// One version of a secret. Its `Debug` output leaves the value out (values are secrets).
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Version {
     pub id: String,
     pub value: String,
@@ -123,7 +123,7 @@ impl std::fmt::Debug for Version {
 /// A secret: its name as first created (names are case-insensitive, case-preserving) and its versions in
 /// creation order (the last is current).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Secret {
     pub name: String,
     pub versions: Vec<Version>,
@@ -140,7 +140,7 @@ impl Secret {
 
 /// A soft-deleted secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Deleted {
     pub secret: Secret,
     pub deleted_date: i64,
