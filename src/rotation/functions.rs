@@ -103,18 +103,11 @@ impl RotationFunctions {
     /// checkpoint, which the gate then treats as stale: no revocation before the deadline). Failures here
     /// are reported, never fail the rotation.
     async fn timer_audit(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
-        use crate::audit::{managed, pass};
+        use crate::audit::pass;
         let mut out = serde_json::Map::new();
         let Some(settings) = &rt.audit else { return out };
         let now = self.clock.now();
-        let managed = match managed::managed_pats(rt.engine.store.as_ref()).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "audit pass skipped: cannot list managed PATs");
-                out.insert("audit".into(), json!({ "error": e.to_string() }));
-                return out;
-            }
-        };
+        let Some(managed) = managed_or_skip(rt, "audit", "audit pass", &mut out).await else { return out };
         let policy = rt.engine.policy.clone();
         let actions = self.patrol_actions(rt).await;
         let targets_for = move |secret: &crate::domain::SecretName| {
@@ -160,20 +153,15 @@ impl RotationFunctions {
 
     /// The weekly report (when `PATROL_REPORT_RECIPIENTS` is set), after the rotation pass.
     async fn timer_weekly(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
-        use crate::audit::{managed, weekly};
+        use crate::audit::weekly;
         let mut out = serde_json::Map::new();
         let recipients = &self.settings.notify.report_recipients;
         if recipients.is_empty() {
             return out;
         }
         let now = self.clock.now();
-        let managed = match managed::managed_pats(rt.engine.store.as_ref()).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "weekly report skipped: cannot list managed PATs");
-                out.insert("weekly_report".into(), json!({ "error": e.to_string() }));
-                return out;
-            }
+        let Some(managed) = managed_or_skip(rt, "weekly_report", "weekly report", &mut out).await else {
+            return out;
         };
         let findings =
             weekly::findings_since(rt.engine.state.as_ref(), now - time::Duration::days(7)).await.unwrap_or_default();
@@ -332,5 +320,23 @@ impl Functions for RotationFunctions {
         let budget = Some(Self::budget(inv, self.settings.event_budget));
         let s = rt.engine.on_event(&ev, false, budget).await.map_err(engine_failure)?;
         self.finish(rt, s, false).await
+    }
+}
+
+/// The managed PATs a timer's `key` part (`what` in the log) works on; when they cannot be listed, the
+/// part is skipped with a warning and `out[key]` names the error.
+async fn managed_or_skip(
+    rt: &Runtime,
+    key: &str,
+    what: &str,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> Option<Vec<crate::audit::managed::ManagedPat>> {
+    match crate::audit::managed::managed_pats(rt.engine.store.as_ref()).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} skipped: cannot list managed PATs");
+            out.insert(key.into(), json!({ "error": e.to_string() }));
+            None
+        }
     }
 }

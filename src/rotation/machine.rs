@@ -447,9 +447,8 @@ impl Machine<'_> {
                 Step::Created { authorization_id, .. } => {
                     // The value died with the process that created it, unless it reached the vault.
                     if let Some((vault_version, valid_to)) = self.version_of(&op.op).await? {
-                        return self
-                            .verify_and_finish(loaded, &op, authorization_id, &vault_version, valid_to, report)
-                            .await;
+                        let got = self.pats().get(authorization_id).await;
+                        return self.finish(loaded, &op, authorization_id, &vault_version, valid_to, got, report).await;
                     }
                     if !self.abandon(loaded, Some(authorization_id), report).await? {
                         report.error = Some("rotation abandoned after repeated failures".into());
@@ -458,9 +457,8 @@ impl Machine<'_> {
                     fresh = true;
                 }
                 Step::Stored { authorization_id, ref vault_version, valid_to } => {
-                    return self
-                        .verify_and_finish(loaded, &op, authorization_id, vault_version, valid_to, report)
-                        .await;
+                    let got = self.pats().get(authorization_id).await;
+                    return self.finish(loaded, &op, authorization_id, vault_version, valid_to, got, report).await;
                 }
             }
         }
@@ -620,19 +618,6 @@ impl Machine<'_> {
                 Ok(Flow::Stop)
             }
         }
-    }
-
-    async fn verify_and_finish(
-        &self,
-        loaded: &mut Loaded,
-        op: &Operation,
-        id: AuthorizationId,
-        vault_version: &str,
-        valid_to: OffsetDateTime,
-        report: &mut TokenReport,
-    ) -> Result<(), MachineError> {
-        let got = self.pats().get(id).await;
-        self.finish(loaded, op, id, vault_version, valid_to, got, report).await
     }
 
     /// Finishes the operation on the answer of Get for the new PAT (`got`): drift, drains, `current`,

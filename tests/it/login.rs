@@ -138,6 +138,11 @@ fn minted(emu: &Emulator, kind: &str) -> Vec<String> {
 }
 
 /// Runs a login to completion with the emulator approving the code; returns (exit code, stdout, stderr).
+/// The embedded file store as `patrol login` opens it under `dir`.
+fn file_store(dir: &Path) -> FileSecretStore {
+    FileSecretStore::open(dir.join("state/secrets"), &dir.join("store.key"), Clock::system()).unwrap()
+}
+
 async fn approved_login(emu: &Emulator, dir: &Path, env: &[(String, String)]) -> (i32, String, String) {
     let mut child = spawn(dir, &["--owner", OWNER, "--poll-interval-ms", "50"], env);
     let (code, seen, rest) = tokio::task::block_in_place(|| read_prompt(&mut child));
@@ -178,8 +183,7 @@ async fn login_stores_the_refresh_token_in_the_file_store() {
     let (code, stdout, stderr) = approved_login(&emu, dir.path(), &env).await;
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
 
-    let store = FileSecretStore::open(dir.path().join("state/secrets"), &dir.path().join("store.key"), Clock::system())
-        .unwrap();
+    let store = file_store(dir.path());
     let name = OwnerId::parse(OWNER).unwrap().refresh_token_secret();
     let stored = store.get(&name, None).await.unwrap().expect("the refresh token is stored");
     let refresh = minted(&emu, "refresh_token");
@@ -219,8 +223,7 @@ async fn declined_or_expired_sign_in_exits_3_and_stores_nothing() {
     assert!(stderr.contains("declined") && stderr.contains("patrol login --owner"), "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert_no_secret(&emu, &format!("{stdout}{stderr}"));
-    let store = FileSecretStore::open(dir.path().join("state/secrets"), &dir.path().join("store.key"), Clock::system())
-        .unwrap();
+    let store = file_store(dir.path());
     assert!(store.get(&name, None).await.unwrap().is_none(), "nothing stored");
 
     // Nobody signs in before the code expires (the emulator's clock moves past its lifetime).

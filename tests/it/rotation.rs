@@ -208,15 +208,12 @@ async fn identity_based_storage_uses_bearer_tokens_on_azurite_oauth() {
 mod kill {
     use patrol::cli::runtime::Local;
     use patrol::clock::Clock;
-    use patrol::config::{Settings, Source};
     use patrol::devops::DisplayFilter;
     use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
     use patrol::store::tags;
-    use patrol_emulator::{Emulator, EmulatorConfig};
     use secrecy::ExposeSecret;
-    use serde_json::json;
 
-    use super::world::{OWNER, collect_strings, env_pairs, sign_in};
+    use super::world::{OWNER, Setup, minted, seed, settings_of, sign_in};
 
     /// `patrol rotate [args]` as a child process; returns (exit code, stdout+stderr).
     fn patrol(env: &[(String, String)], crash: Option<&str>, args: &[&str]) -> (i32, String) {
@@ -235,25 +232,13 @@ mod kill {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_patrol_process_killed_at_every_step_boundary_converges() {
-        let seed = serde_json::from_value(json!({
-            "organizations": [{ "name": "fabrikam" }],
-            "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": ["fabrikam"] }]
-        }))
-        .unwrap();
-        let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("patrol.toml"),
-            format!(
-                "[defaults]\norganization = \"fabrikam\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
-                 [[token]]\nsecret = \"kill-pat\"\ndisplay_name = \"Kill test\"\nvalidity_days = 30\n\
-                 rotate_before_days = 7\ngrace_days = 0\n"
-            ),
-        )
-        .unwrap();
-        let env = env_pairs(dir.path(), &emu);
-        let settings =
-            Settings::from_source(&Source::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))).unwrap();
+        let policy = format!(
+            "[defaults]\norganization = \"fabrikam\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
+             [[token]]\nsecret = \"kill-pat\"\ndisplay_name = \"Kill test\"\nvalidity_days = 30\n\
+             rotate_before_days = 7\ngrace_days = 0\n"
+        );
+        let Setup { emu, dir: _dir, env } = Setup::start(seed(), &policy).await;
+        let settings = settings_of(&env);
         let clock = Clock::system();
         let local = Local::open(settings, clock.clone()).unwrap();
 
@@ -326,11 +311,7 @@ mod kill {
             assert!(minted.to_string().contains(cur.value.expose_secret()), "{b}: stored value was minted");
         }
         // No minted secret ever reached the process output.
-        let minted: serde_json::Value =
-            reqwest::get(format!("{}/_control/secrets", emu.endpoints().control)).await.unwrap().json().await.unwrap();
-        let mut values = Vec::new();
-        collect_strings(&minted, &mut values);
-        let values: Vec<_> = values.into_iter().filter(|v| v.len() >= 20).collect();
+        let values = minted(&emu).await;
         assert!(!values.is_empty());
         for v in values {
             assert!(!transcript.contains(&v), "a minted secret appeared in patrol's output");

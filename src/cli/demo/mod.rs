@@ -310,7 +310,8 @@ async fn run_in(
         ..emu.eventgrid().config()
     });
     let day0 = Local::open(settings.clone(), clock.clone())?;
-    let result = day_zero(emu, &day0, &clock, &http, &first.base, &tap, &mut story, pats).await;
+    let day = Day { emu, local: &day0, clock: &clock, http: &http, base: &first.base, tap: &tap };
+    let result = day_zero(day, &mut story, pats).await;
     // The Function App scales to zero overnight: the instance goes, with its cached vault token.
     first.stop().await;
     let before = match result {
@@ -328,7 +329,8 @@ async fn run_in(
     let second = host::RunningHandler::start(&settings, &clock).await.map_err(step)?;
     tap.set_handler(&second.base);
     let local = Local::open(settings.clone(), clock.clone())?;
-    let result = day_four(emu, &local, &clock, &http, &second.base, &tap, &mut story).await;
+    let day = Day { emu, local: &local, clock: &clock, http: &http, base: &second.base, tap: &tap };
+    let result = day_four(day, &mut story).await;
     second.stop().await;
     tap.stop().await;
     let (plan_json, status) = result?;
@@ -416,19 +418,22 @@ async fn run_in(
     Ok(DemoOutcome { text, json: summary, report: report_path, minted })
 }
 
+/// What a day of the demo acts on: the emulator, patrol's stores as the CLI opens them, the virtual clock,
+/// and the running handler (its base URL) behind the Event Grid tap.
+#[derive(Clone, Copy)]
+struct Day<'a> {
+    emu: &'a Emulator,
+    local: &'a Local,
+    clock: &'a Clock,
+    http: &'a reqwest::Client,
+    base: &'a str,
+    tap: &'a EventTap,
+}
+
 /// Day 0: sign-in, the inventory before, onboarding into Key Vault and the events it raises, a forced
 /// rotation. Returns the inventory before.
-#[allow(clippy::too_many_arguments)]
-async fn day_zero(
-    emu: &Emulator,
-    local: &Local,
-    clock: &Clock,
-    http: &reqwest::Client,
-    base: &str,
-    tap: &EventTap,
-    story: &mut Story,
-    pats: &[MintedPat],
-) -> Result<InventoryView, CliError> {
+async fn day_zero(day: Day<'_>, story: &mut Story, pats: &[MintedPat]) -> Result<InventoryView, CliError> {
+    let Day { emu, local, clock, http, base, tap } = day;
     // 3. The owner signs in with a device code; the emulator plays the person approving it. The refresh
     //    token goes into the vault (its event is ignored: not a managed secret).
     let owner = OwnerId::parse(world::OWNER).map_err(step)?;
@@ -514,15 +519,8 @@ async fn day_zero(
 
 /// Day 4: the vault's expiry evaluation and its events, the plan, the nightly timer, `patrol status`.
 /// Returns the plan and the status.
-async fn day_four(
-    emu: &Emulator,
-    local: &Local,
-    clock: &Clock,
-    http: &reqwest::Client,
-    base: &str,
-    tap: &EventTap,
-    story: &mut Story,
-) -> Result<(Value, StatusView), CliError> {
+async fn day_four(day: Day<'_>, story: &mut Story) -> Result<(Value, StatusView), CliError> {
+    let Day { emu, local, clock, http, base, tap } = day;
     let _ = writeln!(
         story.out,
         "\n== Four days later ({}): the Function App scaled to zero meanwhile; the host starts a new instance",

@@ -11,17 +11,11 @@
 //!   evidence, the current PAT never (refused, alerted); `dry_run` only reports.
 
 use super::two_instances::{Instance, invoke, start_instance, timer};
-use super::world::{ORG, OWNER, env_pairs, settings_of, sign_in_with};
-use patrol::cli::runtime::Local;
-use patrol::clock::Clock;
-use patrol::devops::{DisplayFilter, PatApi};
-use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
-use patrol::store::tags;
-use patrol_emulator::{Emulator, EmulatorConfig};
-use secrecy::ExposeSecret;
+use super::world::{ORG, OWNER, Setup, World, admin_scopes, admin_seed, use_pat};
+use patrol::devops::DisplayFilter;
+use patrol::domain::AuthorizationId;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 const SECRET: &str = "gated-pat";
 const QUIET_HOURS: i64 = 12;
@@ -29,15 +23,18 @@ const DEADLINE_HOURS: i64 = 72;
 const CONSUMER_IP: &str = "198.51.100.23";
 const CONSUMER_UA: &str = "nightly-backup/2.1";
 
+/// A [`World`] whose owner reads the audit log, announcements going to a mailbox file, and a `patrol serve`.
 struct Gate {
-    emu: Emulator,
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    local: Local,
-    api: Arc<dyn PatApi>,
-    http: reqwest::Client,
+    w: World,
     mailbox: PathBuf,
     instance: Option<Instance>,
+}
+
+impl std::ops::Deref for Gate {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.w
+    }
 }
 
 fn policy(audit: &str) -> String {
@@ -57,42 +54,19 @@ fn gated() -> String {
 
 impl Gate {
     async fn start(policy: &str) -> Gate {
-        let seed = serde_json::from_value(json!({
-            "organizations": [{ "name": ORG }],
-            "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG], "adminOf": [ORG] }]
-        }))
-        .unwrap();
-        let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("patrol.toml"), policy).unwrap();
-        let mut env = env_pairs(dir.path(), &emu);
-        let mailbox = dir.path().join("mailbox.mbox");
-        env.push(("PATROL_MAILBOX_FILE".into(), mailbox.display().to_string()));
-        let local = Local::open(settings_of(&env), Clock::starting_at(emu.clock().now())).unwrap();
+        let mut setup = Setup::start(admin_seed(), policy).await;
+        let mailbox = setup.mailbox();
         // The owner also reads the audit log (an organization administrator consenting to vso.auditlog).
-        let scopes = format!("{} {}", patrol::auth::PAT_SCOPES, patrol::auth::ADMIN_SCOPES);
-        sign_in_with(&emu, &local, Some(scopes)).await;
-        let api = local.connector().unwrap().pats(&OwnerId::parse(OWNER).unwrap(), &OrgName::parse(ORG).unwrap());
-        let instance = Some(start_instance(&env).await);
-        Gate { emu, dir, env, local, api, http: reqwest::Client::new(), mailbox, instance }
+        let w = World::open(setup, Some(admin_scopes()), false).await;
+        let instance = Some(start_instance(&w.env).await);
+        Gate { w, mailbox, instance }
     }
 
     /// A new `patrol serve` process with another policy (the old one is stopped first).
     async fn restart_with(&mut self, policy: &str) {
         self.instance = None;
-        std::fs::write(self.dir.path().join("patrol.toml"), policy).unwrap();
-        self.instance = Some(start_instance(&self.env).await);
-    }
-
-    async fn control(&self, path: &str, body: Value) -> reqwest::Response {
-        let url = format!("{}/_control/{path}", self.emu.endpoints().control);
-        self.http.post(url).json(&body).send().await.unwrap()
-    }
-
-    async fn advance(&self, by: time::Duration) {
-        let r = self.control("clock/advance", json!({ "seconds": by.whole_seconds() })).await;
-        assert!(r.status().is_success());
-        self.local.clock.set(self.emu.clock().now());
+        std::fs::write(self.w.dir.path().join("patrol.toml"), policy).unwrap();
+        self.instance = Some(start_instance(&self.w.env).await);
     }
 
     async fn timer(&self) -> Value {
@@ -103,26 +77,16 @@ impl Gate {
 
     /// A consumer uses `value` (audited with its address and user agent); whether it authenticated.
     async fn use_pat(&self, value: &str, ip: &str, ua: &str) -> bool {
-        let body = json!({ "token": value, "organization": ORG, "ipAddress": ip, "userAgent": ua });
-        let r = self.control("pats/use", body).await;
-        match r.status().as_u16() {
-            200..=299 => true,
-            401 => false,
-            s => panic!("pats/use answered {s}"),
-        }
+        use_pat(&self.emu, json!({ "token": value, "organization": ORG, "ipAddress": ip, "userAgent": ua })).await
     }
 
     async fn current(&self) -> (AuthorizationId, String) {
-        let s = self.local.store.get(&SecretName::parse(SECRET).unwrap(), None).await.unwrap().unwrap();
-        (
-            AuthorizationId::parse(&s.properties.tags[tags::AUTHORIZATION_ID]).unwrap(),
-            s.value.expose_secret().to_owned(),
-        )
+        self.w.current(SECRET).await.unwrap()
     }
 
     /// Whether the PAT is still active (listing does not count as a use in the audit log).
     async fn active(&self, id: AuthorizationId) -> bool {
-        self.api.list(DisplayFilter::Active).await.unwrap().iter().any(|p| p.authorization_id == id)
+        self.pats(DisplayFilter::Active).await.iter().any(|p| p.authorization_id == id)
     }
 
     /// The mailbox, with the quoted-printable bodies decoded (soft line breaks joined, `=XX` decoded).
@@ -170,7 +134,7 @@ impl Gate {
             }
         }
         self.instance = None;
-        self.emu.shutdown().await.unwrap();
+        self.w.emu.shutdown().await.unwrap();
     }
 }
 

@@ -3,11 +3,8 @@
 //! (mailbox), while patrol's own creation of that PAT is not mistaken for someone else's.
 
 use super::two_instances::{invoke, start_instance, timer};
-use super::world::{ORG, OWNER, env_pairs, settings_of, sign_in_with};
-use patrol::cli::runtime::Local;
-use patrol::clock::Clock;
+use super::world::{ORG, OWNER, Setup, World, admin_scopes, admin_seed, advance_clock, use_pat};
 use patrol::domain::SecretName;
-use patrol_emulator::{Emulator, EmulatorConfig};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -24,32 +21,19 @@ async fn a_critical_finding_rotates_the_token_and_revokes_the_suspect() {
 }
 
 async fn scenario(response: &str) {
-    let seed = serde_json::from_value(json!({
-        "organizations": [{ "name": ORG }],
-        "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG], "adminOf": [ORG] }]
-    }))
-    .unwrap();
-    let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("patrol.toml"),
-        format!(
-            "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
-             [[token]]\nsecret = \"audited-pat\"\ndisplay_name = \"Audited\"\nvalidity_days = 30\n\
-             rotate_before_days = 7\ngrace_days = 2\n\
-             [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nnotify = [\"email:security@fabrikam.test\"]\n{response}"
-        ),
-    )
-    .unwrap();
-    let mut env = env_pairs(dir.path(), &emu);
-    let mailbox = dir.path().join("mailbox.mbox");
-    env.push(("PATROL_MAILBOX_FILE".into(), mailbox.display().to_string()));
-    let local = Local::open(settings_of(&env), Clock::starting_at(emu.clock().now())).unwrap();
+    let policy = format!(
+        "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
+         [[token]]\nsecret = \"audited-pat\"\ndisplay_name = \"Audited\"\nvalidity_days = 30\n\
+         rotate_before_days = 7\ngrace_days = 2\n\
+         [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nnotify = [\"email:security@fabrikam.test\"]\n{response}"
+    );
+    let mut setup = Setup::start(admin_seed(), &policy).await;
+    let mailbox = setup.mailbox();
     // The owner also reads the audit log (an organization administrator consenting to vso.auditlog).
-    let scopes = format!("{} {}", patrol::auth::PAT_SCOPES, patrol::auth::ADMIN_SCOPES);
-    sign_in_with(&emu, &local, Some(scopes)).await;
+    let w = World::open(setup, Some(admin_scopes()), false).await;
+    let (emu, env) = (&w.emu, &w.env);
 
-    let instance = start_instance(&env).await;
+    let instance = start_instance(env).await;
     let first = invoke(&instance, "RotateTimer", timer(), emu.clock().now()).await;
     let detail = &first["ReturnValue"]["detail"];
     assert_eq!(detail["rotated"], 1, "onboarding: {first}");
@@ -57,19 +41,10 @@ async fn scenario(response: &str) {
     assert_eq!(detail["audit"]["findings"], 0, "patrol's own Create is not a finding: {first}");
 
     // A consumer uses the stored PAT from outside the allowed ranges.
-    let current = local.store.get(&SecretName::parse("audited-pat").unwrap(), None).await.unwrap().unwrap();
-    let value = current.value.expose_secret().to_owned();
-    let control = emu.endpoints().control.clone();
-    let http = reqwest::Client::new();
-    let used = http
-        .post(format!("{control}/_control/pats/use"))
-        .json(&json!({ "token": value, "organization": ORG, "ipAddress": "203.0.113.9", "userAgent": "git/2.45" }))
-        .send()
-        .await
-        .unwrap();
-    assert!(used.status().is_success());
-    let r = http.post(format!("{control}/_control/clock/advance")).json(&json!({ "seconds": 60 })).send().await;
-    assert!(r.unwrap().status().is_success());
+    let (_, value) = w.current("audited-pat").await.unwrap();
+    let used = json!({ "token": value, "organization": ORG, "ipAddress": "203.0.113.9", "userAgent": "git/2.45" });
+    assert!(use_pat(emu, used).await);
+    advance_clock(emu, time::Duration::seconds(60)).await;
 
     let second = invoke(&instance, "RotateTimer", timer(), emu.clock().now()).await;
     let audit = &second["ReturnValue"]["detail"]["audit"];
@@ -80,31 +55,19 @@ async fn scenario(response: &str) {
     assert!(mail.contains("security@fabrikam.test"), "the finding went to the audit recipients");
     assert!(mail.contains("203.0.113.9"), "the evidence names the caller's address");
     assert!(!mail.contains(&value) && !second.to_string().contains(&value), "a PAT value leaked");
-    let authenticates = |token: String| {
-        let (http, control) = (http.clone(), control.clone());
-        async move {
-            let r = http
-                .post(format!("{control}/_control/pats/use"))
-                .json(&json!({ "token": token, "organization": ORG }))
-                .send()
-                .await
-                .unwrap();
-            r.status().is_success()
-        }
-    };
     let secret = SecretName::parse("audited-pat").unwrap();
-    let now_current = local.store.get(&secret, None).await.unwrap().unwrap();
+    let now_current = w.local.store.get(&secret, None).await.unwrap().unwrap();
     if response.contains("alert") {
-        assert!(authenticates(value.clone()).await, "the suspect is untouched when the response is alert");
+        assert!(w.authenticates(&value).await, "the suspect is untouched when the response is alert");
     } else {
         assert_eq!(audit["executed"], 1, "{second}");
-        assert!(!authenticates(value.clone()).await, "the suspect PAT was revoked");
+        assert!(!w.authenticates(&value).await, "the suspect PAT was revoked");
         let new_value = now_current.value.expose_secret().to_owned();
         assert_ne!(new_value, value, "the secret holds a new PAT");
-        assert!(authenticates(new_value.clone()).await, "the new PAT works");
-        assert_eq!(local.store.list_versions(&secret).await.unwrap().len(), 2, "one new vault version");
+        assert!(w.authenticates(&new_value).await, "the new PAT works");
+        assert_eq!(w.local.store.list_versions(&secret).await.unwrap().len(), 2, "one new vault version");
         assert!(!mail.contains(&new_value), "a PAT value leaked");
     }
     drop(instance);
-    emu.shutdown().await.unwrap();
+    w.emu.shutdown().await.unwrap();
 }

@@ -3,13 +3,11 @@
 //! blob journal) and the secret store, as instances of one Function App do. Exactly one rotation happens:
 //! one new vault version, one new PAT.
 
-use super::world::{ORG, OWNER, env_pairs, settings_of, sign_in};
-use patrol::cli::runtime::Local;
-use patrol::clock::Clock;
+use super::world::{ORG, OWNER, Setup, World, advance_clock, seed};
 use patrol::devops::DisplayFilter;
-use patrol::domain::{OrgName, OwnerId, SecretName};
-use patrol_emulator::{Emulator, EmulatorConfig};
+use patrol::domain::SecretName;
 use serde_json::{Value, json};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -26,13 +24,23 @@ impl Drop for Instance {
 }
 
 pub(super) async fn start_instance(env: &[(String, String)]) -> Instance {
+    spawn_instance(env, Stdio::null(), Stdio::null()).await
+}
+
+/// As [`start_instance`], its stdout and stderr going to `log` (to be scanned for secrets).
+pub(super) async fn start_instance_logging(env: &[(String, String)], log: &Path) -> Instance {
+    let out = std::fs::File::create(log).unwrap();
+    spawn_instance(env, Stdio::from(out.try_clone().unwrap()), Stdio::from(out)).await
+}
+
+async fn spawn_instance(env: &[(String, String)], stdout: Stdio, stderr: Stdio) -> Instance {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol"));
     cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string()).stdout(stdout).stderr(stderr);
     // Owned by `Instance` at once, so the process is killed and reaped on every path (Drop).
     let instance =
         Instance { child: cmd.spawn().expect("spawn patrol serve"), url: format!("http://127.0.0.1:{port}") };
@@ -77,27 +85,18 @@ fn plan_request() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_timers_on_two_instances_rotate_once() {
     let az = super::azurite().expect("azurite");
-    let seed = serde_json::from_value(super::world::seed()).unwrap();
-    let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("patrol.toml"),
-        format!(
-            "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
-             [[token]]\nsecret = \"twin-pat\"\ndisplay_name = \"Two instances\"\nvalidity_days = 30\n\
-             rotate_before_days = 7\ngrace_days = 2\n"
-        ),
-    )
-    .unwrap();
-    let mut env = env_pairs(dir.path(), &emu);
-    env.retain(|(k, _)| k != "PATROL_LEASE");
-    env.push(("PATROL_LEASE".into(), "blob".into()));
-    env.push((
-        "AzureWebJobsStorage".into(),
+    let policy = format!(
+        "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
+         [[token]]\nsecret = \"twin-pat\"\ndisplay_name = \"Two instances\"\nvalidity_days = 30\n\
+         rotate_before_days = 7\ngrace_days = 2\n"
+    );
+    let mut setup = Setup::start(seed(), &policy).await;
+    setup.set("PATROL_LEASE", "blob");
+    setup.set(
+        "AzureWebJobsStorage",
         format!("UseDevelopmentStorage=true;BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1", az.port),
-    ));
-    let local = Local::open(settings_of(&env), Clock::starting_at(emu.clock().now())).unwrap();
-    sign_in(&emu, &local).await;
+    );
+    let World { emu, dir: _dir, env, local, api, .. } = World::open(setup, None, false).await;
 
     let (a, b) = (start_instance(&env).await, start_instance(&env).await);
     // Onboarding: the first run creates the token's PAT and stores it.
@@ -107,13 +106,7 @@ async fn concurrent_timers_on_two_instances_rotate_once() {
     assert_eq!(versions().await, 1, "onboarding: {first}");
 
     // 24 days later the token is due (rotate 7 days before a 30-day validity).
-    let r = reqwest::Client::new()
-        .post(format!("{}/_control/clock/advance", emu.endpoints().control))
-        .json(&json!({ "seconds": 24 * 86_400 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    advance_clock(&emu, time::Duration::days(24)).await;
     let now = emu.clock().now();
     // Each instance refreshes its owner session once, one after the other (the emulator's refresh tokens
     // are single-use), so the race below is about rotation only.
@@ -131,8 +124,6 @@ async fn concurrent_timers_on_two_instances_rotate_once() {
     assert_eq!(versions().await, 2, "exactly one new vault version");
 
     // Exactly one new PAT: the current one plus the previous one in its grace period.
-    let owner = OwnerId::parse(OWNER).unwrap();
-    let api = local.connector().unwrap().pats(&owner, &OrgName::parse(ORG).unwrap());
     let live: Vec<_> = api
         .list(DisplayFilter::Active)
         .await

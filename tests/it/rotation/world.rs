@@ -13,7 +13,7 @@ use patrol::store::tags;
 use patrol_emulator::{Emulator, EmulatorConfig};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const OWNER: &str = "rotator@fabrikam.test";
@@ -82,10 +82,97 @@ pub fn seed() -> Value {
     })
 }
 
+/// As [`seed`], the owner also an administrator of the organization (who may read its audit log).
+pub fn admin_seed() -> Value {
+    json!({
+        "organizations": [{ "name": ORG }],
+        "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG], "adminOf": [ORG] }]
+    })
+}
+
+/// What an organization administrator consents to at sign-in: the PAT scopes and the audit log's.
+pub fn admin_scopes() -> String {
+    format!("{} {}", patrol::auth::PAT_SCOPES, patrol::auth::ADMIN_SCOPES)
+}
+
+/// Moves the emulator's virtual clock forward through its control API (patrol's clocks are not touched).
+pub async fn advance_clock(emu: &Emulator, by: time::Duration) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_control/clock/advance", emu.endpoints().control))
+        .json(&json!({ "seconds": by.whole_seconds() }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "advance: {}", r.status());
+}
+
+/// A consumer uses a PAT (`body` as `/_control/pats/use` takes it): whether it authenticated.
+pub async fn use_pat(emu: &Emulator, body: Value) -> bool {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_control/pats/use", emu.endpoints().control))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    match r.status().as_u16() {
+        200..=299 => true,
+        401 => false,
+        s => panic!("pats/use answered {s}"),
+    }
+}
+
+/// Every secret the emulator minted (PATs, tokens), for scanning output.
+pub async fn minted(emu: &Emulator) -> Vec<String> {
+    let url = format!("{}/_control/secrets", emu.endpoints().control);
+    let v: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let mut out = Vec::new();
+    collect_strings(&v, &mut out);
+    out.retain(|s| s.len() >= 20);
+    out
+}
+
+/// The first half of every scenario: an emulator started with a seed, a temp dir holding the policy as
+/// `patrol.toml`, and patrol's settings for both, to which a scenario may add before anything is opened.
+pub struct Setup {
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl Setup {
+    pub async fn start(seed: Value, policy: &str) -> Setup {
+        Self::start_with(seed, policy, EmulatorConfig::default()).await
+    }
+
+    pub async fn start_with(seed: Value, policy: &str, config: EmulatorConfig) -> Setup {
+        let seed = serde_json::from_value(seed).unwrap();
+        let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..config }).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("patrol.toml"), policy).unwrap();
+        let env = env_pairs(dir.path(), &emu);
+        Setup { emu, dir, env }
+    }
+
+    /// Sets a setting, replacing an earlier value of it.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
+    /// Announcements go to a mailbox file in the temp dir; returns its path.
+    pub fn mailbox(&mut self) -> PathBuf {
+        let mailbox = self.dir.path().join("mailbox.mbox");
+        self.set("PATROL_MAILBOX_FILE", mailbox.display().to_string());
+        mailbox
+    }
+}
+
 /// An emulator, a policy file, patrol's stores opened in-process, and a signed-in owner.
 pub struct World {
     pub emu: Emulator,
     pub dir: tempfile::TempDir,
+    /// patrol's settings, as a `patrol serve` process of the scenario gets them.
+    pub env: Vec<(String, String)>,
     pub local: Local,
     pub api: Arc<dyn PatApi>,
     pub http: reqwest::Client,
@@ -110,22 +197,25 @@ impl World {
         edit_env: impl FnOnce(&mut Vec<(String, String)>),
         in_memory: bool,
     ) -> World {
-        let seed = serde_json::from_value(seed).unwrap();
-        let emu = Emulator::start(EmulatorConfig { seed: Some(seed), ..config }).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("patrol.toml"), policy).unwrap();
-        let mut env = env_pairs(dir.path(), &emu);
-        edit_env(&mut env);
+        let mut setup = Setup::start_with(seed, policy, config).await;
+        edit_env(&mut setup.env);
+        Self::open(setup, None, in_memory).await
+    }
+
+    /// Opens patrol's stores for `setup` on the emulator's clock and signs the owner in, consenting to
+    /// `scopes` (default: the PAT scopes); `in_memory` as in [`World::start_in_memory`].
+    pub async fn open(setup: Setup, scopes: Option<String>, in_memory: bool) -> World {
+        let Setup { emu, dir, env } = setup;
         // patrol's clock follows the emulator's virtual clock (as the host's UtcNow would make it).
         let clock = Clock::starting_at(emu.clock().now());
         let mut local = Local::open(settings_of(&env), clock).unwrap();
         if in_memory {
             local.store = Arc::new(patrol::store::memory::MemoryStore::new());
         }
-        sign_in(&emu, &local).await;
+        sign_in_with(&emu, &local, scopes).await;
         let owner = OwnerId::parse(OWNER).unwrap();
         let api = local.connector().unwrap().pats(&owner, &OrgName::parse(ORG).unwrap());
-        World { emu, dir, local, api, http: reqwest::Client::new() }
+        World { emu, dir, env, local, api, http: reqwest::Client::new() }
     }
 
     pub fn control(&self, path: &str) -> String {
@@ -138,19 +228,13 @@ impl World {
 
     /// Moves the virtual clock forward through the control API; patrol's clock follows.
     pub async fn advance(&self, by: time::Duration) {
-        let r = self.post("clock/advance", json!({ "seconds": by.whole_seconds() })).await;
-        assert!(r.status().is_success(), "advance: {}", r.status());
+        advance_clock(&self.emu, by).await;
         self.local.clock.set(self.emu.clock().now());
     }
 
     /// Whether `value` authenticates in the organization right now (a consumer using the PAT).
     pub async fn authenticates(&self, value: &str) -> bool {
-        let r = self.post("pats/use", json!({ "token": value, "organization": ORG })).await;
-        match r.status().as_u16() {
-            200..=299 => true,
-            401 => false,
-            s => panic!("pats/use answered {s}"),
-        }
+        use_pat(&self.emu, json!({ "token": value, "organization": ORG })).await
     }
 
     /// The secret's current version: the PAT it names and its value.
@@ -166,11 +250,7 @@ impl World {
 
     /// Every secret the emulator minted (PATs, tokens), for scanning output.
     pub async fn minted(&self) -> Vec<String> {
-        let v: Value = self.http.get(self.control("secrets")).send().await.unwrap().json().await.unwrap();
-        let mut out = Vec::new();
-        collect_strings(&v, &mut out);
-        out.retain(|s| s.len() >= 20);
-        out
+        minted(&self.emu).await
     }
 }
 
