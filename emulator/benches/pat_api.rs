@@ -248,13 +248,13 @@ async fn memory() {
     let insert = started.elapsed();
     let after = rss_bytes();
     let started = Instant::now();
-    patrol_emulator::persist::save(emu.context(), &path).unwrap();
+    patrol_emulator::persist::save(emu.context(), &emu.keyvault().state, &path).unwrap();
     let save = started.elapsed();
     let size = std::fs::metadata(&path).unwrap().len();
     let started = Instant::now();
     let loaded = patrol_emulator::persist::load(&path).unwrap().unwrap();
     let load = started.elapsed();
-    assert_eq!(loaded.pats.len(), 100_000);
+    assert_eq!(loaded.state.pats.len(), 100_000);
     println!(
         "100,000 PATs: inserted in {:.2} s, resident set grew {:.1} MB",
         insert.as_secs_f64(),

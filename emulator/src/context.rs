@@ -167,12 +167,6 @@ impl Ctx {
     pub fn changed(&self) {
         self.dirty.notify_one();
     }
-
-    /// Serialized state for persistence.
-    pub fn snapshot_json(&self) -> serde_json::Result<Vec<u8>> {
-        let s = self.state();
-        serde_json::to_vec(&*s)
-    }
 }
 
 fn record_expiry(s: &mut State, id: uuid::Uuid, now: OffsetDateTime) {

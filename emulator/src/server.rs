@@ -172,6 +172,15 @@ impl Emulator {
         };
         let fresh = loaded.is_none();
         let clock = VirtualClock::new();
+        let (loaded, vault) = match loaded {
+            Some(l) => {
+                if let Some(t) = l.virtual_time {
+                    clock.set(t); // never backward: time goes on across restarts
+                }
+                (Some(l.state), l.vault)
+            }
+            None => (None, crate::keyvault::vault::Vault::default()),
+        };
         let tokens = TokenIssuer::new(clock.clone());
         let ctx = Arc::new(Ctx::new(
             clock,
@@ -220,13 +229,14 @@ impl Emulator {
         if !kv_listen.ip().is_loopback() {
             anyhow::bail!("refusing to listen on {kv_listen}: the emulator listens on loopback addresses only");
         }
-        let keyvault = KeyVaultServer::start(
+        let keyvault = KeyVaultServer::start_with_vault(
             KeyVaultOptions {
                 listen: kv_listen,
                 vault_name: kv_cfg.vault_name.clone(),
                 authority: format!("{}/{}", endpoints.entra, endpoints.tenant),
                 ca_cert_path: Some(ca_cert_path.clone()),
             },
+            vault,
             ctx.clock.clone(),
             ctx.tokens.clone(),
             sink,
@@ -250,9 +260,9 @@ impl Emulator {
             crate::serve::spawn_listener(entra, api_router(ctx.clone(), Service::Entra), rx.clone()),
             crate::serve::spawn_listener(control, control_router, rx.clone()),
         ];
-        let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), p));
+        let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), keyvault.state.clone(), p));
         if fresh && let Some(p) = &config.state_path {
-            persist::save(&ctx, p)?;
+            persist::save(&ctx, &keyvault.state, p)?;
         }
         Ok(Self {
             endpoints,
@@ -302,6 +312,7 @@ impl Emulator {
     /// Stops the listeners and saves the state (with `--state`).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        let kv_state = self.keyvault.state.clone();
         drop(self.keyvault);
         if let Some(d) = &self.temp_dir {
             let _ = std::fs::remove_dir_all(d);
@@ -315,7 +326,7 @@ impl Emulator {
         if let Some(p) = &self.state_path {
             let ctx = self.ctx.clone();
             let p = p.clone();
-            tokio::task::spawn_blocking(move || persist::save(&ctx, &p)).await.context("saving state")??;
+            tokio::task::spawn_blocking(move || persist::save(&ctx, &kv_state, &p)).await.context("saving state")??;
         }
         Ok(())
     }

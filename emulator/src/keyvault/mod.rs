@@ -7,10 +7,12 @@
 //! - [`wire`] — the JSON shapes;
 //! - [`http`] — request dispatch, authentication, paging, errors;
 //! - [`control`] — the control API routes for the vault and Event Grid delivery;
+//! - [`snapshot`] — the vault's section of the `--state` file;
 //! - this file — the server handle, faults and the expiry-event evaluator.
 
 pub mod control;
 pub mod http;
+pub mod snapshot;
 pub mod vault;
 pub mod wire;
 
@@ -111,8 +113,20 @@ impl Drop for KeyVaultServer {
 }
 
 impl KeyVaultServer {
+    /// Starts an empty vault.
     pub async fn start(
         opts: KeyVaultOptions,
+        clock: VirtualClock,
+        issuer: TokenIssuer,
+        events: EventSink,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_vault(opts, vault::Vault::default(), clock, issuer, events).await
+    }
+
+    /// Starts serving `vault` (e.g. loaded from the `--state` file).
+    pub async fn start_with_vault(
+        opts: KeyVaultOptions,
+        vault: vault::Vault,
         clock: VirtualClock,
         issuer: TokenIssuer,
         events: EventSink,
@@ -128,7 +142,7 @@ impl KeyVaultServer {
         let addr = listener.local_addr()?;
         let base_url = format!("https://{addr}");
         let state = Arc::new(KvState {
-            vault: Mutex::new(vault::Vault::default()),
+            vault: Mutex::new(vault),
             clock,
             issuer,
             events,
@@ -205,6 +219,9 @@ pub fn evaluate_expiry(state: &KvState) {
                 v.expired_sent_for = Some(exp);
                 v.near_expiry_sent_for = Some(exp);
             }
+        }
+        if !raised.is_empty() {
+            vault.mark_changed();
         }
     }
     state.events.raise(raised);

@@ -4,8 +4,11 @@
 //! Every operation takes the current (virtual) time and returns either a value or a [`KvError`] carrying
 //! the HTTP status, `error.code`, optional `innererror.code` and message the real service sends.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
+use tokio::sync::Notify;
 
 /// Soft-delete retention, as a new vault's default.
 pub const RECOVERABLE_DAYS: i64 = 90;
@@ -75,30 +78,57 @@ impl KvError {
     }
 }
 
-/// One version of a secret.
-#[derive(Debug, Clone)]
+/// One version of a secret. Its `Debug` output leaves the value out (values are secrets).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Version {
     pub id: String,
     pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
     pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
     pub created: i64,
     pub updated: i64,
     /// Event Grid bookkeeping: expiry events already raised for this version (and for which `exp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub near_expiry_sent_for: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_sent_for: Option<i64>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("id", &self.id)
+            .field("value", &"<redacted>")
+            .field("content_type", &self.content_type)
+            .field("tags", &self.tags)
+            .field("enabled", &self.enabled)
+            .field("nbf", &self.nbf)
+            .field("exp", &self.exp)
+            .field("created", &self.created)
+            .field("updated", &self.updated)
+            .field("near_expiry_sent_for", &self.near_expiry_sent_for)
+            .field("expired_sent_for", &self.expired_sent_for)
+            .finish()
+    }
 }
 
 /// A secret: its name as first created (names are case-insensitive, case-preserving) and its versions in
 /// creation order (the last is current).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Secret {
     pub name: String,
     pub versions: Vec<Version>,
     /// While a recovery is finishing, the secret is not yet visible.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub available_at: Option<OffsetDateTime>,
 }
 
@@ -109,17 +139,19 @@ impl Secret {
 }
 
 /// A soft-deleted secret.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Deleted {
     pub secret: Secret,
     pub deleted_date: i64,
     pub scheduled_purge_date: i64,
     /// The delete finishes asynchronously: until then the secret is in neither collection.
+    #[serde(with = "time::serde::rfc3339")]
     pub completes_at: OffsetDateTime,
 }
 
-/// Values for a new version.
-#[derive(Debug, Clone, Default)]
+/// Values for a new version (`Debug` leaves the value out).
+#[derive(Clone, Default)]
 pub struct SetParams {
     pub value: String,
     pub content_type: Option<String>,
@@ -127,6 +159,19 @@ pub struct SetParams {
     pub enabled: Option<bool>,
     pub nbf: Option<i64>,
     pub exp: Option<i64>,
+}
+
+impl std::fmt::Debug for SetParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetParams")
+            .field("value", &"<redacted>")
+            .field("content_type", &self.content_type)
+            .field("tags", &self.tags)
+            .field("enabled", &self.enabled)
+            .field("nbf", &self.nbf)
+            .field("exp", &self.exp)
+            .finish()
+    }
 }
 
 /// Changes to a version's properties (the value never changes).
@@ -142,15 +187,22 @@ pub struct UpdateParams {
 /// The vault.
 #[derive(Debug)]
 pub struct Vault {
-    secrets: BTreeMap<String, Secret>,
-    deleted: BTreeMap<String, Deleted>,
+    pub(super) secrets: BTreeMap<String, Secret>,
+    pub(super) deleted: BTreeMap<String, Deleted>,
     /// How long a delete or a recovery takes to finish.
     pub async_delay: Duration,
+    /// Notified after every change (the `--state` writer saves then).
+    changes: Arc<Notify>,
 }
 
 impl Default for Vault {
     fn default() -> Self {
-        Self { secrets: BTreeMap::new(), deleted: BTreeMap::new(), async_delay: Duration::milliseconds(500) }
+        Self {
+            secrets: BTreeMap::new(),
+            deleted: BTreeMap::new(),
+            async_delay: Duration::milliseconds(500),
+            changes: Arc::new(Notify::new()),
+        }
     }
 }
 
@@ -165,7 +217,7 @@ pub fn check_name(name: &str) -> Result<(), KvError> {
     Ok(())
 }
 
-fn key(name: &str) -> String {
+pub(super) fn key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
@@ -173,7 +225,7 @@ fn new_version_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-fn check_tags(tags: &Option<BTreeMap<String, String>>) -> Result<(), KvError> {
+pub(super) fn check_tags(tags: &Option<BTreeMap<String, String>>) -> Result<(), KvError> {
     if let Some(t) = tags {
         if t.len() > 15 {
             return Err(KvError::bad_parameter("The number of tags exceeds the maximum of 15."));
@@ -185,7 +237,7 @@ fn check_tags(tags: &Option<BTreeMap<String, String>>) -> Result<(), KvError> {
     Ok(())
 }
 
-fn check_content_type(ct: &Option<String>) -> Result<(), KvError> {
+pub(super) fn check_content_type(ct: &Option<String>) -> Result<(), KvError> {
     if ct.as_ref().is_some_and(|c| c.chars().count() > 255) {
         return Err(KvError::bad_parameter("The content type must be at most 255 characters long."));
     }
@@ -193,14 +245,31 @@ fn check_content_type(ct: &Option<String>) -> Result<(), KvError> {
 }
 
 impl Vault {
+    /// What is notified after every change (for the `--state` writer). Changes before the first wait are
+    /// not lost: a notification is kept until someone waits.
+    pub fn changes(&self) -> Arc<Notify> {
+        Arc::clone(&self.changes)
+    }
+
+    /// Records that the vault changed (also used by the expiry-event evaluator for its bookkeeping).
+    pub fn mark_changed(&self) {
+        self.changes.notify_one();
+    }
+
     /// Finishes deletes and recoveries whose time has come and purges deleted secrets past retention.
     pub fn settle(&mut self, now: OffsetDateTime) {
         let ts = now.unix_timestamp();
+        let before = self.deleted.len();
         self.deleted.retain(|_, d| d.completes_at > now || d.scheduled_purge_date > ts);
+        let mut changed = self.deleted.len() != before;
         for s in self.secrets.values_mut() {
             if s.available_at.is_some_and(|at| at <= now) {
                 s.available_at = None;
+                changed = true;
             }
+        }
+        if changed {
+            self.mark_changed();
         }
     }
 
@@ -255,7 +324,9 @@ impl Vault {
             available_at: None,
         });
         secret.versions.push(v.clone());
-        Ok((secret.name.clone(), v))
+        let name = secret.name.clone();
+        self.mark_changed();
+        Ok((name, v))
     }
 
     /// Gets a version (`None`: the current one). A disabled version is refused with `SecretDisabled`.
@@ -320,7 +391,9 @@ impl Vault {
             v.exp = p.exp;
         }
         v.updated = now.unix_timestamp();
-        Ok((secret_name, v.clone()))
+        let v = v.clone();
+        self.mark_changed();
+        Ok((secret_name, v))
     }
 
     /// Current secrets (each with its current version), ordered by name.
@@ -358,6 +431,7 @@ impl Vault {
             completes_at: now + self.async_delay,
         };
         self.deleted.insert(k, d.clone());
+        self.mark_changed();
         Ok(d)
     }
 
@@ -387,6 +461,7 @@ impl Vault {
         d.secret.available_at = Some(now + self.async_delay);
         let out = d.secret.current().map(|v| (d.secret.name.clone(), v.clone()));
         self.secrets.insert(k, d.secret);
+        self.mark_changed();
         out.ok_or_else(|| KvError::not_found(name))
     }
 
@@ -397,7 +472,9 @@ impl Vault {
         if self.pending_delete(&k, now) {
             return Err(KvError::being_deleted(name));
         }
-        self.deleted.remove(&k).map(|_| ()).ok_or_else(|| KvError::not_found(name))
+        self.deleted.remove(&k).ok_or_else(|| KvError::not_found(name))?;
+        self.mark_changed();
+        Ok(())
     }
 
     /// Restores a backed-up secret (all versions) under its name.
@@ -418,6 +495,7 @@ impl Vault {
         let cur = secret.current().cloned().ok_or_else(|| KvError::bad_parameter("The backup holds no versions."))?;
         let name = secret.name.clone();
         self.secrets.insert(k, Secret { available_at: None, ..secret });
+        self.mark_changed();
         Ok((name, cur))
     }
 

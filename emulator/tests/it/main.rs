@@ -10,4 +10,5 @@ mod control_audit;
 mod entra;
 mod keyvault;
 mod keyvault_join;
+mod keyvault_state;
 mod pats;
