@@ -17,7 +17,7 @@ fn vault_client(ca_pem_path: &str) -> reqwest::Client {
 }
 
 /// Client credentials for Key Vault from the emulated Entra, as the SDK asks for them.
-async fn vault_token(http: &reqwest::Client, entra: &str, tenant: &str) -> String {
+pub(crate) async fn vault_token(http: &reqwest::Client, entra: &str, tenant: &str) -> String {
     let r = http
         .post(format!("{entra}/{tenant}/oauth2/v2.0/token"))
         .form(&[

@@ -4,7 +4,7 @@
 //! older state file without the vault's section loads with an empty vault, and a corrupt section is refused
 //! with an error naming the file.
 
-use crate::support::{APP_ID, APP_SECRET, seed};
+use crate::support::seed;
 use patrol_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -32,19 +32,7 @@ async fn vault(emu: &Emulator) -> Vault {
     let pem = std::fs::read(&e.extra["ca_cert"]).unwrap();
     let http =
         reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]).build().unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{}/{}/oauth2/v2.0/token", e.entra, e.tenant))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", APP_ID),
-            ("client_secret", APP_SECRET),
-            ("scope", "https://vault.azure.net/.default"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let token = crate::keyvault_join::vault_token(&reqwest::Client::new(), &e.entra, &e.tenant).await;
     Vault { http, url: e.extra["keyvault"].clone(), token }
 }
 
