@@ -242,7 +242,7 @@ async fn binary_prints_one_ready_line_and_never_logs_secrets() {
     }
 }
 
-fn send_sigterm(pid: u32) {
+pub(crate) fn send_sigterm(pid: u32) {
     let ok = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(ok.success());
 }

@@ -2,7 +2,7 @@
 //! same file (versions, values, attributes, tags, soft-deleted secrets), list/get/update/recover behave as
 //! before, the virtual clock goes on from the saved time, expiry events are not raised twice across restarts, changes are saved without a shutdown, an
 //! older state file without the vault's section loads with an empty vault, and a corrupt section is refused
-//! with an error naming the file.
+//! with an error naming the file. The binary does the same across SIGTERM and a restart.
 
 use crate::support::seed;
 use patrol_emulator::{Emulator, EmulatorConfig};
@@ -280,4 +280,58 @@ async fn a_corrupt_vault_section_is_refused_naming_the_file() {
         assert!(err.contains(want), "{want:?} in {err}");
         assert!(!err.contains(VALUE_1), "{err}");
     }
+}
+
+/// The `patrol-emulator` binary with `--state`: a secret written over HTTPS is back after SIGTERM and a
+/// restart on the same file (new port and CA, same vault).
+#[tokio::test]
+async fn the_binary_keeps_the_vault_across_a_sigterm_restart() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let seed_path = dir.path().join("seed.json");
+    std::fs::write(&seed_path, serde_json::to_vec(&seed()).unwrap()).unwrap();
+    let spawn = |n: u32| {
+        let ca = dir.path().join(format!("ca-{n}.pem"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_patrol-emulator"))
+            .args(["--seed", seed_path.to_str().unwrap(), "--state", state.to_str().unwrap()])
+            .args(["--ca-cert", ca.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        (child, ready)
+    };
+    let client = |ready: Value| async move {
+        let pem = std::fs::read(ready["ca_cert"].as_str().unwrap()).unwrap();
+        let http =
+            reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]).build().unwrap();
+        let token = crate::keyvault_join::vault_token(
+            &reqwest::Client::new(),
+            ready["entra"].as_str().unwrap(),
+            ready["tenant"].as_str().unwrap(),
+        )
+        .await;
+        Vault { http, url: ready["keyvault"].as_str().unwrap().to_owned(), token }
+    };
+
+    let (mut first, ready) = spawn(1);
+    let v = client(ready).await;
+    let body = json!({ "value": VALUE_1, "contentType": "text/plain", "tags": { "owner": "bin" } });
+    let set = v.ok(reqwest::Method::PUT, "/secrets/bin-secret", Some(body)).await;
+    crate::control::send_sigterm(first.id());
+    assert!(first.wait().unwrap().success(), "clean shutdown on SIGTERM");
+
+    let (mut second, ready) = spawn(2);
+    let v = client(ready).await;
+    let got = v.ok(reqwest::Method::GET, "/secrets/bin-secret", None).await;
+    assert_eq!(got["value"], json!(VALUE_1), "the value survived the restart");
+    assert_eq!(got["tags"]["owner"], json!("bin"));
+    assert_eq!(version_of(&got), version_of(&set), "the same version is current");
+    crate::control::send_sigterm(second.id());
+    assert!(second.wait().unwrap().success());
 }
