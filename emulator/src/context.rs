@@ -52,6 +52,8 @@ pub struct DeviceCode {
     pub resource: String,
     pub scopes: Vec<String>,
     pub offline: bool,
+    /// `openid` was requested: the tokens carry an `id_token`.
+    pub openid: bool,
     pub expires_at: OffsetDateTime,
     pub status: DeviceStatus,
 }

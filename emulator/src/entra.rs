@@ -59,15 +59,19 @@ pub struct ScopeRequest {
     pub resource: String,
     pub scopes: Vec<String>,
     pub offline: bool,
+    /// `openid` was asked for: an `id_token` comes with the user's tokens.
+    pub openid: bool,
 }
 
 pub fn parse_scopes(raw: &str) -> Result<ScopeRequest, EntraError> {
     let mut resource: Option<String> = None;
     let mut scopes = Vec::new();
     let mut offline = false;
+    let mut openid = false;
     for item in raw.split_whitespace() {
         if OIDC_SCOPES.contains(&item) {
             offline |= item == "offline_access";
+            openid |= item == "openid";
             continue;
         }
         let Some((res, scope)) = item.rsplit_once('/') else {
@@ -126,13 +130,15 @@ pub fn parse_scopes(raw: &str) -> Result<ScopeRequest, EntraError> {
             "The provided value for the input parameter 'scope' is not valid: no resource scope was requested.",
         ));
     };
-    Ok(ScopeRequest { resource, scopes, offline })
+    Ok(ScopeRequest { resource, scopes, offline, openid })
 }
 
 /// Tokens handed to a client.
 pub struct TokenSet {
     pub access_token: String,
     pub refresh_token: Option<String>,
+    /// OpenID Connect ID token (when `openid` was requested): who signed in.
+    pub id_token: Option<String>,
     pub expires_in: u64,
     pub resource: String,
     pub scopes: Vec<String>,
@@ -150,6 +156,9 @@ impl TokenSet {
         });
         if let Some(r) = &self.refresh_token {
             v["refresh_token"] = json!(r);
+        }
+        if let Some(t) = &self.id_token {
+            v["id_token"] = json!(t);
         }
         v
     }
@@ -195,13 +204,38 @@ pub fn issue_user_tokens(
         ctx.changed();
         rt
     });
+    let id_token = req.openid.then(|| id_token(state.tenant_id, user, client_id, now));
     TokenSet {
         access_token,
         refresh_token,
+        id_token,
         expires_in: access_secs,
         resource: req.resource.clone(),
         scopes: req.scopes.clone(),
     }
+}
+
+/// An ID token with the v2.0 claims Entra puts in one (`aud`, `iss`, `tid`, `oid`, `sub`,
+/// `preferred_username`, `name`, times). The emulator has no signing key: the token is an unsecured JWT
+/// (`alg: none`, empty signature), which a client that received it straight from the token endpoint over
+/// TLS may accept without checking a signature (OpenID Connect Core 1.0, 3.1.3.7).
+fn id_token(tenant: uuid::Uuid, user: &User, client_id: &str, now: time::OffsetDateTime) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let t = now.unix_timestamp();
+    let header = json!({ "typ": "JWT", "alg": "none" });
+    let claims = json!({
+        "aud": client_id.to_lowercase(),
+        "iss": format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+        "iat": t, "nbf": t, "exp": t + 3600,
+        "tid": tenant.to_string(),
+        "oid": user.id.to_string(),
+        "sub": user.id.simple().to_string(),
+        "preferred_username": user.upn,
+        "name": user.display_name,
+        "ver": "2.0",
+    });
+    format!("{}.{}.", b64(&header), b64(&claims))
 }
 
 /// Issues an application token (client credentials, or a managed identity through the control API).
@@ -218,6 +252,7 @@ pub fn issue_app_token(ctx: &Ctx, client_id: &str, resource: &str, lifetime_secs
     TokenSet {
         access_token,
         refresh_token: None,
+        id_token: None,
         expires_in: secs_,
         resource: resource.to_string(),
         scopes: vec![".default".into()],
@@ -313,6 +348,7 @@ fn device_code<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<
             resource: scope.resource,
             scopes: scope.scopes,
             offline: scope.offline,
+            openid: scope.openid,
             expires_at: now + secs(lt.device_code_secs),
             status: DeviceStatus::Pending,
         },
@@ -364,7 +400,15 @@ fn device_token<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result
             }
             DeviceStatus::Approved(u) => {
                 dc.status = DeviceStatus::Redeemed;
-                (u, ScopeRequest { resource: dc.resource.clone(), scopes: dc.scopes.clone(), offline: dc.offline })
+                (
+                    u,
+                    ScopeRequest {
+                        resource: dc.resource.clone(),
+                        scopes: dc.scopes.clone(),
+                        offline: dc.offline,
+                        openid: dc.openid,
+                    },
+                )
             }
         }
     };
@@ -435,7 +479,9 @@ fn refresh<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<Valu
             s.offline = true;
             s
         }
-        None => ScopeRequest { resource: rec.resource.clone(), scopes: rec.scopes.clone(), offline: true },
+        None => {
+            ScopeRequest { resource: rec.resource.clone(), scopes: rec.scopes.clone(), offline: true, openid: false }
+        }
     };
     if let Some(r) = state.refresh_tokens.get_mut(&key) {
         r.status = RefreshStatus::Redeemed;

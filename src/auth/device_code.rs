@@ -32,6 +32,12 @@ pub enum LoginError {
         "Microsoft Entra returned no refresh token; the app registration must allow public client flows and the offline_access scope"
     )]
     NoRefreshToken,
+    #[error(
+        "Microsoft Entra returned no ID token naming who signed in, so patrol cannot check it was {0}; nothing was stored"
+    )]
+    NoIdToken(String),
+    #[error("{actual} signed in, not {expected}: the refresh token was not stored; {expected} must sign in")]
+    WrongAccount { expected: String, actual: String },
     #[error(transparent)]
     Entra(#[from] EntraError),
     #[error("signed in, but the refresh token could not be stored: {0}")]
@@ -67,7 +73,8 @@ pub async fn login(
     prompt: impl FnOnce(&Prompt),
 ) -> Result<LoginOutcome, LoginError> {
     let scopes = options.scopes.as_deref().unwrap_or(PAT_SCOPES);
-    let start = entra.start_device_code(scopes).await?;
+    // `openid profile` for an ID token that names who signed in (not stored with the refresh token's scopes).
+    let start = entra.start_device_code(&format!("{scopes} openid profile")).await?;
     prompt(&Prompt {
         verification_uri: start.verification_uri.clone(),
         user_code: start.user_code.clone(),
@@ -84,6 +91,15 @@ pub async fn login(
         match entra.poll_device_code(&start.device_code, clock.now()).await {
             Ok(grant) => {
                 let refresh = grant.refresh_token.ok_or(LoginError::NoRefreshToken)?;
+                // The refresh token is stored under the owner's name: make sure the owner is who signed in
+                // (someone else entering the code would otherwise have patrol act as them).
+                match grant.signed_in_as {
+                    None => return Err(LoginError::NoIdToken(owner.to_string())),
+                    Some(who) if !who.eq_ignore_ascii_case(owner.as_str()) => {
+                        return Err(LoginError::WrongAccount { expected: owner.to_string(), actual: who });
+                    }
+                    Some(_) => {}
+                }
                 let now = clock.now();
                 let signed_in = now.format(&Rfc3339).unwrap_or_default();
                 let version = store_refresh_token(store, owner, &refresh, &signed_in, scopes, now).await?;

@@ -76,6 +76,9 @@ struct WireToken {
     access_token: SecretString,
     #[serde(default)]
     refresh_token: Option<SecretString>,
+    /// OpenID Connect ID token (asked for with `openid`); only its `preferred_username` is read.
+    #[serde(default)]
+    id_token: Option<SecretString>,
 }
 
 /// A successful token answer.
@@ -87,6 +90,21 @@ pub struct TokenGrant {
     pub scope: Option<String>,
     /// Lifetime Entra gave the access token.
     pub lifetime: time::Duration,
+    /// Who signed in, from the ID token's `preferred_username` (or `upn`) claim, when one came back.
+    pub signed_in_as: Option<String>,
+}
+
+/// The account name in an ID token (`preferred_username`, else `upn`). The token came straight from the
+/// token endpoint over TLS, so its signature is not checked (OpenID Connect Core 1.0, 3.1.3.7); a token
+/// that is not a JWT with a JSON payload yields `None`.
+pub fn id_token_username(id_token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = id_token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    ["preferred_username", "upn"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(|v| v.as_str()).filter(|v| !v.is_empty()).map(str::to_owned))
 }
 
 #[derive(Deserialize)]
@@ -208,6 +226,7 @@ impl EntraClient {
             refresh_token: w.refresh_token.filter(|r| !r.expose_secret().is_empty()),
             scope: w.scope,
             lifetime,
+            signed_in_as: w.id_token.as_ref().and_then(|t| id_token_username(t.expose_secret())),
         })
     }
 
@@ -287,6 +306,27 @@ mod tests {
         let body = br#"{"token_type":"Bearer","expires_in":"3600","access_token":"at-1"}"#;
         assert!(EntraClient::parse_token(200, body, NOW).unwrap().refresh_token.is_none());
         assert!(EntraClient::parse_token(200, br#"{"expires_in":1}"#, NOW).is_err());
+    }
+
+    #[test]
+    fn the_id_token_names_who_signed_in() {
+        use base64::Engine as _;
+        let enc = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let jwt = |claims| format!("{}.{}.sig", enc(serde_json::json!({"alg": "RS256"})), enc(claims));
+        let t = jwt(serde_json::json!({"preferred_username": "Alice@Contoso.com", "upn": "x"}));
+        assert_eq!(id_token_username(&t).as_deref(), Some("Alice@Contoso.com"));
+        assert_eq!(
+            id_token_username(&jwt(serde_json::json!({"upn": "bob@contoso.com"}))).as_deref(),
+            Some("bob@contoso.com")
+        );
+        assert_eq!(id_token_username(&jwt(serde_json::json!({"name": "no account"}))), None);
+        assert_eq!(id_token_username("not-a-jwt"), None);
+        assert_eq!(id_token_username("a.%%%.c"), None);
+        let body = format!(
+            r#"{{"token_type":"Bearer","expires_in":3599,"access_token":"at-1","refresh_token":"rt-1","id_token":"{t}"}}"#
+        );
+        let g = EntraClient::parse_token(200, body.as_bytes(), NOW).unwrap();
+        assert_eq!(g.signed_in_as.as_deref(), Some("Alice@Contoso.com"));
     }
 
     #[test]

@@ -67,10 +67,10 @@ pub fn choose_owner(local: &Local, given: Option<&str>) -> Result<OwnerId, CliEr
 fn login_error(owner: &OwnerId, e: LoginError) -> CliError {
     let message = format!("sign-in of {owner} failed: {e}");
     match &e {
-        LoginError::Declined | LoginError::Expired => {
+        LoginError::Declined | LoginError::Expired | LoginError::WrongAccount { .. } => {
             CliError::sign_in(format!("{message}; run `patrol login --owner {owner}` again"))
         }
-        LoginError::NoRefreshToken => CliError::usage(message),
+        LoginError::NoRefreshToken | LoginError::NoIdToken(_) => CliError::usage(message),
         LoginError::Entra(err) if is_config_refusal(err.code()) => CliError::usage(message),
         LoginError::Entra(_) | LoginError::Store(_) => CliError::failed(message),
     }

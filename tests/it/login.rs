@@ -15,13 +15,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const OWNER: &str = "login-owner@fabrikam.example";
+/// Someone else in the tenant, who might enter the owner's code.
+const OTHER: &str = "someone-else@fabrikam.example";
 const CLIENT_ID: &str = "3b1f0c2d-9e8a-4f7b-a6c5-d4e3f2a1b0c9";
 const KV_APP: &str = "8c7b6a59-4d3e-4f2a-9b1c-0d9e8f7a6b5c";
 
 async fn emulator() -> (Emulator, String) {
     let seed = serde_json::from_value(json!({
         "organizations": [{ "name": "fabrikam" }],
-        "users": [{ "upn": OWNER, "organizations": ["fabrikam"] }],
+        "users": [{ "upn": OWNER, "organizations": ["fabrikam"] }, { "upn": OTHER, "organizations": ["fabrikam"] }],
         "apps": [{ "clientId": KV_APP, "displayName": "patrol-login-kv", "kind": "servicePrincipal" }]
     }))
     .unwrap();
@@ -237,6 +239,26 @@ async fn declined_or_expired_sign_in_exits_3_and_stores_nothing() {
     assert!(stderr.contains("expired") && stderr.contains("patrol login --owner"), "{stderr}");
     assert_no_secret(&emu, &format!("{stdout}{stderr}"));
     assert!(minted(&emu, "refresh_token").is_empty(), "no refresh token was ever issued");
+    emu.shutdown().await.unwrap();
+}
+
+/// The ID token names who signed in: another account entering the owner's code gets nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_by_another_account_is_refused_and_stores_nothing() {
+    let (emu, _) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = settings(&emu, dir.path(), None);
+    let mut child = spawn(dir.path(), &["--owner", OWNER, "--poll-interval-ms", "50"], &env);
+    let (code, seen, rest) = tokio::task::block_in_place(|| read_prompt(&mut child));
+    control(&emu, "/_control/devicecodes/approve", json!({ "userCode": code, "upn": OTHER })).await;
+    let (exit, stdout, stderr) = tokio::task::block_in_place(|| finish(child, seen, rest));
+    assert_eq!(exit, 3, "the owner must sign in: stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains(&format!("{OTHER} signed in, not {OWNER}")), "{stderr}");
+    assert!(stderr.contains("patrol login --owner"), "{stderr}");
+    assert_eq!(minted(&emu, "refresh_token").len(), 1, "Entra did issue a refresh token to the other account");
+    assert_no_secret(&emu, &format!("{stdout}{stderr}"));
+    let name = OwnerId::parse(OWNER).unwrap().refresh_token_secret();
+    assert!(file_store(dir.path()).get(&name, None).await.unwrap().is_none(), "nothing stored under the owner");
     emu.shutdown().await.unwrap();
 }
 
