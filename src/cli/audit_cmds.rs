@@ -24,7 +24,7 @@ use time::Duration;
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_DECLINED: u8 = 4;
+pub const EXIT_DECLINED: u8 = super::exit::DECLINED;
 
 /// A duration like `30m`, `24h`, `7d` (at most the audit log's 90-day retention).
 pub fn parse_since(s: &str) -> Result<Duration, String> {

@@ -38,6 +38,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// An owner must sign in (`patrol login`) before the work can be done.
     pub const SIGN_IN: u8 = 3;
+    /// The operator declined a confirmation (`revoke`, `migrate-global`); nothing was changed.
+    pub const DECLINED: u8 = 4;
 }
 
 const AFTER_HELP: &str = "\
@@ -51,7 +53,8 @@ Examples:
   patrol completions bash > /etc/bash_completion.d/patrol
 
 Settings come from PATROL_* environment variables (see README). Exit codes: 0 ok, 1 work failed,
-2 bad input or configuration, 3 an owner must sign in (patrol login).";
+2 bad input or configuration, 3 an owner must sign in (patrol login), 4 a confirmation was declined
+(nothing changed).";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -292,3 +292,37 @@ fn demo_binary_exits_0_quickly_and_prints_json() {
         s["tokens"].as_array().unwrap().iter().map(|t| t["pending_drains"].as_array().unwrap().len()).sum();
     assert_eq!(drains, 1, "package-feed-pat's previous PAT is still draining: {s}");
 }
+
+#[test]
+fn demo_refuses_a_non_empty_dir_and_force_starts_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("patrol.toml"), "# my own policy\n").unwrap();
+    std::fs::write(d.join("notes.txt"), "mine\n").unwrap();
+
+    // Not empty and no --force: exit 2, naming the directory and --force; nothing written or removed.
+    let out = patrol(dir.path(), &["demo", "--dir", "d"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("is not empty") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(d.join("patrol.toml")).unwrap(), "# my own policy\n");
+    assert!(!d.join("state").exists() && !d.join("patrol-report.html").exists());
+
+    // --force: the demo's own files go, the operator's other files stay, and a second forced run starts
+    // clean (no journal from the first run mixed in: the same status as a first run).
+    for _ in 0..2 {
+        let out = patrol(dir.path(), &["demo", "--json", "--dir", "d", "--force"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rotated =
+            v["status"]["tokens"].as_array().unwrap().iter().filter(|t| t["last_rotation"].is_object()).count();
+        assert_eq!(rotated, 3, "{}", v["status"]);
+        assert_eq!(std::fs::read_to_string(d.join("notes.txt")).unwrap(), "mine\n");
+        assert_ne!(std::fs::read_to_string(d.join("patrol.toml")).unwrap(), "# my own policy\n");
+    }
+
+    // --force without --dir is a usage error.
+    let out = patrol(dir.path(), &["demo", "--force"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

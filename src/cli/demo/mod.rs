@@ -68,8 +68,51 @@ pub struct DemoArgs {
     #[arg(long)]
     pub json: bool,
     /// Keep the demo's files (policy, state, mailbox, report) in this directory instead of a temporary one.
+    /// It must be empty or not exist yet (see --force).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// With --dir: run in a directory that is not empty. The demo's own files from an earlier run (its
+    /// policy, state, mailbox, CA bundle and report) are removed first, so the run starts clean; nothing else
+    /// in the directory is touched.
+    #[arg(long, requires = "dir")]
+    pub force: bool,
+}
+
+/// The files and directories a demo run writes into its directory; `--force` removes exactly these.
+const DEMO_FILES: [&str; 5] = ["patrol.toml", "state", "mailbox.mbox", "ca-bundle.pem", "patrol-report.html"];
+
+/// Prepares `--dir`: refuses a non-empty directory unless `force`, and then removes the demo's own files
+/// (never anything else) so the run starts clean.
+fn prepare_dir(d: &Path, force: bool) -> Result<(), CliError> {
+    let cannot = |what: &str, e: std::io::Error| CliError::failed(format!("cannot {what} {}: {e}", d.display()));
+    match std::fs::read_dir(d) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                if !force {
+                    return Err(CliError::usage(format!(
+                        "--dir {} is not empty: the demo writes its policy, state, mailbox and report there and \
+                         would overwrite or mix with what is in it. Use an empty or new directory, or add --force \
+                         to remove the demo's own files ({}) from it first",
+                        d.display(),
+                        DEMO_FILES.join(", ")
+                    )));
+                }
+                for f in DEMO_FILES {
+                    let path = d.join(f);
+                    let removed = match std::fs::symlink_metadata(&path) {
+                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                        Ok(_) => std::fs::remove_file(&path),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    removed.map_err(|e| CliError::failed(format!("cannot remove {}: {e}", path.display())))?;
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(d).map_err(|e| cannot("create", e)),
+        Err(e) => Err(cannot("read", e)),
+    }
 }
 
 /// What a demo run produced.
@@ -90,7 +133,7 @@ pub struct DemoOutcome {
 pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
     let dir = match &args.dir {
         Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| CliError::failed(format!("cannot create {}: {e}", d.display())))?;
+            prepare_dir(d, args.force)?;
             d.clone()
         }
         None => {
