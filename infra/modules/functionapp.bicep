@@ -123,6 +123,7 @@ var premiumSettings = isFlex ? {} : {
 var allSettings = union(additionalAppSettings, baseSettings, clientIdSetting, aadTelemetrySetting, premiumSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy needs at least two always-ready instances (Flex) or three workers (Premium); patrol runs a daily timer and idempotent, journaled, resumable rotations, so an outage of a zone delays a run rather than losing one. Not worth the standing cost by default.
   name: planName
   location: location
   tags: tags
@@ -141,6 +142,9 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: Event Grid's AzureFunction delivery and operators' RotateHttp calls reach the app on its public endpoint (Event Grid cannot deliver to a private endpoint); every call is authenticated by the Functions host with a system or function key over TLS 1.2+.
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales to zero and has no numberOfWorkers; a missed instance delays a rotation (the journal resumes it), and the timer catches up on the next run.
+  // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption function apps; silence is alerted instead (modules/alerts.bicep: no successful RotateTimer run in 26 hours).
   // checkov:skip=CKV_AZURE_17: required client certificates would break the app's two callers: Event Grid's AzureFunction delivery and operators calling RotateHttp with a function key. Both are authenticated by the Functions host (system key / function key) over TLS 1.2+.
   name: functionAppName
   location: location

@@ -14,8 +14,31 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
 
 @functools.lru_cache(maxsize=None)
-def parse_bicep(path: Path) -> dict:
+def parse_bicep_raw(path: Path) -> dict:
+    """pycep's own output: from pycep-parser 0.5, `a.b.c` is a tree of `property_accessor` operators."""
     return BicepParser().parse(file_path=path)
+
+
+@functools.lru_cache(maxsize=None)
+def parse_bicep(path: Path) -> dict:
+    """pycep's output with every `a.b.c` property access written back as the string "a.b.c" (what
+    pycep-parser 0.4 returned), so the tests compare references the way the templates spell them."""
+    return accessors_as_text(parse_bicep_raw(path))
+
+
+def accessors_as_text(value):
+    if isinstance(value, dict):
+        op = value.get("operator") if len(value) == 1 else None
+        if isinstance(op, dict) and op.get("type") == "property_accessor":
+            left = accessors_as_text(op["operands"]["operand_1"])
+            right = accessors_as_text(op["operands"]["operand_2"])
+            if isinstance(left, str) and isinstance(right, str):
+                return f"{left}.{right}"
+            return {"operator": {"type": "property_accessor", "operands": {"operand_1": left, "operand_2": right}}}
+        return {k: accessors_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [accessors_as_text(v) for v in value]
+    return value
 
 
 def module(name: str) -> dict:

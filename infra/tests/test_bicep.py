@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from conftest import BICEP_FILES, INFRA, REPO, conditional, decorators, main, module, parse_bicep, props
+from conftest import (BICEP_FILES, INFRA, REPO, conditional, decorators, main, module, parse_bicep, parse_bicep_raw,
+                      props)
 
 ROLE = {
     "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
@@ -356,3 +357,19 @@ def test_integrated_app_has_a_defined_egress():
     ip = props(net["resources"]["egressIp"])
     assert ip["sku"] == {"name": "Standard"} and ip["properties"]["publicIPAllocationMethod"] == "Static"
     assert props(main()["modules"]["network"])["params"]["natGateway"] == "vnetNatGateway"
+
+
+# ---- the pinned parser ----------------------------------------------------------------------------------------
+
+def test_pycep_is_the_pinned_version_and_its_accessors_are_rendered():
+    """The tests are written against the pycep-parser in requirements-test.txt: a different version (as global
+    pip once resolved) fails here, by name, instead of in five unrelated assertions."""
+    from importlib.metadata import version
+    pinned = re.search(r"^pycep-parser==(\S+)$", (REPO / "requirements-test.txt").read_text(), re.M)
+    assert pinned, "requirements-test.txt does not pin pycep-parser"
+    assert version("pycep-parser") == pinned.group(1), "run the infra tests with .venv/bin/python (scripts/setup.sh)"
+    raw = props(parse_bicep_raw(INFRA / "modules" / "monitoring.bicep")["resources"]["appInsights"])
+    # this version returns `workspace.id` as an operator tree; conftest renders it back to the text
+    assert raw["properties"]["WorkspaceResourceId"] == {"operator": {"type": "property_accessor", "operands": {
+        "operand_1": "workspace", "operand_2": "id"}}}
+    assert props(module("monitoring")["resources"]["appInsights"])["properties"]["WorkspaceResourceId"] == "workspace.id"

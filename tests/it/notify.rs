@@ -30,6 +30,16 @@ use time::macros::datetime;
 // ---------------------------------------------------------------------------------------------------------
 // A real SMTP server: tests/it/notify_smtp_sink.py (aiosmtpd)
 
+/// The Python the tests run: `PATROL_TEST_PYTHON` (scripts/test.sh sets it), else the repository's `.venv/`
+/// (scripts/setup.sh makes it with the pinned aiosmtpd), else `python3` from PATH.
+pub(crate) fn test_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PATROL_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() { venv } else { PathBuf::from("python3") }
+}
+
 pub(crate) struct SmtpSink {
     child: Child,
     pub(crate) port: u16,
@@ -47,7 +57,7 @@ impl SmtpSink {
     pub(crate) fn start(opts: SinkOpts<'_>) -> Self {
         let out = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/notify_smtp_sink.py");
-        let mut cmd = Command::new("python3");
+        let mut cmd = Command::new(test_python());
         cmd.arg(&script).arg("--out").arg(out.path());
         if let Some((mode, cert, key)) = opts.tls {
             cmd.args(["--tls", mode]).arg("--cert").arg(cert).arg("--key").arg(key);
@@ -62,7 +72,7 @@ impl SmtpSink {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("python3 is needed for the SMTP tests (bash scripts/setup.sh installs aiosmtpd)");
+            .expect("python is needed for the SMTP tests (bash scripts/setup.sh makes .venv/ with aiosmtpd)");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = match line.trim().strip_prefix("READY ") {
@@ -668,7 +678,7 @@ async fn mailbox_file_when_no_smtp_server() {
         assert_eq!(std::fs::metadata(&mbox).unwrap().permissions().mode() & 0o777, 0o600);
     }
     // Python's mailbox module reads it as two messages.
-    let out = Command::new("python3")
+    let out = Command::new(test_python())
         .args([
             "-c",
             "import mailbox,sys\nm=mailbox.mbox(sys.argv[1])\nfor x in m: print(x['To'], '|', ' '.join(str(x['Subject']).split()))",
