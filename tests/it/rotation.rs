@@ -1,6 +1,7 @@
 //! Rotation engine integration tests against real services: Azurite (blob leases and the blob journal).
 //! The scenarios against patrol-emulator live in `rotation/` (shared helpers in `rotation/world.rs`).
 
+mod blob_retry;
 mod breakglass;
 mod clamp;
 mod gate;
