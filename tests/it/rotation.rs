@@ -4,6 +4,7 @@
 mod blob_retry;
 mod breakglass;
 mod clamp;
+mod concurrent;
 mod gate;
 mod lost_create;
 mod refresh;
