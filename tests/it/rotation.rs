@@ -11,6 +11,7 @@ mod refresh;
 mod store_failure;
 mod timer_audit;
 mod two_instances;
+mod vault_clock;
 mod weekly_timer;
 mod world;
 mod year;
