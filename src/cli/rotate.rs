@@ -17,7 +17,9 @@ Examples:
 
 JSON: {\"dry_run\", \"plan\", \"reports\": [{\"secret\", \"done\", \"rotated\", \"revoked\", \"error\", \"deferred\"}],
 \"busy\", \"deferred\", \"rotated\", \"revoked\", \"failed\", \"ignored\", \"notifications\"}.
-Exit 1 when a token failed, 3 when an owner must sign in first.";
+Exit 1 when the run left a token at risk (a needed rotation failed, or a previous PAT outlived its grace
+by a day: the rule of docs/rotation.md, which the Function App's failed invocations follow too), 3 when
+an owner must sign in first; other per-token failures are shown and retried by the next run (exit 0).";
 
 #[derive(Debug, clap::Args)]
 pub struct RotateArgs {
@@ -113,8 +115,18 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
             .iter()
             .any(|a| matches!(a, crate::rotation::plan::Action::Blocked { why } if why.contains("patrol login")))
     });
+    // The failed-invocation rule (`rotation::verdict`), as the Function App follows it.
+    if !summary.at_risk.is_empty() {
+        let why = summary.at_risk.iter().map(|r| format!("{}: {}", r.secret, r.why)).collect::<Vec<_>>().join("; ");
+        if summary.at_risk.iter().all(|r| r.sign_in) {
+            return Err(CliError::sign_in(format!(
+                "an owner must sign in again (`patrol login --owner <owner>`); token(s) at risk: {why}"
+            )));
+        }
+        return Err(CliError::failed(format!("{} token(s) at risk: {why}", summary.at_risk.len())));
+    }
     if summary.failed > 0 {
-        return Err(CliError::failed(format!("{} token(s) failed; see the DETAIL column", summary.failed)));
+        tracing::warn!("{} token(s) failed without being at risk yet; the next run retries them", summary.failed);
     }
     if blocked_sign_in {
         return Err(CliError::sign_in("an owner must sign in again: run `patrol login --owner <owner>`"));

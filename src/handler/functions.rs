@@ -77,6 +77,10 @@ pub enum Status {
     Ignored,
     /// No rotation engine is configured; nothing was done.
     NotConfigured,
+    /// The work ran but left a token at risk (`rotation::verdict`): `RotateTimer` and
+    /// `EventGridSecretChanged` fail the invocation (500, so the host's failed-invocation alerts fire and
+    /// Event Grid redelivers); `RotateHttp` answers 500 with the report.
+    Failed,
 }
 
 impl Status {
@@ -86,6 +90,7 @@ impl Status {
             Self::Completed | Self::Planned | Self::Ignored => 200,
             Self::Incomplete => 202,
             Self::NotConfigured => 503,
+            Self::Failed => 500,
         }
     }
 }

@@ -147,6 +147,23 @@ impl Handler {
     /// host records it and Event Grid redelivers.
     fn plain(&self, invocation: &Invocation, outcome: Outcome) -> Produced {
         match outcome {
+            Ok(report) if report.status == Status::Failed => {
+                log_report(invocation, &report);
+                // Why, per token at risk (names and reasons only: never a value).
+                let why: Vec<String> = report.detail["at_risk"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| Some(format!("{}: {}", r["secret"].as_str()?, r["why"].as_str()?)))
+                    .collect();
+                let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) };
+                Err(Reply::error(
+                    500,
+                    format!("{} failed: {}{why}", invocation.function, report.summary),
+                    Some(invocation.function.as_str()),
+                    Some(&invocation.id),
+                ))
+            }
             Ok(report) => {
                 log_report(invocation, &report);
                 Ok((Map::new(), serde_json::to_value(&report).unwrap_or(Value::Null)))
@@ -187,7 +204,9 @@ fn log_report(invocation: &Invocation, report: &Report) {
     let elapsed_ms = elapsed_ms(invocation);
     let status = serde_json::to_value(report.status).ok();
     let status = status.as_ref().and_then(Value::as_str).unwrap_or("?");
-    if report.status == Status::NotConfigured {
+    if report.status == Status::Failed {
+        tracing::error!(status, elapsed_ms, "{}", report.summary);
+    } else if report.status == Status::NotConfigured {
         tracing::warn!(status, elapsed_ms, "{}", report.summary);
     } else {
         tracing::info!(status, elapsed_ms, "{}", report.summary);

@@ -261,7 +261,62 @@ fn sign(
     format!("SharedKey {account}:{sig}")
 }
 
+/// Why one attempt at a storage call failed.
+enum SendError {
+    /// No answer: the connection failed (maybe retriable).
+    Transport(reqwest::Error),
+    /// The request could not be made (URL, authorization): never retried.
+    Other(String),
+}
+
+/// How many times one storage call is tried when the connection fails (the first try included).
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Whether a transport error may be retried: the connection failed or closed before an answer came (a
+/// keep-alive connection the server had already closed, a reset, a refused connect, a timeout) — not an
+/// answer that could not be read or decoded.
+fn retriable(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_request() || e.is_timeout()
+}
+
 impl BlobAccount {
+    /// One storage call, retried on connection errors up to [`MAX_ATTEMPTS`] times with a short backoff
+    /// (0.2 s, 0.8 s), as the Azure SDK's pipeline retries. Every call patrol makes here is idempotent or
+    /// conditional: reads; lease acquire (with the same proposed lease id, which the service accepts
+    /// again), renew and release; writes with `If-Match` / `If-None-Match: *` (a retried write whose first
+    /// attempt landed gets 409/412, and [`BlobStateStore::save`] then checks whether the stored document
+    /// is its own). Returns the answer and whether it came from a retry.
+    async fn send_counted(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        extra: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(reqwest::Response, bool), String> {
+        let mut attempt = 1;
+        loop {
+            match self.send_once(method.clone(), path, query, extra, body.clone()).await {
+                Ok(r) => return Ok((r, attempt > 1)),
+                Err(SendError::Other(m)) => return Err(m),
+                Err(SendError::Transport(e)) if attempt < MAX_ATTEMPTS && retriable(&e) => {
+                    tracing::warn!(
+                        method = %method,
+                        attempt,
+                        error = %e.without_url(),
+                        "blob storage call failed before an answer; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 * 4u64.pow(attempt - 1))).await;
+                    attempt += 1;
+                }
+                Err(SendError::Transport(e)) => {
+                    let tries = if attempt > 1 { format!(" (after {attempt} attempts)") } else { String::new() };
+                    return Err(format!("blob storage unreachable{tries}: {}", e.without_url()));
+                }
+            }
+        }
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
@@ -270,7 +325,18 @@ impl BlobAccount {
         extra: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, String> {
-        let url = self.url(path, query)?;
+        self.send_counted(method, path, query, extra, body).await.map(|(r, _)| r)
+    }
+
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        extra: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, SendError> {
+        let url = self.url(path, query).map_err(SendError::Other)?;
         let date = httpdate(std::time::SystemTime::now());
         let mut headers: Vec<(String, String)> =
             vec![("x-ms-date".into(), date), ("x-ms-version".into(), API_VERSION.into())];
@@ -281,7 +347,7 @@ impl BlobAccount {
         if body.is_some() {
             headers.push(("content-type".into(), "application/json".into()));
         }
-        let auth = self.authorization(method.as_str(), &url, &headers, len).await?;
+        let auth = self.authorization(method.as_str(), &url, &headers, len).await.map_err(SendError::Other)?;
         let mut rb = self.inner.client.request(method, url).header("authorization", auth);
         for (k, v) in &headers {
             rb = rb.header(k.as_str(), v.as_str());
@@ -290,7 +356,7 @@ impl BlobAccount {
         if let Some(b) = body {
             rb = rb.body(b);
         }
-        rb.send().await.map_err(|e| format!("blob storage unreachable: {}", e.without_url()))
+        rb.send().await.map_err(SendError::Transport)
     }
 
     async fn ensure_container(&self) -> Result<(), String> {
@@ -358,9 +424,9 @@ impl StateStore for BlobStateStore {
             Some(t) => ("If-Match", t.0.clone()),
             None => ("If-None-Match", "*".to_owned()),
         };
-        let r = self
+        let (r, retried) = self
             .account
-            .send(
+            .send_counted(
                 reqwest::Method::PUT,
                 &path,
                 &[],
@@ -371,6 +437,18 @@ impl StateStore for BlobStateStore {
             .map_err(|e| io(key, e))?;
         match r.status().as_u16() {
             201 | 200 => Ok(ETag(r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned())),
+            409 | 412 if retried => {
+                // The first attempt may have landed and only its answer been lost: if the stored document
+                // is exactly ours, the write happened (a document equal byte for byte is the same state).
+                let _ = error_code(r).await;
+                match self.load(key).await? {
+                    Some((stored, tag)) if stored == body => {
+                        tracing::info!(key, "a retried write found its first attempt had landed");
+                        Ok(tag)
+                    }
+                    _ => Err(StateError::Conflict { key: key.to_owned(), expected: expected.map(|e| e.0.clone()) }),
+                }
+            }
             409 | 412 => Err(StateError::Conflict { key: key.to_owned(), expected: expected.map(|e| e.0.clone()) }),
             s => Err(io(key, format!("HTTP {s} {}", error_code(r).await))),
         }
@@ -485,16 +563,13 @@ impl Leases for BlobLeases {
                         _ = stop.notified() => break,
                         _ = tokio::time::sleep(Duration::from_secs(LEASE_SECONDS / 3)) => {}
                     }
-                    let ok = acc
-                        .send(
-                            reqwest::Method::PUT,
-                            &path,
-                            &[("comp", "lease")],
-                            &[("x-ms-lease-action", "renew".into()), ("x-ms-lease-id", id.clone())],
-                            None,
-                        )
+                    // Retries included, a renewal must be done well before the lease would expire (the
+                    // last renewal was LEASE_SECONDS / 3 ago): else the lease counts as lost.
+                    let headers = [("x-ms-lease-action", "renew".to_owned()), ("x-ms-lease-id", id.clone())];
+                    let renew = acc.send(reqwest::Method::PUT, &path, &[("comp", "lease")], &headers, None);
+                    let ok = tokio::time::timeout(Duration::from_secs(LEASE_SECONDS / 3), renew)
                         .await
-                        .is_ok_and(|r| r.status().is_success());
+                        .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
                     if !ok {
                         lost.store(true, Ordering::SeqCst);
                         tracing::warn!(lease = %path, "could not renew a blob lease; stopping work under it");

@@ -54,6 +54,8 @@ pub struct RunSummary {
     pub failed: usize,
     /// Why an event was ignored, when it was.
     pub ignored: Option<String>,
+    /// Tokens this run left at risk: when not empty the run failed (`rotation::verdict`).
+    pub at_risk: Vec<super::verdict::AtRisk>,
     #[serde(skip)]
     pub notices: Vec<Addressed>,
 }
@@ -70,14 +72,24 @@ impl RunSummary {
             revoked: 0,
             failed: 0,
             ignored: None,
+            at_risk: Vec::new(),
             notices: Vec::new(),
         }
     }
 
     /// One line for `Logs`.
     pub fn line(&self) -> String {
+        let risk = if self.at_risk.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; FAILED: {} token(s) at risk: {}",
+                self.at_risk.len(),
+                self.at_risk.iter().map(|r| r.secret.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        };
         format!(
-            "{}{} token(s) planned, {} rotated, {} revoked, {} failed, {} busy, {} deferred, {} unmanaged PAT(s)",
+            "{}{} token(s) planned, {} rotated, {} revoked, {} failed, {} busy, {} deferred, {} unmanaged PAT(s){risk}",
             if self.dry_run { "dry run: " } else { "" },
             self.plan.entries.len(),
             self.rotated,
@@ -203,6 +215,9 @@ impl Engine {
         summary.busy.sort();
         summary.deferred.sort();
         summary.deferred.dedup();
+        let valid_to =
+            inv.tokens.iter().filter_map(|(s, ts)| ts.tag_time(tags::VALID_TO).map(|v| (s.clone(), v))).collect();
+        summary.at_risk = super::verdict::at_risk(&summary, &self.policy, self.clock.now(), &valid_to);
         super::history::record_run(self, &summary).await;
         Ok(summary)
     }

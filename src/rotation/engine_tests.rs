@@ -360,3 +360,40 @@ impl FakeDevOps {
         (c.pat.authorization_id, c.token)
     }
 }
+
+/// The failed-invocation rule (`rotation::verdict`): failures that leave a token needing a new PAT now
+/// fail the run; a not-yet-due token blocked on sign-in does not (it is alerted and retried), until it is due.
+#[tokio::test]
+async fn runs_that_leave_tokens_at_risk_fail_and_others_do_not() {
+    let w = world(4);
+    let first = w.run().await;
+    assert_eq!((first.rotated, first.failed), (4, 0), "{}", first.line());
+    assert!(first.at_risk.is_empty(), "{:?}", first.at_risk);
+    // Every token's rotation fails (the vault refuses every write): every token is at risk.
+    // Day 80: every token is due or expired (the longest: 90 days, rotated 14 before).
+    w.clock.advance(Duration::days(80));
+    w.store.fail_sets.store(100, Ordering::SeqCst);
+    let all_failed = w.run().await;
+    assert_eq!(all_failed.failed, 4, "{}", all_failed.line());
+    assert_eq!(all_failed.at_risk.len(), 4, "{:?}", all_failed.at_risk);
+    assert!(
+        all_failed.at_risk.iter().all(|r| r.why.contains("rotation failed") && !r.sign_in),
+        "{:?}",
+        all_failed.at_risk
+    );
+    assert!(all_failed.line().contains("FAILED: 4 token(s) at risk"), "{}", all_failed.line());
+    w.store.fail_sets.store(0, Ordering::SeqCst);
+    let healed = w.run().await;
+    assert!(healed.at_risk.is_empty() && healed.rotated == 4, "{}", healed.line());
+
+    // The owner must sign in again while nothing is due: blocked (failed), not at risk.
+    w.devops.sign_in_required.store(true, Ordering::SeqCst);
+    let blocked = w.run().await;
+    assert_eq!(blocked.failed, 4, "{}", blocked.line());
+    assert!(blocked.at_risk.is_empty(), "not due yet: {:?}", blocked.at_risk);
+    // Still blocked once token 3 (7 days, rotated 2 before) is due: it alone is at risk, for sign-in.
+    w.clock.advance(Duration::days(5) + Duration::hours(1));
+    let due = w.run().await;
+    let names: Vec<_> = due.at_risk.iter().map(|r| (r.secret.as_str(), r.sign_in)).collect();
+    assert_eq!(names, vec![("tok-3", true)], "{:?}", due.at_risk);
+}

@@ -240,6 +240,9 @@ impl RotationFunctions {
             if summary.dry_run || notices.is_empty() { None } else { Some(rt.notifier.deliver_run(notices).await) };
         let status = if planned {
             Status::Planned
+        } else if !summary.at_risk.is_empty() {
+            // The failed-invocation rule (`rotation::verdict`): a token left at risk fails the invocation.
+            Status::Failed
         } else if summary.ignored.is_some() {
             Status::Ignored
         } else if !summary.deferred.is_empty() || !summary.busy.is_empty() {

@@ -1,7 +1,17 @@
 //! One lease per managed token, so the timer, a manual run and Event Grid events never work on the same
 //! token at once — even on different Functions instances. [`Leases`] hands out [`LeaseGuard`]s; the
 //! blob implementation (a blob lease in the Function App's storage account, renewed while held) lives
-//! in `blob.rs`, the in-process one here (the embedded default without storage, `PATROL_LEASE=local`).
+//! in `blob.rs`; [`FileLeases`] (the default without storage, and `PATROL_LEASE=local`) and the
+//! in-process [`LocalLeases`] (tests) here.
+//!
+//! [`FileLeases`] exclude across processes: a lease is an exclusive OS lock on
+//! `<state dir>/leases/<key>.lock` ([`crate::state::FileLock`]), so two `patrol rotate` runs, or
+//! `patrol serve` beside the CLI, on one state directory never work on the same token at once. The
+//! operating system releases the lock when its process dies (SIGKILL included): no stale lease to wait
+//! out, and no lease that can be lost while its holder lives. Limits: the processes must share one
+//! kernel's view of the directory (one machine, or containers bind-mounting it); network file systems
+//! (NFS, SMB) may not honour the lock, so a state directory shared between machines is not excluded —
+//! use blob leases (`AzureWebJobsStorage`) there.
 
 use async_trait::async_trait;
 use std::collections::HashSet;
@@ -90,9 +100,78 @@ impl Leases for LocalLeases {
     }
 }
 
+/// Cross-process leases: an exclusive OS file lock per key under a directory (see the module doc), and
+/// an in-process set in front of it (so this process never relies on lock semantics between its own
+/// handles).
+#[derive(Debug, Clone)]
+pub struct FileLeases {
+    dir: std::path::PathBuf,
+    local: LocalLeases,
+}
+
+impl FileLeases {
+    /// Leases whose lock files live under `dir` (`<state dir>/leases`).
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self { dir: dir.into(), local: LocalLeases::default() }
+    }
+
+    fn path_of(&self, key: &str) -> Result<std::path::PathBuf, LeaseError> {
+        crate::state::validate_key(key)
+            .map_err(|e| LeaseError::Storage { key: key.to_owned(), message: e.to_string() })?;
+        Ok(self.dir.join(format!("{key}.lock")))
+    }
+}
+
+#[async_trait]
+impl Leases for FileLeases {
+    async fn try_acquire(&self, key: &str) -> Result<Option<LeaseGuard>, LeaseError> {
+        let path = self.path_of(key)?;
+        let Some(local) = self.local.try_acquire(key).await? else { return Ok(None) };
+        let locked = tokio::task::spawn_blocking(move || {
+            let r = crate::state::try_lock_file(&path);
+            (path, r)
+        })
+        .await
+        .map_err(|e| LeaseError::Storage { key: key.to_owned(), message: e.to_string() })?;
+        match locked {
+            (_, Ok(Some(lock))) => Ok(Some(LeaseGuard::new(
+                key.to_owned(),
+                Box::new(move || {
+                    // The OS lock first, then this process's claim.
+                    drop(lock);
+                    drop(local);
+                }),
+                Arc::default(),
+            ))),
+            (_, Ok(None)) => Ok(None),
+            (path, Err(e)) => {
+                Err(LeaseError::Storage { key: key.to_owned(), message: format!("{}: {e}", path.display()) })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn file_leases_exclude_other_holders_of_the_directory_and_release() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two providers on one directory stand for two processes (an OS lock is per open file).
+        let (a, b) = (FileLeases::new(dir.path()), FileLeases::new(dir.path()));
+        let held = a.try_acquire("token/tok").await.unwrap().unwrap();
+        assert!(a.try_acquire("token/tok").await.unwrap().is_none(), "held in this process");
+        assert!(b.try_acquire("token/tok").await.unwrap().is_none(), "held by the other process");
+        let other = b.try_acquire("token/other").await.unwrap().unwrap();
+        assert!(dir.path().join("token/tok.lock").exists());
+        drop(held);
+        let again = b.try_acquire("token/tok").await.unwrap().expect("released");
+        assert!(a.try_acquire("token/tok").await.unwrap().is_none());
+        drop((again, other));
+        assert!(a.try_acquire("token/tok").await.unwrap().is_some());
+        assert!(a.try_acquire("../escape").await.is_err(), "keys are validated");
+    }
 
     #[tokio::test]
     async fn local_leases_exclude_and_release() {

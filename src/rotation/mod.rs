@@ -10,6 +10,7 @@
 //! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
 //! - [`shared`] — picks the journal store and leases from the settings (handler and CLI alike).
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
+//! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
 
 pub mod blob;
 pub mod engine;
@@ -30,3 +31,4 @@ pub mod plan;
 pub mod policy;
 pub mod prestage;
 pub mod shared;
+pub mod verdict;

@@ -14,6 +14,9 @@ use toml::Spanned;
 pub const MAX_VALIDITY_DAYS: u32 = 365;
 /// Expiry warning thresholds when a policy names none.
 pub const DEFAULT_THRESHOLDS: [u32; 4] = [30, 14, 7, 1];
+/// The most `expiry_thresholds` a token may have: each is a warning to people, and a list longer than
+/// this is a mistake (a generated file, a unit confusion), not a notification plan.
+pub const MAX_THRESHOLDS: usize = 10;
 
 /// Why a policy file was refused: where, and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +97,20 @@ impl Policy {
             if settings.revocation.mode == crate::audit::policy::RevocationMode::Evidence {
                 gate = Some(super::evidence::EvidenceGate { gate: settings.revocation, notify: settings.notify });
             }
+        }
+        if raw.token.is_empty() && raw.audit.is_none() {
+            // An empty file, or only [defaults]: nothing to manage, nothing to watch. Refused rather than
+            // run as a no-op that looks healthy (a truncated or mis-pointed policy file).
+            let line = text.lines().position(|l| l.trim_start().starts_with("[defaults]")).map_or(1, |i| i + 1);
+            return Err(ctx.err(
+                line,
+                "token",
+                if text.trim().is_empty() {
+                    "the policy is empty: declare at least one [[token]] table (see docs/policy.md)"
+                } else {
+                    "the policy declares no [[token]] table: there is nothing for patrol to manage (defaults alone mean nothing)"
+                },
+            ));
         }
         let defaults = raw.defaults.unwrap_or_default();
         let mut tokens = Vec::with_capacity(raw.token.len());
@@ -356,18 +373,30 @@ impl<'a> Ctx<'a> {
                 out
             }
         };
+        let thresholds_field =
+            if t.expiry_thresholds.is_some() { f("expiry_thresholds") } else { "defaults.expiry_thresholds".into() };
         let expiry_thresholds = match t.expiry_thresholds.as_ref().or(d.expiry_thresholds.as_ref()) {
             None => DEFAULT_THRESHOLDS.to_vec(),
+            Some(v) if v.get_ref().len() > MAX_THRESHOLDS => {
+                return Err(self.at(
+                    v,
+                    &thresholds_field,
+                    format!(
+                        "has {} entries; at most {MAX_THRESHOLDS} warning thresholds are allowed (e.g. [30, 14, 7, 1])",
+                        v.get_ref().len()
+                    ),
+                ));
+            }
             Some(v) => {
                 let mut set = BTreeSet::new();
                 for n in v.get_ref() {
                     if !(1..=MAX_VALIDITY_DAYS as i64).contains(n) {
-                        return Err(self.at(v, &f("expiry_thresholds"), format!("{n} is outside 1..=365 days")));
+                        return Err(self.at(v, &thresholds_field, format!("{n} is outside 1..=365 days")));
                     }
                     set.insert(*n as u32);
                 }
                 if set.is_empty() {
-                    return Err(self.at(v, &f("expiry_thresholds"), "must name at least one threshold"));
+                    return Err(self.at(v, &thresholds_field, "must name at least one threshold"));
                 }
                 set.into_iter().rev().collect()
             }
@@ -513,6 +542,37 @@ notify = ["teams", "email:pkg@contoso.com"]
         ));
         assert_eq!(e.field, "(syntax)");
         assert!(e.problem.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn policies_that_cannot_mean_anything_are_refused_with_file_line_and_field() {
+        for empty in ["", "\n\n", "# nothing yet\n"] {
+            let e = err_of(empty);
+            assert_eq!((e.field.as_str(), e.line), ("token", 1), "{e}");
+            assert!(e.to_string().starts_with("patrol.toml:1: token:"), "{e}");
+        }
+        assert!(err_of("").problem.contains("empty"));
+        // Only [defaults]: the line of [defaults].
+        let defaults_only = GOOD.split("[[token]]").next().unwrap();
+        let e = err_of(defaults_only);
+        assert_eq!((e.field.as_str(), e.line), ("token", 2), "{e}");
+        assert!(e.problem.contains("no [[token]]"), "{e}");
+        // [audit] alone does something (the audit log is watched), so it is accepted.
+        assert!(parse("[audit]\nallowed_cidrs = [\"10.0.0.0/8\"]\n").unwrap().tokens.is_empty());
+
+        // 100,000 thresholds on a token: refused at its line, before looking at any of them.
+        let many = (0..100_000).map(|i| (i % 365 + 1).to_string()).collect::<Vec<_>>().join(", ");
+        let text = GOOD.replace("expiry_thresholds = [7, 30, 1]", &format!("expiry_thresholds = [{many}]"));
+        let e = err_of(&text);
+        assert_eq!((e.field.as_str(), e.line), ("token[1].expiry_thresholds", 21), "{}", e.problem);
+        assert!(e.problem.contains("100000 entries") && e.problem.contains("at most 10"), "{}", e.problem);
+        // In [defaults] (used by token[0]): named as the default's field, at its line.
+        let text = GOOD.replace("grace_days = 2\n", "grace_days = 2\nexpiry_thresholds = [1,2,3,4,5,6,7,8,9,10,11]\n");
+        let e = err_of(&text);
+        assert_eq!((e.field.as_str(), e.line), ("defaults.expiry_thresholds", 8), "{e}");
+        // Ten is fine.
+        let text = GOOD.replace("grace_days = 2\n", "grace_days = 2\nexpiry_thresholds = [1,2,3,4,5,6,7,8,9,10]\n");
+        assert_eq!(parse(&text).unwrap().tokens[0].expiry_thresholds.len(), 10);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Where the journal and the per-token leases live, chosen from the settings: the Function App's own
 //! storage account (`AzureWebJobsStorage`, connection string or identity-based) shared by every
-//! instance, or — without it, or with `PATROL_LEASE=local` — an in-process lock and the file journal
-//! under `PATROL_STATE_DIR/state`. Used by the handler and the CLI alike, so both coordinate.
+//! instance, or — without it, or with `PATROL_LEASE=local` — OS file locks ([`FileLeases`], under
+//! `PATROL_STATE_DIR/state/leases`) and the file journal under `PATROL_STATE_DIR/state`, which exclude
+//! across the processes of one machine. Used by the handler and the CLI alike, so both coordinate.
 
 use super::blob::BlobAccount;
-use super::lease::{Leases, LocalLeases};
+use super::lease::{FileLeases, Leases};
 use crate::config::{LeaseMode, Settings};
 use crate::state::{FileStateStore, StateStore};
 use std::sync::Arc;
@@ -16,7 +17,8 @@ pub type Shared = (Arc<dyn StateStore>, Arc<dyn Leases>);
 pub fn from_settings(s: &Settings) -> Result<Shared, String> {
     match (s.lease, &s.host_storage) {
         (LeaseMode::Local, _) | (LeaseMode::Auto, None) => {
-            Ok((Arc::new(FileStateStore::new(s.state_dir.join("state"))), Arc::new(LocalLeases::default())))
+            let root = s.state_dir.join("state");
+            Ok((Arc::new(FileStateStore::new(&root)), Arc::new(FileLeases::new(root.join("leases")))))
         }
         (_, Some(hs)) => {
             let blob = BlobAccount::from_host_storage(hs, s.ca_cert.as_deref())

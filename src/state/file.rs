@@ -17,11 +17,17 @@
 //! Documents written by earlier versions (`<key>.json`, whole-file atomic replace) are still read; the
 //! first write of such a key moves it to slots and removes the old file.
 //!
-//! The ETag is a SHA-256 of the document. A mutex per key makes compare-and-swap atomic within one
-//! process (writes of different keys proceed in parallel); across processes, patrol holds the token's
-//! lease while it writes.
+//! The ETag is a SHA-256 of the document. Compare-and-swap is atomic across processes, not only within
+//! one: a write holds an exclusive OS file lock on the key's lock file (`.<name>.lock` next to its slots,
+//! see [`crate::state::FileLock`]) from reading the current version to the `fdatasync` of the new one, and
+//! a read holds a shared lock on it, so two `patrol` processes on one state directory (two CLI runs, or
+//! `patrol serve` beside the CLI) never both win a write from one version, and a read never sees a slot
+//! half-written by another process. A mutex per key also serialises this process's writers of a key
+//! (writes of different keys proceed in parallel). The lock dies with its process, so a killed writer
+//! never blocks the next. Per-token leases (`crate::rotation::lease::FileLeases`) are OS locks in the same
+//! directory.
 
-use super::{ETag, StateError, StateStore, validate_key, write_atomic};
+use super::{ETag, StateError, StateStore, lock_file, lock_file_shared_if_exists, validate_key, write_atomic};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -153,6 +159,14 @@ impl FileStateStore {
         Ok((with(SLOT_A), with(SLOT_B), base.with_extension("json")))
     }
 
+    /// The lock file of a key: `.<name>.lock` beside its slots (hidden, so never listed as a key).
+    fn lock_path(&self, key: &str) -> Result<PathBuf, StateError> {
+        validate_key(key)?;
+        let base = self.root.join(key);
+        let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(base.with_file_name(format!(".{name}.lock")))
+    }
+
     fn read_slots(key: &str, a: &Path, b: &Path) -> Result<Slots, StateError> {
         let ra = read_opt(a).map_err(|e| io_err(key, a, e))?;
         let rb = read_opt(b).map_err(|e| io_err(key, b, e))?;
@@ -217,8 +231,11 @@ impl FileStateStore {
 impl StateStore for FileStateStore {
     async fn load(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
         let paths = self.paths(key)?;
+        let lock = self.lock_path(key)?;
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || {
+            // Shared with other readers, excluded while another process writes (no torn slot is read).
+            let _shared = lock_file_shared_if_exists(&lock).map_err(|e| io_err(&key, &lock, e))?;
             let (a, b, legacy) = paths;
             let (_, current) = Self::read_current(&key, &a, &b, &legacy)?;
             Ok(current.map(|(_, body)| {
@@ -234,10 +251,15 @@ impl StateStore for FileStateStore {
         let paths = self.paths(key)?;
         let lock = self.lock_of(key);
         let _guard = lock.lock().await;
+        let lock_path = self.lock_path(key)?;
         let (k, body, expected) = (key.to_owned(), body.to_vec(), expected.cloned());
-        tokio::task::spawn_blocking(move || Self::save_blocking(&k, paths, &body, expected.as_ref()))
-            .await
-            .map_err(|e| StateError::Io { key: key.to_owned(), message: e.to_string() })?
+        tokio::task::spawn_blocking(move || {
+            // Exclusive across processes from reading the current version to the durable new one.
+            let _os_lock = lock_file(&lock_path).map_err(|e| io_err(&k, &lock_path, e))?;
+            Self::save_blocking(&k, paths, &body, expected.as_ref())
+        })
+        .await
+        .map_err(|e| StateError::Io { key: key.to_owned(), message: e.to_string() })?
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
@@ -325,6 +347,41 @@ mod tests {
         assert_eq!(s.list("journal/").await.unwrap().len(), 9);
     }
 
+    /// Two stores on one directory stand for two processes: each has its own in-process mutexes, so only
+    /// the OS lock on the key's lock file (a lock per open file, like another process's) keeps
+    /// compare-and-swap atomic.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_stores_on_one_directory_admit_one_writer_per_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = [Arc::new(FileStateStore::new(dir.path())), Arc::new(FileStateStore::new(dir.path()))];
+        let mut tag = stores[0].save("journal/shared", b"{\"v\":0}", None).await.unwrap();
+        for round in 0..40 {
+            let mut tasks = Vec::new();
+            for i in 0..6 {
+                let (s, t) = (stores[i % 2].clone(), tag.clone());
+                tasks.push(tokio::spawn(async move {
+                    let body = format!("{{\"round\":{round},\"writer\":{i}}}");
+                    s.save("journal/shared", body.as_bytes(), Some(&t)).await.ok().map(|t| (t, body))
+                }));
+            }
+            let mut wins = Vec::new();
+            for t in tasks {
+                wins.extend(t.await.unwrap());
+            }
+            assert_eq!(wins.len(), 1, "round {round}: exactly one writer wins a version");
+            let (won, body) = wins.pop().unwrap();
+            for s in &stores {
+                let (read, read_tag) = s.load("journal/shared").await.unwrap().unwrap();
+                assert_eq!(
+                    (read.as_slice(), &read_tag),
+                    (body.as_bytes(), &won),
+                    "round {round}: the winner is current"
+                );
+            }
+            tag = won;
+        }
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn later_writes_overwrite_the_two_slots_in_place() {
@@ -345,7 +402,8 @@ mod tests {
         assert_eq!((inode("journal/x.a.slot"), inode("journal/x.b.slot")), before, "no new files, no renames");
         let names: Vec<_> =
             std::fs::read_dir(dir.path().join("journal")).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names.len(), 3, "two slots and the lock file: {names:?}");
+        assert!(names.iter().any(|n| n == ".x.lock"), "{names:?}");
     }
 
     #[tokio::test]

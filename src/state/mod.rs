@@ -78,5 +78,58 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// An OS lock on a file (`flock` on Unix, `LockFileEx` on Windows, through `std::fs::File::lock`): it
+/// excludes other processes — and other open handles in this process — until it is dropped, and the
+/// operating system releases it when the process dies, however it dies (SIGKILL included), so a crash
+/// never leaves a stale lock behind. Advisory: only code that takes the same lock is excluded.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+/// Opens (creating it and its directories, `0600`) the lock file at `path`.
+fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// Waits for the exclusive lock on `path` (created if missing). Blocking: call it off the async runtime.
+pub fn lock_file(path: &Path) -> std::io::Result<FileLock> {
+    let file = open_lock_file(path)?;
+    file.lock()?;
+    Ok(FileLock { _file: file })
+}
+
+/// The exclusive lock on `path` (created if missing) if nobody holds it, else `None`. Does not wait.
+pub fn try_lock_file(path: &Path) -> std::io::Result<Option<FileLock>> {
+    let file = open_lock_file(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(FileLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// A shared lock on `path` when the file exists (`None` when it does not: nothing is created, so readers
+/// write nothing). Waits while someone holds the exclusive lock. Blocking.
+pub fn lock_file_shared_if_exists(path: &Path) -> std::io::Result<Option<FileLock>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    file.lock_shared()?;
+    Ok(Some(FileLock { _file: file }))
+}
+
 mod file;
 pub use file::FileStateStore;

@@ -6,11 +6,14 @@
 //! - `client-secret` — an app registration's client secret: `azure_identity::ClientSecretCredential`
 //!   against `PATROL_ENTRA_AUTHORITY` when it is https, or [`ClientCredentialsGrant`] (the same OAuth 2.0
 //!   client-credentials grant, implemented here) for a plain-http loopback authority such as patrol-emulator.
+//!   Its token lifetimes are reckoned on patrol's [`Clock`] (the one that follows the host's `UtcNow`, which
+//!   is patrol-emulator's virtual clock under test and in the demo), like every other expiry in patrol.
 //!
 //! Every credential is wrapped in [`VaultScopeOnly`], which refuses to mint tokens for anything but Key
 //! Vault: the vault's bearer challenge names the scope, and a hostile endpoint must not be able to ask
 //! patrol's identity for a token to some other resource.
 
+use crate::clock::Clock;
 use crate::config::{KeyVaultCredential, KeyVaultSettings};
 use async_trait::async_trait;
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
@@ -32,11 +35,21 @@ fn cred_error(message: impl Into<String>) -> azure_core::Error {
     azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, message.into())
 }
 
-/// Builds the configured credential (wrapped in [`VaultScopeOnly`]).
+/// Builds the configured credential (wrapped in [`VaultScopeOnly`]) on the system clock.
 pub fn from_settings(
     kv: &KeyVaultSettings,
     authority: &Url,
     http: reqwest::Client,
+) -> Result<Arc<dyn TokenCredential>, String> {
+    from_settings_with_clock(kv, authority, http, Clock::system())
+}
+
+/// As [`from_settings`]; the loopback client-credentials grant reckons token lifetimes on `clock`.
+pub fn from_settings_with_clock(
+    kv: &KeyVaultSettings,
+    authority: &Url,
+    http: reqwest::Client,
+    clock: Clock,
 ) -> Result<Arc<dyn TokenCredential>, String> {
     let inner: Arc<dyn TokenCredential> = match kv.credential {
         KeyVaultCredential::ManagedIdentity => {
@@ -70,7 +83,9 @@ pub fn from_settings(
                 )
                 .map_err(|e| format!("client secret credential: {e}"))?
             } else {
-                Arc::new(ClientCredentialsGrant::new(authority, tenant, client_id, secret.clone(), http)?)
+                Arc::new(
+                    ClientCredentialsGrant::new(authority, tenant, client_id, secret.clone(), http)?.with_clock(clock),
+                )
             }
         }
     };
@@ -104,14 +119,22 @@ impl TokenCredential for VaultScopeOnly {
 }
 
 /// The OAuth 2.0 client-credentials grant against `{authority}/{tenant}/oauth2/v2.0/token`, with an
-/// in-memory cache per scope set that refreshes 5 minutes before expiry. Used for http (loopback)
-/// authorities, which `azure_identity` refuses.
+/// in-memory cache per scope set that refreshes 5 minutes before expiry — expiry on patrol's [`Clock`],
+/// not the wall clock. Used for http (loopback) authorities, which `azure_identity` refuses.
+///
+/// The SDK's bearer policy keeps its own copy of the last token and asks again only when the token's
+/// `expires_on` is within 5 minutes of the *wall* clock; a token that lives an hour of virtual time
+/// would be sent long after the virtual clock has passed its end (every vault call then fails with 401).
+/// So the tokens handed to the SDK carry `expires_on` = now (wall clock): the SDK asks this credential
+/// before every request, and this cache — on patrol's clock — decides whether a new token is needed.
 pub struct ClientCredentialsGrant {
     endpoint: Url,
     client_id: String,
     secret: SecretString,
     http: reqwest::Client,
-    cache: tokio::sync::Mutex<HashMap<String, AccessToken>>,
+    clock: Clock,
+    /// Token and its expiry on `clock`, per scope set.
+    cache: tokio::sync::Mutex<HashMap<String, (Secret, OffsetDateTime)>>,
 }
 
 impl std::fmt::Debug for ClientCredentialsGrant {
@@ -153,8 +176,20 @@ impl ClientCredentialsGrant {
             client_id: client_id.to_owned(),
             secret,
             http,
+            clock: Clock::system(),
             cache: tokio::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Reckons token lifetimes on `clock` (patrol's, following the host's time).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// What the SDK gets: the token, "expiring" now on the wall clock so the SDK asks again next time.
+    fn for_sdk(token: &Secret) -> AccessToken {
+        AccessToken::new(token.clone(), OffsetDateTime::now_utc())
     }
 }
 
@@ -175,10 +210,10 @@ impl TokenCredential for ClientCredentialsGrant {
     ) -> azure_core::Result<AccessToken> {
         let key = scopes.join(" ");
         let mut cache = self.cache.lock().await;
-        if let Some(t) = cache.get(&key)
-            && t.expires_on - time::Duration::minutes(5) > OffsetDateTime::now_utc()
+        if let Some((token, expires_at)) = cache.get(&key)
+            && *expires_at - time::Duration::minutes(5) > self.clock.now()
         {
-            return Ok(t.clone());
+            return Ok(Self::for_sdk(token));
         }
         let form = [
             ("grant_type", "client_credentials"),
@@ -212,9 +247,9 @@ impl TokenCredential for ClientCredentialsGrant {
             Some(serde_json::Value::String(s)) => s.parse().unwrap_or(3600),
             _ => 3600,
         };
-        let at = AccessToken::new(Secret::new(token), OffsetDateTime::now_utc() + time::Duration::seconds(secs));
-        cache.insert(key, at.clone());
-        Ok(at)
+        let token = Secret::new(token);
+        cache.insert(key, (token.clone(), self.clock.now() + time::Duration::seconds(secs)));
+        Ok(Self::for_sdk(&token))
     }
 }
 
@@ -228,6 +263,54 @@ mod tests {
         assert!(is_vault_scope("https://vault.usgovcloudapi.net/.default"));
         assert!(!is_vault_scope("https://management.azure.com/.default"));
         assert!(!is_vault_scope("https://vault.azure.net.evil.example/.default"));
+    }
+
+    /// A loopback token endpoint that issues one-hour tokens (`token-1`, `token-2`, …).
+    async fn token_endpoint() -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let issued = Arc::new(AtomicUsize::new(0));
+        let counter = issued.clone();
+        let app = axum::Router::new().route(
+            "/{tenant}/oauth2/v2.0/token",
+            axum::routing::post(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    axum::Json(serde_json::json!({
+                        "token_type": "Bearer", "expires_in": 3600, "access_token": format!("token-{n}")
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, issued)
+    }
+
+    #[tokio::test]
+    async fn token_lifetimes_follow_patrols_clock_not_the_wall_clock() {
+        use std::sync::atomic::Ordering;
+        let (authority, issued) = token_endpoint().await;
+        let clock = Clock::system();
+        let grant = ClientCredentialsGrant::new(&authority, "t", "c", SecretString::from("s"), reqwest::Client::new())
+            .unwrap()
+            .with_clock(clock.clone());
+        let scope = ["https://vault.azure.net/.default"];
+        let first = grant.get_token(&scope, None).await.unwrap();
+        assert_eq!(first.token.secret(), "token-1");
+        // The SDK is told the token "expires" now, so it asks this credential before every request.
+        assert!(first.expires_on <= OffsetDateTime::now_utc());
+        // Within the hour on patrol's clock: the cached token, no new request.
+        clock.advance(time::Duration::minutes(50));
+        assert_eq!(grant.get_token(&scope, None).await.unwrap().token.secret(), "token-1");
+        assert_eq!(issued.load(Ordering::SeqCst), 1);
+        // patrol's clock (the host's virtual time) moves past the token's lifetime while the wall clock
+        // barely moves: a new token is fetched.
+        clock.advance(time::Duration::minutes(6));
+        assert_eq!(grant.get_token(&scope, None).await.unwrap().token.secret(), "token-2");
+        clock.advance(time::Duration::days(30));
+        assert_eq!(grant.get_token(&scope, None).await.unwrap().token.secret(), "token-3");
+        assert_eq!(issued.load(Ordering::SeqCst), 3);
     }
 
     #[test]

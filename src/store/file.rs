@@ -7,7 +7,9 @@
 //! The 256-bit key lives in its own file (`Settings.store_key_file`, outside the data directory, created
 //! `0600`); directories are `0700`, files `0600`. Every write goes through [`write_atomic`] (temp file,
 //! fsync, rename), so an interrupted write leaves the previous versions exactly as they were; leftover
-//! temporary files are ignored and swept on the next write.
+//! temporary files are ignored and swept on the next write. Writers of one secret hold an OS file lock on
+//! `<secret>/.lock` (shared by every process on the directory), so version numbering and the sweep are
+//! safe across processes too.
 //!
 //! Versions behave like Key Vault's: every `set` adds a version (32 hex characters), the newest is current,
 //! a version's value never changes, only its properties; a disabled version cannot be read.
@@ -379,6 +381,20 @@ impl Inner {
         Ok(max + 1)
     }
 
+    /// The exclusive OS lock on the secret's `.lock` file: writers of one secret in different processes
+    /// (an owner's refresh token is stored by whichever process refreshed it) take turns, so two new
+    /// versions never get the same sequence and no process sweeps another's temporary file.
+    fn lock_across_processes(
+        &self,
+        name: &SecretName,
+        operation: &'static str,
+    ) -> Result<crate::state::FileLock, StoreError> {
+        let dir = self.secret_dir(name);
+        create_private_dir(&dir).map_err(|e| other(operation, format!("{}: {e}", dir.display())))?;
+        let path = dir.join(".lock");
+        crate::state::lock_file(&path).map_err(|e| other(operation, format!("{}: {e}", path.display())))
+    }
+
     fn write(&self, rec: &Record) -> Result<(), StoreError> {
         let name = SecretName::parse(&rec.name).map_err(|e| other("write", e.to_string()))?;
         let dir = self.secret_dir(&name);
@@ -457,6 +473,7 @@ impl SecretStore for FileSecretStore {
         self.blocking("set", move |inner| {
             let lock = inner.lock_of(&name);
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _os_lock = inner.lock_across_processes(&name, "set")?;
             let sequence = inner.next_sequence(&name)?;
             let now = inner.clock.now().unix_timestamp();
             let rec = Record {
@@ -551,6 +568,7 @@ impl SecretStore for FileSecretStore {
             let lock = inner.lock_of(&name);
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
             let path = inner.secret_dir(&name).join(format!("{version}.{EXT}"));
+            let _os_lock = if path.is_file() { Some(inner.lock_across_processes(&name, "update")?) } else { None };
             if !is_version_id(&version) || !path.is_file() {
                 return Err(other("update", format!("secret {name} has no version {version:?}")));
             }

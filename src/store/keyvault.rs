@@ -87,9 +87,21 @@ impl KeyVaultSecretStore {
         ca_cert: Option<&Path>,
         options: Option<ClientOptions>,
     ) -> Result<Self, StoreError> {
+        Self::connect_with_clock(kv, authority, ca_cert, options, crate::clock::Clock::system())
+    }
+
+    /// As [`Self::connect`]; the credential reckons token lifetimes on `clock` (patrol's, following the
+    /// host's `UtcNow`).
+    pub fn connect_with_clock(
+        kv: &KeyVaultSettings,
+        authority: &Url,
+        ca_cert: Option<&Path>,
+        options: Option<ClientOptions>,
+        clock: crate::clock::Clock,
+    ) -> Result<Self, StoreError> {
         let http = http_client(ca_cert)?;
-        let credential =
-            super::credential::from_settings(kv, authority, http.clone()).map_err(|m| other("build credential", m))?;
+        let credential = super::credential::from_settings_with_clock(kv, authority, http.clone(), clock)
+            .map_err(|m| other("build credential", m))?;
         let mut client_options = options.unwrap_or_default();
         client_options.transport = Some(Transport::new(Arc::new(http)));
         let opts = SecretClientOptions {

@@ -28,15 +28,16 @@ pub fn from_settings(settings: &Settings) -> Result<Arc<dyn SecretStore>, StoreE
     from_settings_with_clock(settings, Clock::system())
 }
 
-/// As [`from_settings`], with the clock the file store stamps versions with (the handler's clock, aligned
-/// with the host's time).
+/// As [`from_settings`], with patrol's clock (the handler's, aligned with the host's time): the file store
+/// stamps versions with it, and Key Vault's loopback client-credentials grant reckons token expiry on it.
 pub fn from_settings_with_clock(settings: &Settings, clock: Clock) -> Result<Arc<dyn SecretStore>, StoreError> {
     match &settings.keyvault {
-        Some(kv) => Ok(Arc::new(KeyVaultSecretStore::connect(
+        Some(kv) => Ok(Arc::new(KeyVaultSecretStore::connect_with_clock(
             kv,
             &settings.entra_authority,
             settings.ca_cert.as_deref(),
             None,
+            clock,
         )?)),
         None => {
             Ok(Arc::new(FileSecretStore::open(settings.state_dir.join("secrets"), &settings.store_key_file, clock)?))

@@ -4,7 +4,7 @@
 //! and check the envelope, `Outputs.res`, the logs on stdout, the function key never leaking, limits,
 //! and graceful shutdown.
 //!
-//! The binary runs the real rotation engine with an empty policy (`patrol.toml` with no tokens) and every
+//! The binary runs the real rotation engine with a policy of no tokens (`patrol.toml` with only `[audit]`) and every
 //! Azure endpoint pointed at a closed loopback port, so nothing is managed and nothing leaves the machine:
 //! timer runs complete with nothing to do, events are ignored, manual requests for a secret get 404.
 //! Without a policy file the binary falls back to `NotConfigured`, which says so. What the handler
@@ -87,8 +87,9 @@ fn spawn_with_policy(port_var: &str, env: &[(&str, &str)], policy: Option<&str>)
     (cmd.spawn().unwrap(), port, dir)
 }
 
-/// An empty policy: patrol manages nothing.
-const EMPTY_POLICY: &str = "# patrol manages no tokens in these tests\n";
+/// A policy that manages no token (an empty one is refused): only the audit log would be watched, for
+/// the managed PATs the (empty) secret store names — none.
+const EMPTY_POLICY: &str = "# patrol manages no tokens in these tests\n[audit]\n";
 
 fn spawn(port_var: &str, env: &[(&str, &str)]) -> (Child, u16, tempfile::TempDir) {
     spawn_with_policy(port_var, env, Some(EMPTY_POLICY))

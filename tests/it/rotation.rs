@@ -1,14 +1,17 @@
 //! Rotation engine integration tests against real services: Azurite (blob leases and the blob journal).
 //! The scenarios against patrol-emulator live in `rotation/` (shared helpers in `rotation/world.rs`).
 
+mod blob_retry;
 mod breakglass;
 mod clamp;
+mod concurrent;
 mod gate;
 mod lost_create;
 mod refresh;
 mod store_failure;
 mod timer_audit;
 mod two_instances;
+mod vault_clock;
 mod weekly_timer;
 mod world;
 mod year;

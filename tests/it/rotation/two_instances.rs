@@ -16,6 +16,12 @@ pub(super) struct Instance {
     url: String,
 }
 
+impl Instance {
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.kill();
