@@ -351,6 +351,62 @@ mod tests {
         assert_eq!(r.status, 500);
     }
 
+    /// A run that left tokens at risk (`Status::Failed`).
+    struct AtRisk;
+    impl AtRisk {
+        fn report() -> Outcome {
+            Ok(Report::new(Status::Failed, "2 token(s) planned, 0 rotated; FAILED: 2 token(s) at risk: a, b")
+                .with_detail(json!({ "failed": 2, "at_risk": [
+                    { "secret": "a", "why": "its due rotation failed: secret store: refused", "sign_in": false },
+                    { "secret": "b", "why": "it is blocked and its current PAT has 3 day(s) left", "sign_in": true }
+                ] })))
+        }
+    }
+    #[async_trait::async_trait]
+    impl Functions for AtRisk {
+        async fn rotate_timer(&self, _: &Invocation, _: TimerRun) -> Outcome {
+            Self::report()
+        }
+        async fn rotate_http(&self, _: &Invocation, _: RotateRequest) -> Outcome {
+            Self::report()
+        }
+        async fn secret_changed(&self, _: &Invocation, _: crate::handler::eventgrid::SecretEvent) -> Outcome {
+            Self::report()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_that_leaves_tokens_at_risk_fails_every_function() {
+        let h = Handler::new(Arc::new(AtRisk), Clock::system());
+        // Timer: the host sees a failed invocation (500) naming each token at risk and why.
+        let r = h.invoke(FunctionName::RotateTimer, None, br#"{"Data":{"myTimer":{}}}"#).await;
+        assert_eq!(r.status, 500);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let e = v["error"].as_str().unwrap();
+        assert!(e.starts_with("RotateTimer failed: 2 token(s) planned"), "{e}");
+        assert!(e.contains("a: its due rotation failed") && e.contains("b: it is blocked"), "{e}");
+        // Event Grid: likewise (and Event Grid redelivers).
+        let ev = json!({
+            "id": "1f0c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b", "subject": "a", "eventTime": "2027-01-01T00:00:00Z",
+            "eventType": "Microsoft.KeyVault.SecretNearExpiry", "dataVersion": "1", "metadataVersion": "1",
+            "topic": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
+            "data": { "Id": "https://kv.vault.azure.net/secrets/a/0123456789abcdef0123456789abcdef", "VaultName": "kv",
+                      "ObjectType": "Secret", "ObjectName": "a", "Version": "0123456789abcdef0123456789abcdef",
+                      "NBF": null, "EXP": null }
+        });
+        let body = json!({ "Data": { "eventGridEvent": ev } }).to_string();
+        let r = h.invoke(FunctionName::EventGridSecretChanged, None, body.as_bytes()).await;
+        assert_eq!(r.status, 500);
+        // RotateHttp: the caller gets 500 with the whole report.
+        let r = h.invoke(FunctionName::RotateHttp, None, br#"{"Data":{"req":{"Method":"POST"}}}"#).await;
+        assert_eq!(r.status, 200, "the host envelope itself");
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["Outputs"]["res"]["statusCode"], 500);
+        let res: Value = serde_json::from_str(v["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(res["status"], "failed");
+        assert_eq!(res["detail"]["at_risk"].as_array().unwrap().len(), 2);
+    }
+
     #[test]
     fn invocation_ids() {
         assert_eq!(invocation_id_or_new(Some("abc-123")), ("abc-123".to_owned(), None));

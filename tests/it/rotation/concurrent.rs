@@ -10,8 +10,9 @@
 //!   `previous-authorization-id` is the PAT of the version before it, no PAT is the previous of two
 //!   versions, no PAT is stored twice;
 //! - no PAT patrol created is alive unless the chain still needs it (current, or the previous one whose
-//!   revocation the next run does);
-//! and at the end, with the clamp lifted and the runs quiet: one active PAT per token (the current one),
+//!   revocation the next run does).
+//!
+//! And at the end, with the clamp lifted and the runs quiet: one active PAT per token (the current one),
 //! every other PAT patrol ever created for it revoked, and no minted secret in any process's output.
 
 use super::two_instances::{Instance, start_instance_logging, timer};
@@ -220,7 +221,7 @@ async fn hammer(processes: usize, with_serve: bool, steps: usize) {
         let serve_kill = with_serve && rng.random_bool(0.25);
         let kill_after = Duration::from_millis(rng.random_range(20..2500));
         let serve_run = async {
-            let Some(instance) = serve.as_ref() else { return None };
+            let instance = serve.as_ref()?;
             let now = w.emu.clock().now();
             if serve_kill {
                 // The invocation is cut short by the instance's death.

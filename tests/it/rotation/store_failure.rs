@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Makes a directory refuse new files until dropped.
-struct Frozen(PathBuf, bool);
+pub(super) struct Frozen(PathBuf, bool);
 
 impl Frozen {
-    fn new(dir: &Path) -> Frozen {
+    pub(super) fn new(dir: &Path) -> Frozen {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o500)).unwrap();
         let probe = dir.join("probe");
