@@ -24,11 +24,14 @@ pub struct Lifetimes {
     /// Refresh tokens expire after this much inactivity (Entra: 90 days).
     pub refresh_token_secs: u64,
     pub device_code_secs: u64,
+    /// A refresh token is refused once it was redeemed (stricter than Entra, where a refresh token stays
+    /// valid until it expires or is revoked). Off by default; for tests that want the strict rule.
+    pub strict_refresh_tokens: bool,
 }
 
 impl Default for Lifetimes {
     fn default() -> Self {
-        Self { access_token_secs: 3600, refresh_token_secs: 90 * 86_400, device_code_secs: 900 }
+        Self { access_token_secs: 3600, refresh_token_secs: 90 * 86_400, device_code_secs: 900, strict_refresh_tokens: false }
     }
 }
 

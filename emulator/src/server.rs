@@ -203,10 +203,16 @@ impl Emulator {
         let entra = bind(SocketAddr::new(ip, port(2))).await?;
         let control = bind(SocketAddr::new(ip, port(3))).await?;
         let url = |l: &TcpListener| -> anyhow::Result<String> { Ok(format!("http://{}", l.local_addr()?)) };
+        // One CA for every HTTPS listener (Entra, Key Vault): clients trust one file.
+        let tls = crate::tls::EmulatorTls::generate(&[format!("{}.vault.localhost", config.keyvault.vault_name)])
+            .context("generating the emulator's TLS certificate")?;
+        let entra_url = format!("https://{}", entra.local_addr()?);
+        ctx.tokens.set_authority(&entra_url);
+        ctx.tokens.set_tenant(ctx.state().tenant_id);
         let mut endpoints = Endpoints {
             devops: url(&devops)?,
             audit: url(&audit)?,
-            entra: url(&entra)?,
+            entra: entra_url,
             control: url(&control)?,
             tenant: ctx.state().tenant_id.to_string(),
             extra: BTreeMap::new(),
@@ -235,6 +241,7 @@ impl Emulator {
                 vault_name: kv_cfg.vault_name.clone(),
                 authority: format!("{}/{}", endpoints.entra, endpoints.tenant),
                 ca_cert_path: Some(ca_cert_path.clone()),
+                tls: Some(tls.clone()),
             },
             vault,
             ctx.clock.clone(),
@@ -257,7 +264,7 @@ impl Emulator {
         let tasks = vec![
             crate::serve::spawn_listener(devops, api_router(ctx.clone(), Service::Devops), rx.clone()),
             crate::serve::spawn_listener(audit, api_router(ctx.clone(), Service::Audit), rx.clone()),
-            crate::serve::spawn_listener(entra, api_router(ctx.clone(), Service::Entra), rx.clone()),
+            crate::serve::spawn_tls_listener(entra, tls, api_router(ctx.clone(), Service::Entra), rx.clone()),
             crate::serve::spawn_listener(control, control_router, rx.clone()),
         ];
         let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), keyvault.state.clone(), p));
