@@ -112,6 +112,15 @@ pub struct Ctx {
     /// Notified after each change so the persister saves.
     pub dirty: Notify,
     issued: AtomicU64,
+    /// Base URLs of the Azure DevOps (`vssps`/`dev.azure.com`) and audit listeners, for the location service.
+    pub urls: std::sync::OnceLock<ServiceUrls>,
+}
+
+/// Where the emulated Azure DevOps hosts listen (set once the listeners are bound).
+#[derive(Debug, Clone)]
+pub struct ServiceUrls {
+    pub devops: String,
+    pub audit: String,
 }
 
 impl Ctx {
@@ -136,6 +145,7 @@ impl Ctx {
             device_codes: Mutex::default(),
             dirty: Notify::new(),
             issued: AtomicU64::new(0),
+            urls: std::sync::OnceLock::new(),
         }
     }
 

@@ -218,6 +218,10 @@ impl Emulator {
             extra: BTreeMap::new(),
         };
 
+        let _ = ctx.urls.set(crate::context::ServiceUrls {
+            devops: endpoints.devops.clone(),
+            audit: endpoints.audit.clone(),
+        });
         let kv_cfg = &config.keyvault;
         let mut delivery = kv_cfg.delivery.clone();
         if delivery.topic.is_empty() {
