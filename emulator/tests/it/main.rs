@@ -11,4 +11,5 @@ mod entra;
 mod keyvault;
 mod keyvault_join;
 mod keyvault_state;
+mod location;
 mod pats;
