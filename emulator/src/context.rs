@@ -31,7 +31,12 @@ pub struct Lifetimes {
 
 impl Default for Lifetimes {
     fn default() -> Self {
-        Self { access_token_secs: 3600, refresh_token_secs: 90 * 86_400, device_code_secs: 900, strict_refresh_tokens: false }
+        Self {
+            access_token_secs: 3600,
+            refresh_token_secs: 90 * 86_400,
+            device_code_secs: 900,
+            strict_refresh_tokens: false,
+        }
     }
 }
 

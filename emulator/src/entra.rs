@@ -290,7 +290,11 @@ pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
             || ["organizations", "common"].iter().any(|t| t.eq_ignore_ascii_case(tenant))
     };
     let get_ = req.method == axum::http::Method::GET;
-    if get_ && s.len() == 4 && req.seg_is(1, "v2.0") && req.seg_is(2, ".well-known") && req.seg_is(3, "openid-configuration")
+    if get_
+        && s.len() == 4
+        && req.seg_is(1, "v2.0")
+        && req.seg_is(2, ".well-known")
+        && req.seg_is(3, "openid-configuration")
     {
         if !known_tenant {
             return unknown_tenant(tenant);
@@ -468,11 +472,7 @@ fn device_token<'a>(
     Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None).to_json_for(want_client_info))
 }
 
-fn refresh<'a>(
-    ctx: &Ctx,
-    get: &impl Fn(&str) -> Option<&'a str>,
-    want_client_info: bool,
-) -> Result<Value, EntraError> {
+fn refresh<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>, want_client_info: bool) -> Result<Value, EntraError> {
     let client = client_id(get)?;
     let rt = get("refresh_token").ok_or_else(|| missing("refresh_token"))?;
     let key = hex::encode(patsecret::hash(rt));

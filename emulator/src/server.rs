@@ -218,16 +218,18 @@ impl Emulator {
             extra: BTreeMap::new(),
         };
 
-        let _ = ctx.urls.set(crate::context::ServiceUrls {
-            devops: endpoints.devops.clone(),
-            audit: endpoints.audit.clone(),
-        });
+        let _ = ctx
+            .urls
+            .set(crate::context::ServiceUrls { devops: endpoints.devops.clone(), audit: endpoints.audit.clone() });
         let kv_cfg = &config.keyvault;
         let mut delivery = kv_cfg.delivery.clone();
         if delivery.topic.is_empty() {
             delivery.topic = vault_topic(&kv_cfg.vault_name);
         }
-        let (eventgrid, sink) = EventGrid::start(ctx.clock.clone(), delivery);
+        let (eventgrid, sink) =
+            EventGrid::start(ctx.clock.clone(), DeliveryConfig { target: None, ..delivery.clone() });
+        eventgrid.set_validation_base(&endpoints.control);
+        eventgrid.set_config(delivery);
         let (ca_cert_path, temp_dir) = match &kv_cfg.ca_cert_path {
             Some(p) => (p.clone(), None),
             None => {

@@ -81,10 +81,7 @@ fn resource_areas(ctx: &Ctx, org: &str, area: Option<&str>) -> Response {
     };
     let devops = format!("{}/{org}/", urls.devops.trim_end_matches('/'));
     let audit = format!("{}/{org}/", urls.audit.trim_end_matches('/'));
-    let areas = [
-        (TOKEN_ADMIN_AREA, "TokenAdmin", devops.as_str()),
-        (AUDIT_AREA, "audit", audit.as_str()),
-    ];
+    let areas = [(TOKEN_ADMIN_AREA, "TokenAdmin", devops.as_str()), (AUDIT_AREA, "audit", audit.as_str())];
     let to_json = |(id, name, url): &(&str, &str, &str)| json!({ "id": id, "name": name, "locationUrl": url });
     match area {
         None => {

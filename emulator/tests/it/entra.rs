@@ -207,12 +207,8 @@ async fn discovery_keys_instance_discovery_client_info_and_signed_jwts() {
 
     // Tokens: client_info when asked for; access and ID tokens are RS256 JWTs verifiable with jwks_uri.
     let scope = format!("{DEVOPS}/vso.pats offline_access openid profile");
-    let (_, dc) = form(
-        &env,
-        &format!("/{tenant}/oauth2/v2.0/devicecode"),
-        &[("client_id", CLIENT), ("scope", &scope)],
-    )
-    .await;
+    let (_, dc) =
+        form(&env, &format!("/{tenant}/oauth2/v2.0/devicecode"), &[("client_id", CLIENT), ("scope", &scope)]).await;
     env.post_ctl("/_control/devicecodes/approve", json!({ "userCode": dc["user_code"], "upn": ALICE })).await;
     let (s, t) = form(
         &env,
@@ -272,5 +268,8 @@ async fn discovery_keys_instance_discovery_client_info_and_signed_jwts() {
     .await;
     assert!(app.get("client_info").is_none());
     let ac = claims(app["access_token"].as_str().unwrap());
-    assert_eq!((ac["idtyp"].as_str(), ac["aud"].as_str(), ac.get("scp")), (Some("app"), Some("https://vault.azure.net"), None));
+    assert_eq!(
+        (ac["idtyp"].as_str(), ac["aud"].as_str(), ac.get("scp")),
+        (Some("app"), Some("https://vault.azure.net"), None)
+    );
 }

@@ -15,15 +15,8 @@ async fn options_resource_areas_and_connection_data() {
     assert!(ids.contains(&"e81700f7-3be2-46de-8624-2eb35882fcaa"), "ResourceAreas: {ids:?}");
     assert!(ids.contains(&"af68438b-ed04-4407-9eb6-f1dbae3f922e"), "TokenAdmin: {ids:?}");
     assert_eq!(locs["count"].as_u64().unwrap() as usize, ids.len());
-    let audit_locs: Value = env
-        .http
-        .request(Method::OPTIONS, env.audit_url("/fabrikam/_apis"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit_locs: Value =
+        env.http.request(Method::OPTIONS, env.audit_url("/fabrikam/_apis")).send().await.unwrap().json().await.unwrap();
     let audit_log = audit_locs["value"]
         .as_array()
         .unwrap()
@@ -59,7 +52,8 @@ async fn options_resource_areas_and_connection_data() {
     assert_eq!(cd["authenticatedUser"]["properties"]["Account"]["$value"], ALICE);
     let pat = env.create_pat(&t, "fabrikam", "cd", "vso.code", 1).await;
     let secret = pat["patToken"]["token"].as_str().unwrap();
-    let r = env.http.get(env.devops("/fabrikam/_apis/connectionData")).basic_auth("", Some(secret)).send().await.unwrap();
+    let r =
+        env.http.get(env.devops("/fabrikam/_apis/connectionData")).basic_auth("", Some(secret)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let cd: Value = r.json().await.unwrap();
     assert_eq!(cd["authenticatedUser"]["subjectDescriptor"].as_str().unwrap().get(..4), Some("aad."));

@@ -8,6 +8,7 @@ mod conformance;
 mod control;
 mod control_audit;
 mod entra;
+mod eventgrid;
 mod keyvault;
 mod keyvault_join;
 mod keyvault_state;
