@@ -658,13 +658,11 @@ fn instance_discovery(req: &ApiRequest) -> Response {
         )
         .into_response();
     };
-    let asked = match (endpoint.host_str(), endpoint.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        _ => String::new(),
-    };
+    // MSAL names the authority's host without its port; Entra compares host names.
+    let own_host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+    let asked = endpoint.host_str().unwrap_or_default().trim_matches(['[', ']']);
     let tenant = endpoint.path_segments().and_then(|mut s| s.next()).unwrap_or("common").to_owned();
-    if endpoint.scheme() != "https" || !asked.eq_ignore_ascii_case(&host) {
+    if endpoint.scheme() != "https" || !asked.eq_ignore_ascii_case(own_host) {
         return EntraError::new("invalid_instance", 50049, "Unknown or invalid instance.").into_response();
     }
     Json(json!({
