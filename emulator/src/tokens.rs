@@ -26,6 +26,19 @@ use uuid::Uuid;
 pub const DEVOPS_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
 /// The Key Vault resource.
 pub const KEYVAULT_RESOURCE: &str = "https://vault.azure.net";
+/// What `scp` holds for a delegated `499b84ac-…/.default` token: every permission the emulated client apps
+/// are consented for (Entra puts the statically consented scopes there), so `.default` works on every
+/// emulated Azure DevOps API.
+pub const DEVOPS_DEFAULT_SCOPES: &[&str] = &[
+    "user_impersonation",
+    "vso.auditlog",
+    "vso.pats",
+    "vso.pats_manage",
+    "vso.project",
+    "vso.serviceendpoint_manage",
+    "vso.tokenadministration",
+    "vso.variablegroups_manage",
+];
 /// Issuer prefix of v1.0 access tokens (`https://sts.windows.net/{tid}/`), as Entra issues them for the
 /// Azure DevOps and Key Vault resources.
 pub const V1_ISSUER_PREFIX: &str = "https://sts.windows.net/";
@@ -227,12 +240,16 @@ impl TokenIssuer {
         };
         let oid = extra.oid.unwrap_or_else(|| derived_oid(app.as_deref().or(user.as_deref()).unwrap_or_default()));
         let scp = user.as_ref().map(|_| {
-            grant
-                .scopes
-                .iter()
-                .map(|s| if s == ".default" { "user_impersonation" } else { s.as_str() })
-                .collect::<Vec<_>>()
-                .join(" ")
+            let mut scp: Vec<&str> = Vec::new();
+            for s in &grant.scopes {
+                match s.as_str() {
+                    ".default" if grant.resource == DEVOPS_RESOURCE => scp.extend(DEVOPS_DEFAULT_SCOPES),
+                    ".default" => scp.push("user_impersonation"),
+                    other => scp.push(other),
+                }
+            }
+            scp.dedup();
+            scp.join(" ")
         });
         let claims = Claims {
             aud: grant.resource.clone(),

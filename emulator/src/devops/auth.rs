@@ -81,10 +81,8 @@ pub fn bearer_user(ctx: &Ctx, state: &State, token: &str) -> Result<(User, Grant
     }
 }
 
-/// `user_impersonation` (what Entra puts in `scp` for `<resource>/.default`) grants every scope, as in Azure
-/// DevOps; `.default` is what an application token carries here.
 fn has_scope(grant: &Grant, wanted: &[&str]) -> bool {
-    grant.scopes.iter().any(|s| s == ".default" || s == "user_impersonation" || wanted.contains(&s.as_str()))
+    grant.scopes.iter().any(|s| s == ".default" || wanted.contains(&s.as_str()))
 }
 
 /// The caller of a PAT Lifecycle API operation: a delegated user with the right scope, a member of `org`.
