@@ -429,7 +429,7 @@ async fn pipeline(
         return fault_response(service, StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), None);
     }
     let mut rl_headers = Vec::new();
-    if service != Service::Entra {
+    if service != Service::Entra && ctx.limiter.enabled() {
         let identity = crate::devops::auth::identity(&ctx, &req);
         if let Some(v) = ctx.limiter.check(&identity, ctx.now()) {
             if v.blocked {
