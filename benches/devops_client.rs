@@ -60,7 +60,8 @@ async fn run() {
     let rt_value = SecretString::from(minted["refresh_token"].as_str().unwrap().to_owned());
     store_refresh_token(store.as_ref(), &owner, &rt_value, "", patrol::auth::PAT_SCOPES, clock.now()).await.unwrap();
 
-    let http = build_client(None, Duration::from_secs(30)).unwrap();
+    let ca = std::path::PathBuf::from(&ep.extra["ca_cert"]);
+    let http = build_client(Some(&ca), Duration::from_secs(30)).unwrap();
     let entra =
         Arc::new(EntraClient::new(http.clone(), url::Url::parse(&ep.entra).unwrap(), &ep.tenant, CLIENT_ID).unwrap());
     let store: Arc<dyn SecretStore> = store;

@@ -76,6 +76,7 @@ fn settings(dir: &Path, endpoints: &Value, concurrency: usize) -> Settings {
         ("PATROL_DEVOPS_URL".into(), s("devops")),
         ("PATROL_AUDIT_URL".into(), s("audit")),
         ("PATROL_ENTRA_AUTHORITY".into(), s("entra")),
+        ("PATROL_CA_CERT".into(), s("ca_cert")),
         ("PATROL_TENANT_ID".into(), s("tenant")),
         ("PATROL_CLIENT_ID".into(), CLIENT_ID.into()),
         ("PATROL_LEASE".into(), "local".into()),

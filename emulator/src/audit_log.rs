@@ -139,7 +139,10 @@ pub fn prune(org: &mut Org, now: OffsetDateTime) {
 /// A page of entries, newest first.
 pub struct Page<'a> {
     pub entries: Vec<&'a AuditRecord>,
+    /// Where the next page starts. Azure DevOps returns one on the last page too (the spec's example has a
+    /// token with `hasMore: false`): clients must stop on `has_more`.
     pub continuation: Option<String>,
+    pub has_more: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -167,12 +170,12 @@ pub fn query<'a>(
     let window = &org.audit[lo..hi];
     let take = batch.min(window.len());
     let entries: Vec<&AuditRecord> = window.iter().rev().take(take).collect();
-    let continuation = if window.len() > take {
-        entries.last().map(|r| encode_cursor(r.timestamp.unix_timestamp_nanos(), r.seq))
-    } else {
-        None
+    let has_more = window.len() > take;
+    let continuation = match entries.last() {
+        Some(r) => Some(encode_cursor(r.timestamp.unix_timestamp_nanos(), r.seq)),
+        None => continuation.filter(|c| !c.is_empty()).map(str::to_owned),
     };
-    Ok(Page { entries, continuation })
+    Ok(Page { entries, continuation, has_more })
 }
 
 fn encode_cursor(nanos: i128, seq: u64) -> String {
@@ -256,10 +259,11 @@ mod tests {
         loop {
             let p = query(org, base, base + Duration::days(1), 10, cont.as_deref()).unwrap();
             seen.extend(p.entries.iter().map(|r| r.details.clone()));
-            match p.continuation {
-                Some(c) => cont = Some(c),
-                None => break,
+            assert!(p.continuation.is_some(), "every non-empty page has a token, the last one too");
+            if !p.has_more {
+                break;
             }
+            cont = p.continuation;
         }
         let expected: Vec<String> = (0..25).rev().map(|i| i.to_string()).collect();
         assert_eq!(seen, expected);

@@ -24,11 +24,19 @@ pub struct Lifetimes {
     /// Refresh tokens expire after this much inactivity (Entra: 90 days).
     pub refresh_token_secs: u64,
     pub device_code_secs: u64,
+    /// A refresh token is refused once it was redeemed (stricter than Entra, where a refresh token stays
+    /// valid until it expires or is revoked). Off by default; for tests that want the strict rule.
+    pub strict_refresh_tokens: bool,
 }
 
 impl Default for Lifetimes {
     fn default() -> Self {
-        Self { access_token_secs: 3600, refresh_token_secs: 90 * 86_400, device_code_secs: 900 }
+        Self {
+            access_token_secs: 3600,
+            refresh_token_secs: 90 * 86_400,
+            device_code_secs: 900,
+            strict_refresh_tokens: false,
+        }
     }
 }
 
@@ -109,6 +117,15 @@ pub struct Ctx {
     /// Notified after each change so the persister saves.
     pub dirty: Notify,
     issued: AtomicU64,
+    /// Base URLs of the Azure DevOps (`vssps`/`dev.azure.com`) and audit listeners, for the location service.
+    pub urls: std::sync::OnceLock<ServiceUrls>,
+}
+
+/// Where the emulated Azure DevOps hosts listen (set once the listeners are bound).
+#[derive(Debug, Clone)]
+pub struct ServiceUrls {
+    pub devops: String,
+    pub audit: String,
 }
 
 impl Ctx {
@@ -133,6 +150,7 @@ impl Ctx {
             device_codes: Mutex::default(),
             dirty: Notify::new(),
             issued: AtomicU64::new(0),
+            urls: std::sync::OnceLock::new(),
         }
     }
 

@@ -385,7 +385,8 @@ fn refresh_change(
         return bad(StatusCode::NOT_FOUND, format!("user {upn:?} is not known"));
     };
     let mut n = 0;
-    for r in state.refresh_tokens.values_mut().filter(|r| r.user == uid && r.status == RefreshStatus::Active) {
+    // Every refresh token still valid: used ones stay valid (as in Entra) unless strict mode redeemed them.
+    for r in state.refresh_tokens.values_mut().filter(|r| r.user == uid && r.status != RefreshStatus::Revoked) {
         f(r, now);
         n += 1;
     }

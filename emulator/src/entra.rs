@@ -1,14 +1,19 @@
-//! The emulated Microsoft Entra token service (`/{tenant}/oauth2/v2.0/devicecode` and `/token`):
-//! device-code and refresh-token grants for delegated user tokens (refresh tokens rotate on every use,
-//! expire after inactivity on the virtual clock, can be revoked, and Conditional Access can demand an
-//! interactive sign-in), and the client-credentials grant for applications (service principals) with
-//! `<resource>/.default`. Errors use Entra's JSON shape with AADSTS codes.
+//! The emulated Microsoft Entra token service, served over HTTPS with the emulator's CA:
+//! `/{tenant}/oauth2/v2.0/devicecode` and `/token` — device-code and refresh-token grants for delegated user
+//! tokens (each refresh returns a new refresh token; the old one stays valid until it expires after
+//! inactivity on the virtual clock or is revoked, as in Entra — strict single use is an option;
+//! Conditional Access can demand an interactive sign-in), and the client-credentials grant for
+//! applications (service principals) with `<resource>/.default`; OpenID discovery
+//! (`/{tenant}/v2.0/.well-known/openid-configuration`), the signing keys (`/{tenant}/discovery/v2.0/keys`)
+//! and instance discovery (`/common/discovery/instance`). Access and ID tokens are RS256 JWTs
+//! ([`crate::tokens`]); user token responses carry `client_info` when asked for. Errors use Entra's JSON
+//! shape with AADSTS codes.
 
 use crate::context::{Ctx, DeviceCode, DeviceStatus, secs};
 use crate::http::ApiRequest;
 use crate::patsecret;
 use crate::state::{AppKind, RefreshRecord, RefreshStatus, State, User};
-use crate::tokens::{DEVOPS_RESOURCE, Grant, KEYVAULT_RESOURCE, Subject, random_token};
+use crate::tokens::{DEVOPS_RESOURCE, Extra, Grant, KEYVAULT_RESOURCE, Subject, random_token};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -142,6 +147,8 @@ pub struct TokenSet {
     pub expires_in: u64,
     pub resource: String,
     pub scopes: Vec<String>,
+    /// base64url `{"uid": oid, "utid": tid}` (user tokens), returned when the request has `client_info=1`.
+    pub client_info: Option<String>,
 }
 
 impl TokenSet {
@@ -162,6 +169,15 @@ impl TokenSet {
         }
         v
     }
+
+    /// The response body, with `client_info` when the client asked for it (`client_info=1`).
+    pub fn to_json_for(&self, want_client_info: bool) -> Value {
+        let mut v = self.to_json();
+        if let (true, Some(ci)) = (want_client_info, &self.client_info) {
+            v["client_info"] = json!(ci);
+        }
+        v
+    }
 }
 
 /// Issues an access token (and a refresh token when `offline`) for a user.
@@ -176,12 +192,15 @@ pub fn issue_user_tokens(
     let lt = ctx.lifetimes();
     let access_secs = lifetime_secs.unwrap_or(lt.access_token_secs);
     let now = ctx.now();
-    let access_token = ctx.tokens.issue(Grant {
-        subject: Subject::User { upn: user.upn.clone() },
-        resource: req.resource.clone(),
-        scopes: req.scopes.clone(),
-        expires_at: now + secs(access_secs),
-    });
+    let access_token = ctx.tokens.issue_with(
+        Grant {
+            subject: Subject::User { upn: user.upn.clone() },
+            resource: req.resource.clone(),
+            scopes: req.scopes.clone(),
+            expires_at: now + secs(access_secs),
+        },
+        Extra { oid: Some(user.id), name: Some(user.display_name.clone()), client_id: Some(client_id.to_owned()) },
+    );
     ctx.secrets.record("access_token", &access_token);
     ctx.note_issued();
     let refresh_token = req.offline.then(|| {
@@ -204,7 +223,12 @@ pub fn issue_user_tokens(
         ctx.changed();
         rt
     });
-    let id_token = req.openid.then(|| id_token(state.tenant_id, user, client_id, now));
+    let id_token = req.openid.then(|| id_token(ctx, state.tenant_id, user, client_id, now));
+    let client_info = {
+        use base64::Engine as _;
+        let ci = json!({ "uid": user.id.to_string(), "utid": state.tenant_id.to_string() });
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ci.to_string())
+    };
     TokenSet {
         access_token,
         refresh_token,
@@ -212,21 +236,18 @@ pub fn issue_user_tokens(
         expires_in: access_secs,
         resource: req.resource.clone(),
         scopes: req.scopes.clone(),
+        client_info: Some(client_info),
     }
 }
 
 /// An ID token with the v2.0 claims Entra puts in one (`aud`, `iss`, `tid`, `oid`, `sub`,
-/// `preferred_username`, `name`, times). The emulator has no signing key: the token is an unsecured JWT
-/// (`alg: none`, empty signature), which a client that received it straight from the token endpoint over
-/// TLS may accept without checking a signature (OpenID Connect Core 1.0, 3.1.3.7).
-fn id_token(tenant: uuid::Uuid, user: &User, client_id: &str, now: time::OffsetDateTime) -> String {
-    use base64::Engine as _;
-    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+/// `preferred_username`, `name`, times), signed with the key published at `jwks_uri`. `iss` is the
+/// emulator's v2.0 issuer (`{entra}/{tenant}/v2.0`, as in the discovery document).
+fn id_token(ctx: &Ctx, tenant: uuid::Uuid, user: &User, client_id: &str, now: time::OffsetDateTime) -> String {
     let t = now.unix_timestamp();
-    let header = json!({ "typ": "JWT", "alg": "none" });
     let claims = json!({
         "aud": client_id.to_lowercase(),
-        "iss": format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+        "iss": format!("{}/{tenant}/v2.0", ctx.tokens.authority()),
         "iat": t, "nbf": t, "exp": t + 3600,
         "tid": tenant.to_string(),
         "oid": user.id.to_string(),
@@ -235,7 +256,7 @@ fn id_token(tenant: uuid::Uuid, user: &User, client_id: &str, now: time::OffsetD
         "name": user.display_name,
         "ver": "2.0",
     });
-    format!("{}.{}.", b64(&header), b64(&claims))
+    ctx.tokens.sign(&claims)
 }
 
 /// Issues an application token (client credentials, or a managed identity through the control API).
@@ -256,6 +277,7 @@ pub fn issue_app_token(ctx: &Ctx, client_id: &str, resource: &str, lifetime_secs
         expires_in: secs_,
         resource: resource.to_string(),
         scopes: vec![".default".into()],
+        client_info: None,
     }
 }
 
@@ -267,8 +289,33 @@ pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
         tenant.eq_ignore_ascii_case(&st.tenant_id.to_string())
             || ["organizations", "common"].iter().any(|t| t.eq_ignore_ascii_case(tenant))
     };
-    if s.len() == 4 && req.seg_is(1, "v2.0") && req.seg_is(2, ".well-known") && req.seg_is(3, "openid-configuration") {
-        return discovery(req, tenant);
+    let get_ = req.method == axum::http::Method::GET;
+    if get_
+        && s.len() == 4
+        && req.seg_is(1, "v2.0")
+        && req.seg_is(2, ".well-known")
+        && req.seg_is(3, "openid-configuration")
+    {
+        if !known_tenant {
+            return unknown_tenant(tenant);
+        }
+        return discovery(ctx, req, tenant);
+    }
+    if get_ && s.len() == 4 && req.seg_is(1, "discovery") && req.seg_is(2, "v2.0") && req.seg_is(3, "keys")
+        || get_ && s.len() == 3 && req.seg_is(1, "discovery") && req.seg_is(2, "keys")
+    {
+        return Json(ctx.tokens.jwks()).into_response();
+    }
+    if get_ && s.len() == 3 && req.seg_is(0, "common") && req.seg_is(1, "discovery") && req.seg_is(2, "instance") {
+        return instance_discovery(req);
+    }
+    if s.len() == 4 && req.seg_is(1, "oauth2") && req.seg_is(2, "v2.0") && req.seg_is(3, "authorize") {
+        return EntraError::new(
+            "invalid_request",
+            900144,
+            "patrol-emulator does not emulate interactive (browser) sign-in; use the device code flow or client credentials.",
+        )
+        .into_response();
     }
     if s.len() != 4 || !req.seg_is(1, "oauth2") || !req.seg_is(2, "v2.0") || req.method != axum::http::Method::POST {
         return EntraError {
@@ -278,16 +325,17 @@ pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
         .into_response();
     }
     if !known_tenant {
-        return EntraError::new("invalid_request", 90002, format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.")).into_response();
+        return unknown_tenant(tenant);
     }
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body).into_owned().collect();
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    let want_client_info = get("client_info") == Some("1");
     let r = if req.seg_is(3, "devicecode") {
         device_code(ctx, &get)
     } else if req.seg_is(3, "token") {
         match get("grant_type") {
-            Some("urn:ietf:params:oauth:grant-type:device_code") => device_token(ctx, &get),
-            Some("refresh_token") => refresh(ctx, &get),
+            Some("urn:ietf:params:oauth:grant-type:device_code") => device_token(ctx, &get, want_client_info),
+            Some("refresh_token") => refresh(ctx, &get, want_client_info),
             Some("client_credentials") => client_credentials(ctx, &get),
             Some(other) => Err(EntraError::new(
                 "unsupported_grant_type",
@@ -364,7 +412,11 @@ fn device_code<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<
     }))
 }
 
-fn device_token<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<Value, EntraError> {
+fn device_token<'a>(
+    ctx: &Ctx,
+    get: &impl Fn(&str) -> Option<&'a str>,
+    want_client_info: bool,
+) -> Result<Value, EntraError> {
     let client = client_id(get)?;
     let code = get("device_code").ok_or_else(|| missing("device_code"))?;
     let now = ctx.now();
@@ -417,10 +469,10 @@ fn device_token<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result
         state.users.get(&user_id).cloned().ok_or_else(|| {
             EntraError::new("invalid_grant", 50034, "The user account does not exist in the directory.")
         })?;
-    Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None).to_json())
+    Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None).to_json_for(want_client_info))
 }
 
-fn refresh<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<Value, EntraError> {
+fn refresh<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>, want_client_info: bool) -> Result<Value, EntraError> {
     let client = client_id(get)?;
     let rt = get("refresh_token").ok_or_else(|| missing("refresh_token"))?;
     let key = hex::encode(patsecret::hash(rt));
@@ -444,14 +496,14 @@ fn refresh<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<Valu
                 "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.",
             ));
         }
-        RefreshStatus::Redeemed => {
+        RefreshStatus::Redeemed if ctx.lifetimes().strict_refresh_tokens => {
             return Err(EntraError::new(
                 "invalid_grant",
                 70000,
                 "Provided grant is invalid or malformed: the refresh token was already redeemed (use the newest refresh token).",
             ));
         }
-        RefreshStatus::Active => {}
+        RefreshStatus::Active | RefreshStatus::Redeemed => {}
     }
     if rec.expires_at <= now {
         return Err(EntraError::new(
@@ -483,10 +535,14 @@ fn refresh<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<Valu
             ScopeRequest { resource: rec.resource.clone(), scopes: rec.scopes.clone(), offline: true, openid: false }
         }
     };
+    // Entra keeps a used refresh token valid (until it expires or is revoked); its inactivity window starts
+    // again. Strict mode marks it redeemed instead.
+    let inactivity = secs(ctx.lifetimes().refresh_token_secs);
     if let Some(r) = state.refresh_tokens.get_mut(&key) {
         r.status = RefreshStatus::Redeemed;
+        r.expires_at = r.expires_at.max(now + inactivity);
     }
-    Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None).to_json())
+    Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None).to_json_for(want_client_info))
 }
 
 fn client_credentials<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<Value, EntraError> {
@@ -534,14 +590,85 @@ fn client_credentials<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> 
     Ok(issue_app_token(ctx, client, &scope.resource, None).to_json())
 }
 
-fn discovery(req: &ApiRequest, tenant: &str) -> Response {
-    let host = req.header("host").unwrap_or("127.0.0.1");
-    let base = format!("http://{host}/{tenant}");
+fn unknown_tenant(tenant: &str) -> Response {
+    EntraError::new(
+        "invalid_tenant",
+        90002,
+        format!(
+            "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+        ),
+    )
+    .into_response()
+}
+
+/// `https://{host}` of the Entra listener as the client addressed it.
+fn base_url(ctx: &Ctx, req: &ApiRequest) -> String {
+    match req.header("host") {
+        Some(h) if !h.is_empty() && !h.contains(['/', ' ', '"']) => {
+            let scheme = ctx.tokens.authority().split_once("://").map(|(s, _)| s.to_owned());
+            format!("{}://{h}", scheme.as_deref().unwrap_or("https"))
+        }
+        _ => ctx.tokens.authority(),
+    }
+}
+
+/// The OpenID Connect discovery document, with every field Entra's v2.0 document has that a client reads.
+fn discovery(ctx: &Ctx, req: &ApiRequest, tenant: &str) -> Response {
+    let base = format!("{}/{tenant}", base_url(ctx, req));
+    let tenant_id = ctx.state().tenant_id.to_string();
+    // Entra names the tenant in `issuer` only for a tenant-specific authority.
+    let issuer_tenant = if tenant.eq_ignore_ascii_case(&tenant_id) { tenant_id.as_str() } else { "{tenantid}" };
     Json(json!({
-        "issuer": format!("https://login.microsoftonline.com/{tenant}/v2.0"),
         "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": format!("{}/{issuer_tenant}/v2.0", base_url(ctx, req)),
+        "request_uri_parameter_supported": false,
+        "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+        "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
         "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
+        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
         "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token", "client_credentials"],
+        "tenant_region_scope": null,
+        "cloud_instance_name": "microsoftonline.com",
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": "graph.microsoft.com",
+        "rbac_url": "https://pas.windows.net",
+    }))
+    .into_response()
+}
+
+/// Instance discovery (`GET /common/discovery/instance?authorization_endpoint=…&api-version=1.1`): the
+/// emulator vouches for its own host only, as Entra vouches for the Microsoft clouds.
+fn instance_discovery(req: &ApiRequest) -> Response {
+    let host = req.header("host").unwrap_or_default().to_owned();
+    let Some(endpoint) = req.query("authorization_endpoint").and_then(|e| url::Url::parse(e).ok()) else {
+        return EntraError::new(
+            "invalid_request",
+            90014,
+            "The request body must contain the following parameter: 'authorization_endpoint'.",
+        )
+        .into_response();
+    };
+    // MSAL names the authority's host without its port; Entra compares host names.
+    let own_host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+    let asked = endpoint.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let tenant = endpoint.path_segments().and_then(|mut s| s.next()).unwrap_or("common").to_owned();
+    if endpoint.scheme() != "https" || !asked.eq_ignore_ascii_case(own_host) {
+        return EntraError::new("invalid_instance", 50049, "Unknown or invalid instance.").into_response();
+    }
+    Json(json!({
+        "tenant_discovery_endpoint": format!("https://{host}/{tenant}/v2.0/.well-known/openid-configuration"),
+        "api-version": req.query("api-version").unwrap_or("1.1"),
+        "metadata": [{ "preferred_network": host, "preferred_cache": host, "aliases": [host] }],
     }))
     .into_response()
 }

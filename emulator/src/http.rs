@@ -43,6 +43,21 @@ impl ApiRequest {
         self.query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// `api-version`: the query parameter, else the `api-version` parameter of the `Accept` header
+    /// (`application/json; api-version=7.1-preview.1`), which Azure DevOps treats alike and Microsoft's
+    /// SDKs send exclusively.
+    pub fn api_version(&self) -> Option<&str> {
+        if let Some(v) = self.query("api-version") {
+            return Some(v);
+        }
+        self.headers.get_all("accept").iter().filter_map(|v| v.to_str().ok()).find_map(|accept| {
+            accept.split([',', ';']).find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("api-version").then(|| v.trim().trim_matches('"'))
+            })
+        })
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -101,5 +116,19 @@ mod tests {
         assert_eq!(r.query("api-version"), Some("7.1-preview.1"));
         assert_eq!(r.query("$top"), Some("5"));
         assert!(r.seg_is(2, "tokens"));
+    }
+
+    #[test]
+    fn api_version_from_the_query_or_the_accept_header() {
+        let uri: axum::http::Uri = "/o/_apis/tokens/pats".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("accept", "application/json; api-version=7.1-preview.1".parse().unwrap());
+        let r = ApiRequest::new(Method::GET, &uri, h.clone(), Bytes::new(), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(r.api_version(), Some("7.1-preview.1"));
+        let uri: axum::http::Uri = "/o/_apis/tokens/pats?api-version=7.2-preview.1".parse().unwrap();
+        let r = ApiRequest::new(Method::GET, &uri, h, Bytes::new(), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(r.api_version(), Some("7.2-preview.1"), "the query wins");
+        let r = ApiRequest::new(Method::GET, &uri, HeaderMap::new(), Bytes::new(), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(r.api_version(), Some("7.2-preview.1"));
     }
 }

@@ -83,6 +83,16 @@ struct Args {
     /// Deliver events raised together in reverse order.
     #[arg(long)]
     eventgrid_reorder: bool,
+    /// Retry policy: event-grid (Event Grid's schedule on the virtual clock: 10 s, 30 s, 1 min, … up to 30
+    /// attempts in 24 h) or fast (compressed real-time delays, for tests).
+    #[arg(long, default_value = "event-grid")]
+    eventgrid_retry: patrol_emulator::eventgrid::RetryPolicy,
+    /// A dead-letter destination is configured: events given up on are dead-lettered (400/413 at once).
+    #[arg(long)]
+    eventgrid_dead_letter: bool,
+    /// Event Grid batching: events raised together are sent in one request (eventgrid, cloudevents modes).
+    #[arg(long)]
+    eventgrid_batching: bool,
     /// Answer the first N authenticated Key Vault requests with 429 Throttled.
     #[arg(long, default_value_t = 0)]
     keyvault_throttle_next: u32,
@@ -163,6 +173,9 @@ fn main() -> anyhow::Result<()> {
                 mode: args.eventgrid_mode,
                 duplicates: args.eventgrid_duplicates,
                 reorder: args.eventgrid_reorder,
+                retry: args.eventgrid_retry,
+                dead_letter: args.eventgrid_dead_letter,
+                batching: args.eventgrid_batching,
                 ..DeliveryConfig::default()
             },
         },

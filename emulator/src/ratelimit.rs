@@ -92,6 +92,11 @@ impl RateLimiter {
     }
 
     /// Charges one request to `identity` at `now`; `None` when rate limiting is off.
+    /// Whether rate limiting is on (callers skip working out the identity when it is off).
+    pub fn enabled(&self) -> bool {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).enabled
+    }
+
     pub fn check(&self, identity: &str, now: OffsetDateTime) -> Option<Verdict> {
         let s = self.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
         if !s.enabled {

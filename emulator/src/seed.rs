@@ -118,6 +118,7 @@ pub struct MintedApp {
 pub fn apply(ctx: &Ctx, state: &mut State, seed: &Seed) -> Result<Applied, String> {
     if let Some(t) = seed.tenant_id {
         state.tenant_id = t;
+        ctx.tokens.set_tenant(t);
     }
     if let Some(p) = &seed.tenant_policy {
         state.tenant_policy = p.clone();

@@ -37,6 +37,42 @@ where
     }
 }
 
+/// Accepts TLS connections on `listener` until shutdown (the Entra listener).
+pub fn spawn_tls_listener(
+    listener: TcpListener,
+    tls: crate::tls::EmulatorTls,
+    app: Router,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
+    tokio::spawn(async move {
+        let mut stop = shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let (acceptor, app, shutdown) = (acceptor.clone(), app.clone(), shutdown.clone());
+                        tokio::spawn(async move {
+                            let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+                            match handshake.await {
+                                Ok(Ok(tls)) => serve_connection(tls, peer, app, shutdown).await,
+                                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                },
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            }
+        }
+    })
+}
+
 /// Accepts connections on `listener` until shutdown.
 pub fn spawn_listener(
     listener: TcpListener,

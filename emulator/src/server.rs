@@ -203,21 +203,33 @@ impl Emulator {
         let entra = bind(SocketAddr::new(ip, port(2))).await?;
         let control = bind(SocketAddr::new(ip, port(3))).await?;
         let url = |l: &TcpListener| -> anyhow::Result<String> { Ok(format!("http://{}", l.local_addr()?)) };
+        // One CA for every HTTPS listener (Entra, Key Vault): clients trust one file.
+        let tls = crate::tls::EmulatorTls::generate(&[format!("{}.vault.localhost", config.keyvault.vault_name)])
+            .context("generating the emulator's TLS certificate")?;
+        let entra_url = format!("https://{}", entra.local_addr()?);
+        ctx.tokens.set_authority(&entra_url);
+        ctx.tokens.set_tenant(ctx.state().tenant_id);
         let mut endpoints = Endpoints {
             devops: url(&devops)?,
             audit: url(&audit)?,
-            entra: url(&entra)?,
+            entra: entra_url,
             control: url(&control)?,
             tenant: ctx.state().tenant_id.to_string(),
             extra: BTreeMap::new(),
         };
 
+        let _ = ctx
+            .urls
+            .set(crate::context::ServiceUrls { devops: endpoints.devops.clone(), audit: endpoints.audit.clone() });
         let kv_cfg = &config.keyvault;
         let mut delivery = kv_cfg.delivery.clone();
         if delivery.topic.is_empty() {
             delivery.topic = vault_topic(&kv_cfg.vault_name);
         }
-        let (eventgrid, sink) = EventGrid::start(ctx.clock.clone(), delivery);
+        let (eventgrid, sink) =
+            EventGrid::start(ctx.clock.clone(), DeliveryConfig { target: None, ..delivery.clone() });
+        eventgrid.set_validation_base(&endpoints.control);
+        eventgrid.set_config(delivery);
         let (ca_cert_path, temp_dir) = match &kv_cfg.ca_cert_path {
             Some(p) => (p.clone(), None),
             None => {
@@ -235,6 +247,7 @@ impl Emulator {
                 vault_name: kv_cfg.vault_name.clone(),
                 authority: format!("{}/{}", endpoints.entra, endpoints.tenant),
                 ca_cert_path: Some(ca_cert_path.clone()),
+                tls: Some(tls.clone()),
             },
             vault,
             ctx.clock.clone(),
@@ -257,7 +270,7 @@ impl Emulator {
         let tasks = vec![
             crate::serve::spawn_listener(devops, api_router(ctx.clone(), Service::Devops), rx.clone()),
             crate::serve::spawn_listener(audit, api_router(ctx.clone(), Service::Audit), rx.clone()),
-            crate::serve::spawn_listener(entra, api_router(ctx.clone(), Service::Entra), rx.clone()),
+            crate::serve::spawn_tls_listener(entra, tls, api_router(ctx.clone(), Service::Entra), rx.clone()),
             crate::serve::spawn_listener(control, control_router, rx.clone()),
         ];
         let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), keyvault.state.clone(), p));
@@ -416,7 +429,7 @@ async fn pipeline(
         return fault_response(service, StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), None);
     }
     let mut rl_headers = Vec::new();
-    if service != Service::Entra {
+    if service != Service::Entra && ctx.limiter.enabled() {
         let identity = crate::devops::auth::identity(&ctx, &req);
         if let Some(v) = ctx.limiter.check(&identity, ctx.now()) {
             if v.blocked {

@@ -234,7 +234,7 @@ pub struct AuditRecord {
 #[serde(rename_all = "camelCase")]
 pub enum RefreshStatus {
     Active,
-    /// Already redeemed (refresh tokens rotate on every use).
+    /// Redeemed at least once (still valid unless the emulator runs with strict single-use refresh tokens).
     Redeemed,
     Revoked,
 }

@@ -165,7 +165,9 @@ impl Env {
     }
 
     pub fn http_client(&self) -> reqwest::Client {
-        build_client(None, Duration::from_secs(10)).unwrap()
+        // Entra is HTTPS with the emulator's CA.
+        let ca = std::path::PathBuf::from(&self.emu.endpoints().extra["ca_cert"]);
+        build_client(Some(&ca), Duration::from_secs(10)).unwrap()
     }
 
     pub fn entra_client(&self) -> Arc<EntraClient> {

@@ -55,6 +55,8 @@ fn settings(emu: &Emulator, dir: &Path, vault: Option<&str>) -> Vec<(String, Str
         ("PATROL_ENTRA_AUTHORITY".to_owned(), e.entra.clone()),
         ("PATROL_TENANT_ID".to_owned(), e.tenant.clone()),
         ("PATROL_CLIENT_ID".to_owned(), CLIENT_ID.to_owned()),
+        // Entra is HTTPS with the emulator's CA (the same CA as the vault's).
+        ("PATROL_CA_CERT".to_owned(), e.extra["ca_cert"].clone()),
     ];
     if let Some(client_secret) = vault {
         let url = e.extra["keyvault"].replace("127.0.0.1", "localhost");
@@ -64,7 +66,6 @@ fn settings(emu: &Emulator, dir: &Path, vault: Option<&str>) -> Vec<(String, Str
             ("PATROL_KEYVAULT_TENANT_ID".to_owned(), e.tenant.clone()),
             ("PATROL_KEYVAULT_CLIENT_ID".to_owned(), KV_APP.to_owned()),
             ("PATROL_KEYVAULT_CLIENT_SECRET".to_owned(), client_secret.to_owned()),
-            ("PATROL_CA_CERT".to_owned(), e.extra["ca_cert"].clone()),
         ]);
     }
     v

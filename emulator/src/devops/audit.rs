@@ -31,7 +31,7 @@ pub const TOKEN_ACTIONS: &[(&str, &str)] = &[
 ];
 
 pub fn query(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
-    if let Err(e) = version::negotiate(req.query("api-version"), MIN_VERSION, "auditlog") {
+    if let Err(e) = version::negotiate(req.api_version(), MIN_VERSION, "auditlog") {
         return e.into_response();
     }
     let state = ctx.state();
@@ -71,7 +71,7 @@ pub fn query(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
             Err(e) => return VssError::argument(e.to_string()).into_response(),
         };
     let entries: Vec<Value> = page.entries.iter().map(|r| audit_log::to_wire(o, r)).collect();
-    let has_more = page.continuation.is_some();
+    let has_more = page.has_more;
     let body = json!({
         "decoratedAuditLogEntries": entries,
         "continuationToken": page.continuation.unwrap_or_default(),
@@ -81,7 +81,7 @@ pub fn query(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
 }
 
 pub fn actions(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
-    if let Err(e) = version::negotiate(req.query("api-version"), MIN_VERSION, "actions") {
+    if let Err(e) = version::negotiate(req.api_version(), MIN_VERSION, "actions") {
         return e.into_response();
     }
     let state = ctx.state();
@@ -99,7 +99,7 @@ pub fn actions(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
 
 /// `GET downloadlog?format=json|csv&startTime=&endTime=` — every entry of the window, newest first.
 pub fn download(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
-    if let Err(e) = version::negotiate(req.query("api-version"), MIN_VERSION, "downloadlog") {
+    if let Err(e) = version::negotiate(req.api_version(), MIN_VERSION, "downloadlog") {
         return e.into_response();
     }
     let state = ctx.state();

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 pub mod errors;
+pub mod location;
 pub mod pat_rules;
 pub mod pats;
 pub mod projects;
@@ -30,9 +31,25 @@ fn not_found(req: &ApiRequest) -> Response {
     .into_response()
 }
 
+/// The location service of an organization (`OPTIONS {org}/_apis`, ResourceAreas, connectionData).
+fn location_service(ctx: &Ctx, req: &ApiRequest, service: crate::faults::Service) -> Option<Response> {
+    let s = &req.segments;
+    if s.len() < 2 || !req.seg_is(1, "_apis") {
+        return None;
+    }
+    let org = s[0].as_str();
+    if ctx.state().org(org).is_none() {
+        return Some(unknown_org(org));
+    }
+    location::route(ctx, req, service, org)
+}
+
 /// `vssps.dev.azure.com` (and `dev.azure.com` for the ordinary call).
 pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
     let s = &req.segments;
+    if let Some(r) = location_service(ctx, req, crate::faults::Service::Devops) {
+        return r;
+    }
     if s.len() < 3 || !req.seg_is(1, "_apis") {
         return not_found(req);
     }
@@ -55,6 +72,9 @@ pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
 /// `auditservice.dev.azure.com`.
 pub fn dispatch_audit(ctx: &Ctx, req: &ApiRequest) -> Response {
     let s = &req.segments;
+    if let Some(r) = location_service(ctx, req, crate::faults::Service::Audit) {
+        return r;
+    }
     if s.len() != 4 || !req.seg_is(1, "_apis") || !req.seg_is(2, "audit") {
         return not_found(req);
     }

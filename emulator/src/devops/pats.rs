@@ -26,7 +26,7 @@ pub const DEFAULT_TOP: usize = 20;
 pub const MAX_TOP: usize = 100;
 
 pub fn handle(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
-    let v = match version::negotiate(req.query("api-version"), MIN_VERSION, "pats") {
+    let v = match version::negotiate(req.api_version(), MIN_VERSION, "pats") {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };

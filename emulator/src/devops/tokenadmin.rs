@@ -24,7 +24,7 @@ pub const MAX_PAGE: usize = 100;
 pub const MAX_REVOCATIONS: usize = 100;
 
 pub fn handle(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
-    if let Err(e) = version::negotiate(req.query("api-version"), MIN_VERSION, "tokenadmin") {
+    if let Err(e) = version::negotiate(req.api_version(), MIN_VERSION, "tokenadmin") {
         return e.into_response();
     }
     let mut state = ctx.state();

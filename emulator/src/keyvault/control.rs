@@ -44,6 +44,8 @@ pub fn router(kv: Arc<KvState>, grid: EventGrid, ca_cert_path: String) -> Router
         .route("/_control/eventgrid", get(get_delivery).put(put_delivery))
         .route("/_control/eventgrid/events", get(events))
         .route("/_control/eventgrid/deliveries", get(deliveries))
+        .route("/_control/eventgrid/subscription", get(subscription))
+        .route("/_control/eventgrid/validate", get(validate_manually))
         .with_state(Shared { kv, grid, ca_cert_path })
 }
 
@@ -145,8 +147,14 @@ pub fn validate_delivery(c: &DeliveryConfig) -> Result<(), String> {
             return Err("target must not carry credentials".into());
         }
     }
-    if c.max_attempts == 0 {
-        return Err("maxAttempts must be at least 1".into());
+    if c.max_attempts == 0 || c.max_attempts > 30 {
+        return Err("maxAttempts must be between 1 and 30 (Event Grid's limits)".into());
+    }
+    if c.event_ttl_minutes == 0 || c.event_ttl_minutes > 1440 {
+        return Err("eventTtlMinutes must be between 1 and 1440 (Event Grid's limits)".into());
+    }
+    if c.retry_delays_ms.iter().any(|d| *d > 60_000) {
+        return Err("retryDelaysMs must each be at most 60000 (the fast policy is for tests)".into());
     }
     if c.duplicates > MAX_DUPLICATES {
         return Err(format!("duplicates {} is above the maximum of {MAX_DUPLICATES}", c.duplicates));
@@ -178,5 +186,30 @@ async fn events(State(s): Ctl) -> Response {
 }
 
 async fn deliveries(State(s): Ctl) -> Response {
-    ok(json!({ "value": s.grid.deliveries(), "deadLettered": s.grid.dead_lettered() }))
+    ok(json!({
+        "value": s.grid.deliveries(),
+        "deadLettered": s.grid.dead_lettered(),
+        "deadLetters": s.grid.dead_letters(),
+        "dropped": s.grid.dropped(),
+    }))
+}
+
+/// The subscription's handshake state (`notRequired`, `pending`, `succeeded`, `failed` with a reason).
+async fn subscription(State(s): Ctl) -> Response {
+    ok(json!(s.grid.validation()))
+}
+
+#[derive(serde::Deserialize)]
+struct ManualValidation {
+    code: String,
+}
+
+/// The `validationUrl` of the validation event: a GET within 5 minutes validates the subscription.
+async fn validate_manually(State(s): Ctl, axum::extract::Query(q): axum::extract::Query<ManualValidation>) -> Response {
+    if s.grid.validate_manually(&q.code) {
+        ok(json!({ "validated": true }))
+    } else {
+        (StatusCode::NOT_FOUND, Json(json!({ "error": "no pending validation with this code (or it expired)" })))
+            .into_response()
+    }
 }

@@ -82,6 +82,9 @@ pub struct KeyVaultOptions {
     pub authority: String,
     /// Where to write the CA certificate PEM (`None`: not written; read it from the handle).
     pub ca_cert_path: Option<std::path::PathBuf>,
+    /// The certificate to serve (the emulator shares one CA between Entra and Key Vault); `None`: a fresh
+    /// CA for this listener.
+    pub tls: Option<EmulatorTls>,
 }
 
 impl Default for KeyVaultOptions {
@@ -91,6 +94,7 @@ impl Default for KeyVaultOptions {
             vault_name: "patrol-emu".into(),
             authority: "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000".into(),
             ca_cert_path: None,
+            tls: None,
         }
     }
 }
@@ -131,7 +135,10 @@ impl KeyVaultServer {
         issuer: TokenIssuer,
         events: EventSink,
     ) -> anyhow::Result<Self> {
-        let tls = EmulatorTls::generate(&[format!("{}.vault.localhost", opts.vault_name)])?;
+        let tls = match opts.tls {
+            Some(t) => t,
+            None => EmulatorTls::generate(&[format!("{}.vault.localhost", opts.vault_name)])?,
+        };
         if let Some(p) = &opts.ca_cert_path {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;

@@ -26,6 +26,8 @@ pub async fn all_entries(env: &Env, token: &str, batch: usize) -> Vec<Value> {
         assert_eq!(s, 200, "{page}");
         out.extend(page["decoratedAuditLogEntries"].as_array().unwrap().iter().cloned());
         if !page["hasMore"].as_bool().unwrap() {
+            let last = page["continuationToken"].as_str().unwrap();
+            assert!(out.is_empty() || !last.is_empty(), "the last page has a token too, as in the spec's example");
             break;
         }
         cont = page["continuationToken"].as_str().unwrap().to_string();

@@ -202,10 +202,13 @@ async fn binary_prints_one_ready_line_and_never_logs_secrets() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let ready: Value = serde_json::from_str(&line).unwrap();
-    for k in ["devops", "audit", "entra", "control"] {
+    for k in ["devops", "audit", "control"] {
         assert!(ready[k].as_str().unwrap().starts_with("http://127.0.0.1:"), "{k}");
     }
-    let http = reqwest::Client::new();
+    assert!(ready["entra"].as_str().unwrap().starts_with("https://127.0.0.1:"), "Entra is served over TLS");
+    let ca = std::fs::read(ready["ca_cert"].as_str().unwrap()).unwrap();
+    let http =
+        reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()]).build().unwrap();
     let control = ready["control"].as_str().unwrap();
     let tok: Value = http
         .post(format!("{control}/_control/tokens"))

@@ -287,6 +287,7 @@ async fn events_reach_the_custom_handler_with_retries_and_duplicates() {
         target: Some(url),
         mode: DeliveryMode::FunctionsHost,
         duplicates: 1,
+        retry: patrol_emulator::eventgrid::RetryPolicy::Fast,
         retry_delays_ms: vec![20],
         topic: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/patrol-emu".into(),
         ..Default::default()
@@ -333,7 +334,7 @@ async fn events_reach_the_custom_handler_with_retries_and_duplicates() {
 #[tokio::test]
 async fn raw_event_grid_webhook_arrays() {
     let env = start().await;
-    let (url, got) = subscriber(0).await;
+    let (url, got) = crate::eventgrid::handshaking_subscriber().await;
     env.events.set_config(DeliveryConfig {
         target: Some(format!("{url}/api/events")),
         mode: DeliveryMode::EventGridSchema,

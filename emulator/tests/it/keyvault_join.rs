@@ -41,8 +41,13 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
         move |uri: axum::http::Uri, body: axum::body::Bytes| {
             let got = got.clone();
             async move {
-                got.lock().unwrap().push((uri.path().to_owned(), serde_json::from_slice(&body).unwrap()));
-                axum::http::StatusCode::OK
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                // A webhook performs Event Grid's subscription validation handshake.
+                if v[0]["eventType"] == "Microsoft.EventGrid.SubscriptionValidationEvent" {
+                    return axum::Json(json!({ "validationResponse": v[0]["data"]["validationCode"] }));
+                }
+                got.lock().unwrap().push((uri.path().to_owned(), v));
+                axum::Json(Value::Null)
             }
         }
     });

@@ -32,7 +32,7 @@ async fn vault(emu: &Emulator) -> Vault {
     let pem = std::fs::read(&e.extra["ca_cert"]).unwrap();
     let http =
         reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]).build().unwrap();
-    let token = crate::keyvault_join::vault_token(&reqwest::Client::new(), &e.entra, &e.tenant).await;
+    let token = crate::keyvault_join::vault_token(&http, &e.entra, &e.tenant).await;
     Vault { http, url: e.extra["keyvault"].clone(), token }
 }
 
@@ -311,7 +311,7 @@ async fn the_binary_keeps_the_vault_across_a_sigterm_restart() {
         let http =
             reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]).build().unwrap();
         let token = crate::keyvault_join::vault_token(
-            &reqwest::Client::new(),
+            &http,
             ready["entra"].as_str().unwrap(),
             ready["tenant"].as_str().unwrap(),
         )

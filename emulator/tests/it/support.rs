@@ -39,7 +39,10 @@ pub async fn start() -> Env {
 
 pub async fn start_with(config: EmulatorConfig) -> Env {
     let emu = Emulator::start(config).await.unwrap();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    // Trusts the emulator's CA (Entra and Key Vault are HTTPS) and nothing else.
+    let ca = reqwest::Certificate::from_pem(emu.keyvault().ca_cert_pem.as_bytes()).unwrap();
+    let http =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).tls_certs_only([ca]).build().unwrap();
     Env { emu, http }
 }
 

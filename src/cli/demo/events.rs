@@ -129,13 +129,14 @@ async fn forward(
 }
 
 /// Waits until every event raised since the `from`-th (in `EventGrid::events`) was delivered with a 2xx
-/// or dead-lettered, and nothing new was raised meanwhile. Fails after `limit`.
+/// or given up on (dead-lettered or dropped), and nothing new was raised meanwhile. Fails after `limit`.
 pub async fn settle(grid: &EventGrid, from: usize, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
         let raised = grid.events();
         let deliveries = grid.deliveries();
-        let dead = grid.dead_lettered();
+        let mut dead = grid.dead_lettered();
+        dead.extend(grid.dropped().into_iter().map(|d| d.event_id));
         let pending = raised
             .iter()
             .skip(from)

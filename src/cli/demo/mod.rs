@@ -39,7 +39,7 @@ use crate::domain::{OwnerId, SecretName};
 use crate::rotation::inventory::gather;
 use crate::store::{NewVersion, tags};
 use events::EventTap;
-use patrol_emulator::eventgrid::{DeliveryConfig, DeliveryMode};
+use patrol_emulator::eventgrid::{DeliveryConfig, DeliveryMode, RetryPolicy};
 use patrol_emulator::seed::MintedPat;
 use patrol_emulator::server::KeyVaultConfig;
 use patrol_emulator::{Emulator, EmulatorConfig};
@@ -350,6 +350,9 @@ async fn run_in(
     emu.eventgrid().set_config(DeliveryConfig {
         target: Some(tap.url.clone()),
         mode: DeliveryMode::FunctionsHost,
+        // The demo compresses days into seconds: deliveries missed while the Function App is scaled to
+        // zero are retried within a second, not on Event Grid's 10 s / 30 s / 1 min schedule.
+        retry: RetryPolicy::Fast,
         ..emu.eventgrid().config()
     });
     let day0 = Local::open(settings.clone(), clock.clone())?;

@@ -31,6 +31,7 @@ pub fn env_pairs(dir: &Path, emu: &Emulator) -> Vec<(String, String)> {
         ("PATROL_DEVOPS_URL".into(), e.devops.clone()),
         ("PATROL_AUDIT_URL".into(), e.audit.clone()),
         ("PATROL_ENTRA_AUTHORITY".into(), e.entra.clone()),
+        ("PATROL_CA_CERT".into(), e.extra["ca_cert"].clone()),
         ("PATROL_TENANT_ID".into(), e.tenant.clone()),
         ("PATROL_CLIENT_ID".into(), CLIENT_ID.into()),
         ("PATROL_LEASE".into(), "local".into()),
