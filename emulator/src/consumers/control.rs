@@ -242,6 +242,10 @@ async fn run_pipeline(AxState(ctx): Ctl, Path(id): Path<Uuid>, Body(r): Body<Run
     };
     if let Some(ep) = state.consumers.endpoints.get_mut(&id) {
         ep.history.push(rec);
+        if ep.history.len() > super::HISTORY_LIMIT {
+            let excess = ep.history.len() - super::HISTORY_LIMIT;
+            ep.history.drain(..excess);
+        }
     }
     if let (Ok((pat, user)), Some(action)) = (&checked, &r.audit_action_id) {
         let details = format!("Pipeline run {exec_id} used service connection {} ({}).", e.name, e.id);

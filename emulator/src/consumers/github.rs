@@ -860,7 +860,7 @@ fn put(ctx: &Ctx, gh: &mut GitHubState, scope: &Scope, raw_name: &str, body: &By
             }
         }
     };
-    tracing::info!(target = %scope.target(), created, "github secret written");
+    tracing::info!(scope = %scope.target(), created, "github secret written");
     if created {
         finish((StatusCode::CREATED, "{}").into_response())
     } else {

@@ -278,6 +278,9 @@ impl ConsumerState {
     }
 }
 
+/// How many pipeline runs an endpoint's execution history keeps (the oldest go first).
+pub const HISTORY_LIMIT: usize = 500;
+
 /// Authorization parameters whose values Azure DevOps never returns (case-insensitive names).
 pub const CONFIDENTIAL_PARAMETERS: &[&str] = &[
     "password",
