@@ -173,6 +173,7 @@ fn update_one(
         .map_err(|e| VssError::bad_json(&format!("The request body could not be read: {e}.")).into_response())?;
     fault(state, &id, &req.method)?;
     let updated = checked_update(state, &caller, org, project, id, &body, ctx.now())?;
+    remember_values(ctx, &updated);
     state.consumers.endpoints.insert(id, updated);
     ctx.changed();
     let e = &state.consumers.endpoints[&id];
@@ -205,6 +206,7 @@ fn update_many(
     // All or nothing: every endpoint was checked before any is written.
     let ids: Vec<Uuid> = updated.iter().map(|e| e.id).collect();
     for e in updated {
+        remember_values(ctx, &e);
         state.consumers.endpoints.insert(e.id, e);
     }
     ctx.changed();
@@ -214,6 +216,15 @@ fn update_many(
         .map(|e| to_json(state, e, project.and_then(|p| shared_with(e, p)), Mode::Single))
         .collect();
     Ok((StatusCode::OK, Json(json!({ "count": value.len(), "value": value }))).into_response())
+}
+
+/// Adds the endpoint's confidential values to the minted-secret record (leak scanning in tests).
+fn remember_values(ctx: &Ctx, e: &Endpoint) {
+    for (k, v) in &e.parameters {
+        if is_confidential(k) {
+            ctx.secrets.record("consumer_value", v);
+        }
+    }
 }
 
 /// Finds the endpoint, checks the caller's rights and returns the updated copy (nothing written yet).

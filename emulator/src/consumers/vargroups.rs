@@ -178,6 +178,9 @@ fn update(
         return Err(access::no_rights(state, &caller, &format!("variable group {id}")));
     }
     let next = apply_update(state, current, &body, &caller, ctx.now()).map_err(IntoResponse::into_response)?;
+    for v in next.variables.values().filter(|v| v.is_secret && !v.value.is_empty()) {
+        ctx.secrets.record("consumer_value", &v.value);
+    }
     state.consumers.groups.insert(id, next);
     ctx.changed();
     tracing::info!(group = id, by = caller.via, "variable group updated");
