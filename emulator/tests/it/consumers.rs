@@ -901,3 +901,89 @@ async fn the_control_dump_shows_values_but_no_key_material() {
     assert!(text.contains(&w.pat), "values are readable on the control API");
     assert!(!text.contains("secretKey") && !text.contains("\"hash\""));
 }
+
+/// The binary with a seed file carrying consumers: the ready line names the `github` listener, the seeded
+/// consumers answer, and nothing the consumers hold reaches the log, even at debug level.
+#[tokio::test]
+async fn the_binary_serves_seeded_consumers_and_never_logs_their_values() {
+    use std::io::{BufRead, Read};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let pat = patrol_emulator::patsecret::generate(2026, 11);
+    let new_pat = patrol_emulator::patsecret::generate(2026, 12);
+    let seed_path = dir.path().join("seed.json");
+    std::fs::write(&seed_path, serde_json::to_vec(&consumer_seed(&pat, &new_pat)).unwrap()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patrol-emulator"))
+        .args(["--seed", seed_path.to_str().unwrap(), "--ca-cert", dir.path().join("ca.pem").to_str().unwrap()])
+        .env("PATROL_EMULATOR_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let ready: Value = serde_json::from_str(&line).unwrap();
+    let github = ready["github"].as_str().unwrap().to_string();
+    assert!(github.starts_with("https://127.0.0.1:"));
+    let http = reqwest::Client::new();
+    let control = ready["control"].as_str().unwrap();
+    let v: Value = http
+        .post(format!("{control}/_control/app-tokens"))
+        .json(&json!({ "clientId": APP_ID, "resource": DEVOPS }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = v["access_token"].as_str().unwrap();
+    let devops = ready["devops"].as_str().unwrap();
+    let ep: Value = http
+        .get(format!("{devops}/fabrikam/web/_apis/serviceendpoint/endpoints/{EP_FEED}?api-version=7.1"))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ep["name"], "feed-conn");
+    let mut ep2 = ep.clone();
+    ep2["authorization"]["parameters"]["apitoken"] = json!(new_pat);
+    let r = http
+        .put(format!("{devops}/fabrikam/_apis/serviceendpoint/endpoints/{EP_FEED}?api-version=7.1"))
+        .bearer_auth(t)
+        .json(&ep2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pem = std::fs::read(ready["ca_cert"].as_str().unwrap()).unwrap();
+    let c = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]).build().unwrap();
+    let key: Value = c
+        .get(format!("{github}/repos/octo/app/actions/secrets/public-key"))
+        .bearer_auth(GH_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let body = json!({ "encrypted_value": seal(key["key"].as_str().unwrap(), &new_pat), "key_id": key["key_id"] });
+    let r = c
+        .put(format!("{github}/repos/octo/app/actions/secrets/AZDO_PAT"))
+        .bearer_auth(GH_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    crate::control::send_sigterm(child.id());
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(log.contains("service endpoint updated") && log.contains("github secret written"), "{log}");
+    for secret in [pat.as_str(), new_pat.as_str(), GH_TOKEN, "keep-me", t] {
+        assert!(!log.contains(secret), "a consumer value reached the log");
+    }
+}
