@@ -26,6 +26,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 const MIN_VERSION: ApiVersion = ApiVersion { major: 4, minor: 1 };
+/// Get, list and update of one endpoint are released in 7.1 (`api-version=7.1`); updating several and the
+/// execution history take preview versions only.
+const RELEASED: ApiVersion = ApiVersion { major: 7, minor: 1 };
 pub const DEFAULT_HISTORY_TOP: usize = 50;
 pub const MAX_HISTORY_TOP: usize = 1000;
 
@@ -40,8 +43,14 @@ pub enum Mode {
 
 pub fn handle(ctx: &Ctx, req: &ApiRequest, org: &str, project: Option<&str>, rest: &[String]) -> Response {
     let is = |i: usize, name: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(name));
-    let resource = if is(1, "executionhistory") { "executionhistory" } else { "endpoints" };
-    if let Err(e) = super::negotiate(req, MIN_VERSION, resource) {
+    let (resource, released) = if is(1, "executionhistory") {
+        ("executionhistory", None)
+    } else if rest.len() == 1 && req.method == Method::PUT {
+        ("endpoints", None)
+    } else {
+        ("endpoints", Some(RELEASED))
+    };
+    if let Err(e) = super::negotiate(req, MIN_VERSION, released, resource) {
         return e.into_response();
     }
     let mut state = ctx.state();

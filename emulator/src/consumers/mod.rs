@@ -369,11 +369,14 @@ pub fn requested_version(req: &ApiRequest) -> Option<String> {
     })
 }
 
-/// api-version negotiation for the consumer APIs: released versions from `min` to 7.1 (`7.1`), and
-/// preview versions up to 7.2 (`7.2-preview.4`); 7.2 itself is preview only.
+/// api-version negotiation for the consumer APIs: preview versions (`7.1-preview.4`, `7.2-preview.4`) from
+/// `min` to 7.2, and released versions (`7.1`) from `released_from` (when the operation was released) to 7.1;
+/// 7.2 is preview only. Microsoft's 7.1 reference shows Get/Update Service Endpoint and the variable group
+/// operations released, Update Service Endpoints (several) still preview.
 pub fn negotiate(
     req: &ApiRequest,
     min: crate::devops::version::ApiVersion,
+    released_from: Option<crate::devops::version::ApiVersion>,
     resource: &str,
 ) -> Result<crate::devops::version::ApiVersion, crate::devops::errors::VssError> {
     use crate::devops::version::ApiVersion;
@@ -383,7 +386,7 @@ pub fn negotiate(
         && let (Ok(major), Ok(minor)) = (a.parse::<u32>(), b.parse::<u32>())
     {
         let v = ApiVersion { major, minor };
-        if v >= min && v < ApiVersion::V7_2 {
+        if released_from.is_some_and(|from| v >= from) && v < ApiVersion::V7_2 {
             return Ok(v);
         }
     }

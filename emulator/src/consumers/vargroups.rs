@@ -26,10 +26,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 const MIN_VERSION: ApiVersion = ApiVersion { major: 4, minor: 1 };
+/// Released in 7.0 (`api-version=7.0`, as the spec's create example sends).
+const RELEASED: ApiVersion = ApiVersion { major: 7, minor: 0 };
 pub const MAX_TOP: usize = 1000;
 
 pub fn handle(ctx: &Ctx, req: &ApiRequest, org: &str, project: Option<&str>, rest: &[String]) -> Response {
-    if let Err(e) = super::negotiate(req, MIN_VERSION, "variablegroups") {
+    if let Err(e) = super::negotiate(req, MIN_VERSION, Some(RELEASED), "variablegroups") {
         return e.into_response();
     }
     let mut state = ctx.state();

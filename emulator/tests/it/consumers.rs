@@ -232,6 +232,10 @@ async fn service_endpoints_are_listed_and_read_without_their_secrets() {
         .api(Method::GET, "/fabrikam/web/_apis/serviceendpoint/endpoints?api-version=7.2", Auth::Bearer(&t), None)
         .await;
     assert_eq!((s, e["typeKey"].as_str()), (400, Some("VssInvalidPreviewVersionException")));
+    let (s, e, _) = env
+        .api(Method::GET, "/fabrikam/web/_apis/serviceendpoint/endpoints?api-version=6.0", Auth::Bearer(&t), None)
+        .await;
+    assert_eq!((s, e["typeKey"].as_str()), (400, Some("VssInvalidPreviewVersionException")), "released from 7.1 only");
     let (s, _, _) = env.api(Method::GET, "/fabrikam/web/_apis/serviceendpoint/endpoints", Auth::Bearer(&t), None).await;
     assert_eq!(s, 400, "api-version is required");
     // The api-version may come in Accept, as Microsoft's clients send it.
@@ -332,7 +336,14 @@ async fn execution_history_shows_pipeline_runs_and_a_run_on_a_dead_pat_fails() {
     assert_eq!((s, failed["result"].as_str()), (422, Some("failed")), "{failed}");
 
     let t = env.app_token(APP_ID).await;
-    let hist = format!("/fabrikam/web/_apis/serviceendpoint/{EP_FEED}/executionhistory?api-version=7.1");
+    let released = format!("/fabrikam/web/_apis/serviceendpoint/{EP_FEED}/executionhistory?api-version=7.1");
+    let (s, e, _) = env.api(Method::GET, &released, Auth::Bearer(&t), None).await;
+    assert_eq!(
+        (s, e["typeKey"].as_str()),
+        (400, Some("VssInvalidPreviewVersionException")),
+        "execution history is preview"
+    );
+    let hist = format!("/fabrikam/web/_apis/serviceendpoint/{EP_FEED}/executionhistory?api-version=7.1-preview.1");
     let (s, h, _) = env.api(Method::GET, &hist, Auth::Bearer(&t), None).await;
     assert_eq!(s, 200, "{h}");
     let results: Vec<&str> =
