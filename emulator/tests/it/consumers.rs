@@ -998,3 +998,51 @@ async fn the_binary_serves_seeded_consumers_and_never_logs_their_values() {
         assert!(!log.contains(secret), "a consumer value reached the log");
     }
 }
+
+/// "Committed but the response is lost" on the consumer writes (what patrol's crash tests need): the value
+/// is written, the connection closes without an answer; latency applies to the GitHub listener too.
+#[tokio::test]
+async fn lost_responses_and_latency_reach_consumer_writes() {
+    let w = world().await;
+    let env = &w.env;
+    let c = github_client(env);
+    let (_, key) = gh(env, &c, Method::GET, "/repos/octo/app/actions/secrets/public-key", Some(GH_TOKEN), None).await;
+    env.post_ctl(
+        "/_control/faults/once",
+        json!({ "kind": "loseResponse", "service": "github", "method": "PUT", "pathContains": "/actions/secrets/AZDO_PAT" }),
+    )
+    .await;
+    let body = json!({ "encrypted_value": seal(key["key"].as_str().unwrap(), &w.new_pat), "key_id": key["key_id"] });
+    let r = c
+        .put(format!("{}/repos/octo/app/actions/secrets/AZDO_PAT", env.emu.endpoints().extra["github"]))
+        .bearer_auth(GH_TOKEN)
+        .json(&body)
+        .send()
+        .await;
+    assert!(r.is_err(), "no response");
+    let held = env.get_ctl("/_control/consumers/github/secrets?repository=octo/app").await;
+    assert_eq!(held["value"][0]["value"], json!(w.new_pat), "but the write happened");
+
+    let t = env.app_token(APP_ID).await;
+    env.post_ctl(
+        "/_control/faults/once",
+        json!({ "kind": "loseResponse", "service": "devops", "method": "PUT", "pathContains": "/distributedtask/variablegroups/" }),
+    )
+    .await;
+    let b = json!({ "name": "release-secrets", "type": "Vsts", "variables": { "AZDO_PAT": { "value": w.new_pat, "isSecret": true } } });
+    let r = env
+        .http
+        .put(env.devops(&format!("/fabrikam/_apis/distributedtask/variablegroups/{GROUP}?api-version=7.1")))
+        .bearer_auth(&t)
+        .json(&b)
+        .send()
+        .await;
+    assert!(r.is_err());
+    let held = env.get_ctl(&format!("/_control/consumers/variable-groups/{GROUP}")).await;
+    assert_eq!(held["variables"]["AZDO_PAT"]["value"], json!(w.new_pat));
+
+    env.put_ctl("/_control/faults", json!({ "latencyMs": 150, "services": ["github"] })).await;
+    let started = std::time::Instant::now();
+    assert_eq!(gh(env, &c, Method::GET, "/repos/octo/app/actions/secrets", Some(GH_TOKEN), None).await.0, 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+}
