@@ -50,6 +50,9 @@ pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
     if let Some(r) = location_service(ctx, req, crate::faults::Service::Devops) {
         return r;
     }
+    if let Some(r) = crate::consumers::dispatch(ctx, req) {
+        return r;
+    }
     if s.len() < 3 || !req.seg_is(1, "_apis") {
         return not_found(req);
     }
