@@ -165,10 +165,6 @@ pub struct GitHubState {
 }
 
 impl GitHubState {
-    pub fn is_empty(&self) -> bool {
-        self.repos.is_empty() && self.orgs.is_empty()
-    }
-
     fn token(&self, value: &str) -> Option<&GhToken> {
         let h = hex::encode(patsecret::hash(value));
         self.tokens.iter().find(|t| t.hash == h)
