@@ -58,7 +58,8 @@ fn azurite_with(extra: &[&str]) -> Option<Azurite> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start azurite-blob");
-    for _ in 0..150 {
+    // Node starts slowly on a loaded machine (several test binaries start Azurite at once).
+    for _ in 0..450 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(Azurite { child, port, _dir: dir });
         }
@@ -71,7 +72,7 @@ fn azurite_with(extra: &[&str]) -> Option<Azurite> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("azurite-blob did not listen on 127.0.0.1:{port} within 15 s");
+    panic!("azurite-blob did not listen on 127.0.0.1:{port} within 45 s");
 }
 
 fn account(a: &Azurite) -> BlobAccount {
