@@ -64,8 +64,25 @@ pub fn table(s: &RunSummary) -> Table {
     t
 }
 
+/// Refuses a rotation that could race a Function App unseen: a shared Key Vault (`PATROL_KEYVAULT_URL`)
+/// with neither the Function App's storage (`AzureWebJobsStorage`: its blob leases and journal) nor an
+/// explicit `PATROL_LEASE=local`. The Function App would not see this run's lease or journal, could take
+/// the PAT this run just created for an orphan and revoke it, and the vault would then name a dead PAT.
+pub fn refuse_unshared_writer(s: &crate::config::Settings) -> Result<(), CliError> {
+    if s.keyvault.is_some() && s.host_storage.is_none() && s.lease == crate::config::LeaseMode::Auto {
+        return Err(CliError::usage(
+            "settings PATROL_KEYVAULT_URL / AzureWebJobsStorage: rotating the tokens of a Key Vault needs the \
+             leases and journal of whatever else rotates them — set AzureWebJobsStorage (or \
+             AzureWebJobsStorage__accountName) to the Function App's storage account, or PATROL_LEASE=local if \
+             no Function App manages this vault (then only patrol processes on this machine are excluded)",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
     let local = Local::from_env()?;
+    refuse_unshared_writer(&local.settings)?;
     if let Some(s) = &args.secret {
         super::plan::chosen(&local, std::slice::from_ref(s))?;
     }
@@ -132,4 +149,29 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
         return Err(CliError::sign_in("an owner must sign in again: run `patrol login --owner <owner>`"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Settings, Source};
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        Settings::from_source(&Source::from_pairs(pairs.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn a_key_vault_rotation_needs_shared_leases_or_an_explicit_local_mode() {
+        let vault = ("PATROL_KEYVAULT_URL", "https://contoso-pats.vault.azure.net/");
+        let e = refuse_unshared_writer(&settings(&[vault])).unwrap_err();
+        assert_eq!(e.code, 2, "a configuration error");
+        assert!(e.message.contains("AzureWebJobsStorage") && e.message.contains("PATROL_LEASE=local"), "{}", e.message);
+        // The Function App's storage: shared blob leases and journal.
+        let shared = ("AzureWebJobsStorage", "UseDevelopmentStorage=true");
+        assert!(refuse_unshared_writer(&settings(&[vault, shared])).is_ok());
+        // Explicitly local: the operator says no Function App manages this vault.
+        assert!(refuse_unshared_writer(&settings(&[vault, ("PATROL_LEASE", "local")])).is_ok());
+        // The embedded file store is this machine's own: file leases exclude every writer.
+        assert!(refuse_unshared_writer(&settings(&[])).is_ok());
+    }
 }

@@ -58,8 +58,8 @@ fn azurite_with(extra: &[&str]) -> Option<Azurite> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start azurite-blob");
-    // Node starts slowly on a loaded 2-core machine: up to 60 s.
-    for _ in 0..600 {
+    // Node starts slowly on a loaded machine (several test binaries start Azurite at once).
+    for _ in 0..450 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(Azurite { child, port, _dir: dir });
         }
@@ -72,7 +72,7 @@ fn azurite_with(extra: &[&str]) -> Option<Azurite> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("azurite-blob did not listen on 127.0.0.1:{port} within 60 s");
+    panic!("azurite-blob did not listen on 127.0.0.1:{port} within 45 s");
 }
 
 fn account(a: &Azurite) -> BlobAccount {
