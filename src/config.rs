@@ -69,6 +69,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "Application (client) id of the Entra app registration owners sign in to, with delegated vso.pats and vso.pats_manage.",
     },
     SettingDoc {
+        name: "PATROL_AUDIT_READER",
+        default: "app when PATROL_KEYVAULT_URL is set",
+        description: "Who reads the audit log: app (the Function App's own identity, added to the organization with View audit log) or the UPN of an administrator signed in with patrol login --admin.",
+    },
+    SettingDoc {
         name: "PATROL_KEYVAULT_URL",
         default: "(none: embedded file store)",
         description: "Key Vault URL, e.g. https://myvault.vault.azure.net/. Without it patrol uses the embedded encrypted file store.",
@@ -367,6 +372,8 @@ pub struct Settings {
     pub entra_authority: Url,
     pub tenant_id: String,
     pub client_id: Option<String>,
+    /// `PATROL_AUDIT_READER`: who reads the audit log (`app` or an administrator's UPN); `None`: nobody.
+    pub audit_reader: Option<crate::domain::OwnerId>,
     pub keyvault: Option<KeyVaultSettings>,
     pub ca_cert: Option<PathBuf>,
     pub schedule: String,
@@ -558,6 +565,13 @@ impl Settings {
             entra_authority: src.url("PATROL_ENTRA_AUTHORITY", "https://login.microsoftonline.com")?,
             tenant_id: src.get("PATROL_TENANT_ID").unwrap_or("organizations").to_owned(),
             client_id: src.get("PATROL_CLIENT_ID").map(str::to_owned),
+            audit_reader: match src.get("PATROL_AUDIT_READER").map(str::trim).filter(|v| !v.is_empty()) {
+                Some(v) => Some(crate::auth::app::parse_identity(v).map_err(|e| {
+                    ConfigError::new("PATROL_AUDIT_READER", format!("{e}; expected app or an administrator's UPN"))
+                })?),
+                // The Function App's own identity exists when Key Vault is configured (its credential).
+                None => keyvault.is_some().then(crate::auth::app::app_identity),
+            },
             keyvault,
             ca_cert,
             schedule,

@@ -10,6 +10,7 @@
 //! - [`session`] — [`session::OwnerSession`], the per-owner [`TokenSource`] (single-flight refresh, rotated
 //!   refresh tokens stored as new versions, refresh bookkeeping in version tags) and [`session::Sessions`].
 
+pub mod app;
 pub mod device_code;
 pub mod entra;
 pub mod session;

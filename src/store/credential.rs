@@ -38,6 +38,17 @@ pub fn from_settings(
     authority: &Url,
     http: reqwest::Client,
 ) -> Result<Arc<dyn TokenCredential>, String> {
+    Ok(Arc::new(VaultScopeOnly(identity(kv, authority, http)?)))
+}
+
+/// The Function App's own identity as configured (managed identity, developer tools or client secret),
+/// unrestricted: callers wrap it for the one resource they need ([`VaultScopeOnly`] here,
+/// `crate::auth::app` for Azure DevOps).
+pub fn identity(
+    kv: &KeyVaultSettings,
+    authority: &Url,
+    http: reqwest::Client,
+) -> Result<Arc<dyn TokenCredential>, String> {
     let inner: Arc<dyn TokenCredential> = match kv.credential {
         KeyVaultCredential::ManagedIdentity => {
             let opts = azure_identity::ManagedIdentityCredentialOptions {
@@ -74,7 +85,7 @@ pub fn from_settings(
             }
         }
     };
-    Ok(Arc::new(VaultScopeOnly(inner)))
+    Ok(inner)
 }
 
 /// Passes token requests through only for Key Vault scopes (`https://vault.azure.net/.default` and the

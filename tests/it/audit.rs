@@ -431,7 +431,7 @@ async fn auditing_on_is_not_reported_off_across_overlapping_windows_or_the_log_d
         .unwrap();
     assert_eq!(r.status(), 200);
     env.create_pat(OWNER, "someone's script", "vso.code").await;
-    env.ctl("/_control/clock/advance", json!({ "seconds": 1 * 60 })).await;
+    env.ctl("/_control/clock/advance", json!({ "seconds": 60 })).await;
     let r = poll(
         &env.audit_client(&clock).await,
         &store,

@@ -28,6 +28,8 @@ async fn scenario(response: &str) {
          [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nnotify = [\"email:security@fabrikam.test\"]\n{response}"
     );
     let mut setup = Setup::start(admin_seed(), &policy).await;
+    // The owner is also the administrator who reads the audit log (PATROL_AUDIT_READER).
+    setup.set("PATROL_AUDIT_READER", OWNER);
     let mailbox = setup.mailbox();
     // The owner also reads the audit log (an organization administrator consenting to vso.auditlog).
     let w = World::open(setup, Some(admin_scopes()), false).await;
