@@ -32,6 +32,9 @@ pub const PAT_SCOPES: &str =
 /// Token Admin (`vso.tokenadministration`) and the audit log (`vso.auditlog`), plus a refresh token.
 pub const ADMIN_SCOPES: &str = "499b84ac-1321-427f-aa17-267ca6975798/vso.tokenadministration 499b84ac-1321-427f-aa17-267ca6975798/vso.auditlog offline_access";
 
+/// The delegated scopes of an administrator who only reads the audit log (`patrol login --admin --audit-only`).
+pub const AUDIT_SCOPES: &str = "499b84ac-1321-427f-aa17-267ca6975798/vso.auditlog offline_access";
+
 /// An access token for the Azure DevOps resource. The value is only ever exposed to build a header.
 #[derive(Debug, Clone)]
 pub struct AccessToken {
