@@ -24,6 +24,7 @@ const ADMIN: &str = "secops@fabrikam.example";
 const CLIENT_ID: &str = "3b1f0c2d-9e8a-4f7b-a6c5-d4e3f2a1b0c9";
 /// The Function App's identity (a service principal here: the emulator's Key Vault needs a client secret).
 const APP_ID: &str = "6f5e4d3c-2b1a-4c9d-8e7f-0a1b2c3d4e5f";
+const DEVOPS: &str = "499b84ac-1321-427f-aa17-267ca6975798";
 
 async fn emulator(app_grant: Value) -> (Emulator, String) {
     let mut app = json!({ "clientId": APP_ID, "displayName": "patrol-func", "kind": "servicePrincipal" });
@@ -250,5 +251,90 @@ async fn an_administrator_signed_in_with_login_admin_audits_onboarded_pats_and_p
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("deploy") && err.contains("not watched") && err.contains("authorization-id"), "{err}");
     assert_no_secret(&emu, &format!("{out}{err}"), &[&value]);
+    emu.shutdown().await.unwrap();
+}
+
+/// An app-only token of `client_id` for the Azure DevOps resource (what a managed identity gets).
+async fn app_token(emu: &Emulator, client_id: &str) -> String {
+    let v = ctl(emu, "/_control/app-tokens", json!({ "clientId": client_id, "resource": DEVOPS })).await;
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_function_apps_own_identity_reads_the_audit_log_and_the_pat_api_still_refuses_it() {
+    // The Function App's identity was added to the organization as a Project Collection Administrator.
+    let (emu, kv_secret) = emulator(json!({ "adminOf": ["fabrikam"] })).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_policy(d, false);
+    let env = settings(&emu, d, Some(&kv_secret));
+    let pairs = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let local = patrol::cli::runtime::Local::open(
+        patrol::config::Settings::from_source(&patrol::config::Source::from_pairs(pairs)).unwrap(),
+        Clock::system(),
+    )
+    .unwrap();
+    let (id, value) = existing_pat(&emu, "CI build (legacy)").await;
+    onboard(local.store.as_ref(), "ci-build", Some(&id), &value).await;
+    use_pat(&emu, &value, "203.0.113.66").await;
+
+    // No administrator signed in, no --reader: PATROL_AUDIT_READER defaults to the Function App's identity.
+    let (code, out, err) = run(d, &["audit", "--since", "1h", "--format", "json"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(rules(&out), ["outside_cidr"], "{out}");
+    assert_no_secret(&emu, &format!("{out}{err}"), &[&value]);
+
+    // As in Azure DevOps: the PAT Lifecycle API refuses app-only tokens, Token Admin accepts the
+    // administrator principal, and a principal granted only "View audit log" reads the log but cannot
+    // administer tokens; one not added to the organization can do neither.
+    let http = reqwest::Client::new();
+    let e = emu.endpoints();
+    let token = app_token(&emu, APP_ID).await;
+    let r = http
+        .get(format!("{}/fabrikam/_apis/tokens/pats?api-version=7.2-preview.1", e.devops))
+        .bearer_auth(&token)
+        .header("X-TFS-FedAuthRedirect", "Suppress")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("Service principals aren't allowed"));
+    let revoke = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/fabrikam/_apis/tokenadmin/revocations?api-version=7.2-preview.1", e.devops);
+        let id = id.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .header("X-TFS-FedAuthRedirect", "Suppress")
+                .json(&json!([{ "authorizationId": id }]))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let audit = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/fabrikam/_apis/audit/auditlog?api-version=7.2-preview.1", e.audit);
+        async move {
+            http.get(url).bearer_auth(token).header("X-TFS-FedAuthRedirect", "Suppress").send().await.unwrap().status()
+        }
+    };
+    for (client, grant) in [
+        ("7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d", json!({ "auditReaderOf": ["fabrikam"] })),
+        ("8b7c6d5e-4f3a-4b2c-8d9e-0f1a2b3c4d5e", json!({})),
+    ] {
+        let mut app = json!({ "clientId": client, "displayName": "other", "kind": "managedIdentity" });
+        app.as_object_mut().unwrap().extend(grant.as_object().unwrap().clone());
+        ctl(&emu, "/_control/apps", app).await;
+        let t = app_token(&emu, client).await;
+        assert_eq!(revoke(t.clone()).await, 401, "{client} administered tokens");
+        let reads = grant.get("auditReaderOf").is_some();
+        assert_eq!(audit(t).await.is_success(), reads, "{client}");
+    }
+    assert_eq!(revoke(token).await, 204);
+    assert!(!emu.context().state().pats.values().any(|p| p.id.to_string() == id && p.status(emu.clock().now()) == patrol_emulator::state::PatStatus::Active));
     emu.shutdown().await.unwrap();
 }
