@@ -622,6 +622,21 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_reader_is_the_app_with_key_vault_an_administrator_or_nobody() {
+        let s = Settings::from_source(&Source::default()).unwrap();
+        assert_eq!(s.audit_reader, None, "without Key Vault there is no Function App identity to default to");
+        let kv = ("PATROL_KEYVAULT_URL", "https://kv.vault.azure.net");
+        let s = Settings::from_source(&Source::from_pairs([kv])).unwrap();
+        assert_eq!(s.audit_reader, Some(crate::auth::app::app_identity()));
+        let s =
+            Settings::from_source(&Source::from_pairs([kv, ("PATROL_AUDIT_READER", "SecOps@Contoso.com")])).unwrap();
+        assert_eq!(s.audit_reader.unwrap().as_str(), "secops@contoso.com");
+        let e = Settings::from_source(&Source::from_pairs([("PATROL_AUDIT_READER", "secops")])).unwrap_err();
+        assert_eq!(e.setting, "PATROL_AUDIT_READER");
+        assert!(e.to_string().contains("app or an administrator"), "{e}");
+    }
+
+    #[test]
     fn secret_webhooks_are_not_echoed() {
         let e = Settings::from_source(&Source::from_pairs([("PATROL_SLACK_WEBHOOK_URL", "hunter2-not-a-url")]))
             .unwrap_err();
