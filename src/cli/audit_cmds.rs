@@ -234,9 +234,17 @@ pub async fn run_audit(rt: &AuditRuntime, args: &AuditArgs, out: &mut dyn Write)
         return Err("no organization: name one with --org (the policy names no managed token)".into());
     }
     let scratch_state = Scratch::default();
+    let mut problems = managed.errors.clone();
     for org in &orgs {
-        if let Some(r) = &reader_arg {
-            readers.insert(org.clone(), r.clone());
+        match &reader_arg {
+            Some(r) => {
+                readers.insert(org.clone(), r.clone());
+            }
+            // Organizations with managed PATs are reported by the pass; one named only by --org is here.
+            None if !managed.pats.iter().any(|m| m.in_organization(org)) => problems.push(format!(
+                "nobody reads the audit log of {org}: pass --reader, or set PATROL_AUDIT_READER (docs/deploy.md)"
+            )),
+            None => {}
         }
         // The timer's last-use record makes dormancy visible to a fresh window too.
         let key = crate::audit::ingest::checkpoint_key(org);
@@ -266,7 +274,6 @@ pub async fn run_audit(rt: &AuditRuntime, args: &AuditArgs, out: &mut dyn Write)
     let summary =
         audit_pass(rt.connector.as_ref(), &scratch_state, rt.connector.as_ref(), rt.engine.as_ref(), input, now).await;
     write(out, &render(&summary.reports, args.format))?;
-    let mut problems = managed.errors.clone();
     problems.extend(summary.errors.iter().cloned());
     for p in &problems {
         writeln!(std::io::stderr(), "patrol: {p}").ok();

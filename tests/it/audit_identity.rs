@@ -204,6 +204,14 @@ async fn an_administrator_signed_in_with_login_admin_audits_onboarded_pats_and_p
     onboard(&store, "ci-build", Some(&id), &value).await;
     use_pat(&emu, &value, "203.0.113.66").await;
 
+    // No reader configured (no Key Vault, so no Function App identity; no PATROL_AUDIT_READER): reported, and
+    // never the owner by default.
+    let (code, _, err) = run(d, &["audit", "--since", "1h"], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nobody reads the audit log of fabrikam"), "{err}");
+    let (code, _, err) = run(d, &["audit", "--since", "1h", "--org", "contoso"], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nobody reads the audit log of contoso"), "{err}");
     // Defect 1: the owner's sign-in cannot read the log (vso.auditlog is not among its scopes)...
     let (code, _, err) = run(d, &["audit", "--since", "1h", "--reader", OWNER, "--format", "json"], &env);
     assert_eq!(code, 1, "{err}");
