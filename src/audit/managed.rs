@@ -35,6 +35,9 @@ pub struct ManagedPat {
     /// When the previous PAT's grace period ends.
     #[serde(with = "time::serde::rfc3339::option")]
     pub previous_revoke_after: Option<OffsetDateTime>,
+    /// When patrol replaced the previous PAT (the journal's last rotation), if known.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub replaced_at: Option<OffsetDateTime>,
 }
 
 impl ManagedPat {
@@ -58,6 +61,7 @@ impl ManagedPat {
             valid_to: time(tags::VALID_TO),
             previous: tag(tags::PREVIOUS_AUTHORIZATION_ID).and_then(|v| AuthorizationId::parse(v).ok()),
             previous_revoke_after: time(tags::PREVIOUS_REVOKE_AFTER),
+            replaced_at: None,
         })
     }
 
@@ -88,7 +92,10 @@ impl ManagedPat {
         Some(KnownPat {
             authorization_id: id,
             display_name: format!("previous PAT of {}", self.secret),
-            status: PatStatus::Superseded { rotated_at: grace_ends.min(now), grace_ends },
+            status: PatStatus::Superseded {
+                rotated_at: self.replaced_at.unwrap_or(now).min(grace_ends).min(now),
+                grace_ends,
+            },
             ..self.known(now)
         })
     }
@@ -184,6 +191,7 @@ pub async fn managed(policy: &Policy, store: &dyn SecretStore, state: &dyn State
             valid_to: ts.tag_time(tags::VALID_TO).or(last.map(|l| l.valid_to)),
             previous,
             previous_revoke_after,
+            replaced_at: previous.and(last.map(|l| l.finished)),
         });
     }
     match managed_pats(store).await {
