@@ -69,6 +69,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "Application (client) id of the Entra app registration owners sign in to, with delegated vso.pats and vso.pats_manage.",
     },
     SettingDoc {
+        name: "PATROL_AUDIT_READER",
+        default: "app when PATROL_KEYVAULT_URL is set",
+        description: "Who reads the audit log: app (the Function App's own identity, added to the organization with View audit log) or the UPN of an administrator signed in with patrol login --admin.",
+    },
+    SettingDoc {
         name: "PATROL_KEYVAULT_URL",
         default: "(none: embedded file store)",
         description: "Key Vault URL, e.g. https://myvault.vault.azure.net/. Without it patrol uses the embedded encrypted file store.",
@@ -367,6 +372,8 @@ pub struct Settings {
     pub entra_authority: Url,
     pub tenant_id: String,
     pub client_id: Option<String>,
+    /// `PATROL_AUDIT_READER`: who reads the audit log (`app` or an administrator's UPN); `None`: nobody.
+    pub audit_reader: Option<crate::domain::OwnerId>,
     pub keyvault: Option<KeyVaultSettings>,
     pub ca_cert: Option<PathBuf>,
     pub schedule: String,
@@ -558,6 +565,13 @@ impl Settings {
             entra_authority: src.url("PATROL_ENTRA_AUTHORITY", "https://login.microsoftonline.com")?,
             tenant_id: src.get("PATROL_TENANT_ID").unwrap_or("organizations").to_owned(),
             client_id: src.get("PATROL_CLIENT_ID").map(str::to_owned),
+            audit_reader: match src.get("PATROL_AUDIT_READER").map(str::trim).filter(|v| !v.is_empty()) {
+                Some(v) => Some(crate::auth::app::parse_identity(v).map_err(|e| {
+                    ConfigError::new("PATROL_AUDIT_READER", format!("{e}; expected app or an administrator's UPN"))
+                })?),
+                // The Function App's own identity exists when Key Vault is configured (its credential).
+                None => keyvault.is_some().then(crate::auth::app::app_identity),
+            },
             keyvault,
             ca_cert,
             schedule,
@@ -605,6 +619,21 @@ mod tests {
         assert!(e.to_string().contains("https"), "{e}");
         let e = Settings::from_source(&Source::from_pairs([("PATROL_SCHEDULE", "0 3 * * *")])).unwrap_err();
         assert_eq!(e.setting, "PATROL_SCHEDULE");
+    }
+
+    #[test]
+    fn the_audit_reader_is_the_app_with_key_vault_an_administrator_or_nobody() {
+        let s = Settings::from_source(&Source::default()).unwrap();
+        assert_eq!(s.audit_reader, None, "without Key Vault there is no Function App identity to default to");
+        let kv = ("PATROL_KEYVAULT_URL", "https://kv.vault.azure.net");
+        let s = Settings::from_source(&Source::from_pairs([kv])).unwrap();
+        assert_eq!(s.audit_reader, Some(crate::auth::app::app_identity()));
+        let s =
+            Settings::from_source(&Source::from_pairs([kv, ("PATROL_AUDIT_READER", "SecOps@Contoso.com")])).unwrap();
+        assert_eq!(s.audit_reader.unwrap().as_str(), "secops@contoso.com");
+        let e = Settings::from_source(&Source::from_pairs([("PATROL_AUDIT_READER", "secops")])).unwrap_err();
+        assert_eq!(e.setting, "PATROL_AUDIT_READER");
+        assert!(e.to_string().contains("app or an administrator"), "{e}");
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub struct SeedApp {
     /// The client secret of a service principal (generated when absent).
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// Organizations it was added to as a Project Collection Administrator (audit log, Token Admin).
+    #[serde(default)]
+    pub admin_of: Vec<String>,
+    /// Organizations it was added to with only the "View audit log" permission.
+    #[serde(default)]
+    pub audit_reader_of: Vec<String>,
 }
 
 fn sp() -> AppKind {
@@ -176,6 +182,8 @@ pub fn add_app(ctx: &Ctx, state: &mut State, a: &SeedApp) -> Result<MintedApp, S
             display_name: a.display_name.clone(),
             kind: a.kind,
             secret_hash: secret.as_deref().map(|s| hex::encode(patsecret::hash(s))),
+            admin_of: a.admin_of.iter().map(|o| o.to_lowercase()).collect(),
+            audit_reader_of: a.audit_reader_of.iter().map(|o| o.to_lowercase()).collect(),
         },
     );
     Ok(MintedApp { client_id, client_secret: secret })

@@ -42,6 +42,9 @@ pub struct OrgPolicy {
     pub audit_enabled: bool,
     /// Simulates an org policy lookup failure: `failedToReadOrgPolicy`.
     pub fail_reads: bool,
+    /// Ingestion lag of the audit log: an entry becomes visible to queries this many seconds after its
+    /// timestamp (the real log is not instantaneous; streams deliver "every half hour or less"). 0 = at once.
+    pub audit_delay_secs: u64,
 }
 
 impl Default for OrgPolicy {
@@ -52,6 +55,7 @@ impl Default for OrgPolicy {
             allow_packaging_only: false,
             audit_enabled: true,
             fail_reads: false,
+            audit_delay_secs: 0,
         }
     }
 }
@@ -141,6 +145,13 @@ pub struct App {
     pub kind: AppKind,
     /// SHA-256 (hex) of the client secret; managed identities have none.
     pub secret_hash: Option<String>,
+    /// Lower-case names of the organizations this service principal was added to as a Project Collection
+    /// Administrator (audit log and Token Admin, like an administrator user).
+    #[serde(default)]
+    pub admin_of: BTreeSet<String>,
+    /// Lower-case names of the organizations where it was added and granted only "View audit log".
+    #[serde(default)]
+    pub audit_reader_of: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

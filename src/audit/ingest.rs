@@ -5,7 +5,10 @@
 //!
 //! Rate limits are the client's job (`crate::devops::audit::AuditClient` waits on `Retry-After` and
 //! `X-RateLimit-*`). Auditing that is off shows up as an empty log: when patrol itself changed a PAT inside
-//! the window and the log has no entry at all, the report says so plainly and how to turn auditing on.
+//! the window, long enough ago for the log's ingestion delay, and the window holds no PAT lifecycle event
+//! and no entry of any kind from that moment on — counting entries already seen in the previous, overlapping
+//! window — the report says so plainly and how to turn auditing on. De-duplication and log delay can
+//! therefore never produce the verdict (see [`auditing_off_hint`]).
 
 use super::context::{AuditContext, LastUse};
 use super::entry::{MalformedEntry, parse_page};
@@ -61,7 +64,9 @@ pub struct PollConfig {
     pub first_lookback: Duration,
     pub batch_size: u32,
     /// How long after patrol's own PAT change its audit event must be visible before its absence means
-    /// auditing is off.
+    /// auditing is off. Microsoft documents no latency for the query API; audit streams deliver "every half
+    /// hour or less", so the default is 30 minutes. Never more than `overlap` is used: every change of
+    /// patrol's is then judged in a window that still contains it.
     pub audit_delay: Duration,
 }
 
@@ -71,7 +76,7 @@ impl Default for PollConfig {
             overlap: Duration::minutes(30),
             first_lookback: Duration::days(1),
             batch_size: 1000,
-            audit_delay: Duration::minutes(15),
+            audit_delay: Duration::minutes(30),
         }
     }
 }
@@ -87,8 +92,9 @@ pub struct Checkpoint {
     pub seen: BTreeMap<String, i64>,
     #[serde(default)]
     pub last_use: HashMap<AuthorizationId, LastUse>,
-    /// Set when a window showed patrol's own PAT change but no PAT lifecycle event (auditing looks off);
-    /// cleared by the next window that has one. The evidence gate treats it as "no evidence".
+    /// Set when a window showed patrol's own PAT change but no entry from then on (auditing looks off);
+    /// cleared by the next window that has any entry (new or already seen). The evidence gate treats it as
+    /// "no evidence".
     #[serde(default)]
     pub auditing_off: bool,
 }
@@ -166,7 +172,9 @@ pub async fn poll(
     let mut malformed = Vec::new();
     let (mut malformed_total, mut duplicates, mut entries) = (0u64, 0u64, 0u64);
     let mut seen_tokens = HashSet::new();
+    // What the window holds, duplicates included: the auditing-off verdict must not depend on de-duplication.
     let mut token_events = 0u64;
+    let mut latest: Option<OffsetDateTime> = None;
     let mut pages = 0usize;
     let ctx_ref: &AuditContext = ctx;
     let mut ev = Evaluator::new(settings, ctx_ref, now);
@@ -181,15 +189,16 @@ pub async fn poll(
         pages += 1;
         let info = parse_page(&body, |r| match r {
             Ok(e) => {
+                if e.action_id.starts_with("Token.") {
+                    token_events += 1;
+                }
+                latest = latest.max(Some(e.timestamp));
                 let id = e.id.as_ref();
                 if cp.seen.contains_key(id) {
                     duplicates += 1;
                     return;
                 }
                 cp.seen.insert(id.to_owned(), e.timestamp.unix_timestamp());
-                if e.action_id.starts_with("Token.") {
-                    token_events += 1;
-                }
                 ev.observe(&e, &mut |f| findings.push(f));
             }
             Err(m) => {
@@ -228,14 +237,17 @@ pub async fn poll(
     }
     let outcome = ev.finish(&mut |f| findings.push(f));
 
-    let auditing_off = auditing_off_hint(ctx, organization, start, end, entries, token_events, cfg.audit_delay);
+    let window = Window { start, end, entries, token_events, latest };
+    let auditing_off = auditing_off_hint(ctx, organization, &window, cfg.audit_delay.min(cfg.overlap));
 
     // Advance the checkpoint only after the whole window was read.
     let keep_from = (end - cfg.overlap).unix_timestamp();
     cp.seen.retain(|_, ts| *ts >= keep_from);
     cp.window_end = Some(end);
     cp.last_use = outcome.last_use;
-    cp.auditing_off = auditing_off.is_some() || (cp.auditing_off && token_events == 0);
+    // The verdict persists only as long as the log stays empty: any entry (new or seen before) is evidence
+    // that auditing is on.
+    cp.auditing_off = auditing_off.is_some() || (cp.auditing_off && entries == 0);
     let body = serde_json::to_vec(&cp)
         .map_err(|e| IngestError::Corrupt { organization: organization.clone(), message: e.to_string() })?;
     state.save(&key, &body, etag.as_ref()).await?;
@@ -256,21 +268,28 @@ pub async fn poll(
     })
 }
 
-/// Patrol changed a PAT in this organization inside the window (long enough ago to be logged), yet the log
-/// has no Token event at all: auditing is off.
-fn auditing_off_hint(
-    ctx: &AuditContext,
-    organization: &OrgName,
+/// What one window of the log held, duplicates of the previous window included.
+struct Window {
     start: OffsetDateTime,
     end: OffsetDateTime,
     entries: u64,
     token_events: u64,
-    delay: Duration,
-) -> Option<String> {
-    if token_events > 0 {
+    /// The newest entry's timestamp.
+    latest: Option<OffsetDateTime>,
+}
+
+/// Auditing is off when patrol changed a PAT in this organization inside the window, at least `delay` before
+/// its end (so the log had time to ingest it), and the window — counting entries already seen in the
+/// previous one — has no PAT lifecycle event at all and no entry of any kind from the moment of that change
+/// on. An entry after patrol's change proves the log was recording then; one seen before is still evidence.
+fn auditing_off_hint(ctx: &AuditContext, organization: &OrgName, w: &Window, delay: Duration) -> Option<String> {
+    if w.token_events > 0 {
         return None;
     }
-    let ours = ctx.actions().find(|a| a.at >= start && a.at <= end - delay && ctx.action_in(a, organization))?;
+    let ours = ctx.actions().find(|a| {
+        a.at >= w.start && a.at <= w.end - delay && ctx.action_in(a, organization) && w.latest.is_none_or(|l| l < a.at)
+    })?;
+    let entries = w.entries;
     Some(format!(
         "Auditing looks switched off for organization {organization}: patrol changed PAT \"{}\" at {} but the audit \
          log has {} for that time, so misuse of PATs cannot be detected. An organization Owner or Project \
@@ -278,6 +297,6 @@ fn auditing_off_hint(
          \"Log Audit Events\" (Microsoft Entra-backed organizations only).",
         ours.display_name,
         super::finding::rfc3339(ours.at),
-        if entries == 0 { "no entries at all".to_owned() } else { "no PAT lifecycle events".to_owned() }
+        if entries == 0 { "no entries at all".to_owned() } else { "no entries since".to_owned() }
     ))
 }

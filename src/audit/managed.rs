@@ -1,10 +1,18 @@
-//! The PATs patrol manages, as the secret store's tags describe them (current version per secret): who owns
-//! each, where it is valid, and which previous PAT is still draining. This is what break glass, the timer's
-//! audit pass and `patrol migrate-global` need to know without the rotation policy (tags are written by
-//! whoever stores a PAT version: the rotation engine or [`super::replace`]).
+//! The PATs patrol manages: who owns each, where it is valid, and which previous PAT is still draining.
+//!
+//! One definition, shared by rotation and audit ([`managed`]): a PAT is managed when the policy names its
+//! secret and the journal or the secret's current version identifies it — the same join the rotation
+//! inventory makes. A PAT onboarded the documented way (its value in the vault with an `authorization-id`
+//! tag) is therefore watched from day one, before patrol ever rotated it. A token the policy names whose
+//! PAT cannot be identified is returned as [`Unwatched`], to be reported, never silently skipped. Secrets
+//! patrol wrote (`managed-by=patrol` tags) that the policy no longer names stay watched too.
+//! [`managed_pats`] (tags only) serves callers without a policy (break glass, `patrol migrate-global`).
 
 use super::context::{KnownPat, PatStatus};
 use crate::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+use crate::rotation::inventory::token_state;
+use crate::rotation::policy::Policy;
+use crate::state::StateStore;
 use crate::store::{PAT_CONTENT_TYPE, SecretStore, SecretSummary, StoreError, tags};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -27,6 +35,9 @@ pub struct ManagedPat {
     /// When the previous PAT's grace period ends.
     #[serde(with = "time::serde::rfc3339::option")]
     pub previous_revoke_after: Option<OffsetDateTime>,
+    /// When patrol replaced the previous PAT (the journal's last rotation), if known.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub replaced_at: Option<OffsetDateTime>,
 }
 
 impl ManagedPat {
@@ -50,6 +61,7 @@ impl ManagedPat {
             valid_to: time(tags::VALID_TO),
             previous: tag(tags::PREVIOUS_AUTHORIZATION_ID).and_then(|v| AuthorizationId::parse(v).ok()),
             previous_revoke_after: time(tags::PREVIOUS_REVOKE_AFTER),
+            replaced_at: None,
         })
     }
 
@@ -80,7 +92,10 @@ impl ManagedPat {
         Some(KnownPat {
             authorization_id: id,
             display_name: format!("previous PAT of {}", self.secret),
-            status: PatStatus::Superseded { rotated_at: grace_ends.min(now), grace_ends },
+            status: PatStatus::Superseded {
+                rotated_at: self.replaced_at.unwrap_or(now).min(grace_ends).min(now),
+                grace_ends,
+            },
             ..self.known(now)
         })
     }
@@ -92,6 +107,105 @@ pub async fn managed_pats(store: &dyn SecretStore) -> Result<Vec<ManagedPat>, St
         store.list().await?.iter().filter(|s| s.enabled).filter_map(ManagedPat::from_summary).collect();
     out.sort_by(|a, b| a.secret.cmp(&b.secret));
     Ok(out)
+}
+
+/// A token the policy names that patrol cannot watch, and why (reported, never skipped silently).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unwatched {
+    pub secret: SecretName,
+    pub organization: OrgName,
+    pub owner: OwnerId,
+    pub reason: String,
+}
+
+impl Unwatched {
+    /// The problem in one sentence.
+    pub fn sentence(&self) -> String {
+        format!(
+            "managed token {} ({} in {}) is not watched in the audit log: {}",
+            self.secret, self.owner, self.organization, self.reason
+        )
+    }
+}
+
+/// The managed PATs (sorted by secret) and the managed tokens that cannot be watched.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Managed {
+    pub pats: Vec<ManagedPat>,
+    pub unwatched: Vec<Unwatched>,
+    /// What could not be read at all.
+    pub errors: Vec<String>,
+}
+
+/// Every managed PAT: each `[[token]]` of the policy joined with its journal and its secret's current version
+/// (see the module doc), plus secrets patrol wrote that the policy no longer names.
+pub async fn managed(policy: &Policy, store: &dyn SecretStore, state: &dyn StateStore) -> Managed {
+    let mut out = Managed::default();
+    for t in &policy.tokens {
+        let ts = token_state(store, state, &t.secret).await;
+        let unwatched = |reason: String| Unwatched {
+            secret: t.secret.clone(),
+            organization: t.organization.clone(),
+            owner: t.owner.clone(),
+            reason,
+        };
+        if let Some(e) = &ts.error {
+            out.unwatched.push(unwatched(e.clone()));
+            continue;
+        }
+        let journal_current = ts.journal.current.as_ref().map(|c| c.authorization_id);
+        // The vault's current version is what consumers use: its tag wins over the journal.
+        let Some(id) = ts.current_authorization_id().or(journal_current) else {
+            // No secret yet: there is no PAT to watch (the next rotation creates the first one).
+            if ts.current.is_some() {
+                out.unwatched.push(unwatched(format!(
+                    "its current version has no {} tag and patrol has not rotated it yet, so patrol cannot tell \
+                     which PAT it holds; onboard it with the tag (docs/deploy.md) or rotate it",
+                    tags::AUTHORIZATION_ID
+                )));
+            }
+            continue;
+        };
+        let tag = |k: &str| ts.tag(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let last = ts.journal.last.as_ref().filter(|l| l.authorization_id == id);
+        // Draining PATs: the journal's (with their grace), else the tag's previous.
+        let drain = ts.journal.drains.iter().find(|d| d.pat.authorization_id != id);
+        let (previous, previous_revoke_after) = match drain {
+            Some(d) => (Some(d.pat.authorization_id), Some(d.revoke_after)),
+            None => match journal_current.filter(|j| *j != id) {
+                // The vault holds a version patrol has not adopted yet: the one it knew is still in use.
+                Some(j) => (Some(j), None),
+                None => (
+                    tag(tags::PREVIOUS_AUTHORIZATION_ID).and_then(|v| AuthorizationId::parse(&v).ok()),
+                    ts.tag_time(tags::PREVIOUS_REVOKE_AFTER),
+                ),
+            },
+        };
+        out.pats.push(ManagedPat {
+            secret: t.secret.clone(),
+            authorization_id: id,
+            display_name: tag(tags::DISPLAY_NAME).unwrap_or_else(|| t.display_name.as_str().to_owned()),
+            organization: t.organization.clone(),
+            owner: t.owner.clone(),
+            scope: tag(tags::SCOPE).unwrap_or_else(|| t.scopes.to_string()),
+            valid_to: ts.tag_time(tags::VALID_TO).or(last.map(|l| l.valid_to)),
+            previous,
+            previous_revoke_after,
+            replaced_at: previous.and(last.map(|l| l.finished)),
+        });
+    }
+    match managed_pats(store).await {
+        Ok(tagged) => {
+            for m in tagged {
+                if !policy.tokens.iter().any(|t| t.secret == m.secret) {
+                    out.pats.push(m);
+                }
+            }
+        }
+        Err(e) => out.errors.push(format!("listing the secrets patrol wrote outside the policy: {e}")),
+    }
+    out.pats.sort_by(|a, b| a.secret.cmp(&b.secret));
+    out
 }
 
 #[cfg(test)]

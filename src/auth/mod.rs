@@ -10,6 +10,7 @@
 //! - [`session`] — [`session::OwnerSession`], the per-owner [`TokenSource`] (single-flight refresh, rotated
 //!   refresh tokens stored as new versions, refresh bookkeeping in version tags) and [`session::Sessions`].
 
+pub mod app;
 pub mod device_code;
 pub mod entra;
 pub mod session;
@@ -30,6 +31,9 @@ pub const PAT_SCOPES: &str =
 /// The delegated scopes an organization administrator signs in with for compromise response and audit:
 /// Token Admin (`vso.tokenadministration`) and the audit log (`vso.auditlog`), plus a refresh token.
 pub const ADMIN_SCOPES: &str = "499b84ac-1321-427f-aa17-267ca6975798/vso.tokenadministration 499b84ac-1321-427f-aa17-267ca6975798/vso.auditlog offline_access";
+
+/// The delegated scopes of an administrator who only reads the audit log (`patrol login --admin --audit-only`).
+pub const AUDIT_SCOPES: &str = "499b84ac-1321-427f-aa17-267ca6975798/vso.auditlog offline_access";
 
 /// An access token for the Azure DevOps resource. The value is only ever exposed to build a header.
 #[derive(Debug, Clone)]

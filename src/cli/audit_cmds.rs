@@ -3,14 +3,14 @@
 //! 1 something failed (the report says what), 2 bad input or configuration, 4 the operator declined.
 
 use crate::audit::breakglass::{self, AdminApi, Request, Scope};
-use crate::audit::ingest::{PollConfig, poll};
+use crate::audit::ingest::PollConfig;
+use crate::audit::managed;
 use crate::audit::managed::{ManagedPat, managed_pats};
 use crate::audit::migrate;
 use crate::audit::policy::{AuditSettings, from_policy_text};
 use crate::audit::render::{Format, render};
 use crate::audit::replace::{EngineReplacer, Replacer};
 use crate::audit::resume;
-use crate::audit::{AuditContext, managed};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::devops::connector::HttpConnector;
@@ -53,7 +53,8 @@ pub struct AuditArgs {
     /// Only these organizations (default: every organization with managed PATs).
     #[arg(long = "org")]
     pub orgs: Vec<String>,
-    /// Who reads the audit log (needs "View audit log"); default: the owner of the first managed PAT.
+    /// Who reads the audit log: `app` (the Function App's identity) or an administrator's UPN signed in with
+    /// `patrol login --admin` (needs "View audit log"); default: PATROL_AUDIT_READER.
     #[arg(long)]
     pub reader: Option<String>,
 }
@@ -85,7 +86,8 @@ pub struct RevokeArgs {
     /// With --pat or --all: also list these users' PATs through Token Admin (repeatable).
     #[arg(long = "descriptor")]
     pub descriptors: Vec<String>,
-    /// An organization administrator (UPN, signed in with `patrol login`) for Token Admin.
+    /// Who administers tokens (Token Admin): `app` (the Function App's identity, a Project Collection
+    /// Administrator) or an administrator's UPN signed in with `patrol login --admin`.
     #[arg(long)]
     pub admin: Option<String>,
     /// Create and store replacements for managed PATs before revoking them.
@@ -126,6 +128,8 @@ pub struct AuditRuntime {
     pub connector: Arc<HttpConnector>,
     pub audit: AuditSettings,
     pub engine: Arc<Engine>,
+    /// `PATROL_AUDIT_READER` (the Function App's identity or an administrator); `--reader` overrides it.
+    pub audit_reader: Option<OwnerId>,
 }
 
 impl AuditRuntime {
@@ -154,8 +158,17 @@ impl AuditRuntime {
             clock.clone(),
             crate::auth::session::SessionOptions::default(),
         );
+        // Owners' and administrators' sessions, and the Function App's own identity (`app`).
+        let app = crate::auth::app::AppToken::from_settings(
+            settings,
+            crate::devops::http::build_client(settings.ca_cert.as_deref(), std::time::Duration::from_secs(60))
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+            clock.clone(),
+        )?
+        .map(Arc::new);
+        let tokens = crate::auth::app::Routed { sessions: Arc::new(sessions), app };
         let connector = Arc::new(
-            HttpConnector::from_settings(settings, clock.clone(), Arc::new(sessions))
+            HttpConnector::from_settings(settings, clock.clone(), Arc::new(tokens))
                 .map_err(|e| format!("cannot build the Azure DevOps client: {e}"))?,
         );
         let engine = Engine {
@@ -170,7 +183,15 @@ impl AuditRuntime {
             // Test hook only (PATROL_TEST_CRASH_AFTER), as in `patrol rotate`: exits at a step boundary.
             faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
         };
-        Ok(Self { clock, store: local.store, state: local.state, connector, audit, engine: Arc::new(engine) })
+        Ok(Self {
+            clock,
+            store: local.store,
+            state: local.state,
+            connector,
+            audit,
+            engine: Arc::new(engine),
+            audit_reader: settings.audit_reader.clone(),
+        })
     }
 
     async fn managed(&self) -> Result<Vec<ManagedPat>, String> {
@@ -182,59 +203,83 @@ fn write(out: &mut dyn Write, s: &str) -> Result<(), String> {
     out.write_all(s.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("writing the output: {e}"))
 }
 
-/// `patrol audit`: a read-only poll of the last `--since` (its own throwaway checkpoint, so the timer's is
-/// not advanced) and the findings; responses are shown as the policy would plan them, never executed.
+/// `patrol audit`: the timer's audit pass ([`crate::audit::pass`]) over the last `--since`, read-only — the
+/// same managed PATs (policy ⋈ journal ⋈ vault), the same recognition of patrol's own actions, the same
+/// rules; its own throwaway checkpoint (seeded with the timer's record of last uses), so the timer's is not
+/// advanced; responses are planned as the policy says, never executed. Managed tokens that cannot be
+/// watched and unreadable logs are reported on stderr and make the exit code 1.
 pub async fn run_audit(rt: &AuditRuntime, args: &AuditArgs, out: &mut dyn Write) -> Result<u8, String> {
-    let managed = rt.managed().await?;
+    use crate::audit::pass::{PassInput, audit_pass, inputs};
     let now = rt.clock.now();
-    let mut orgs: Vec<OrgName> = Vec::new();
+    let mut only: Vec<OrgName> = Vec::new();
     for o in &args.orgs {
-        orgs.push(OrgName::parse(o).map_err(|e| e.to_string())?);
+        only.push(OrgName::parse(o).map_err(|e| format!("--org {o:?}: {e}"))?);
     }
+    let inputs = inputs(&rt.engine.policy, rt.store.as_ref(), rt.state.as_ref(), now).await;
+    let managed = &inputs.managed;
+    let reader_arg = args
+        .reader
+        .as_deref()
+        .map(crate::auth::app::parse_identity)
+        .transpose()
+        .map_err(|e| format!("--reader: {e}"))?
+        .or_else(|| rt.audit_reader.clone());
+    let mut readers = std::collections::BTreeMap::new();
+    let mut orgs: Vec<OrgName> = managed.pats.iter().map(|m| m.organization.clone()).collect();
+    orgs.extend(managed.unwatched.iter().map(|u| u.organization.clone()));
+    orgs.extend(only.iter().cloned());
+    orgs.sort();
+    orgs.dedup();
+    orgs.retain(|o| only.is_empty() || only.contains(o));
     if orgs.is_empty() {
-        for m in &managed {
-            if !orgs.contains(&m.organization) {
-                orgs.push(m.organization.clone());
-            }
-        }
+        return Err("no organization: name one with --org (the policy names no managed token)".into());
     }
-    if orgs.is_empty() {
-        return Err("no organization: name one with --org (no managed PATs yet)".into());
-    }
-    let reader_arg = args.reader.as_deref().map(OwnerId::parse).transpose().map_err(|e| e.to_string())?;
     let scratch_state = Scratch::default();
-    let cfg = PollConfig { first_lookback: args.since, ..PollConfig::default() };
-    let mut reports = Vec::new();
-    let mut failed = false;
+    let mut problems = managed.errors.clone();
     for org in &orgs {
-        let reader = reader_arg
-            .clone()
-            .or_else(|| managed.iter().find(|m| m.in_organization(org)).map(|m| m.owner.clone()))
-            .ok_or_else(|| format!("{org}: no reader: name one with --reader"))?;
-        let mut ctx = AuditContext::new();
-        for m in managed.iter().filter(|m| m.in_organization(org)) {
-            ctx.add_pat(m.known(now));
-            if let Some(p) = m.known_previous(now) {
-                ctx.add_pat(p);
+        match &reader_arg {
+            Some(r) => {
+                readers.insert(org.clone(), r.clone());
             }
+            // Organizations with managed PATs are reported by the pass; one named only by --org is here.
+            None if !managed.pats.iter().any(|m| m.in_organization(org)) => problems.push(format!(
+                "nobody reads the audit log of {org}: pass --reader, or set PATROL_AUDIT_READER (docs/deploy.md)"
+            )),
+            None => {}
         }
         // The timer's last-use record makes dormancy visible to a fresh window too.
-        if let Ok(Some((body, _))) = rt.state.load(&crate::audit::ingest::checkpoint_key(org)).await
+        let key = crate::audit::ingest::checkpoint_key(org);
+        if let Ok(Some((body, _))) = rt.state.load(&key).await
             && let Ok(cp) = serde_json::from_slice::<crate::audit::ingest::Checkpoint>(&body)
         {
-            ctx.last_use = cp.last_use;
-        }
-        let client = rt.connector.audit(&reader, org);
-        match poll(&client, &scratch_state, org, &rt.audit, &mut ctx, cfg, now).await {
-            Ok(r) => reports.push(r),
-            Err(e) => {
-                failed = true;
-                writeln!(std::io::stderr(), "patrol: {e}").ok();
-            }
+            let seeded = crate::audit::ingest::Checkpoint { last_use: cp.last_use, ..Default::default() };
+            let body = serde_json::to_vec(&seeded).map_err(|e| e.to_string())?;
+            scratch_state.save(&key, &body, None).await.map_err(|e| e.to_string())?;
         }
     }
-    write(out, &render(&reports, args.format))?;
-    Ok(if failed { EXIT_FAILED } else { 0 })
+    let policy = rt.engine.policy.clone();
+    let targets_for =
+        move |secret: &crate::domain::SecretName| policy.token(secret).map(|t| t.notify.clone()).unwrap_or_default();
+    let input = PassInput {
+        settings: &rt.audit,
+        managed: &managed.pats,
+        actions: inputs.actions,
+        readers,
+        default_reader: None,
+        targets_for: &targets_for,
+        poll: PollConfig { first_lookback: args.since, ..PollConfig::default() },
+        unwatched: &managed.unwatched,
+        only: &orgs,
+        respond: false,
+    };
+    let summary =
+        audit_pass(rt.connector.as_ref(), &scratch_state, rt.connector.as_ref(), rt.engine.as_ref(), input, now).await;
+    write(out, &render(&summary.reports, args.format))?;
+    problems.extend(summary.errors.iter().cloned());
+    for p in &problems {
+        writeln!(std::io::stderr(), "patrol: {p}").ok();
+    }
+    Ok(if problems.is_empty() { 0 } else { EXIT_FAILED })
 }
 
 /// A throwaway state store: `patrol audit` reads without moving the timer's checkpoint.
@@ -296,7 +341,10 @@ pub async fn run_revoke(
     let req = revoke_request(args)?;
     let managed = rt.managed().await?;
     let admin = match &args.admin {
-        Some(a) => Some(rt.connector.token_admin(&OwnerId::parse(a).map_err(|e| e.to_string())?, &req.organization)),
+        Some(a) => Some(rt.connector.token_admin(
+            &crate::auth::app::parse_identity(a).map_err(|e| format!("--admin: {e}"))?,
+            &req.organization,
+        )),
         None => None,
     };
     let admin_api = admin.as_ref().map(|a| a as &dyn AdminApi);

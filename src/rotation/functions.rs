@@ -67,8 +67,17 @@ impl RotationFunctions {
             self.clock.clone(),
             crate::auth::session::SessionOptions::default(),
         );
+        // Owners' sessions, and the Function App's own identity (audit log, Token Admin).
+        let app = crate::auth::app::AppToken::from_settings(
+            s,
+            crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
+                .map_err(|e| e.to_string())?,
+            self.clock.clone(),
+        )?
+        .map(Arc::new);
+        let tokens = crate::auth::app::Routed { sessions: Arc::new(sessions), app };
         let connector = Arc::new(
-            crate::devops::connector::HttpConnector::from_settings(s, self.clock.clone(), Arc::new(sessions))
+            crate::devops::connector::HttpConnector::from_settings(s, self.clock.clone(), Arc::new(tokens))
                 .map_err(|e| e.to_string())?,
         );
         // The audit pass is opt-in: it needs a reader signed in with vso.auditlog.
@@ -107,24 +116,30 @@ impl RotationFunctions {
         let mut out = serde_json::Map::new();
         let Some(settings) = &rt.audit else { return out };
         let now = self.clock.now();
-        let Some(managed) = managed_or_skip(rt, "audit", "audit pass", &mut out).await else { return out };
+        // The same inputs `patrol audit` gathers: the managed PATs (policy ⋈ journal ⋈ vault), the managed
+        // tokens that cannot be watched, patrol's own recent actions.
+        let inputs = pass::inputs(&rt.engine.policy, rt.engine.store.as_ref(), rt.engine.state.as_ref(), now).await;
         let policy = rt.engine.policy.clone();
-        let actions = self.patrol_actions(rt).await;
         let targets_for = move |secret: &crate::domain::SecretName| {
             policy.token(secret).map(|t| t.notify.clone()).unwrap_or_default()
         };
         let input = pass::PassInput {
             settings,
-            managed: &managed,
-            actions,
+            managed: &inputs.managed.pats,
+            actions: inputs.actions,
             readers: Default::default(),
+            default_reader: self.settings.audit_reader.clone(),
             targets_for: &targets_for,
             poll: Default::default(),
+            unwatched: &inputs.managed.unwatched,
+            only: &[],
+            respond: true,
         };
         // "Rotate now" responses go through the engine's journaled state machine (crash-safe).
-        let summary =
+        let mut summary =
             pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rt.engine, input, now)
                 .await;
+        summary.errors.extend(inputs.managed.errors);
         tracing::info!(
             organizations = summary.organizations.len(),
             findings = summary.findings.len(),
@@ -184,49 +199,6 @@ impl RotationFunctions {
             },
         );
         out
-    }
-
-    /// The PATs patrol itself created recently (from the journals), so the audit rules do not mistake
-    /// patrol's own rotations for someone else managing the owner's tokens.
-    async fn patrol_actions(&self, rt: &Runtime) -> Vec<crate::audit::context::PatrolAction> {
-        use crate::audit::context::{Lifecycle, PatrolAction};
-        let mut actions = Vec::new();
-        for t in &rt.engine.policy.tokens {
-            let Ok(loaded) = super::journal::load(rt.engine.state.as_ref(), &t.secret).await else { continue };
-            if let Some(last) = loaded.journal.last {
-                actions.push(PatrolAction {
-                    kind: Lifecycle::Create,
-                    organization: t.organization.clone(),
-                    owner: t.owner.clone(),
-                    display_name: super::journal::marked_display_name(t.display_name.as_str(), &last.op),
-                    authorization_id: Some(last.authorization_id),
-                    at: last.finished,
-                });
-            }
-        }
-        // Everything patrol created, rotated or revoked recently (engine runs, break glass, rotate-now): the
-        // lifecycle log, so patrol's own revocations are not reported as someone else's.
-        let from = self.clock.now() - crate::audit::weekly::LOG_KEEP;
-        match super::history::since(rt.engine.state.as_ref(), from).await {
-            Ok(events) => {
-                for e in events {
-                    let Some(owner) = e.owner else { continue };
-                    actions.push(PatrolAction {
-                        kind: match e.kind {
-                            super::history::Kind::Revoked => Lifecycle::Revoke,
-                            _ => Lifecycle::Create,
-                        },
-                        organization: e.organization,
-                        owner,
-                        display_name: e.display_name,
-                        authorization_id: Some(e.authorization_id),
-                        at: e.at,
-                    });
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "the audit pass runs without the lifecycle log"),
-        }
-        actions
     }
 
     /// Remaining budget of an invocation (counted from when the handler received it).
@@ -334,12 +306,13 @@ async fn managed_or_skip(
     what: &str,
     out: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Option<Vec<crate::audit::managed::ManagedPat>> {
-    match crate::audit::managed::managed_pats(rt.engine.store.as_ref()).await {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(error = %e, "{what} skipped: cannot list managed PATs");
-            out.insert(key.into(), json!({ "error": e.to_string() }));
-            None
-        }
+    // The one definition of "managed" (policy ⋈ journal ⋈ vault) the audit pass uses too.
+    let m = crate::audit::managed::managed(&rt.engine.policy, rt.engine.store.as_ref(), rt.engine.state.as_ref()).await;
+    if m.pats.is_empty() && !m.errors.is_empty() {
+        let e = m.errors.join("; ");
+        tracing::warn!(error = %e, "{what} skipped: cannot list managed PATs");
+        out.insert(key.into(), json!({ "error": e }));
+        return None;
     }
+    Some(m.pats)
 }

@@ -51,6 +51,19 @@ pub fn from_settings_with_clock(
     http: reqwest::Client,
     clock: Clock,
 ) -> Result<Arc<dyn TokenCredential>, String> {
+    Ok(Arc::new(VaultScopeOnly(identity(kv, authority, http, clock)?)))
+}
+
+/// The Function App's own identity as configured (managed identity, developer tools or client secret),
+/// unrestricted: callers wrap it for the one resource they need ([`VaultScopeOnly`] here,
+/// `crate::auth::app` for Azure DevOps). The loopback client-credentials grant reckons token lifetimes on
+/// `clock`.
+pub fn identity(
+    kv: &KeyVaultSettings,
+    authority: &Url,
+    http: reqwest::Client,
+    clock: Clock,
+) -> Result<Arc<dyn TokenCredential>, String> {
     let inner: Arc<dyn TokenCredential> = match kv.credential {
         KeyVaultCredential::ManagedIdentity => {
             let opts = azure_identity::ManagedIdentityCredentialOptions {
@@ -89,7 +102,7 @@ pub fn from_settings_with_clock(
             }
         }
     };
-    Ok(Arc::new(VaultScopeOnly(inner)))
+    Ok(inner)
 }
 
 /// Passes token requests through only for Key Vault scopes (`https://vault.azure.net/.default` and the

@@ -319,3 +319,136 @@ async fn hours_burst_dormant_and_broad_rules_fire_on_simulated_usage() {
     assert!(!json.contains(&managed_secret), "a PAT value leaked into a finding");
     env.emu.shutdown().await.unwrap();
 }
+
+/// Issue 20, defect 4: auditing that is on is never reported off because of de-duplication (patrol's own
+/// create events were seen in the previous, overlapping window) or the log's ingestion delay; and the
+/// checkpoint never keeps a verdict the log contradicts.
+#[tokio::test]
+async fn auditing_on_is_not_reported_off_across_overlapping_windows_or_the_log_delay() {
+    let env = Env::start().await;
+    let clock = Clock::starting_at(env.emu.clock().now());
+    let org = OrgName::parse("fabrikam").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStateStore::new(dir.path());
+    let mut ctx = AuditContext::new();
+    let ours = |ctx: &mut AuditContext, id, name: &str, at| {
+        ctx.add_pat(known(id, name, Some("ci-build"), &env));
+        ctx.add_action(PatrolAction {
+            kind: Lifecycle::Create,
+            organization: org.clone(),
+            owner: OwnerId::parse(OWNER).unwrap(),
+            display_name: name.into(),
+            authorization_id: Some(id),
+            at,
+        });
+    };
+
+    // patrol rotates a PAT at T0; the timer polls 2, 22 and 42 minutes later (windows overlap by 30 minutes,
+    // so the create event of T0 is a duplicate in the later polls).
+    let t0 = env.emu.clock().now();
+    let (id, _) = env.create_pat(OWNER, "ci-build (patrol:0123456789ab)", "vso.code").await;
+    ours(&mut ctx, id, "ci-build (patrol:0123456789ab)", t0);
+    for wait in [2, 20, 20] {
+        env.ctl("/_control/clock/advance", json!({ "seconds": wait * 60 })).await;
+        let now = env.emu.clock().now();
+        let r = poll(&env.audit_client(&clock).await, &store, &org, &settings(), &mut ctx, PollConfig::default(), now)
+            .await
+            .unwrap();
+        assert!(r.auditing_off.is_none(), "after {wait} more minutes: {:?}", r.auditing_off);
+        assert!(!checkpoint_says_off(&store, &org).await);
+    }
+
+    // The log now lags 20 minutes behind (ingestion delay). patrol rotates again at T1; a poll 16 minutes
+    // later cannot see the event yet, which is no evidence of anything.
+    let r = env
+        .http
+        .put(format!("{}/_control/orgs/fabrikam/policy", env.emu.endpoints().control))
+        .json(&json!({ "auditDelaySecs": 1200 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t1 = env.emu.clock().now();
+    let (id2, _) = env.create_pat(OWNER, "ci-build (patrol:bbbbbbbbbbbb)", "vso.code").await;
+    ours(&mut ctx, id2, "ci-build (patrol:bbbbbbbbbbbb)", t1);
+    for wait in [16, 20] {
+        env.ctl("/_control/clock/advance", json!({ "seconds": wait * 60 })).await;
+        let now = env.emu.clock().now();
+        let r = poll(&env.audit_client(&clock).await, &store, &org, &settings(), &mut ctx, PollConfig::default(), now)
+            .await
+            .unwrap();
+        assert!(r.auditing_off.is_none(), "{wait} minutes into the delay: {:?}", r.auditing_off);
+        assert!(!checkpoint_says_off(&store, &org).await);
+    }
+
+    // Auditing really switched off: patrol's next change is never logged → reported once it is old enough,
+    // and the checkpoint keeps it while the log stays empty; when auditing is back, the first entry clears it.
+    let r = env
+        .http
+        .put(format!("{}/_control/orgs/fabrikam/policy", env.emu.endpoints().control))
+        .json(&json!({ "auditEnabled": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    env.ctl("/_control/clock/advance", json!({ "seconds": 60 * 60 })).await;
+    let t2 = env.emu.clock().now();
+    let (id3, _) = env.create_pat(OWNER, "ci-build (patrol:cccccccccccc)", "vso.code").await;
+    ours(&mut ctx, id3, "ci-build (patrol:cccccccccccc)", t2);
+    env.ctl("/_control/clock/advance", json!({ "seconds": 31 * 60 })).await;
+    let r = poll(
+        &env.audit_client(&clock).await,
+        &store,
+        &org,
+        &settings(),
+        &mut ctx,
+        PollConfig::default(),
+        env.emu.clock().now(),
+    )
+    .await
+    .unwrap();
+    assert!(r.auditing_off.is_some_and(|m| m.contains("Log Audit Events")), "auditing off went unnoticed");
+    assert!(checkpoint_says_off(&store, &org).await);
+    env.ctl("/_control/clock/advance", json!({ "seconds": 20 * 60 })).await;
+    poll(
+        &env.audit_client(&clock).await,
+        &store,
+        &org,
+        &settings(),
+        &mut ctx,
+        PollConfig::default(),
+        env.emu.clock().now(),
+    )
+    .await
+    .unwrap();
+    assert!(checkpoint_says_off(&store, &org).await, "an empty log is no evidence that auditing is back");
+    let r = env
+        .http
+        .put(format!("{}/_control/orgs/fabrikam/policy", env.emu.endpoints().control))
+        .json(&json!({ "auditEnabled": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    env.create_pat(OWNER, "someone's script", "vso.code").await;
+    env.ctl("/_control/clock/advance", json!({ "seconds": 60 })).await;
+    let r = poll(
+        &env.audit_client(&clock).await,
+        &store,
+        &org,
+        &settings(),
+        &mut ctx,
+        PollConfig::default(),
+        env.emu.clock().now(),
+    )
+    .await
+    .unwrap();
+    assert!(r.auditing_off.is_none());
+    assert!(!checkpoint_says_off(&store, &org).await, "the checkpoint kept a verdict the log contradicts");
+    env.emu.shutdown().await.unwrap();
+}
+
+async fn checkpoint_says_off(store: &FileStateStore, org: &OrgName) -> bool {
+    let (body, _) = store.load(&checkpoint_key(org)).await.unwrap().unwrap();
+    serde_json::from_slice::<patrol::audit::ingest::Checkpoint>(&body).unwrap().auditing_off
+}

@@ -68,8 +68,12 @@ async fn timer_pass_detects_tampering_rotates_on_critical_and_sends_the_weekly_r
             at: clock.now(),
         }],
         readers,
+        default_reader: None,
         targets_for: &targets_for,
         poll: PollConfig::default(),
+        unwatched: &[],
+        only: &[],
+        respond: true,
     };
     let summary =
         audit_pass(connector.as_ref(), state.as_ref(), connector.as_ref(), rotator.as_ref(), input, clock.now()).await;

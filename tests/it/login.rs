@@ -82,7 +82,7 @@ fn spawn(dir: &Path, args: &[&str], env: &[(String, String)]) -> Child {
 
 /// Reads stderr until the prompt names the code; returns the code and everything read so far. The rest of
 /// stderr is drained on a thread (returned) so the child never blocks on a full pipe.
-fn read_prompt(child: &mut Child) -> (String, String, std::thread::JoinHandle<String>) {
+pub(crate) fn read_prompt(child: &mut Child) -> (String, String, std::thread::JoinHandle<String>) {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -104,7 +104,11 @@ fn read_prompt(child: &mut Child) -> (String, String, std::thread::JoinHandle<St
 }
 
 /// Waits for the child (bounded) and returns (exit code, stdout, stderr).
-fn finish(mut child: Child, mut stderr: String, rest: std::thread::JoinHandle<String>) -> (i32, String, String) {
+pub(crate) fn finish(
+    mut child: Child,
+    mut stderr: String,
+    rest: std::thread::JoinHandle<String>,
+) -> (i32, String, String) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

@@ -2,6 +2,7 @@
 
 mod audit;
 mod audit_breakglass;
+mod audit_identity;
 mod audit_pass;
 mod auth;
 mod cli;

@@ -35,7 +35,8 @@ pub fn query(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         return e.into_response();
     }
     let state = ctx.state();
-    if let Err(r) = auth::admin_user(ctx, &state, req, org, &["vso.auditlog"], REALM) {
+    if let Err(r) = auth::admin_caller(ctx, &state, req, org, &["vso.auditlog"], auth::AdminRight::ViewAuditLog, REALM)
+    {
         return r;
     }
     let now = ctx.now();
@@ -65,11 +66,13 @@ pub fn query(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         },
     };
     let Some(o) = state.org(org) else { return super::unknown_org(org) };
-    let page =
-        match audit_log::query(o, start.max(now - audit_log::RETENTION), end, batch, req.query("continuationToken")) {
-            Ok(p) => p,
-            Err(e) => return VssError::argument(e.to_string()).into_response(),
-        };
+    // Entries still being ingested (the organization's audit delay) are not visible yet.
+    let start = start.max(now - audit_log::RETENTION);
+    let end = end.min(now - time::Duration::seconds(o.policy.audit_delay_secs.min(86_400) as i64)).max(start);
+    let page = match audit_log::query(o, start, end, batch, req.query("continuationToken")) {
+        Ok(p) => p,
+        Err(e) => return VssError::argument(e.to_string()).into_response(),
+    };
     let entries: Vec<Value> = page.entries.iter().map(|r| audit_log::to_wire(o, r)).collect();
     let has_more = page.has_more;
     let body = json!({
@@ -85,7 +88,8 @@ pub fn actions(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         return e.into_response();
     }
     let state = ctx.state();
-    if let Err(r) = auth::admin_user(ctx, &state, req, org, &["vso.auditlog"], REALM) {
+    if let Err(r) = auth::admin_caller(ctx, &state, req, org, &["vso.auditlog"], auth::AdminRight::ViewAuditLog, REALM)
+    {
         return r;
     }
     let area = req.query("areaName");
@@ -103,7 +107,8 @@ pub fn download(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         return e.into_response();
     }
     let state = ctx.state();
-    if let Err(r) = auth::admin_user(ctx, &state, req, org, &["vso.auditlog"], REALM) {
+    if let Err(r) = auth::admin_caller(ctx, &state, req, org, &["vso.auditlog"], auth::AdminRight::ViewAuditLog, REALM)
+    {
         return r;
     }
     let csv = match req.query("format").map(str::to_ascii_lowercase).as_deref() {

@@ -1,11 +1,14 @@
 //! Who is calling Azure DevOps, and whether they may. The PAT Lifecycle API accepts only delegated
 //! Entra bearer tokens for the Azure DevOps resource carrying `vso.pats` (read) or `vso.pats_manage`
 //! (write); PATs, Basic auth and application (service principal / managed identity) tokens are
-//! refused. Ordinary APIs also accept a PAT over Basic auth, so consumers of a PAT can be simulated.
+//! refused there. Token Admin and the audit log accept an administrator's delegated token, or an app-only
+//! token of a service principal / managed identity added to the organization with the right. Ordinary
+//! APIs also accept a PAT over Basic auth, so consumers of a PAT can be simulated.
 //! Unauthenticated or refused requests get the 203 sign-in page unless they send
 //! `X-TFS-FedAuthRedirect: Suppress`, then 401.
 
 use super::errors::{VssError, sign_in_page};
+use crate::audit_log::Actor;
 use crate::context::Ctx;
 use crate::http::ApiRequest;
 use crate::patsecret;
@@ -114,32 +117,76 @@ pub fn pat_api_user(ctx: &Ctx, state: &State, req: &ApiRequest, org: &str, write
     Ok(user)
 }
 
-/// A delegated user with one of `scopes` who administers `org` (Token Admin, audit log).
-pub fn admin_user(
+/// Which administrative right a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRight {
+    /// "View audit log" (Project Collection Administrators have it; it can also be granted on its own).
+    ViewAuditLog,
+    /// Token administration: Project Collection Administrators only.
+    TokenAdministration,
+}
+
+/// The caller of an administrative API (Token Admin, audit log), as the audit log records it: a delegated
+/// administrator user whose token carries one of `scopes`, or — as in Azure DevOps, where only the PAT
+/// Lifecycle API refuses them — a service principal or managed identity (an app-only token for the Azure
+/// DevOps resource) that was added to the organization with the right. Scopes do not apply to app-only
+/// tokens: what the principal may do is what it was granted in the organization.
+pub fn admin_caller(
     ctx: &Ctx,
     state: &State,
     req: &ApiRequest,
     org: &str,
     scopes: &[&str],
+    right: AdminRight,
     realm: &str,
-) -> Result<User, Response> {
-    let (user, grant) = match credential(req) {
-        Credential::Bearer(t) => bearer_user(ctx, state, &t).map_err(|r| r.respond(req, realm))?,
-        _ => return Err(Refusal::new(TF400813).respond(req, realm)),
+) -> Result<Actor, Response> {
+    let org_key = org.to_lowercase();
+    let Credential::Bearer(token) = credential(req) else {
+        return Err(Refusal::new(TF400813).respond(req, realm));
     };
-    if !has_scope(&grant, scopes) {
-        return Err(
-            VssError::invalid_access(StatusCode::FORBIDDEN, "The requested operation is not allowed.").into_response()
-        );
+    let grant = ctx.tokens.validate(&token).map_err(|_| Refusal::new(TF400813).respond(req, realm))?;
+    if grant.resource != DEVOPS_RESOURCE {
+        return Err(Refusal::new(TF400813).respond(req, realm));
     }
-    if !user.admin_of.contains(&org.to_lowercase()) {
-        return Err(VssError::invalid_access(
+    let denied = |who: &str| {
+        VssError::invalid_access(
             StatusCode::UNAUTHORIZED,
-            format!("The caller '{}' does not have permission to administrate tokens or read the audit log of this organization.", user.upn),
+            format!(
+                "The caller '{who}' does not have permission to administrate tokens or read the audit log of this organization."
+            ),
         )
-        .into_response());
+        .into_response()
+    };
+    match &grant.subject {
+        Subject::App { client_id } => {
+            let Some(app) = state.apps.get(client_id) else { return Err(Refusal::new(TF400813).respond(req, realm)) };
+            let allowed = app.admin_of.contains(&org_key)
+                || (right == AdminRight::ViewAuditLog && app.audit_reader_of.contains(&org_key));
+            if !allowed {
+                return Err(denied(&app.display_name));
+            }
+            Ok(Actor {
+                user_id: None,
+                client_id: uuid::Uuid::parse_str(&app.client_id).ok(),
+                upn: None,
+                display_name: app.display_name.clone(),
+                authentication_mechanism: "S2S_ServicePrincipal".into(),
+                ip_address: Some(req.client_ip()),
+                user_agent: req.user_agent(),
+            })
+        }
+        Subject::User { upn } => {
+            let Some(user) = state.user_by_upn(upn) else { return Err(Refusal::new(TF400813).respond(req, realm)) };
+            if !has_scope(&grant, scopes) {
+                return Err(VssError::invalid_access(StatusCode::FORBIDDEN, "The requested operation is not allowed.")
+                    .into_response());
+            }
+            if !user.admin_of.contains(&org_key) {
+                return Err(denied(&user.upn));
+            }
+            Ok(Actor::user(user, "AAD", Some(req.client_ip()), req.user_agent()))
+        }
     }
-    Ok(user)
 }
 
 /// Why a PAT is not accepted for an ordinary call.

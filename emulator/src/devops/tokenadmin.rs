@@ -1,6 +1,7 @@
 //! The Token Admin API (tokenadmin 7.2): list a user's PATs by subject descriptor with paging, revoke
-//! authorizations in batch (204), create revocation rules (201). Organization administrators only,
-//! with a delegated token carrying `vso.tokenadministration`.
+//! authorizations in batch (204), create revocation rules (201). Organization administrators only: a
+//! delegated token carrying `vso.tokenadministration`, or a service principal / managed identity added to
+//! the organization as a Project Collection Administrator.
 
 use super::auth;
 use super::errors::VssError;
@@ -28,7 +29,15 @@ pub fn handle(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         return e.into_response();
     }
     let mut state = ctx.state();
-    let admin = match auth::admin_user(ctx, &state, req, org, &["vso.tokenadministration"], "vssps.dev.azure.com") {
+    let admin = match auth::admin_caller(
+        ctx,
+        &state,
+        req,
+        org,
+        &["vso.tokenadministration"],
+        auth::AdminRight::TokenAdministration,
+        "vssps.dev.azure.com",
+    ) {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -125,13 +134,7 @@ struct Revocation {
     authorization_id: Option<String>,
 }
 
-fn revoke(
-    ctx: &Ctx,
-    state: &mut State,
-    req: &ApiRequest,
-    org: &str,
-    admin: &crate::state::User,
-) -> Result<Response, VssError> {
+fn revoke(ctx: &Ctx, state: &mut State, req: &ApiRequest, org: &str, actor: &Actor) -> Result<Response, VssError> {
     let items: Vec<Revocation> = serde_json::from_slice(&req.body)
         .map_err(|e| VssError::bad_json(&format!("The request body could not be read: {e}.")))?;
     if items.is_empty() {
@@ -153,7 +156,6 @@ fn revoke(
     }
     let Some(o) = state.org(org).map(Org::light) else { return Ok(super::unknown_org(org)) };
     let now = ctx.now();
-    let actor = Actor::user(admin, "AAD", Some(req.client_ip()), req.user_agent());
     for id in ids {
         let Some(pat) = state.pats.get(&id).cloned() else { continue };
         let member = state.users.get(&pat.owner).is_some_and(|u| u.orgs.contains(&org.to_lowercase()));
@@ -164,7 +166,7 @@ fn revoke(
             && let Some(owner) = state.users.get(&pat.owner).cloned()
         {
             let ev = audit_log::pat_event("Token.PatRevokeEvent", &pat, &owner, now);
-            audit_log::record(state, &org.to_lowercase(), &actor, ev, now);
+            audit_log::record(state, &org.to_lowercase(), actor, ev, now);
         }
     }
     ctx.changed();

@@ -26,6 +26,8 @@ pub fn app() -> SeedApp {
         display_name: "patrol-demo-keyvault".into(),
         kind: AppKind::ServicePrincipal,
         client_secret: None,
+        admin_of: Vec::new(),
+        audit_reader_of: Vec::new(),
     }
 }
 

@@ -55,6 +55,8 @@ fn gated() -> String {
 impl Gate {
     async fn start(policy: &str) -> Gate {
         let mut setup = Setup::start(admin_seed(), policy).await;
+        // The owner is also the administrator who reads the audit log (PATROL_AUDIT_READER).
+        setup.set("PATROL_AUDIT_READER", OWNER);
         let mailbox = setup.mailbox();
         // The owner also reads the audit log (an organization administrator consenting to vso.auditlog).
         let w = World::open(setup, Some(admin_scopes()), false).await;

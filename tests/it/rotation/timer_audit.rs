@@ -28,6 +28,8 @@ async fn scenario(response: &str) {
          [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nnotify = [\"email:security@fabrikam.test\"]\n{response}"
     );
     let mut setup = Setup::start(admin_seed(), &policy).await;
+    // The owner is also the administrator who reads the audit log (PATROL_AUDIT_READER).
+    setup.set("PATROL_AUDIT_READER", OWNER);
     let mailbox = setup.mailbox();
     // The owner also reads the audit log (an organization administrator consenting to vso.auditlog).
     let w = World::open(setup, Some(admin_scopes()), false).await;
@@ -68,6 +70,58 @@ async fn scenario(response: &str) {
         assert_eq!(w.local.store.list_versions(&secret).await.unwrap().len(), 2, "one new vault version");
         assert!(!mail.contains(&new_value), "a PAT value leaked");
     }
+    drop(instance);
+    w.emu.shutdown().await.unwrap();
+}
+
+/// Issue 20, defect 2, through the timer of a real `patrol serve`: an existing PAT onboarded the documented
+/// way (its value in the vault with only an `authorization-id` tag) is watched from the first run — the
+/// run adopts it without rotating, and its use from a foreign address is found by the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pat_onboarded_with_its_authorization_id_tag_is_watched_from_the_first_run() {
+    use patrol::store::{NewVersion, PAT_CONTENT_TYPE, tags};
+    let policy = format!(
+        "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.code\"\n\
+         [[token]]\nsecret = \"legacy-pat\"\ndisplay_name = \"Legacy\"\nvalidity_days = 30\n\
+         rotate_before_days = 7\ngrace_days = 2\n\
+         [audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\nresponse = {{ critical = \"alert\" }}\n"
+    );
+    let mut setup = Setup::start(admin_seed(), &policy).await;
+    setup.set("PATROL_AUDIT_READER", OWNER);
+    let w = World::open(setup, Some(admin_scopes()), false).await;
+    let (emu, env) = (&w.emu, &w.env);
+    // The owner's existing PAT, created before patrol (no audit event), valid 20 more days: not due.
+    let now = emu.clock().now();
+    let r = w
+        .post(
+            "pats",
+            json!({ "owner": OWNER, "organization": ORG, "displayName": "Legacy", "scope": "vso.code",
+                    "validFrom": patrol_emulator::wire::format_time(now - time::Duration::days(10)),
+                    "validTo": patrol_emulator::wire::format_time(now + time::Duration::days(20)) }),
+        )
+        .await;
+    let minted: serde_json::Value = r.json().await.unwrap();
+    let (id, value) = (minted["authorizationId"].as_str().unwrap(), minted["token"].as_str().unwrap().to_owned());
+    let mut t = std::collections::BTreeMap::new();
+    t.insert(tags::AUTHORIZATION_ID.to_owned(), id.to_owned());
+    let new = NewVersion { content_type: Some(PAT_CONTENT_TYPE.into()), tags: t, ..Default::default() };
+    let secret = SecretName::parse("legacy-pat").unwrap();
+    w.local.store.set(&secret, &secrecy::SecretString::from(value.clone()), new).await.unwrap();
+
+    let instance = start_instance(env).await;
+    let first = invoke(&instance, "RotateTimer", timer(), emu.clock().now()).await;
+    let detail = &first["ReturnValue"]["detail"];
+    assert_eq!(detail["rotated"], 0, "not due: adopted, not rotated: {first}");
+    assert_eq!(detail["audit"]["organizations"][0]["organization"], ORG, "watched from the first run: {first}");
+    assert_eq!(detail["audit"]["errors"], json!([]), "{first}");
+
+    let used = json!({ "token": value, "organization": ORG, "ipAddress": "203.0.113.66", "userAgent": "git/2.45" });
+    assert!(use_pat(&reqwest::Client::new(), emu, used).await);
+    advance_clock(&reqwest::Client::new(), emu, time::Duration::seconds(60)).await;
+    let second = invoke(&instance, "RotateTimer", timer(), emu.clock().now()).await;
+    let audit = &second["ReturnValue"]["detail"]["audit"];
+    assert_eq!(audit["findings"], 1, "the onboarded PAT's foreign use was found: {second}");
+    assert!(second.to_string().contains(ORG) && !second.to_string().contains(&value), "{second}");
     drop(instance);
     w.emu.shutdown().await.unwrap();
 }

@@ -40,6 +40,8 @@ async fn the_timer_mails_the_weekly_report_once_a_week() {
          response = {{ critical = \"alert\" }}\n"
     );
     let mut setup = Setup::start(admin_seed(), &policy).await;
+    // The owner is also the administrator who reads the audit log (PATROL_AUDIT_READER).
+    setup.set("PATROL_AUDIT_READER", OWNER);
     let password = format!("smtp-{}", uuid::Uuid::new_v4().simple());
     let sink = SmtpSink::start(SinkOpts { auth: Some(("patrol-mailer", &password)), ..Default::default() });
     for (k, v) in [
