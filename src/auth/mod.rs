@@ -12,6 +12,7 @@
 
 pub mod device_code;
 pub mod entra;
+pub mod migrate;
 pub mod session;
 
 use crate::devops::DevOpsError;

@@ -52,9 +52,11 @@ impl RotationFunctions {
         let s = &self.settings;
         let policy = Policy::load(&s.policy_file).map_err(|e| format!("policy: {e}"))?;
         // Key Vault when PATROL_KEYVAULT_URL is set (the file store is never opened then: the Function
-        // App's root is read-only in Azure), otherwise the embedded file store.
-        let store: Arc<dyn SecretStore> =
-            crate::store::from_settings_with_clock(s, self.clock.clone()).map_err(|e| format!("secret store: {e}"))?;
+        // App's root is read-only in Azure), otherwise the embedded file store. Refresh tokens and patrol's
+        // credentials live in `own` (PATROL_OWN_KEYVAULT_URL), PATs in each token's consumer vault.
+        let stores =
+            crate::store::open(s, self.clock.clone(), Some(&policy)).map_err(|e| format!("secret store: {e}"))?;
+        let store: Arc<dyn SecretStore> = stores.consumer.clone();
         let (state, leases) = super::shared::from_settings(s)?;
         let client_id = s.client_id.clone().ok_or("PATROL_CLIENT_ID is not set (the Entra app owners sign in to)")?;
         let http = crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
@@ -63,7 +65,7 @@ impl RotationFunctions {
             .map_err(|e| e.to_string())?;
         let sessions = crate::auth::session::Sessions::new(
             Arc::new(entra),
-            store.clone(),
+            stores.own.clone(),
             self.clock.clone(),
             crate::auth::session::SessionOptions::default(),
         );
@@ -80,10 +82,9 @@ impl RotationFunctions {
             ),
             _ => None,
         };
-        let vaults = s.keyvault.as_ref().map(|kv| {
-            vec![kv.url.host_str().and_then(|h| h.split('.').next()).unwrap_or_default().to_ascii_lowercase()]
-        });
-        let notifier = Notifier::from_settings(s, Some(store.as_ref()), Some(state.clone()), self.clock.clone()).await;
+        let vaults = s.managed_vault_names();
+        let notifier =
+            Notifier::from_settings(s, Some(stores.own.as_ref()), Some(state.clone()), self.clock.clone()).await;
         let engine = Engine {
             policy: Arc::new(policy),
             connector: connector.clone(),
@@ -306,6 +307,9 @@ impl Functions for RotationFunctions {
     }
 
     async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {
+        if let Some(why) = foreign_vault(&self.settings, &event.vault) {
+            return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
+        }
         let rt = self.runtime().await?;
         let ev = EngineEvent {
             kind: match event.kind {
@@ -320,6 +324,47 @@ impl Functions for RotationFunctions {
         let budget = Some(Self::budget(inv, self.settings.event_budget));
         let s = rt.engine.on_event(&ev, false, budget).await.map_err(engine_failure)?;
         self.finish(rt, s, false).await
+    }
+}
+
+/// Why an event from `vault` is not patrol's business, if it is not: with Key Vault configured, only the
+/// consumer vaults' events are (patrol's own vault has no subscription and is never acted on).
+pub fn foreign_vault(settings: &Settings, vault: &str) -> Option<String> {
+    let names = settings.managed_vault_names()?;
+    (!names.iter().any(|n| n.eq_ignore_ascii_case(vault)))
+        .then(|| format!("vault {vault:?} is not a consumer vault patrol manages ({})", names.join(", ")))
+}
+
+/// Answers events from vaults patrol does not manage with `ignored` before the functions behind it build
+/// anything (policy, stores, clients): a broken policy, a missing setting or no policy at all must never turn
+/// a foreign event into a failure Event Grid redelivers for a day. Everything else passes through.
+pub struct ForeignVaultGate {
+    settings: Settings,
+    inner: Arc<dyn Functions>,
+}
+
+impl ForeignVaultGate {
+    pub fn new(settings: Settings, inner: Arc<dyn Functions>) -> Self {
+        Self { settings, inner }
+    }
+}
+
+#[async_trait]
+impl Functions for ForeignVaultGate {
+    async fn rotate_timer(&self, inv: &Invocation, timer: TimerRun) -> Outcome {
+        self.inner.rotate_timer(inv, timer).await
+    }
+
+    async fn rotate_http(&self, inv: &Invocation, req: RotateRequest) -> Outcome {
+        self.inner.rotate_http(inv, req).await
+    }
+
+    async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {
+        if let Some(why) = foreign_vault(&self.settings, &event.vault) {
+            tracing::info!(vault = %event.vault, secret = %event.secret, "event from a vault patrol does not manage ignored");
+            return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
+        }
+        self.inner.secret_changed(inv, event).await
     }
 }
 

@@ -84,7 +84,11 @@ fn missing_client_id_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("PATROL_CLIENT_ID"));
     // A secret the policy does not manage is refused before any network.
-    let out = patrol(dir.path(), &["rotate", "nope-pat", "--force"], &[("PATROL_CLIENT_ID", "x")]);
+    let out = patrol(
+        dir.path(),
+        &["rotate", "nope-pat", "--force"],
+        &[("PATROL_CLIENT_ID", "5e0a6c1b-3f2d-4a8e-9b7c-d1e2f3a4b5c6")],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("not managed"));
 }
