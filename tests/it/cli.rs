@@ -296,3 +296,28 @@ fn demo_binary_exits_0_quickly_and_prints_json() {
         s["tokens"].as_array().unwrap().iter().map(|t| t["pending_drains"].as_array().unwrap().len()).sum();
     assert_eq!(drains, 1, "package-feed-pat's previous PAT is still draining: {s}");
 }
+
+/// `PATROL_TEST_CRASH_AFTER` is compiled only with the `test-hooks` feature: the binary `cargo test` built
+/// has it, and the build without dev-dependencies (`cargo build --release`, the Function App package) does
+/// not enable the feature.
+#[test]
+fn the_crash_hook_is_only_in_test_builds() {
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_patrol")).unwrap();
+    let needle = b"PATROL_TEST_CRASH_AFTER";
+    assert!(bin.windows(needle.len()).any(|w| w == needle), "the test build has the hook");
+    let tree = |edges: &str| {
+        let out = Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "-p", "patrol", "-e", edges, "-i", "patrol", "--prefix", "none"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(tree("all,features").contains("patrol feature \"test-hooks\""), "tests turn the feature on");
+    let release = tree("normal,build,features");
+    assert!(release.contains("patrol v") && !release.contains("test-hooks"), "{release}");
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let default = manifest.lines().find(|l| l.trim_start().starts_with("default =")).unwrap_or("");
+    assert!(!default.contains("test-hooks"), "not a default feature: {default}");
+}

@@ -9,6 +9,7 @@ mod refresh;
 mod store_failure;
 mod timer_audit;
 mod two_instances;
+mod two_vaults;
 mod weekly_timer;
 mod world;
 mod year;
