@@ -108,6 +108,10 @@ pub fn checked_settings(needs_sign_in: bool) -> Result<Settings, CliError> {
     let src = crate::config::Source::from_env();
     let settings =
         Settings::from_source_all(&src).map_err(|e| CliError::usage(format!("invalid configuration: {e}")))?;
+    // An invalid policy is named first (file:line:field): the checks below read it leniently.
+    if settings.policy_file.is_file() {
+        Policy::load(&settings.policy_file)?;
+    }
     let errs: Vec<_> = settings
         .environment_errors(&src)
         .into_iter()
