@@ -602,7 +602,9 @@ fn a_handler_whose_settings_cannot_work_refuses_to_start_naming_each_setting() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let not_a_dir = file.path().to_str().unwrap();
     let webhook = "http://hooks.example.com/workflows/s3cr3t-sig";
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<&str>)> = vec![
+    // (the setting named, the environment, the policy)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("PATROL_CLIENT_ID", vec![("PATROL_CLIENT_ID", "")], Some(ONE_TOKEN_POLICY)),
         ("PATROL_CLIENT_ID", vec![("PATROL_CLIENT_ID", "patrol-app")], Some(EMPTY_POLICY)),
         ("PATROL_KEYVAULT_URL", vec![("WEBSITE_INSTANCE_ID", "0a1b2c")], Some(EMPTY_POLICY)),

@@ -10,5 +10,6 @@ mod control_audit;
 mod entra;
 mod keyvault;
 mod keyvault_join;
+mod keyvault_rbac;
 mod keyvault_state;
 mod pats;
