@@ -41,9 +41,10 @@ pub async fn run(args: &MigrateRefreshArgs) -> Result<(), CliError> {
     let stores = crate::store::open(&settings, clock.clone(), policy.as_ref())
         .map_err(|e| CliError::failed(format!("cannot open the secret stores: {e}")))?;
     let (state, _) = crate::rotation::shared::from_settings(&settings).map_err(CliError::failed)?;
-    let moved = migrate_refresh_tokens(&stores.vaults, stores.own.as_ref(), state.as_ref(), &clock, args.dry_run)
-        .await
-        .map_err(|e| CliError::failed(format!("migrating refresh tokens: {e}")))?;
+    let moved =
+        migrate_refresh_tokens(&stores.vaults, stores.own_direct.as_ref(), state.as_ref(), &clock, args.dry_run)
+            .await
+            .map_err(|e| CliError::failed(format!("migrating refresh tokens: {e}")))?;
     write_stdout(&render(args.output.format, &moved, || table(&moved).to_text(), || table(&moved).to_markdown())?)?;
     if moved.is_empty() {
         eprintln!("patrol: no refresh token left in any consumer vault");

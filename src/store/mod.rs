@@ -76,7 +76,13 @@ pub fn open(
             return Err(unplaced(secret, vault));
         }
         let file = from_settings_with_clock(settings, clock)?;
-        return Ok(routed::Stores { own: file.clone(), consumer: file, vaults: Default::default(), separate: false });
+        return Ok(routed::Stores {
+            own: file.clone(),
+            own_direct: file.clone(),
+            consumer: file,
+            vaults: Default::default(),
+            separate: false,
+        });
     }
     let mut vaults = std::collections::BTreeMap::new();
     for v in &settings.consumer_vaults {
@@ -92,16 +98,22 @@ pub fn open(
         return Err(unplaced(secret, vault));
     }
     let default_name = settings.consumer_vaults[0].name.clone();
-    let (own, separate): (Arc<dyn SecretStore>, bool) = match &settings.own_keyvault {
-        Some(kv) => (
-            Arc::new(KeyVaultSecretStore::connect(kv, &settings.entra_authority, settings.ca_cert.as_deref(), None)?),
-            true,
-        ),
-        None => (vaults[&default_name].clone(), false),
+    let (own, own_direct, separate): (Arc<dyn SecretStore>, Arc<dyn SecretStore>, bool) = match &settings.own_keyvault {
+        Some(kv) => {
+            let direct: Arc<dyn SecretStore> = Arc::new(KeyVaultSecretStore::connect(
+                kv,
+                &settings.entra_authority,
+                settings.ca_cert.as_deref(),
+                None,
+            )?);
+            let legacy = vaults[&default_name].clone();
+            (Arc::new(routed::OwnWithLegacyReads { own: direct.clone(), legacy }), direct, true)
+        }
+        None => (vaults[&default_name].clone(), vaults[&default_name].clone(), false),
     };
     let router = routed::VaultRouter::new(vaults.clone(), &default_name, placement, separate)
         .map_err(|m| StoreError::Other { operation: "open", message: m })?;
-    Ok(routed::Stores { own, consumer: Arc::new(router), vaults, separate })
+    Ok(routed::Stores { own, own_direct, consumer: Arc::new(router), vaults, separate })
 }
 
 use crate::domain::SecretName;

@@ -25,6 +25,8 @@ pub const REFRESH_TOKEN_PREFIX: &str = "patrol-owner-";
 pub struct Stores {
     /// patrol's own secrets: owners' refresh tokens, the SMTP password secret.
     pub own: Arc<dyn SecretStore>,
+    /// patrol's own vault alone, without [`OwnWithLegacyReads`] (what the refresh-token move writes to).
+    pub own_direct: Arc<dyn SecretStore>,
     /// Rotated PATs, routed to each token's consumer vault.
     pub consumer: Arc<dyn SecretStore>,
     /// Every consumer vault by name (empty with the embedded store).
@@ -124,6 +126,70 @@ impl SecretStore for VaultRouter {
     }
 }
 
+/// patrol's own vault during the upgrade from the one-vault layout: refresh tokens not moved yet
+/// (`patrol migrate-refresh-tokens`) are still read from the default consumer vault, so the Function App can
+/// be switched to its own vault before or after the move without any owner having to sign in again. Only
+/// refresh tokens are looked up there, and nothing is ever written there: the next refresh stores the new
+/// token in the own vault (and disables the consumer vault's version, so it can no longer be read).
+#[derive(Debug)]
+pub struct OwnWithLegacyReads {
+    pub own: Arc<dyn SecretStore>,
+    pub legacy: Arc<dyn SecretStore>,
+}
+
+#[async_trait]
+impl SecretStore for OwnWithLegacyReads {
+    async fn set(
+        &self,
+        name: &SecretName,
+        value: &SecretString,
+        new: NewVersion,
+    ) -> Result<VersionProperties, StoreError> {
+        self.own.set(name, value, new).await
+    }
+
+    async fn get(&self, name: &SecretName, version: Option<&str>) -> Result<Option<StoredSecret>, StoreError> {
+        match self.own.get(name, version).await? {
+            None if is_refresh_token(name, None) => {
+                let found = self.legacy.get(name, version).await;
+                if let Ok(Some(_)) = &found {
+                    tracing::warn!(secret = %name, "refresh token read from the consumer vault: run `patrol migrate-refresh-tokens`");
+                }
+                found
+            }
+            found => Ok(found),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<SecretSummary>, StoreError> {
+        self.own.list().await
+    }
+
+    async fn list_versions(&self, name: &SecretName) -> Result<Vec<VersionProperties>, StoreError> {
+        self.own.list_versions(name).await
+    }
+
+    /// A version the own vault does not have is the consumer vault's (read through [`Self::get`]): disabling
+    /// it there is the only change ever made to the consumer vault.
+    async fn update(
+        &self,
+        name: &SecretName,
+        version: &str,
+        update: PropertiesUpdate,
+    ) -> Result<VersionProperties, StoreError> {
+        let own_has = self.own.list_versions(name).await?.iter().any(|v| v.version == version);
+        let disable_only = update.enabled == Some(false) && update.expires.is_none() && update.tags.is_none();
+        if !own_has && disable_only && is_refresh_token(name, None) {
+            return self.legacy.update(name, version, update).await;
+        }
+        self.own.update(name, version, update).await
+    }
+
+    async fn delete(&self, name: &SecretName) -> Result<(), StoreError> {
+        self.own.delete(name).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +223,24 @@ mod tests {
         // A placement in an unknown vault is refused.
         let bad = BTreeMap::from([(n("x"), "kv-c".to_owned())]);
         assert!(VaultRouter::new(vaults, "kv-a", bad, true).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_own_vault_reads_unmoved_refresh_tokens_from_the_consumer_vault_and_writes_only_itself() {
+        let own: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
+        let legacy: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
+        let s = OwnWithLegacyReads { own: own.clone(), legacy: legacy.clone() };
+        let rt = n("patrol-owner-alice");
+        let old = legacy.set(&rt, &SecretString::from("rt-1"), NewVersion::default()).await.unwrap();
+        legacy.set(&n("ci-pat"), &SecretString::from("pat"), NewVersion::default()).await.unwrap();
+        assert!(s.get(&rt, None).await.unwrap().is_some(), "read through");
+        assert!(s.get(&n("ci-pat"), None).await.unwrap().is_none(), "only refresh tokens");
+        // What the session does on refresh: write the new token, disable the superseded version.
+        s.set(&rt, &SecretString::from("rt-2"), NewVersion::default()).await.unwrap();
+        let off = PropertiesUpdate { enabled: Some(false), ..Default::default() };
+        s.update(&rt, &old.version, off).await.unwrap();
+        assert!(legacy.list_versions(&rt).await.unwrap().iter().all(|v| !v.enabled));
+        assert_eq!(legacy.list_versions(&rt).await.unwrap().len(), 1, "nothing written to the consumer vault");
+        assert_eq!(own.list_versions(&rt).await.unwrap().len(), 1);
     }
 }
