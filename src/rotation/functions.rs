@@ -311,6 +311,9 @@ impl Functions for RotationFunctions {
             return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
         }
         let rt = self.runtime().await?;
+        if let Some(why) = wrong_vault(&self.settings, &rt.engine.policy, &event.vault, &event.secret) {
+            return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
+        }
         let ev = EngineEvent {
             kind: match event.kind {
                 SecretEventKind::NearExpiry => EngineKind::NearExpiry,
@@ -333,6 +336,20 @@ pub fn foreign_vault(settings: &Settings, vault: &str) -> Option<String> {
     let names = settings.managed_vault_names()?;
     (!names.iter().any(|n| n.eq_ignore_ascii_case(vault)))
         .then(|| format!("vault {vault:?} is not a consumer vault patrol manages ({})", names.join(", ")))
+}
+
+/// Why an event about `secret` from the consumer vault `vault` is not about the managed token of that name, if
+/// it is not: the token's PAT lives in another consumer vault (a same-named secret elsewhere is not patrol's).
+pub fn wrong_vault(
+    settings: &Settings,
+    policy: &Policy,
+    vault: &str,
+    secret: &crate::domain::SecretName,
+) -> Option<String> {
+    let default = settings.consumer_vaults.first()?;
+    let token = policy.token(secret)?;
+    let home = token.vault.as_deref().unwrap_or(&default.name);
+    (!home.eq_ignore_ascii_case(vault)).then(|| format!("secret {secret} is managed in vault {home:?}, not {vault:?}"))
 }
 
 /// Answers events from vaults patrol does not manage with `ignored` before the functions behind it build
@@ -383,5 +400,36 @@ async fn managed_or_skip(
             out.insert(key.into(), json!({ "error": e.to_string() }));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+    use crate::domain::SecretName;
+
+    #[test]
+    fn events_count_only_from_the_vault_a_token_lives_in() {
+        let s = Settings::from_source(&Source::from_pairs([
+            ("PATROL_KEYVAULT_URL", "https://consumer-kv.vault.azure.net/"),
+            ("PATROL_CONSUMER_KEYVAULTS", "team-kv=https://team-kv.vault.azure.net/"),
+        ]))
+        .unwrap();
+        let policy = Policy::parse(
+            std::path::Path::new("patrol.toml"),
+            "[defaults]\norganization = \"fabrikam\"\nowner = \"a@contoso.com\"\nscopes = \"vso.code\"\n\
+             validity_days = 30\nrotate_before_days = 7\ngrace_days = 1\n[[token]]\nsecret = \"ci-pat\"\n\
+             display_name = \"CI\"\n[[token]]\nsecret = \"team-pat\"\ndisplay_name = \"Team\"\nvault = \"team-kv\"\n",
+        )
+        .unwrap();
+        let n = |s: &str| SecretName::parse(s).unwrap();
+        assert_eq!(foreign_vault(&s, "Team-KV"), None);
+        assert!(foreign_vault(&s, "patrol-own").is_some(), "patrol's own vault is not a consumer vault");
+        assert_eq!(wrong_vault(&s, &policy, "consumer-kv", &n("ci-pat")), None);
+        assert_eq!(wrong_vault(&s, &policy, "team-kv", &n("team-pat")), None);
+        assert!(wrong_vault(&s, &policy, "team-kv", &n("ci-pat")).is_some());
+        assert!(wrong_vault(&s, &policy, "consumer-kv", &n("team-pat")).is_some());
+        assert_eq!(wrong_vault(&s, &policy, "team-kv", &n("unmanaged")), None, "the engine says unmanaged");
     }
 }
