@@ -268,6 +268,13 @@ impl<'a> Ctx<'a> {
         let secret_raw = t.secret.as_ref().ok_or_else(|| self.err(line, &f("secret"), "is required"))?;
         let secret =
             SecretName::parse(secret_raw.get_ref()).map_err(|e| self.at(secret_raw, &f("secret"), e.to_string()))?;
+        if secret.as_str().to_ascii_lowercase().starts_with(crate::store::routed::REFRESH_TOKEN_PREFIX) {
+            return Err(self.at(
+                secret_raw,
+                &f("secret"),
+                "must not start with \"patrol-owner-\": patrol keeps owners' refresh tokens under such names",
+            ));
+        }
         let dn_raw = t.display_name.as_ref().ok_or_else(|| self.err(line, &f("display_name"), "is required"))?;
         let display_name =
             DisplayName::parse(dn_raw.get_ref()).map_err(|e| self.at(dn_raw, &f("display_name"), e.to_string()))?;
@@ -567,6 +574,8 @@ notify = ["teams", "email:pkg@contoso.com"]
         let p = parse(&GOOD.replace("scopes = \"vso.packaging\"", "scopes = \"vso.packaging\"\nvault = \"Team-KV\""))
             .unwrap();
         assert_eq!((p.tokens[0].vault.as_deref(), p.tokens[1].vault.as_deref()), (None, Some("team-kv")));
+        let e = err_of(&GOOD.replace("pkg-feed-pat", "Patrol-Owner-x"));
+        assert!(e.problem.contains("refresh tokens"), "{e}");
         let e = err_of(&GOOD.replace("scopes = \"vso.packaging\"", "scopes = \"vso.packaging\"\nvault = \"no/such\""));
         assert_eq!((e.field.as_str(), e.line), ("token[1].vault", 19));
     }
