@@ -550,16 +550,10 @@ impl Settings {
                     );
                     None
                 }
-                None => {
-                    let n = vault_name_of(url);
-                    if n.is_none() {
-                        errs.push(
-                            "PATROL_KEYVAULT_NAME",
-                            format!("is required: the vault name cannot be read from {url} (events name their vault)"),
-                        );
-                    }
-                    n
-                }
+                // As Key Vault names it (`<name>.vault.azure.net`), else the host's first label (loopback
+                // emulators: set PATROL_KEYVAULT_NAME to the emulated vault's name).
+                None => vault_name_of(url)
+                    .or_else(|| url.host_str().and_then(|h| h.split('.').next()).map(str::to_ascii_lowercase)),
             };
             if let Some(name) = name {
                 consumer_vaults.push(NamedVault { name, keyvault: vault_at(url.clone()) });
@@ -987,7 +981,16 @@ mod tests {
             all_errors(&[("PATROL_OWN_KEYVAULT_URL", "https://p.vault.azure.net/")]),
             ["PATROL_OWN_KEYVAULT_URL"]
         );
-        assert_eq!(all_errors(&[("PATROL_KEYVAULT_URL", "https://127.0.0.1:9/")]), ["PATROL_KEYVAULT_NAME"]);
+        assert_eq!(
+            all_errors(&[("PATROL_KEYVAULT_URL", "https://127.0.0.1:9/"), ("PATROL_KEYVAULT_NAME", "9")]),
+            ["PATROL_KEYVAULT_NAME"]
+        );
+        let emu = Settings::from_source(&Source::from_pairs([
+            ("PATROL_KEYVAULT_URL", "https://127.0.0.1:9/"),
+            ("PATROL_KEYVAULT_NAME", "Patrol-Emu"),
+        ]))
+        .unwrap();
+        assert_eq!(emu.managed_vault_names().unwrap(), ["patrol-emu"]);
         assert_eq!(
             all_errors(&[
                 ("PATROL_KEYVAULT_URL", "https://kv1.vault.azure.net/"),
