@@ -132,6 +132,9 @@ async fn two_vaults_end_to_end_refresh_tokens_move_once_and_consumers_get_403() 
     let (code, out) = patrol(&setup.env, None, &["status", "--format", "json"]);
     transcript.push_str(&out);
     assert_eq!(code, 0, "{out}");
+    // stdout (the JSON view) comes first; the same warning follows on stderr.
+    let status: Value = serde_json::Deserializer::from_str(&out).into_iter().next().unwrap().unwrap();
+    assert!(status["warnings"][0].as_str().unwrap().contains("refresh tokens share the consumer vault"), "{out}");
     assert_eq!(names(&consumer).await, ["ci-pat", refresh.as_str()]);
     assert_eq!(names(&team).await, ["team-pat"], "the team's token went to its own vault");
     assert!(pipeline(&consumer_url).get(&refresh, None).await.unwrap().is_some(), "the hole: consumers read it");
