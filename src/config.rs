@@ -76,7 +76,22 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         name: "PATROL_KEYVAULT_URL",
         default: "(none: embedded file store)",
-        description: "Key Vault URL, e.g. https://myvault.vault.azure.net/. Without it patrol uses the embedded encrypted file store.",
+        description: "The (default) consumer Key Vault, where rotated PATs go, e.g. https://myvault.vault.azure.net/. Without it patrol uses the embedded encrypted file store.",
+    },
+    SettingDoc {
+        name: "PATROL_KEYVAULT_NAME",
+        default: "(the first label of PATROL_KEYVAULT_URL's host)",
+        description: "Name of the consumer vault as Key Vault events report it (VaultName); only needed when the URL's host does not start with it (patrol-emulator).",
+    },
+    SettingDoc {
+        name: "PATROL_CONSUMER_KEYVAULTS",
+        default: "(none)",
+        description: "Further consumer vaults a [[token]] may name with vault = \"<name>\": comma-separated name=https://url/ pairs. Events from every consumer vault are accepted.",
+    },
+    SettingDoc {
+        name: "PATROL_OWN_KEYVAULT_URL",
+        default: "(none: refresh tokens share the consumer vault, with a warning)",
+        description: "patrol's own Key Vault, closed to consumers: owners' refresh tokens and patrol's credentials (SMTP password secret). Move existing refresh tokens with patrol migrate-refresh-tokens.",
     },
     SettingDoc {
         name: "PATROL_KEYVAULT_CREDENTIAL",
@@ -374,7 +389,12 @@ pub struct Settings {
     pub client_id: Option<String>,
     /// `PATROL_AUDIT_READER`: who reads the audit log (`app` or an administrator's UPN); `None`: nobody.
     pub audit_reader: Option<crate::domain::OwnerId>,
+    /// The default consumer vault (`PATROL_KEYVAULT_URL`): rotated PATs.
     pub keyvault: Option<KeyVaultSettings>,
+    /// patrol's own vault (`PATROL_OWN_KEYVAULT_URL`): refresh tokens, patrol's credentials.
+    pub own_keyvault: Option<KeyVaultSettings>,
+    /// Every consumer vault, the default first, by the name events report.
+    pub consumer_vaults: Vec<NamedVault>,
     pub ca_cert: Option<PathBuf>,
     pub schedule: String,
     pub lease: LeaseMode,
@@ -388,12 +408,86 @@ pub struct Settings {
     pub notify: NotifySettings,
 }
 
+/// Every error of a configuration at once (see [`Settings::from_source_all`]).
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors, handing back a stand-in value so parsing goes on and every error is reported.
+#[derive(Default)]
+struct Errs(Vec<ConfigError>);
+
+impl Errs {
+    fn or<T>(&mut self, r: Result<T, ConfigError>, stand_in: T) -> T {
+        r.unwrap_or_else(|e| {
+            self.0.push(e);
+            stand_in
+        })
+    }
+
+    fn push(&mut self, setting: &str, problem: impl Into<String>) {
+        self.0.push(ConfigError::new(setting, problem));
+    }
+}
+
+/// A URL no setting ever holds, standing in for one that was refused.
+fn stand_in_url() -> Url {
+    Url::parse("https://invalid.invalid/").unwrap_or_else(|_| unreachable!("a constant URL parses"))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost" || h.ends_with(".localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Key Vault names: 3–24 of `[0-9a-zA-Z-]`, starting with a letter.
+fn is_vault_name(name: &str) -> bool {
+    (3..=24).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+}
+
+/// The vault name in `https://<name>.vault.azure.net/`, as Key Vault events report it.
+fn vault_name_of(url: &Url) -> Option<String> {
+    let host = url.host_str()?;
+    let first = host.split('.').next()?.to_ascii_lowercase();
+    (host.contains('.') && is_vault_name(&first) && host.parse::<std::net::IpAddr>().is_err()).then_some(first)
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_source(&Source::from_env())
     }
 
+    /// As [`Settings::from_source`], with every invalid setting reported (what the handler and the CLI use).
+    pub fn from_env_all() -> Result<Self, ConfigErrors> {
+        Self::from_source_all(&Source::from_env())
+    }
+
+    /// The settings, or the first problem found (see [`Settings::from_source_all`] for all of them).
     pub fn from_source(src: &Source) -> Result<Self, ConfigError> {
+        Self::from_source_all(src).map_err(|mut e| e.0.remove(0))
+    }
+
+    /// The settings, or every problem found — each naming its setting. Beyond each value's syntax this
+    /// refuses settings that cannot work or would fail open: a client id that is not a GUID, a webhook over
+    /// plain http to a remote host, SMTP without TLS to a remote host, an invalid log filter, one vault
+    /// configured twice.
+    pub fn from_source_all(src: &Source) -> Result<Self, ConfigErrors> {
+        let mut errs = Errs::default();
         let app_root = src.get("FUNCTIONS_APP_ROOT_PATH").map(PathBuf::from);
         let resolve = |p: &str| {
             let p = PathBuf::from(p);
@@ -412,66 +506,129 @@ impl Settings {
             }
         };
 
-        let keyvault = match src.opt_url("PATROL_KEYVAULT_URL")? {
-            None => None,
-            Some(url) => {
-                if url.scheme() != "https" {
-                    return Err(ConfigError::new(
-                        "PATROL_KEYVAULT_URL",
-                        "must be https (the Key Vault SDK refuses plain HTTP)",
-                    ));
+        // Every vault shares one credential (the Function App's identity).
+        let credential = errs.or(
+            src.choice(
+                "PATROL_KEYVAULT_CREDENTIAL",
+                KeyVaultCredential::ManagedIdentity,
+                &[
+                    ("managed-identity", KeyVaultCredential::ManagedIdentity),
+                    ("developer-tools", KeyVaultCredential::DeveloperTools),
+                    ("client-secret", KeyVaultCredential::ClientSecret),
+                ],
+            ),
+            KeyVaultCredential::ManagedIdentity,
+        );
+        let recover_deleted = errs.or(src.boolean("PATROL_KEYVAULT_RECOVER_DELETED", false), false);
+        let vault_at = |url: Url| KeyVaultSettings {
+            url,
+            credential,
+            managed_identity_client_id: src.get("PATROL_MANAGED_IDENTITY_CLIENT_ID").map(str::to_owned),
+            tenant_id: src.get("PATROL_KEYVAULT_TENANT_ID").map(str::to_owned),
+            client_id: src.get("PATROL_KEYVAULT_CLIENT_ID").map(str::to_owned),
+            client_secret: src.secret("PATROL_KEYVAULT_CLIENT_SECRET"),
+            recover_deleted,
+        };
+        let https_vault = |errs: &mut Errs, name: &str, raw: &str| -> Option<Url> {
+            match parse_url(name, raw) {
+                Err(e) => {
+                    errs.0.push(e);
+                    None
                 }
-                let credential = src.choice(
-                    "PATROL_KEYVAULT_CREDENTIAL",
-                    KeyVaultCredential::ManagedIdentity,
-                    &[
-                        ("managed-identity", KeyVaultCredential::ManagedIdentity),
-                        ("developer-tools", KeyVaultCredential::DeveloperTools),
-                        ("client-secret", KeyVaultCredential::ClientSecret),
-                    ],
-                )?;
-                let kv = KeyVaultSettings {
-                    url,
-                    credential,
-                    managed_identity_client_id: src.get("PATROL_MANAGED_IDENTITY_CLIENT_ID").map(str::to_owned),
-                    tenant_id: src.get("PATROL_KEYVAULT_TENANT_ID").map(str::to_owned),
-                    client_id: src.get("PATROL_KEYVAULT_CLIENT_ID").map(str::to_owned),
-                    client_secret: src.secret("PATROL_KEYVAULT_CLIENT_SECRET"),
-                    recover_deleted: src.boolean("PATROL_KEYVAULT_RECOVER_DELETED", false)?,
-                };
-                if credential == KeyVaultCredential::ClientSecret {
-                    for (name, present) in [
-                        ("PATROL_KEYVAULT_TENANT_ID", kv.tenant_id.is_some()),
-                        ("PATROL_KEYVAULT_CLIENT_ID", kv.client_id.is_some()),
-                        ("PATROL_KEYVAULT_CLIENT_SECRET", kv.client_secret.is_some()),
-                    ] {
-                        if !present {
-                            return Err(ConfigError::new(
-                                name,
-                                "is required when PATROL_KEYVAULT_CREDENTIAL=client-secret",
-                            ));
-                        }
-                    }
+                Ok(u) if u.scheme() != "https" => {
+                    errs.push(name, "must be https (the Key Vault SDK refuses plain HTTP)");
+                    None
                 }
-                Some(kv)
+                Ok(u) => Some(u),
             }
         };
+        let keyvault =
+            src.get("PATROL_KEYVAULT_URL").and_then(|raw| https_vault(&mut errs, "PATROL_KEYVAULT_URL", raw));
+        let own_keyvault =
+            src.get("PATROL_OWN_KEYVAULT_URL").and_then(|raw| https_vault(&mut errs, "PATROL_OWN_KEYVAULT_URL", raw));
+        let mut consumer_vaults = Vec::new();
+        if let Some(url) = &keyvault {
+            let name = match src.get("PATROL_KEYVAULT_NAME") {
+                Some(n) if is_vault_name(n) => Some(n.to_ascii_lowercase()),
+                Some(n) => {
+                    errs.push(
+                        "PATROL_KEYVAULT_NAME",
+                        format!("{n:?} is not a Key Vault name (3-24 letters, digits, '-')"),
+                    );
+                    None
+                }
+                // As Key Vault names it (`<name>.vault.azure.net`), else the host's first label (loopback
+                // emulators: set PATROL_KEYVAULT_NAME to the emulated vault's name).
+                None => vault_name_of(url)
+                    .or_else(|| url.host_str().and_then(|h| h.split('.').next()).map(str::to_ascii_lowercase)),
+            };
+            if let Some(name) = name {
+                consumer_vaults.push(NamedVault { name, keyvault: vault_at(url.clone()) });
+            }
+        }
+        if let Some(list) = src.get("PATROL_CONSUMER_KEYVAULTS") {
+            const S: &str = "PATROL_CONSUMER_KEYVAULTS";
+            if keyvault.is_none() {
+                errs.push(S, "needs PATROL_KEYVAULT_URL (the default consumer vault) as well");
+            }
+            for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let Some((name, raw)) = part.split_once('=') else {
+                    errs.push(S, format!("{part:?} is not name=https://url/"));
+                    continue;
+                };
+                let name = name.trim().to_ascii_lowercase();
+                if !is_vault_name(&name) {
+                    errs.push(S, format!("{name:?} is not a Key Vault name (3-24 letters, digits, '-')"));
+                    continue;
+                }
+                if consumer_vaults.iter().any(|v: &NamedVault| v.name == name) {
+                    errs.push(S, format!("vault {name:?} is named twice"));
+                    continue;
+                }
+                if let Some(url) = https_vault(&mut errs, S, raw.trim()) {
+                    consumer_vaults.push(NamedVault { name, keyvault: vault_at(url) });
+                }
+            }
+        }
+        if let Some(own) = &own_keyvault {
+            if keyvault.is_none() {
+                errs.push(
+                    "PATROL_OWN_KEYVAULT_URL",
+                    "needs PATROL_KEYVAULT_URL as well (patrol's own vault holds refresh tokens; PATs go to the consumer vault)",
+                );
+            }
+            if let Some(v) = consumer_vaults.iter().find(|v| same_vault(&v.keyvault.url, own)) {
+                errs.push(
+                    "PATROL_OWN_KEYVAULT_URL",
+                    format!("is the consumer vault {:?}: patrol's own vault must be a different vault", v.name),
+                );
+            }
+        }
+        if (keyvault.is_some() || own_keyvault.is_some()) && credential == KeyVaultCredential::ClientSecret {
+            for name in ["PATROL_KEYVAULT_TENANT_ID", "PATROL_KEYVAULT_CLIENT_ID", "PATROL_KEYVAULT_CLIENT_SECRET"] {
+                if src.get(name).is_none() {
+                    errs.push(name, "is required when PATROL_KEYVAULT_CREDENTIAL=client-secret");
+                }
+            }
+        }
 
         let ca_cert = src.get("PATROL_CA_CERT").map(PathBuf::from);
         if let Some(p) = ca_cert.as_ref().filter(|p| !p.is_file()) {
-            return Err(ConfigError::new("PATROL_CA_CERT", format!("{} is not a readable file", p.display())));
+            errs.push("PATROL_CA_CERT", format!("{} is not a readable file", p.display()));
         }
 
         let host_storage = if let Some(cs) = src.get("AzureWebJobsStorage") {
             Some(HostStorage::ConnectionString(SecretString::from(cs.to_owned())))
-        } else if let Some(uri) = src.opt_url("AzureWebJobsStorage__blobServiceUri")? {
+        } else if let Some(uri) = errs.or(src.opt_url("AzureWebJobsStorage__blobServiceUri"), None) {
             Some(HostStorage::Identity {
                 blob_service_uri: uri,
                 client_id: src.get("AzureWebJobsStorage__clientId").map(str::to_owned),
             })
         } else if let Some(account) = src.get("AzureWebJobsStorage__accountName") {
-            let uri =
-                parse_url("AzureWebJobsStorage__accountName", &format!("https://{account}.blob.core.windows.net"))?;
+            let uri = errs.or(
+                parse_url("AzureWebJobsStorage__accountName", &format!("https://{account}.blob.core.windows.net")),
+                stand_in_url(),
+            );
             Some(HostStorage::Identity {
                 blob_service_uri: uri,
                 client_id: src.get("AzureWebJobsStorage__clientId").map(str::to_owned),
@@ -479,36 +636,50 @@ impl Settings {
         } else {
             None
         };
-        let lease = src.choice(
-            "PATROL_LEASE",
+        let lease = errs.or(
+            src.choice(
+                "PATROL_LEASE",
+                LeaseMode::Auto,
+                &[("auto", LeaseMode::Auto), ("blob", LeaseMode::Blob), ("local", LeaseMode::Local)],
+            ),
             LeaseMode::Auto,
-            &[("auto", LeaseMode::Auto), ("blob", LeaseMode::Blob), ("local", LeaseMode::Local)],
-        )?;
+        );
         if lease == LeaseMode::Blob && host_storage.is_none() {
-            return Err(ConfigError::new(
+            errs.push(
                 "PATROL_LEASE",
                 "is blob but neither AzureWebJobsStorage nor AzureWebJobsStorage__accountName is set",
-            ));
+            );
         }
 
         let schedule = src.get("PATROL_SCHEDULE").unwrap_or("0 0 3 * * *").to_owned();
         if schedule.split_whitespace().count() != 6 {
-            return Err(ConfigError::new(
+            errs.push(
                 "PATROL_SCHEDULE",
                 format!(
                     "{schedule:?} must be an NCRONTAB expression with 6 fields (second minute hour day month weekday)"
                 ),
-            ));
+            );
         }
 
         let smtp = match src.get("PATROL_SMTP_HOST") {
             None => None,
             Some(host) => {
-                let tls = src.choice(
-                    "PATROL_SMTP_TLS",
+                let tls = errs.or(
+                    src.choice(
+                        "PATROL_SMTP_TLS",
+                        SmtpTls::Starttls,
+                        &[("starttls", SmtpTls::Starttls), ("implicit", SmtpTls::Implicit), ("none", SmtpTls::None)],
+                    ),
                     SmtpTls::Starttls,
-                    &[("starttls", SmtpTls::Starttls), ("implicit", SmtpTls::Implicit), ("none", SmtpTls::None)],
-                )?;
+                );
+                if tls == SmtpTls::None && !is_loopback_host(host) {
+                    errs.push(
+                        "PATROL_SMTP_TLS",
+                        format!(
+                            "is none but PATROL_SMTP_HOST {host:?} is not a loopback address: mail and the SMTP password would cross the network in clear text"
+                        ),
+                    );
+                }
                 let default_port = match tls {
                     SmtpTls::Starttls => 587,
                     SmtpTls::Implicit => 465,
@@ -516,7 +687,7 @@ impl Settings {
                 };
                 Some(SmtpSettings {
                     host: host.to_owned(),
-                    port: src.number("PATROL_SMTP_PORT", default_port, 1, u16::MAX)?,
+                    port: errs.or(src.number("PATROL_SMTP_PORT", default_port, 1, u16::MAX), default_port),
                     tls,
                     username: src.get("PATROL_SMTP_USERNAME").map(str::to_owned),
                     password: src.secret("PATROL_SMTP_PASSWORD"),
@@ -525,21 +696,35 @@ impl Settings {
                 })
             }
         };
-        let webhook = |name: &str| -> Result<Option<SecretString>, ConfigError> {
+        let mut webhook = |name: &str| -> Option<SecretString> {
             // Validate without echoing the value: webhook URLs embed credentials.
-            match src.get(name) {
-                None => Ok(None),
-                Some(raw) => match Url::parse(raw) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(Some(SecretString::from(raw.to_owned()))),
-                    _ => Err(ConfigError::new(name, "is not an http(s) URL (value not shown: it is a secret)")),
-                },
+            let raw = src.get(name)?;
+            match Url::parse(raw) {
+                Ok(u) if u.scheme() == "https" => Some(SecretString::from(raw.to_owned())),
+                Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(is_loopback_host) => {
+                    Some(SecretString::from(raw.to_owned()))
+                }
+                Ok(u) if u.scheme() == "http" => {
+                    errs.push(
+                        name,
+                        "is a plain http URL to a remote host; use https (http is accepted only on loopback) (value not shown: it is a secret)",
+                    );
+                    None
+                }
+                _ => {
+                    errs.push(name, "is not an http(s) URL (value not shown: it is a secret)");
+                    None
+                }
             }
         };
+        let teams_webhook_url = webhook("PATROL_TEAMS_WEBHOOK_URL");
+        let slack_webhook_url = webhook("PATROL_SLACK_WEBHOOK_URL");
+        let webhook_url = webhook("PATROL_WEBHOOK_URL");
         let notify = NotifySettings {
             smtp,
-            teams_webhook_url: webhook("PATROL_TEAMS_WEBHOOK_URL")?,
-            slack_webhook_url: webhook("PATROL_SLACK_WEBHOOK_URL")?,
-            webhook_url: webhook("PATROL_WEBHOOK_URL")?,
+            teams_webhook_url,
+            slack_webhook_url,
+            webhook_url,
             mailbox_file: src.get("PATROL_MAILBOX_FILE").map(PathBuf::from),
             report_recipients: src
                 .get("PATROL_REPORT_RECIPIENTS")
@@ -547,54 +732,170 @@ impl Settings {
                 .unwrap_or_default(),
         };
 
-        Ok(Self {
+        let client_id = src.get("PATROL_CLIENT_ID").map(str::to_owned);
+        if let Some(id) = client_id.as_deref().filter(|id| uuid::Uuid::try_parse(id).is_err()) {
+            errs.push(
+                "PATROL_CLIENT_ID",
+                format!("{id:?} is not a GUID (the Application (client) ID of the Entra app registration)"),
+            );
+        }
+        let log_filter = src.get("PATROL_LOG").unwrap_or("info").to_owned();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+            errs.push("PATROL_LOG", format!("{log_filter:?} is not a valid log filter: {e}"));
+        }
+
+        let settings = Self {
             policy_file,
             state_dir,
             store_key_file,
-            devops_url: src.url("PATROL_DEVOPS_URL", "https://vssps.dev.azure.com")?,
-            devops_api_version: src.choice(
-                "PATROL_DEVOPS_API_VERSION",
+            devops_url: errs.or(src.url("PATROL_DEVOPS_URL", "https://vssps.dev.azure.com"), stand_in_url()),
+            devops_api_version: errs.or(
+                src.choice(
+                    "PATROL_DEVOPS_API_VERSION",
+                    crate::devops::ApiVersion::Auto,
+                    &[
+                        ("auto", crate::devops::ApiVersion::Auto),
+                        ("7.2-preview.1", crate::devops::ApiVersion::V72),
+                        ("7.1-preview.1", crate::devops::ApiVersion::V71),
+                    ],
+                ),
                 crate::devops::ApiVersion::Auto,
-                &[
-                    ("auto", crate::devops::ApiVersion::Auto),
-                    ("7.2-preview.1", crate::devops::ApiVersion::V72),
-                    ("7.1-preview.1", crate::devops::ApiVersion::V71),
-                ],
-            )?,
-            audit_url: src.url("PATROL_AUDIT_URL", "https://auditservice.dev.azure.com")?,
-            entra_authority: src.url("PATROL_ENTRA_AUTHORITY", "https://login.microsoftonline.com")?,
+            ),
+            audit_url: errs.or(src.url("PATROL_AUDIT_URL", "https://auditservice.dev.azure.com"), stand_in_url()),
+            entra_authority: errs
+                .or(src.url("PATROL_ENTRA_AUTHORITY", "https://login.microsoftonline.com"), stand_in_url()),
             tenant_id: src.get("PATROL_TENANT_ID").unwrap_or("organizations").to_owned(),
-            client_id: src.get("PATROL_CLIENT_ID").map(str::to_owned),
+            client_id,
             audit_reader: match src.get("PATROL_AUDIT_READER").map(str::trim).filter(|v| !v.is_empty()) {
-                Some(v) => Some(crate::auth::app::parse_identity(v).map_err(|e| {
-                    ConfigError::new("PATROL_AUDIT_READER", format!("{e}; expected app or an administrator's UPN"))
-                })?),
+                Some(v) => errs.or(
+                    crate::auth::app::parse_identity(v).map(Some).map_err(|e| {
+                        ConfigError::new("PATROL_AUDIT_READER", format!("{e}; expected app or an administrator's UPN"))
+                    }),
+                    None,
+                ),
                 // The Function App's own identity exists when Key Vault is configured (its credential).
                 None => keyvault.is_some().then(crate::auth::app::app_identity),
             },
-            keyvault,
+            keyvault: keyvault.map(vault_at),
+            own_keyvault: own_keyvault.map(vault_at),
+            consumer_vaults,
             ca_cert,
             schedule,
             lease,
             host_storage,
-            max_concurrency: src.number("PATROL_MAX_CONCURRENCY", 8usize, 1, 256)?,
-            invocation_budget: Duration::from_secs(src.number(
-                "PATROL_INVOCATION_BUDGET_SECONDS",
-                480u64,
-                5,
-                86_400,
-            )?),
-            event_budget: Duration::from_secs(src.number("PATROL_EVENT_BUDGET_SECONDS", 20u64, 1, 29)?),
-            max_body_bytes: src.number("PATROL_MAX_BODY_BYTES", 1_048_576usize, 1024, 64 * 1_048_576)?,
-            log_filter: src.get("PATROL_LOG").unwrap_or("info").to_owned(),
-            log_format: src.choice(
-                "PATROL_LOG_FORMAT",
+            max_concurrency: errs.or(src.number("PATROL_MAX_CONCURRENCY", 8usize, 1, 256), 8),
+            invocation_budget: Duration::from_secs(
+                errs.or(src.number("PATROL_INVOCATION_BUDGET_SECONDS", 480u64, 5, 86_400), 480),
+            ),
+            event_budget: Duration::from_secs(errs.or(src.number("PATROL_EVENT_BUDGET_SECONDS", 20u64, 1, 29), 20)),
+            max_body_bytes: errs
+                .or(src.number("PATROL_MAX_BODY_BYTES", 1_048_576usize, 1024, 64 * 1_048_576), 1_048_576),
+            log_filter,
+            log_format: errs.or(
+                src.choice(
+                    "PATROL_LOG_FORMAT",
+                    LogFormat::Json,
+                    &[("json", LogFormat::Json), ("text", LogFormat::Text)],
+                ),
                 LogFormat::Json,
-                &[("json", LogFormat::Json), ("text", LogFormat::Text)],
-            )?,
+            ),
             notify,
-        })
+        };
+        if errs.0.is_empty() { Ok(settings) } else { Err(ConfigErrors(errs.0)) }
     }
+
+    /// Names of the consumer vaults whose Key Vault events patrol acts on; `None` with the embedded store
+    /// (no vault: nothing to tell apart).
+    pub fn managed_vault_names(&self) -> Option<Vec<String>> {
+        (!self.consumer_vaults.is_empty()).then(|| self.consumer_vaults.iter().map(|v| v.name.clone()).collect())
+    }
+
+    /// Whether consumers can read owners' refresh tokens: Key Vault is configured without a separate
+    /// `PATROL_OWN_KEYVAULT_URL`, so refresh tokens share the vault consumers read PATs from. `patrol status`,
+    /// the handler's start and `patrol check` report these warnings.
+    pub fn trust_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (Some(kv), None) = (&self.keyvault, &self.own_keyvault) {
+            out.push(format!(
+                "refresh tokens share the consumer vault {}: any consumer allowed to read that vault (e.g. a variable \
+                 group linked to Key Vault, which needs Get and List on the whole vault) can read owners' Entra refresh \
+                 tokens and mint PATs with them. Create a vault only patrol can read, set PATROL_OWN_KEYVAULT_URL to it \
+                 and run `patrol migrate-refresh-tokens` (docs/deploy.md).",
+                kv.url
+            ));
+        }
+        out
+    }
+
+    /// Checks that need the file system or the host's environment, run when the handler starts and before a
+    /// CLI command opens anything: a policy that declares tokens needs `PATROL_CLIENT_ID`; a Function App in
+    /// Azure (`WEBSITE_INSTANCE_ID` set) needs Key Vault, its app root being read-only; the embedded store
+    /// needs a writable `PATROL_STATE_DIR`.
+    pub fn environment_errors(&self, src: &Source) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        if self.client_id.is_none() && policy_declares_tokens(&self.policy_file) {
+            errs.push(ConfigError::new(
+                "PATROL_CLIENT_ID",
+                format!(
+                    "is not set, but {} declares tokens: owners sign in to this Entra app registration (its Application (client) ID)",
+                    self.policy_file.display()
+                ),
+            ));
+        }
+        if self.keyvault.is_none() {
+            if src.get("WEBSITE_INSTANCE_ID").is_some() {
+                errs.push(ConfigError::new(
+                    "PATROL_KEYVAULT_URL",
+                    "is required in Azure: the embedded file store cannot work in a Function App (its files are read-only and not shared between instances)",
+                ));
+            } else if let Some(problem) = unwritable_dir(&self.state_dir) {
+                errs.push(ConfigError::new(
+                    "PATROL_STATE_DIR",
+                    format!("{}: {problem} (the embedded secret store lives there)", self.state_dir.display()),
+                ));
+            }
+        }
+        errs
+    }
+}
+
+/// Whether one URL and another address the same vault (scheme, host and port).
+fn same_vault(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Whether a policy file exists and has a `[[token]]` (read leniently: a broken policy is reported when it
+/// is used, not here).
+fn policy_declares_tokens(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("token").and_then(|v| v.as_array()).map(|a| !a.is_empty()))
+        .unwrap_or(false)
+}
+
+/// Why `dir` cannot hold the embedded store, if it cannot: it (or its nearest existing ancestor) must be a
+/// directory that is not read-only. Nothing is written to find out.
+fn unwritable_dir(dir: &std::path::Path) -> Option<String> {
+    let mut probe = Some(dir);
+    while let Some(p) = probe {
+        match std::fs::metadata(p) {
+            Ok(m) if !m.is_dir() => return Some(format!("{} is not a directory", p.display())),
+            Ok(m) if m.permissions().readonly() => return Some(format!("{} is read-only", p.display())),
+            Ok(_) => return None,
+            Err(_) => probe = p.parent().filter(|q| !q.as_os_str().is_empty()),
+        }
+    }
+    None
+}
+
+/// A named consumer vault (the name is what Key Vault events report as `VaultName`).
+#[derive(Debug, Clone)]
+pub struct NamedVault {
+    pub name: String,
+    pub keyvault: KeyVaultSettings,
 }
 
 #[cfg(test)]
@@ -644,6 +945,113 @@ mod tests {
         let s = Settings::from_source(&Source::from_pairs([("PATROL_SLACK_WEBHOOK_URL", "https://hooks.example/T/x")]))
             .unwrap();
         assert_eq!(s.notify.slack_webhook_url.unwrap().expose_secret(), "https://hooks.example/T/x");
+    }
+
+    fn all_errors(pairs: &[(&str, &str)]) -> Vec<String> {
+        match Settings::from_source_all(&Source::from_pairs(pairs.iter().copied())) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| e.setting).collect(),
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_all_at_once() {
+        let errs = all_errors(&[
+            ("PATROL_CLIENT_ID", "patrol-app"),
+            ("PATROL_WEBHOOK_URL", "http://hooks.example.com/secret-path"),
+            ("PATROL_SMTP_HOST", "smtp.example.com"),
+            ("PATROL_SMTP_TLS", "none"),
+            ("PATROL_LOG", "patrol=["),
+            ("PATROL_MAX_CONCURRENCY", "lots"),
+        ]);
+        assert_eq!(
+            errs,
+            ["PATROL_SMTP_TLS", "PATROL_WEBHOOK_URL", "PATROL_CLIENT_ID", "PATROL_LOG", "PATROL_MAX_CONCURRENCY"]
+        );
+        let e =
+            Settings::from_source_all(&Source::from_pairs([("PATROL_WEBHOOK_URL", "http://hooks.example.com/s3cr3t")]))
+                .unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        // Loopback is fine without TLS (test servers).
+        assert!(
+            all_errors(&[
+                ("PATROL_CLIENT_ID", "5b0c3f4e-7a1d-4c8e-9f21-6d3e8a9b0c11"),
+                ("PATROL_WEBHOOK_URL", "http://127.0.0.1:8080/hook"),
+                ("PATROL_SMTP_HOST", "localhost"),
+                ("PATROL_SMTP_TLS", "none"),
+            ])
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn vaults_own_and_consumers() {
+        let s = Settings::from_source(&Source::from_pairs([
+            ("PATROL_KEYVAULT_URL", "https://contoso-pats.vault.azure.net/"),
+            ("PATROL_CONSUMER_KEYVAULTS", "team-a=https://team-a-kv.vault.azure.net/, team-b=https://127.0.0.1:8443/"),
+            ("PATROL_OWN_KEYVAULT_URL", "https://contoso-patrol.vault.azure.net/"),
+        ]))
+        .unwrap();
+        assert_eq!(s.managed_vault_names().unwrap(), ["contoso-pats", "team-a", "team-b"]);
+        assert!(s.trust_warnings().is_empty());
+        let one = Settings::from_source(&Source::from_pairs([(
+            "PATROL_KEYVAULT_URL",
+            "https://contoso-pats.vault.azure.net/",
+        )]))
+        .unwrap();
+        assert_eq!(one.trust_warnings().len(), 1);
+        assert!(one.trust_warnings()[0].contains("PATROL_OWN_KEYVAULT_URL"));
+        assert!(Settings::from_source(&Source::default()).unwrap().trust_warnings().is_empty(), "embedded store");
+        assert_eq!(
+            all_errors(&[
+                ("PATROL_KEYVAULT_URL", "https://contoso-pats.vault.azure.net/"),
+                ("PATROL_OWN_KEYVAULT_URL", "https://CONTOSO-pats.vault.azure.net"),
+            ]),
+            ["PATROL_OWN_KEYVAULT_URL"]
+        );
+        assert_eq!(
+            all_errors(&[("PATROL_OWN_KEYVAULT_URL", "https://p.vault.azure.net/")]),
+            ["PATROL_OWN_KEYVAULT_URL"]
+        );
+        assert_eq!(
+            all_errors(&[("PATROL_KEYVAULT_URL", "https://127.0.0.1:9/"), ("PATROL_KEYVAULT_NAME", "9")]),
+            ["PATROL_KEYVAULT_NAME"]
+        );
+        let emu = Settings::from_source(&Source::from_pairs([
+            ("PATROL_KEYVAULT_URL", "https://127.0.0.1:9/"),
+            ("PATROL_KEYVAULT_NAME", "Patrol-Emu"),
+        ]))
+        .unwrap();
+        assert_eq!(emu.managed_vault_names().unwrap(), ["patrol-emu"]);
+        assert_eq!(
+            all_errors(&[
+                ("PATROL_KEYVAULT_URL", "https://kv1.vault.azure.net/"),
+                ("PATROL_CONSUMER_KEYVAULTS", "kv1=https://x.vault.azure.net/,bad")
+            ]),
+            ["PATROL_CONSUMER_KEYVAULTS", "PATROL_CONSUMER_KEYVAULTS"]
+        );
+    }
+
+    #[test]
+    fn the_environment_is_checked_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("patrol.toml");
+        std::fs::write(&policy, "[[token]]\nsecret = \"a\"\n").unwrap();
+        let src = Source::from_pairs([
+            ("PATROL_POLICY_FILE", policy.to_str().unwrap()),
+            ("PATROL_STATE_DIR", dir.path().to_str().unwrap()),
+            ("WEBSITE_INSTANCE_ID", "abc"),
+        ]);
+        let s = Settings::from_source(&src).unwrap();
+        let names: Vec<String> = s.environment_errors(&src).into_iter().map(|e| e.setting).collect();
+        assert_eq!(names, ["PATROL_CLIENT_ID", "PATROL_KEYVAULT_URL"]);
+        // No policy, or a broken one: no client id needed to start.
+        std::fs::write(&policy, "[[token]\n").unwrap();
+        let src = Source::from_pairs([
+            ("PATROL_POLICY_FILE", policy.to_str().unwrap()),
+            ("PATROL_STATE_DIR", dir.path().to_str().unwrap()),
+        ]);
+        assert!(Settings::from_source(&src).unwrap().environment_errors(&src).is_empty());
     }
 
     #[test]

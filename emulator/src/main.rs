@@ -67,6 +67,9 @@ struct Args {
     /// Name of the emulated vault (3-24 letters, digits, hyphens).
     #[arg(long, default_value = "patrol-emu")]
     vault_name: String,
+    /// Host a further vault of this name (repeatable): its URL is `keyvault.<name>` in the ready line.
+    #[arg(long = "extra-vault")]
+    extra_vaults: Vec<String>,
     /// Write the Key Vault listener's CA certificate (PEM) here (default: a private temporary directory).
     #[arg(long)]
     ca_cert: Option<PathBuf>,
@@ -160,6 +163,7 @@ fn main() -> anyhow::Result<()> {
         secrets_capacity: args.remember_secrets,
         keyvault: KeyVaultConfig {
             vault_name: args.vault_name,
+            extra_vaults: args.extra_vaults,
             ca_cert_path: args.ca_cert,
             faults: KeyVaultFaults {
                 throttle_next: args.keyvault_throttle_next,

@@ -57,6 +57,10 @@ pub struct KeyVaultConfig {
     /// Event Grid delivery (target, mode, duplicates, reordering…). An empty `topic` becomes the vault's
     /// ARM id.
     pub delivery: DeliveryConfig,
+    /// Further vaults to host, by name, each on its own HTTPS listener (ready line: `keyvault.<name>`), with
+    /// its own state and role assignments; their events go through the same Event Grid delivery, each
+    /// naming its vault. Their CA certificates are appended to the CA file. Not kept in `--state`.
+    pub extra_vaults: Vec<String>,
 }
 
 impl Default for KeyVaultConfig {
@@ -66,6 +70,7 @@ impl Default for KeyVaultConfig {
             ca_cert_path: None,
             faults: crate::keyvault::Faults::default(),
             delivery: DeliveryConfig::default(),
+            extra_vaults: Vec::new(),
         }
     }
 }
@@ -142,6 +147,8 @@ pub struct Emulator {
     writer: Option<tokio::task::JoinHandle<()>>,
     state_path: Option<PathBuf>,
     keyvault: KeyVaultServer,
+    /// [`KeyVaultConfig::extra_vaults`], by name.
+    extra_vaults: BTreeMap<String, KeyVaultServer>,
     eventgrid: EventGrid,
     /// A temporary directory holding the CA certificate, removed at shutdown.
     temp_dir: Option<PathBuf>,
@@ -160,6 +167,14 @@ impl Emulator {
         config.rate_limit.validate().map_err(anyhow::Error::msg).context("rate-limit settings")?;
         config.lifetimes.validate().map_err(anyhow::Error::msg).context("token lifetimes")?;
         check_vault_name(&config.keyvault.vault_name)?;
+        for (i, name) in config.keyvault.extra_vaults.iter().enumerate() {
+            check_vault_name(name)?;
+            if name.eq_ignore_ascii_case(&config.keyvault.vault_name)
+                || config.keyvault.extra_vaults[..i].iter().any(|n| n.eq_ignore_ascii_case(name))
+            {
+                anyhow::bail!("vault name {name:?} is used twice");
+            }
+        }
         crate::keyvault::control::validate_faults(&config.keyvault.faults)
             .map_err(anyhow::Error::msg)
             .context("Key Vault fault settings")?;
@@ -241,6 +256,7 @@ impl Emulator {
         if !kv_listen.ip().is_loopback() {
             anyhow::bail!("refusing to listen on {kv_listen}: the emulator listens on loopback addresses only");
         }
+        let extra_sink = sink.clone();
         let keyvault = KeyVaultServer::start_with_vault(
             KeyVaultOptions {
                 listen: kv_listen,
@@ -257,6 +273,36 @@ impl Emulator {
         .await
         .with_context(|| format!("starting the Key Vault listener on {kv_listen}"))?;
         keyvault.set_faults(kv_cfg.faults.clone());
+        let mut extra_vaults = BTreeMap::new();
+        let mut ca_bundle = keyvault.ca_cert_pem.clone();
+        for (i, name) in kv_cfg.extra_vaults.iter().enumerate() {
+            // P+5 is GitHub's; extra vaults follow it.
+            let listen = SocketAddr::new(ip, port(6 + i as u16));
+            let kv = KeyVaultServer::start(
+                KeyVaultOptions {
+                    listen,
+                    vault_name: name.clone(),
+                    authority: format!("{}/{}", endpoints.entra, endpoints.tenant),
+                    ca_cert_path: None,
+                    tls: Some(tls.clone()),
+                },
+                ctx.clock.clone(),
+                ctx.tokens.clone(),
+                extra_sink.clone(),
+            )
+            .await
+            .with_context(|| format!("starting the Key Vault listener of vault {name} on {listen}"))?;
+            kv.set_faults(kv_cfg.faults.clone());
+            if !ca_bundle.contains(kv.ca_cert_pem.trim()) {
+                ca_bundle.push_str(&kv.ca_cert_pem);
+            }
+            endpoints.extra.insert(format!("keyvault.{name}"), kv.url.clone());
+            extra_vaults.insert(name.clone(), kv);
+        }
+        if !extra_vaults.is_empty() {
+            std::fs::write(&ca_cert_path, &ca_bundle)
+                .with_context(|| format!("writing the CA certificates to {}", ca_cert_path.display()))?;
+        }
         let ca_cert = ca_cert_path.to_string_lossy().into_owned();
         endpoints.extra.insert("keyvault".into(), keyvault.url.clone());
         endpoints.extra.insert("ca_cert".into(), ca_cert.clone());
@@ -264,6 +310,9 @@ impl Emulator {
         endpoints.extra.insert("github".into(), format!("https://{}", github.local_addr()?));
         let control_router = crate::control::router(ctx.clone())
             .merge(crate::keyvault::control::router(keyvault.state.clone(), eventgrid.clone(), ca_cert))
+            .merge(crate::keyvault::control::rbac_router(
+                std::iter::once(keyvault.state.clone()).chain(extra_vaults.values().map(|v| v.state.clone())).collect(),
+            ))
             .merge(crate::consumers::control::router(ctx.clone()));
 
         let (tx, rx) = watch::channel(false);
@@ -291,6 +340,7 @@ impl Emulator {
             writer,
             state_path: config.state_path,
             keyvault,
+            extra_vaults,
             eventgrid,
             temp_dir,
         })
@@ -318,6 +368,14 @@ impl Emulator {
         &self.keyvault
     }
 
+    /// A vault by name: the primary one or one of [`KeyVaultConfig::extra_vaults`].
+    pub fn vault(&self, name: &str) -> Option<&KeyVaultServer> {
+        if self.keyvault.state.vault_name.eq_ignore_ascii_case(name) {
+            return Some(&self.keyvault);
+        }
+        self.extra_vaults.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
     /// Event Grid delivery of the vault's events (configuration and logs).
     pub fn eventgrid(&self) -> &EventGrid {
         &self.eventgrid
@@ -333,6 +391,7 @@ impl Emulator {
         let _ = self.shutdown.send(true);
         let kv_state = self.keyvault.state.clone();
         drop(self.keyvault);
+        drop(self.extra_vaults);
         if let Some(d) = &self.temp_dir {
             let _ = std::fs::remove_dir_all(d);
         }

@@ -13,6 +13,7 @@
 pub mod app;
 pub mod device_code;
 pub mod entra;
+pub mod migrate;
 pub mod session;
 
 use crate::devops::DevOpsError;

@@ -418,7 +418,7 @@ mod tests {
         .unwrap();
         entra_from_settings(&s, client.clone()).unwrap();
         let s = crate::config::Settings::from_source(&crate::config::Source::from_pairs([
-            ("PATROL_CLIENT_ID", "x"),
+            ("PATROL_CLIENT_ID", "5b0c3f4e-7a1d-4c8e-9f21-6d3e8a9b0c12"),
             ("PATROL_TENANT_ID", "bad/tenant"),
         ]))
         .unwrap();

@@ -154,7 +154,7 @@ impl AuditRuntime {
         .map_err(|e| format!("invalid Entra settings: {e}"))?;
         let sessions = crate::auth::session::Sessions::new(
             Arc::new(entra),
-            local.store.clone(),
+            local.own.clone(),
             clock.clone(),
             crate::auth::session::SessionOptions::default(),
         );
@@ -462,7 +462,7 @@ pub fn ask_terminal(question: &str) -> bool {
 }
 
 fn runtime_from_env() -> Result<AuditRuntime, super::CliError> {
-    let settings = Settings::from_env()?;
+    let settings = super::runtime::checked_settings(true)?;
     AuditRuntime::from_settings(&settings, Clock::system()).map_err(super::CliError::usage)
 }
 

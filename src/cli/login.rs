@@ -119,7 +119,7 @@ pub async fn run(args: &LoginArgs) -> Result<(), CliError> {
     };
     let entra = local.entra()?;
     let options = LoginOptions { scopes, poll_interval: args.poll_interval_ms.map(Duration::from_millis) };
-    let outcome = login(&entra, local.store.as_ref(), &owner, &local.clock, &options, |p| {
+    let outcome = login(&entra, local.own.as_ref(), &owner, &local.clock, &options, |p| {
         eprintln!("To sign in {owner}, open {} and enter the code {}", p.verification_uri, p.user_code);
         eprintln!("(the code expires in {} minutes)", p.expires_in.as_secs().div_ceil(60));
     })

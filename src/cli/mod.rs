@@ -13,6 +13,7 @@ mod error;
 mod inventory;
 mod logging;
 mod login;
+mod migrate_refresh;
 pub mod output;
 mod plan;
 mod progress;
@@ -102,6 +103,9 @@ pub enum Command {
     Revoke(audit_cmds::RevokeArgs),
     /// Replace managed all-organization PATs (they stop working on 2026-12-01) with organization-scoped ones.
     MigrateGlobal(audit_cmds::MigrateGlobalArgs),
+    /// Move owners' refresh tokens from the consumer vault(s) to patrol's own vault (PATROL_OWN_KEYVAULT_URL).
+    #[command(after_help = migrate_refresh::AFTER_HELP)]
+    MigrateRefreshTokens(migrate_refresh::MigrateRefreshArgs),
     /// Print a shell completion script.
     #[command(after_help = completions::AFTER_HELP)]
     Completions(completions::CompletionsArgs),
@@ -145,6 +149,7 @@ pub fn main() -> ExitCode {
             Command::Audit(args) => audit_cmds::cli_audit(&args).await,
             Command::Revoke(args) => audit_cmds::cli_revoke(&args).await,
             Command::MigrateGlobal(args) => audit_cmds::cli_migrate_global(&args).await,
+            Command::MigrateRefreshTokens(args) => migrate_refresh::run(&args).await,
             Command::Serve(_) | Command::Completions(_) => Ok(()),
         }
     });

@@ -23,7 +23,11 @@ pub struct Local {
     pub settings: Settings,
     pub clock: Clock,
     pub policy: Arc<Policy>,
+    /// The consumer side: rotated PATs, each in its token's consumer vault.
     pub store: Arc<dyn SecretStore>,
+    /// patrol's own secrets: owners' refresh tokens, the SMTP password (`PATROL_OWN_KEYVAULT_URL`; the same
+    /// store as `store` in the one-vault layout and with the embedded store).
+    pub own: Arc<dyn SecretStore>,
     pub state: Arc<dyn StateStore>,
     /// The same per-token leases the Function App takes (blob leases in `AzureWebJobsStorage` when it is
     /// configured), so a CLI rotation and the Function App never work on one token at once.
@@ -31,17 +35,24 @@ pub struct Local {
 }
 
 impl Local {
-    /// Reads the settings from the environment and opens the stores.
+    /// Reads the settings from the environment (every invalid setting at once, as the handler does at
+    /// start) and opens the stores.
     pub fn from_env() -> Result<Self, CliError> {
-        Self::open(Settings::from_env()?, Clock::system())
+        Self::open(checked_settings(true)?, Clock::system())
+    }
+
+    /// As [`Local::from_env`] for read-only commands that report on sign-in instead of signing in
+    /// (`patrol status`): a missing `PATROL_CLIENT_ID` is not an error there.
+    pub fn from_env_read_only() -> Result<Self, CliError> {
+        Self::open(checked_settings(false)?, Clock::system())
     }
 
     pub fn open(settings: Settings, clock: Clock) -> Result<Self, CliError> {
         let policy = Policy::load(&settings.policy_file)?;
-        let store = crate::store::from_settings_with_clock(&settings, clock.clone())
+        let stores = crate::store::open(&settings, clock.clone(), Some(&policy))
             .map_err(|e| CliError::failed(format!("cannot open the secret store: {e}")))?;
         let (state, leases) = crate::rotation::shared::from_settings(&settings).map_err(CliError::failed)?;
-        Ok(Self { settings, clock, policy: Arc::new(policy), store, state, leases })
+        Ok(Self { settings, clock, policy: Arc::new(policy), store: stores.consumer, own: stores.own, state, leases })
     }
 
     /// The Entra client owners sign in with.
@@ -61,7 +72,7 @@ impl Local {
     /// The Azure DevOps connector, authenticating each owner with their stored refresh token.
     pub fn connector(&self) -> Result<Arc<dyn Connector>, CliError> {
         let sessions =
-            Sessions::new(Arc::new(self.entra()?), self.store.clone(), self.clock.clone(), SessionOptions::default());
+            Sessions::new(Arc::new(self.entra()?), self.own.clone(), self.clock.clone(), SessionOptions::default());
         let connector = HttpConnector::from_settings(&self.settings, self.clock.clone(), Arc::new(sessions))
             .map_err(|e| CliError::usage(format!("cannot build the Azure DevOps client: {e}")))?;
         Ok(Arc::new(connector))
@@ -86,7 +97,31 @@ impl Local {
 
     /// The notifier configured by the settings (SMTP, chat webhooks, mailbox file).
     pub async fn notifier(&self) -> Notifier {
-        Notifier::from_settings(&self.settings, Some(self.store.as_ref()), Some(self.state.clone()), self.clock.clone())
+        Notifier::from_settings(&self.settings, Some(self.own.as_ref()), Some(self.state.clone()), self.clock.clone())
             .await
     }
+}
+
+/// The settings from the environment with every problem at once: each invalid setting, then what the
+/// environment makes unworkable ([`Settings::environment_errors`]); the same checks the handler runs at start.
+pub fn checked_settings(needs_sign_in: bool) -> Result<Settings, CliError> {
+    let src = crate::config::Source::from_env();
+    let settings =
+        Settings::from_source_all(&src).map_err(|e| CliError::usage(format!("invalid configuration: {e}")))?;
+    // An invalid policy is named first (file:line:field): the checks below read it leniently.
+    if settings.policy_file.is_file() {
+        Policy::load(&settings.policy_file)?;
+    }
+    let errs: Vec<_> = settings
+        .environment_errors(&src)
+        .into_iter()
+        .filter(|e| needs_sign_in || e.setting != "PATROL_CLIENT_ID")
+        .collect();
+    if !errs.is_empty() {
+        return Err(CliError::usage(format!("invalid configuration: {}", crate::config::ConfigErrors(errs))));
+    }
+    for w in settings.trust_warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(settings)
 }

@@ -30,16 +30,27 @@ pub fn port_from_env() -> Option<(&'static str, String)> {
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
-    let settings = match Settings::from_env() {
+    // Fail fast, fail closed: settings that cannot work stop the handler here (exit 2, every problem named)
+    // instead of failing each invocation later.
+    let src = crate::config::Source::from_env();
+    let settings = match Settings::from_source_all(&src) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("patrol: invalid configuration: {e}");
             return ExitCode::from(exit::USAGE);
         }
     };
+    let env_errors = settings.environment_errors(&src);
+    if !env_errors.is_empty() {
+        eprintln!("patrol: invalid configuration: {}", crate::config::ConfigErrors(env_errors));
+        return ExitCode::from(exit::USAGE);
+    }
     if let Err(e) = crate::telemetry::init(&settings.log_filter, settings.log_format) {
         eprintln!("patrol: invalid configuration: {e}");
         return ExitCode::from(exit::USAGE);
+    }
+    for w in settings.trust_warnings() {
+        tracing::warn!("{w}");
     }
     let port = match args.port {
         Some(p) => p,
@@ -85,6 +96,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             tracing::warn!(policy = %settings.policy_file.display(), "no policy file: rotation is not configured");
             Arc::new(NotConfigured)
         };
+        let functions = Arc::new(crate::rotation::functions::ForeignVaultGate::new(settings.clone(), functions));
         let handler = Handler::new(functions, clock);
         let app = server::router(handler, settings.max_body_bytes);
         match server::serve(listener, app, server::shutdown_signal()).await {

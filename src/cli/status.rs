@@ -17,7 +17,7 @@ Examples:
 
 JSON: {\"at\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
 \"tokens\": [{\"secret\", \"owner\", \"organization\", \"last_rotation\", \"last_failure\", \"in_flight\",
-\"pending_drains\"}]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
+\"pending_drains\"}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
 sign-in-needed or unknown. Exit 3 when an owner must sign in, 1 when a token's last run failed.";
 
 /// Entra revokes a refresh token unused for 90 days; warn well before.
@@ -67,6 +67,8 @@ pub struct StatusView {
     pub at: OffsetDateTime,
     pub owners: Vec<OwnerHealth>,
     pub tokens: Vec<TokenStatus>,
+    /// Trust-boundary warnings (`Settings::trust_warnings`): e.g. consumers can read refresh tokens.
+    pub warnings: Vec<String>,
 }
 
 /// The health word for an owner's refresh-token bookkeeping.
@@ -86,7 +88,7 @@ pub async fn gather(local: &Local) -> StatusView {
     owners.dedup();
     let mut owner_rows = Vec::new();
     for o in owners {
-        let row = match refresh_status(local.store.as_ref(), &o, now).await {
+        let row = match refresh_status(local.own.as_ref(), &o, now).await {
             Ok(r) => OwnerHealth { owner: o.to_string(), health: health(r.as_ref()).into(), refresh: r, error: None },
             Err(e) => OwnerHealth {
                 owner: o.to_string(),
@@ -125,7 +127,7 @@ pub async fn gather(local: &Local) -> StatusView {
         }
         tokens.push(row);
     }
-    StatusView { at: now, owners: owner_rows, tokens }
+    StatusView { at: now, owners: owner_rows, tokens, warnings: local.settings.trust_warnings() }
 }
 
 fn date(t: Option<OffsetDateTime>) -> String {
@@ -177,14 +179,20 @@ impl StatusView {
 }
 
 pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
-    let local = Local::from_env()?;
+    let local = Local::from_env_read_only()?;
     let view = gather(&local).await;
     let (o, t) = view.tables();
     write_stdout(&render(
         args.output.format,
         &view,
-        || format!("{}\n{}", o.to_text(), t.to_text()),
-        || format!("## Owners\n\n{}\n## Tokens\n\n{}", o.to_markdown(), t.to_markdown()),
+        || {
+            let warnings: String = view.warnings.iter().map(|w| format!("WARNING: {w}\n")).collect();
+            format!("{}\n{}{warnings}", o.to_text(), t.to_text())
+        },
+        || {
+            let warnings: String = view.warnings.iter().map(|w| format!("> **Warning:** {w}\n")).collect();
+            format!("## Owners\n\n{}\n## Tokens\n\n{}{warnings}", o.to_markdown(), t.to_markdown())
+        },
     )?)?;
     let need: Vec<_> = view.owners.iter().filter(|o| o.health == "sign-in-needed").map(|o| o.owner.as_str()).collect();
     if !need.is_empty() {

@@ -52,9 +52,11 @@ impl RotationFunctions {
         let s = &self.settings;
         let policy = Policy::load(&s.policy_file).map_err(|e| format!("policy: {e}"))?;
         // Key Vault when PATROL_KEYVAULT_URL is set (the file store is never opened then: the Function
-        // App's root is read-only in Azure), otherwise the embedded file store.
-        let store: Arc<dyn SecretStore> =
-            crate::store::from_settings_with_clock(s, self.clock.clone()).map_err(|e| format!("secret store: {e}"))?;
+        // App's root is read-only in Azure), otherwise the embedded file store. Refresh tokens and patrol's
+        // credentials live in `own` (PATROL_OWN_KEYVAULT_URL), PATs in each token's consumer vault.
+        let stores =
+            crate::store::open(s, self.clock.clone(), Some(&policy)).map_err(|e| format!("secret store: {e}"))?;
+        let store: Arc<dyn SecretStore> = stores.consumer.clone();
         let (state, leases) = super::shared::from_settings(s)?;
         let client_id = s.client_id.clone().ok_or("PATROL_CLIENT_ID is not set (the Entra app owners sign in to)")?;
         let http = crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
@@ -63,7 +65,7 @@ impl RotationFunctions {
             .map_err(|e| e.to_string())?;
         let sessions = crate::auth::session::Sessions::new(
             Arc::new(entra),
-            store.clone(),
+            stores.own.clone(),
             self.clock.clone(),
             crate::auth::session::SessionOptions::default(),
         );
@@ -89,10 +91,9 @@ impl RotationFunctions {
             ),
             _ => None,
         };
-        let vaults = s.keyvault.as_ref().map(|kv| {
-            vec![kv.url.host_str().and_then(|h| h.split('.').next()).unwrap_or_default().to_ascii_lowercase()]
-        });
-        let notifier = Notifier::from_settings(s, Some(store.as_ref()), Some(state.clone()), self.clock.clone()).await;
+        let vaults = s.managed_vault_names();
+        let notifier =
+            Notifier::from_settings(s, Some(stores.own.as_ref()), Some(state.clone()), self.clock.clone()).await;
         let engine = Engine {
             policy: Arc::new(policy),
             connector: connector.clone(),
@@ -281,7 +282,13 @@ impl Functions for RotationFunctions {
     }
 
     async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {
+        if let Some(why) = foreign_vault(&self.settings, &event.vault) {
+            return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
+        }
         let rt = self.runtime().await?;
+        if let Some(why) = wrong_vault(&self.settings, &rt.engine.policy, &event.vault, &event.secret) {
+            return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
+        }
         let ev = EngineEvent {
             kind: match event.kind {
                 SecretEventKind::NearExpiry => EngineKind::NearExpiry,
@@ -295,6 +302,61 @@ impl Functions for RotationFunctions {
         let budget = Some(Self::budget(inv, self.settings.event_budget));
         let s = rt.engine.on_event(&ev, false, budget).await.map_err(engine_failure)?;
         self.finish(rt, s, false).await
+    }
+}
+
+/// Why an event from `vault` is not patrol's business, if it is not: with Key Vault configured, only the
+/// consumer vaults' events are (patrol's own vault has no subscription and is never acted on).
+pub fn foreign_vault(settings: &Settings, vault: &str) -> Option<String> {
+    let names = settings.managed_vault_names()?;
+    (!names.iter().any(|n| n.eq_ignore_ascii_case(vault)))
+        .then(|| format!("vault {vault:?} is not a consumer vault patrol manages ({})", names.join(", ")))
+}
+
+/// Why an event about `secret` from the consumer vault `vault` is not about the managed token of that name, if
+/// it is not: the token's PAT lives in another consumer vault (a same-named secret elsewhere is not patrol's).
+pub fn wrong_vault(
+    settings: &Settings,
+    policy: &Policy,
+    vault: &str,
+    secret: &crate::domain::SecretName,
+) -> Option<String> {
+    let default = settings.consumer_vaults.first()?;
+    let token = policy.token(secret)?;
+    let home = token.vault.as_deref().unwrap_or(&default.name);
+    (!home.eq_ignore_ascii_case(vault)).then(|| format!("secret {secret} is managed in vault {home:?}, not {vault:?}"))
+}
+
+/// Answers events from vaults patrol does not manage with `ignored` before the functions behind it build
+/// anything (policy, stores, clients): a broken policy, a missing setting or no policy at all must never turn
+/// a foreign event into a failure Event Grid redelivers for a day. Everything else passes through.
+pub struct ForeignVaultGate {
+    settings: Settings,
+    inner: Arc<dyn Functions>,
+}
+
+impl ForeignVaultGate {
+    pub fn new(settings: Settings, inner: Arc<dyn Functions>) -> Self {
+        Self { settings, inner }
+    }
+}
+
+#[async_trait]
+impl Functions for ForeignVaultGate {
+    async fn rotate_timer(&self, inv: &Invocation, timer: TimerRun) -> Outcome {
+        self.inner.rotate_timer(inv, timer).await
+    }
+
+    async fn rotate_http(&self, inv: &Invocation, req: RotateRequest) -> Outcome {
+        self.inner.rotate_http(inv, req).await
+    }
+
+    async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {
+        if let Some(why) = foreign_vault(&self.settings, &event.vault) {
+            tracing::info!(vault = %event.vault, secret = %event.secret, "event from a vault patrol does not manage ignored");
+            return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
+        }
+        self.inner.secret_changed(inv, event).await
     }
 }
 
@@ -315,4 +377,35 @@ async fn managed_or_skip(
         return None;
     }
     Some(m.pats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+    use crate::domain::SecretName;
+
+    #[test]
+    fn events_count_only_from_the_vault_a_token_lives_in() {
+        let s = Settings::from_source(&Source::from_pairs([
+            ("PATROL_KEYVAULT_URL", "https://consumer-kv.vault.azure.net/"),
+            ("PATROL_CONSUMER_KEYVAULTS", "team-kv=https://team-kv.vault.azure.net/"),
+        ]))
+        .unwrap();
+        let policy = Policy::parse(
+            std::path::Path::new("patrol.toml"),
+            "[defaults]\norganization = \"fabrikam\"\nowner = \"a@contoso.com\"\nscopes = \"vso.code\"\n\
+             validity_days = 30\nrotate_before_days = 7\ngrace_days = 1\n[[token]]\nsecret = \"ci-pat\"\n\
+             display_name = \"CI\"\n[[token]]\nsecret = \"team-pat\"\ndisplay_name = \"Team\"\nvault = \"team-kv\"\n",
+        )
+        .unwrap();
+        let n = |s: &str| SecretName::parse(s).unwrap();
+        assert_eq!(foreign_vault(&s, "Team-KV"), None);
+        assert!(foreign_vault(&s, "patrol-own").is_some(), "patrol's own vault is not a consumer vault");
+        assert_eq!(wrong_vault(&s, &policy, "consumer-kv", &n("ci-pat")), None);
+        assert_eq!(wrong_vault(&s, &policy, "team-kv", &n("team-pat")), None);
+        assert!(wrong_vault(&s, &policy, "team-kv", &n("ci-pat")).is_some());
+        assert!(wrong_vault(&s, &policy, "consumer-kv", &n("team-pat")).is_some());
+        assert_eq!(wrong_vault(&s, &policy, "team-kv", &n("unmanaged")), None, "the engine says unmanaged");
+    }
 }

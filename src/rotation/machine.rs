@@ -83,13 +83,21 @@ impl Faults {
         Self { crash_after: Mutex::new(Some(b)), exit_process: false }
     }
 
-    /// From `PATROL_TEST_CRASH_AFTER`, exiting the process at the boundary.
+    /// From `PATROL_TEST_CRASH_AFTER`, exiting the process at the boundary. Compiled only into test builds
+    /// (cargo feature `test-hooks`, which `cargo test` turns on); elsewhere always `None`.
+    #[cfg(feature = "test-hooks")]
     pub fn from_env() -> Option<Self> {
         let raw = std::env::var("PATROL_TEST_CRASH_AFTER").ok()?;
         let b = Boundary::ALL
             .into_iter()
             .find(|b| serde_json::to_value(b).ok().and_then(|v| v.as_str().map(|s| s == raw)).unwrap_or(false))?;
         Some(Self { crash_after: Mutex::new(Some(b)), exit_process: true })
+    }
+
+    /// Without the `test-hooks` feature there is no crash hook.
+    #[cfg(not(feature = "test-hooks"))]
+    pub fn from_env() -> Option<Self> {
+        None
     }
 
     fn hit(&self, at: Boundary) -> Result<(), MachineError> {
@@ -103,6 +111,17 @@ impl Faults {
         }
         Ok(())
     }
+}
+
+/// Test builds only (`test-hooks`): exits the process with status 86 when `PATROL_TEST_CRASH_AFTER` names
+/// `step` — how the kill tests stop a command between two journaled steps. A no-op in other builds.
+pub fn crash_point(step: &str) {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var("PATROL_TEST_CRASH_AFTER").is_ok_and(|v| v == step) {
+        std::process::exit(86);
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = step;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -49,6 +49,9 @@ pub struct ManagedToken {
     pub all_orgs: bool,
     pub allow_full_access: bool,
     pub allow_all_orgs: bool,
+    /// The consumer vault the PAT is stored in, by name (`PATROL_CONSUMER_KEYVAULTS`); `None`: the default
+    /// consumer vault (`PATROL_KEYVAULT_URL`).
+    pub vault: Option<String>,
     /// The line of the `[[token]]` table in the policy file (for messages).
     #[serde(skip)]
     pub line: usize,
@@ -224,6 +227,7 @@ struct RawToken {
     all_orgs: Option<Spanned<bool>>,
     allow_full_access: Option<Spanned<bool>>,
     allow_all_orgs: Option<Spanned<bool>>,
+    vault: Option<Spanned<String>>,
 }
 
 struct Ctx<'a> {
@@ -281,6 +285,13 @@ impl<'a> Ctx<'a> {
         let secret_raw = t.secret.as_ref().ok_or_else(|| self.err(line, &f("secret"), "is required"))?;
         let secret =
             SecretName::parse(secret_raw.get_ref()).map_err(|e| self.at(secret_raw, &f("secret"), e.to_string()))?;
+        if secret.as_str().to_ascii_lowercase().starts_with(crate::store::routed::REFRESH_TOKEN_PREFIX) {
+            return Err(self.at(
+                secret_raw,
+                &f("secret"),
+                "must not start with \"patrol-owner-\": patrol keeps owners' refresh tokens under such names",
+            ));
+        }
         let dn_raw = t.display_name.as_ref().ok_or_else(|| self.err(line, &f("display_name"), "is required"))?;
         let display_name =
             DisplayName::parse(dn_raw.get_ref()).map_err(|e| self.at(dn_raw, &f("display_name"), e.to_string()))?;
@@ -402,6 +413,24 @@ impl<'a> Ctx<'a> {
             }
         };
 
+        let vault = match &t.vault {
+            None => None,
+            Some(v) => {
+                let name = v.get_ref().trim().to_ascii_lowercase();
+                let ok = (3..=24).contains(&name.len())
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+                if !ok {
+                    return Err(self.at(
+                        v,
+                        &f("vault"),
+                        format!("{:?} is not a Key Vault name (3-24 letters, digits, '-')", v.get_ref()),
+                    ));
+                }
+                Some(name)
+            }
+        };
+
         Ok(ManagedToken {
             secret,
             display_name,
@@ -416,6 +445,7 @@ impl<'a> Ctx<'a> {
             all_orgs,
             allow_full_access,
             allow_all_orgs,
+            vault,
             line,
         })
     }
@@ -597,6 +627,17 @@ notify = ["teams", "email:pkg@contoso.com"]
             "scopes = \"vso.packaging\"\nall_orgs = true\nallow_all_orgs = true",
         );
         assert!(parse(&ok).unwrap().tokens[1].all_orgs);
+    }
+
+    #[test]
+    fn a_token_may_name_its_consumer_vault() {
+        let p = parse(&GOOD.replace("scopes = \"vso.packaging\"", "scopes = \"vso.packaging\"\nvault = \"Team-KV\""))
+            .unwrap();
+        assert_eq!((p.tokens[0].vault.as_deref(), p.tokens[1].vault.as_deref()), (None, Some("team-kv")));
+        let e = err_of(&GOOD.replace("pkg-feed-pat", "Patrol-Owner-x"));
+        assert!(e.problem.contains("refresh tokens"), "{e}");
+        let e = err_of(&GOOD.replace("scopes = \"vso.packaging\"", "scopes = \"vso.packaging\"\nvault = \"no/such\""));
+        assert_eq!((e.field.as_str(), e.line), ("token[1].vault", 19));
     }
 
     #[test]

@@ -345,6 +345,43 @@ impl SecretStore for KeyVaultSecretStore {
         Ok(out)
     }
 
+    /// Soft-deletes the secret, waits until Key Vault lists it as deleted, then purges it. A refused purge
+    /// (the identity may delete but not purge) is logged and not an error: the deleted secret is gone from
+    /// the vault's secrets and is purged when the vault's retention ends.
+    async fn delete(&self, name: &SecretName) -> Result<(), StoreError> {
+        let existed = match self.client.delete_secret(name.as_str(), None).await {
+            Ok(_) => true,
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => false,
+            Err(e) => return Err(map_error("delete", name, None, e)),
+        };
+        // Deletion finishes asynchronously: wait (bounded) until the deleted secret can be purged.
+        let deadline = tokio::time::Instant::now() + RECOVER_WAIT;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.client.get_deleted_secret(name.as_str(), None).await {
+                Ok(_) => break,
+                // Neither live nor deleted: gone already (a rerun after the purge).
+                Err(e) if e.http_status() == Some(StatusCode::NotFound) && !existed => return Ok(()),
+                Err(e) if e.http_status() == Some(StatusCode::NotFound) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(other("delete", format!("secret {name} was not listed as deleted in time")));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(map_error("delete", name, None, e)),
+            }
+        }
+        match self.client.purge_deleted_secret(name.as_str(), None).await {
+            Ok(_) => tracing::info!(secret = %name, "deleted and purged the secret"),
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(secret = %name, error = %map_error("purge", name, None, e), "deleted the secret; purging it was refused (it is purged when the vault's soft-delete retention ends)")
+            }
+        }
+        Ok(())
+    }
+
     async fn update(
         &self,
         name: &SecretName,

@@ -115,6 +115,11 @@ impl SecretStore for MemoryStore {
         p.updated = Some(OffsetDateTime::now_utc());
         Ok(p.clone())
     }
+
+    async fn delete(&self, name: &SecretName) -> Result<(), StoreError> {
+        self.lock().remove(name);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod credential;
 pub mod file;
 pub mod keyvault;
 pub mod memory;
+pub mod routed;
 pub mod tags;
 
 pub use file::FileSecretStore;
@@ -43,6 +44,77 @@ pub fn from_settings_with_clock(settings: &Settings, clock: Clock) -> Result<Arc
             Ok(Arc::new(FileSecretStore::open(settings.state_dir.join("secrets"), &settings.store_key_file, clock)?))
         }
     }
+}
+
+/// The own and consumer stores the settings name, placed by the policy's `vault = "…"` (see [`routed`]).
+/// Errors name the setting or the policy field that is wrong.
+pub fn open(
+    settings: &Settings,
+    clock: Clock,
+    policy: Option<&crate::rotation::policy::Policy>,
+) -> Result<routed::Stores, StoreError> {
+    let placement: std::collections::BTreeMap<SecretName, String> = policy
+        .map(|p| p.tokens.iter().filter_map(|t| t.vault.clone().map(|v| (t.secret.clone(), v))).collect())
+        .unwrap_or_default();
+    let unplaced = |secret: &SecretName, vault: &str| {
+        let (file, line, i) = policy
+            .and_then(|p| {
+                p.tokens
+                    .iter()
+                    .position(|t| &t.secret == secret)
+                    .map(|i| (p.file.display().to_string(), p.tokens[i].line, i))
+            })
+            .unwrap_or_default();
+        StoreError::Other {
+            operation: "open",
+            message: format!(
+                "{file}:{line}: token[{i}].vault: {vault:?} is not a configured consumer vault (PATROL_KEYVAULT_NAME, PATROL_CONSUMER_KEYVAULTS)"
+            ),
+        }
+    };
+    if settings.consumer_vaults.is_empty() {
+        if let Some((secret, vault)) = placement.iter().next() {
+            return Err(unplaced(secret, vault));
+        }
+        let file = from_settings_with_clock(settings, clock)?;
+        return Ok(routed::Stores {
+            own: file.clone(),
+            own_direct: file.clone(),
+            consumer: file,
+            vaults: Default::default(),
+            separate: false,
+        });
+    }
+    let mut vaults = std::collections::BTreeMap::new();
+    for v in &settings.consumer_vaults {
+        let store: Arc<dyn SecretStore> = Arc::new(KeyVaultSecretStore::connect(
+            &v.keyvault,
+            &settings.entra_authority,
+            settings.ca_cert.as_deref(),
+            None,
+        )?);
+        vaults.insert(v.name.clone(), store);
+    }
+    if let Some((secret, vault)) = placement.iter().find(|(_, v)| !vaults.contains_key(*v)) {
+        return Err(unplaced(secret, vault));
+    }
+    let default_name = settings.consumer_vaults[0].name.clone();
+    let (own, own_direct, separate): (Arc<dyn SecretStore>, Arc<dyn SecretStore>, bool) = match &settings.own_keyvault {
+        Some(kv) => {
+            let direct: Arc<dyn SecretStore> = Arc::new(KeyVaultSecretStore::connect(
+                kv,
+                &settings.entra_authority,
+                settings.ca_cert.as_deref(),
+                None,
+            )?);
+            let legacy = vaults[&default_name].clone();
+            (Arc::new(routed::OwnWithLegacyReads { own: direct.clone(), legacy }), direct, true)
+        }
+        None => (vaults[&default_name].clone(), vaults[&default_name].clone(), false),
+    };
+    let router = routed::VaultRouter::new(vaults.clone(), &default_name, placement, separate)
+        .map_err(|m| StoreError::Other { operation: "open", message: m })?;
+    Ok(routed::Stores { own, own_direct, consumer: Arc::new(router), vaults, separate })
 }
 
 use crate::domain::SecretName;
@@ -156,4 +228,10 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
         version: &str,
         update: PropertiesUpdate,
     ) -> Result<VersionProperties, StoreError>;
+
+    /// Deletes a secret with all its versions (Key Vault: soft delete, then purge where allowed). `Ok` when
+    /// it does not exist. Stores that cannot delete say so.
+    async fn delete(&self, name: &SecretName) -> Result<(), StoreError> {
+        Err(StoreError::Other { operation: "delete", message: format!("this store cannot delete secret {name}") })
+    }
 }

@@ -84,7 +84,11 @@ fn missing_client_id_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("PATROL_CLIENT_ID"));
     // A secret the policy does not manage is refused before any network.
-    let out = patrol(dir.path(), &["rotate", "nope-pat", "--force"], &[("PATROL_CLIENT_ID", "x")]);
+    let out = patrol(
+        dir.path(),
+        &["rotate", "nope-pat", "--force"],
+        &[("PATROL_CLIENT_ID", "5e0a6c1b-3f2d-4a8e-9b7c-d1e2f3a4b5c6")],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("not managed"));
 }
@@ -325,4 +329,29 @@ fn demo_refuses_a_non_empty_dir_and_force_starts_clean() {
     // --force without --dir is a usage error.
     let out = patrol(dir.path(), &["demo", "--force"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// `PATROL_TEST_CRASH_AFTER` is compiled only with the `test-hooks` feature: the binary `cargo test` built
+/// has it, and the build without dev-dependencies (`cargo build --release`, the Function App package) does
+/// not enable the feature.
+#[test]
+fn the_crash_hook_is_only_in_test_builds() {
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_patrol")).unwrap();
+    let needle = b"PATROL_TEST_CRASH_AFTER";
+    assert!(bin.windows(needle.len()).any(|w| w == needle), "the test build has the hook");
+    let tree = |edges: &str| {
+        let out = Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "-p", "patrol", "-e", edges, "-i", "patrol", "--prefix", "none"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(tree("all,features").contains("patrol feature \"test-hooks\""), "tests turn the feature on");
+    let release = tree("normal,build,features");
+    assert!(release.contains("patrol v") && !release.contains("test-hooks"), "{release}");
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let default = manifest.lines().find(|l| l.trim_start().starts_with("default =")).unwrap_or("");
+    assert!(!default.contains("test-hooks"), "not a default feature: {default}");
 }

@@ -576,6 +576,110 @@ fn invalid_settings_are_refused_at_start_naming_the_setting() {
     }
 }
 
+/// A policy that declares a token (owners must sign in, so PATROL_CLIENT_ID is needed).
+const ONE_TOKEN_POLICY: &str = "[defaults]\norganization = \"fabrikam\"\nowner = \"svc@contoso.com\"\nscopes = \"vso.code\"\nvalidity_days = 30\nrotate_before_days = 7\ngrace_days = 1\n\n[[token]]\nsecret = \"ci-pat\"\ndisplay_name = \"CI\"\n";
+
+/// Runs the handler until it exits (it must refuse to start); returns (exit code, stderr).
+fn refused(env: &[(&str, &str)], policy: Option<&str>) -> (Option<i32>, String) {
+    let (mut child, _, _dir) = spawn_with_policy("FUNCTIONS_CUSTOMHANDLER_PORT", env, policy);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the handler started with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn a_handler_whose_settings_cannot_work_refuses_to_start_naming_each_setting() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let not_a_dir = file.path().to_str().unwrap();
+    let webhook = "http://hooks.example.com/workflows/s3cr3t-sig";
+    // (the setting named, the environment, the policy)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        ("PATROL_CLIENT_ID", vec![("PATROL_CLIENT_ID", "")], Some(ONE_TOKEN_POLICY)),
+        ("PATROL_CLIENT_ID", vec![("PATROL_CLIENT_ID", "patrol-app")], Some(EMPTY_POLICY)),
+        ("PATROL_KEYVAULT_URL", vec![("WEBSITE_INSTANCE_ID", "0a1b2c")], Some(EMPTY_POLICY)),
+        ("PATROL_STATE_DIR", vec![("PATROL_STATE_DIR", not_a_dir)], Some(EMPTY_POLICY)),
+        ("PATROL_WEBHOOK_URL", vec![("PATROL_WEBHOOK_URL", webhook)], Some(EMPTY_POLICY)),
+        ("PATROL_TEAMS_WEBHOOK_URL", vec![("PATROL_TEAMS_WEBHOOK_URL", webhook)], Some(EMPTY_POLICY)),
+        (
+            "PATROL_SMTP_TLS",
+            vec![("PATROL_SMTP_HOST", "smtp.example.com"), ("PATROL_SMTP_TLS", "none")],
+            Some(EMPTY_POLICY),
+        ),
+        ("PATROL_LOG", vec![("PATROL_LOG", "patrol=[")], Some(EMPTY_POLICY)),
+        ("PATROL_OWN_KEYVAULT_URL", vec![("PATROL_OWN_KEYVAULT_URL", "https://patrol-own.vault.azure.net/")], None),
+    ];
+    for (setting, env, policy) in cases {
+        let (code, err) = refused(&env, policy);
+        assert_eq!(code, Some(2), "{setting}: {err}");
+        assert!(err.contains(&format!("setting {setting}:")), "{setting}: {err}");
+        assert!(!err.contains("s3cr3t"), "a webhook URL is a secret: {err}");
+    }
+    // Every problem at once.
+    let (code, err) = refused(
+        &[("PATROL_CLIENT_ID", "nope"), ("PATROL_WEBHOOK_URL", webhook), ("PATROL_MAX_CONCURRENCY", "lots")],
+        Some(EMPTY_POLICY),
+    );
+    assert_eq!(code, Some(2));
+    for s in ["PATROL_CLIENT_ID", "PATROL_WEBHOOK_URL", "PATROL_MAX_CONCURRENCY"] {
+        assert!(err.contains(s), "{s}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn events_from_a_vault_patrol_does_not_manage_are_ignored_before_anything_is_built() {
+    let kv = [("PATROL_KEYVAULT_URL", "https://consumer-kv.vault.azure.net/")];
+    let foreign = spec("eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
+    let ours: Value = serde_json::from_str(&foreign.to_string().replace("sample-kv", "consumer-kv")).unwrap();
+    let no_client_id = [kv[0], ("PATROL_CLIENT_ID", "")];
+    for (case, env, policy) in [
+        ("no policy", &kv[..], None),
+        ("a broken policy", &kv[..], Some("[[token]\nsecret = ")),
+        ("a missing client id", &no_client_id[..], Some(EMPTY_POLICY)),
+    ] {
+        let h = HostedHandler::start_in(spawn_with_policy("FUNCTIONS_CUSTOMHANDLER_PORT", env, policy)).await;
+        let v = h.invoke("EventGridSecretChanged", &event(foreign.clone())).await;
+        assert_eq!(v["ReturnValue"]["status"], "ignored", "{case}: {v}");
+        assert!(logs(&v).contains("sample-kv"), "{case}: {v}");
+        // The managed vault's event is not ignored: it reaches the (unworkable) engine.
+        let (_, _, body) = h
+            .post("EventGridSecretChanged", "7c3e1a0e-0000-4000-8000-0000000000ee", event(ours.clone()).to_string())
+            .await;
+        assert!(!body.contains("\"ignored\""), "{case}: {body}");
+        h.stop();
+    }
+}
+
+#[test]
+fn a_one_vault_deployment_warns_at_start_that_consumers_can_read_refresh_tokens() {
+    let (mut child, port, _dir) = spawn_with_policy(
+        "FUNCTIONS_CUSTOMHANDLER_PORT",
+        &[("PATROL_KEYVAULT_URL", "https://consumer-kv.vault.azure.net/"), ("PATROL_LOG_FORMAT", "text")],
+        Some(EMPTY_POLICY),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "never listened");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.wait().unwrap();
+    assert!(out.contains("WARN") && out.contains("PATROL_OWN_KEYVAULT_URL"), "{out}");
+}
+
 #[test]
 fn the_bare_binary_without_a_port_shows_help() {
     let out = Command::new(BIN).env_clear().output().unwrap();

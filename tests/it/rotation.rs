@@ -13,6 +13,7 @@ mod store_failure;
 mod timer_audit;
 mod two_instances;
 mod vault_clock;
+mod two_vaults;
 mod weekly_timer;
 mod world;
 mod year;

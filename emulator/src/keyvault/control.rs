@@ -213,3 +213,59 @@ async fn validate_manually(State(s): Ctl, axum::extract::Query(q): axum::extract
             .into_response()
     }
 }
+
+/// `GET|PUT|DELETE /_control/keyvault/rbac` (the primary vault) and `/_control/keyvaults/{name}/rbac` (any
+/// hosted vault): the vault's role assignments. PUT takes `[{"principal", "role", "secret"?}]` and turns
+/// RBAC on; DELETE turns it off (every authenticated caller admitted again).
+pub fn rbac_router(vaults: Vec<Arc<KvState>>) -> Router {
+    use axum::extract::Path;
+    let vaults = Arc::new(vaults);
+    let find = |vaults: &[Arc<KvState>], name: Option<&str>| -> Option<Arc<KvState>> {
+        match name {
+            None => vaults.first().cloned(),
+            Some(n) => vaults.iter().find(|v| v.vault_name.eq_ignore_ascii_case(n)).cloned(),
+        }
+    };
+    async fn show(kv: Option<Arc<KvState>>) -> Response {
+        let Some(kv) = kv else {
+            return (StatusCode::NOT_FOUND, Json(json!({"error": "no such vault"}))).into_response();
+        };
+        let r = kv.rbac.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        ok(json!({ "vaultName": kv.vault_name, "enforced": r.is_some(), "assignments": r.unwrap_or_default() }))
+    }
+    async fn put(kv: Option<Arc<KvState>>, body: Body<Vec<super::rbac::RoleAssignment>>) -> Response {
+        let Some(kv) = kv else {
+            return (StatusCode::NOT_FOUND, Json(json!({"error": "no such vault"}))).into_response();
+        };
+        let assignments = body.0;
+        if let Err(e) = super::rbac::validate(&assignments) {
+            return bad(e);
+        }
+        *kv.rbac.lock().unwrap_or_else(|p| p.into_inner()) = Some(assignments);
+        show(Some(kv)).await
+    }
+    async fn clear(kv: Option<Arc<KvState>>) -> Response {
+        let Some(kv) = kv else {
+            return (StatusCode::NOT_FOUND, Json(json!({"error": "no such vault"}))).into_response();
+        };
+        *kv.rbac.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        show(Some(kv)).await
+    }
+    let (v1, v2, v3, v4, v5, v6) =
+        (vaults.clone(), vaults.clone(), vaults.clone(), vaults.clone(), vaults.clone(), vaults);
+    Router::new()
+        .route(
+            "/_control/keyvault/rbac",
+            get(move || show(find(&v1, None)))
+                .put(move |b: Body<Vec<super::rbac::RoleAssignment>>| put(find(&v2, None), b))
+                .delete(move || clear(find(&v3, None))),
+        )
+        .route(
+            "/_control/keyvaults/{name}/rbac",
+            get(move |Path(n): Path<String>| show(find(&v4, Some(&n))))
+                .put(move |Path(n): Path<String>, b: Body<Vec<super::rbac::RoleAssignment>>| {
+                    put(find(&v5, Some(&n)), b)
+                })
+                .delete(move |Path(n): Path<String>| clear(find(&v6, Some(&n)))),
+        )
+}

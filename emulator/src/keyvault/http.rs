@@ -127,6 +127,24 @@ fn dispatch_checked(state: &KvState, method: &Method, uri: &Uri, headers: &Heade
             ),
         ));
     }
+    // Role assignments per vault and per secret (when configured).
+    let secret = match segs.as_slice() {
+        ["secrets" | "deletedsecrets", name, ..] if !name.is_empty() => Some(*name),
+        _ => None,
+    };
+    let admitted = super::rbac::allowed(lock(&state.rbac).as_deref(), &principal, action, secret);
+    if !admitted {
+        let scope = secret.map(|s| format!("/secrets/{s}")).unwrap_or_default();
+        return error_response(&KvError::new(
+            403,
+            "Forbidden",
+            Some("ForbiddenByRbac"),
+            format!(
+                "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={principal}\r\nAction: 'Microsoft.KeyVault/vaults/secrets/{action}'\r\nResource: '/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/patrol-emulator/providers/microsoft.keyvault/vaults/{}{scope}'\r\nAssignment: (not found)\r\nVault: {};location=local",
+                state.vault_name, state.vault_name
+            ),
+        ));
+    }
     // 3. api-version.
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();

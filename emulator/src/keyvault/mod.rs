@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod http;
+pub mod rbac;
 pub mod snapshot;
 pub mod vault;
 pub mod wire;
@@ -70,6 +71,8 @@ pub struct KvState {
     pub authority: String,
     pub faults: Mutex<Faults>,
     pub limiter: Mutex<http::Limiter>,
+    /// Role assignments on this vault and its secrets; `None`: RBAC not configured, every caller admitted.
+    pub rbac: Mutex<Option<Vec<rbac::RoleAssignment>>>,
 }
 
 /// Options for [`KeyVaultServer::start`].
@@ -160,6 +163,7 @@ impl KeyVaultServer {
             authority: opts.authority,
             faults: Mutex::new(Faults::default()),
             limiter: Mutex::new(http::Limiter::default()),
+            rbac: Mutex::new(None),
         });
         let app = http::router(Arc::clone(&state));
         let server = tokio::spawn(serve_tls(listener, tls.clone(), app));
@@ -188,6 +192,11 @@ impl KeyVaultServer {
 
     pub fn set_faults(&self, faults: Faults) {
         set_faults(&self.state, faults);
+    }
+
+    /// Turns RBAC on with these role assignments (`None`: off, every caller admitted).
+    pub fn set_role_assignments(&self, assignments: Option<Vec<rbac::RoleAssignment>>) {
+        *self.state.rbac.lock().unwrap_or_else(|p| p.into_inner()) = assignments;
     }
 
     /// Raises due expiry events now (the server also does this every 200 ms and after each request).

@@ -13,6 +13,7 @@ mod entra;
 mod eventgrid;
 mod keyvault;
 mod keyvault_join;
+mod keyvault_rbac;
 mod keyvault_state;
 mod location;
 mod pats;

@@ -499,7 +499,7 @@ async fn day_zero(day: Day<'_>, story: &mut Story, pats: &[MintedPat]) -> Result
     };
     let mut code_tx = Some(code_tx);
     let options = LoginOptions { scopes: None, poll_interval: Some(Duration::from_millis(50)) };
-    let signed_in = login(&entra, local.store.as_ref(), &owner, clock, &options, |p| {
+    let signed_in = login(&entra, local.own.as_ref(), &owner, clock, &options, |p| {
         if let Some(tx) = code_tx.take() {
             let _ = tx.send(p.user_code.clone());
         }

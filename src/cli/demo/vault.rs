@@ -38,6 +38,7 @@ pub fn settings(emu: &Emulator, client_secret: &SecretString, ca: &Path) -> Resu
     url.set_host(Some(NAME)).map_err(|e| format!("the emulator's Key Vault URL: {e}"))?;
     Ok(vec![
         ("PATROL_KEYVAULT_URL".into(), url.to_string()),
+        ("PATROL_KEYVAULT_NAME".into(), NAME.into()),
         ("PATROL_KEYVAULT_CREDENTIAL".into(), "client-secret".into()),
         ("PATROL_KEYVAULT_TENANT_ID".into(), emu.endpoints().tenant.clone()),
         ("PATROL_KEYVAULT_CLIENT_ID".into(), APP_ID.into()),

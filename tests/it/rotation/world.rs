@@ -65,7 +65,7 @@ pub async fn sign_in_with(emu: &Emulator, local: &Local, scopes: Option<String>)
     });
     let mut tx = Some(tx);
     let options = LoginOptions { scopes, poll_interval: Some(std::time::Duration::from_millis(50)) };
-    login(&entra, local.store.as_ref(), &owner, &local.clock, &options, |p| {
+    login(&entra, local.own.as_ref(), &owner, &local.clock, &options, |p| {
         if let Some(tx) = tx.take() {
             let _ = tx.send(p.user_code.clone());
         }
@@ -207,6 +207,7 @@ impl World {
         let mut local = Local::open(settings_of(&env), clock).unwrap();
         if in_memory {
             local.store = Arc::new(patrol::store::memory::MemoryStore::new());
+            local.own = local.store.clone();
         }
         sign_in_with(&emu, &local, scopes).await;
         let owner = OwnerId::parse(OWNER).unwrap();
