@@ -4,8 +4,8 @@
 //!   `PATROL_MANAGED_IDENTITY_CLIENT_ID`);
 //! - `developer-tools` — `azure_identity::DeveloperToolsCredential` (Azure CLI, then Azure Developer CLI);
 //! - `client-secret` — an app registration's client secret: `azure_identity::ClientSecretCredential`
-//!   against `PATROL_ENTRA_AUTHORITY` when it is https, or [`ClientCredentialsGrant`] (the same OAuth 2.0
-//!   client-credentials grant, implemented here) for a plain-http loopback authority such as patrol-emulator.
+//!   against `PATROL_ENTRA_AUTHORITY`, or [`ClientCredentialsGrant`] (the same OAuth 2.0 client-credentials
+//!   grant, implemented here) for a loopback authority (http or https), which is patrol-emulator.
 //!   Its token lifetimes are reckoned on patrol's [`Clock`] (the one that follows the host's `UtcNow`, which
 //!   is patrol-emulator's virtual clock under test and in the demo), like every other expiry in patrol.
 //!
@@ -80,7 +80,9 @@ pub fn identity(
             else {
                 return Err("client-secret credential needs PATROL_KEYVAULT_TENANT_ID, PATROL_KEYVAULT_CLIENT_ID and PATROL_KEYVAULT_CLIENT_SECRET".into());
             };
-            if authority.scheme() == "https" {
+            // A loopback authority is patrol-emulator (tests, the demo): its tokens live on the virtual clock,
+            // which azure_identity's cache (wall clock) cannot follow, so patrol's grant serves it.
+            if !is_loopback(authority) {
                 let mut cloud = azure_core::cloud::CustomConfiguration::default();
                 cloud.authority_host = authority.as_str().trim_end_matches('/').to_owned();
                 let client_options = azure_core::http::ClientOptions {
@@ -103,6 +105,16 @@ pub fn identity(
         }
     };
     Ok(inner)
+}
+
+/// Whether `url` names this machine (patrol-emulator's listeners; never an Azure authority).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
 }
 
 /// Passes token requests through only for Key Vault scopes (`https://vault.azure.net/.default` and the
@@ -170,13 +182,7 @@ impl ClientCredentialsGrant {
         if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || "-.".contains(c)) {
             return Err(format!("tenant id {tenant:?} may contain only letters, digits, '-' and '.'"));
         }
-        let loopback = match authority.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        };
-        if authority.scheme() != "https" && !loopback {
+        if authority.scheme() != "https" && !is_loopback(authority) {
             return Err(format!(
                 "authority {authority} must be https (plain http is accepted only on loopback, for patrol-emulator)"
             ));

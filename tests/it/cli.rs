@@ -191,9 +191,14 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
         assert!(grid.iter().any(|i| i["event"] == "SecretNearExpiry" && i["secret"] == secret), "{secret}: {grid:?}");
     }
     assert!(!grid.iter().any(|i| i["event"] == "SecretNearExpiry" && i["secret"] == "wiki-sync-pat"), "40 days: no");
-    let first_ci = grid.iter().find(|i| i["secret"] == "ci-build-pat").unwrap();
-    assert_eq!(first_ci["outcome"], "completed", "{first_ci}");
-    assert!(first_ci["summary"].as_str().unwrap().contains("1 rotated"), "{first_ci}");
+    // Event Grid delivers concurrently: one of the onboarding events for ci-build-pat rotates it (another
+    // delivered at the same time may find its lease taken and answer busy).
+    assert!(
+        grid.iter().any(|i| i["secret"] == "ci-build-pat"
+            && i["outcome"] == "completed"
+            && i["summary"].as_str().unwrap().contains("1 rotated")),
+        "{grid:?}"
+    );
     // Rotations happened through the handler: due (Event Grid at onboarding), forced (HTTP), due (timer).
     let rotations = j["rotations"].as_array().unwrap();
     let rotation = |s: &str| {

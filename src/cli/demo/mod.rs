@@ -110,7 +110,9 @@ fn prepare_dir(d: &Path, force: bool) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(d).map_err(|e| cannot("create", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(d).map_err(|e| cannot("create", e))
+        }
         Err(e) => Err(cannot("read", e)),
     }
 }
