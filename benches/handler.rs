@@ -25,7 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::layer::SubscriberExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_patrol");
-const EVENT: &str = include_str!("../specs/eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
+/// Microsoft's sample event, read from ../shared/specs (or PATROL_SPECS_DIR) at run time.
+const EVENT: &str = "eventgrid/keyvault/event-grid-schema/secret_new_version_created.json";
 
 /// What the rotation engine answers for a secret it does not manage.
 struct Unmanaged;
@@ -44,7 +45,7 @@ impl Functions for Unmanaged {
 }
 
 fn payload() -> String {
-    let ev = EVENT.trim_start_matches('\u{feff}');
+    let ev = patrol_emulator::specs::read_spec(EVENT);
     format!(
         r#"{{"Data":{{"eventGridEvent":{ev}}},"Metadata":{{"data":{{}},"sys":{{"MethodName":"EventGridSecretChanged","UtcNow":"{}","RandGuid":"35e6e68c-5583-436c-a277-5aec2b416ba8"}}}}}}"#,
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap()
