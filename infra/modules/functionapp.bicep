@@ -152,6 +152,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: Event Grid's AzureFunction delivery and operators' RotateHttp calls reach the app on its public endpoint (Event Grid cannot deliver to a private endpoint); every call is authenticated by the Functions host with a system or function key over TLS 1.2+.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales to zero and has no numberOfWorkers; a missed instance delays a rotation (the journal resumes it), and the timer catches up on the next run.
   // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption function apps; silence is alerted instead (modules/alerts.bicep: no successful RotateTimer run in 26 hours).
+  // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP endpoint and deprecates siteConfig.ftpsState (setting it is refused or ignored); FTP publishing credentials are off anyway (basicPublishingCredentialsPolicies ftp allow=false below).
   // checkov:skip=CKV_AZURE_17: required client certificates would break the app's two callers: Event Grid's AzureFunction delivery and operators calling RotateHttp with a function key. Both are authenticated by the Functions host (system key / function key) over TLS 1.2+.
   name: functionAppName
   location: location
