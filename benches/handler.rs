@@ -5,7 +5,10 @@
 //! 2. Loopback: the release `patrol` binary started like the host starts it (real rotation engine, empty
 //!    policy, so the event is for a secret patrol does not manage), driven over 127.0.0.1 by keep-alive
 //!    connections — invocations per second.
-//! 3. Start-up: spawn to first answered `GET /` (median over many starts) and idle RSS (`VmRSS`).
+//! 3. Start-up: spawn to first answered `GET /` (median over many starts) and idle RSS (`VmRSS`), of the
+//!    binary in `PATROL_HANDLER_BINARY` when set — the production build, as scripts/package.sh makes it
+//!    (`cargo build --release --no-default-features --bin patrol`, copied aside: see docs/benchmarks.md) —
+//!    else of the default (demo) build cargo made for this bench.
 //!
 //! Optional arguments: `cargo bench --bench handler -- [inproc|loopback|startup]…` selects parts;
 //! `BENCH_HANDLER_LOG=<filter>` sets the spawned handler's `PATROL_LOG` (e.g. `off`, to price logging).
@@ -25,7 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::layer::SubscriberExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_patrol");
-const EVENT: &str = include_str!("../specs/eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
+/// Microsoft's sample event, read from ../shared/specs (or PATROL_SPECS_DIR) at run time.
+const EVENT: &str = "eventgrid/keyvault/event-grid-schema/secret_new_version_created.json";
 
 /// What the rotation engine answers for a secret it does not manage.
 struct Unmanaged;
@@ -44,7 +48,7 @@ impl Functions for Unmanaged {
 }
 
 fn payload() -> String {
-    let ev = EVENT.trim_start_matches('\u{feff}');
+    let ev = patrol_emulator::specs::read_spec(EVENT);
     format!(
         r#"{{"Data":{{"eventGridEvent":{ev}}},"Metadata":{{"data":{{}},"sys":{{"MethodName":"EventGridSecretChanged","UtcNow":"{}","RandGuid":"35e6e68c-5583-436c-a277-5aec2b416ba8"}}}}}}"#,
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap()
@@ -103,10 +107,14 @@ fn free_port() -> u16 {
 /// The handler as the host starts it, running the real rotation engine with an empty policy (nothing
 /// managed) and every Azure endpoint on a closed loopback port.
 fn spawn_handler(port: u16) -> Child {
+    spawn_binary(BIN, port)
+}
+
+fn spawn_binary(bin: &str, port: u16) -> Child {
     let root = std::env::temp_dir().join(format!("patrol-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("patrol.toml"), "# nothing managed\n").unwrap();
-    Command::new(BIN)
+    Command::new(bin)
         .env_clear()
         .current_dir(&root)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
@@ -162,12 +170,20 @@ fn stop(mut child: Child) {
 
 fn startup() {
     const RUNS: usize = 40;
+    let bin = std::env::var("PATROL_HANDLER_BINARY").unwrap_or_else(|_| BIN.to_owned());
+    let image = std::fs::read(&bin).unwrap_or_else(|e| panic!("cannot read {bin}: {e}"));
+    let has_emulator = image.windows(b"patrol_emulator".len()).any(|w| w == b"patrol_emulator");
+    println!(
+        "start-up of {bin} ({:.1} MiB, {})",
+        image.len() as f64 / 1048576.0,
+        if has_emulator { "demo build: emulator linked in" } else { "production build: no emulator" }
+    );
     let mut times = Vec::with_capacity(RUNS);
     let mut rss = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let port = free_port();
         let t = Instant::now();
-        let child = spawn_handler(port);
+        let child = spawn_binary(&bin, port);
         let ready = wait_ready(port, Duration::from_secs(10)).expect("handler never answered GET /");
         times.push(ready - t);
         std::thread::sleep(Duration::from_millis(200));

@@ -135,9 +135,17 @@ def expand(value):
             return default
         return got
     out = pattern.sub(one, value)
-    # A value that is exactly one ${VAR} and expands to true/false is a boolean (azd converts these too).
+    # A value that is exactly one ${VAR} and expands to true/false is a boolean, to digits a number, to a JSON
+    # array or object that value (azd converts these too, by the parameter's declared type).
     if whole and out in ("true", "false"):
         return out == "true"
+    if whole and out.isdigit():
+        return int(out)
+    if whole and out[:1] in ("[", "{"):
+        try:
+            return json.loads(out)
+        except ValueError:
+            return out
     return out
 
 try:

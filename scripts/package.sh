@@ -72,8 +72,9 @@ if [ -z "$binary" ]; then
       echo "package: warning: musl-gcc not found; if the build fails in aws-lc-sys, install musl-tools" >&2
     fi
   fi
-  (cd "$repo_root" && cargo build --release --locked --target "$target" --bin patrol) \
-    || die "cargo build --release --target $target failed"
+  # --no-default-features: the production handler leaves out `patrol demo` and the whole emulator.
+  (cd "$repo_root" && cargo build --release --locked --target "$target" --bin patrol --no-default-features) \
+    || die "cargo build --release --no-default-features --target $target failed"
   binary="$repo_root/target/$target/release/patrol"
 fi
 [ -f "$binary" ] || die "binary not found: $binary"

@@ -12,6 +12,8 @@ export PATROL_TEST_PYTHON="$PWD/.venv/bin/python"
 export PATH="$PWD/.venv/bin:$PWD/tools/node_modules/.bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# the production handler (scripts/package.sh): no demo, no emulator
+cargo clippy -p patrol --no-default-features --lib --bins -- -D warnings
 cargo test --workspace
 if [ -d infra/tests ]; then
   "$PATROL_TEST_PYTHON" -m pytest -q infra/tests

@@ -1,6 +1,7 @@
-//! Event Grid delivery of Key Vault events: envelopes as in `specs/eventgrid/keyvault/…`, at-least-once
-//! delivery to one configured subscriber URL, concurrently (one request per event unless batching is on),
-//! with Event Grid's retry policy, dead-lettering, optional duplicates and reordering.
+//! Event Grid delivery of Key Vault events: envelopes as in Microsoft's samples (`eventgrid/keyvault/…` in
+//! ../shared/specs), at-least-once delivery to one configured subscriber URL, concurrently (one request per
+//! event unless batching is on), with Event Grid's retry policy, dead-lettering, optional duplicates and
+//! reordering.
 //!
 //! Three delivery shapes:
 //! - [`DeliveryMode::FunctionsHost`] — as the Azure Functions host invokes a custom handler's Event Grid
@@ -729,11 +730,7 @@ mod tests {
 
     #[test]
     fn envelopes_have_the_sample_shape() {
-        let sample: Value = serde_json::from_str(
-            include_str!("../../specs/eventgrid/keyvault/event-grid-schema/secret_new_version_created.json")
-                .trim_start_matches('\u{feff}'),
-        )
-        .unwrap();
+        let sample = crate::specs::spec_json("eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
         let e = KeyVaultEvent {
             id: "00eccf70-95a7-4e7c-8299-2eb17ee9ad64".into(),
             event_type: SECRET_NEW_VERSION_CREATED.into(),

@@ -13,6 +13,7 @@
 //!   `control` — the control API.
 //! - `consumers` — where PATs are used: service endpoints, variable groups, GitHub Actions secrets.
 //! - Key Vault + Event Grid side (HTTPS with a generated CA, bearer challenge, secrets API, event delivery).
+//! - `specs` — where tests find Microsoft's official specs (../shared/specs or `PATROL_SPECS_DIR`).
 //!
 //! The binary prints one JSON line naming its endpoints when it is ready; tests start the same server
 //! in-process on an ephemeral port through this library.
@@ -39,6 +40,7 @@ pub mod secrets;
 pub mod seed;
 pub mod serve;
 pub mod server;
+pub mod specs;
 pub mod state;
 pub mod tls;
 pub mod tokens;

@@ -1,6 +1,11 @@
-// Alerts: tell a human when a patrol invocation fails (Application Insights failed requests) and when Key Vault
-// events could not be delivered (dead-lettered or dropped by Event Grid). Notifications go to an action group
+// Alerts: tell a human when a patrol invocation fails (Application Insights failed requests), when Key Vault
+// events could not be delivered (dead-lettered or dropped by Event Grid), and when the daily RotateTimer has not
+// succeeded for 26 hours (silence). Notifications go to an action group
 // when e-mail addresses are given; without them the alerts still fire and show in the portal.
+
+@description('Azure region of the log alert (log search alerts are regional).')
+@minLength(1)
+param location string
 
 @description('Name prefix of the alert rules and the action group.')
 @minLength(1)
@@ -10,6 +15,11 @@ param namePrefix string
 @description('Resource id of the Application Insights component.')
 @minLength(1)
 param appInsightsId string
+
+@description('Hours without a successful RotateTimer run before the silence alert fires (the timer runs daily).')
+@minValue(2)
+@maxValue(47)
+param silenceHours int = 26
 
 @description('Resource id of the Event Grid system topic.')
 @minLength(1)
@@ -156,3 +166,43 @@ output alertNames array = [
   deadLettered.name
   dropped.name
 ]
+
+// Silence is alerted: a timer that stopped firing (a disabled function, a broken deployment, a host that never
+// starts) produces no failed request, so the metric alerts above stay quiet. This log alert counts successful
+// RotateTimer runs in the last `silenceHours` hours and fires when there are none.
+resource rotateTimerSilence 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: '${namePrefix}-rotate-timer-silent'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'patrol: no successful RotateTimer run in ${silenceHours} h'
+    description: 'RotateTimer runs daily; no successful run for ${silenceHours} hours means PATs are not being rotated.'
+    severity: severity
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'P2D'
+    criteria: {
+      allOf: [
+        {
+          query: 'requests | where timestamp > ago(${silenceHours}h) | where name == "RotateTimer" and success == true'
+          timeAggregation: 'Count'
+          operator: 'LessThan'
+          threshold: 1
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: notify ? [
+        actionGroup.id
+      ] : []
+    }
+  }
+}

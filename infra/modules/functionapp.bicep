@@ -1,7 +1,10 @@
 // Function App: the hosting plan and the Linux Function App that runs patrol's custom handler (`handler` at the
 // package root). Flex Consumption (FC1, runtime custom 1.0, package deployed from a blob container with the app's
-// managed identity) by default; Elastic Premium (EP1-EP3) for regions or needs Flex does not serve. System-assigned
-// identity, HTTPS only, TLS 1.2+, identity-based AzureWebJobsStorage, no basic-auth publishing credentials.
+// managed identity; the host sets the handler's execute bit). System-assigned identity, HTTPS only, TLS 1.2+,
+// identity-based AzureWebJobsStorage, no basic-auth publishing credentials. Notification URLs (Teams, Slack,
+// webhook) are Key Vault references to patrol's own vault, never values in app settings or deployment history.
+// (The Elastic Premium option was dropped: run-from-package on Linux Premium needs an Azure Files content share,
+// which needs a storage account key, and shared keys are disabled.)
 
 @description('Azure region of the plan and the app.')
 @minLength(1)
@@ -16,21 +19,6 @@ param planName string
 @minLength(2)
 @maxLength(60)
 param functionAppName string
-
-@description('FlexConsumption (FC1, recommended) or ElasticPremium (EP1-EP3: deployment slots, fixed outbound, regions without Flex).')
-@allowed([
-  'FlexConsumption'
-  'ElasticPremium'
-])
-param hostingPlan string = 'FlexConsumption'
-
-@description('Elastic Premium size, used only when hostingPlan is ElasticPremium.')
-@allowed([
-  'EP1'
-  'EP2'
-  'EP3'
-])
-param premiumSku string = 'EP1'
 
 @description('Flex Consumption instance memory in MB.')
 @allowed([
@@ -66,9 +54,26 @@ param appInsightsConnectionString string
 @description('True when Application Insights refuses local (key) auth: the app then sends telemetry with its identity.')
 param appInsightsLocalAuthDisabled bool = true
 
-@description('Key Vault URI (PATROL_KEYVAULT_URL).')
+@description('URI of the consumer Key Vault, where the managed PATs go (PATROL_KEYVAULT_URL).')
 @minLength(1)
 param keyVaultUri string
+
+@description('URI of patrol\'s own Key Vault: owners\' refresh tokens, notification URLs, credentials (PATROL_OWN_KEYVAULT_URL).')
+@minLength(1)
+param ownKeyVaultUri string
+
+@description('Name of patrol\'s own Key Vault (for the Key Vault references of the notification URLs).')
+@minLength(3)
+@maxLength(24)
+param ownKeyVaultName string
+
+@description('Notification channels whose URL is a secret in patrol\'s own vault (teams: patrol-teams-webhook-url, slack: patrol-slack-webhook-url, webhook: patrol-webhook-url); each becomes a Key Vault reference in its PATROL_…_URL setting.')
+@allowed([
+  'teams'
+  'slack'
+  'webhook'
+])
+param notificationChannels array = []
 
 @description('NCRONTAB schedule of RotateTimer, 6 fields, UTC (PATROL_SCHEDULE).')
 @minLength(11)
@@ -98,12 +103,11 @@ param tags object = {}
 @minLength(1)
 param azdServiceName string = 'patrol'
 
-var isFlex = hostingPlan == 'FlexConsumption'
-
 var baseSettings = {
   AzureWebJobsStorage__accountName: storageAccountName
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   PATROL_KEYVAULT_URL: keyVaultUri
+  PATROL_OWN_KEYVAULT_URL: ownKeyVaultUri
   PATROL_KEYVAULT_CREDENTIAL: 'managed-identity'
   PATROL_SCHEDULE: schedule
   PATROL_POLICY_FILE: policyFile
@@ -113,31 +117,34 @@ var baseSettings = {
 }
 var clientIdSetting = empty(ownerClientId) ? {} : { PATROL_CLIENT_ID: ownerClientId }
 var aadTelemetrySetting = appInsightsLocalAuthDisabled ? { APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD' } : {}
-// Flex rejects these (the runtime lives in functionAppConfig, the package in the deployment container);
-// Elastic Premium needs them. No Azure Files content share: it would need an account key, which is disabled.
-var premiumSettings = isFlex ? {} : {
-  FUNCTIONS_EXTENSION_VERSION: '~4'
-  FUNCTIONS_WORKER_RUNTIME: 'custom'
-  WEBSITE_RUN_FROM_PACKAGE: '1'
-}
-var allSettings = union(additionalAppSettings, baseSettings, clientIdSetting, aadTelemetrySetting, premiumSettings)
+// The platform resolves these with the app's identity (Key Vault Secrets Officer on patrol's own vault) and hands
+// the handler the URL; the app settings and the deployment only ever hold the reference.
+var notificationSettings = union(
+  contains(notificationChannels, 'teams') ? {
+    PATROL_TEAMS_WEBHOOK_URL: '@Microsoft.KeyVault(VaultName=${ownKeyVaultName};SecretName=patrol-teams-webhook-url)'
+  } : {},
+  contains(notificationChannels, 'slack') ? {
+    PATROL_SLACK_WEBHOOK_URL: '@Microsoft.KeyVault(VaultName=${ownKeyVaultName};SecretName=patrol-slack-webhook-url)'
+  } : {},
+  contains(notificationChannels, 'webhook') ? {
+    PATROL_WEBHOOK_URL: '@Microsoft.KeyVault(VaultName=${ownKeyVaultName};SecretName=patrol-webhook-url)'
+  } : {}
+)
+// additionalAppSettings first: patrol's own settings and the references win over anything passed there.
+var allSettings = union(additionalAppSettings, baseSettings, clientIdSetting, aadTelemetrySetting, notificationSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_225: zone redundancy needs at least two always-ready instances (Flex) or three workers (Premium); patrol runs a daily timer and idempotent, journaled, resumable rotations, so an outage of a zone delays a run rather than losing one. Not worth the standing cost by default.
+  // checkov:skip=CKV_AZURE_225: zone redundancy needs always-ready instances (a standing cost on Flex Consumption); patrol runs a daily timer and idempotent, journaled, resumable rotations, so an outage of a zone delays a run rather than losing one. Not worth the standing cost by default.
   name: planName
   location: location
   tags: tags
-  kind: isFlex ? 'functionapp' : 'elastic'
-  sku: isFlex ? {
+  kind: 'functionapp'
+  sku: {
     tier: 'FlexConsumption'
     name: 'FC1'
-  } : {
-    tier: 'ElasticPremium'
-    name: premiumSku
   }
   properties: {
     reserved: true
-    maximumElasticWorkerCount: isFlex ? null : 3
   }
 }
 
@@ -145,6 +152,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: Event Grid's AzureFunction delivery and operators' RotateHttp calls reach the app on its public endpoint (Event Grid cannot deliver to a private endpoint); every call is authenticated by the Functions host with a system or function key over TLS 1.2+.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales to zero and has no numberOfWorkers; a missed instance delays a rotation (the journal resumes it), and the timer catches up on the next run.
   // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption function apps; silence is alerted instead (modules/alerts.bicep: no successful RotateTimer run in 26 hours).
+  // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP endpoint and deprecates siteConfig.ftpsState (setting it is refused or ignored); FTP publishing credentials are off anyway (basicPublishingCredentialsPolicies ftp allow=false below).
   // checkov:skip=CKV_AZURE_17: required client certificates would break the app's two callers: Event Grid's AzureFunction delivery and operators calling RotateHttp with a function key. Both are authenticated by the Functions host (system key / function key) over TLS 1.2+.
   name: functionAppName
   location: location
@@ -159,11 +167,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     clientAffinityEnabled: false
     publicNetworkAccess: 'Enabled'
     virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
+    // Flex Consumption has no FTP (ftpsState) and routes all outbound traffic through an integrated VNet
+    // (vnetRouteAllEnabled): both site properties are deprecated there and left out.
     siteConfig: {
-      vnetRouteAllEnabled: !empty(virtualNetworkSubnetId)
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
       cors: {
@@ -174,7 +182,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         value: string(setting.value)
       }]
     }
-    functionAppConfig: isFlex ? {
+    functionAppConfig: {
       deployment: {
         storage: {
           type: 'blobContainer'
@@ -192,7 +200,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         name: 'custom'
         version: '1.0'
       }
-    } : null
+    }
   }
 }
 

@@ -1,6 +1,8 @@
-// Key Vault: where patrol keeps every managed PAT and each owner's refresh token. RBAC authorization only
-// (no access policies), soft delete with purge protection, optional closed public endpoint, and every data-plane
-// access (AuditEvent) sent to Log Analytics.
+// Key Vault, used twice by main.bicep: the consumer vault (managed PATs, which consumers read) and patrol's own
+// vault (owners' refresh tokens, notification URLs, credentials patrol uses; nobody but the Function App reads
+// it). RBAC authorization only (no access policies), soft delete with purge protection, optional closed public
+// endpoint, every data-plane access (AuditEvent) sent to Log Analytics, and `createMode: recover` to bring back a
+// soft-deleted vault of the same name after `azd down` (infra/hooks/preprovision.sh decides).
 
 @description('Azure region of the vault.')
 @minLength(1)
@@ -26,6 +28,13 @@ param publicNetworkAccess string = 'Enabled'
 @description('Public IPv4 addresses or CIDR ranges let through the vault firewall (e.g. the operator running `patrol login`). Non-empty turns the firewall on (default Deny) while the public endpoint stays Enabled; ignored when it is Disabled.')
 param allowedIpRanges array = []
 
+@description('default: create (or update) the vault. recover: bring back the soft-deleted vault of this name with its secrets (after `azd down`; purge protection reserves the name for the retention period).')
+@allowed([
+  'default'
+  'recover'
+])
+param createMode string = 'default'
+
 @description('Resource id of the Log Analytics workspace that receives the vault\'s AuditEvent logs.')
 @minLength(1)
 param workspaceId string
@@ -48,6 +57,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
       family: 'A'
       name: 'standard'
     }
+    createMode: createMode
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: softDeleteRetentionInDays

@@ -1,7 +1,8 @@
-// Network: the virtual network that lets the Function App reach a Key Vault whose public endpoint is closed or
+// Network: the virtual network that lets the Function App reach Key Vaults whose public endpoint is closed or
 // firewalled. One subnet for the app's outbound VNet integration (delegated to Flex Consumption's
-// Microsoft.App/environments, or Microsoft.Web/serverFarms for Elastic Premium), one for private endpoints, the
-// vault's private endpoint and its private DNS zone linked to the network.
+// Microsoft.App/environments: the Microsoft.App resource provider must be registered, which
+// infra/hooks/preprovision.sh checks), one for private endpoints, a private endpoint for each of patrol's two
+// vaults (the consumer vault and patrol's own) and their private DNS zone linked to the network.
 
 @description('Azure region of the network.')
 @minLength(1)
@@ -24,16 +25,13 @@ param appSubnetPrefix string = '10.40.1.0/24'
 @minLength(9)
 param privateEndpointSubnetPrefix string = '10.40.2.0/24'
 
-@description('Hosting plan of the app, which decides the integration subnet\'s delegation.')
-@allowed([
-  'FlexConsumption'
-  'ElasticPremium'
-])
-param hostingPlan string = 'FlexConsumption'
-
-@description('Resource id of the Key Vault that gets a private endpoint.')
+@description('Resource id of the consumer Key Vault (PATs consumers read), which gets a private endpoint.')
 @minLength(1)
 param keyVaultId string
+
+@description('Resource id of patrol\'s own Key Vault (refresh tokens, notification URLs), which gets a private endpoint.')
+@minLength(1)
+param ownKeyVaultId string
 
 @description('Give the integration subnet a NAT gateway with a static public IP: outbound traffic (Azure DevOps, Entra, storage) then leaves from one known address, which Azure DevOps Conditional Access / IP policies can allow; without it the subnet relies on default outbound access, which new networks no longer get.')
 param natGateway bool = true
@@ -41,7 +39,7 @@ param natGateway bool = true
 @description('Tags applied to every resource.')
 param tags object = {}
 
-var delegation = (hostingPlan == 'FlexConsumption') ? 'Microsoft.App/environments' : 'Microsoft.Web/serverFarms'
+var delegation = 'Microsoft.App/environments'
 var vaultDnsZone = 'privatelink.vaultcore.azure.net'
 
 resource egressIp 'Microsoft.Network/publicIPAddresses@2024-01-01' = if (natGateway) {
@@ -182,6 +180,43 @@ resource vaultEndpoint 'Microsoft.Network/privateEndpoints@2024-01-01' = {
 
 resource vaultDnsGroup 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01' = {
   parent: vaultEndpoint
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: 'vault'
+        properties: {
+          privateDnsZoneId: dnsZone.id
+        }
+      }
+    ]
+  }
+}
+
+resource ownVaultEndpoint 'Microsoft.Network/privateEndpoints@2024-01-01' = {
+  name: '${vnetName}-kv-own-pe'
+  location: location
+  tags: tags
+  properties: {
+    subnet: {
+      id: vnet.properties.subnets[1].id
+    }
+    privateLinkServiceConnections: [
+      {
+        name: 'vault'
+        properties: {
+          privateLinkServiceId: ownKeyVaultId
+          groupIds: [
+            'vault'
+          ]
+        }
+      }
+    ]
+  }
+}
+
+resource ownVaultDnsGroup 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01' = {
+  parent: ownVaultEndpoint
   name: 'default'
   properties: {
     privateDnsZoneConfigs: [

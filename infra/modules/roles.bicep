@@ -1,19 +1,29 @@
 // Role assignments: the least privilege each principal needs, each scoped to the one resource it is about.
-// - the Function App's identity: Key Vault Secrets Officer on the vault (read, write, disable secret versions),
-//   Storage Blob Data Owner on its host storage account (leases, timer status, deployment package),
+// - the Function App's identity: Key Vault Secrets Officer on the consumer vault (write, disable PAT versions)
+//   and on patrol's own vault (refresh tokens, notification URLs); on its host storage account Storage Blob Data
+//   Owner (leases, timer status, deployment package), Storage Queue Data Contributor and Storage Table Data
+//   Contributor (the Functions host's queues and tables with identity-based AzureWebJobsStorage);
 //   Monitoring Metrics Publisher on Application Insights when local auth is off;
-// - the Event Grid system topic's identity: Storage Blob Data Contributor on the dead-letter container only;
-// - optionally an operator (user or group): Key Vault Secrets Officer, so `patrol login` can store owners' refresh tokens.
+// - each Event Grid system topic's identity: Storage Blob Data Contributor on the dead-letter container only;
+// - optionally an operator (user or group, named by a dedicated parameter, never azd's signed-in principal):
+//   Key Vault Secrets Officer on patrol's own vault, so `patrol login` can store owners' refresh tokens and the
+//   notification URLs can be set. Nobody else gets a role on patrol's own vault. Consumers get per-secret roles
+//   on the consumer vault (modules/consumer-access.bicep).
 
 @description('Object id of the Function App\'s system-assigned identity.')
 @minLength(36)
 @maxLength(36)
 param functionAppPrincipalId string
 
-@description('Name of the Key Vault.')
+@description('Name of the consumer Key Vault.')
 @minLength(3)
 @maxLength(24)
 param keyVaultName string
+
+@description('Name of patrol\'s own Key Vault.')
+@minLength(3)
+@maxLength(24)
+param ownKeyVaultName string
 
 @description('Name of the host storage account.')
 @minLength(3)
@@ -27,15 +37,15 @@ param appInsightsName string
 @description('Grant Monitoring Metrics Publisher (needed when Application Insights refuses local auth).')
 param assignMonitoringPublisher bool = true
 
-@description('Object id of the Event Grid system topic\'s identity (dead-lettering); empty to skip.')
-param eventGridTopicPrincipalId string = ''
+@description('Object ids of the Event Grid system topics\' identities (dead-lettering), one per consumer vault.')
+param eventGridTopicPrincipalIds array = []
 
 @description('Name of the dead-letter container.')
 @minLength(3)
 @maxLength(63)
 param deadLetterContainerName string = 'eventgrid-deadletter'
 
-@description('Object id of an operator (user or group) who runs `patrol login`; empty to skip.')
+@description('Object id of an operator (user or group) who runs `patrol login` and sets notification URLs in patrol\'s own vault; empty (the default) to skip.')
 param operatorPrincipalId string = ''
 
 @description('Kind of the operator principal.')
@@ -50,10 +60,16 @@ param operatorPrincipalType string = 'User'
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
+}
+
+resource ownVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: ownKeyVaultName
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -81,7 +97,18 @@ resource appSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' 
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
     principalId: functionAppPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'patrol: read, write and disable PAT secrets and owner refresh tokens'
+    description: 'patrol: write, read and disable the managed PATs in the consumer vault'
+  }
+}
+
+resource appOwnSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(ownVault.id, functionAppPrincipalId, keyVaultSecretsOfficer)
+  scope: ownVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+    principalId: functionAppPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'patrol: owners\' refresh tokens, notification URLs and credentials in patrol\'s own vault'
   }
 }
 
@@ -96,6 +123,28 @@ resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+resource appQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionAppPrincipalId, storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    principalId: functionAppPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'patrol: the Functions host\'s queues (identity-based AzureWebJobsStorage)'
+  }
+}
+
+resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionAppPrincipalId, storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+    principalId: functionAppPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'patrol: the Functions host\'s tables (identity-based AzureWebJobsStorage)'
+  }
+}
+
 resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignMonitoringPublisher) {
   name: guid(appInsights.id, functionAppPrincipalId, monitoringMetricsPublisher)
   scope: appInsights
@@ -107,24 +156,24 @@ resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-resource topicDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(eventGridTopicPrincipalId)) {
-  name: guid(deadLetterContainer.id, eventGridTopicPrincipalId, storageBlobDataContributor)
+resource topicDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for topicPrincipalId in eventGridTopicPrincipalIds: {
+  name: guid(deadLetterContainer.id, topicPrincipalId, storageBlobDataContributor)
   scope: deadLetterContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
-    principalId: eventGridTopicPrincipalId
+    principalId: topicPrincipalId
     principalType: 'ServicePrincipal'
     description: 'Event Grid: write undeliverable Key Vault events to the dead-letter container'
   }
-}
+}]
 
 resource operatorSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
-  name: guid(vault.id, operatorPrincipalId, keyVaultSecretsOfficer)
-  scope: vault
+  name: guid(ownVault.id, operatorPrincipalId, keyVaultSecretsOfficer)
+  scope: ownVault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
-    description: 'patrol operator: store owners\' refresh tokens with `patrol login`'
+    description: 'patrol operator: store owners\' refresh tokens (patrol login) and notification URLs in patrol\'s own vault'
   }
 }

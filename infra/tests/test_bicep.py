@@ -16,6 +16,9 @@ ROLE = {
     "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
 }
 BROAD_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",  # Owner
@@ -47,7 +50,7 @@ def patrol_settings() -> set[str]:
 
 def test_every_expected_template_exists():
     names = {p.relative_to(INFRA).as_posix() for p in BICEP_FILES}
-    assert {"main.bicep", "modules/functionapp.bicep", "modules/storage.bicep", "modules/keyvault.bicep",
+    assert {"main.bicep", "modules/consumer-access.bicep", "modules/vault-officer.bicep", "modules/functionapp.bicep", "modules/storage.bicep", "modules/keyvault.bicep",
             "modules/monitoring.bicep", "modules/roles.bicep", "modules/eventgrid-topic.bicep",
             "modules/eventgrid-subscription.bicep", "modules/alerts.bicep", "modules/network.bicep"} <= names
 
@@ -60,7 +63,10 @@ def test_bicep_parses_and_documents_every_parameter(path):
         decos = decorators(param)
         assert decos.get("description"), f"{path.name}: parameter {name} has no @description"
         if "allowed" in decos:
-            assert param.get("default") is None or param["default"] in decos["allowed"], f"{path.name}: {name} default not allowed"
+            default = param.get("default")
+            # an array parameter's @allowed applies to each element
+            values = default if param.get("type") == "array" and isinstance(default, list) else [default]
+            assert default is None or all(v in decos["allowed"] for v in values), f"{path.name}: {name} default not allowed"
     for name, output in doc.get("outputs", {}).items():
         if path.name != "main.bicep":  # main's outputs are azd environment values, named by azd convention
             assert decorators(output).get("description"), f"{path.name}: output {name} has no @description"
@@ -108,9 +114,9 @@ def test_function_app_flex_custom_handler_identity_https_tls():
     assert p["httpsOnly"] is True
     sc = p["siteConfig"]
     assert sc["minTlsVersion"] == "1.2" and sc["scmMinTlsVersion"] == "1.2"
-    assert sc["ftpsState"] == "Disabled"
-    cond, flex, premium = conditional(p["functionAppConfig"])
-    assert cond == "isFlex" and premium is None
+    # properties Flex Consumption deprecated are not set
+    assert "ftpsState" not in sc and "vnetRouteAllEnabled" not in sc
+    flex = p["functionAppConfig"]
     assert flex["runtime"] == {"name": "custom", "version": "1.0"}
     storage = flex["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
@@ -118,17 +124,17 @@ def test_function_app_flex_custom_handler_identity_https_tls():
     assert "deploymentContainerName" in storage["value"]
 
 
-def test_plan_is_flex_consumption_with_premium_switch():
+def test_plan_is_flex_consumption_only():
+    """The Elastic Premium fallback is gone: on Linux Premium, run-from-package needs an Azure Files content share,
+    which needs an account key, and shared keys are disabled (WEBSITE_RUN_FROM_PACKAGE=1 alone does not work)."""
     doc = module("functionapp")
-    assert decorators(doc["parameters"]["hostingPlan"])["allowed"] == ["FlexConsumption", "ElasticPremium"]
-    assert doc["parameters"]["hostingPlan"]["default"] == "FlexConsumption"
     plan = props(doc["resources"]["plan"])
-    cond, flex_sku, premium_sku = conditional(plan["sku"])
-    assert cond == "isFlex"
-    assert flex_sku == {"tier": "FlexConsumption", "name": "FC1"}
-    assert premium_sku["tier"] == "ElasticPremium"
+    assert plan["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
     assert plan["properties"]["reserved"] is True  # Linux
-    assert decorators(main()["parameters"]["hostingPlan"])["allowed"] == ["FlexConsumption", "ElasticPremium"]
+    assert "hostingPlan" not in doc["parameters"] and "hostingPlan" not in main()["parameters"]
+    for path in BICEP_FILES:
+        text = path.read_text()
+        assert "WEBSITE_RUN_FROM_PACKAGE" not in text and "ElasticPremium" not in text, path.name
 
 
 def test_app_settings_use_patrol_names_and_identity_based_storage():
@@ -141,17 +147,20 @@ def test_app_settings_use_patrol_names_and_identity_based_storage():
     for var in ("clientIdSetting", "aadTelemetrySetting"):
         _, t, f = conditional(variables[var]["value"])
         names |= set(t) | set(f)
+    for arg in variables["notificationSettings"]["value"]["function"]["parameters"].values():
+        _, t, f = conditional(arg)
+        names |= set(t) | set(f)
     for name in names:
         if name.startswith("PATROL_"):
-            assert name in known, f"{name} is not a setting of src/config.rs SETTINGS"
-    for needed in ("PATROL_KEYVAULT_URL", "PATROL_SCHEDULE", "PATROL_POLICY_FILE", "PATROL_TENANT_ID"):
+            # PATROL_OWN_KEYVAULT_URL comes with the code side of issue 15 (patrol's own vault)
+            assert name in known | {"PATROL_OWN_KEYVAULT_URL"}, f"{name} is not a setting of src/config.rs SETTINGS"
+    for needed in ("PATROL_KEYVAULT_URL", "PATROL_OWN_KEYVAULT_URL", "PATROL_SCHEDULE", "PATROL_POLICY_FILE",
+                   "PATROL_TENANT_ID"):
         assert needed in names
+    assert base["PATROL_KEYVAULT_URL"] == "keyVaultUri" and base["PATROL_OWN_KEYVAULT_URL"] == "ownKeyVaultUri"
     assert base["PATROL_KEYVAULT_CREDENTIAL"] == "managed-identity"
     assert not names & FLEX_REJECTED_SETTINGS, "settings Flex Consumption rejects"
-    cond, on_flex, on_premium = conditional(variables["premiumSettings"]["value"])
-    assert cond == "isFlex" and on_flex == {}
-    assert on_premium["FUNCTIONS_WORKER_RUNTIME"] == "custom"
-    # base settings are merged last-but-some, so additionalAppSettings cannot override them
+    # additionalAppSettings is merged first, so it cannot override patrol's settings or the references
     union = variables["allSettings"]["value"]["function"]["parameters"]
     assert union["arg_1"] == "additionalAppSettings"
 
@@ -223,10 +232,14 @@ def role_assignments():
 def test_least_privilege_role_assignments():
     got = role_assignments()
     assert got["appSecretsOfficer"] == (ROLE["keyVaultSecretsOfficer"], "vault", "functionAppPrincipalId")
+    assert got["appOwnSecretsOfficer"] == (ROLE["keyVaultSecretsOfficer"], "ownVault", "functionAppPrincipalId")
+    assert got["appQueueContributor"] == (ROLE["storageQueueDataContributor"], "storage", "functionAppPrincipalId")
+    assert got["appTableContributor"] == (ROLE["storageTableDataContributor"], "storage", "functionAppPrincipalId")
     assert got["appBlobOwner"] == (ROLE["storageBlobDataOwner"], "storage", "functionAppPrincipalId")
     assert got["appMetricsPublisher"] == (ROLE["monitoringMetricsPublisher"], "appInsights", "functionAppPrincipalId")
-    assert got["topicDeadLetterWriter"] == (ROLE["storageBlobDataContributor"], "deadLetterContainer", "eventGridTopicPrincipalId")
-    assert got["operatorSecretsOfficer"][0] == ROLE["keyVaultSecretsOfficer"]
+    assert got["topicDeadLetterWriter"] == (ROLE["storageBlobDataContributor"], "deadLetterContainer", "topicPrincipalId")
+    # the operator's role is on patrol's own vault only, and only when named
+    assert got["operatorSecretsOfficer"] == (ROLE["keyVaultSecretsOfficer"], "ownVault", "operatorPrincipalId")
     # the publisher role only when local auth is off
     assert module("roles")["resources"]["appMetricsPublisher"]["config"]["condition"] == "assignMonitoringPublisher"
     assert props(main()["modules"]["roles"])["params"]["assignMonitoringPublisher"] == "disableAppInsightsLocalAuth"
@@ -331,6 +344,11 @@ def test_a_closed_vault_brings_vnet_integration_and_a_private_endpoint():
     use_vnet = json.dumps(m["variables"]["useVnet"]["value"])
     for needed in ("vnetIntegration", "keyVaultPublicNetworkAccess", "Disabled", "keyVaultAllowedIpRanges"):
         assert needed in use_vnet
+    # both vaults get the same network rules
+    for call in ("keyVault", "ownKeyVault"):
+        params = props(m["modules"][call])["params"]
+        assert params["publicNetworkAccess"] == "keyVaultPublicNetworkAccess"
+        assert params["allowedIpRanges"] == "keyVaultAllowedIpRanges"
     assert m["modules"]["network"]["config"]["condition"] == "useVnet"
     cond, on, off = conditional(props(m["modules"]["functionApp"])["params"]["virtualNetworkSubnetId"])
     assert (cond, on, off) == ("useVnet", "network.outputs.appSubnetId", "")
@@ -340,9 +358,10 @@ def test_a_closed_vault_brings_vnet_integration_and_a_private_endpoint():
     pe = props(net["resources"]["vaultEndpoint"])["properties"]
     link = pe["privateLinkServiceConnections"][0]["properties"]
     assert link == {"privateLinkServiceId": "keyVaultId", "groupIds": ["vault"]}
+    own = props(net["resources"]["ownVaultEndpoint"])["properties"]["privateLinkServiceConnections"][0]["properties"]
+    assert own == {"privateLinkServiceId": "ownKeyVaultId", "groupIds": ["vault"]}
     assert net["variables"]["vaultDnsZone"]["value"] == "privatelink.vaultcore.azure.net"
-    cond, flex, premium = conditional(net["variables"]["delegation"]["value"])
-    assert (flex, premium) == ("Microsoft.App/environments", "Microsoft.Web/serverFarms")
+    assert net["variables"]["delegation"]["value"] == "Microsoft.App/environments"
     for subnet in props(net["resources"]["vnet"])["properties"]["subnets"]:
         assert "networkSecurityGroup" in subnet["properties"], subnet["name"]
 

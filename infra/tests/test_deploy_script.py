@@ -76,7 +76,10 @@ def test_parameters_file_is_expanded_like_azd(az):
     assert params["environmentName"]["value"] == "prod"
     assert params["location"]["value"] == "swedencentral"
     assert params["ownerClientId"]["value"] == "11111111-2222-3333-4444-555555555555"
-    assert params["hostingPlan"]["value"] == "FlexConsumption"  # ${VAR=default}
+    assert params["storageSkuName"]["value"] == "Standard_LRS"  # ${VAR=default}
+    assert params["instanceMemoryMB"]["value"] == 512  # a number, as the template declares
+    assert params["consumerPrincipals"]["value"] == []  # an array
+    assert params["additionalAppSettings"]["value"] == {}  # an object, written in the file
     assert params["schedule"]["value"] == "0 0 3 * * *"
     assert params["deployEventSubscription"]["value"] is False  # a boolean, as the template declares
     assert params["resourceGroupName"]["value"] == ""

@@ -203,3 +203,35 @@ def test_packages_the_repository_host_files(app):
     assert r.returncode == 0, r.stderr
     with zipfile.ZipFile(app["out"]) as z:
         assert set(z.namelist()) == ENTRIES
+
+
+# ---- the production build holds only the handler ----------------------------------------------------------------
+
+def cargo_tree(*features: str) -> set[str]:
+    """The crates a `patrol` build links (normal dependencies only), by name."""
+    cargo = shutil.which("cargo")
+    assert cargo, "cargo is needed for this test"
+    r = subprocess.run([cargo, "tree", "--locked", "-p", "patrol", "-e", "normal", "--prefix", "none", *features],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {line.split()[0] for line in r.stdout.splitlines() if line.strip()}
+
+
+def test_the_production_build_links_no_emulator_and_no_second_crypto_library():
+    production = cargo_tree("--no-default-features")
+    demo = cargo_tree()
+    # the demo build (cargo run -- demo, the tests) has the emulator and rcgen's ring; the package has neither
+    assert {"patrol-emulator", "rcgen", "ring"} <= demo, "the check below would prove nothing"
+    assert not {"patrol-emulator", "rcgen", "ring"} & production, sorted({"patrol-emulator", "rcgen", "ring"} & production)
+    assert "aws-lc-rs" in production, "rustls' crypto provider in production is aws-lc-rs"
+    # dependencies patrol does not use are not declared
+    manifest = (REPO / "Cargo.toml").read_text()
+    deps = manifest[manifest.index("[dependencies]"):manifest.index("[features]")]
+    for unused in ("anyhow", "tower-http"):
+        assert f"\n{unused}" not in deps, f"{unused} is declared but patrol does not use it"
+
+
+def test_package_script_builds_without_default_features():
+    text = SCRIPT.read_text()
+    build = [line for line in text.splitlines() if "&& cargo build" in line and not line.lstrip().startswith("#")]
+    assert build and all("--no-default-features" in line for line in build), build

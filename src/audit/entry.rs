@@ -664,10 +664,9 @@ mod tests {
     use super::*;
 
     fn spec_example() -> Vec<u8> {
-        let raw = include_str!(
-            "../../specs/azure-devops/audit/7.2/httpExamples/auditLog/GET__AuditLog_QueryLog_by_date.json"
+        let v = patrol_emulator::specs::spec_json(
+            "azure-devops/audit/7.2/httpExamples/auditLog/GET__AuditLog_QueryLog_by_date.json",
         );
-        let v: serde_json::Value = serde_json::from_str(raw.trim_start_matches('\u{feff}')).unwrap();
         serde_json::to_vec(&v["responses"]["200"]["body"]).unwrap()
     }
 

@@ -8,6 +8,7 @@
 
 pub mod audit_cmds;
 mod completions;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod error;
 mod inventory;
@@ -95,8 +96,16 @@ pub enum Command {
     #[command(after_help = report::AFTER_HELP)]
     Report(report::ReportArgs),
     /// Run the whole job against a local, in-process emulator: no Azure, no settings, a few seconds.
+    #[cfg(feature = "demo")]
     #[command(after_help = demo::AFTER_HELP)]
     Demo(demo::DemoArgs),
+    /// The production build (`--no-default-features`, scripts/package.sh) has no demo and no emulator.
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true)]
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Show misuse findings from the audit log (read-only; --since, --format table|json|markdown).
     Audit(audit_cmds::AuditArgs),
     /// Break glass: revoke one PAT, every PAT of an owner or user, or everything in an organization.
@@ -145,7 +154,13 @@ pub fn main() -> ExitCode {
             Command::Status(args) => status::run(&args).await,
             Command::Login(args) => login::run(&args).await,
             Command::Report(args) => report::run(&args).await,
+            #[cfg(feature = "demo")]
             Command::Demo(args) => demo::run(&args).await,
+            #[cfg(not(feature = "demo"))]
+            Command::Demo { .. } => Err(CliError::usage(
+                "this build has no demo (the production package leaves the emulator out); \
+                 run it from a source checkout: cargo run -- demo",
+            )),
             Command::Audit(args) => audit_cmds::cli_audit(&args).await,
             Command::Revoke(args) => audit_cmds::cli_revoke(&args).await,
             Command::MigrateGlobal(args) => audit_cmds::cli_migrate_global(&args).await,

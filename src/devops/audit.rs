@@ -285,12 +285,9 @@ mod tests {
 
     #[test]
     fn spec_example_wrapped_and_unwrapped() {
-        let raw = std::fs::read_to_string(format!(
-            "{}/specs/azure-devops/audit/7.2/httpExamples/auditLog/GET__AuditLog_QueryLog_by_date.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(raw.trim_start_matches('\u{feff}')).unwrap();
+        let v = patrol_emulator::specs::spec_json(
+            "azure-devops/audit/7.2/httpExamples/auditLog/GET__AuditLog_QueryLog_by_date.json",
+        );
         let body = &v["responses"]["200"]["body"];
         let wrapped = parse_page(&serde_json::to_vec(body).unwrap()).unwrap();
         assert!(!wrapped.entries.is_empty());

@@ -314,8 +314,7 @@ mod tests {
 
     #[test]
     fn matches_spec_enum() {
-        let raw = include_str!("../../specs/azure-devops/tokens/7.2/tokens.json");
-        let spec: serde_json::Value = serde_json::from_str(raw.trim_start_matches('\u{feff}')).unwrap();
+        let spec = patrol_emulator::specs::spec_json("azure-devops/tokens/7.2/tokens.json");
         let values = spec["definitions"]["PatTokenResult"]["properties"]["patTokenError"]["enum"].as_array().unwrap();
         let ours: Vec<&str> = PatTokenError::all_wire().collect();
         let theirs: Vec<&str> = values.iter().map(|v| v.as_str().unwrap()).collect();

@@ -240,12 +240,9 @@ mod tests {
 
     #[test]
     fn spec_example_page_parses() {
-        let raw = std::fs::read_to_string(format!(
-            "{}/specs/azure-devops/tokenAdmin/7.2/httpExamples/personalAccessTokens/GetPersonalAccessTokensForAUserInYourOrganization.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(raw.trim_start_matches('\u{feff}')).unwrap();
+        let v = patrol_emulator::specs::spec_json(
+            "azure-devops/tokenAdmin/7.2/httpExamples/personalAccessTokens/GetPersonalAccessTokensForAUserInYourOrganization.json",
+        );
         let body = serde_json::to_vec(&v["responses"]["200"]["body"]).unwrap();
         let page = parse_page(&body).unwrap();
         assert!(page.tokens.len() >= 3);

@@ -219,8 +219,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn example(path: &str) -> serde_json::Value {
-        let raw = std::fs::read_to_string(format!("{}/specs/azure-devops/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        serde_json::from_str(raw.trim_start_matches('\u{feff}')).unwrap()
+        patrol_emulator::specs::spec_json(&format!("azure-devops/{path}"))
     }
 
     fn body(v: &serde_json::Value, status: &str) -> Vec<u8> {

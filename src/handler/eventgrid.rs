@@ -162,10 +162,14 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    const SPEC_EVENT: &str =
-        include_str!("../../specs/eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
-    const SPEC_CLOUD_EVENT: &str =
-        include_str!("../../specs/eventgrid/keyvault/cloud-events-schema/secret_new_version_created.json");
+    use patrol_emulator::specs::read_spec;
+    use std::sync::LazyLock;
+
+    // Microsoft's samples, read from ../shared/specs (or PATROL_SPECS_DIR) when a test first uses them.
+    static SPEC_EVENT: LazyLock<String> =
+        LazyLock::new(|| read_spec("eventgrid/keyvault/event-grid-schema/secret_new_version_created.json"));
+    static SPEC_CLOUD_EVENT: LazyLock<String> =
+        LazyLock::new(|| read_spec("eventgrid/keyvault/cloud-events-schema/secret_new_version_created.json"));
 
     fn spec(raw: &str) -> Value {
         serde_json::from_str(raw.trim_start_matches('\u{feff}')).unwrap()
@@ -185,7 +189,7 @@ mod tests {
 
     #[test]
     fn the_spec_sample() {
-        let e = secret(spec(SPEC_EVENT));
+        let e = secret(spec(&SPEC_EVENT));
         assert_eq!(e.id, "00eccf70-95a7-4e7c-8299-2eb17ee9ad64");
         assert_eq!(e.kind, SecretEventKind::NewVersionCreated);
         assert_eq!((e.vault.as_str(), e.secret.as_str()), ("sample-kv", "newsecret"));
@@ -197,23 +201,23 @@ mod tests {
 
     #[test]
     fn the_cloud_events_sample_means_the_same() {
-        let a = secret(spec(SPEC_EVENT));
-        let b = secret(spec(SPEC_CLOUD_EVENT));
+        let a = secret(spec(&SPEC_EVENT));
+        let b = secret(spec(&SPEC_CLOUD_EVENT));
         assert_eq!(a, b);
     }
 
     #[test]
     fn as_a_json_string_or_a_batch_of_one() {
-        let a = secret(spec(SPEC_EVENT));
+        let a = secret(spec(&SPEC_EVENT));
         assert_eq!(secret(Value::String(SPEC_EVENT.to_owned())), a);
-        assert_eq!(secret(json!([spec(SPEC_EVENT)])), a);
-        let e = parse(json!([spec(SPEC_EVENT), spec(SPEC_EVENT)])).unwrap_err();
+        assert_eq!(secret(json!([spec(&SPEC_EVENT)])), a);
+        let e = parse(json!([spec(&SPEC_EVENT), spec(&SPEC_EVENT)])).unwrap_err();
         assert!(e.problem.contains("holds 2 events"), "{e}");
     }
 
     #[test]
     fn nbf_and_exp_as_numbers_strings_or_null() {
-        let mut ev = spec(SPEC_EVENT);
+        let mut ev = spec(&SPEC_EVENT);
         ev["data"]["NBF"] = json!(1559081980);
         ev["data"]["EXP"] = Value::Null;
         let e = secret(ev.clone());
@@ -245,7 +249,7 @@ mod tests {
             ("Microsoft.KeyVault.SecretNearExpiry", SecretEventKind::NearExpiry),
             ("microsoft.keyvault.secretexpired", SecretEventKind::Expired),
         ] {
-            let mut ev = spec(SPEC_EVENT);
+            let mut ev = spec(&SPEC_EVENT);
             ev["eventType"] = json!(t);
             assert_eq!(secret(ev).kind, kind);
         }
@@ -260,19 +264,18 @@ mod tests {
             ("Microsoft.KeyVault.SecretNewVersionCreated", "Key"),
             ("Microsoft.EventGrid.SubscriptionValidationEvent", "Secret"),
         ] {
-            let mut ev = spec(SPEC_EVENT);
+            let mut ev = spec(&SPEC_EVENT);
             ev["eventType"] = json!(t);
             ev["data"]["ObjectType"] = json!(object_type);
             assert!(matches!(parse(ev).unwrap(), EventInput::NotASecret { .. }), "{t}/{object_type}");
         }
-        let validation =
-            spec(include_str!("../../specs/eventgrid/subscription-validation/subscription_validation_event.json"));
+        let validation = spec(&read_spec("eventgrid/subscription-validation/subscription_validation_event.json"));
         assert!(matches!(parse(validation).unwrap(), EventInput::NotASecret { .. }));
     }
 
     #[test]
     fn fallbacks_and_errors() {
-        let mut ev = spec(SPEC_EVENT);
+        let mut ev = spec(&SPEC_EVENT);
         let data = ev["data"].as_object_mut().unwrap();
         data.remove("ObjectName");
         data.remove("VaultName");
@@ -304,7 +307,7 @@ mod tests {
         fn nbf_exp_in_any_form_with_the_event_as_object_or_string(
             (nbf, nbf_r) in unix_repr(), (exp, exp_r) in unix_repr(), as_string in any::<bool>(),
         ) {
-            let mut ev = spec(SPEC_EVENT);
+            let mut ev = spec(&SPEC_EVENT);
             for (key, v, r) in [("NBF", nbf, nbf_r), ("EXP", exp, exp_r)] {
                 let data = ev["data"].as_object_mut().unwrap();
                 match (v, r) {
@@ -331,9 +334,9 @@ mod tests {
                     other => other.clone(),
                 }
             }
-            let want = secret(spec(SPEC_EVENT));
+            let want = secret(spec(&SPEC_EVENT));
             let mut it = flips.into_iter().cycle();
-            prop_assert_eq!(secret(recase(&spec(SPEC_EVENT), &mut it)), want);
+            prop_assert_eq!(secret(recase(&spec(&SPEC_EVENT), &mut it)), want);
         }
     }
 }

@@ -345,7 +345,8 @@ mod tests {
         assert_eq!(r.status, 200);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["Outputs"]["res"]["statusCode"], 404);
-        let ev = include_str!("../../specs/eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
+        let ev =
+            patrol_emulator::specs::read_spec("eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
         let body = format!("{{\"Data\":{{\"eventGridEvent\":{ev}}}}}");
         let r = h.invoke(FunctionName::EventGridSecretChanged, None, body.as_bytes()).await;
         assert_eq!(r.status, 500);

@@ -21,10 +21,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_patrol");
 /// A recognisable function key: it must never appear in a reply, stdout or stderr.
 const FUNCTION_KEY: &str = "fnKEY-patrol-test-Zq8w1x0c9v";
 
+/// A file of Microsoft's specs, from ../shared/specs (or PATROL_SPECS_DIR).
 fn spec(path: &str) -> Value {
-    let full = format!("{}/specs/{path}", env!("CARGO_MANIFEST_DIR"));
-    let raw = std::fs::read_to_string(&full).unwrap();
-    serde_json::from_str(raw.trim_start_matches('\u{feff}')).unwrap()
+    patrol_emulator::specs::spec_json(path)
 }
 
 fn free_port() -> u16 {

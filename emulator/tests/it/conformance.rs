@@ -1,4 +1,4 @@
-//! Conformance with the official OpenAPI specs (`specs/azure-devops/`): every response shape the
+//! Conformance with the official OpenAPI specs (`../shared/specs/azure-devops/`): every response shape the
 //! emulator produces validates against the spec's JSON schemas (with the `jsonschema` crate), and the
 //! specs' `httpExamples` requests are accepted.
 //!
@@ -18,14 +18,14 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 
+/// Microsoft's Azure DevOps specs, from `../shared/specs` (or `PATROL_SPECS_DIR`; never in the repository).
 fn specs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/azure-devops")
+    patrol_emulator::specs::spec_path("azure-devops")
 }
 
-/// A spec or example file (the vendored files start with a UTF-8 BOM).
+/// A spec or example file (Microsoft's files start with a UTF-8 BOM; the helper removes it).
 fn load(rel: &str) -> Value {
-    let text = std::fs::read_to_string(specs().join(rel)).unwrap();
-    serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap()
+    patrol_emulator::specs::spec_json(&format!("azure-devops/{rel}"))
 }
 
 fn transform(v: &Value) -> Value {

@@ -16,13 +16,13 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 
+/// `../shared/specs/azure-devops` (or `PATROL_SPECS_DIR`); fails with where to put the specs when absent.
 fn specs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/specs/azure-devops")
+    patrol_emulator::specs::spec_path("azure-devops")
 }
 
 fn load(rel: &str) -> Value {
-    let text = std::fs::read_to_string(specs().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap()
+    patrol_emulator::specs::spec_json(&format!("azure-devops/{rel}"))
 }
 
 const FREE_FORM: &[&str] = &["ReferenceLinks", "VariableGroupProviderData"];

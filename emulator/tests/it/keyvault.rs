@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
 const API: &str = "api-version=2026-04-01";
-const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/keyvault/secrets/stable/2026-04-01");
 
 struct Env {
     kv: KeyVaultServer,
@@ -53,9 +52,9 @@ impl Env {
     }
 }
 
+/// A file of Microsoft's Key Vault secrets spec (`../shared/specs`, or `PATROL_SPECS_DIR`).
 fn load(path: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{SPEC}/{path}")).unwrap();
-    serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap()
+    patrol_emulator::specs::spec_json(&format!("keyvault/secrets/stable/2026-04-01/{path}"))
 }
 
 /// Validates `instance` against a definition of secrets.json, with `additionalProperties: false` added to
@@ -346,11 +345,8 @@ async fn raw_event_grid_webhook_arrays() {
     assert_eq!(path, "/api/events");
     let arr = body.as_array().unwrap();
     assert_eq!(arr.len(), 1);
-    let sample = serde_json::from_str::<Value>(
-        include_str!("../../../specs/eventgrid/keyvault/event-grid-schema/secret_new_version_created.json")
-            .trim_start_matches('\u{feff}'),
-    )
-    .unwrap();
+    let sample =
+        patrol_emulator::specs::spec_json("eventgrid/keyvault/event-grid-schema/secret_new_version_created.json");
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&arr[0]), keys(&sample));
     assert_eq!(keys(&arr[0]["data"]), keys(&sample["data"]));
