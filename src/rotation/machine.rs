@@ -27,6 +27,7 @@ use super::lease::LeaseGuard;
 use super::plan::{Action, drains};
 use super::policy::ManagedToken;
 use crate::clock::Clock;
+use crate::devops::probe::ProbeOutcome;
 use crate::devops::{Connector, CreatePat, DevOpsError, DisplayFilter, Drift, Pat, PatApi};
 use crate::domain::{AuthorizationId, DisplayName, OperationId, OrgName, OwnerId};
 use crate::notify::{Notice, Severity};
@@ -552,6 +553,9 @@ impl Machine<'_> {
         }
         loaded.save(self.state).await?;
         self.fault(Boundary::CreatedSaved)?;
+        if let Some(flow) = self.test_new_pat(loaded, op, report, new_id, &created.token).await? {
+            return Ok(flow);
+        }
 
         let now = self.clock.now();
         let mut t = BTreeMap::new();
@@ -618,6 +622,58 @@ impl Machine<'_> {
                 Ok(Flow::Stop)
             }
         }
+    }
+
+    /// The new-PAT test: one side-effect-free authenticated read with the new PAT before it is stored.
+    /// `Some(Stop)` when it failed: the new PAT is revoked, the operation dropped, the old PAT untouched.
+    async fn test_new_pat(
+        &self,
+        loaded: &mut Loaded,
+        op: &Operation,
+        report: &mut TokenReport,
+        new_id: AuthorizationId,
+        value: &SecretString,
+    ) -> Result<Option<Flow>, MachineError> {
+        let Some(probe) = self.connector.probe() else { return Ok(None) };
+        let (refused, why) = match probe.test(&self.token.organization, value).await {
+            ProbeOutcome::Accepted => {
+                report.done.push(format!("tested new PAT {new_id}: Azure DevOps accepted it"));
+                return Ok(None);
+            }
+            ProbeOutcome::Refused(why) => (true, why),
+            ProbeOutcome::Unavailable(why) => (false, why),
+        };
+        let error = if refused {
+            format!("Azure DevOps refused the new PAT {new_id} in {}: {why}", self.token.organization)
+        } else {
+            format!("the new PAT {new_id} could not be tested in {}: {why}", self.token.organization)
+        };
+        tracing::warn!(secret = %self.token.secret, step = "test", "{error}");
+        self.revoke(self.pats().as_ref(), new_id).await?;
+        report.revoked.push(new_id);
+        loaded.journal.abandon(op.op.clone());
+        loaded.journal.operation = None;
+        self.fail(loaded, "test", &error);
+        loaded.save(self.state).await?;
+        report.notices.push(Notice::RotationFailed {
+            secret: self.token.secret.clone(),
+            step: "test".into(),
+            error: error.clone(),
+            next: if refused {
+                "the new PAT was never stored and is revoked; the current PAT stays in place. Check the organization's \
+                 PAT policies, Conditional Access and IP restrictions for the owner, then rerun"
+                    .into()
+            } else {
+                "the new PAT was never stored and is revoked; the current PAT stays in place and the next run retries"
+                    .into()
+            },
+        });
+        if refused {
+            report.error = Some(error);
+        } else {
+            report.deferred = Some(error);
+        }
+        Ok(Some(Flow::Stop))
     }
 
     /// Finishes the operation on the answer of Get for the new PAT (`got`): drift, drains, `current`,

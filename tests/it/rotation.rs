@@ -5,6 +5,7 @@ mod breakglass;
 mod clamp;
 mod gate;
 mod lost_create;
+mod new_pat_test;
 mod refresh;
 mod store_failure;
 mod timer_audit;
