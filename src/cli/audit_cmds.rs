@@ -169,6 +169,7 @@ impl AuditRuntime {
             vaults: None,
             // Test hook only (PATROL_TEST_CRASH_AFTER), as in `patrol rotate`: exits at a step boundary.
             faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
+            consumers: None,
         };
         Ok(Self { clock, store: local.store, state: local.state, connector, audit, engine: Arc::new(engine) })
     }

@@ -81,6 +81,7 @@ impl Local {
             vaults: None,
             // Test hook only (PATROL_TEST_CRASH_AFTER), as in the handler: exits the process at a step boundary.
             faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
+            consumers: None,
         })
     }
 

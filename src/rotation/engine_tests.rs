@@ -70,6 +70,7 @@ impl World {
             concurrency: 4,
             vaults: None,
             faults: faults.map(Arc::new),
+            consumers: None,
         }
     }
 

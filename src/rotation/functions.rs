@@ -94,6 +94,7 @@ impl RotationFunctions {
             concurrency: s.max_concurrency,
             vaults,
             faults: super::machine::Faults::from_env().map(Arc::new),
+            consumers: None,
         };
         Ok(Runtime { engine, notifier, http: connector, audit })
     }

@@ -12,6 +12,8 @@
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
 
 pub mod blob;
+#[cfg(test)]
+mod consumer_tests;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
