@@ -72,6 +72,7 @@ pub struct Stats {
     pub audit: AtomicU64,
     pub entra: AtomicU64,
     pub control: AtomicU64,
+    pub github: AtomicU64,
     pub faults_injected: AtomicU64,
     pub responses_lost: AtomicU64,
     pub throttled: AtomicU64,
@@ -86,7 +87,7 @@ impl Stats {
     pub fn snapshot(&self) -> serde_json::Value {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
-            "requests": { "devops": g(&self.devops), "audit": g(&self.audit), "entra": g(&self.entra), "control": g(&self.control) },
+            "requests": { "devops": g(&self.devops), "audit": g(&self.audit), "entra": g(&self.entra), "control": g(&self.control), "github": g(&self.github) },
             "faultsInjected": g(&self.faults_injected),
             "responsesLost": g(&self.responses_lost),
             "throttled": g(&self.throttled),

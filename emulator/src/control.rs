@@ -497,6 +497,8 @@ async fn stats(State(ctx): Ctl) -> Response {
     v["organizations"] = json!(s.orgs.len());
     v["auditEntries"] = json!(s.orgs.values().map(|o| o.audit.len()).sum::<usize>());
     v["refreshTokens"] = json!(s.refresh_tokens.len());
+    v["serviceEndpoints"] = json!(s.consumers.endpoints.len());
+    v["variableGroups"] = json!(s.consumers.groups.len());
     ok(v)
 }
 

@@ -14,6 +14,8 @@ pub enum Service {
     Devops,
     Audit,
     Entra,
+    /// The emulated GitHub Actions secrets API.
+    Github,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

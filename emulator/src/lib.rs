@@ -11,6 +11,7 @@
 //! - `entra` — device code, refresh token and client credentials grants.
 //! - `ratelimit`, `faults` — TSTU rate limiting and injected faults (`delay`: precise injected latency);
 //!   `control` — the control API.
+//! - `consumers` — where PATs are used: service endpoints, variable groups, GitHub Actions secrets.
 //! - Key Vault + Event Grid side (HTTPS with a generated CA, bearer challenge, secrets API, event delivery).
 //!
 //! The binary prints one JSON line naming its endpoints when it is ready; tests start the same server
@@ -21,6 +22,7 @@
 
 pub mod audit_log;
 pub mod clock;
+pub mod consumers;
 pub mod context;
 pub mod control;
 pub mod delay;

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 #[command(name = "patrol-emulator", version)]
 struct Args {
     /// Address of the Azure DevOps listener (loopback only). Port 0: every service gets an ephemeral
-    /// port; otherwise audit, Entra, control and Key Vault take the next four ports.
+    /// port; otherwise audit, Entra, control, Key Vault and GitHub take the next five ports.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Seed file (JSON): tenant, policies, organizations, users, applications, PATs.

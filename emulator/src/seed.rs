@@ -25,6 +25,9 @@ pub struct Seed {
     pub apps: Vec<SeedApp>,
     #[serde(default)]
     pub pats: Vec<SeedPat>,
+    /// Service endpoints, variable groups, GitHub secrets (see `consumers::seed`).
+    #[serde(default)]
+    pub consumers: Option<crate::consumers::seed::ConsumerSeed>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +101,8 @@ pub struct SeedPat {
 pub struct Applied {
     pub pats: Vec<MintedPat>,
     pub apps: Vec<MintedApp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<crate::consumers::seed::ConsumersApplied>,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,6 +143,9 @@ pub fn apply(ctx: &Ctx, state: &mut State, seed: &Seed) -> Result<Applied, Strin
     }
     for (i, p) in seed.pats.iter().enumerate() {
         applied.pats.push(add_pat(ctx, state, p).map_err(|e| format!("pats[{i}]: {e}"))?);
+    }
+    if let Some(c) = &seed.consumers {
+        applied.consumers = Some(crate::consumers::seed::apply(ctx, state, c).map_err(|e| format!("consumers.{e}"))?);
     }
     ctx.changed();
     Ok(applied)

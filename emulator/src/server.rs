@@ -31,8 +31,8 @@ use tokio::sync::watch;
 /// How to start an emulator.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
-    /// Address of the Azure DevOps listener; with a non-zero port the audit, Entra, control and Key Vault
-    /// listeners take the next four ports, with port 0 each gets its own ephemeral port.
+    /// Address of the Azure DevOps listener; with a non-zero port the audit, Entra, control, Key Vault and
+    /// GitHub listeners take the next five ports, with port 0 each gets its own ephemeral port.
     pub listen: SocketAddr,
     pub seed: Option<Seed>,
     /// Persist state here (loaded at start if it exists; the seed is applied only to a new state).
@@ -128,7 +128,7 @@ pub struct Endpoints {
     pub control: String,
     /// The emulated tenant id.
     pub tenant: String,
-    /// Endpoints added by other parts of the emulator (Key Vault: `keyvault`, `ca_cert`).
+    /// Endpoints added by other parts of the emulator (Key Vault: `keyvault`, `ca_cert`; GitHub: `github`).
     #[serde(flatten)]
     pub extra: BTreeMap<String, String>,
 }
@@ -247,11 +247,11 @@ impl Emulator {
         let ca_cert = ca_cert_path.to_string_lossy().into_owned();
         endpoints.extra.insert("keyvault".into(), keyvault.url.clone());
         endpoints.extra.insert("ca_cert".into(), ca_cert.clone());
-        let control_router = crate::control::router(ctx.clone()).merge(crate::keyvault::control::router(
-            keyvault.state.clone(),
-            eventgrid.clone(),
-            ca_cert,
-        ));
+        let github = bind(SocketAddr::new(ip, port(5))).await?;
+        endpoints.extra.insert("github".into(), format!("https://{}", github.local_addr()?));
+        let control_router = crate::control::router(ctx.clone())
+            .merge(crate::keyvault::control::router(keyvault.state.clone(), eventgrid.clone(), ca_cert))
+            .merge(crate::consumers::control::router(ctx.clone()));
 
         let (tx, rx) = watch::channel(false);
         let tasks = vec![
@@ -259,6 +259,12 @@ impl Emulator {
             crate::serve::spawn_listener(audit, api_router(ctx.clone(), Service::Audit), rx.clone()),
             crate::serve::spawn_listener(entra, api_router(ctx.clone(), Service::Entra), rx.clone()),
             crate::serve::spawn_listener(control, control_router, rx.clone()),
+            crate::consumers::github::spawn_listener(
+                github,
+                keyvault.tls.clone(),
+                crate::consumers::github::router(ctx.clone()),
+                rx.clone(),
+            ),
         ];
         let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), keyvault.state.clone(), p));
         if fresh && let Some(p) = &config.state_path {
@@ -346,6 +352,7 @@ fn counter(ctx: &Ctx, s: Service) -> &std::sync::atomic::AtomicU64 {
         Service::Devops => &ctx.stats.devops,
         Service::Audit => &ctx.stats.audit,
         Service::Entra => &ctx.stats.entra,
+        Service::Github => &ctx.stats.github,
     }
 }
 
@@ -436,6 +443,7 @@ async fn pipeline(
         Service::Devops => crate::devops::dispatch(&ctx, &req),
         Service::Audit => crate::devops::dispatch_audit(&ctx, &req),
         Service::Entra => crate::entra::dispatch(&ctx, &req),
+        Service::Github => crate::devops::errors::VssError::unavailable("not served here").into_response(),
     };
     tracing::debug!(service = ?service, method = %req.method, path = %req.path, status = resp.status().as_u16(), "request");
     if lose {

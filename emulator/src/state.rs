@@ -268,6 +268,9 @@ pub struct State {
     /// Keyed by SHA-256 (hex) of the refresh token.
     pub refresh_tokens: HashMap<String, RefreshRecord>,
     pub seq: u64,
+    /// Service endpoints, variable groups, GitHub secrets, webhook consumers.
+    #[serde(default)]
+    pub consumers: crate::consumers::ConsumerState,
     #[serde(skip)]
     pub index: Index,
 }
@@ -295,6 +298,7 @@ impl Default for State {
             pats: HashMap::new(),
             refresh_tokens: HashMap::new(),
             seq: 0,
+            consumers: crate::consumers::ConsumerState::default(),
             index: Index::default(),
         }
     }

@@ -34,6 +34,9 @@ fn not_found(req: &ApiRequest) -> Response {
 /// `vssps.dev.azure.com` (and `dev.azure.com` for the ordinary call).
 pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
     let s = &req.segments;
+    if let Some(r) = crate::consumers::dispatch(ctx, req) {
+        return r;
+    }
     if s.len() < 3 || !req.seg_is(1, "_apis") {
         return not_found(req);
     }

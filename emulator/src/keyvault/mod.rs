@@ -101,6 +101,8 @@ pub struct KeyVaultServer {
     pub url: String,
     pub ca_cert_pem: String,
     pub state: Arc<KvState>,
+    /// The TLS configuration (CA and leaf), shared with the emulator's other HTTPS listeners.
+    pub tls: EmulatorTls,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -164,7 +166,13 @@ impl KeyVaultServer {
                 }
             })
         };
-        Ok(Self { url: format!("{base_url}/"), ca_cert_pem: tls.ca_cert_pem, state, tasks: vec![server, ticker] })
+        Ok(Self {
+            url: format!("{base_url}/"),
+            ca_cert_pem: tls.ca_cert_pem.clone(),
+            state,
+            tls,
+            tasks: vec![server, ticker],
+        })
     }
 
     pub fn faults(&self) -> Faults {

@@ -5,6 +5,8 @@ mod support;
 mod audit;
 mod auth;
 mod conformance;
+mod conformance_consumers;
+mod consumers;
 mod control;
 mod control_audit;
 mod entra;
