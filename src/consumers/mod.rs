@@ -7,9 +7,15 @@
 //! - [`ConsumerWriter`] — the effects (read the object's version marker, write, look for evidence), driven
 //!   by the state machine (`rotation::machine`), which journals each write before it happens.
 
+pub mod ack;
+pub mod devops;
 pub mod gate;
+pub mod github;
 pub mod policy;
 pub mod state;
+pub mod vault;
+pub mod webhook;
+pub mod writers;
 
 pub use policy::{Consumer, ConsumerKind, ConsumerSettings, Consumers};
 
@@ -57,7 +63,7 @@ impl ConsumerError {
 }
 
 /// What the state machine does to consumers. One implementation talks to Azure DevOps, GitHub, Key Vault
-/// and webhooks (`writers::Writers`); tests use doubles where no real consumer can run.
+/// and webhooks ([`writers::Writers`]); tests use doubles where no real consumer can run.
 #[async_trait]
 pub trait ConsumerWriter: Send + Sync {
     /// Reads the object and checks it is what the policy says; returns its version marker (`None` when

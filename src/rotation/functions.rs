@@ -84,6 +84,8 @@ impl RotationFunctions {
             vec![kv.url.host_str().and_then(|h| h.split('.').next()).unwrap_or_default().to_ascii_lowercase()]
         });
         let notifier = Notifier::from_settings(s, Some(store.as_ref()), Some(state.clone()), self.clock.clone()).await;
+        let consumers =
+            crate::consumers::writers::for_policy(s, &policy, store.clone(), state.clone(), self.clock.clone());
         let engine = Engine {
             policy: Arc::new(policy),
             connector: connector.clone(),
@@ -94,7 +96,7 @@ impl RotationFunctions {
             concurrency: s.max_concurrency,
             vaults,
             faults: super::machine::Faults::from_env().map(Arc::new),
-            consumers: None,
+            consumers,
         };
         Ok(Runtime { engine, notifier, http: connector, audit })
     }

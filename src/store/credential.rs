@@ -38,6 +38,16 @@ pub fn from_settings(
     authority: &Url,
     http: reqwest::Client,
 ) -> Result<Arc<dyn TokenCredential>, String> {
+    Ok(Arc::new(VaultScopeOnly(unrestricted(kv, authority, http)?)))
+}
+
+/// The configured credential without a scope restriction; callers wrap it in one (Key Vault here,
+/// Azure DevOps in `crate::consumers::devops`).
+pub fn unrestricted(
+    kv: &KeyVaultSettings,
+    authority: &Url,
+    http: reqwest::Client,
+) -> Result<Arc<dyn TokenCredential>, String> {
     let inner: Arc<dyn TokenCredential> = match kv.credential {
         KeyVaultCredential::ManagedIdentity => {
             let opts = azure_identity::ManagedIdentityCredentialOptions {
@@ -74,7 +84,7 @@ pub fn from_settings(
             }
         }
     };
-    Ok(Arc::new(VaultScopeOnly(inner)))
+    Ok(inner)
 }
 
 /// Passes token requests through only for Key Vault scopes (`https://vault.azure.net/.default` and the

@@ -3,6 +3,7 @@
 
 mod breakglass;
 mod clamp;
+mod consumers;
 mod gate;
 mod lost_create;
 mod new_pat_test;
