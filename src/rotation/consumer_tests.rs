@@ -303,11 +303,11 @@ async fn a_failing_consumer_holds_revocation_to_the_deadline_and_alerts_naming_i
 
 #[tokio::test]
 async fn a_crash_at_every_consumer_step_converges_without_a_second_write() {
-    for b in Boundary::CONSUMER {
+    for (b, nth) in Boundary::CONSUMER.into_iter().flat_map(|b| (1..=3).map(move |n| (b, n))) {
         let w = world();
         let first = w.rotated_once().await;
-        let r = w.engine(Some(Faults::crash_after(b))).run(RunOptions::default()).await;
-        assert!(matches!(r, Err(EngineError::Crashed(x)) if x == b), "{b:?}: {r:?}");
+        let r = w.engine(Some(Faults::crash_at_nth(b, nth))).run(RunOptions::default()).await;
+        assert!(matches!(r, Err(EngineError::Crashed(x)) if x == b), "{b:?} #{nth}: {r:?}");
         // Restarted processes converge: every consumer holds the current PAT, each written once more.
         w.use_connection();
         for _ in 0..2 {

@@ -87,26 +87,42 @@ impl Boundary {
 pub struct Faults {
     crash_after: Mutex<Option<Boundary>>,
     exit_process: bool,
+    /// Hits of the boundary to let pass before crashing (`consumer-written:3` crashes at the third).
+    skip: Mutex<u32>,
 }
 
 impl Faults {
     pub fn crash_after(b: Boundary) -> Self {
-        Self { crash_after: Mutex::new(Some(b)), exit_process: false }
+        Self { crash_after: Mutex::new(Some(b)), exit_process: false, skip: Mutex::new(0) }
+    }
+
+    /// Crash at the `nth` (1-based) time the boundary is reached.
+    pub fn crash_at_nth(b: Boundary, nth: u32) -> Self {
+        Self { crash_after: Mutex::new(Some(b)), exit_process: false, skip: Mutex::new(nth.saturating_sub(1)) }
     }
 
     /// From `PATROL_TEST_CRASH_AFTER`, exiting the process at the boundary.
     pub fn from_env() -> Option<Self> {
-        let raw = std::env::var("PATROL_TEST_CRASH_AFTER").ok()?;
+        let env = std::env::var("PATROL_TEST_CRASH_AFTER").ok()?;
+        let (raw, nth) = match env.split_once(':') {
+            Some((b, n)) => (b.to_owned(), n.parse::<u32>().ok()?),
+            None => (env.clone(), 1),
+        };
         let b = Boundary::ALL
             .into_iter()
             .chain(Boundary::CONSUMER)
             .find(|b| serde_json::to_value(b).ok().and_then(|v| v.as_str().map(|s| s == raw)).unwrap_or(false))?;
-        Some(Self { crash_after: Mutex::new(Some(b)), exit_process: true })
+        Some(Self { crash_after: Mutex::new(Some(b)), exit_process: true, skip: Mutex::new(nth.saturating_sub(1)) })
     }
 
     fn hit(&self, at: Boundary) -> Result<(), MachineError> {
         let mut g = self.crash_after.lock().unwrap_or_else(|p| p.into_inner());
         if *g == Some(at) {
+            let mut skip = self.skip.lock().unwrap_or_else(|p| p.into_inner());
+            if *skip > 0 {
+                *skip -= 1;
+                return Ok(());
+            }
             *g = None;
             if self.exit_process {
                 std::process::exit(86);

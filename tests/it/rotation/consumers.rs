@@ -299,3 +299,59 @@ async fn a_consumer_without_rights_holds_revocation_to_the_deadline_and_is_named
     assert_eq!(evidence.len(), 1, "{evidence:?}");
     assert!(evidence[0].starts_with("variable-group:fabrikam/web/7/AZDO_PAT"), "{evidence:?}");
 }
+
+/// `patrol rotate [args]` as a child process; returns (exit code, stdout+stderr).
+fn patrol(env: &[(String, String)], crash: Option<&str>, args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_patrol"));
+    cmd.arg("rotate").args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(b) = crash {
+        cmd.env("PATROL_TEST_CRASH_AFTER", b);
+    }
+    let out = cmd.output().expect("run patrol");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patrol_process_killed_at_every_consumer_step_converges_without_a_visible_second_write() {
+    let c = Cons::start().await;
+    let (code, out) = patrol(&c.w.env, None, &[]);
+    assert_eq!(code, 0, "first rotation: {out}");
+    let copy = SecretName::parse("team-copy").unwrap();
+    let mut transcript = out;
+    // The written consumers in policy order: service connection, variable group, GitHub, the vault copy.
+    for boundary in ["consumer-writing", "consumer-written"] {
+        for nth in 1..=4 {
+            let at = format!("{boundary}:{nth}");
+            let (old, _) = c.w.current("feed-pat").await.unwrap();
+            let ep_rev = c.ctl(&format!("consumers/service-endpoints/{EP}")).await["revision"].as_u64().unwrap();
+            let vg_rev = c.ctl("consumers/variable-groups/7").await["revision"].as_u64().unwrap();
+            let copies = c.w.local.store.list_versions(&copy).await.unwrap().len();
+            let (code, out) = patrol(&c.w.env, Some(&at), &["feed-pat", "--force"]);
+            transcript.push_str(&out);
+            assert_eq!(code, 86, "{at}: the process reached the boundary: {out}");
+            for _ in 0..2 {
+                let (code, out) = patrol(&c.w.env, None, &[]);
+                transcript.push_str(&out);
+                assert!(code == 0 || code == 1, "{at}: restart: {out}");
+            }
+            let (new, value) = c.w.current("feed-pat").await.unwrap();
+            assert_ne!(new, old, "{at}: rotated");
+            c.all_hold(&value).await;
+            // Exactly one write per consumer for this rotation, crash or not.
+            let ep = c.ctl(&format!("consumers/service-endpoints/{EP}")).await["revision"].as_u64().unwrap();
+            let vg = c.ctl("consumers/variable-groups/7").await["revision"].as_u64().unwrap();
+            assert_eq!((ep - ep_rev, vg - vg_rev), (1, 1), "{at}: one visible write each");
+            assert_eq!(c.w.local.store.list_versions(&copy).await.unwrap().len(), copies + 1, "{at}: one copy");
+            // The previous PAT is kept: its grace has not passed and no pipeline used the connection.
+            let active = c.w.pats(patrol::devops::DisplayFilter::Active).await;
+            assert!(!c.revoked(&active, old), "{at}: previous kept while consumers have not all moved");
+        }
+    }
+    for secret in c.w.minted().await.iter().filter(|s| s.len() >= 20) {
+        assert!(!transcript.contains(secret.as_str()), "a secret in patrol's output");
+    }
+}
