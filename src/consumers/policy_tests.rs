@@ -69,7 +69,6 @@ name = "AZDO_PAT"
 kind = "webhook"
 url_secret = "hook-url-team-a"
 signing_secret = "hook-key-team-a"
-ack = true
 
 [[token.consumer]]
 kind = "reference"
@@ -226,6 +225,15 @@ fn duplicates_own_secret_and_deadline_are_refused() {
     let lag = "\n[[token.consumer]]\nkind = \"reference\"\ndescription = \"k8s\"\nlag_hours = 200\n";
     let e = parse(&format!("{BASE}{lag}")).unwrap_err();
     assert_eq!(e.field, "token[0].consumer[0].lag_hours", "{e}");
+}
+
+#[test]
+fn webhook_acknowledgements_are_refused_until_rotatehttp_accepts_them() {
+    let text = format!(
+        "{BASE}\n[[token.consumer]]\nkind = \"webhook\"\nurl_secret = \"u\"\nsigning_secret = \"k\"\nack = true\n"
+    );
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.field, "token[0].consumer[0].ack", "{e}");
 }
 
 #[test]

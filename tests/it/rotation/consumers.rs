@@ -273,6 +273,13 @@ async fn a_consumer_without_rights_holds_revocation_to_the_deadline_and_is_named
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].0, "deliver variable-group:fabrikam/web/7/AZDO_PAT");
+    // Operators see it: `patrol status` lists each consumer's state.
+    let status = serde_json::to_value(patrol::cli::status::gather(&c.w.local).await).unwrap();
+    let rows = status["tokens"][0]["consumers"].as_array().unwrap().clone();
+    let state = |id: &str| rows.iter().find(|r| r["consumer"] == id).map(|r| r["state"].clone()).unwrap();
+    assert_eq!(state("variable-group:fabrikam/web/7/AZDO_PAT"), "failing", "{rows:?}");
+    assert_eq!(state("service-connection:fabrikam/web/npm-feed"), "delivered", "{rows:?}");
+    assert_eq!(state("reference:app-service-web-prod"), "reads-vault", "{rows:?}");
     assert!(failed[0].1.contains("403"), "{failed:?}");
     assert!(failed[0].2.contains("Administrator of the group"), "{failed:?}");
     // The other consumers moved; a pipeline ran; still the previous PAT stays while the group lacks it.
