@@ -165,10 +165,6 @@ pub struct GitHubState {
 }
 
 impl GitHubState {
-    pub fn is_empty(&self) -> bool {
-        self.repos.is_empty() && self.orgs.is_empty()
-    }
-
     fn token(&self, value: &str) -> Option<&GhToken> {
         let h = hex::encode(patsecret::hash(value));
         self.tokens.iter().find(|t| t.hash == h)
@@ -541,12 +537,17 @@ fn status_error(status: u16) -> Response {
 
 async fn pipeline(ctx: &Ctx, conn: ConnInfo, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let arrived = std::time::Instant::now();
+    crate::context::Stats::bump(&ctx.stats.github);
     let latency = ctx.faults.latency(Service::Github);
     if !latency.is_zero() {
         crate::delay::until(arrived + latency).await;
     }
     let mut lose = false;
-    match ctx.faults.take(Service::Github, method.as_str(), uri.path()) {
+    let queued = ctx.faults.take(Service::Github, method.as_str(), uri.path());
+    if queued.is_some() {
+        crate::context::Stats::bump(&ctx.stats.faults_injected);
+    }
+    match queued {
         Some(FaultKind::Status { status }) => return status_error(status),
         Some(FaultKind::Throttle { retry_after_secs }) => {
             let mut r = error(
@@ -562,11 +563,13 @@ async fn pipeline(ctx: &Ctx, conn: ConnInfo, method: Method, uri: Uri, headers: 
         None => {}
     }
     if let Some(status) = ctx.faults.roll_failure(Service::Github) {
+        crate::context::Stats::bump(&ctx.stats.faults_injected);
         return status_error(status);
     }
     let r = handle(ctx, &method, uri.path(), &headers, &body);
     tracing::debug!(method = %method, path = %uri.path(), status = r.status().as_u16(), "github request");
     if lose {
+        crate::context::Stats::bump(&ctx.stats.responses_lost);
         conn.kill.notify_one();
         std::future::pending::<()>().await;
     }

@@ -2,7 +2,7 @@
 //! added to organizations, service endpoints, variable groups and the GitHub side. Every entry is checked;
 //! an error names the entry (`serviceEndpoints[2]: …`).
 
-use super::{ConsumerState, Endpoint, KeyVaultLink, Principal, ProjectRef, VarGroup, Variable, github};
+use super::{Endpoint, KeyVaultLink, Principal, ProjectRef, VarGroup, Variable, github};
 use crate::context::Ctx;
 use crate::state::State;
 use serde::{Deserialize, Serialize};
@@ -334,11 +334,4 @@ pub fn add_group(ctx: &Ctx, state: &mut State, g: &SeedGroup) -> Result<Created<
         },
     );
     Ok(Created { id, name: name.to_string() })
-}
-
-impl ConsumerState {
-    /// Whether anything consumer-side exists (for the stats line).
-    pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty() && self.groups.is_empty() && self.github.is_empty()
-    }
 }

@@ -1045,4 +1045,8 @@ async fn lost_responses_and_latency_reach_consumer_writes() {
     let started = std::time::Instant::now();
     assert_eq!(gh(env, &c, Method::GET, "/repos/octo/app/actions/secrets", Some(GH_TOKEN), None).await.0, 200);
     assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    let stats = env.get_ctl("/_control/stats").await;
+    assert_eq!(stats["requests"]["github"], 3);
+    assert_eq!(stats["responsesLost"], 2);
+    assert_eq!((stats["serviceEndpoints"].as_u64(), stats["variableGroups"].as_u64()), (Some(2), Some(2)));
 }
