@@ -124,6 +124,26 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "When a managed secret is soft-deleted, recover it instead of failing with ObjectIsDeletedButRecoverable.",
     },
     SettingDoc {
+        name: "PATROL_CONSUMER_CREDENTIAL",
+        default: "managed-identity with Key Vault, else (none)",
+        description: "The Function App's own Entra identity that writes Azure DevOps consumers (service connections, variable groups) for resource 499b84ac-1321-427f-aa17-267ca6975798: managed-identity, developer-tools, client-secret, or none.",
+    },
+    SettingDoc {
+        name: "PATROL_CONSUMER_TENANT_ID",
+        default: "PATROL_KEYVAULT_TENANT_ID",
+        description: "Tenant for the client-secret consumer credential.",
+    },
+    SettingDoc {
+        name: "PATROL_CONSUMER_CLIENT_ID",
+        default: "PATROL_KEYVAULT_CLIENT_ID",
+        description: "Client id for the client-secret consumer credential.",
+    },
+    SettingDoc {
+        name: "PATROL_CONSUMER_CLIENT_SECRET",
+        default: "PATROL_KEYVAULT_CLIENT_SECRET",
+        description: "Client secret for the client-secret consumer credential (secret; never logged).",
+    },
+    SettingDoc {
         name: "PATROL_CA_CERT",
         default: "(none)",
         description: "Extra PEM CA certificate to trust (patrol-emulator's generated CA). Never needed in Azure.",
@@ -310,6 +330,16 @@ pub enum KeyVaultCredential {
     ClientSecret,
 }
 
+/// The Function App's own Entra identity for Azure DevOps consumer writes (`PATROL_CONSUMER_*`).
+#[derive(Debug, Clone)]
+pub struct ConsumerIdentity {
+    pub credential: KeyVaultCredential,
+    pub managed_identity_client_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LeaseMode {
@@ -395,6 +425,8 @@ pub struct Settings {
     pub own_keyvault: Option<KeyVaultSettings>,
     /// Every consumer vault, the default first, by the name events report.
     pub consumer_vaults: Vec<NamedVault>,
+    /// The identity that writes Azure DevOps consumers (`None`: not configured).
+    pub consumer_identity: Option<ConsumerIdentity>,
     pub ca_cert: Option<PathBuf>,
     pub schedule: String,
     pub lease: LeaseMode,
@@ -612,6 +644,57 @@ impl Settings {
             }
         }
 
+        let consumer_identity = {
+            let default = if keyvault.is_some() { "managed-identity" } else { "none" };
+            let choice = src.get("PATROL_CONSUMER_CREDENTIAL").unwrap_or(default);
+            let credential = match choice {
+                "none" => None,
+                "managed-identity" => Some(KeyVaultCredential::ManagedIdentity),
+                "developer-tools" => Some(KeyVaultCredential::DeveloperTools),
+                "client-secret" => Some(KeyVaultCredential::ClientSecret),
+                other => {
+                    errs.push(
+                        "PATROL_CONSUMER_CREDENTIAL",
+                        format!("{other:?} must be managed-identity, developer-tools, client-secret or none"),
+                    );
+                    None
+                }
+            };
+            match credential {
+                None => None,
+                Some(credential) => {
+                    let kv = keyvault.as_ref();
+                    let pick = |own: &str, f: fn(&KeyVaultSettings) -> Option<String>| {
+                        src.get(own).map(str::to_owned).or_else(|| kv.and_then(f))
+                    };
+                    let id = ConsumerIdentity {
+                        credential,
+                        managed_identity_client_id: src.get("PATROL_MANAGED_IDENTITY_CLIENT_ID").map(str::to_owned),
+                        tenant_id: pick("PATROL_CONSUMER_TENANT_ID", |k| k.tenant_id.clone()),
+                        client_id: pick("PATROL_CONSUMER_CLIENT_ID", |k| k.client_id.clone()),
+                        client_secret: src
+                            .secret("PATROL_CONSUMER_CLIENT_SECRET")
+                            .or_else(|| kv.and_then(|k| k.client_secret.clone())),
+                    };
+                    if credential == KeyVaultCredential::ClientSecret {
+                        for (name, present) in [
+                            ("PATROL_CONSUMER_TENANT_ID", id.tenant_id.is_some()),
+                            ("PATROL_CONSUMER_CLIENT_ID", id.client_id.is_some()),
+                            ("PATROL_CONSUMER_CLIENT_SECRET", id.client_secret.is_some()),
+                        ] {
+                            if !present {
+                                return Err(ConfigError::new(
+                                    name,
+                                    "is required when PATROL_CONSUMER_CREDENTIAL=client-secret",
+                                ));
+                            }
+                        }
+                    }
+                    Some(id)
+                }
+            }
+        };
+
         let ca_cert = src.get("PATROL_CA_CERT").map(PathBuf::from);
         if let Some(p) = ca_cert.as_ref().filter(|p| !p.is_file()) {
             errs.push("PATROL_CA_CERT", format!("{} is not a readable file", p.display()));
@@ -779,6 +862,7 @@ impl Settings {
             keyvault: keyvault.map(vault_at),
             own_keyvault: own_keyvault.map(vault_at),
             consumer_vaults,
+            consumer_identity,
             ca_cert,
             schedule,
             lease,

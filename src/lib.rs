@@ -11,6 +11,8 @@
 //! - [`auth`] — delegated Entra sign-in of PAT owners; refresh tokens kept in the secret store.
 //! - [`devops`] — the Azure DevOps PAT Lifecycle, Token Admin and audit clients.
 //! - [`store`] — secret stores: Key Vault (official SDK) and the embedded encrypted file store.
+//! - [`consumers`] — where a rotated PAT is delivered (service connections, variable groups, GitHub Actions
+//!   secrets, more vault secrets, webhooks, references), the new-PAT test, delivery state and evidence.
 //! - [`rotation`] — policy, inventory → plan → apply, the crash-safe per-token state machine, leases.
 //! - [`state`] — durable documents (journal, sent notices, checkpoints) with compare-and-swap.
 //! - [`notify`] — expiry warnings, rotation reports and critical alerts by email and chat.
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod consumers;
 pub mod devops;
 pub mod domain;
 pub mod handler;

@@ -182,6 +182,14 @@ impl AuditRuntime {
             vaults: None,
             // Test hook only (PATROL_TEST_CRASH_AFTER), as in `patrol rotate`: exits at a step boundary.
             faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
+            consumers: crate::consumers::writers::for_policy(
+                settings,
+                &local.policy,
+                local.own.clone(),
+                local.store.clone(),
+                local.state.clone(),
+                clock.clone(),
+            ),
         };
         Ok(Self {
             clock,

@@ -22,7 +22,7 @@ pub mod report;
 mod rotate;
 pub mod runtime;
 mod serve;
-mod status;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

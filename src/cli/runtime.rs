@@ -92,6 +92,14 @@ impl Local {
             vaults: None,
             // Test hook only (PATROL_TEST_CRASH_AFTER), as in the handler: exits the process at a step boundary.
             faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
+            consumers: crate::consumers::writers::for_policy(
+                &self.settings,
+                &self.policy,
+                self.own.clone(),
+                self.store.clone(),
+                self.state.clone(),
+                self.clock.clone(),
+            ),
         })
     }
 

@@ -17,7 +17,8 @@ Examples:
 
 JSON: {\"at\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
 \"tokens\": [{\"secret\", \"owner\", \"organization\", \"last_rotation\", \"last_failure\", \"in_flight\",
-\"pending_drains\"}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
+\"pending_drains\", \"consumers\": [{\"consumer\", \"kind\", \"state\", \"delivered_at\",
+\"last_used_at\", \"failing_since\", \"last_error\", \"lag_hours\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
 sign-in-needed or unknown. Exit 3 when an owner must sign in, 1 when a token's last run failed.";
 
 /// Entra revokes a refresh token unused for 90 days; warn well before.
@@ -57,8 +58,27 @@ pub struct TokenStatus {
     pub last_failure: Option<Failure>,
     pub in_flight: Option<InFlight>,
     pub pending_drains: Vec<Drain>,
+    /// Each declared consumer and its delivery of the current PAT (`crate::consumers`).
+    pub consumers: Vec<ConsumerStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One consumer as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStatus {
+    pub consumer: String,
+    pub kind: String,
+    /// `pending`, `writing`, `delivered`, `reads-vault`, `failing` or `unknown` (no record yet).
+    pub state: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub delivered_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub failing_since: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+    pub lag_hours: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +129,7 @@ pub async fn gather(local: &Local) -> StatusView {
             last_failure: None,
             in_flight: None,
             pending_drains: Vec::new(),
+            consumers: Vec::new(),
             error: None,
         };
         match journal::load(local.state.as_ref(), &t.secret).await {
@@ -122,6 +143,29 @@ pub async fn gather(local: &Local) -> StatusView {
                     started: op.started,
                 });
                 row.pending_drains = j.drains;
+                let current = j.current.as_ref().map(|c| c.authorization_id);
+                row.consumers = t
+                    .consumers
+                    .list
+                    .iter()
+                    .map(|c| {
+                        let d = j.deliveries.iter().find(|d| d.consumer == c.id && Some(d.authorization_id) == current);
+                        ConsumerStatus {
+                            consumer: c.id.clone(),
+                            kind: c.kind_name().into(),
+                            state: match d {
+                                None => "unknown".into(),
+                                Some(d) if d.failing_since.is_some() => "failing".into(),
+                                Some(d) => d.step.name().into(),
+                            },
+                            delivered_at: d.and_then(|d| d.delivered_at()),
+                            last_used_at: d.and_then(|d| d.evidence.as_ref().map(|e| e.at)),
+                            failing_since: d.and_then(|d| d.failing_since),
+                            last_error: d.and_then(|d| d.last_error.clone()),
+                            lag_hours: c.lag_hours(),
+                        }
+                    })
+                    .collect();
             }
             Err(e) => row.error = Some(e.to_string()),
         }
@@ -147,8 +191,15 @@ impl StatusView {
                 f.and_then(|f| f.refresh_token_age_days).map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
             ]);
         }
-        let mut t =
-            Table::new(&["SECRET", "LAST ROTATION", "NEW VALID TO", "IN FLIGHT", "PENDING DRAINS", "LAST FAILURE"]);
+        let mut t = Table::new(&[
+            "SECRET",
+            "LAST ROTATION",
+            "NEW VALID TO",
+            "IN FLIGHT",
+            "PENDING DRAINS",
+            "CONSUMERS",
+            "LAST FAILURE",
+        ]);
         for r in &self.tokens {
             t.push(vec![
                 r.secret.clone(),
@@ -166,6 +217,19 @@ impl StatusView {
                         .map(|d| format!("{} after {}", d.pat.authorization_id, d.revoke_after.date()))
                         .collect::<Vec<_>>()
                         .join(", ")
+                },
+                if r.consumers.is_empty() {
+                    "-".into()
+                } else {
+                    let moved =
+                        r.consumers.iter().filter(|c| matches!(c.state.as_str(), "delivered" | "reads-vault")).count();
+                    let failing: Vec<&str> =
+                        r.consumers.iter().filter(|c| c.state == "failing").map(|c| c.consumer.as_str()).collect();
+                    let mut s = format!("{moved}/{} delivered", r.consumers.len());
+                    if !failing.is_empty() {
+                        s.push_str(&format!("; failing: {}", failing.join(", ")));
+                    }
+                    s
                 },
                 r.last_failure
                     .as_ref()

@@ -113,4 +113,8 @@ impl Connector for HttpConnector {
     fn pats(&self, owner: &OwnerId, organization: &OrgName) -> Arc<dyn PatApi> {
         Arc::new(self.pat_client(owner, organization))
     }
+
+    fn probe(&self) -> Option<Arc<dyn super::probe::PatProbe>> {
+        Some(Arc::new(super::probe::HttpPatProbe::new(self.client.clone(), &self.endpoints.devops)))
+    }
 }

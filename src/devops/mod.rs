@@ -14,6 +14,7 @@ pub mod connector;
 pub mod http;
 pub mod models;
 pub mod pats;
+pub mod probe;
 pub mod ratelimit;
 pub mod retry;
 pub mod tokenadmin;
@@ -54,4 +55,9 @@ pub trait PatApi: Send + Sync {
 /// Hands out [`PatApi`] handles per (owner, organization); sign-in state is shared per owner.
 pub trait Connector: Send + Sync {
     fn pats(&self, owner: &OwnerId, organization: &OrgName) -> Arc<dyn PatApi>;
+
+    /// Tests a new PAT before it becomes current (`None`: no test, e.g. a fake without Azure DevOps).
+    fn probe(&self) -> Option<Arc<dyn probe::PatProbe>> {
+        None
+    }
 }

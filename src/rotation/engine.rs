@@ -141,6 +141,8 @@ pub struct Engine {
     /// Vault names whose events are acted on; `None` accepts any (embedded store / tests).
     pub vaults: Option<Vec<String>>,
     pub faults: Option<Arc<Faults>>,
+    /// Writes consumers (`None`: consumers that need a write are reported as not configured).
+    pub consumers: Option<Arc<dyn crate::consumers::ConsumerWriter>>,
 }
 
 impl Engine {
@@ -340,6 +342,7 @@ impl Engine {
             clock: &self.clock,
             faults: self.faults.as_deref(),
             lease: Some(&lease),
+            consumers: self.consumers.as_deref(),
         };
         let result = machine.apply(&fresh, &actions, deadline).await;
         drop(lease);

@@ -70,6 +70,7 @@ impl World {
             concurrency: 4,
             vaults: None,
             faults: faults.map(Arc::new),
+            consumers: None,
         }
     }
 
@@ -396,4 +397,38 @@ async fn runs_that_leave_tokens_at_risk_fail_and_others_do_not() {
     let due = w.run().await;
     let names: Vec<_> = due.at_risk.iter().map(|r| (r.secret.as_str(), r.sign_in)).collect();
     assert_eq!(names, vec![("tok-3", true)], "{:?}", due.at_risk);
+}
+
+#[tokio::test]
+async fn a_refused_new_pat_never_becomes_current() {
+    let w = world(1);
+    w.run().await; // first PAT (tested and accepted)
+    assert_eq!(w.devops.tests.load(Ordering::SeqCst), 1);
+    let first = w.current(0).await.unwrap();
+    let versions_before = w.store.list_versions(&World::secret(0)).await.unwrap().len();
+    w.clock.advance(Duration::days(24)); // due
+    w.devops.refuse_tests.store(true, Ordering::SeqCst);
+    let s = w.run().await;
+    assert_eq!(s.rotated, 0, "{}", s.line());
+    let report = &s.reports[0];
+    assert!(report.error.as_deref().is_some_and(|e| e.contains("refused the new PAT")), "{report:?}");
+    assert!(
+        report.notices.iter().any(|n| matches!(n, Notice::RotationFailed { step, .. } if step == "test")),
+        "an alert: {:?}",
+        report.notices
+    );
+    // Never stored, revoked at once, the old PAT untouched and still current.
+    assert_eq!(w.store.list_versions(&World::secret(0)).await.unwrap().len(), versions_before);
+    assert_eq!(w.current(0).await, Some(first));
+    let active = w.devops.active();
+    assert_eq!(active.len(), 1, "the refused PAT is revoked");
+    assert_eq!(active[0].pat.authorization_id, first);
+    let j = journal::load(w.state.as_ref(), &World::secret(0)).await.unwrap().journal;
+    assert!(j.operation.is_none());
+    assert_eq!(j.last_failure.as_ref().map(|f| f.step.as_str()), Some("test"));
+    // Once Azure DevOps accepts new PATs again, the next run rotates.
+    w.devops.refuse_tests.store(false, Ordering::SeqCst);
+    let s = w.run().await;
+    assert_eq!(s.rotated, 1, "{}", s.line());
+    assert_ne!(w.current(0).await, Some(first));
 }

@@ -44,6 +44,10 @@ pub struct FakeDevOps {
     /// Maximum lifespan policy in days (clamps validTo).
     pub max_lifespan_days: Arc<AtomicU32>,
     pub sign_in_required: Arc<AtomicBool>,
+    /// The new-PAT test (`Connector::probe`) refuses every PAT while set.
+    pub refuse_tests: Arc<AtomicBool>,
+    /// How many new-PAT tests were made.
+    pub tests: Arc<AtomicU32>,
 }
 
 impl FakeDevOps {
@@ -54,6 +58,8 @@ impl FakeDevOps {
             lose_create_answers: Arc::default(),
             max_lifespan_days: Arc::new(AtomicU32::new(365)),
             sign_in_required: Arc::default(),
+            refuse_tests: Arc::default(),
+            tests: Arc::default(),
         }
     }
 
@@ -75,6 +81,28 @@ impl FakeDevOps {
 impl Connector for FakeDevOps {
     fn pats(&self, owner: &OwnerId, organization: &OrgName) -> Arc<dyn PatApi> {
         Arc::new(FakeApi { fake: self.clone(), owner: owner.clone(), org: organization.clone() })
+    }
+
+    fn probe(&self) -> Option<Arc<dyn crate::devops::probe::PatProbe>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl crate::devops::probe::PatProbe for FakeDevOps {
+    async fn test(&self, organization: &OrgName, pat: &SecretString) -> crate::devops::probe::ProbeOutcome {
+        use crate::devops::probe::ProbeOutcome;
+        use secrecy::ExposeSecret;
+        self.tests.fetch_add(1, Ordering::SeqCst);
+        if self.refuse_tests.load(Ordering::SeqCst) {
+            return ProbeOutcome::Refused("HTTP 401: refused by the test double".into());
+        }
+        let now = self.clock.now();
+        let ok =
+            self.lock().pats.values().any(|p| {
+                p.token == pat.expose_secret() && !p.revoked && p.pat.valid_to > now && &p.org == organization
+            });
+        if ok { ProbeOutcome::Accepted } else { ProbeOutcome::Refused("HTTP 401: unknown PAT".into()) }
     }
 }
 

@@ -94,6 +94,14 @@ impl RotationFunctions {
         let vaults = s.managed_vault_names();
         let notifier =
             Notifier::from_settings(s, Some(stores.own.as_ref()), Some(state.clone()), self.clock.clone()).await;
+        let consumers = crate::consumers::writers::for_policy(
+            s,
+            &policy,
+            stores.own.clone(),
+            store.clone(),
+            state.clone(),
+            self.clock.clone(),
+        );
         let engine = Engine {
             policy: Arc::new(policy),
             connector: connector.clone(),
@@ -104,6 +112,7 @@ impl RotationFunctions {
             concurrency: s.max_concurrency,
             vaults,
             faults: super::machine::Faults::from_env().map(Arc::new),
+            consumers,
         };
         Ok(Runtime { engine, notifier, http: connector, audit })
     }

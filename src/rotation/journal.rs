@@ -176,6 +176,9 @@ pub struct Journal {
     /// Operation ids patrol abandoned (their PATs are revoked if ever seen); bounded.
     #[serde(default)]
     pub abandoned: Vec<OperationId>,
+    /// Each consumer's delivery of the current PAT (`crate::consumers::state`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<crate::consumers::state::Delivery>,
 }
 
 /// How many abandoned operation ids a record remembers.
@@ -191,6 +194,7 @@ impl Journal {
             last: None,
             last_failure: None,
             abandoned: Vec::new(),
+            deliveries: Vec::new(),
         }
     }
 

@@ -103,6 +103,7 @@ async fn a_lease_lost_after_create_stops_before_the_vault_write_and_the_next_run
         concurrency: 1,
         vaults: None,
         faults: None,
+        consumers: None,
     };
     let secret = SecretName::parse("tok-a").unwrap();
 
@@ -156,6 +157,7 @@ async fn a_lease_lost_before_any_effect_touches_nothing() {
         concurrency: 1,
         vaults: None,
         faults: None,
+        consumers: None,
     };
     let s = engine.run(RunOptions::default()).await.unwrap();
     assert_eq!((s.rotated, devops.lock().creates), (0, 0), "{}", s.line());

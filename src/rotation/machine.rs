@@ -27,6 +27,10 @@ use super::lease::LeaseGuard;
 use super::plan::{Action, drains};
 use super::policy::ManagedToken;
 use crate::clock::Clock;
+use crate::consumers::gate::{self, ConsumerGate};
+use crate::consumers::state::{Delivery, DeliveryStep, backoff};
+use crate::consumers::{Consumer, ConsumerError, ConsumerWriter, WriteContext};
+use crate::devops::probe::ProbeOutcome;
 use crate::devops::{Connector, CreatePat, DevOpsError, DisplayFilter, Drift, Pat, PatApi};
 use crate::domain::{AuthorizationId, DisplayName, OperationId, OrgName, OwnerId};
 use crate::notify::{Notice, Severity};
@@ -54,6 +58,10 @@ pub enum Boundary {
     Finished,
     PreviousRevoked,
     PreviousDisabled,
+    /// A consumer's `writing` record is saved; the write has not been sent.
+    ConsumerWriting,
+    /// The consumer write returned; `delivered` is not recorded yet.
+    ConsumerWritten,
 }
 
 impl Boundary {
@@ -67,6 +75,9 @@ impl Boundary {
         Self::PreviousRevoked,
         Self::PreviousDisabled,
     ];
+
+    /// The consumer-delivery boundaries (reached only by tokens with consumers to write).
+    pub const CONSUMER: [Boundary; 2] = [Self::ConsumerWriting, Self::ConsumerWritten];
 }
 
 /// Fault injection: crash once after the named boundary. Also settable from the environment of a
@@ -76,22 +87,34 @@ impl Boundary {
 pub struct Faults {
     crash_after: Mutex<Option<Boundary>>,
     exit_process: bool,
+    /// Hits of the boundary to let pass before crashing (`consumer-written:3` crashes at the third).
+    skip: Mutex<u32>,
 }
 
 impl Faults {
     pub fn crash_after(b: Boundary) -> Self {
-        Self { crash_after: Mutex::new(Some(b)), exit_process: false }
+        Self { crash_after: Mutex::new(Some(b)), exit_process: false, skip: Mutex::new(0) }
+    }
+
+    /// Crash at the `nth` (1-based) time the boundary is reached.
+    pub fn crash_at_nth(b: Boundary, nth: u32) -> Self {
+        Self { crash_after: Mutex::new(Some(b)), exit_process: false, skip: Mutex::new(nth.saturating_sub(1)) }
     }
 
     /// From `PATROL_TEST_CRASH_AFTER`, exiting the process at the boundary. Compiled only into test builds
     /// (cargo feature `test-hooks`, which `cargo test` turns on); elsewhere always `None`.
     #[cfg(feature = "test-hooks")]
     pub fn from_env() -> Option<Self> {
-        let raw = std::env::var("PATROL_TEST_CRASH_AFTER").ok()?;
+        let env = std::env::var("PATROL_TEST_CRASH_AFTER").ok()?;
+        let (raw, nth) = match env.split_once(':') {
+            Some((b, n)) => (b.to_owned(), n.parse::<u32>().ok()?),
+            None => (env.clone(), 1),
+        };
         let b = Boundary::ALL
             .into_iter()
+            .chain(Boundary::CONSUMER)
             .find(|b| serde_json::to_value(b).ok().and_then(|v| v.as_str().map(|s| s == raw)).unwrap_or(false))?;
-        Some(Self { crash_after: Mutex::new(Some(b)), exit_process: true })
+        Some(Self { crash_after: Mutex::new(Some(b)), exit_process: true, skip: Mutex::new(nth.saturating_sub(1)) })
     }
 
     /// Without the `test-hooks` feature there is no crash hook.
@@ -103,6 +126,11 @@ impl Faults {
     fn hit(&self, at: Boundary) -> Result<(), MachineError> {
         let mut g = self.crash_after.lock().unwrap_or_else(|p| p.into_inner());
         if *g == Some(at) {
+            let mut skip = self.skip.lock().unwrap_or_else(|p| p.into_inner());
+            if *skip > 0 {
+                *skip -= 1;
+                return Ok(());
+            }
             *g = None;
             if self.exit_process {
                 std::process::exit(86);
@@ -166,6 +194,8 @@ pub struct Machine<'a> {
     pub faults: Option<&'a Faults>,
     /// The token's lease, checked before each external effect (`None`: not leased, e.g. a dry run).
     pub lease: Option<&'a LeaseGuard>,
+    /// Writes the token's consumers (`None`: a consumer owed a write is reported as not configured).
+    pub consumers: Option<&'a dyn ConsumerWriter>,
 }
 
 fn fmt_time(t: OffsetDateTime) -> String {
@@ -239,16 +269,26 @@ impl Machine<'_> {
                         report.done.push(format!("revoked orphan {authorization_id} ({display_name})"));
                     })
                 }
-                Action::Resume { .. } => self.drive(&mut loaded, &mut report, None).await,
+                Action::Resume { .. } => match self.drive(&mut loaded, &mut report, None).await {
+                    Ok(()) => self.deliver(&mut loaded, &mut report, deadline).await,
+                    e => e,
+                },
                 Action::Adopt { authorization_id, vault_version } => {
-                    self.adopt(&mut loaded, &mut report, *authorization_id, vault_version).await
+                    match self.adopt(&mut loaded, &mut report, *authorization_id, vault_version).await {
+                        Ok(()) => self.deliver(&mut loaded, &mut report, deadline).await,
+                        e => e,
+                    }
                 }
+                Action::Deliver { .. } => self.deliver(&mut loaded, &mut report, deadline).await,
                 Action::RevokePrevious { authorization_id, .. } => {
                     self.revoke_previous(&mut loaded, ts, &mut report, *authorization_id).await
                 }
                 // The evidence gate keeps this previous PAT for now: nothing to do (see `rotation::evidence`).
                 Action::WaitPrevious { .. } => Ok(()),
-                Action::Rotate { reason } => self.rotate(&mut loaded, ts, &mut report, *reason).await,
+                Action::Rotate { reason } => match self.rotate(&mut loaded, ts, &mut report, *reason).await {
+                    Ok(()) if report.rotated.is_some() => self.deliver(&mut loaded, &mut report, deadline).await,
+                    e => e,
+                },
             };
             match r {
                 Ok(()) => {}
@@ -293,6 +333,7 @@ impl Machine<'_> {
             organization: self.token.organization.clone(),
             vault_version: Some(vault_version.to_owned()),
         });
+        j.deliveries = fresh_deliveries(self.token, id, vault_version, now);
         loaded.save(self.state).await?;
         report.done.push(format!("adopted {id} from version {vault_version}"));
         report.notices.push(Notice::OutOfBandChange {
@@ -316,6 +357,14 @@ impl Machine<'_> {
             Some(d) => (d.pat.owner.clone(), d.pat.organization.clone()),
             None => (self.token.owner.clone(), self.token.organization.clone()),
         };
+        // The consumers are asked again on the record as it is now (a delivery may have failed since the plan).
+        if let Some(d) = &drain
+            && let Some(ConsumerGate::Wait { reason, .. }) =
+                gate::for_drain(self.token, &loaded.journal, d, ts.current_authorization_id(), self.clock.now())
+        {
+            report.done.push(format!("kept previous {id}: {reason}"));
+            return Ok(());
+        }
         // Make sure the drain is journaled (it may have come from vault tags only) before revoking.
         if let Some(d) = &drain
             && !loaded.journal.drains.iter().any(|x| x.pat.authorization_id == id)
@@ -571,6 +620,9 @@ impl Machine<'_> {
         }
         loaded.save(self.state).await?;
         self.fault(Boundary::CreatedSaved)?;
+        if let Some(flow) = self.test_new_pat(loaded, op, report, new_id, &created.token).await? {
+            return Ok(flow);
+        }
 
         let now = self.clock.now();
         let mut t = BTreeMap::new();
@@ -637,6 +689,271 @@ impl Machine<'_> {
                 Ok(Flow::Stop)
             }
         }
+    }
+
+    /// Delivers the current PAT to every consumer owed a write (journaled before each write, resumed
+    /// after a crash by asking the consumer whether the write landed) and looks for evidence of use while
+    /// a previous PAT waits for it. Bounded by `deadline`; what is left is resumed by the next run.
+    async fn deliver(
+        &self,
+        loaded: &mut Loaded,
+        report: &mut TokenReport,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), MachineError> {
+        if self.token.consumers.is_empty() {
+            return Ok(());
+        }
+        let Some(current) = loaded.journal.current.clone() else { return Ok(()) };
+        let Some(version) = current.vault_version.clone() else { return Ok(()) };
+        let now = self.clock.now();
+        // The record follows the policy: consumers added since are owed the current PAT, removed ones go.
+        let before = loaded.journal.deliveries.clone();
+        let j = &mut loaded.journal;
+        j.deliveries.retain(|d| self.token.consumers.get(&d.consumer).is_some());
+        for c in &self.token.consumers.list {
+            let fresh =
+                j.deliveries.iter().any(|d| d.consumer == c.id && d.authorization_id == current.authorization_id);
+            if !fresh {
+                j.deliveries.retain(|d| d.consumer != c.id);
+                j.deliveries.extend(fresh_deliveries_for(c, current.authorization_id, &version, now));
+            }
+        }
+        if j.deliveries != before {
+            loaded.save(self.state).await?;
+        }
+        let ctx = WriteContext {
+            secret: self.token.secret.clone(),
+            vault_version: version.clone(),
+            authorization_id: current.authorization_id,
+            operation: loaded
+                .journal
+                .last
+                .as_ref()
+                .filter(|l| l.authorization_id == current.authorization_id)
+                .map(|l| l.op.clone()),
+        };
+        let waiting = !loaded.journal.drains.is_empty();
+        for c in &self.token.consumers.list {
+            let Some(i) = loaded.journal.deliveries.iter().position(|d| d.consumer == c.id) else { continue };
+            let d = &loaded.journal.deliveries[i];
+            if d.write_due(self.clock.now()) {
+                if deadline.is_some_and(|dl| std::time::Instant::now() >= dl) {
+                    report.deferred = Some(format!("time budget spent before delivering to {}", c.id));
+                    return Ok(());
+                }
+                self.deliver_one(loaded, i, c, &ctx, report, deadline).await?;
+            } else if waiting
+                && d.evidence.is_none()
+                && let (Some(at), Some(w)) = (d.delivered_at(), self.consumers)
+            {
+                match w.evidence(c, at, &ctx).await {
+                    Ok(Some(ev)) => {
+                        report.done.push(format!("{} used the new PAT: {}", c.id, ev.what));
+                        loaded.journal.deliveries[i].evidence = Some(ev);
+                        loaded.save(self.state).await?;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(secret = %self.token.secret, consumer = %c.id, "evidence of use: {e}"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver_one(
+        &self,
+        loaded: &mut Loaded,
+        i: usize,
+        c: &Consumer,
+        ctx: &WriteContext,
+        report: &mut TokenReport,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), MachineError> {
+        let Some(w) = self.consumers else {
+            let e = ConsumerError::NotConfigured("this process has no consumer writer".into());
+            return self.consumer_failed(loaded, i, c, e, report).await;
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.try_deliver(loaded, i, c, w, ctx).await {
+                Ok(()) => {
+                    let d = &mut loaded.journal.deliveries[i];
+                    let recovered = d.failing_since.is_some();
+                    d.attempts = 0;
+                    d.failing_since = None;
+                    d.last_error = None;
+                    d.next_attempt = None;
+                    d.alerted_at = None;
+                    if recovered {
+                        loaded.save(self.state).await?;
+                    }
+                    report.done.push(format!("delivered to {}", c.id));
+                    return Ok(());
+                }
+                Err(DeliverError::Machine(e)) => return Err(e),
+                Err(DeliverError::Consumer(e))
+                    if e.is_transient()
+                        && tries < CONSUMER_TRIES
+                        && deadline.is_none_or(|dl| std::time::Instant::now() < dl) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
+                }
+                Err(DeliverError::Consumer(e)) => return self.consumer_failed(loaded, i, c, e, report).await,
+            }
+        }
+    }
+
+    async fn try_deliver(
+        &self,
+        loaded: &mut Loaded,
+        i: usize,
+        c: &Consumer,
+        w: &dyn ConsumerWriter,
+        ctx: &WriteContext,
+    ) -> Result<(), DeliverError> {
+        let before = match loaded.journal.deliveries[i].step.clone() {
+            DeliveryStep::Writing { before, .. } => {
+                // A write may have been sent by a process that died: ask the consumer before writing again.
+                if let Some(after) = w.landed(c, before.as_deref(), ctx).await? {
+                    loaded.journal.deliveries[i].step = DeliveryStep::Delivered { at: self.clock.now(), after };
+                    loaded.save(self.state).await?;
+                    report_landed(c);
+                    return Ok(());
+                }
+                before
+            }
+            DeliveryStep::Pending => {
+                let before = w.prepare(c, ctx).await?;
+                self.held("a consumer write")?;
+                loaded.journal.deliveries[i].step =
+                    DeliveryStep::Writing { started: self.clock.now(), before: before.clone() };
+                loaded.save(self.state).await?;
+                self.fault(Boundary::ConsumerWriting)?;
+                before
+            }
+            DeliveryStep::Delivered { .. } | DeliveryStep::ReadsVault => return Ok(()),
+        };
+        self.held("a consumer write")?;
+        let value = self
+            .store
+            .get(&self.token.secret, Some(&ctx.vault_version))
+            .await
+            .map_err(MachineError::from)?
+            .ok_or_else(|| {
+                ConsumerError::Refused(format!("vault version {} of {} is gone", ctx.vault_version, ctx.secret))
+            })?;
+        let written = w.write(c, &value.value, before.as_deref(), ctx).await;
+        drop(value);
+        let after = match written {
+            Ok(after) => after,
+            Err(e) => {
+                if !e.is_transient() {
+                    // Refused outright: nothing was written, so the next attempt reads the object afresh.
+                    loaded.journal.deliveries[i].step = DeliveryStep::Pending;
+                }
+                return Err(e.into());
+            }
+        };
+        self.fault(Boundary::ConsumerWritten)?;
+        loaded.journal.deliveries[i].step = DeliveryStep::Delivered { at: self.clock.now(), after };
+        loaded.save(self.state).await?;
+        Ok(())
+    }
+
+    async fn consumer_failed(
+        &self,
+        loaded: &mut Loaded,
+        i: usize,
+        c: &Consumer,
+        e: ConsumerError,
+        report: &mut TokenReport,
+    ) -> Result<(), MachineError> {
+        let now = self.clock.now();
+        let d = &mut loaded.journal.deliveries[i];
+        d.attempts += 1;
+        let since = *d.failing_since.get_or_insert(now);
+        d.last_error = Some(e.to_string());
+        d.next_attempt = Some(now + backoff(d.attempts));
+        let alert = d.alerted_at.is_none_or(|t| now - t >= Duration::hours(24));
+        if alert {
+            d.alerted_at = Some(now);
+        }
+        let attempts = d.attempts;
+        loaded.save(self.state).await?;
+        let error =
+            format!("delivering to {} failed (attempt {attempts}, failing since {}): {e}", c.id, fmt_time(since));
+        tracing::warn!(secret = %self.token.secret, consumer = %c.id, "{error}");
+        if alert {
+            report.notices.push(Notice::RotationFailed {
+                secret: self.token.secret.clone(),
+                step: format!("deliver {}", c.id),
+                error: error.clone(),
+                next: format!(
+                    "{} The previous PAT stays valid until every consumer has the new one (at most {} hours after the rotation); patrol retries with backoff.",
+                    crate::consumers::fix(c),
+                    self.token.consumers.settings.deadline_hours
+                ),
+            });
+        }
+        if e.is_transient() {
+            report.deferred.get_or_insert(error);
+        } else {
+            report.error.get_or_insert(error);
+        }
+        Ok(())
+    }
+
+    /// The new-PAT test: one side-effect-free authenticated read with the new PAT before it is stored.
+    /// `Some(Stop)` when it failed: the new PAT is revoked, the operation dropped, the old PAT untouched.
+    async fn test_new_pat(
+        &self,
+        loaded: &mut Loaded,
+        op: &Operation,
+        report: &mut TokenReport,
+        new_id: AuthorizationId,
+        value: &SecretString,
+    ) -> Result<Option<Flow>, MachineError> {
+        let Some(probe) = self.connector.probe() else { return Ok(None) };
+        let (refused, why) = match probe.test(&self.token.organization, value).await {
+            ProbeOutcome::Accepted => {
+                report.done.push(format!("tested new PAT {new_id}: Azure DevOps accepted it"));
+                return Ok(None);
+            }
+            ProbeOutcome::Refused(why) => (true, why),
+            ProbeOutcome::Unavailable(why) => (false, why),
+        };
+        let error = if refused {
+            format!("Azure DevOps refused the new PAT {new_id} in {}: {why}", self.token.organization)
+        } else {
+            format!("the new PAT {new_id} could not be tested in {}: {why}", self.token.organization)
+        };
+        tracing::warn!(secret = %self.token.secret, step = "test", "{error}");
+        self.revoke(self.pats().as_ref(), new_id).await?;
+        report.revoked.push(new_id);
+        loaded.journal.abandon(op.op.clone());
+        loaded.journal.operation = None;
+        self.fail(loaded, "test", &error);
+        loaded.save(self.state).await?;
+        report.notices.push(Notice::RotationFailed {
+            secret: self.token.secret.clone(),
+            step: "test".into(),
+            error: error.clone(),
+            next: if refused {
+                "the new PAT was never stored and is revoked; the current PAT stays in place. Check the organization's \
+                 PAT policies, Conditional Access and IP restrictions for the owner, then rerun"
+                    .into()
+            } else {
+                "the new PAT was never stored and is revoked; the current PAT stays in place and the next run retries"
+                    .into()
+            },
+        });
+        if refused {
+            report.error = Some(error);
+        } else {
+            report.deferred = Some(error);
+        }
+        Ok(Some(Flow::Stop))
     }
 
     /// Finishes the operation on the answer of Get for the new PAT (`got`): drift, drains, `current`,
@@ -713,6 +1030,7 @@ impl Machine<'_> {
             organization: self.token.organization.clone(),
             vault_version: Some(vault_version.to_owned()),
         });
+        j.deliveries = fresh_deliveries(self.token, id, vault_version, now);
         let done = Completed {
             op: op.op.clone(),
             reason: op.reason,
@@ -744,6 +1062,66 @@ enum Flow {
     Retry,
     Stop,
 }
+
+fn fresh_deliveries_for(c: &Consumer, id: AuthorizationId, vault_version: &str, now: OffsetDateTime) -> Vec<Delivery> {
+    let mut d = Delivery::new(&c.id, id, vault_version, now);
+    if !c.is_written() {
+        d.step = DeliveryStep::ReadsVault;
+    }
+    vec![d]
+}
+
+fn report_landed(c: &Consumer) {
+    tracing::info!(consumer = %c.id, "a consumer write sent before a crash had landed; not written again");
+}
+
+/// One delivery per consumer of `token` for a PAT that just became current.
+fn fresh_deliveries(
+    token: &ManagedToken,
+    id: AuthorizationId,
+    vault_version: &str,
+    now: OffsetDateTime,
+) -> Vec<Delivery> {
+    token
+        .consumers
+        .list
+        .iter()
+        .map(|c| {
+            let mut d = Delivery::new(&c.id, id, vault_version, now);
+            if !c.is_written() {
+                d.step = DeliveryStep::ReadsVault;
+            }
+            d
+        })
+        .collect()
+}
+
+/// Why one delivery attempt stopped.
+enum DeliverError {
+    Machine(MachineError),
+    Consumer(ConsumerError),
+}
+
+impl From<MachineError> for DeliverError {
+    fn from(e: MachineError) -> Self {
+        Self::Machine(e)
+    }
+}
+
+impl From<ConsumerError> for DeliverError {
+    fn from(e: ConsumerError) -> Self {
+        Self::Consumer(e)
+    }
+}
+
+impl From<super::journal::JournalError> for DeliverError {
+    fn from(e: super::journal::JournalError) -> Self {
+        Self::Machine(e.into())
+    }
+}
+
+/// In-invocation retries of a transient consumer failure before it is left to a later run.
+const CONSUMER_TRIES: u32 = 3;
 
 pub fn describe_drift(d: &Drift) -> String {
     match d {

@@ -13,6 +13,8 @@
 //! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
 
 pub mod blob;
+#[cfg(test)]
+mod consumer_tests;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;

@@ -61,6 +61,11 @@ pub enum Action {
     Rotate {
         reason: Reason,
     },
+    /// Deliver the current PAT to these consumers (a write owed), or look for their evidence of use while
+    /// a previous PAT waits for them (`crate::consumers`).
+    Deliver {
+        consumers: Vec<String>,
+    },
     /// Nothing can be done this run (the owner must sign in, the store is unreadable, …).
     Blocked {
         why: String,
@@ -85,6 +90,7 @@ impl Action {
                 until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
             ),
             Self::Rotate { reason } => format!("rotate ({})", reason.as_str()),
+            Self::Deliver { consumers } => format!("deliver/check consumers: {}", consumers.join(", ")),
             Self::Blocked { why } => format!("blocked: {why}"),
         }
     }
@@ -385,8 +391,16 @@ fn plan_token(
         }
     }
 
+    // Consumers owed the current PAT, or whose evidence of use a waiting previous PAT needs.
+    let all_drains = drains(token, ts);
+    let waiting = all_drains.iter().any(|d| Some(d.pat.authorization_id) != current_id);
+    let due = crate::consumers::gate::due(token, &ts.journal, current_id, waiting, now);
+    if !due.is_empty() {
+        e.actions.push(Action::Deliver { consumers: due });
+    }
+
     // Drained previous PATs.
-    for d in drains(token, ts) {
+    for d in all_drains {
         if Some(d.pat.authorization_id) == current_id {
             e.notes.push(format!("previous PAT {} is the current one; it is never revoked", d.pat.authorization_id));
             continue;
@@ -395,6 +409,23 @@ fn plan_token(
             continue;
         }
         let (authorization_id, revoke_after) = (d.pat.authorization_id, d.revoke_after);
+        // Consumers first: the previous PAT stays until every consumer moved (or their deadline).
+        match crate::consumers::gate::for_drain(token, &ts.journal, &d, current_id, now) {
+            None | Some(crate::consumers::gate::ConsumerGate::Ready(_)) => {}
+            Some(crate::consumers::gate::ConsumerGate::Wait { until, reason }) => {
+                e.actions.push(Action::WaitPrevious { authorization_id, revoke_after, until, reason });
+                continue;
+            }
+            Some(crate::consumers::gate::ConsumerGate::Deadline { alert, reason }) => {
+                e.actions.push(Action::RevokePrevious {
+                    authorization_id,
+                    revoke_after,
+                    evidence: Some(reason),
+                    alert: Some(alert),
+                });
+                continue;
+            }
+        }
         let Some(ev) = evidence else {
             e.actions.push(Action::RevokePrevious { authorization_id, revoke_after, evidence: None, alert: None });
             continue;

@@ -55,6 +55,8 @@ pub struct ManagedToken {
     /// The line of the `[[token]]` table in the policy file (for messages).
     #[serde(skip)]
     pub line: usize,
+    /// Where the PAT is delivered besides its own secret (`[[token.consumer]]`, see `crate::consumers`).
+    pub consumers: crate::consumers::Consumers,
 }
 
 /// The whole policy.
@@ -116,11 +118,34 @@ impl Policy {
             ));
         }
         let defaults = raw.defaults.unwrap_or_default();
+        let line_of = |o: usize| ctx.line_of(o);
+        let lines = crate::consumers::policy::Lines { file: &file, line_of: &line_of };
+        let mut consumer_errors = Vec::new();
+        let consumer_settings =
+            crate::consumers::policy::settings(raw.consumers.as_ref(), &lines, &mut consumer_errors);
+        let settings_line = raw.consumers.as_ref().map(|c| ctx.line_of(c.span().start)).unwrap_or(0);
         let mut tokens = Vec::with_capacity(raw.token.len());
         let mut seen_secrets = BTreeSet::new();
         let mut seen_names = BTreeSet::new();
-        for (i, t) in raw.token.into_iter().enumerate() {
-            let token = ctx.token(i, t, &defaults)?;
+        for (i, mut t) in raw.token.into_iter().enumerate() {
+            let raw_consumers = std::mem::take(&mut t.get_mut().consumer);
+            let mut token = ctx.token(i, t, &defaults)?;
+            let tc = crate::consumers::policy::TokenContext {
+                prefix: format!("token[{i}]"),
+                line: token.line,
+                secret: &token.secret,
+                organization: Some(&token.organization),
+                grace_days: Some(token.grace_days),
+            };
+            let list = crate::consumers::policy::token_consumers(
+                raw_consumers,
+                &tc,
+                &consumer_settings,
+                settings_line,
+                &lines,
+                &mut consumer_errors,
+            );
+            token.consumers = crate::consumers::Consumers { list, settings: consumer_settings.clone() };
             if !seen_secrets.insert(token.secret.clone()) {
                 return Err(ctx.err(
                     token.line,
@@ -156,6 +181,9 @@ impl Policy {
                 ));
             }
             tokens.push(token);
+        }
+        if let Some(e) = crate::consumers::policy::combine(consumer_errors) {
+            return Err(e);
         }
         Ok(Self { file: path.to_path_buf(), tokens, gate })
     }
@@ -194,6 +222,8 @@ struct RawPolicy {
     token: Vec<Spanned<RawToken>>,
     /// `[audit]`: validated here so a mistake is refused with the policy; used by `crate::audit`.
     audit: Option<Spanned<crate::audit::AuditPolicy>>,
+    /// `[consumers]`: what the consumers of every token share (`crate::consumers::policy`).
+    consumers: Option<Spanned<crate::consumers::policy::RawSettings>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +258,9 @@ struct RawToken {
     allow_full_access: Option<Spanned<bool>>,
     allow_all_orgs: Option<Spanned<bool>>,
     vault: Option<Spanned<String>>,
+    /// `[[token.consumer]]` tables, validated by `crate::consumers::policy`.
+    #[serde(default)]
+    consumer: Vec<Spanned<crate::consumers::policy::RawConsumer>>,
 }
 
 struct Ctx<'a> {
@@ -447,6 +480,7 @@ impl<'a> Ctx<'a> {
             allow_all_orgs,
             vault,
             line,
+            consumers: Default::default(),
         })
     }
 }

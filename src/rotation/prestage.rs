@@ -125,6 +125,7 @@ mod tests {
             concurrency: 2,
             vaults: None,
             faults: None,
+            consumers: None,
         };
         let secret = SecretName::parse("tok-0").unwrap();
         assert!(engine.prestage(&SecretName::parse("nope").unwrap(), Reason::Compromised, clock.now()).await.is_err());

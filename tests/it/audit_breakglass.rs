@@ -135,6 +135,7 @@ pub(crate) fn engine(
         concurrency: 2,
         vaults: None,
         faults: None,
+        consumers: None,
     })
 }
 
