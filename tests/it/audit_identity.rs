@@ -70,6 +70,8 @@ fn settings(emu: &Emulator, dir: &Path, vault: Option<&str>) -> Vec<(String, Str
         ("PATROL_TENANT_ID".to_owned(), e.tenant.clone()),
         ("PATROL_CLIENT_ID".to_owned(), CLIENT_ID.to_owned()),
         ("PATROL_LEASE".to_owned(), "local".to_owned()),
+        // Entra and Key Vault speak https with the emulator's CA.
+        ("PATROL_CA_CERT".to_owned(), e.extra["ca_cert"].clone()),
     ];
     if let Some(client_secret) = vault {
         v.extend([
@@ -78,7 +80,6 @@ fn settings(emu: &Emulator, dir: &Path, vault: Option<&str>) -> Vec<(String, Str
             ("PATROL_KEYVAULT_TENANT_ID".to_owned(), e.tenant.clone()),
             ("PATROL_KEYVAULT_CLIENT_ID".to_owned(), APP_ID.to_owned()),
             ("PATROL_KEYVAULT_CLIENT_SECRET".to_owned(), client_secret.to_owned()),
-            ("PATROL_CA_CERT".to_owned(), e.extra["ca_cert"].clone()),
         ]);
     }
     v

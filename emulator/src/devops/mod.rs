@@ -4,7 +4,6 @@
 
 pub mod audit;
 pub mod auth;
-pub mod connection_data;
 pub mod errors;
 pub mod location;
 pub mod pat_rules;
@@ -66,9 +65,6 @@ pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
     }
     if req.seg_is(2, "tokenadmin") {
         return tokenadmin::handle(ctx, req, org);
-    }
-    if s.len() == 3 && req.seg_is(2, "connectionData") && req.method == axum::http::Method::GET {
-        return connection_data::handle(ctx, req, org);
     }
     if s.len() == 3 && req.seg_is(2, "projects") && req.method == axum::http::Method::GET {
         return projects::handle(ctx, req, org);
