@@ -187,9 +187,17 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
         assert!(grid.iter().any(|i| i["event"] == "SecretNearExpiry" && i["secret"] == secret), "{secret}: {grid:?}");
     }
     assert!(!grid.iter().any(|i| i["event"] == "SecretNearExpiry" && i["secret"] == "wiki-sync-pat"), "40 days: no");
-    let first_ci = grid.iter().find(|i| i["secret"] == "ci-build-pat").unwrap();
-    assert_eq!(first_ci["outcome"], "completed", "{first_ci}");
-    assert!(first_ci["summary"].as_str().unwrap().contains("1 rotated"), "{first_ci}");
+    // Event Grid delivers concurrently: two events for one secret may arrive together, and the invocation
+    // that finds the secret busy (the other holds its lease) leaves it to that one. One of them rotated it.
+    let ci: Vec<_> = grid.iter().filter(|i| i["secret"] == "ci-build-pat").collect();
+    assert!(
+        ci.iter().any(|i| i["outcome"] == "completed" && i["summary"].as_str().unwrap().contains("1 rotated")),
+        "{ci:?}"
+    );
+    assert!(
+        ci.iter().all(|i| i["outcome"] != "incomplete" || i["summary"].as_str().unwrap().contains("1 busy")),
+        "an incomplete invocation only ever found the secret busy: {ci:?}"
+    );
     // Rotations happened through the handler: due (Event Grid at onboarding), forced (HTTP), due (timer).
     let rotations = j["rotations"].as_array().unwrap();
     let rotation = |s: &str| {
