@@ -177,7 +177,7 @@ impl StatusView {
 }
 
 pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
-    let local = Local::from_env()?;
+    let local = Local::from_env_read_only()?;
     let view = gather(&local).await;
     let (o, t) = view.tables();
     write_stdout(&render(
