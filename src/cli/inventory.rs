@@ -301,7 +301,7 @@ pub fn listing_outcome(view: &InventoryView) -> Result<(), CliError> {
 }
 
 pub async fn run(args: &InventoryArgs) -> Result<(), CliError> {
-    let local = Local::from_env()?;
+    let local = Local::from_env_read_only()?;
     let (_, view) = gather(&local).await?;
     let out = render(
         args.output.format,

@@ -71,7 +71,7 @@ fn markdown(p: &Plan) -> String {
 }
 
 pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
-    let local = Local::from_env()?;
+    let local = Local::from_env_read_only()?;
     let only = chosen(&local, &args.secrets)?;
     let engine = local.engine()?;
     let inv = engine.inventory(only.as_deref()).await;

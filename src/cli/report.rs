@@ -224,7 +224,7 @@ pub async fn journals(local: &Local) -> Vec<Journal> {
 }
 
 pub async fn run(args: &ReportArgs) -> Result<(), CliError> {
-    let local = Local::from_env()?;
+    let local = Local::from_env_read_only()?;
     let (_, view) = super::inventory::gather(&local).await?;
     let journals = journals(&local).await;
     let orgs: std::collections::BTreeSet<_> = local.policy.tokens.iter().map(|t| t.organization.to_string()).collect();

@@ -55,6 +55,25 @@ impl Local {
         Ok(Self { settings, clock, policy: Arc::new(policy), store: stores.consumer, own: stores.own, state, leases })
     }
 
+    /// As [`Local::from_env`], for commands that only read (`plan`, `status`, `inventory`, `report`): they
+    /// create nothing. Without Key Vault, a file store whose directory or key file does not exist is read
+    /// as empty instead of being created (a missing store holds no secret, so nothing is lost).
+    pub fn from_env_read_only() -> Result<Self, CliError> {
+        Self::open_read_only(Settings::from_env()?, Clock::system())
+    }
+
+    pub fn open_read_only(settings: Settings, clock: Clock) -> Result<Self, CliError> {
+        let file_store_missing = settings.keyvault.is_none()
+            && (!settings.state_dir.join("secrets").is_dir() || !settings.store_key_file.is_file());
+        if !file_store_missing {
+            return Self::open(settings, clock);
+        }
+        let policy = Policy::load(&settings.policy_file)?;
+        let store: Arc<dyn SecretStore> = Arc::new(crate::store::memory::MemoryStore::new());
+        let (state, leases) = crate::rotation::shared::from_settings(&settings).map_err(CliError::failed)?;
+        Ok(Self { settings, clock, policy: Arc::new(policy), store, state, leases })
+    }
+
     /// The Entra client owners sign in with.
     pub fn entra(&self) -> Result<EntraClient, CliError> {
         let s = &self.settings;

@@ -78,18 +78,26 @@ impl Writers {
                 };
                 let http =
                     crate::store::keyvault::http_client(settings.ca_cert.as_deref()).map_err(|e| e.to_string())?;
-                let credential = crate::store::credential::identity(&kv, &settings.entra_authority, http, clock.clone())
-                    .map_err(|e| format!("PATROL_CONSUMER_CREDENTIAL: {e}"))?;
+                let credential =
+                    crate::store::credential::identity(&kv, &settings.entra_authority, http, clock.clone())
+                        .map_err(|e| format!("PATROL_CONSUMER_CREDENTIAL: {e}"))?;
                 (Some(DevOpsConsumers::new(client.clone(), &settings.devops_url, credential)), String::new())
             }
         };
         let opener: Option<Box<super::vault::VaultOpener>> = settings.keyvault.clone().map(|kv| {
             let authority = settings.entra_authority.clone();
             let ca = settings.ca_cert.clone();
+            let clock = clock.clone();
             Box::new(move |url: &str| -> Result<Arc<dyn SecretStore>, String> {
                 let other = KeyVaultSettings { url: url::Url::parse(url).map_err(|e| e.to_string())?, ..kv.clone() };
-                let s = crate::store::KeyVaultSecretStore::connect(&other, &authority, ca.as_deref(), None)
-                    .map_err(|e| e.to_string())?;
+                let s = crate::store::KeyVaultSecretStore::connect_with_clock(
+                    &other,
+                    &authority,
+                    ca.as_deref(),
+                    None,
+                    clock.clone(),
+                )
+                .map_err(|e| e.to_string())?;
                 Ok(Arc::new(s) as Arc<dyn SecretStore>)
             }) as Box<super::vault::VaultOpener>
         });

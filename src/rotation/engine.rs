@@ -175,7 +175,13 @@ impl Engine {
         let the_plan = plan(&inv, &self.policy, self.clock.now(), &opts.requests);
         let mut summary = RunSummary::new(the_plan.clone(), opts.dry_run);
         summary.notices.extend(self.plan_notices(&inv, &the_plan));
+        if opts.only.is_none() {
+            // A full pass (timer, `patrol rotate`) also watches the PATs patrol does not manage.
+            let expired = self.expired_pats(&inv).await;
+            summary.notices.extend(super::alerts::unmanaged(&self.policy, &inv, &the_plan, &expired, self.clock.now()));
+        }
         if opts.dry_run {
+            summary.notices.extend(super::alerts::managed(&self.policy, &inv, &the_plan, &Default::default()));
             return Ok(summary);
         }
         let work: Vec<&Entry> = the_plan.entries.iter().filter(|e| !e.is_noop()).collect();
@@ -213,6 +219,13 @@ impl Engine {
                 }
             }
         }
+        let rotated: std::collections::HashSet<SecretName> = summary
+            .reports
+            .iter()
+            .filter(|r| r.rotated.is_some())
+            .filter_map(|r| SecretName::parse(&r.secret).ok())
+            .collect();
+        summary.notices.extend(super::alerts::managed(&self.policy, inv, &the_plan, &rotated));
         summary.reports.sort_by(|a, b| a.secret.cmp(&b.secret));
         summary.busy.sort();
         summary.deferred.sort();
@@ -224,37 +237,9 @@ impl Engine {
         Ok(summary)
     }
 
-    /// Expiry warnings and sign-in alerts that follow from the inventory alone.
-    fn plan_notices(&self, inv: &Inventory, p: &Plan) -> Vec<Addressed> {
+    /// Sign-in alerts that follow from the inventory alone (expiry alerts: `super::alerts`).
+    fn plan_notices(&self, inv: &Inventory, _p: &Plan) -> Vec<Addressed> {
         let mut out = Vec::new();
-        for e in &p.entries {
-            let Some(token) = self.policy.token(&e.secret) else { continue };
-            if let Some(cur) = &e.current
-                && let (Some(threshold), Some(id), Some(valid_to), Some(days_left)) =
-                    (cur.warning_threshold, cur.authorization_id, cur.valid_to, cur.days_left)
-            {
-                let display_name = inv
-                    .tokens
-                    .get(&e.secret)
-                    .and_then(|t| t.tag(tags::DISPLAY_NAME).map(str::to_owned))
-                    .unwrap_or_else(|| token.display_name.to_string());
-                out.push(Addressed {
-                    targets: token.notify.clone(),
-                    notice: Notice::ExpiryWarning {
-                        pat: PatRef {
-                            display_name,
-                            authorization_id: id,
-                            organization: token.organization.to_string(),
-                            owner: token.owner.clone(),
-                            valid_to,
-                            secret: Some(token.secret.clone()),
-                        },
-                        threshold_days: threshold,
-                        days_left,
-                    },
-                });
-            }
-        }
         for o in inv.owners.iter().filter(|o| o.sign_in_required) {
             let targets: Vec<_> = self
                 .policy
@@ -271,6 +256,30 @@ impl Engine {
             });
         }
         out
+    }
+
+    /// Each listed owner's expired PATs (`displayFilterOption=expired`), for "PAT expired" alerts on PATs
+    /// patrol does not manage. A listing that fails is skipped (logged): the next run announces them.
+    async fn expired_pats(&self, inv: &Inventory) -> Vec<super::alerts::ExpiredListing> {
+        let pairs: Vec<_> = inv.owners.iter().filter(|o| o.error.is_none()).collect();
+        let futs: Vec<_> = pairs
+            .into_iter()
+            .map(|o| async move {
+                match self.connector.pats(&o.owner, &o.organization).list(crate::devops::DisplayFilter::Expired).await {
+                    Ok(pats) => Some((o.owner.clone(), o.organization.clone(), pats)),
+                    Err(e) => {
+                        tracing::warn!(owner = %o.owner, organization = %o.organization, error = %e,
+                            "listing expired PATs failed; their expiry is announced by a later run");
+                        None
+                    }
+                }
+            })
+            .collect();
+        futures::stream::iter(futs)
+            .buffer_unordered(self.concurrency.max(1))
+            .filter_map(std::future::ready)
+            .collect()
+            .await
     }
 
     async fn apply_entry(

@@ -432,3 +432,37 @@ async fn a_refused_new_pat_never_becomes_current() {
     assert_eq!(s.rotated, 1, "{}", s.line());
     assert_ne!(w.current(0).await, Some(first));
 }
+
+/// A managed token patrol will rotate before it expires gets no countdown (a 30-day PAT with a 30-day
+/// threshold would otherwise warn "expires in 29 days" after every rotation); it is warned about once its
+/// rotation is overdue and failing, and not when the run rotates it.
+#[tokio::test]
+async fn managed_tokens_are_warned_only_when_rotation_is_overdue() {
+    let w = world(1);
+    let warnings = |s: &super::engine::RunSummary| {
+        s.notices
+            .iter()
+            .filter_map(|n| match &n.notice {
+                Notice::ExpiryWarning { threshold_days, .. } => Some(*threshold_days),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(w.run().await.rotated, 1);
+    for days in [1, 15] {
+        w.clock.advance(Duration::days(days));
+        let s = w.run().await;
+        assert_eq!((s.rotated, warnings(&s)), (0, vec![]), "day {days}: {}", s.line());
+    }
+    // Day 24 (6 days left, rotation due at 7): the owner must sign in, so the rotation fails — warned.
+    w.clock.advance(Duration::days(8));
+    w.devops.sign_in_required.store(true, Ordering::SeqCst);
+    let s = w.run().await;
+    assert_eq!((s.rotated, warnings(&s)), (0, vec![7]), "{}", s.line());
+    let dry = w.engine(None).run(RunOptions { dry_run: true, ..Default::default() }).await.unwrap();
+    assert_eq!(warnings(&dry), vec![7], "a dry run rotates nothing");
+    // Signed in again: this run rotates it, so no warning.
+    w.devops.sign_in_required.store(false, Ordering::SeqCst);
+    let s = w.run().await;
+    assert_eq!((s.rotated, warnings(&s)), (1, vec![]), "{}", s.line());
+}

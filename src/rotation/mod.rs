@@ -10,8 +10,10 @@
 //! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
 //! - [`shared`] — picks the journal store and leases from the settings (handler and CLI alike).
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
+//! - [`alerts`] — expiry alerts: unmanaged PATs' countdown and expiry, managed tokens only when overdue.
 //! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
 
+pub mod alerts;
 pub mod blob;
 #[cfg(test)]
 mod consumer_tests;

@@ -87,11 +87,12 @@ pub fn open(
     }
     let mut vaults = std::collections::BTreeMap::new();
     for v in &settings.consumer_vaults {
-        let store: Arc<dyn SecretStore> = Arc::new(KeyVaultSecretStore::connect(
+        let store: Arc<dyn SecretStore> = Arc::new(KeyVaultSecretStore::connect_with_clock(
             &v.keyvault,
             &settings.entra_authority,
             settings.ca_cert.as_deref(),
             None,
+            clock.clone(),
         )?);
         vaults.insert(v.name.clone(), store);
     }
@@ -101,11 +102,12 @@ pub fn open(
     let default_name = settings.consumer_vaults[0].name.clone();
     let (own, own_direct, separate): (Arc<dyn SecretStore>, Arc<dyn SecretStore>, bool) = match &settings.own_keyvault {
         Some(kv) => {
-            let direct: Arc<dyn SecretStore> = Arc::new(KeyVaultSecretStore::connect(
+            let direct: Arc<dyn SecretStore> = Arc::new(KeyVaultSecretStore::connect_with_clock(
                 kv,
                 &settings.entra_authority,
                 settings.ca_cert.as_deref(),
                 None,
+                clock.clone(),
             )?);
             let legacy = vaults[&default_name].clone();
             (Arc::new(routed::OwnWithLegacyReads { own: direct.clone(), legacy }), direct, true)

@@ -363,3 +363,32 @@ fn the_crash_hook_is_only_in_test_builds() {
     let default = manifest.lines().find(|l| l.trim_start().starts_with("default =")).unwrap_or("");
     assert!(!default.contains("test-hooks"), "not a default feature: {default}");
 }
+
+/// Read-only commands create nothing: run in an empty directory with a valid policy elsewhere and no
+/// Entra settings (so they fail on configuration after reading the stores), `plan`, `status`, `inventory`
+/// and `report` leave no `.patrol/` directory, no `.patrol-store.key` and nothing else behind.
+#[test]
+fn read_only_commands_create_nothing_in_the_working_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let policy = elsewhere.path().join("patrol.toml");
+    std::fs::write(
+        &policy,
+        "[[token]]\nsecret = \"ro-check\"\ndisplay_name = \"Read only\"\norganization = \"fabrikam\"\n\
+         owner = \"alice@fabrikam.test\"\nscopes = \"vso.code\"\nvalidity_days = 30\nrotate_before_days = 7\n\
+         grace_days = 2\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    for cmd in [&["plan"][..], &["status"], &["inventory"], &["report", "--out", "-"]] {
+        let out = patrol(cwd.path(), cmd, &[("PATROL_POLICY_FILE", policy)]);
+        if cmd[0] == "plan" {
+            // The defect as observed: the stores were opened (and created), then the configuration failed.
+            assert!(text(&out.stderr).contains("PATROL_CLIENT_ID"), "{}", text(&out.stderr));
+        }
+        let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "`patrol {}` created {left:?} (stderr: {})", cmd.join(" "), text(&out.stderr));
+        let listed: Vec<_> = std::fs::read_dir(elsewhere.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(listed.len(), 1, "`patrol {}` created {listed:?} next to the policy", cmd.join(" "));
+    }
+}

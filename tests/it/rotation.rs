@@ -6,6 +6,7 @@ mod breakglass;
 mod clamp;
 mod concurrent;
 mod consumers;
+mod expiry_alerts;
 mod failed_runs;
 mod gate;
 mod lost_create;
