@@ -663,18 +663,16 @@ impl Settings {
             match credential {
                 None => None,
                 Some(credential) => {
-                    let kv = keyvault.as_ref();
-                    let pick = |own: &str, f: fn(&KeyVaultSettings) -> Option<String>| {
-                        src.get(own).map(str::to_owned).or_else(|| kv.and_then(f))
-                    };
+                    // Unless set on their own, the Key Vault credential's (the Function App's identity).
+                    let pick = |own: &str, kv: &str| src.get(own).or_else(|| src.get(kv)).map(str::to_owned);
                     let id = ConsumerIdentity {
                         credential,
                         managed_identity_client_id: src.get("PATROL_MANAGED_IDENTITY_CLIENT_ID").map(str::to_owned),
-                        tenant_id: pick("PATROL_CONSUMER_TENANT_ID", |k| k.tenant_id.clone()),
-                        client_id: pick("PATROL_CONSUMER_CLIENT_ID", |k| k.client_id.clone()),
+                        tenant_id: pick("PATROL_CONSUMER_TENANT_ID", "PATROL_KEYVAULT_TENANT_ID"),
+                        client_id: pick("PATROL_CONSUMER_CLIENT_ID", "PATROL_KEYVAULT_CLIENT_ID"),
                         client_secret: src
                             .secret("PATROL_CONSUMER_CLIENT_SECRET")
-                            .or_else(|| kv.and_then(|k| k.client_secret.clone())),
+                            .or_else(|| src.secret("PATROL_KEYVAULT_CLIENT_SECRET")),
                     };
                     if credential == KeyVaultCredential::ClientSecret {
                         for (name, present) in [
@@ -683,10 +681,7 @@ impl Settings {
                             ("PATROL_CONSUMER_CLIENT_SECRET", id.client_secret.is_some()),
                         ] {
                             if !present {
-                                return Err(ConfigError::new(
-                                    name,
-                                    "is required when PATROL_CONSUMER_CREDENTIAL=client-secret",
-                                ));
+                                errs.push(name, "is required when PATROL_CONSUMER_CREDENTIAL=client-secret");
                             }
                         }
                     }

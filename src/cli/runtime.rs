@@ -41,12 +41,6 @@ impl Local {
         Self::open(checked_settings(true)?, Clock::system())
     }
 
-    /// As [`Local::from_env`] for read-only commands that report on sign-in instead of signing in
-    /// (`patrol status`): a missing `PATROL_CLIENT_ID` is not an error there.
-    pub fn from_env_read_only() -> Result<Self, CliError> {
-        Self::open(checked_settings(false)?, Clock::system())
-    }
-
     pub fn open(settings: Settings, clock: Clock) -> Result<Self, CliError> {
         let policy = Policy::load(&settings.policy_file)?;
         let stores = crate::store::open(&settings, clock.clone(), Some(&policy))
@@ -57,9 +51,11 @@ impl Local {
 
     /// As [`Local::from_env`], for commands that only read (`plan`, `status`, `inventory`, `report`): they
     /// create nothing. Without Key Vault, a file store whose directory or key file does not exist is read
-    /// as empty instead of being created (a missing store holds no secret, so nothing is lost).
+    /// as empty instead of being created (a missing store holds no secret, so nothing is lost). A missing
+    /// `PATROL_CLIENT_ID` is not an error here (`patrol status` reports on sign-in instead of signing in);
+    /// commands that reach Azure DevOps name it when they need it.
     pub fn from_env_read_only() -> Result<Self, CliError> {
-        Self::open_read_only(Settings::from_env()?, Clock::system())
+        Self::open_read_only(checked_settings(false)?, Clock::system())
     }
 
     pub fn open_read_only(settings: Settings, clock: Clock) -> Result<Self, CliError> {
@@ -71,7 +67,7 @@ impl Local {
         let policy = Policy::load(&settings.policy_file)?;
         let store: Arc<dyn SecretStore> = Arc::new(crate::store::memory::MemoryStore::new());
         let (state, leases) = crate::rotation::shared::from_settings(&settings).map_err(CliError::failed)?;
-        Ok(Self { settings, clock, policy: Arc::new(policy), store, state, leases })
+        Ok(Self { settings, clock, policy: Arc::new(policy), own: store.clone(), store, state, leases })
     }
 
     /// The Entra client owners sign in with.
