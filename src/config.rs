@@ -480,9 +480,18 @@ fn stand_in_url() -> Url {
     Url::parse("https://invalid.invalid/").unwrap_or_else(|_| unreachable!("a constant URL parses"))
 }
 
-fn is_loopback_host(host: &str) -> bool {
+/// Whether `host` names this machine: `localhost`, `*.localhost`, or a loopback address (IPv6 with or
+/// without brackets). patrol allows plain http, SMTP without TLS and its own token grant only there.
+pub fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost" || h.ends_with(".localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h.eq_ignore_ascii_case("localhost")
+        || h.to_ascii_lowercase().ends_with(".localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// [`is_loopback_host`] for a URL's host (a URL without a host is not loopback).
+pub fn is_loopback_url(url: &Url) -> bool {
+    url.host_str().is_some_and(is_loopback_host)
 }
 
 /// Key Vault names: 3–24 of `[0-9a-zA-Z-]`, starting with a letter.

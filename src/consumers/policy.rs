@@ -255,7 +255,7 @@ pub fn settings(raw: Option<&Spanned<RawSettings>>, l: &Lines<'_>, errors: &mut 
     }
     if let Some(a) = &r.github_api {
         match url::Url::parse(a.get_ref()) {
-            Ok(u) if u.scheme() == "https" || is_loopback(&u) => out.github_api = u.to_string(),
+            Ok(u) if u.scheme() == "https" || crate::config::is_loopback_url(&u) => out.github_api = u.to_string(),
             Ok(_) => errors.push(l.at(a, "consumers.github_api", "must be https (plain http only on loopback)")),
             Err(e) => errors.push(l.at(a, "consumers.github_api", format!("not a URL: {e}"))),
         }
@@ -269,15 +269,6 @@ pub fn settings(raw: Option<&Spanned<RawSettings>>, l: &Lines<'_>, errors: &mut 
         }
     }
     out
-}
-
-fn is_loopback(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    }
 }
 
 /// The token fields the consumers of a token are checked against.

@@ -27,11 +27,6 @@ impl std::fmt::Debug for SmtpChannel {
     }
 }
 
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The sender mailbox (`PATROL_SMTP_FROM`).
 pub fn parse_from(from: &str) -> Result<Mailbox, String> {
     from.parse::<Mailbox>().map_err(|e| format!("PATROL_SMTP_FROM {from:?} is not an email address: {e}"))
@@ -48,7 +43,7 @@ impl SmtpChannel {
         let host = settings.host.as_str();
         let tls = match settings.tls {
             SmtpTls::None => {
-                if !is_loopback(host) {
+                if !crate::config::is_loopback_host(host) {
                     return Err(format!(
                         "PATROL_SMTP_TLS=none is allowed only for a loopback host, not {host:?}; use starttls or implicit"
                     ));

@@ -82,7 +82,7 @@ pub fn identity(
             };
             // A loopback authority is patrol-emulator (tests, the demo): its tokens live on the virtual clock,
             // which azure_identity's cache (wall clock) cannot follow, so patrol's grant serves it.
-            if !is_loopback(authority) {
+            if !crate::config::is_loopback_url(authority) {
                 let mut cloud = azure_core::cloud::CustomConfiguration::default();
                 cloud.authority_host = authority.as_str().trim_end_matches('/').to_owned();
                 let client_options = azure_core::http::ClientOptions {
@@ -105,16 +105,6 @@ pub fn identity(
         }
     };
     Ok(inner)
-}
-
-/// Whether `url` names this machine (patrol-emulator's listeners; never an Azure authority).
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    }
 }
 
 /// Passes token requests through only for Key Vault scopes (`https://vault.azure.net/.default` and the
@@ -182,7 +172,7 @@ impl ClientCredentialsGrant {
         if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || "-.".contains(c)) {
             return Err(format!("tenant id {tenant:?} may contain only letters, digits, '-' and '.'"));
         }
-        if authority.scheme() != "https" && !is_loopback(authority) {
+        if authority.scheme() != "https" && !crate::config::is_loopback_url(authority) {
             return Err(format!(
                 "authority {authority} must be https (plain http is accepted only on loopback, for patrol-emulator)"
             ));

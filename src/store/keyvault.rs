@@ -63,15 +63,6 @@ pub fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, StoreError
     b.build().map_err(|e| other("build HTTP client", e.to_string()))
 }
 
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
-        None => false,
-    }
-}
-
 impl KeyVaultSecretStore {
     /// Wraps an existing client (tests build clients with their own retry options).
     pub fn with_client(client: SecretClient, recover_deleted: bool) -> Self {
@@ -106,7 +97,7 @@ impl KeyVaultSecretStore {
         client_options.transport = Some(Transport::new(Arc::new(http)));
         let opts = SecretClientOptions {
             client_options,
-            verify_challenge_resource: Some(!is_loopback(&kv.url)),
+            verify_challenge_resource: Some(!crate::config::is_loopback_url(&kv.url)),
             ..Default::default()
         };
         let client = SecretClient::new(kv.url.as_str(), credential, Some(opts))
