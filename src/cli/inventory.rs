@@ -22,7 +22,8 @@ Examples:
 
 JSON: {\"taken_at\", \"pats\": [{\"owner\", \"organization\", \"authorization_id\", \"display_name\", \"managed\",
 \"secret\", \"role\", \"scope\", \"global\", \"full_access\", \"valid_from\", \"valid_to\", \"days_left\", \"state\"}],
-\"problems\": [{\"owner\", \"organization\", \"error\", \"sign_in_required\"}]}. Exit 3 when an owner must sign in.";
+\"problems\": [{\"owner\", \"organization\", \"error\", \"sign_in_required\"}], \"consumers\": [{\"secret\",
+\"consumers\": [{\"consumer\", \"kind\", \"state\", \"moved\", \"delivered_at\", \"last_used_at\", …}]}]}. Exit 3 when an owner must sign in.";
 
 #[derive(Debug, clap::Args)]
 pub struct InventoryArgs {
@@ -85,6 +86,8 @@ pub struct InventoryView {
     pub taken_at: OffsetDateTime,
     pub pats: Vec<PatRow>,
     pub problems: Vec<ListProblem>,
+    /// Each managed token's consumers and where their delivery stands (`crate::consumers::view`).
+    pub consumers: Vec<crate::consumers::view::TokenConsumers>,
 }
 
 impl InventoryView {
@@ -113,6 +116,15 @@ impl InventoryView {
             ]);
         }
         t
+    }
+
+    /// The consumer table (empty when no token declares consumers), text or markdown.
+    pub fn consumers_text(&self, markdown: bool) -> String {
+        if self.consumers.is_empty() {
+            return String::new();
+        }
+        let t = super::consumers::table(&self.consumers);
+        if markdown { format!("\n## Consumers\n\n{}", t.to_markdown()) } else { format!("\nConsumers:\n{}", t.to_text()) }
     }
 
     fn problems_text(&self) -> String {
@@ -238,7 +250,20 @@ pub fn rows(
             &b.display_name,
         ))
     });
-    InventoryView { taken_at: now, pats, problems }
+    let consumers = policy
+        .tokens
+        .iter()
+        .filter(|t| !t.consumers.is_empty())
+        .filter_map(|t| {
+            let ts = inv.tokens.get(&t.secret)?;
+            let current = ts.current_authorization_id().or(ts.journal.current.as_ref().map(|c| c.authorization_id));
+            Some(crate::consumers::view::TokenConsumers {
+                secret: t.secret.to_string(),
+                consumers: crate::consumers::view::token_view(t, &ts.journal, current, now),
+            })
+        })
+        .collect();
+    InventoryView { taken_at: now, pats, problems, consumers }
 }
 
 /// Each (owner, organization)'s expired PATs (the engine's inventory lists active ones only). A listing
@@ -306,8 +331,8 @@ pub async fn run(args: &InventoryArgs) -> Result<(), CliError> {
     let out = render(
         args.output.format,
         &view,
-        || format!("{}{}", view.table().to_text(), view.problems_text()),
-        || format!("{}{}", view.table().to_markdown(), view.problems_text()),
+        || format!("{}{}{}", view.table().to_text(), view.problems_text(), view.consumers_text(false)),
+        || format!("{}{}{}", view.table().to_markdown(), view.problems_text(), view.consumers_text(true)),
     )?;
     write_stdout(&out)?;
     // The problems are part of every format; the exit code says so too.

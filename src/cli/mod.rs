@@ -8,6 +8,7 @@
 
 pub mod audit_cmds;
 mod completions;
+pub mod consumers;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod error;
@@ -89,6 +90,9 @@ pub enum Command {
     /// Owner sign-in health, the last run of each token, and previous PATs waiting to be revoked.
     #[command(after_help = status::AFTER_HELP)]
     Status(status::StatusArgs),
+    /// Each token's consumers and where their delivery stands; --check checks each one without writing.
+    #[command(after_help = consumers::AFTER_HELP)]
+    Consumers(consumers::ConsumersArgs),
     /// Sign a PAT owner in with a device code; the refresh token goes straight to the secret store.
     #[command(after_help = login::AFTER_HELP)]
     Login(login::LoginArgs),
@@ -152,6 +156,7 @@ pub fn main() -> ExitCode {
             Command::Rotate(args) => rotate::run(&args).await,
             Command::Inventory(args) => inventory::run(&args).await,
             Command::Status(args) => status::run(&args).await,
+            Command::Consumers(args) => consumers::run(&args).await,
             Command::Login(args) => login::run(&args).await,
             Command::Report(args) => report::run(&args).await,
             #[cfg(feature = "demo")]

@@ -182,8 +182,38 @@ pub fn build(
         }
     }
     rotations.sort_by_key(|r| std::cmp::Reverse(r.at));
+    // A consumer that cannot be written holds the previous PAT back (to the deadline): a person must act.
+    for t in &view.consumers {
+        for c in t.consumers.iter().filter(|c| c.state == "failing") {
+            let fix = policy
+                .tokens
+                .iter()
+                .find(|tok| tok.secret.as_str() == t.secret)
+                .and_then(|tok| tok.consumers.get(&c.consumer))
+                .map(crate::consumers::fix)
+                .unwrap_or_default();
+            problems.push(ProblemRow {
+                severity: Severity::Warning,
+                summary: format!(
+                    "Consumer {} of {} failing since {}",
+                    c.consumer,
+                    t.secret,
+                    c.failing_since.map(fmt_date).unwrap_or_else(|| "?".into())
+                ),
+                detail: format!("{} {fix}", c.last_error.as_deref().unwrap_or(&c.detail)),
+            });
+        }
+    }
     problems.sort_by_key(|p| std::cmp::Reverse(severity_rank(p.severity)));
-    ReportData { title: title.into(), generated_at: now, thresholds: thresholds(policy), tokens, rotations, problems }
+    ReportData {
+        title: title.into(),
+        generated_at: now,
+        thresholds: thresholds(policy),
+        tokens,
+        rotations,
+        problems,
+        consumers: view.consumers.clone(),
+    }
 }
 
 fn severity_rank(s: Severity) -> u8 {

@@ -17,8 +17,9 @@ Examples:
 
 JSON: {\"at\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
 \"tokens\": [{\"secret\", \"owner\", \"organization\", \"last_rotation\", \"last_failure\", \"in_flight\",
-\"pending_drains\", \"consumers\": [{\"consumer\", \"kind\", \"state\", \"delivered_at\",
-\"last_used_at\", \"failing_since\", \"last_error\", \"lag_hours\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
+\"pending_drains\", \"consumers\": [{\"consumer\", \"kind\", \"target\", \"written\", \"state\", \"moved\",
+\"detail\", \"delivered_at\", \"last_used_at\", \"evidence\", \"failing_since\", \"last_error\", \"lag_hours\",
+\"lag_until\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
 sign-in-needed or unknown. Exit 3 when an owner must sign in, 1 when a token's last run failed.";
 
 /// Entra revokes a refresh token unused for 90 days; warn well before.
@@ -59,26 +60,9 @@ pub struct TokenStatus {
     pub in_flight: Option<InFlight>,
     pub pending_drains: Vec<Drain>,
     /// Each declared consumer and its delivery of the current PAT (`crate::consumers`).
-    pub consumers: Vec<ConsumerStatus>,
+    pub consumers: Vec<crate::consumers::view::ConsumerView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// One consumer as `status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConsumerStatus {
-    pub consumer: String,
-    pub kind: String,
-    /// `pending`, `writing`, `delivered`, `reads-vault`, `failing` or `unknown` (no record yet).
-    pub state: String,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub delivered_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_used_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub failing_since: Option<OffsetDateTime>,
-    pub last_error: Option<String>,
-    pub lag_hours: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,6 +119,8 @@ pub async fn gather(local: &Local) -> StatusView {
         match journal::load(local.state.as_ref(), &t.secret).await {
             Ok(l) => {
                 let j = l.journal;
+                let current = j.current.as_ref().map(|c| c.authorization_id);
+                row.consumers = crate::consumers::view::token_view(t, &j, current, now);
                 row.last_rotation = j.last;
                 row.last_failure = j.last_failure;
                 row.in_flight = j.operation.map(|op| InFlight {
@@ -143,29 +129,6 @@ pub async fn gather(local: &Local) -> StatusView {
                     started: op.started,
                 });
                 row.pending_drains = j.drains;
-                let current = j.current.as_ref().map(|c| c.authorization_id);
-                row.consumers = t
-                    .consumers
-                    .list
-                    .iter()
-                    .map(|c| {
-                        let d = j.deliveries.iter().find(|d| d.consumer == c.id && Some(d.authorization_id) == current);
-                        ConsumerStatus {
-                            consumer: c.id.clone(),
-                            kind: c.kind_name().into(),
-                            state: match d {
-                                None => "unknown".into(),
-                                Some(d) if d.failing_since.is_some() => "failing".into(),
-                                Some(d) => d.step.name().into(),
-                            },
-                            delivered_at: d.and_then(|d| d.delivered_at()),
-                            last_used_at: d.and_then(|d| d.evidence.as_ref().map(|e| e.at)),
-                            failing_since: d.and_then(|d| d.failing_since),
-                            last_error: d.and_then(|d| d.last_error.clone()),
-                            lag_hours: c.lag_hours(),
-                        }
-                    })
-                    .collect();
             }
             Err(e) => row.error = Some(e.to_string()),
         }
@@ -218,19 +181,7 @@ impl StatusView {
                         .collect::<Vec<_>>()
                         .join(", ")
                 },
-                if r.consumers.is_empty() {
-                    "-".into()
-                } else {
-                    let moved =
-                        r.consumers.iter().filter(|c| matches!(c.state.as_str(), "delivered" | "reads-vault")).count();
-                    let failing: Vec<&str> =
-                        r.consumers.iter().filter(|c| c.state == "failing").map(|c| c.consumer.as_str()).collect();
-                    let mut s = format!("{moved}/{} delivered", r.consumers.len());
-                    if !failing.is_empty() {
-                        s.push_str(&format!("; failing: {}", failing.join(", ")));
-                    }
-                    s
-                },
+                crate::consumers::view::TokenConsumers::summary(&r.consumers),
                 r.last_failure
                     .as_ref()
                     .map(|f| format!("{}: {}", f.step, f.error))
@@ -239,6 +190,17 @@ impl StatusView {
             ]);
         }
         (o, t)
+    }
+
+    /// One row per consumer of every token (`None` when no token declares any).
+    pub fn consumer_table(&self) -> Option<Table> {
+        let list: Vec<crate::consumers::view::TokenConsumers> = self
+            .tokens
+            .iter()
+            .filter(|t| !t.consumers.is_empty())
+            .map(|t| crate::consumers::view::TokenConsumers { secret: t.secret.clone(), consumers: t.consumers.clone() })
+            .collect();
+        (!list.is_empty()).then(|| super::consumers::table(&list))
     }
 }
 
@@ -251,11 +213,13 @@ pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
         &view,
         || {
             let warnings: String = view.warnings.iter().map(|w| format!("WARNING: {w}\n")).collect();
-            format!("{}\n{}{warnings}", o.to_text(), t.to_text())
+            let c = view.consumer_table().map(|c| format!("\n{}", c.to_text())).unwrap_or_default();
+            format!("{}\n{}{c}{warnings}", o.to_text(), t.to_text())
         },
         || {
             let warnings: String = view.warnings.iter().map(|w| format!("> **Warning:** {w}\n")).collect();
-            format!("## Owners\n\n{}\n## Tokens\n\n{}{warnings}", o.to_markdown(), t.to_markdown())
+            let c = view.consumer_table().map(|c| format!("\n## Consumers\n\n{}", c.to_markdown())).unwrap_or_default();
+            format!("## Owners\n\n{}\n## Tokens\n\n{}{c}{warnings}", o.to_markdown(), t.to_markdown())
         },
     )?)?;
     let need: Vec<_> = view.owners.iter().filter(|o| o.health == "sign-in-needed").map(|o| o.owner.as_str()).collect();

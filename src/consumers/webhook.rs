@@ -70,6 +70,57 @@ impl WebhookConsumers {
         }
     }
 
+    /// Checks a webhook without sending anything (`super::check`): its URL and signing key are in patrol's
+    /// store, the URL is https (plain http only to loopback), and its host resolves (to loopback for http).
+    /// Nothing here names the URL or its host: a webhook URL is a credential.
+    pub async fn check(&self, c: &Consumer, p: &mut super::check::Probe) -> Result<(), ConsumerError> {
+        let ConsumerKind::Webhook { url_secret, signing_secret, .. } = &c.kind else {
+            return Err(ConsumerError::Refused("not a webhook consumer".into()));
+        };
+        let url = self.secret(url_secret, "the webhook URL").await?;
+        let key = self.secret(signing_secret, "the webhook signing key").await?;
+        if key.expose_secret().trim().is_empty() {
+            return Err(ConsumerError::NotConfigured(format!("{}: the signing key in {signing_secret} is empty", c.id)));
+        }
+        let u = url::Url::parse(url.expose_secret().trim()).map_err(|e| {
+            ConsumerError::Refused(format!("{}: the value of {url_secret} is not a URL ({e})", c.id))
+        })?;
+        let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) else {
+            return Err(ConsumerError::Refused(format!("{}: the URL in {url_secret} names no host", c.id)));
+        };
+        let https = u.scheme() == "https";
+        if !https && u.scheme() != "http" {
+            return Err(ConsumerError::Refused(format!(
+                "{}: the URL in {url_secret} must be https (plain http only to loopback)",
+                c.id
+            )));
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|_| ConsumerError::Transient(format!("{}: the host of the URL in {url_secret} does not resolve", c.id)))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(ConsumerError::Transient(format!(
+                "{}: the host of the URL in {url_secret} does not resolve",
+                c.id
+            )));
+        }
+        if !https && !addrs.iter().all(|a| a.ip().is_loopback()) {
+            return Err(ConsumerError::Refused(format!(
+                "{}: the URL in {url_secret} is plain http to a host that is not loopback; use https",
+                c.id
+            )));
+        }
+        p.right_type = Some(true);
+        p.reachable = Some(true);
+        p.note(format!(
+            "URL ({}) and signing key in patrol's store; the host resolves; nothing was sent",
+            if https { "https" } else { "http to loopback" }
+        ));
+        Ok(())
+    }
+
     pub async fn write(&self, c: &Consumer, ctx: &WriteContext) -> Result<Option<String>, ConsumerError> {
         let ConsumerKind::Webhook { url_secret, signing_secret, ack } = &c.kind else {
             return Err(ConsumerError::Refused("not a webhook consumer".into()));

@@ -94,6 +94,40 @@ pub fn render_html(data: &ReportData) -> String {
     }
     s.push_str("</tbody></table>");
 
+    s.push_str("<h2>Consumers</h2>");
+    if data.consumers.iter().all(|t| t.consumers.is_empty()) {
+        s.push_str("<p>No token declares consumers.</p>");
+    } else {
+        s.push_str("<table><thead><tr><th>secret</th><th>consumer</th><th>where</th><th>state</th><th>delivered</th><th>last used</th><th>failing since</th><th>lag</th><th>detail</th></tr></thead><tbody>");
+        for t in &data.consumers {
+            for c in &t.consumers {
+                let class = if c.state == "failing" {
+                    "critical"
+                } else if c.moved {
+                    ""
+                } else {
+                    "warning"
+                };
+                let when = |t: Option<time::OffsetDateTime>| t.map(date).unwrap_or_else(|| "—".into());
+                let _ = write!(
+                    s,
+                    "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"{class}\">{}{}</td><td class=\"d\">{}</td><td class=\"d\">{}</td><td class=\"d\">{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&t.secret),
+                    escape(&c.consumer),
+                    escape(&c.target),
+                    escape(&c.state),
+                    if c.moved { " (moved)" } else { "" },
+                    when(c.delivered_at),
+                    when(c.last_used_at),
+                    when(c.failing_since),
+                    c.lag_hours.map(|h| format!("{h} h")).unwrap_or_else(|| "—".into()),
+                    escape(&c.detail)
+                );
+            }
+        }
+        s.push_str("</tbody></table>");
+    }
+
     s.push_str("<h2>Recent rotations</h2>");
     if data.rotations.is_empty() {
         s.push_str("<p>None in this period.</p>");
@@ -134,8 +168,10 @@ mod tests {
         assert!(html.contains("full access"));
         assert_eq!(
             html.matches("<tr><td>").count() + html.matches("<tr><td class=\"d\">").count(),
-            7,
-            "6 tokens + 1 rotation"
+            8,
+            "6 tokens + 1 consumer + 1 rotation"
         );
+        assert!(html.contains("<h2>Consumers</h2>") && html.contains("<code>service-connection:fabrikam/web/&lt;npm&gt;</code>"));
+        assert!(html.contains("delivered (moved)"), "the consumer's state is shown");
     }
 }

@@ -54,6 +54,32 @@ pub fn render_markdown(data: &ReportData) -> String {
         );
     }
 
+    s.push_str("\n## Consumers\n\n");
+    if data.consumers.iter().all(|t| t.consumers.is_empty()) {
+        s.push_str("No token declares consumers.\n");
+    } else {
+        s.push_str("| secret | consumer | where | state | delivered | last used | failing since | lag | detail |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        let when = |t: Option<time::OffsetDateTime>| t.map(date).unwrap_or_else(|| "—".into());
+        for t in &data.consumers {
+            for c in &t.consumers {
+                let _ = writeln!(
+                    s,
+                    "| {} | `{}` | {} | {}{} | {} | {} | {} | {} | {} |",
+                    cell(&t.secret),
+                    cell(&c.consumer),
+                    cell(&c.target),
+                    cell(&c.state),
+                    if c.moved { " (moved)" } else { "" },
+                    when(c.delivered_at),
+                    when(c.last_used_at),
+                    when(c.failing_since),
+                    c.lag_hours.map(|h| format!("{h} h")).unwrap_or_else(|| "—".into()),
+                    cell(&c.detail)
+                );
+            }
+        }
+    }
+
     s.push_str("\n## Recent rotations\n\n");
     if data.rotations.is_empty() {
         s.push_str("None in this period.\n");
@@ -85,7 +111,7 @@ mod tests {
     #[test]
     fn tables_have_one_row_per_item() {
         let md = render_markdown(&sample());
-        let inventory = md.split("## Inventory").nth(1).unwrap().split("## Recent").next().unwrap();
+        let inventory = md.split("## Inventory").nth(1).unwrap().split("## Consumers").next().unwrap();
         assert_eq!(
             inventory
                 .lines()
@@ -94,6 +120,8 @@ mod tests {
             6
         );
         assert!(md.contains("⚠ all organizations"));
+        assert!(md.contains("| build-pipeline-secret | `service-connection:fabrikam/web/<npm>` |"), "{md}");
+        assert!(md.contains("| delivered (moved) | 2026-11-23 |"), "{md}");
         assert!(md.contains("6 PATs (4 managed), 4 expire within 30 days, 1 expired, open problems: 1."));
     }
 }

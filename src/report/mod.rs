@@ -29,6 +29,8 @@ pub struct ReportData {
     pub tokens: Vec<TokenRow>,
     pub rotations: Vec<RotationRow>,
     pub problems: Vec<ProblemRow>,
+    /// Each token's consumers and where their delivery of the current PAT stands.
+    pub consumers: Vec<crate::consumers::view::TokenConsumers>,
 }
 
 /// One PAT in the inventory.
@@ -138,6 +140,25 @@ pub(crate) mod tests {
                 severity: Severity::Critical,
                 summary: "All-organization PAT \"everything\" stops working on 2026-12-01".into(),
                 detail: "Replace it with an organization-scoped PAT (patrol migrate-global).".into(),
+            }],
+            consumers: vec![crate::consumers::view::TokenConsumers {
+                secret: "build-pipeline-secret".into(),
+                consumers: vec![crate::consumers::view::ConsumerView {
+                    consumer: "service-connection:fabrikam/web/<npm>".into(),
+                    kind: "devops-service-connection".into(),
+                    target: "fabrikam/web service connection \"<npm>\" (externalnpmregistry/Token)".into(),
+                    written: true,
+                    state: "delivered".into(),
+                    moved: true,
+                    detail: "delivered at 2026-11-23T08:00:00Z, used: Build 7 succeeded".into(),
+                    delivered_at: Some(now - Duration::hours(1)),
+                    last_used_at: Some(now - Duration::minutes(30)),
+                    evidence: Some("Build 7 succeeded".into()),
+                    failing_since: None,
+                    last_error: None,
+                    lag_hours: None,
+                    lag_until: None,
+                }],
             }],
         }
     }
