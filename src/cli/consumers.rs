@@ -150,11 +150,8 @@ pub async fn check(local: &Local, only: Option<&[crate::domain::SecretName]>) ->
         local.clock.clone(),
     )
     .map(Arc::new);
-    let developer_tools = local
-        .settings
-        .consumer_identity
-        .as_ref()
-        .is_some_and(|i| i.credential == KeyVaultCredential::DeveloperTools);
+    let developer_tools =
+        local.settings.consumer_identity.as_ref().is_some_and(|i| i.credential == KeyVaultCredential::DeveloperTools);
     let mut rows = Vec::new();
     for t in tokens {
         for c in &t.consumers.list {
@@ -209,9 +206,7 @@ pub fn check_outcome(checks: &[CheckRow]) -> Result<(), CliError> {
     }
     let sign_in = names(&|c| c.sign_in);
     if !sign_in.is_empty() {
-        return Err(CliError::sign_in(format!(
-            "patrol's identity must sign in (az login) to check: {sign_in}"
-        )));
+        return Err(CliError::sign_in(format!("patrol's identity must sign in (az login) to check: {sign_in}")));
     }
     let failed = names(&|c| !c.ok);
     if !failed.is_empty() {

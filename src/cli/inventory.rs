@@ -124,7 +124,11 @@ impl InventoryView {
             return String::new();
         }
         let t = super::consumers::table(&self.consumers);
-        if markdown { format!("\n## Consumers\n\n{}", t.to_markdown()) } else { format!("\nConsumers:\n{}", t.to_text()) }
+        if markdown {
+            format!("\n## Consumers\n\n{}", t.to_markdown())
+        } else {
+            format!("\nConsumers:\n{}", t.to_text())
+        }
     }
 
     fn problems_text(&self) -> String {

@@ -198,7 +198,10 @@ impl StatusView {
             .tokens
             .iter()
             .filter(|t| !t.consumers.is_empty())
-            .map(|t| crate::consumers::view::TokenConsumers { secret: t.secret.clone(), consumers: t.consumers.clone() })
+            .map(|t| crate::consumers::view::TokenConsumers {
+                secret: t.secret.clone(),
+                consumers: t.consumers.clone(),
+            })
             .collect();
         (!list.is_empty()).then(|| super::consumers::table(&list))
     }

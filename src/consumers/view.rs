@@ -59,7 +59,9 @@ pub fn target(c: &Consumer) -> String {
             Some(v) => format!("secret {secret} in {v}"),
             None => format!("secret {secret} in the token's vault"),
         },
-        ConsumerKind::DevopsServiceConnection { organization, project, connection, connection_type, scheme, .. } => {
+        ConsumerKind::DevopsServiceConnection {
+            organization, project, connection, connection_type, scheme, ..
+        } => {
             format!("{organization}/{project} service connection {connection} ({connection_type}/{scheme})")
         }
         ConsumerKind::DevopsVariableGroup { organization, project, group, variable, key_vault_linked } => {
@@ -233,7 +235,8 @@ mod tests {
         assert!(v.moved && v.last_used_at == Some(NOW - Duration::hours(1)), "{v:?}");
         assert_eq!(v.evidence.as_deref(), Some("Build 7 succeeded"));
         let json = serde_json::to_value(&v).unwrap();
-        for field in ["consumer", "kind", "target", "state", "delivered_at", "last_used_at", "failing_since", "lag_hours"]
+        for field in
+            ["consumer", "kind", "target", "state", "delivered_at", "last_used_at", "failing_since", "lag_hours"]
         {
             assert!(json.get(field).is_some(), "{field}: {json}");
         }

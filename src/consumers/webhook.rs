@@ -80,11 +80,13 @@ impl WebhookConsumers {
         let url = self.secret(url_secret, "the webhook URL").await?;
         let key = self.secret(signing_secret, "the webhook signing key").await?;
         if key.expose_secret().trim().is_empty() {
-            return Err(ConsumerError::NotConfigured(format!("{}: the signing key in {signing_secret} is empty", c.id)));
+            return Err(ConsumerError::NotConfigured(format!(
+                "{}: the signing key in {signing_secret} is empty",
+                c.id
+            )));
         }
-        let u = url::Url::parse(url.expose_secret().trim()).map_err(|e| {
-            ConsumerError::Refused(format!("{}: the value of {url_secret} is not a URL ({e})", c.id))
-        })?;
+        let u = url::Url::parse(url.expose_secret().trim())
+            .map_err(|e| ConsumerError::Refused(format!("{}: the value of {url_secret} is not a URL ({e})", c.id)))?;
         let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) else {
             return Err(ConsumerError::Refused(format!("{}: the URL in {url_secret} names no host", c.id)));
         };
@@ -98,7 +100,9 @@ impl WebhookConsumers {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|_| ConsumerError::Transient(format!("{}: the host of the URL in {url_secret} does not resolve", c.id)))?
+            .map_err(|_| {
+                ConsumerError::Transient(format!("{}: the host of the URL in {url_secret} does not resolve", c.id))
+            })?
             .collect();
         if addrs.is_empty() {
             return Err(ConsumerError::Transient(format!(

@@ -171,7 +171,10 @@ mod tests {
             8,
             "6 tokens + 1 consumer + 1 rotation"
         );
-        assert!(html.contains("<h2>Consumers</h2>") && html.contains("<code>service-connection:fabrikam/web/&lt;npm&gt;</code>"));
+        assert!(
+            html.contains("<h2>Consumers</h2>")
+                && html.contains("<code>service-connection:fabrikam/web/&lt;npm&gt;</code>")
+        );
         assert!(html.contains("delivered (moved)"), "the consumer's state is shown");
     }
 }

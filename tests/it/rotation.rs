@@ -18,7 +18,7 @@ mod two_instances;
 mod two_vaults;
 mod vault_clock;
 mod weekly_timer;
-mod world;
+pub(crate) mod world;
 mod year;
 
 use patrol::rotation::blob::BlobAccount;
