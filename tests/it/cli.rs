@@ -230,6 +230,55 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     // Alerts went to the mailbox file.
     assert!(j["alerts"]["count"].as_u64().unwrap() >= 1, "{}", j["alerts"]);
 
+    // ci-build-pat's consumers: every one got the new PAT, each shown with its state.
+    for want in [
+        "ci-build-pat's consumers: the new PAT",
+        "HMAC signature and timestamp verified",
+        "(the new one)",
+        "ci-build-pat's previous PAT revoked: every consumer had moved",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+    let ci = rotations.iter().find(|r| r["secret"] == "ci-build-pat").unwrap();
+    let consumers = ci["consumers"].as_array().unwrap();
+    let kinds: Vec<&str> = consumers.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["devops-service-connection", "devops-variable-group", "github-actions-secret", "webhook", "reference"],
+        "{ci}"
+    );
+    assert!(consumers.iter().all(|c| c["moved"] == true), "{ci}");
+    let written: Vec<_> = consumers.iter().filter(|c| c["written"] == true).collect();
+    assert_eq!(written.len(), 4);
+    assert!(written.iter().all(|c| c["state"] == "delivered" && c["delivered_at"].is_string()), "{ci}");
+    let sc = &consumers[0];
+    assert!(sc["last_used_at"].is_string() && sc["evidence"].as_str().unwrap().contains("ci-build"), "{sc}");
+    let reference = &consumers[4];
+    assert_eq!(
+        (&reference["state"], &reference["lag_hours"]),
+        (&serde_json::json!("reads-vault"), &serde_json::json!(72))
+    );
+    assert!(reference["lag_until"].is_string());
+    // The webhook receiver verified every notification; each named the CI token and no value.
+    let c = &j["consumers"];
+    let hooks = c["webhook"].as_array().unwrap();
+    assert!(!hooks.is_empty() && hooks.iter().all(|h| h["verified"] == true && h["secret"] == "ci-build-pat"), "{c}");
+    // The pipeline run and the workflow authenticated with the new PAT.
+    let uses = c["uses"].as_array().unwrap();
+    assert_eq!(uses.len(), 2, "{c}");
+    assert!(uses.iter().all(|u| u["result"] == "succeeded" && u["new_pat"] == true), "{c}");
+    assert_eq!(uses[0]["authorization_id"], ci["authorization_id"]);
+    // Day 2: grace over, pipeline evidence there, but the reference's 72 h lag held the revocation back;
+    // day 4: revoked.
+    let held = c["held_back"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{c}");
+    assert!(held[0].as_str().unwrap().contains("may lag up to 72 h"), "{c}");
+    assert!(c["revoked_after"].as_str().unwrap().contains("72 h lag ended"), "{c}");
+    // status shows the same consumers.
+    let ci_status = status["tokens"].as_array().unwrap().iter().find(|t| t["secret"] == "ci-build-pat").unwrap();
+    assert_eq!(ci_status["consumers"].as_array().unwrap().len(), 5);
+    assert!(ci_status["pending_drains"].as_array().unwrap().is_empty(), "{ci_status}");
+
     // No secret on disk: the file store was never used, and no file under the demo's directory (policy,
     // journal, mailbox, report) holds any value the emulator minted or the vault held.
     assert!(!dir.path().join("store.key").exists() && !dir.path().join("state/secrets").exists());
@@ -244,9 +293,13 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert!(files.len() >= 4, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
     let json_text = j.to_string();
     assert!(outcome.minted.len() >= 12, "PATs, tokens, the client secret and the vault's values were collected");
+    // Every consumer payload is scanned too: the webhook notifications (headers and body) as received.
+    assert!(!outcome.payloads.is_empty());
+    let payloads = outcome.payloads.concat();
+    assert!(payloads.contains("ci-build-pat") && payloads.to_lowercase().contains("x-patrol-signature"));
     for s in &outcome.minted {
         let v = s.expose_secret();
-        for (what, hay) in [("text", t.as_str()), ("json", &json_text)] {
+        for (what, hay) in [("text", t.as_str()), ("json", &json_text), ("webhook payloads", &payloads)] {
             assert!(!hay.contains(v), "a minted secret leaked into the {what}");
         }
         for (path, bytes) in &files {

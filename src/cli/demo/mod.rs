@@ -132,6 +132,9 @@ pub struct DemoOutcome {
     /// secrets) and every version the emulated vault held, for callers that scan their own captures;
     /// never printed.
     pub minted: Vec<SecretString>,
+    /// Every payload a consumer received from patrol besides the value itself — the webhook notifications
+    /// as received (headers and body) — for callers' leak scans.
+    pub payloads: Vec<String>,
 }
 
 pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
@@ -413,11 +416,10 @@ async fn run_in(
     let day0 = Local::open(settings.clone(), clock.clone())?;
     let day = Day { emu, local: &day0, clock: &clock, http: &http, base: &first.base, tap: &tap, hook: &hook, creds };
     let result = day_zero(day, &mut story, pats).await;
-    // The Function App scales to zero overnight: the instance goes, with its cached vault token.
-    first.stop().await;
     let before = match result {
         Ok(before) => before,
         Err(e) => {
+            first.stop().await;
             tap.stop().await;
             hook.stop().await;
             return Err(e);
@@ -425,30 +427,30 @@ async fn run_in(
     };
 
     // 5. Two days (and an hour) pass on the virtual clock: the grace of the PATs replaced on day 0 is over.
-    //    The timer cold-starts a new instance; the CLI (a new process each time) opens its stores again.
+    //    The instance is still warm (its cached tokens expired on the virtual clock and are renewed); the CLI
+    //    (a new process each time) opens its stores again.
     emu.clock().advance(time::Duration::days(2) + time::Duration::hours(1));
     clock.set(emu.clock().now());
-    let second = host::RunningHandler::start(&settings, &clock).await.map_err(step)?;
-    tap.set_handler(&second.base);
     let day2 = Local::open(settings.clone(), clock.clone())?;
-    let day = Day { emu, local: &day2, clock: &clock, http: &http, base: &second.base, tap: &tap, hook: &hook, creds };
+    let day = Day { emu, local: &day2, clock: &clock, http: &http, base: &first.base, tap: &tap, hook: &hook, creds };
     let result = day_two(day, &mut story).await;
-    second.stop().await;
+    // The Function App scales to zero afterwards: the instance goes, with its cached vault token.
+    first.stop().await;
     if let Err(e) = result {
         tap.stop().await;
         hook.stop().await;
         return Err(e);
     }
 
-    // 6. Day four: another cold start.
+    // 6. Day four: the timer cold-starts a new instance.
     emu.clock().advance(time::Duration::days(2) - time::Duration::hours(1));
     clock.set(emu.clock().now());
-    let third = host::RunningHandler::start(&settings, &clock).await.map_err(step)?;
-    tap.set_handler(&third.base);
+    let second = host::RunningHandler::start(&settings, &clock).await.map_err(step)?;
+    tap.set_handler(&second.base);
     let local = Local::open(settings.clone(), clock.clone())?;
-    let day = Day { emu, local: &local, clock: &clock, http: &http, base: &third.base, tap: &tap, hook: &hook, creds };
+    let day = Day { emu, local: &local, clock: &clock, http: &http, base: &second.base, tap: &tap, hook: &hook, creds };
     let result = day_four(day, &mut story).await;
-    third.stop().await;
+    second.stop().await;
     tap.stop().await;
     let received = hook.seen();
     hook.stop().await;
@@ -559,7 +561,8 @@ async fn run_in(
         }
     }
     let minted = minted.into_iter().map(SecretString::from).collect();
-    Ok(DemoOutcome { text, json: summary, report: report_path, minted })
+    let payloads = received.into_iter().map(|r| r.raw).collect();
+    Ok(DemoOutcome { text, json: summary, report: report_path, minted, payloads })
 }
 
 /// What a day of the demo acts on: the emulator, patrol's stores as the CLI opens them, the virtual clock,
@@ -801,7 +804,7 @@ async fn day_two(day: Day<'_>, story: &mut Story) -> Result<(), CliError> {
     let Day { emu, local, clock, http, base, tap, .. } = day;
     let _ = writeln!(
         story.out,
-        "\n== Two days later ({}): the grace of the PATs replaced on day 0 is over; the host starts a new instance",
+        "\n== Two days later ({}): the grace of the PATs replaced on day 0 is over (the instance is still warm)",
         clock.now().date()
     );
     story.events(emu, tap, local, "EventGridSecretChanged (day 2)").await?;

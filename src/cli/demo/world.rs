@@ -182,3 +182,27 @@ pub fn policy(github_api: &str) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_policy_declares_every_consumer_kind_the_demo_shows() {
+        let text = policy("https://127.0.0.1:4443/");
+        let p = crate::rotation::policy::Policy::parse(std::path::Path::new("patrol.toml"), &text).unwrap();
+        let t = p.tokens.iter().find(|t| t.secret.as_str() == CONSUMED).unwrap();
+        let kinds: Vec<&str> = t.consumers.list.iter().map(|c| c.kind_name()).collect();
+        assert_eq!(
+            kinds,
+            ["devops-service-connection", "devops-variable-group", "github-actions-secret", "webhook", "reference"]
+        );
+        assert_eq!(t.consumers.list[4].lag_hours(), Some(REFERENCE_LAG_HOURS));
+        // The lag outlasts the grace (2 days) and ends before day 4, so day 2 shows it holding the revocation.
+        assert!(REFERENCE_LAG_HOURS > t.grace_days * 24 && REFERENCE_LAG_HOURS < 4 * 24);
+        assert!(p.tokens.iter().filter(|t| t.secret.as_str() != CONSUMED).all(|t| t.consumers.is_empty()));
+        let seed = consumer_seed("0d3c8b7a-6e5f-4a4d-9c2b-1a0f9e8d7c6b", "placeholder").unwrap();
+        assert_eq!(seed.service_endpoints[0].name, CONNECTION);
+        assert_eq!(seed.variable_groups[0].id, Some(GROUP_ID));
+    }
+}
