@@ -274,6 +274,12 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert_eq!(held.len(), 1, "{c}");
     assert!(held[0].as_str().unwrap().contains("may lag up to 72 h"), "{c}");
     assert!(c["revoked_after"].as_str().unwrap().contains("72 h lag ended"), "{c}");
+    // inventory and plan show the same consumers (one view model).
+    let inv = &j["inventory_after"]["consumers"];
+    assert_eq!(inv[0]["secret"], "ci-build-pat", "{inv}");
+    assert_eq!(inv[0]["consumers"], ci["consumers"], "inventory and the rotation summary agree");
+    let planned = j["plan"]["entries"].as_array().unwrap().iter().find(|e| e["secret"] == "ci-build-pat").unwrap();
+    assert_eq!(planned["consumers"].as_array().unwrap().len(), 5, "{planned}");
     // status shows the same consumers.
     let ci_status = status["tokens"].as_array().unwrap().iter().find(|t| t["secret"] == "ci-build-pat").unwrap();
     assert_eq!(ci_status["consumers"].as_array().unwrap().len(), 5);
@@ -319,6 +325,10 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert!(dom.contains("<svg") && dom.contains("</svg>"), "no SVG timeline in the rendered DOM");
     assert!(dom.contains("<table") && dom.contains("Everything everywhere"), "no inventory table in the DOM");
     assert!(dom.contains("All-organization PAT"), "the global PAT problem is listed");
+    assert!(
+        dom.contains("<h2>Consumers</h2>") && dom.contains("service-connection:fabrikam/web/ci-package-feed"),
+        "the report shows the consumers"
+    );
     let shot = dir.path().join("report.png");
     let out = Command::new(chrome)
         .args(chromium_args(profile.path()))
