@@ -189,6 +189,44 @@ fn kind_of(e: &reqwest::Error) -> &'static str {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_check_refuses_plain_http_off_loopback_and_names_no_url() {
+        use crate::consumers::policy::{Consumer, ConsumerKind};
+        use crate::domain::SecretName;
+        let store = Arc::new(crate::store::memory::MemoryStore::new());
+        let hooks = WebhookConsumers::new(reqwest::Client::new(), store.clone(), crate::clock::Clock::system());
+        let c = Consumer {
+            id: "webhook:hook-url".into(),
+            kind: ConsumerKind::Webhook {
+                url_secret: SecretName::parse("hook-url").unwrap(),
+                signing_secret: SecretName::parse("hook-key").unwrap(),
+                ack: false,
+            },
+            line: 1,
+        };
+        let set = |name: &'static str, v: &'static str| {
+            let store = store.clone();
+            async move {
+                store.set(&SecretName::parse(name).unwrap(), &SecretString::from(v), Default::default()).await.unwrap()
+            }
+        };
+        let mut p = crate::consumers::check::Probe::default();
+        assert!(matches!(hooks.check(&c, &mut p).await, Err(ConsumerError::NotConfigured(_))), "no URL stored");
+        set("hook-url", "http://10.1.2.3:8080/hooks/s3cr3t-path").await;
+        set("hook-key", "k3y-0123456789").await;
+        let mut p = crate::consumers::check::Probe::default();
+        let e = hooks.check(&c, &mut p).await.unwrap_err();
+        assert!(matches!(e, ConsumerError::Refused(_)), "{e}");
+        assert!(!e.to_string().contains("10.1.2.3") && !e.to_string().contains("s3cr3t"), "{e}");
+        set("hook-url", "ftp://127.0.0.1/x").await;
+        assert!(matches!(hooks.check(&c, &mut Default::default()).await, Err(ConsumerError::Refused(_))));
+        set("hook-url", "http://127.0.0.1:9/hooks/x").await;
+        let mut p = crate::consumers::check::Probe::default();
+        hooks.check(&c, &mut p).await.unwrap();
+        assert_eq!((p.reachable, p.right_type), (Some(true), Some(true)));
+        assert!(p.findings.iter().all(|f| !f.contains("127.0.0.1")), "{:?}", p.findings);
+    }
+
     #[test]
     fn signatures_verify_and_expire() {
         let body = br#"{"secret":"x"}"#;
