@@ -117,7 +117,7 @@ pub const GITHUB_CREDENTIAL: &str = "patrol-github";
 pub const HOOK_URL: &str = "patrol-hook-ci-cache-url";
 pub const HOOK_KEY: &str = "patrol-hook-ci-cache-key";
 /// A consumer patrol cannot write: it reads the vault itself, at most this late.
-pub const REFERENCE: &str = "Build cache on AKS (reads the vault every 3 days)";
+pub const REFERENCE: &str = "AKS build cache";
 pub const REFERENCE_LAG_HOURS: u32 = 72;
 
 /// The consumer side of the organization: a project with a service connection and a variable group that
