@@ -140,7 +140,9 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let outcome = patrol::cli::demo::run_demo(dir.path(), &patrol::config::Source::default()).await.unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    // A bound against a hung demo, not a performance measure: with the whole suite running on two shared
+    // cores a debug-build demo takes several seconds (on an idle machine, release: about a second).
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
 
     // What it shows.
     let t = &outcome.text;
@@ -350,7 +352,7 @@ fn demo_binary_exits_0_quickly_and_prints_json() {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let out = patrol(dir.path(), &["demo", "--json", "--dir", "d"], &[]);
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "a hung demo (see the other demo test)");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
