@@ -130,6 +130,8 @@ pub struct RunOptions {
     pub requests: Requests,
 }
 
+/// The rotation engine. Built with [`Engine::new`] and the `with_*` methods (in production by
+/// [`crate::app`] from the settings); its parts are public for reading.
 pub struct Engine {
     pub policy: Arc<Policy>,
     pub connector: Arc<dyn Connector>,
@@ -146,6 +148,59 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine over these parts: in-process leases ([`super::lease::LocalLeases`]), concurrency 8 (the
+    /// `PATROL_MAX_CONCURRENCY` default), events from any vault, no injected faults, no consumer writers.
+    pub fn new(
+        policy: Arc<Policy>,
+        connector: Arc<dyn Connector>,
+        store: Arc<dyn SecretStore>,
+        state: Arc<dyn StateStore>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            policy,
+            connector,
+            store,
+            state,
+            leases: Arc::new(super::lease::LocalLeases::default()),
+            clock,
+            concurrency: 8,
+            vaults: None,
+            faults: None,
+            consumers: None,
+        }
+    }
+
+    /// The per-token leases (shared with every other instance and the CLI in production).
+    pub fn with_leases(mut self, leases: Arc<dyn Leases>) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// At most `n` tokens at once.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Only events from these vaults are acted on (`None`: any).
+    pub fn with_vaults(mut self, vaults: Option<Vec<String>>) -> Self {
+        self.vaults = vaults;
+        self
+    }
+
+    /// Injected crashes at step boundaries (tests; `PATROL_TEST_CRASH_AFTER`).
+    pub fn with_faults(mut self, faults: Option<Arc<Faults>>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Who writes the consumers (`None`: consumers that need a write are reported as not configured).
+    pub fn with_consumers(mut self, consumers: Option<Arc<dyn crate::consumers::ConsumerWriter>>) -> Self {
+        self.consumers = consumers;
+        self
+    }
+
     /// What is true now; with evidence-gated revocation, also what the audit log has shown.
     pub async fn inventory(&self, only: Option<&[SecretName]>) -> Inventory {
         let mut inv = inventory::gather(
@@ -326,8 +381,12 @@ impl Engine {
                 .push(inventory::owner_pats(self.connector.as_ref(), &token.owner, &token.organization).await),
         }
         mini.tokens.insert(entry.secret.clone(), fresh.clone());
-        let single =
-            Policy { file: self.policy.file.clone(), tokens: vec![token.clone()], gate: self.policy.gate.clone() };
+        let single = Policy {
+            file: self.policy.file.clone(),
+            tokens: vec![token.clone()],
+            gate: self.policy.gate.clone(),
+            audit: self.policy.audit.clone(),
+        };
         let mut req = Requests::default();
         if let Some(r) = requests.rotate.get(&entry.secret) {
             // A forced request is satisfied by a rotation another trigger just finished.

@@ -60,18 +60,16 @@ fn world(n: usize) -> World {
 
 impl World {
     fn engine(&self, faults: Option<Faults>) -> Engine {
-        Engine {
-            policy: self.policy.clone(),
-            connector: Arc::new(self.devops.clone()),
-            store: self.store.clone(),
-            state: self.state.clone(),
-            leases: self.leases.clone(),
-            clock: self.clock.clone(),
-            concurrency: 4,
-            vaults: None,
-            faults: faults.map(Arc::new),
-            consumers: None,
-        }
+        Engine::new(
+            self.policy.clone(),
+            Arc::new(self.devops.clone()),
+            self.store.clone(),
+            self.state.clone(),
+            self.clock.clone(),
+        )
+        .with_leases(self.leases.clone())
+        .with_concurrency(4)
+        .with_faults(faults.map(Arc::new))
     }
 
     async fn run(&self) -> super::engine::RunSummary {
