@@ -412,7 +412,28 @@ impl Engine {
             lease: Some(&lease),
             consumers: self.consumers.as_deref(),
         };
-        let result = machine.apply(&fresh, &actions, deadline).await;
+        // One span per token and operation: every line of this token's work (journal steps, Azure DevOps
+        // calls, vault writes, consumer deliveries) carries the secret and, once journaled, the operation id.
+        let span = tracing::info_span!(
+            "rotation",
+            secret = %entry.secret,
+            organization = %token.organization,
+            owner = %token.owner,
+            operation_id = tracing::field::Empty,
+        );
+        if let Some(op) = &fresh.journal.operation {
+            span.record("operation_id", tracing::field::display(&op.op));
+        }
+        let result = {
+            use tracing::Instrument;
+            let labels: Vec<String> = actions.iter().map(Action::label).collect();
+            async {
+                tracing::info!(actions = %labels.join("; "), "applying");
+                machine.apply(&fresh, &actions, deadline).await
+            }
+            .instrument(span)
+            .await
+        };
         drop(lease);
         match result {
             Ok(mut report) => {
