@@ -5,6 +5,7 @@
 use crate::config::{ConfigError, ConfigErrors};
 use crate::devops::DevOpsError;
 use crate::rotation::policy::PolicyError;
+pub use crate::rotation::shared::SharedError;
 use crate::store::StoreError;
 
 /// Why the parts could not be built.
@@ -42,15 +43,4 @@ impl StartupError {
     pub fn is_configuration(&self) -> bool {
         !matches!(self, Self::SecretStore(_) | Self::Shared(_))
     }
-}
-
-/// Why the journal store and the leases could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SharedError {
-    /// `AzureWebJobsStorage` could not be used.
-    #[error("AzureWebJobsStorage: {0}")]
-    HostStorage(String),
-    /// `PATROL_LEASE=blob` without a storage account.
-    #[error("PATROL_LEASE=blob needs AzureWebJobsStorage")]
-    BlobWithoutStorage,
 }

@@ -2,13 +2,16 @@
 //! secret stores (patrol's own vault and the consumer vaults), the journal (state) store and the per-token
 //! leases, the Entra client and owners' sessions, the Function App's own identity, the Azure DevOps
 //! connector, the consumer writers, the rotation [`Engine`] and the [`Notifier`]. `patrol serve` (through
-//! [`crate::rotation::functions`]), every CLI command, the demo and the integration tests' worlds build
+//! [`functions`]), every CLI command, the demo and the integration tests' worlds build
 //! their parts here, so they all run the same thing and fail to start with the same [`StartupError`].
 //!
 //! Nothing reaches the network here: clients are built, not used. [`App::open`] opens the stores;
 //! the clients are built when a command asks for them (`patrol status` never needs `PATROL_CLIENT_ID`).
 
 mod error;
+pub mod functions;
+#[cfg(test)]
+mod layers_tests;
 
 pub use error::{SharedError, StartupError};
 

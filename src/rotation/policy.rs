@@ -78,6 +78,18 @@ impl Policy {
         self.tokens.iter().find(|t| &t.secret == secret)
     }
 
+    /// The thresholds the reports mark on the expiry timeline: every threshold any token uses, longest
+    /// first (the defaults when no token is managed).
+    pub fn timeline_thresholds(&self) -> Vec<u32> {
+        let mut t: Vec<u32> = self.tokens.iter().flat_map(|t| t.expiry_thresholds.iter().copied()).collect();
+        if t.is_empty() {
+            t = DEFAULT_THRESHOLDS.to_vec();
+        }
+        t.sort_unstable_by(|a, b| b.cmp(a));
+        t.dedup();
+        t
+    }
+
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {

@@ -6,10 +6,20 @@
 
 use super::blob::BlobAccount;
 use super::lease::{FileLeases, Leases};
-use crate::app::SharedError;
 use crate::config::{LeaseMode, Settings};
 use crate::state::{FileStateStore, StateStore};
 use std::sync::Arc;
+
+/// Why the journal store and the leases could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SharedError {
+    /// `AzureWebJobsStorage` could not be used.
+    #[error("AzureWebJobsStorage: {0}")]
+    HostStorage(String),
+    /// `PATROL_LEASE=blob` without a storage account.
+    #[error("PATROL_LEASE=blob needs AzureWebJobsStorage")]
+    BlobWithoutStorage,
+}
 
 /// The journal (state) store and the per-token lease provider.
 pub type Shared = (Arc<dyn StateStore>, Arc<dyn Leases>);

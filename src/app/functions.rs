@@ -1,18 +1,21 @@
-//! The rotation engine behind the custom handler: implements [`crate::handler::Functions`] for
-//! `RotateTimer`, `RotateHttp` and `EventGridSecretChanged`, and hands every run's notices to the
-//! notifications layer. Everything is built lazily on the first invocation (the host's readiness
+//! The three functions' use cases, above both `rotation` and `audit`: implements
+//! [`crate::handler::Functions`] for `RotateTimer` (audit pass → engine run → weekly report), `RotateHttp`
+//! (engine run or one token) and `EventGridSecretChanged` (the engine on one event), and hands every run's
+//! notices to the notifications layer. Everything is built lazily on the first invocation (the host's readiness
 //! probe must be answered at once), from [`Settings`].
 
-use super::engine::{EngineError, RunOptions, RunSummary, SecretEvent as EngineEvent, SecretEventKind as EngineKind};
-use super::plan::Requests;
-use super::policy::Policy;
-use crate::app::StartupError;
+use super::StartupError;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::handler::eventgrid::{SecretEvent, SecretEventKind};
 use crate::handler::http::{RotateMode, RotateRequest};
 use crate::handler::timer::TimerRun;
 use crate::handler::{Failure, FailureKind, Functions, Invocation, Outcome, Report, Status};
+use crate::rotation::engine::{
+    EngineError, RunOptions, RunSummary, SecretEvent as EngineEvent, SecretEventKind as EngineKind,
+};
+use crate::rotation::plan::Requests;
+use crate::rotation::policy::Policy;
 use async_trait::async_trait;
 use serde_json::json;
 use std::sync::Arc;
@@ -42,7 +45,7 @@ impl RotationFunctions {
     async fn build(&self) -> Result<Runtime, StartupError> {
         // Owners' sessions and the Function App's own identity (audit log, Token Admin); the audit pass is
         // opt-in (the policy's `[audit]`): it needs a reader signed in with vso.auditlog.
-        crate::app::App::open(self.settings.clone(), self.clock.clone())?.running().await
+        super::App::open(self.settings.clone(), self.clock.clone())?.running().await
     }
 
     /// The timer's audit pass (when the policy has `[audit]`). It runs **before** the rotation engine's
@@ -124,13 +127,14 @@ impl RotationFunctions {
         };
         let findings =
             weekly::findings_since(rt.engine.state.as_ref(), now - time::Duration::days(7)).await.unwrap_or_default();
-        let thresholds = crate::cli::report::thresholds(&rt.engine.policy);
+        let thresholds = rt.engine.policy.timeline_thresholds();
         let rows = weekly::token_rows(&managed, now);
         // Created, rotated and revoked PATs of the week (every engine run and break glass append to it).
-        let events = super::history::since(rt.engine.state.as_ref(), now - weekly::PERIOD).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the weekly report goes out without the lifecycle log");
-            Vec::new()
-        });
+        let events =
+            crate::rotation::history::since(rt.engine.state.as_ref(), now - weekly::PERIOD).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the weekly report goes out without the lifecycle log");
+                Vec::new()
+            });
         let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
             weekly::build(now, rows, weekly::lifecycle_rows(&events), &findings, thresholds)
         })
@@ -214,7 +218,7 @@ impl Functions for RotationFunctions {
                 let mut requests = Requests::default();
                 if req.force {
                     for t in &rt.engine.policy.tokens {
-                        requests.rotate.insert(t.secret.clone(), super::journal::Reason::Forced);
+                        requests.rotate.insert(t.secret.clone(), crate::rotation::journal::Reason::Forced);
                     }
                 }
                 rt.engine.run(RunOptions { dry_run, budget, only: None, requests }).await
