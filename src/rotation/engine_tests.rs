@@ -496,9 +496,15 @@ async fn one_rotation_is_followed_by_its_span_in_the_json_logs_and_no_secret_is_
         .with(tracing_subscriber::EnvFilter::new("info"))
         .with(crate::telemetry::json_layer(logs.clone()));
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests run in parallel without a subscriber: recompute each callsite's interest with this one in
+    // place, so no line is lost to an interest cached before it was set.
+    tracing::callsite::rebuild_interest_cache();
 
     let w = world(2);
     assert_eq!(w.run().await.rotated, 2);
+    // Once every callsite of a rotation is registered, again (a test on another thread registering one at
+    // the same moment, without a subscriber, can leave it cached as uninteresting).
+    tracing::callsite::rebuild_interest_cache();
     w.clock.advance(Duration::days(24)); // tok-0 (30/7) is due
     let s = w.run().await;
     let done = s.reports.iter().find(|r| r.secret == "tok-0").and_then(|r| r.rotated.clone()).expect("tok-0 rotated");
