@@ -30,8 +30,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         name: "PATROL_STATE_DIR",
-        default: ".patrol",
-        description: "Directory for local state when no Azure storage is configured: the embedded secret store, the rotation journal, notification state, audit checkpoints.",
+        default: "$XDG_DATA_HOME/patrol/data (else ~/.local/share/patrol/data)",
+        description: "Directory for local state when no Azure storage is configured: the embedded secret store, the rotation journal, notification state, audit checkpoints. Never the working directory: every `patrol` command run by a user sees the same state. With AzureWebJobsStorage set, the journal is the Function App's (blob) instead.",
     },
     SettingDoc {
         name: "PATROL_STORE_KEY_FILE",
@@ -538,7 +538,11 @@ impl Settings {
             }
         };
         let policy_file = resolve(src.get("PATROL_POLICY_FILE").unwrap_or("patrol.toml"));
-        let state_dir = PathBuf::from(src.get("PATROL_STATE_DIR").unwrap_or(".patrol"));
+        // Never relative to the working directory by default: every command of one user shares one state.
+        let state_dir = match src.get("PATROL_STATE_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => default_state_dir(src).unwrap_or_default(),
+        };
         let store_key_file = match src.get("PATROL_STORE_KEY_FILE") {
             Some(p) => PathBuf::from(p),
             None => {
@@ -930,13 +934,25 @@ impl Settings {
                 ),
             ));
         }
+        let needs_state_dir =
+            self.keyvault.is_none() || self.host_storage.is_none() || self.lease == LeaseMode::Local;
+        if needs_state_dir && self.state_dir.as_os_str().is_empty() {
+            errs.push(ConfigError::new(
+                "PATROL_STATE_DIR",
+                "is not set and there is no home directory (XDG_DATA_HOME or HOME) for its default: set it to the \
+                 directory patrol keeps its state in, or set AzureWebJobsStorage (and PATROL_KEYVAULT_URL) to use a \
+                 deployment's state (docs/deploy.md)",
+            ));
+        }
         if self.keyvault.is_none() {
             if src.get("WEBSITE_INSTANCE_ID").is_some() {
                 errs.push(ConfigError::new(
                     "PATROL_KEYVAULT_URL",
                     "is required in Azure: the embedded file store cannot work in a Function App (its files are read-only and not shared between instances)",
                 ));
-            } else if let Some(problem) = unwritable_dir(&self.state_dir) {
+            } else if !self.state_dir.as_os_str().is_empty()
+                && let Some(problem) = unwritable_dir(&self.state_dir)
+            {
                 errs.push(ConfigError::new(
                     "PATROL_STATE_DIR",
                     format!("{}: {problem} (the embedded secret store lives there)", self.state_dir.display()),
@@ -945,6 +961,17 @@ impl Settings {
         }
         errs
     }
+}
+
+/// The default `PATROL_STATE_DIR`: `$XDG_DATA_HOME/patrol/data`, else `$HOME/.local/share/patrol/data`,
+/// else (Windows) `%LOCALAPPDATA%\\patrol\\data`; `None` without any of them. The store key's default
+/// (`$PATROL_STATE_DIR/../.patrol-store.key`) is then `…/patrol/.patrol-store.key`, beside the data.
+pub fn default_state_dir(src: &Source) -> Option<PathBuf> {
+    let absolute = |name: &str| src.get(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = absolute("XDG_DATA_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".local").join("share")))
+        .or_else(|| absolute("LOCALAPPDATA"))?;
+    Some(base.join("patrol").join("data"))
 }
 
 /// Whether one URL and another address the same vault (scheme, host and port).
