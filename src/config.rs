@@ -934,8 +934,7 @@ impl Settings {
                 ),
             ));
         }
-        let needs_state_dir =
-            self.keyvault.is_none() || self.host_storage.is_none() || self.lease == LeaseMode::Local;
+        let needs_state_dir = self.keyvault.is_none() || self.host_storage.is_none() || self.lease == LeaseMode::Local;
         if needs_state_dir && self.state_dir.as_os_str().is_empty() {
             errs.push(ConfigError::new(
                 "PATROL_STATE_DIR",
@@ -1167,6 +1166,25 @@ mod tests {
             ("PATROL_STATE_DIR", dir.path().to_str().unwrap()),
         ]);
         assert!(Settings::from_source(&src).unwrap().environment_errors(&src).is_empty());
+    }
+
+    #[test]
+    fn the_default_state_dir_is_per_user_never_the_working_directory() {
+        let s = |pairs: &[(&str, &str)]| Settings::from_source(&Source::from_pairs(pairs.iter().copied())).unwrap();
+        let xdg = s(&[("XDG_DATA_HOME", "/x/data"), ("HOME", "/home/u")]);
+        assert_eq!(xdg.state_dir, PathBuf::from("/x/data/patrol/data"));
+        assert_eq!(xdg.store_key_file, PathBuf::from("/x/data/patrol/.patrol-store.key"));
+        assert_eq!(s(&[("HOME", "/home/u")]).state_dir, PathBuf::from("/home/u/.local/share/patrol/data"));
+        // A relative XDG_DATA_HOME is ignored (the XDG spec), as the working directory must never be used.
+        assert_eq!(
+            s(&[("XDG_DATA_HOME", "rel"), ("HOME", "/home/u")]).state_dir,
+            PathBuf::from("/home/u/.local/share/patrol/data")
+        );
+        assert_eq!(s(&[("PATROL_STATE_DIR", "/srv/patrol")]).state_dir, PathBuf::from("/srv/patrol"));
+        // No home and no setting: an error naming the setting, only where the state directory is needed.
+        let src = Source::from_pairs([("PATROL_POLICY_FILE", "/nonexistent/patrol.toml")]);
+        let none = Settings::from_source(&src).unwrap();
+        assert!(none.environment_errors(&src).iter().any(|e| e.setting == "PATROL_STATE_DIR"));
     }
 
     #[test]

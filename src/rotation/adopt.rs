@@ -219,7 +219,11 @@ pub async fn adopt(cx: &AdoptContext<'_>, pick: &Pick, value: Option<SecretStrin
     }
     let j = &mut loaded.journal;
     if let Some(old) = j.current.take().filter(|o| o.authorization_id != id) {
-        j.drains.push(Drain { pat: old, revoke_after: cx.now + Duration::days(t.grace_days as i64), replaced_by: None });
+        j.drains.push(Drain {
+            pat: old,
+            revoke_after: cx.now + Duration::days(t.grace_days as i64),
+            replaced_by: None,
+        });
     }
     j.current = Some(PatVersion {
         authorization_id: id,

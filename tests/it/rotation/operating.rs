@@ -65,7 +65,8 @@ async fn break_glass_fails_closed_when_it_cannot_list_an_owner() {
         assert!(!out.contains("0 PAT(s) would be revoked") && !out.contains("nothing to revoke\n"), "{what}: {out}");
     }
     // JSON says so too.
-    let (code, out, _) = patrol_in(cwd, &env, &["revoke", "--org", ORG, "--all", "--dry-run", "--format", "json"], None);
+    let (code, out, _) =
+        patrol_in(cwd, &env, &["revoke", "--org", ORG, "--all", "--dry-run", "--format", "json"], None);
     assert_eq!(code, 3);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["complete"], false, "{v}");
