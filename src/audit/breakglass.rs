@@ -63,6 +63,9 @@ pub struct Request {
     /// [`Scope::Organization`] each of them is listed too (besides the owners the vault's tags name), so an
     /// owner patrol cannot list makes the survey incomplete instead of silently absent.
     pub policy_owners: Vec<OwnerId>,
+    /// Every owner the policy names in any organization: the owners `patrol login --owner` signs in (an owner
+    /// outside the policy cannot sign in, so the advice for one who has not differs).
+    pub signable_owners: Vec<OwnerId>,
     /// Create and store replacements for managed PATs before revoking them.
     pub prestage: bool,
     /// Organization-wide only: also create a Token Admin revocation rule over every scope for PATs created
@@ -109,8 +112,20 @@ pub struct Unlisted {
 
 impl Unlisted {
     /// Why `owner`'s PATs in `org` could not be listed, with the command that fixes it.
-    pub fn owner(owner: &OwnerId, org: &OrgName, e: &DevOpsError) -> Self {
+    pub fn owner(owner: &OwnerId, org: &OrgName, e: &DevOpsError, signable: bool) -> Self {
         let (message, sign_in) = match e {
+            DevOpsError::SignInRequired { reason, .. }
+                if !signable && reason == crate::auth::session::NEVER_SIGNED_IN =>
+            {
+                (
+                    format!(
+                        "{owner} has not signed in and no token of the policy names them, so patrol cannot list \
+                         their PATs in {org} (`patrol login` signs in only owners the policy names): list them \
+                         through Token Admin with `--user <their subject descriptor> --admin <administrator>`"
+                    ),
+                    None,
+                )
+            }
             DevOpsError::SignInRequired { reason, .. } if reason == crate::auth::session::NEVER_SIGNED_IN => (
                 format!(
                     "{owner} has not signed in, so their PATs in {org} could not be listed: sign in with \
@@ -276,7 +291,7 @@ pub async fn survey(
                     found.entry(c.authorization_id).or_insert(c);
                 }
             }
-            Err(e) => unlisted.push(Unlisted::owner(owner, org, &e)),
+            Err(e) => unlisted.push(Unlisted::owner(owner, org, &e, req.signable_owners.contains(owner))),
         }
     }
     if let Some(admin) = admin {

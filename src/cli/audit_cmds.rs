@@ -343,11 +343,15 @@ fn revoke_request_for(args: &RevokeArgs, policy: &[crate::rotation::policy::Mana
             policy_owners.push(t.owner.clone());
         }
     }
+    let mut signable_owners: Vec<OwnerId> = policy.iter().map(|t| t.owner.clone()).collect();
+    signable_owners.sort();
+    signable_owners.dedup();
     Ok(Request {
         organization,
         scope,
         descriptors: args.descriptors.clone(),
         policy_owners,
+        signable_owners,
         prestage: args.prestage,
         revocation_rule: args.revocation_rule,
     })

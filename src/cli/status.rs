@@ -18,7 +18,7 @@ Examples:
 
 JSON: {\"at\", \"state\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
 \"tokens\": [{\"secret\", \"owner\", \"organization\", \"last_rotation\", \"last_failure\", \"in_flight\",
-\"pending_drains\", \"consumers\": [{\"consumer\", \"kind\", \"state\", \"delivered_at\",
+\"pending_drains\", \"adopted\", \"consumers\": [{\"consumer\", \"kind\", \"state\", \"delivered_at\",
 \"last_used_at\", \"failing_since\", \"last_error\", \"lag_hours\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
 sign-in-needed or unknown. Exit 3 when an owner must sign in, 1 when a token's last run failed.";
 

@@ -170,6 +170,7 @@ async fn break_glass_owner_then_user_with_prestaged_replacement_and_dry_run() {
         scope: Scope::Owner(OwnerId::parse(OWNER).unwrap()),
         descriptors: vec![],
         policy_owners: vec![],
+        signable_owners: vec![OwnerId::parse(OWNER).unwrap()],
         prestage: true,
         revocation_rule: false,
     };
@@ -253,6 +254,7 @@ async fn break_glass_one_pat_and_whole_organization_with_revocation_rule() {
         scope: Scope::Pat(one_id),
         descriptors: vec![],
         policy_owners: vec![],
+        signable_owners: vec![OwnerId::parse(OWNER).unwrap()],
         prestage: true,
         revocation_rule: false,
     };

@@ -64,6 +64,16 @@ async fn break_glass_fails_closed_when_it_cannot_list_an_owner() {
         assert!(!out.contains("sign in again") && !out.contains("<owner>"), "{what}: {out}");
         assert!(!out.contains("0 PAT(s) would be revoked") && !out.contains("nothing to revoke\n"), "{what}: {out}");
     }
+    // An owner the policy does not name cannot sign in: the advice is Token Admin, and it is not exit 3.
+    let (code, out, err) =
+        patrol_in(cwd, &env, &["revoke", "--org", ORG, "--owner", "stranger@fabrikam.test", "--dry-run"], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("INCOMPLETE SURVEY")
+            && out.contains("--user")
+            && !out.contains("patrol login --owner stranger"),
+        "{out}"
+    );
     // JSON says so too.
     let (code, out, _) =
         patrol_in(cwd, &env, &["revoke", "--org", ORG, "--all", "--dry-run", "--format", "json"], None);
