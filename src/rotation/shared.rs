@@ -10,11 +10,22 @@ use crate::config::{HostStorage, KeyVaultCredential, LeaseMode, Settings};
 use crate::state::{FileStateStore, StateStore};
 use std::sync::Arc;
 
+/// Why the journal store and the leases could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SharedError {
+    /// `AzureWebJobsStorage` could not be used.
+    #[error("AzureWebJobsStorage: {0}")]
+    HostStorage(String),
+    /// `PATROL_LEASE=blob` without a storage account.
+    #[error("PATROL_LEASE=blob needs AzureWebJobsStorage")]
+    BlobWithoutStorage,
+}
+
 /// The journal (state) store and the per-token lease provider.
 pub type Shared = (Arc<dyn StateStore>, Arc<dyn Leases>);
 
 /// The journal store and the lease provider the settings ask for.
-pub fn from_settings(s: &Settings) -> Result<Shared, String> {
+pub fn from_settings(s: &Settings) -> Result<Shared, SharedError> {
     match (s.lease, &s.host_storage) {
         (LeaseMode::Local, _) | (LeaseMode::Auto, None) => {
             let root = s.state_dir.join("state");
@@ -28,22 +39,24 @@ pub fn from_settings(s: &Settings) -> Result<Shared, String> {
                 (HostStorage::Identity { blob_service_uri, .. }, Some(kv))
                     if kv.credential != KeyVaultCredential::ManagedIdentity =>
                 {
-                    let http = crate::store::keyvault::http_client(s.ca_cert.as_deref()).map_err(|e| e.to_string())?;
+                    let http = crate::store::keyvault::http_client(s.ca_cert.as_deref())
+                        .map_err(|e| SharedError::HostStorage(e.to_string()))?;
                     let credential = crate::store::credential::identity(
                         kv,
                         &s.entra_authority,
                         http.clone(),
                         crate::clock::Clock::system(),
-                    )?;
+                    )
+                    .map_err(SharedError::HostStorage)?;
                     BlobAccount::with_credential(blob_service_uri, credential, http)
                 }
                 _ => BlobAccount::from_host_storage(hs, s.ca_cert.as_deref()),
             }
-            .map_err(|e| format!("AzureWebJobsStorage: {e}"))?;
+            .map_err(SharedError::HostStorage)?;
             let state: Arc<dyn StateStore> = Arc::new(blob.state_store());
             Ok((Arc::new(crate::state::Located { inner: state, at: blob_location(hs) }), Arc::new(blob.leases())))
         }
-        (LeaseMode::Blob, None) => Err("PATROL_LEASE=blob needs AzureWebJobsStorage".into()),
+        (LeaseMode::Blob, None) => Err(SharedError::BlobWithoutStorage),
     }
 }
 
