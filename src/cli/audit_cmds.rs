@@ -1,6 +1,7 @@
 //! `patrol audit`, `patrol revoke` and `patrol migrate-global`: the clap definitions and the `run_*`
 //! functions. The logic lives in `crate::audit`; these only parse, confirm, and print. Exit codes: 0 done,
-//! 1 something failed (the report says what), 2 bad input or configuration, 4 the operator declined.
+//! 1 something failed (the report says what), 2 bad input or configuration, 3 (`revoke`) the survey is
+//! incomplete only because owners must sign in, 4 the operator declined.
 
 use crate::app::StartupError;
 use crate::audit::breakglass::{self, AdminApi, Request, Scope};
@@ -269,7 +270,13 @@ impl StateStore for Scratch {
     }
 }
 
+#[cfg(test)]
 fn revoke_request(args: &RevokeArgs) -> Result<Request, String> {
+    revoke_request_for(args, &[])
+}
+
+/// The request, with the owners `policy` manages tokens for in the organization (listed by `--pat`/`--all`).
+fn revoke_request_for(args: &RevokeArgs, policy: &[crate::rotation::policy::ManagedToken]) -> Result<Request, String> {
     let organization = OrgName::parse(&args.org).map_err(|e| e.to_string())?;
     let scope = match (&args.pat, &args.owner, &args.user, args.all) {
         (Some(p), None, None, false) => Scope::Pat(AuthorizationId::parse(p).map_err(|e| e.to_string())?),
@@ -281,10 +288,21 @@ fn revoke_request(args: &RevokeArgs) -> Result<Request, String> {
     if args.revocation_rule && scope != Scope::Organization {
         return Err("--revocation-rule only goes with --all".into());
     }
+    let mut policy_owners: Vec<OwnerId> = Vec::new();
+    for t in policy.iter().filter(|t| t.organization == organization) {
+        if !policy_owners.contains(&t.owner) {
+            policy_owners.push(t.owner.clone());
+        }
+    }
+    let mut signable_owners: Vec<OwnerId> = policy.iter().map(|t| t.owner.clone()).collect();
+    signable_owners.sort();
+    signable_owners.dedup();
     Ok(Request {
         organization,
         scope,
         descriptors: args.descriptors.clone(),
+        policy_owners,
+        signable_owners,
         prestage: args.prestage,
         revocation_rule: args.revocation_rule,
     })
@@ -297,7 +315,7 @@ pub async fn run_revoke(
     confirm: &mut dyn FnMut(&str) -> bool,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
-    let req = revoke_request(args)?;
+    let req = revoke_request_for(args, &rt.engine.policy.tokens)?;
     let managed = rt.managed().await?;
     let admin = match &args.admin {
         Some(a) => Some(rt.connector.token_admin(
@@ -312,11 +330,29 @@ pub async fn run_revoke(
         breakglass::survey(&req, &managed, rt.connector.as_ref(), admin_api, now).await.map_err(|e| e.to_string())?;
     if !args.dry_run && !args.yes {
         if survey.candidates.is_empty() && survey.revocation_rule.is_none() {
-            write(out, "nothing to revoke\n")?;
+            // Fail closed: "nothing" only when patrol could look everywhere it should.
+            write(out, &breakglass::incomplete_text(&survey.unlisted))?;
+            write(
+                out,
+                if survey.complete {
+                    "nothing to revoke\n"
+                } else {
+                    "no PAT found among those patrol could list; nothing was revoked — NOT a complete survey\n"
+                },
+            )?;
             for e in &survey.errors {
                 write(out, &format!("error: {e}\n"))?;
             }
-            return Ok(if survey.errors.is_empty() { 0 } else { EXIT_FAILED });
+            let sign_in_only = !survey.unlisted.is_empty()
+                && survey.errors.is_empty()
+                && survey.unlisted.iter().all(|u| u.sign_in.is_some());
+            return Ok(if sign_in_only {
+                super::exit::SIGN_IN
+            } else if survey.complete && survey.errors.is_empty() {
+                0
+            } else {
+                EXIT_FAILED
+            });
         }
         let preview = breakglass::execute(&survey, rt.connector.as_ref(), admin_api, None, true, now).await;
         write(out, &preview.table())?;
@@ -370,7 +406,13 @@ pub async fn run_revoke(
         ReportFormat::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
     };
     write(out, &text)?;
-    Ok(if report.failed() { EXIT_FAILED } else { 0 })
+    Ok(if report.only_sign_in_missing() {
+        super::exit::SIGN_IN
+    } else if report.failed() {
+        EXIT_FAILED
+    } else {
+        0
+    })
 }
 
 /// `patrol migrate-global`: list all-organization PATs, confirm, replace the managed ones.
@@ -430,6 +472,9 @@ fn to_cli(r: Result<u8, String>, what: &str) -> Result<(), super::CliError> {
     match r {
         Ok(0) => Ok(()),
         Ok(EXIT_DECLINED) => Err(super::CliError { code: EXIT_DECLINED, message: format!("{what}: not confirmed") }),
+        Ok(super::exit::SIGN_IN) => Err(super::CliError::sign_in(format!(
+            "{what}: incomplete: an owner must sign in first (the report above names each and the command)"
+        ))),
         Ok(code) => Err(super::CliError { code, message: format!("{what}: see the report above") }),
         Err(e) => Err(super::CliError::failed(e)),
     }

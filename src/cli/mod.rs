@@ -6,6 +6,7 @@
 //! The bare binary serves when the Functions host started it (`FUNCTIONS_CUSTOMHANDLER_PORT` set; the host
 //! passes no arguments).
 
+mod adopt;
 pub mod audit_cmds;
 mod completions;
 pub mod consumers;
@@ -49,6 +50,7 @@ const AFTER_HELP: &str = "\
 Examples:
   patrol demo                          # the whole job against a local emulator, in seconds
   patrol login --owner svc-rotation@contoso.com
+  patrol adopt ci-build-pat --pat <authorization id> --value-stdin < pat.txt   # onboard an existing PAT
   patrol inventory --format json       # every PAT of every owner and organization in the policy
   patrol plan                          # what the next run would do (changes nothing)
   patrol rotate ci-build-pat --force   # rotate one token now
@@ -96,6 +98,9 @@ pub enum Command {
     /// Sign a PAT owner in with a device code; the refresh token goes straight to the secret store.
     #[command(after_help = login::AFTER_HELP)]
     Login(login::LoginArgs),
+    /// Onboard an existing PAT as a managed token's current value (no second PAT, no false alarm).
+    #[command(after_help = adopt::AFTER_HELP)]
+    Adopt(adopt::AdoptArgs),
     /// Write the weekly report: inventory, expiry timeline, recent rotations, open problems.
     #[command(after_help = report::AFTER_HELP)]
     Report(report::ReportArgs),
@@ -159,6 +164,7 @@ pub fn main() -> ExitCode {
             Command::Consumers(args) => consumers::run(&args).await,
             Command::Login(args) => login::run(&args).await,
             Command::Report(args) => report::run(&args).await,
+            Command::Adopt(args) => adopt::run(&args).await,
             #[cfg(feature = "demo")]
             Command::Demo(args) => demo::run(&args).await,
             #[cfg(not(feature = "demo"))]

@@ -6,6 +6,7 @@ use super::CliError;
 use super::output::{OutputArgs, Table, render, write_stdout};
 use super::runtime::Local;
 use crate::auth::session::{RefreshStatus, refresh_status};
+use crate::rotation::inventory;
 use crate::rotation::journal::{self, Completed, Drain, Failure};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -15,9 +16,9 @@ Examples:
   patrol status
   patrol status --format json | jq '.owners[] | select(.health != \"ok\")'
 
-JSON: {\"at\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
+JSON: {\"at\", \"state\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
 \"tokens\": [{\"secret\", \"owner\", \"organization\", \"last_rotation\", \"last_failure\", \"in_flight\",
-\"pending_drains\", \"consumers\": [{\"consumer\", \"kind\", \"target\", \"written\", \"state\", \"moved\",
+\"pending_drains\", \"adopted\", \"consumers\": [{\"consumer\", \"kind\", \"target\", \"written\", \"state\", \"moved\",
 \"detail\", \"delivered_at\", \"last_used_at\", \"evidence\", \"failing_since\", \"last_error\", \"lag_hours\",
 \"lag_until\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
 sign-in-needed or unknown. Exit 3 when an owner must sign in, 1 when a token's last run failed.";
@@ -59,6 +60,9 @@ pub struct TokenStatus {
     pub last_failure: Option<Failure>,
     pub in_flight: Option<InFlight>,
     pub pending_drains: Vec<Drain>,
+    /// The last PAT an operator adopted into this secret (`patrol adopt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<crate::rotation::journal::Adoption>,
     /// Each declared consumer and its delivery of the current PAT (`crate::consumers`).
     pub consumers: Vec<crate::consumers::view::ConsumerView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +73,9 @@ pub struct TokenStatus {
 pub struct StatusView {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// Where patrol reads and writes its state (journal, notification and audit state): the Function App's
+    /// storage (`AzureWebJobsStorage`) or a directory (`PATROL_STATE_DIR`).
+    pub state: String,
     pub owners: Vec<OwnerHealth>,
     pub tokens: Vec<TokenStatus>,
     /// Trust-boundary warnings (`Settings::trust_warnings`): e.g. consumers can read refresh tokens.
@@ -113,12 +120,19 @@ pub async fn gather(local: &Local) -> StatusView {
             last_failure: None,
             in_flight: None,
             pending_drains: Vec::new(),
+            adopted: None,
             consumers: Vec::new(),
             error: None,
         };
+        // The vault's current version with the journal: a version patrol wrote without a journal here means
+        // this patrol reads another state than the one that wrote it ("state missing", never "never rotated").
+        let ts = inventory::token_state(local.store.as_ref(), local.state.as_ref(), &t.secret).await;
+        let state_missing = ts.error.as_ref().filter(|e| e.starts_with("state missing")).cloned();
         match journal::load(local.state.as_ref(), &t.secret).await {
             Ok(l) => {
                 let j = l.journal;
+                row.error = state_missing;
+                row.adopted = j.adopted.clone();
                 let current = j.current.as_ref().map(|c| c.authorization_id);
                 row.consumers = crate::consumers::view::token_view(t, &j, current, now);
                 row.last_rotation = j.last;
@@ -134,7 +148,13 @@ pub async fn gather(local: &Local) -> StatusView {
         }
         tokens.push(row);
     }
-    StatusView { at: now, owners: owner_rows, tokens, warnings: local.settings.trust_warnings() }
+    StatusView {
+        at: now,
+        state: local.state.location(),
+        owners: owner_rows,
+        tokens,
+        warnings: local.settings.trust_warnings(),
+    }
 }
 
 fn date(t: Option<OffsetDateTime>) -> String {
@@ -169,6 +189,7 @@ impl StatusView {
                 r.last_rotation
                     .as_ref()
                     .map(|c| format!("{} ({})", c.finished.date(), c.reason.as_str()))
+                    .or_else(|| r.adopted.as_ref().map(|a| format!("never (adopted {})", a.at.date())))
                     .unwrap_or_else(|| "never".into()),
                 date(r.last_rotation.as_ref().map(|c| c.valid_to)),
                 r.in_flight.as_ref().map(|f| format!("{} at {}", f.op, f.step)).unwrap_or_else(|| "-".into()),
@@ -217,12 +238,17 @@ pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
         || {
             let warnings: String = view.warnings.iter().map(|w| format!("WARNING: {w}\n")).collect();
             let c = view.consumer_table().map(|c| format!("\n{}", c.to_text())).unwrap_or_default();
-            format!("{}\n{}{c}{warnings}", o.to_text(), t.to_text())
+            format!("state: {}\n\n{}\n{}{c}{warnings}", view.state, o.to_text(), t.to_text())
         },
         || {
             let warnings: String = view.warnings.iter().map(|w| format!("> **Warning:** {w}\n")).collect();
             let c = view.consumer_table().map(|c| format!("\n## Consumers\n\n{}", c.to_markdown())).unwrap_or_default();
-            format!("## Owners\n\n{}\n## Tokens\n\n{}{c}{warnings}", o.to_markdown(), t.to_markdown())
+            format!(
+                "State: {}\n\n## Owners\n\n{}\n## Tokens\n\n{}{c}{warnings}",
+                view.state,
+                o.to_markdown(),
+                t.to_markdown()
+            )
         },
     )?)?;
     let need: Vec<_> = view.owners.iter().filter(|o| o.health == "sign-in-needed").map(|o| o.owner.as_str()).collect();

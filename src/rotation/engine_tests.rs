@@ -465,6 +465,35 @@ async fn managed_tokens_are_warned_only_when_rotation_is_overdue() {
     assert_eq!((s.rotated, warnings(&s)), (1, vec![]), "{}", s.line());
 }
 
+/// The Function App reading another (or an emptied) state than the one that wrote the vault: its event and
+/// timer paths say "state missing" for the token and leave it alone — no adopt, no "changed outside
+/// patrol", no second PAT.
+#[tokio::test]
+async fn a_version_patrol_wrote_without_its_journal_is_state_missing_not_an_out_of_band_change() {
+    let w = world(1);
+    w.run().await;
+    let cur = w.store.get(&World::secret(0), None).await.unwrap().unwrap().properties;
+    let pats = w.devops.lock().pats.len();
+    // The same vault, an empty state.
+    let empty = tempfile::tempdir().unwrap();
+    let mut e = w.engine(None);
+    e.state = Arc::new(FileStateStore::new(empty.path().join("state")));
+    let ev = SecretEvent {
+        kind: SecretEventKind::NewVersionCreated,
+        vault: "kv".into(),
+        secret: "tok-0".into(),
+        version: Some(cur.version.clone()),
+    };
+    for s in [e.on_event(&ev, false, None).await.unwrap(), e.run(RunOptions::default()).await.unwrap()] {
+        let err = s.reports.iter().find_map(|r| r.error.clone()).unwrap_or_default();
+        assert!(err.contains("state missing") && err.contains(&empty.path().display().to_string()), "{err}");
+        assert!(!s.notices.iter().any(|n| matches!(n.notice, Notice::OutOfBandChange { .. })), "{:?}", s.notices);
+        assert_eq!(s.rotated, 0);
+    }
+    assert_eq!(w.devops.lock().pats.len(), pats, "no PAT created");
+    assert_eq!(w.store.get(&World::secret(0), None).await.unwrap().unwrap().properties.version, cur.version);
+}
+
 /// The JSON lines Application Insights receives, written to memory.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);

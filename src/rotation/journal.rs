@@ -179,6 +179,18 @@ pub struct Journal {
     /// Each consumer's delivery of the current PAT (`crate::consumers::state`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<crate::consumers::state::Delivery>,
+    /// The last PAT an operator adopted (`patrol adopt`): an existing PAT made current without a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Adoption>,
+}
+
+/// An adoption (`crate::rotation::adopt`): journaled before the vault write, completed with its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    pub authorization_id: AuthorizationId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub vault_version: Option<String>,
 }
 
 /// How many abandoned operation ids a record remembers.
@@ -195,6 +207,7 @@ impl Journal {
             last_failure: None,
             abandoned: Vec::new(),
             deliveries: Vec::new(),
+            adopted: None,
         }
     }
 

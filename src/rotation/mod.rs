@@ -11,8 +11,10 @@
 //! - [`shared`] — picks the journal store and leases from the settings (handler and CLI alike).
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
 //! - [`alerts`] — expiry alerts: unmanaged PATs' countdown and expiry, managed tokens only when overdue.
+//! - [`adopt`] — onboarding an existing PAT (`patrol adopt`): journaled, tagged, no second PAT, no alarm.
 //! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
 
+pub mod adopt;
 pub mod alerts;
 pub mod blob;
 #[cfg(test)]

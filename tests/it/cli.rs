@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 fn patrol(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_patrol"));
     c.args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    // A home for the default state directory (never the working directory); created only by commands that write.
+    c.env("HOME", dir.join("home"));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -231,6 +233,10 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert!(status["owners"][0]["signed_in_at"].is_string());
     // Alerts went to the mailbox file.
     assert!(j["alerts"]["count"].as_u64().unwrap() >= 1, "{}", j["alerts"]);
+    // Onboarding adopts the existing PATs (`patrol adopt`): no "changed outside patrol" alarm, no second PAT.
+    let subjects = j["alerts"]["subjects"].to_string();
+    assert!(!subjects.contains("outside patrol"), "onboarding raised a false alarm: {subjects}");
+    assert!(t.contains("patrol adopt ci-build-pat --pat"), "{t}");
 
     // ci-build-pat's consumers: every one got the new PAT, each shown with its state.
     for want in [

@@ -11,6 +11,7 @@ mod failed_runs;
 mod gate;
 mod lost_create;
 mod new_pat_test;
+mod operating;
 mod refresh;
 mod store_failure;
 mod timer_audit;

@@ -8,9 +8,9 @@
 //! Vault's Event Grid subscription is pointed at it in Functions-host mode **before any secret is
 //! written** ([`events`] relays and records each delivery). The owner signs in with a real device-code
 //! flow (the emulator approves the code; the refresh token goes into the vault); the inventory before is
-//! taken; the operator onboards the four existing PATs into the vault, and the events Key Vault raises
-//! for them (SecretNewVersionCreated, SecretNearExpiry for those within 30 days of `exp`) reach
-//! `EventGridSecretChanged`, which adopts them and rotates the one that is due. An operator forces a
+//! taken; the operator onboards the four existing PATs with `patrol adopt` (journaled, tagged as adopted),
+//! and the events Key Vault raises for them (SecretNewVersionCreated, SecretNearExpiry for those within 30
+//! days of `exp`) reach `EventGridSecretChanged`, which finds them known and rotates the one that is due. An operator forces a
 //! rotation through `RotateHttp`. Four virtual days later a new handler instance is started (the Function
 //! App scaled to zero; this also drops the cached vault token the emulator's clock has expired), the plan
 //! is shown (`GET /api/rotate`) and `RotateTimer` rotates what is due and revokes previous PATs whose
@@ -39,7 +39,6 @@ use crate::config::{Settings, Source};
 use crate::consumers::view::{ConsumerView, token_view};
 use crate::domain::{OwnerId, SecretName};
 use crate::rotation::inventory::gather;
-use crate::store::{NewVersion, tags};
 use events::EventTap;
 use patrol_emulator::eventgrid::{DeliveryConfig, DeliveryMode, RetryPolicy};
 use patrol_emulator::seed::MintedPat;
@@ -656,33 +655,40 @@ async fn day_zero(day: Day<'_>, story: &mut Story, pats: &[MintedPat]) -> Result
     );
     story.events(emu, tap, local, "operator (consumer credentials)").await?;
 
-    // 5b. Onboarding: the operator puts the existing PATs into Key Vault with their authorization id. Key
-    //    Vault raises SecretNewVersionCreated for each, and SecretNearExpiry at once for those within 30 days
-    //    of `exp`; Event Grid delivers them to the handler, which adopts the PATs and rotates what is due.
-    let _ = writeln!(story.out, "\n== Onboarding: the operator puts the four existing PATs into Key Vault");
-    let _ = writeln!(
-        story.out,
-        "   (tagged with their authorization id); Event Grid delivers Key Vault's events to the handler"
-    );
+    // 5b. Onboarding: the operator adopts each existing PAT (`patrol adopt SECRET --pat ID --value-stdin`):
+    //    patrol finds it among the owner's PATs, tests the value, journals the adoption and writes the vault
+    //    version tagged as adopted. Key Vault raises SecretNewVersionCreated for each, and SecretNearExpiry at
+    //    once for those within 30 days of `exp`; Event Grid delivers them to the handler, which finds the PATs
+    //    known (no second PAT, no "changed outside patrol" alarm) and rotates what is due.
+    let _ = writeln!(story.out, "\n== Onboarding: the operator adopts the four existing PATs (patrol adopt)");
+    let connector = local.connector()?;
     for p in world::PATS {
         let (Some(secret), Some(minted)) = (p.secret, pats.iter().find(|m| m.display_name == p.display_name)) else {
             continue;
         };
         let name = SecretName::parse(secret).map_err(step)?;
-        let tags = [
-            (tags::MANAGED_BY, tags::MANAGED_BY_VALUE.to_owned()),
-            (tags::AUTHORIZATION_ID, minted.authorization_id.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let version = NewVersion {
-            content_type: Some(crate::store::PAT_CONTENT_TYPE.into()),
-            expires: Some(world::valid_to(clock.now(), p.days)),
-            not_before: None,
-            tags,
+        let token = local.policy.token(&name).ok_or_else(|| step(format!("{secret} is not in the demo policy")))?;
+        let cx = crate::rotation::adopt::AdoptContext {
+            token,
+            connector: connector.as_ref(),
+            store: local.store.as_ref(),
+            state: local.state.as_ref(),
+            leases: local.leases.as_ref(),
+            now: clock.now(),
         };
-        local.store.set(&name, &SecretString::from(minted.token.clone()), version).await.map_err(step)?;
+        let id = crate::domain::AuthorizationId::parse(&minted.authorization_id.to_string()).map_err(step)?;
+        let pick = crate::rotation::adopt::Pick::Id(id);
+        let adopted = crate::rotation::adopt::adopt(&cx, &pick, Some(SecretString::from(minted.token.clone())))
+            .await
+            .map_err(step)?;
+        let _ = writeln!(
+            story.out,
+            "   patrol adopt {secret} --pat {} --value-stdin   → adopted {:?} (valid to {}), vault version {}",
+            adopted.authorization_id,
+            adopted.display_name,
+            adopted.valid_to.date(),
+            adopted.vault_version
+        );
     }
     story.events(emu, tap, local, "EventGridSecretChanged (onboarding)").await?;
     deliveries(day, story).await?;

@@ -1,6 +1,5 @@
 //! The demo's world: one organization, one PAT owner, PATs in every interesting state, the policy that
-//! manages four of them, and the onboarding step an operator does by hand (the existing PATs' values put
-//! into the secret store with their `authorization-id` tag, so patrol adopts them).
+//! manages four of them (onboarded with `patrol adopt`: the existing PATs' values given by the operator).
 
 use patrol_emulator::seed::{Seed, SeedOrg, SeedPat, SeedUser};
 use time::format_description::well_known::Rfc3339;
