@@ -331,7 +331,8 @@ async fn mint_user_token(State(ctx): Ctl, Body(m): Body<MintUser>) -> Response {
         return bad(StatusCode::NOT_FOUND, format!("user {:?} is not known", m.upn));
     };
     let client = m.client_id.unwrap_or_else(|| DEFAULT_CLIENT.into());
-    let set = entra::issue_user_tokens(&ctx, &mut state, &user, &client, &scope, m.lifetime_secs);
+    let set =
+        entra::issue_user_tokens(&ctx, &mut state, &user, &client, &scope, m.lifetime_secs, &ctx.tokens.authority());
     let mut v = set.to_json();
     v["expires_at"] = json!(format_time(ctx.now() + Duration::seconds(set.expires_in as i64)));
     v["client_id"] = json!(client);
