@@ -109,8 +109,8 @@ struct Args {
     #[arg(long)]
     keyvault_forbid: Vec<String>,
     /// Serve the Azure-names proxy (ready line: `proxy`): an HTTPS (CONNECT) proxy on 127.0.0.1 mapping
-    /// login.microsoftonline.com, dev.azure.com, vssps.dev.azure.com, auditservice.dev.azure.com and
-    /// <vault>.vault.azure.net to the emulator, refusing every other host. Point official clients at Azure's
+    /// login.microsoftonline.com, dev.azure.com, vssps.dev.azure.com, auditservice.dev.azure.com,
+    /// <vault>.vault.azure.net and api.github.com to the emulator, refusing every other host. Point official clients at Azure's
     /// real URLs with HTTPS_PROXY set to it and the CA trusted.
     #[arg(long)]
     proxy: bool,

@@ -1,7 +1,7 @@
 //! The Azure-names proxy: an HTTP `CONNECT` proxy on 127.0.0.1 that maps Azure's public host names to the
 //! emulated services, so that Microsoft's official clients run unmodified — Azure's real URLs
 //! (`https://login.microsoftonline.com/{tenant}`, `https://dev.azure.com/{org}`,
-//! `https://<vault>.vault.azure.net`), only `HTTPS_PROXY` and the emulator's CA configured, every client
+//! `https://<vault>.vault.azure.net`, and `https://api.github.com` for the GitHub consumers), only `HTTPS_PROXY` and the emulator's CA configured, every client
 //! check left on (MSAL's known-authority and instance-discovery logic, the Key Vault SDK's
 //! challenge-resource check).
 //!
@@ -29,6 +29,8 @@ pub const ENTRA_HOST: &str = "login.microsoftonline.com";
 pub const DEVOPS_HOSTS: &[&str] = &["dev.azure.com", "vssps.dev.azure.com"];
 /// The audit service's host.
 pub const AUDIT_HOST: &str = "auditservice.dev.azure.com";
+/// GitHub's REST API host (the emulated Actions secrets consumers).
+pub const GITHUB_HOST: &str = "api.github.com";
 
 /// The Key Vault host of a vault name.
 pub fn vault_host(vault_name: &str) -> String {

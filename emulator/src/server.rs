@@ -329,6 +329,7 @@ impl Emulator {
                 routes.add(host, api_router(ctx.clone(), Service::Devops));
             }
             routes.add(crate::proxy::AUDIT_HOST, api_router(ctx.clone(), Service::Audit));
+            routes.add(crate::proxy::GITHUB_HOST, crate::consumers::github::router(ctx.clone()));
             for kv in std::iter::once(&keyvault).chain(extra_vaults.values()) {
                 routes.add(
                     &crate::proxy::vault_host(&kv.state.vault_name),

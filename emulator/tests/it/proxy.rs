@@ -67,6 +67,10 @@ async fn azure_names_reach_the_emulated_services_and_nothing_else() {
         "{challenge}"
     );
 
+    // GitHub's API host reaches the GitHub consumer emulation (unauthenticated: 401, not a refused tunnel).
+    let r = c.get("https://api.github.com/repos/contoso/app/actions/secrets/public-key").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
     // Anything else is refused before a connection is opened.
     for url in ["https://example.com/", "https://dev.azure.com:8443/", "https://login.microsoftonline.com.evil.test/"] {
         let e = c.get(url).send().await.expect_err(url);
