@@ -200,6 +200,9 @@ struct UsePat {
     ip_address: Option<String>,
     #[serde(default)]
     user_agent: Option<String>,
+    /// Extra `data` of the entry (e.g. `{"PipelineName": "build-a"}` for a pipeline's use).
+    #[serde(default)]
+    data: serde_json::Map<String, Value>,
 }
 
 /// A consumer uses a PAT for an audited action: recorded with `PAT_Unscoped authorizationId: <id>`.
@@ -216,7 +219,7 @@ async fn use_pat(State(ctx): Ctl, Body(u): Body<UsePat>) -> Response {
         ..Actor::user(&user, "", u.ip_address.or(Some("127.0.0.1".into())), u.user_agent)
     };
     let area = action.split('.').next().unwrap_or("Unknown").to_string();
-    let mut data = serde_json::Map::new();
+    let mut data = u.data;
     data.insert("AuthorizationId".into(), json!(pat.id));
     let ev = Event {
         action_id: &action,

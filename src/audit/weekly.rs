@@ -229,6 +229,7 @@ pub fn build(
         tokens,
         rotations,
         problems,
+        usage: Vec::new(),
     }
 }
 

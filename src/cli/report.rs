@@ -183,7 +183,15 @@ pub fn build(
     }
     rotations.sort_by_key(|r| std::cmp::Reverse(r.at));
     problems.sort_by_key(|p| std::cmp::Reverse(severity_rank(p.severity)));
-    ReportData { title: title.into(), generated_at: now, thresholds: thresholds(policy), tokens, rotations, problems }
+    ReportData {
+        title: title.into(),
+        generated_at: now,
+        thresholds: thresholds(policy),
+        tokens,
+        rotations,
+        problems,
+        usage: view.stale_shared_dead.clone(),
+    }
 }
 
 fn severity_rank(s: Severity) -> u8 {
