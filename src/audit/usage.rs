@@ -88,7 +88,8 @@ impl UseProfile {
         if let Some(ip) = e.ip() {
             remember(&mut self.ranges, &range_of(ip), at);
         }
-        if let Some(p) = e.data.get(&["PipelineName", "DefinitionName", "BuildDefinitionName", "ReleaseDefinitionName"]) {
+        if let Some(p) = e.data.get(&["PipelineName", "DefinitionName", "BuildDefinitionName", "ReleaseDefinitionName"])
+        {
             remember(&mut self.pipelines, p, at);
         }
     }
@@ -301,7 +302,11 @@ pub fn assess(pat: &UsagePat, watch: Option<&OrgWatch>, days: u32, now: OffsetDa
 pub fn looks_shared(pat: &UsagePat, profile: Option<&UseProfile>) -> Option<Vec<String>> {
     let mut evidence = Vec::new();
     if pat.consumers.len() >= 2 {
-        evidence.push(format!("{} consumers declared in the policy: {}", pat.consumers.len(), pat.consumers.join(", ")));
+        evidence.push(format!(
+            "{} consumers declared in the policy: {}",
+            pat.consumers.len(),
+            pat.consumers.join(", ")
+        ));
     }
     if let Some(p) = profile {
         if p.pipelines.len() >= 2 {
@@ -499,7 +504,9 @@ pub async fn run(
         Ok(Some((b, t))) => match serde_json::from_slice::<Notices>(&b) {
             Ok(n) => (n, Some(t)),
             Err(e) => {
-                report.errors.push(format!("{NOTICES_KEY} is corrupt ({e}); no stale PAT is revoked until it is fixed"));
+                report
+                    .errors
+                    .push(format!("{NOTICES_KEY} is corrupt ({e}); no stale PAT is revoked until it is fixed"));
                 return report;
             }
         },
@@ -582,7 +589,10 @@ pub async fn run(
                             authorization_id: *id,
                             display_name: name.clone(),
                             owner: pat.owner.clone(),
-                            outcome: format!("revoked: no audited use in {} days and the notice period ended", policy.days),
+                            outcome: format!(
+                                "revoked: no audited use in {} days and the notice period ended",
+                                policy.days
+                            ),
                             at: now,
                         });
                         changed = true;
@@ -597,8 +607,9 @@ pub async fn run(
                                     policy.days
                                 ),
                                 evidence: vec![CAVEAT.into()],
-                                action: "revoked; create a new PAT (or let patrol manage one) if something still needed it"
-                                    .into(),
+                                action:
+                                    "revoked; create a new PAT (or let patrol manage one) if something still needed it"
+                                        .into(),
                             },
                         });
                     }
@@ -631,7 +642,14 @@ pub async fn run(
             verdict: verdict.clone(),
             revoke_on: notices.pending.get(&pat.authorization_id).map(|a| a.revoke_on),
         });
-        report.rows.extend(rows_for(pat, verdict, last.as_ref(), w, policy, notices.pending.get(&pat.authorization_id)));
+        report.rows.extend(rows_for(
+            pat,
+            verdict,
+            last.as_ref(),
+            w,
+            policy,
+            notices.pending.get(&pat.authorization_id),
+        ));
     }
     report.steps = steps;
     report
@@ -735,7 +753,13 @@ mod tests {
     }
 
     fn used(at: OffsetDateTime) -> LastUse {
-        LastUse { at, ip: "10.0.0.1".into(), user_agent: "git/2.45".into(), action_id: "x".into(), entry_id: "e".into() }
+        LastUse {
+            at,
+            ip: "10.0.0.1".into(),
+            user_agent: "git/2.45".into(),
+            action_id: "x".into(),
+            entry_id: "e".into(),
+        }
     }
 
     #[test]

@@ -158,12 +158,8 @@ impl InventoryView {
         }
         let mut s = format!("\nStale, shared and dead PATs ({})\n", crate::audit::usage::CAVEAT);
         for r in &self.stale_shared_dead {
-            let evidence: Vec<&str> = r
-                .evidence
-                .iter()
-                .map(String::as_str)
-                .filter(|e| *e != crate::audit::usage::CAVEAT)
-                .collect();
+            let evidence: Vec<&str> =
+                r.evidence.iter().map(String::as_str).filter(|e| *e != crate::audit::usage::CAVEAT).collect();
             s.push_str(&format!(
                 "* {} \"{}\" ({} / {}): {}\n  what to do: {}\n",
                 r.kind,

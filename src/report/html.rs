@@ -63,12 +63,8 @@ pub fn render_html(data: &ReportData) -> String {
             escape(super::NO_AUDITED_USE_CAVEAT)
         );
         for u in &data.usage {
-            let evidence: Vec<String> = u
-                .evidence
-                .iter()
-                .filter(|e| e.as_str() != super::NO_AUDITED_USE_CAVEAT)
-                .map(|e| escape(e))
-                .collect();
+            let evidence: Vec<String> =
+                u.evidence.iter().filter(|e| e.as_str() != super::NO_AUDITED_USE_CAVEAT).map(|e| escape(e)).collect();
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -35,7 +35,9 @@ pub fn render_markdown(data: &ReportData) -> String {
     if !data.usage.is_empty() {
         s.push_str("## Stale, shared and dead PATs\n\n");
         let _ = writeln!(s, "{NO_AUDITED_USE_CAVEAT}\n");
-        s.push_str("| PAT | organization | owner | finding | evidence | what to do |\n| --- | --- | --- | --- | --- | --- |\n");
+        s.push_str(
+            "| PAT | organization | owner | finding | evidence | what to do |\n| --- | --- | --- | --- | --- | --- |\n",
+        );
         for u in &data.usage {
             let _ = writeln!(
                 s,
@@ -44,7 +46,14 @@ pub fn render_markdown(data: &ReportData) -> String {
                 cell(&u.organization),
                 cell(&u.owner),
                 cell(&u.kind),
-                cell(&u.evidence.iter().filter(|e| e.as_str() != NO_AUDITED_USE_CAVEAT).cloned().collect::<Vec<_>>().join("; ")),
+                cell(
+                    &u.evidence
+                        .iter()
+                        .filter(|e| e.as_str() != NO_AUDITED_USE_CAVEAT)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
                 cell(&u.what_to_do)
             );
         }

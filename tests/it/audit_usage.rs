@@ -111,7 +111,8 @@ async fn daily_use_is_never_stale_unused_is_stale_after_n_watched_days_announced
     let clock = Clock::starting_at(env.emu.clock().now());
     let dir = tempfile::tempdir().unwrap();
     let state = FileStateStore::new(dir.path().join("state"));
-    let policy = StalePolicy { days: 30, response: StaleResponse::Revoke, notice_days: 7, dry_run: false, keep: vec![] };
+    let policy =
+        StalePolicy { days: 30, response: StaleResponse::Revoke, notice_days: 7, dry_run: false, keep: vec![] };
     let (daily_id, daily) = create(&env, "daily-sync").await;
     let (idle_id, idle) = create(&env, "old-nightly").await;
     let (shared_id, shared) = create(&env, "shared-deploy").await;
@@ -137,9 +138,11 @@ async fn daily_use_is_never_stale_unused_is_stale_after_n_watched_days_announced
         // Watched since day 9 (the first window reaches one day back): idle for 39 days before that
         // counts for nothing; stale only once the log has been watched 30 days.
         match verdict(&r, idle_id) {
-            Some(Verdict::TooEarly { watched_days }) => assert!(day < 39, "day {day}: still too early ({watched_days})"),
+            Some(Verdict::TooEarly { watched_days }) => {
+                assert!(day < 39, "day {day}: still too early ({watched_days})")
+            }
             Some(Verdict::NoAuditedUse { days }) => {
-                assert!((39..46).contains(&day), "day {day}: stale ({days})");
+                assert!((39..=46).contains(&day), "day {day}: stale ({days})");
                 if day == 39 {
                     assert!(matches!(step(&r, idle_id), Some(Step::Announce { .. })), "{:?}", r.steps);
                     let Notice::Finding { summary, action, evidence, .. } = &r.notices[0].notice else { panic!() };
@@ -148,6 +151,10 @@ async fn daily_use_is_never_stale_unused_is_stale_after_n_watched_days_announced
                     assert!(evidence.iter().any(|e| e.contains("evidence, not proof")), "{evidence:?}");
                     assert!(r.notices[0].targets.iter().any(|t| t.to_string().contains(OWNER)));
                     announced_idle = Some(day);
+                } else if day == 46 {
+                    // The notice period is over: revoked in this run.
+                    assert_eq!(step(&r, idle_id), Some(&Step::Revoke { dry_run: false }));
+                    assert!(!env.works_listed(&clock, idle_id).await, "not revoked when due");
                 } else {
                     assert!(matches!(step(&r, idle_id), Some(Step::Wait { .. })), "day {day}: {:?}", r.steps);
                     assert!(env.works_listed(&clock, idle_id).await, "day {day}: revoked before the notice ended");
@@ -156,7 +163,7 @@ async fn daily_use_is_never_stale_unused_is_stale_after_n_watched_days_announced
                 assert!(row.evidence.iter().any(|e| e.contains("evidence, not proof")));
             }
             None => {
-                assert!(day >= 46, "day {day}: the idle PAT disappeared");
+                assert!(day > 46, "day {day}: the idle PAT disappeared");
                 assert!(!env.works_listed(&clock, idle_id).await);
             }
             other => panic!("day {day}: {other:?}"),
@@ -170,7 +177,11 @@ async fn daily_use_is_never_stale_unused_is_stale_after_n_watched_days_announced
         if day >= 11 {
             let row = r.rows.iter().find(|x| x.authorization_id == shared_id && x.kind == "shared");
             let row = row.unwrap_or_else(|| panic!("day {day}: not shown as shared: {:?}", r.rows));
-            assert!(row.evidence.iter().any(|e| e.contains("2 pipelines: build-app, deploy-app")), "{:?}", row.evidence);
+            assert!(
+                row.evidence.iter().any(|e| e.contains("2 pipelines: build-app, deploy-app")),
+                "{:?}",
+                row.evidence
+            );
             assert!(row.what_to_do.contains("one managed token per consumer"));
         }
         assert!(!r.rows.iter().any(|x| x.authorization_id == daily_id), "day {day}: {:?}", r.rows);
