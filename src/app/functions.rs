@@ -52,10 +52,13 @@ impl RotationFunctions {
     /// pass, so the evidence that gates revoking previous PATs is fresh (a failed poll leaves the old
     /// checkpoint, which the gate then treats as stale: no revocation before the deadline). Failures here
     /// are reported, never fail the rotation.
-    async fn timer_audit(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
+    async fn timer_audit(
+        &self,
+        rt: &Runtime,
+    ) -> (serde_json::Map<String, serde_json::Value>, Vec<crate::audit::usage::Row>) {
         use crate::audit::pass;
         let mut out = serde_json::Map::new();
-        let Some(settings) = &rt.audit else { return out };
+        let Some(settings) = &rt.audit else { return (out, Vec::new()) };
         let now = self.clock.now();
         // The same inputs `patrol audit` gathers: the managed PATs (policy ⋈ journal ⋈ vault), the managed
         // tokens that cannot be watched, patrol's own recent actions.
@@ -87,6 +90,21 @@ impl RotationFunctions {
         )
         .await;
         summary.errors.extend(inputs.managed.errors);
+        // Stale, shared and dead PATs (issue 21): the inventory joined with the checkpoints just written;
+        // announcements and due revocations as `[audit.stale]` says (with its own dry run).
+        let inventory = rt.engine.inventory(None).await;
+        let usage = crate::audit::usage::run(
+            rt.engine.state.as_ref(),
+            rt.connector.as_ref(),
+            &crate::audit::usage::pats_from_inventory(&inventory, &rt.engine.policy),
+            &settings.stale,
+            &settings.notify,
+            true,
+            now,
+        )
+        .await;
+        summary.notices.extend(usage.notices.iter().cloned());
+        summary.errors.extend(usage.errors.iter().cloned());
         tracing::info!(
             organizations = summary.organizations.len(),
             findings = summary.findings.len(),
@@ -108,13 +126,19 @@ impl RotationFunctions {
                 "dry_run": settings.dry_run,
                 "errors": summary.errors,
                 "notifications_delivered": delivery.as_ref().map(|d| d.all_delivered()),
+                "stale_shared_dead": usage.rows.len(),
+                "stale_revoked": usage.revoked,
             }),
         );
-        out
+        (out, usage.rows)
     }
 
     /// The weekly report (when `PATROL_REPORT_RECIPIENTS` is set), after the rotation pass.
-    async fn timer_weekly(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
+    async fn timer_weekly(
+        &self,
+        rt: &Runtime,
+        usage: Vec<crate::audit::usage::Row>,
+    ) -> serde_json::Map<String, serde_json::Value> {
         use crate::audit::weekly;
         let mut out = serde_json::Map::new();
         let recipients = &self.settings.notify.report_recipients;
@@ -136,7 +160,9 @@ impl RotationFunctions {
                 Vec::new()
             });
         let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
-            weekly::build(now, rows, weekly::lifecycle_rows(&events), &findings, thresholds)
+            let mut data = weekly::build(now, rows, weekly::lifecycle_rows(&events), &findings, thresholds);
+            data.usage = usage;
+            data
         })
         .await;
         out.insert(
@@ -196,11 +222,11 @@ impl Functions for RotationFunctions {
     async fn rotate_timer(&self, inv: &Invocation, _timer: TimerRun) -> Outcome {
         let rt = self.runtime().await?;
         // The audit pass first: the evidence gate (if on) judges previous PATs on what it just read.
-        let mut extras = self.timer_audit(rt).await;
+        let (mut extras, usage) = self.timer_audit(rt).await;
         let budget = Self::budget(inv, self.settings.invocation_budget);
         let s =
             rt.engine.run(RunOptions { budget: Some(budget), ..Default::default() }).await.map_err(engine_failure)?;
-        extras.extend(self.timer_weekly(rt).await);
+        extras.extend(self.timer_weekly(rt, usage).await);
         let mut report = self.finish(rt, s, false).await?;
         if let Some(d) = report.detail.as_object_mut() {
             d.extend(extras);

@@ -230,6 +230,7 @@ pub fn build(
         rotations,
         problems,
         consumers: Vec::new(),
+        usage: Vec::new(),
     }
 }
 

@@ -207,6 +207,7 @@ pub fn build(
         rotations,
         problems,
         consumers: view.consumers.clone(),
+        usage: view.stale_shared_dead.clone(),
     }
 }
 

@@ -56,6 +56,29 @@ pub fn render_html(data: &ReportData) -> String {
         s.push_str("</tbody></table>");
     }
 
+    if !data.usage.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Stale, shared and dead PATs</h2><p>{}</p><table><thead><tr><th>PAT</th><th>organization</th><th>owner</th><th>finding</th><th>evidence</th><th>what to do</th></tr></thead><tbody>",
+            escape(super::NO_AUDITED_USE_CAVEAT)
+        );
+        for u in &data.usage {
+            let evidence: Vec<String> =
+                u.evidence.iter().filter(|e| e.as_str() != super::NO_AUDITED_USE_CAVEAT).map(|e| escape(e)).collect();
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&u.display_name),
+                escape(&u.organization),
+                escape(&u.owner),
+                escape(&u.kind),
+                evidence.join("<br>"),
+                escape(&u.what_to_do)
+            );
+        }
+        s.push_str("</tbody></table>");
+    }
+
     s.push_str("<h2>Inventory</h2><table><thead><tr><th>PAT</th><th>organization</th><th>owner</th><th>secret</th><th>scope</th><th>expires</th><th>days</th><th>state</th></tr></thead><tbody>");
     let mut tokens: Vec<_> = data.tokens.iter().collect();
     tokens.sort_by_key(|t| (t.valid_to, t.display_name.clone()));

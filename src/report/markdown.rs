@@ -1,6 +1,6 @@
 //! The markdown report (for chat, pull requests and terminals).
 
-use super::{ReportData, date, severity_word};
+use super::{NO_AUDITED_USE_CAVEAT, ReportData, date, severity_word};
 use std::fmt::Write;
 
 fn cell(s: &str) -> String {
@@ -28,6 +28,34 @@ pub fn render_markdown(data: &ReportData) -> String {
         s.push_str("| severity | problem | what to do |\n| --- | --- | --- |\n");
         for p in &data.problems {
             let _ = writeln!(s, "| {} | {} | {} |", severity_word(p.severity), cell(&p.summary), cell(&p.detail));
+        }
+        s.push('\n');
+    }
+
+    if !data.usage.is_empty() {
+        s.push_str("## Stale, shared and dead PATs\n\n");
+        let _ = writeln!(s, "{NO_AUDITED_USE_CAVEAT}\n");
+        s.push_str(
+            "| PAT | organization | owner | finding | evidence | what to do |\n| --- | --- | --- | --- | --- | --- |\n",
+        );
+        for u in &data.usage {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                cell(&u.display_name),
+                cell(&u.organization),
+                cell(&u.owner),
+                cell(&u.kind),
+                cell(
+                    &u.evidence
+                        .iter()
+                        .filter(|e| e.as_str() != NO_AUDITED_USE_CAVEAT)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                cell(&u.what_to_do)
+            );
         }
         s.push('\n');
     }

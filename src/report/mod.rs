@@ -31,6 +31,27 @@ pub struct ReportData {
     pub problems: Vec<ProblemRow>,
     /// Each token's consumers and where their delivery of the current PAT stands.
     pub consumers: Vec<crate::consumers::view::TokenConsumers>,
+    /// Stale (no audited use in N days), shared and dead (all-organization) PATs, with what to do.
+    pub usage: Vec<UsageRow>,
+}
+
+/// The caveat printed with every "no audited use" (`../shared/research/azure-devops-token-apis.md`).
+pub const NO_AUDITED_USE_CAVEAT: &str = "The audit log records audited actions, not every use: a PAT that only \
+    reads (clones, downloads, API reads) leaves no entry, so \"no audited use\" is evidence, not proof.";
+
+/// One PAT of the "stale, shared and dead PATs" section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    /// `no audited use`, `shared` or `dead`.
+    pub kind: String,
+    pub authorization_id: crate::domain::AuthorizationId,
+    pub display_name: String,
+    pub owner: String,
+    pub organization: String,
+    /// The managed secret holding it, if any.
+    pub secret: Option<String>,
+    pub evidence: Vec<String>,
+    pub what_to_do: String,
 }
 
 /// One PAT in the inventory.
@@ -159,6 +180,17 @@ pub(crate) mod tests {
                     lag_hours: None,
                     lag_until: None,
                 }],
+            }],
+            usage: vec![UsageRow {
+                kind: "no audited use".into(),
+                authorization_id: crate::domain::AuthorizationId::parse("0f8e4b5a-1111-2222-3333-444455556666")
+                    .unwrap(),
+                display_name: "old-script".into(),
+                owner: "alice@contoso.com".into(),
+                organization: "fabrikam".into(),
+                secret: None,
+                evidence: vec!["no audited use since the log is watched (31 days)".into()],
+                what_to_do: "Ask its owner whether anything still uses it; revoke it if not.".into(),
             }],
         }
     }
