@@ -286,10 +286,7 @@ pub fn listing_outcome(view: &InventoryView) -> Result<(), CliError> {
     let sign_in = view.sign_in_required();
     if !sign_in.is_empty() {
         let owners: Vec<_> = sign_in.iter().map(|p| p.owner.as_str()).collect();
-        return Err(CliError::sign_in(format!(
-            "{} must sign in again: run `patrol login --owner <owner>`",
-            owners.join(", ")
-        )));
+        return Err(CliError::sign_in(super::sign_in_message(&owners)));
     }
     if let Some(p) = view.problems.first() {
         return Err(CliError::failed(format!(

@@ -79,10 +79,7 @@ pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
     write_stdout(&render(args.output.format, &the_plan, || the_plan.table(), || markdown(&the_plan))?)?;
     let sign_in: Vec<_> = inv.owners.iter().filter(|o| o.sign_in_required).map(|o| o.owner.to_string()).collect();
     if !sign_in.is_empty() {
-        return Err(CliError::sign_in(format!(
-            "{} must sign in again: run `patrol login --owner <owner>`",
-            sign_in.join(", ")
-        )));
+        return Err(CliError::sign_in(super::sign_in_message(&sign_in)));
     }
     Ok(())
 }

@@ -97,7 +97,8 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
                     requests.rotate.insert(t.secret.clone(), Reason::Forced);
                 }
             }
-            engine.run(RunOptions { requests, ..Default::default() }).await
+            crate::telemetry::with_trigger("patrol rotate", engine.run(RunOptions { requests, ..Default::default() }))
+                .await
         }
     };
     progress.step("run finished");
@@ -136,9 +137,13 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
     if !summary.at_risk.is_empty() {
         let why = summary.at_risk.iter().map(|r| format!("{}: {}", r.secret, r.why)).collect::<Vec<_>>().join("; ");
         if summary.at_risk.iter().all(|r| r.sign_in) {
-            return Err(CliError::sign_in(format!(
-                "an owner must sign in again (`patrol login --owner <owner>`); token(s) at risk: {why}"
-            )));
+            let owners: Vec<String> = summary
+                .at_risk
+                .iter()
+                .filter_map(|r| summary.plan.entries.iter().find(|e| e.secret.as_str() == r.secret.as_str()))
+                .map(|e| e.owner.to_string())
+                .collect();
+            return Err(CliError::sign_in(format!("{}; token(s) at risk: {why}", super::sign_in_message(&owners))));
         }
         return Err(CliError::failed(format!("{} token(s) at risk: {why}", summary.at_risk.len())));
     }
@@ -146,7 +151,18 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
         tracing::warn!("{} token(s) failed without being at risk yet; the next run retries them", summary.failed);
     }
     if blocked_sign_in {
-        return Err(CliError::sign_in("an owner must sign in again: run `patrol login --owner <owner>`"));
+        let owners: Vec<String> = summary
+            .plan
+            .entries
+            .iter()
+            .filter(|e| {
+                e.actions.iter().any(
+                    |a| matches!(a, crate::rotation::plan::Action::Blocked { why } if why.contains("patrol login")),
+                )
+            })
+            .map(|e| e.owner.to_string())
+            .collect();
+        return Err(CliError::sign_in(super::sign_in_message(&owners)));
     }
     Ok(())
 }

@@ -260,10 +260,8 @@ pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
     )?)?;
     let need: Vec<_> = view.owners.iter().filter(|o| o.health == "sign-in-needed").map(|o| o.owner.as_str()).collect();
     if !need.is_empty() {
-        return Err(CliError::sign_in(format!(
-            "{} never signed in: run `patrol login --owner <owner>`",
-            need.join(", ")
-        )));
+        let commands: Vec<String> = need.iter().map(|o| format!("`patrol login --owner {o}`")).collect();
+        return Err(CliError::sign_in(format!("{} never signed in: run {}", need.join(", "), commands.join(", "))));
     }
     let failed = view.tokens.iter().filter(|t| t.last_failure.is_some() || t.error.is_some()).count();
     if failed > 0 {

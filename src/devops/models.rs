@@ -27,9 +27,9 @@ impl DisplayFilter {
     }
 }
 
-/// A PAT as listed (never with its secret).
+/// A PAT as listed (never with its secret). Serialized in patrol's own outputs (snake_case like every
+/// other field of `--format json`), not on the wire (`wire` has the Azure DevOps shapes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Pat {
     pub authorization_id: AuthorizationId,
     /// As Azure DevOps returned it (not re-validated: other tools may have made it).

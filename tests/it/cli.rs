@@ -180,7 +180,7 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     // EventGridSecretChanged through Event Grid's Functions-host delivery and were answered 200.
     let invocations = j["invocations"].as_array().unwrap();
     let grid: Vec<_> = invocations.iter().filter(|i| i["function"] == "EventGridSecretChanged").collect();
-    assert!(grid.iter().all(|i| i["status"] == 200), "{grid:?}");
+    assert!(grid.iter().all(|i| i["http_status"] == 200), "{grid:?}");
     for secret in ["ci-build-pat", "package-feed-pat", "release-bot-pat", "wiki-sync-pat"] {
         assert!(
             grid.iter().any(|i| i["event"] == "SecretNewVersionCreated" && i["secret"] == secret),

@@ -228,7 +228,12 @@ impl Story {
         let status = o["status"].as_str().unwrap_or("?").to_owned();
         let summary = o["summary"].as_str().or_else(|| o["error"].as_str()).unwrap_or("").to_owned();
         let _ = writeln!(self.out, "  {function:<24} {what:<40} -> {status}: {summary}");
-        self.invocations.push(json!({ "function": function, "request": what, "status": status, "summary": summary }));
+        // RotateHttp answers over HTTP (`Outputs.res.statusCode`); the timer has no HTTP status.
+        let http = &reply["Outputs"]["res"]["statusCode"];
+        let http_status = http.as_u64().or_else(|| http.as_str().and_then(|s| s.parse().ok()));
+        self.invocations.push(json!({
+            "function": function, "request": what, "outcome": status, "http_status": http_status, "summary": summary,
+        }));
         o
     }
 
@@ -248,7 +253,7 @@ impl Story {
             );
             self.invocations.push(json!({
                 "function": "EventGridSecretChanged", "request": what, "event": d.event, "secret": d.secret,
-                "status": d.http_status, "outcome": d.status, "summary": d.summary,
+                "http_status": d.http_status, "outcome": d.status, "summary": d.summary,
             }));
         }
         self.seen_events = seen.len();
@@ -400,7 +405,7 @@ async fn run_in(
                 c.valid_to.date(),
                 j.drains.len()
             );
-            rotations.push(json!({ "secret": j.secret, "reason": c.reason.as_str(), "by": by, "authorization_id": c.authorization_id, "valid_to": c.valid_to.date().to_string(), "draining": j.drains.len() }));
+            rotations.push(json!({ "secret": j.secret, "reason": c.reason.as_str(), "by": by, "authorization_id": c.authorization_id, "valid_to": c.valid_to.format(&time::format_description::well_known::Rfc3339).ok(), "draining": j.drains.len() }));
         }
         if let Some(f) = &j.last_failure {
             let _ = writeln!(out, "  {:<18} FAILED at {}: {}", j.secret.to_string(), f.step, f.error);
