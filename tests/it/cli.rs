@@ -292,6 +292,36 @@ fn demo_binary_exits_0_quickly_and_prints_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
     assert!(dir.path().join("d/patrol-report.html").exists());
+    // The published contract: docs/schemas/demo.schema.json (with the inventory, plan and status schemas it
+    // embeds): one type per field (`http_status` a number or null, `outcome` a word), RFC 3339 times,
+    // snake_case listed PATs, no key twice.
+    super::schemas::assert_no_duplicate_keys(&text(&out.stdout));
+    super::schemas::assert_valid("demo", &v);
+    assert!(v["plan"]["unmanaged"].as_array().unwrap().iter().all(|u| u["pat"]["authorization_id"].is_string()));
+    assert!(v["rotations"].as_array().unwrap().iter().all(|r| r["valid_to"].as_str().unwrap().contains('T')));
+
+    // `patrol history` over the demo's state: what each trigger did, and why.
+    let env = [
+        ("PATROL_STATE_DIR", dir.path().join("d/state").display().to_string()),
+        ("PATROL_POLICY_FILE", dir.path().join("d/patrol.toml").display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = patrol(dir.path(), &["history", "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    super::schemas::assert_valid("history", &h);
+    let events = h["events"].as_array().unwrap();
+    let by = |kind: &str, secret: &str| {
+        events.iter().find(|e| e["kind"] == kind && e["secret"] == secret).map(|e| e["by"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(by("rotated", "ci-build-pat").as_deref(), Some("EventGridSecretChanged"), "{h}");
+    assert_eq!(by("rotated", "release-bot-pat").as_deref(), Some("RotateHttp"), "{h}");
+    assert_eq!(by("rotated", "package-feed-pat").as_deref(), Some("RotateTimer"), "{h}");
+    assert_eq!(by("revoked", "ci-build-pat").as_deref(), Some("RotateTimer"), "{h}");
+    let out = patrol(dir.path(), &["history", "release-bot-pat", "--format", "markdown"], &env);
+    let md = text(&out.stdout);
+    assert!(md.starts_with("| AT | EVENT |") && md.contains("| forced |") && !md.contains("ci-build-pat"), "{md}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1, "history wrote nothing next to d/");
 
     // The demo's own `patrol status` (the vault and the refresh token it reads are gone after the demo):
     // the owner signed in, three tokens rotated, one previous PAT still draining.
