@@ -187,3 +187,51 @@ async fn every_command_output_validates_against_its_published_schema() {
     assert!(stderr.contains("nope-pat"), "{stderr}");
     emu.shutdown().await.unwrap();
 }
+
+fn toml_to_json(text: &str) -> Value {
+    let v: toml::Value = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    serde_json::to_value(v).unwrap()
+}
+
+/// `docs/schemas/patrol.toml.schema.json` (for editors) accepts the shipped `patrol.toml`, every
+/// ```toml example in the README and docs/; and refuses what patrol refuses.
+#[test]
+fn the_policy_schema_accepts_the_shipped_and_documented_policies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let v = validator("patrol.toml");
+    let check = |what: &str, text: &str| {
+        let doc = toml_to_json(text);
+        let errors: Vec<String> = v.iter_errors(&doc).map(|e| format!("{}: {e}", e.instance_path)).collect();
+        assert!(errors.is_empty(), "{what} does not match patrol.toml.schema.json:\n{}", errors.join("\n"));
+    };
+    check("patrol.toml", &std::fs::read_to_string(root.join("patrol.toml")).unwrap());
+    let mut examples = 0;
+    let mut docs: Vec<PathBuf> = vec![root.join("README.md")];
+    docs.extend(std::fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()));
+    for p in docs.iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {
+        let text = std::fs::read_to_string(p).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("```toml\n") {
+            let body = &rest[i + 8..];
+            let end = body.find("```").unwrap();
+            check(&format!("{} example {}", p.display(), examples + 1), &body[..end]);
+            examples += 1;
+            rest = &body[end..];
+        }
+    }
+    assert!(examples >= 2, "the docs' policy examples were found ({examples})");
+    // What patrol refuses, the schema refuses too (editors flag it as it is typed).
+    for bad in [
+        "[[token]]\nsecret = \"a\"\ndisplay_name = \"A\"\nvalidity_days = \"thirty\"\n",
+        "[[token]]\nsecret = \"a\"\ndisplay_name = \"A\"\ncolour = \"blue\"\n",
+        "[[token]]\nsecret = \"a/b\"\ndisplay_name = \"A\"\n",
+        "[[token]]\nsecret = \"patrol-owner-x\"\ndisplay_name = \"A\"\n",
+        "[[token]]\nsecret = \"a\"\ndisplay_name = \"A (patrol:1234)\"\n",
+        "[[token]]\nsecret = \"a\"\ndisplay_name = \"A\"\nvalidity_days = 400\n",
+        "[defaults]\norganization = \"fabrikam\"\n",
+        "[audit.revocation]\nmode = \"blind\"\n",
+        "[[token]]\nsecret = \"a\"\ndisplay_name = \"A\"\n[[token.consumer]]\nkind = \"reference\"\n",
+    ] {
+        assert!(!v.is_valid(&toml_to_json(bad)), "the schema accepts:\n{bad}");
+    }
+}
