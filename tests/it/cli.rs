@@ -422,3 +422,114 @@ fn read_only_commands_create_nothing_in_the_working_directory() {
         assert_eq!(listed.len(), 1, "`patrol {}` created {listed:?} next to the policy", cmd.join(" "));
     }
 }
+
+/// Policy errors through the real binary: every problem at once, each `file:line: field: what is allowed`;
+/// a type error names its field; an empty file is refused; a missing file is named without a fake
+/// position; secret names differing only in case are one Key Vault secret.
+#[test]
+fn policy_errors_are_all_reported_at_once_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "[defaults]\norganization = \"fabrikam\"\nowner = \"svc@contoso.com\"\nscopes = \"vso.code\"\n\
+                  validity_days = \"thirty\"\nrotate_before_days = 7\ngrace_days = 1\n\n\
+                  [[token]]\nsecret = \"ci-build-pat\"\ndisplay_name = \"CI build\"\n\n\
+                  [[token]]\nsecret = \"CI-Build-PAT\"\ndisplay_name = \"Other\"\nscopes = \"vso.bogus\"\n";
+    std::fs::write(dir.path().join("patrol.toml"), policy).unwrap();
+    for cmd in [&["plan"][..], &["check"]] {
+        let out = patrol(dir.path(), cmd, &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        for want in ["defaults.validity_days", "must be a whole number", "token[1].scopes", "vso.bogus"] {
+            assert!(all.contains(want), "`patrol {}` lacks {want:?}:\n{all}", cmd[0]);
+        }
+        assert!(!all.contains("(syntax)"), "{all}");
+    }
+    let out = patrol(dir.path(), &["plan"], &[]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("patrol.toml:5: defaults.validity_days: must be a whole number (found string \"thirty\")"),
+        "{err}"
+    );
+    assert!(err.contains("patrol.toml:16: token[1].scopes:"), "{err}");
+
+    // Fix the type: now the case-only duplicate is the error.
+    std::fs::write(dir.path().join("patrol.toml"), policy.replace("\"thirty\"", "30").replace("vso.bogus", "vso.code"))
+        .unwrap();
+    let err = text(&patrol(dir.path(), &["plan"], &[]).stderr);
+    assert!(err.contains("patrol.toml:13: token[1].secret:") && err.contains("only in case"), "{err}");
+
+    // Empty: refused. Missing: `file: cannot read: …`.
+    std::fs::write(dir.path().join("patrol.toml"), "\n# nothing yet\n").unwrap();
+    let out = patrol(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("patrol.toml:1") && text(&out.stdout).contains("empty"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::remove_file(dir.path().join("patrol.toml")).unwrap();
+    let out = patrol(dir.path(), &["plan"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("patrol.toml: cannot read: No such file") && !err.contains(":0:"), "{err}");
+}
+
+/// `patrol check`: policy and settings offline, every error at once (exit 2), warnings for risky but legal
+/// choices (exit 0), read-only, and its JSON matches docs/schemas/check.schema.json.
+#[test]
+fn check_reports_every_error_and_warns_about_risky_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    // Errors in the policy and in the settings, reported together.
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        "[[token]]\nsecret = \"a-pat\"\ndisplay_name = \"A\"\norganization = \"fabrikam\"\nowner = \"x@contoso.com\"\n\
+         scopes = \"vso.code\"\nvalidity_days = 30\nrotate_before_days = 40\ngrace_days = 1\n",
+    )
+    .unwrap();
+    let out = patrol(dir.path(), &["check", "--format", "json"], &[("PATROL_MAX_CONCURRENCY", "lots")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    super::schemas::assert_valid("check", &v);
+    let errors = v["errors"].as_array().unwrap();
+    assert!(errors.iter().any(|e| e["field"] == "PATROL_MAX_CONCURRENCY" && e["source"] == "settings"), "{v}");
+    assert!(
+        errors.iter().any(|e| e["field"] == "token[0].rotate_before_days" && e["location"] == "patrol.toml:8"),
+        "{v}"
+    );
+    assert_eq!(v["ok"], false);
+
+    // Legal but risky: warnings, exit 0.
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        "[defaults]\norganization = \"fabrikam\"\nowner = \"x@contoso.com\"\nscopes = \"vso.code\"\n\
+         validity_days = 30\nrotate_before_days = 7\ngrace_days = 1\nnotify = [\"email:ops@contoso.com\"]\n\
+         expiry_thresholds = [30, 7]\n\n\
+         [[token]]\nsecret = \"a-pat\"\ndisplay_name = \"A\"\n\n\
+         [[token.consumer]]\nkind = \"reference\"\ndescription = \"App Service web-prod\"\nlag_hours = 48\n",
+    )
+    .unwrap();
+    let env = [
+        ("PATROL_CLIENT_ID", "5e0a6c1b-3f2d-4a8e-9b7c-d1e2f3a4b5c6"),
+        ("PATROL_KEYVAULT_URL", "https://kv-patrol.vault.azure.net/"),
+    ];
+    let out = patrol(dir.path(), &["check", "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    super::schemas::assert_valid("check", &v);
+    let warned = |field: &str, words: &str| {
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["field"] == field && w["problem"].as_str().unwrap().contains(words))
+    };
+    assert!(warned("token[0].expiry_thresholds", "30-day warning on a 30-day PAT"), "{v}");
+    assert!(warned("token[0].grace_days", "lag 48 hours"), "{v}");
+    assert!(warned("PATROL_OWN_KEYVAULT_URL", "refresh tokens share the consumer vault"), "{v}");
+    assert_eq!((v["ok"].as_bool(), v["tokens"].as_u64()), (Some(true), Some(1)));
+    let out = patrol(dir.path(), &["check"], &env);
+    let table = text(&out.stdout);
+    assert!(table.starts_with("LEVEL") && table.contains("valid, 1 token(s), 3 warning(s)"), "{table}");
+    // Read-only: only the policy is there.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("patrol.toml")]);
+}
