@@ -533,3 +533,150 @@ fn check_reports_every_error_and_warns_about_risky_choices() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("patrol.toml")]);
 }
+
+/// The README's patrol-emulator section, step by step with the real binaries: `patrol-emulator --seed
+/// examples/seed.json --eventgrid-target …`, patrol's settings taken from its ready line (no
+/// `PATROL_KEYVAULT_NAME`), `patrol check`, `patrol serve`, `patrol login`, `plan`, `rotate`. Every Key Vault
+/// event Event Grid delivered reached the handler as an event of a vault patrol manages (before, each was
+/// `ignored: vault "patrol-emu" is not one patrol manages`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_emulator_section_works_with_the_real_binaries() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("## patrol-emulator").unwrap()..];
+    let seed_path = root.join("examples/seed.json");
+    assert!(section.contains("--seed examples/seed.json") && seed_path.is_file(), "the README's seed exists");
+    let seed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&seed_path).unwrap()).unwrap();
+    let app = &seed["apps"][0];
+    let (kv_client, kv_secret) = (app["clientId"].as_str().unwrap(), app["clientSecret"].as_str().unwrap());
+    assert!(section.contains(kv_client) && section.contains(kv_secret), "the README quotes the seed's app");
+
+    // The emulator binary, as `cargo run -p patrol-emulator` builds it.
+    let status = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO"))
+            .args(["build", "--offline", "-p", "patrol-emulator", "--bin", "patrol-emulator"])
+            .current_dir(root)
+            .status()
+            .unwrap()
+    });
+    assert!(status.success());
+    let emulator_bin = Path::new(env!("CARGO_BIN_EXE_patrol")).with_file_name("patrol-emulator");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut emu = Command::new(&emulator_bin)
+        .args(["--seed", seed_path.to_str().unwrap(), "--eventgrid-target", &format!("http://127.0.0.1:{port}")])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(emu.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let r = |k: &str| ready[k].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(String, String)> = [
+        ("PATROL_DEVOPS_URL", r("devops")),
+        ("PATROL_AUDIT_URL", r("audit")),
+        ("PATROL_ENTRA_AUTHORITY", r("entra")),
+        ("PATROL_TENANT_ID", r("tenant")),
+        ("PATROL_CA_CERT", r("ca_cert")),
+        ("PATROL_KEYVAULT_URL", r("keyvault")),
+        ("PATROL_KEYVAULT_CREDENTIAL", "client-secret".into()),
+        ("PATROL_KEYVAULT_TENANT_ID", r("tenant")),
+        ("PATROL_KEYVAULT_CLIENT_ID", kv_client.into()),
+        ("PATROL_KEYVAULT_CLIENT_SECRET", kv_secret.into()),
+        ("PATROL_CLIENT_ID", "3b1f0c2d-9e8a-4f7b-a6c5-d4e3f2a1b0c9".into()),
+        ("PATROL_LEASE", "local".into()),
+        ("PATROL_POLICY_FILE", root.join("patrol.toml").display().to_string()),
+        ("PATROL_STATE_DIR", dir.path().join(".patrol").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, _) in &env {
+        let documented =
+            ["PATROL_POLICY_FILE", "PATROL_STATE_DIR"].contains(&k.as_str()) || section.contains(k.as_str());
+        assert!(documented, "the README's emulator section sets {k}");
+    }
+    let run = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_patrol"));
+        c.args(args).current_dir(dir.path()).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        tokio::task::block_in_place(|| c.output().unwrap())
+    };
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_patrol"));
+    serve.args(["serve", "--port", &port.to_string()]).current_dir(dir.path()).env_clear();
+    serve.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).env("PATROL_LOG_FORMAT", "json");
+    let mut serve = serve.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let serve_out = serve.stdout.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(serve_out).read_to_string(&mut s);
+        s
+    });
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "patrol serve did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let mut child =
+        super::login::spawn(dir.path(), &["--owner", "svc-rotation@contoso.com", "--poll-interval-ms", "50"], &env);
+    let (code, seen, rest) = tokio::task::block_in_place(|| super::login::read_prompt(&mut child));
+    let approve = reqwest::Client::new()
+        .post(format!("{}/_control/devicecodes/approve", r("control")))
+        .json(&serde_json::json!({ "userCode": code, "upn": "svc-rotation@contoso.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(approve.status().is_success());
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| super::login::finish(child, seen, rest));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let out = run(&["plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["rotate"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("ci-build-pat"), "{}", text(&out.stdout));
+
+    // Every event the vault raised (the refresh token, three PATs) was delivered and answered.
+    let control = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    loop {
+        let events: serde_json::Value = control
+            .get(format!("{}/_control/eventgrid/events", r("control")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let deliveries: serde_json::Value = control
+            .get(format!("{}/_control/eventgrid/deliveries", r("control")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let delivered = deliveries["value"].as_array().unwrap().iter().filter(|d| d["status"] == 200).count();
+        let raised = events["count"].as_u64().unwrap() as usize;
+        if raised >= 4 && delivered >= raised {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{events}\n{deliveries}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = emu.kill();
+    let _ = emu.wait();
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("EventGridSecretChanged"), "{logs}");
+    assert!(!logs.contains("is not one patrol manages"), "events were ignored:\n{logs}");
+    assert!(logs.contains("is not managed by patrol"), "the refresh token's event reached the engine:\n{logs}");
+}

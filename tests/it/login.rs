@@ -71,7 +71,7 @@ pub(crate) fn settings(emu: &Emulator, dir: &Path, vault: Option<&str>) -> Vec<(
     v
 }
 
-fn spawn(dir: &Path, args: &[&str], env: &[(String, String)]) -> Child {
+pub(crate) fn spawn(dir: &Path, args: &[&str], env: &[(String, String)]) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_patrol"));
     c.arg("login").args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
