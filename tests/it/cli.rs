@@ -680,3 +680,46 @@ async fn readme_emulator_section_works_with_the_real_binaries() {
     assert!(!logs.contains("is not one patrol manages"), "events were ignored:\n{logs}");
     assert!(logs.contains("is not managed by patrol"), "the refresh token's event reached the engine:\n{logs}");
 }
+
+/// Every `PATROL_*` name the code reads (outside its unit tests), in patrol and in patrol-emulator, is in
+/// the README — a row of the settings table, or the list of tooling variables below it — and the table
+/// lists nothing the code does not read.
+#[test]
+fn every_patrol_setting_the_code_reads_is_in_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = std::collections::BTreeSet::new();
+    let mut stack = vec![root.join("src"), root.join("emulator/src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".rs") || name.ends_with("_tests.rs") {
+                continue;
+            }
+            let code = std::fs::read_to_string(&p).unwrap();
+            let code = code.split("#[cfg(test)]").next().unwrap();
+            let mut rest = code;
+            while let Some(i) = rest.find("\"PATROL_") {
+                let tail = &rest[i + 1..];
+                let end = tail.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')).unwrap();
+                names.insert(tail[..end].to_owned());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(names.len() >= 40 && names.contains("PATROL_KEYVAULT_URL"), "{names:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let missing: Vec<_> = names.iter().filter(|n| !readme.contains(&format!("`{n}`"))).collect();
+    assert!(missing.is_empty(), "README.md does not list {missing:?}");
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `PATROL_"))
+        .map(|l| l.split('`').next().unwrap())
+        .collect();
+    let stale: Vec<_> = rows.iter().filter(|r| !names.contains(&format!("PATROL_{r}"))).collect();
+    assert!(stale.is_empty(), "the README's settings table lists settings the code does not read: {stale:?}");
+}
