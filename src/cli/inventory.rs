@@ -202,7 +202,14 @@ pub fn rows(
                 valid_from: Some(pat.valid_from),
                 valid_to: Some(pat.valid_to),
                 days_left: Some(days_left(pat.valid_to, now)),
-                state: if pat.valid_to <= now { "expired".into() } else { "active".into() },
+                state: if pat.valid_to <= now {
+                    "expired".into()
+                } else if pat.stopped_working(now) {
+                    // Not "active" beside a critical line about it: Azure DevOps refuses it since the cutoff.
+                    "stopped-working".into()
+                } else {
+                    "active".into()
+                },
             });
         }
     }

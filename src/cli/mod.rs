@@ -114,7 +114,7 @@ pub enum Command {
     Audit(audit_cmds::AuditArgs),
     /// Break glass: revoke one PAT, every PAT of an owner or user, or everything in an organization.
     Revoke(audit_cmds::RevokeArgs),
-    /// Replace managed all-organization PATs (they stop working on 2026-12-01) with organization-scoped ones.
+    /// Replace managed all-organization PATs (they stopped working on 2026-12-01) with organization-scoped ones.
     MigrateGlobal(audit_cmds::MigrateGlobalArgs),
     /// Move owners' refresh tokens from the consumer vault(s) to patrol's own vault (PATROL_OWN_KEYVAULT_URL).
     #[command(after_help = migrate_refresh::AFTER_HELP)]

@@ -49,6 +49,11 @@ impl Pat {
         self.target_accounts.is_none()
     }
 
+    /// An all-organization PAT at `now` past [`GLOBAL_PAT_CUTOFF`]: Azure DevOps no longer accepts it.
+    pub fn stopped_working(&self, now: OffsetDateTime) -> bool {
+        self.is_global() && now >= GLOBAL_PAT_CUTOFF
+    }
+
     pub fn is_full_access(&self) -> bool {
         self.scope.split_whitespace().any(|s| s == "app_token")
     }

@@ -316,8 +316,12 @@ async fn migrate_global_replaces_managed_global_pats_with_organization_scoped_on
     store_managed(store.as_ref(), "old-global", gid, "old-global (patrol:0123456789ab)", &gvalue, "vso.code").await;
     let managed = managed_pats(store.as_ref()).await.unwrap();
 
-    let (globals, errors) = patrol::audit::migrate::find_global(&managed, connector.as_ref()).await;
+    let (globals, errors) = patrol::audit::migrate::find_global(&managed, connector.as_ref(), clock.now()).await;
     assert!(errors.is_empty(), "{errors:?}");
+    // Past 2026-12-01 they stopped working: said so, not "at risk" or "stops".
+    if clock.now() >= patrol::devops::GLOBAL_PAT_CUTOFF {
+        assert!(globals.iter().all(|g| g.stopped_working && g.status() == "stopped working on 2026-12-01"));
+    }
     assert_eq!(globals.len(), 2, "{globals:#?}");
     assert!(globals.iter().all(|g| g.stops_on <= patrol::devops::GLOBAL_PAT_CUTOFF));
     // The normal rotation path: a global-migration rotation through the engine, grace from the policy.

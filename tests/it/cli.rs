@@ -167,7 +167,8 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert_eq!(pats.len(), 8, "{before:?}");
     assert_eq!(missing.len(), 4, "{before:?}");
     assert!(pats.iter().all(|p| p["managed"] == false && p["role"] == "unmanaged"), "{pats:?}");
-    for (name, state) in [("Old deploy script", "expired"), ("Everything everywhere", "active")] {
+    // All-organization PATs stopped working on 2026-12-01: never shown as "active".
+    for (name, state) in [("Old deploy script", "expired"), ("Everything everywhere", "stopped-working")] {
         assert!(pats.iter().any(|p| p["display_name"] == name && p["state"] == state), "{name}");
     }
     assert!(pats.iter().any(|p| p["global"] == true));
@@ -266,6 +267,14 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert!(dom.contains("<svg") && dom.contains("</svg>"), "no SVG timeline in the rendered DOM");
     assert!(dom.contains("<table") && dom.contains("Everything everywhere"), "no inventory table in the DOM");
     assert!(dom.contains("All-organization PAT"), "the global PAT problem is listed");
+    // Since 2026-12-01 it "stopped working" (not "stops"), and its row does not say active; the period's
+    // revocations (the two previous PATs whose grace ended) are listed with the rotations.
+    assert!(dom.contains("stopped working on 2026-12-01") && !dom.contains("stops working"), "{dom}");
+    let rows: Vec<&str> = dom.split("<tr").filter(|r| r.contains("Everything everywhere")).collect();
+    assert!(rows.iter().any(|r| r.contains("stopped-working")), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.contains(">active<")), "{rows:?}");
+    assert!(dom.contains("Recent rotations and revocations"), "{dom}");
+    assert_eq!(dom.matches("revoked (previous PAT, grace over)").count(), 2, "{dom}");
     let shot = dir.path().join("report.png");
     let out = Command::new(chrome)
         .args(chromium_args(profile.path()))
@@ -715,11 +724,8 @@ fn every_patrol_setting_the_code_reads_is_in_the_readme() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let missing: Vec<_> = names.iter().filter(|n| !readme.contains(&format!("`{n}`"))).collect();
     assert!(missing.is_empty(), "README.md does not list {missing:?}");
-    let rows: Vec<&str> = readme
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `PATROL_"))
-        .map(|l| l.split('`').next().unwrap())
-        .collect();
+    let rows: Vec<&str> =
+        readme.lines().filter_map(|l| l.strip_prefix("| `PATROL_")).map(|l| l.split('`').next().unwrap()).collect();
     let stale: Vec<_> = rows.iter().filter(|r| !names.contains(&format!("PATROL_{r}"))).collect();
     assert!(stale.is_empty(), "the README's settings table lists settings the code does not read: {stale:?}");
 }
