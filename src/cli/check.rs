@@ -13,8 +13,10 @@ Examples:
   patrol check
   PATROL_POLICY_FILE=infra/patrol.toml patrol check --format json
 
-JSON: {\"policy_file\", \"ok\", \"tokens\", \"errors\": [{\"source\", \"location\", \"field\", \"problem\"}],
-\"warnings\": [{\"source\", \"location\", \"field\", \"problem\"}]}; source is policy or settings.
+JSON (docs/schemas/check.schema.json):
+  {policy_file, ok, tokens, errors, warnings}
+  errors[], warnings[]: source (policy or settings), location, field,
+                        problem
 
 Exit codes: 0 valid (warnings are printed), 2 at least one error.";
 

@@ -15,13 +15,17 @@ Examples:
   patrol history ci-build-pat --since 7d
   patrol history --format json | jq '.events[] | select(.kind == \"revoked\")'
 
-JSON: {\"at\", \"secret\", \"since\", \"events\": [{\"at\", \"kind\", \"secret\", \"owner\", \"organization\",
-\"authorization_id\", \"display_name\", \"scope\", \"valid_to\", \"replaced\", \"by\", \"detail\"}]}; kind is
-created, rotated or revoked; by is the trigger (RotateTimer, RotateHttp, EventGridSecretChanged, patrol rotate,
-patrol revoke, ...; null for events recorded before patrol kept it). The log keeps 35 days.
+JSON (docs/schemas/history.schema.json):
+  {at, secret, since, events}
+  events[]: at, kind (created, rotated, revoked), secret, owner,
+            organization, authorization_id, display_name, scope,
+            valid_to, replaced, by, detail
+by is the trigger (RotateTimer, RotateHttp, EventGridSecretChanged, patrol
+rotate, patrol revoke, ...; null for events logged before patrol kept it).
+The log keeps 35 days.
 
-Exit codes: 0 shown (also when empty), 1 the state could not be read, 2 a secret the policy does not manage
-and the log does not name.";
+Exit codes: 0 shown (also when empty), 1 the state could not be read, 2 a
+secret the policy does not manage and the log does not name.";
 
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {

@@ -20,9 +20,14 @@ Examples:
   patrol inventory --format json | jq '.pats[] | select(.managed == false)'
   patrol inventory --format markdown > inventory.md
 
-JSON: {\"taken_at\", \"pats\": [{\"owner\", \"organization\", \"authorization_id\", \"display_name\", \"managed\",
-\"secret\", \"role\", \"scope\", \"global\", \"full_access\", \"valid_from\", \"valid_to\", \"days_left\", \"state\"}],
-\"problems\": [{\"owner\", \"organization\", \"error\", \"sign_in_required\"}]}. Exit 3 when an owner must sign in.";
+JSON (docs/schemas/inventory.schema.json):
+  {taken_at, pats, problems}
+  pats[]: owner, organization, authorization_id, display_name, managed,
+          secret, role, scope, global, full_access, valid_from, valid_to,
+          days_left, state (active, expired, missing, stopped-working)
+  problems[]: owner, organization, error, sign_in_required
+
+Exit 3 when an owner must sign in.";
 
 #[derive(Debug, clap::Args)]
 pub struct InventoryArgs {

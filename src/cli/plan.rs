@@ -12,11 +12,15 @@ Examples:
   patrol plan ci-build-pat release-bot-pat
   patrol plan --format json | jq '.entries[] | select(.actions != [])'
 
-JSON: the engine's plan: {\"at\", \"entries\": [{\"secret\", \"owner\", \"organization\", \"current\",
-\"actions\": [{\"action\": \"rotate\"|\"revoke-previous\"|\"wait-previous\"|\"resume\"|\"adopt\"|\"reconcile-orphan\"|
-\"blocked\", …}] (with evidence-gated revocation: revoke-previous has \"evidence\" and, at the deadline, \"alert\";
-wait-previous has \"reason\" and \"until\"),
-\"notes\"}], \"unmanaged\": [{\"owner\", \"organization\", \"pat\", \"made_by_patrol\"}]}.
+JSON (docs/schemas/plan.schema.json):
+  {at, entries, unmanaged}
+  entries[]: secret, owner, organization, current, actions, notes
+  actions[].action: rotate, revoke-previous, wait-previous, resume, adopt,
+                    reconcile-orphan, deliver, blocked
+  (evidence-gated revocation: revoke-previous has evidence and, at the
+  deadline, alert; wait-previous has reason and until)
+  unmanaged[]: owner, organization, pat, made_by_patrol
+
 Exit 3 when an owner must sign in first.";
 
 #[derive(Debug, clap::Args)]

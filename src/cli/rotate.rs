@@ -11,15 +11,20 @@ use crate::rotation::plan::Requests;
 
 pub const AFTER_HELP: &str = "\
 Examples:
-  patrol rotate                        # every token that is due (as the timer would)
+  patrol rotate                        # every token that is due, as the timer
   patrol rotate ci-build-pat --force   # this token, now
   patrol rotate --format json
 
-JSON: {\"dry_run\", \"plan\", \"reports\": [{\"secret\", \"done\", \"rotated\", \"revoked\", \"error\", \"deferred\"}],
-\"busy\", \"deferred\", \"rotated\", \"revoked\", \"failed\", \"ignored\", \"notifications\"}.
-Exit 1 when the run left a token at risk (a needed rotation failed, or a previous PAT outlived its grace
-by a day: the rule of docs/rotation.md, which the Function App's failed invocations follow too), 3 when
-an owner must sign in first; other per-token failures are shown and retried by the next run (exit 0).";
+JSON (docs/schemas/rotate.schema.json):
+  {dry_run, plan, reports, busy, deferred, rotated, revoked, failed,
+   ignored, at_risk, notifications}
+  reports[]: secret, done, rotated, revoked, error, deferred
+
+Exit 1 when the run left a token at risk (a needed rotation failed, or a
+previous PAT outlived its grace by a day: the rule of docs/rotation.md,
+which the Function App's failed invocations follow too), 3 when an owner
+must sign in first; other per-token failures are shown and retried by the
+next run (exit 0).";
 
 #[derive(Debug, clap::Args)]
 pub struct RotateArgs {

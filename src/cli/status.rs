@@ -15,11 +15,18 @@ Examples:
   patrol status
   patrol status --format json | jq '.owners[] | select(.health != \"ok\")'
 
-JSON: {\"at\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
-\"tokens\": [{\"secret\", \"owner\", \"organization\", \"last_rotation\", \"last_failure\", \"in_flight\",
-\"pending_drains\", \"consumers\": [{\"consumer\", \"kind\", \"state\", \"delivered_at\",
-\"last_used_at\", \"failing_since\", \"last_error\", \"lag_hours\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
-sign-in-needed or unknown. Exit 3 when an owner must sign in, 1 when a token's last run failed.";
+JSON (docs/schemas/status.schema.json):
+  {at, owners, tokens, warnings}
+  owners[]: owner, health, signed_in_at, last_refresh_at,
+            refresh_token_age_days
+  tokens[]: secret, owner, organization, last_rotation, last_failure,
+            in_flight, pending_drains, consumers
+  consumers[]: consumer, kind, state, delivered_at, last_used_at,
+               failing_since, last_error, lag_hours
+health is ok, stale (refresh token unused for 60+ days; Entra drops it at
+90), sign-in-needed or unknown.
+
+Exit 3 when an owner must sign in, 1 when a token's last run failed.";
 
 /// Entra revokes a refresh token unused for 90 days; warn well before.
 pub const STALE_AFTER_DAYS: i64 = 60;

@@ -729,3 +729,34 @@ fn every_patrol_setting_the_code_reads_is_in_the_readme() {
     let stale: Vec<_> = rows.iter().filter(|r| !names.contains(&format!("PATROL_{r}"))).collect();
     assert!(stale.is_empty(), "the README's settings table lists settings the code does not read: {stale:?}");
 }
+
+/// `--help` of every command: the JSON field lists are written as lines of at most 80 columns, so clap never
+/// re-wraps them in the middle of a field list on an 80-column terminal (it wraps prose at spaces only).
+#[test]
+fn help_never_wraps_json_field_lists() {
+    use clap::CommandFactory;
+    let dir = tempfile::tempdir().unwrap();
+    let mut names: Vec<String> =
+        patrol::cli::Cli::command().get_subcommands().map(|c| c.get_name().to_owned()).collect();
+    names.retain(|n| n != "help");
+    assert!(names.iter().any(|n| n == "check") && names.iter().any(|n| n == "history"), "{names:?}");
+    let mut json_paragraphs = 0;
+    for name in &names {
+        let out = patrol(dir.path(), &[name, "--help"], &[("COLUMNS", "80")]);
+        assert!(out.status.success(), "{name}");
+        let help = text(&out.stdout);
+        let mut in_json = false;
+        for line in help.lines() {
+            if line.starts_with("JSON") {
+                in_json = true;
+                json_paragraphs += 1;
+            } else if line.trim().is_empty() {
+                in_json = false;
+            }
+            if in_json {
+                assert!(line.chars().count() <= 80, "`patrol {name} --help` has a JSON line wider than 80:\n{line}");
+            }
+        }
+    }
+    assert!(json_paragraphs >= 8, "{json_paragraphs}");
+}

@@ -59,8 +59,13 @@ Examples:
 Needs nothing: no Azure, no settings, no network beyond 127.0.0.1. With PATROL_SMTP_HOST (and the other
 PATROL_SMTP_* settings) set, alerts go to that SMTP server; otherwise to <dir>/mailbox.mbox.
 Secrets live only in an emulated Azure Key Vault (HTTPS) that ends with the demo; the directory keeps no secret.
-JSON: {\"ok\", \"elapsed_ms\", \"dir\", \"virtual_start\", \"secret_store\", \"inventory_before\", \"plan\",
-\"invocations\", \"rotations\", \"status\", \"inventory_after\", \"alerts\", \"report\"}.";
+
+JSON (docs/schemas/demo.schema.json):
+  {ok, elapsed_ms, dir, virtual_start, secret_store, inventory_before,
+   plan, invocations, rotations, status, inventory_after, alerts, report}
+  invocations[]: function, request, outcome, http_status, summary
+                 (Event Grid deliveries also: event, secret)
+  rotations[]: secret, reason, by, authorization_id, valid_to, draining";
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DemoArgs {
