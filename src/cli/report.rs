@@ -69,7 +69,7 @@ pub fn build(
         problems.push(ProblemRow {
             severity: if p.sign_in_required { Severity::Critical } else { Severity::Warning },
             summary: if p.sign_in_required {
-                format!("{} must sign in again ({})", p.owner, p.organization)
+                format!("{} must sign in ({})", p.owner, p.organization)
             } else {
                 format!("The PATs of {} in {} could not be listed", p.owner, p.organization)
             },

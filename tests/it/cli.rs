@@ -109,7 +109,14 @@ fn status_without_sign_in_exits_3_in_every_format() {
     assert!(text(&out.stdout).contains("| svc@contoso.com | sign-in-needed |"));
     let out = patrol(dir.path(), &["status"], &[]);
     assert!(text(&out.stdout).contains("OWNER"));
-    assert!(text(&out.stderr).contains("patrol login"));
+    // The command to run, with the owner's name (never a `<owner>` placeholder), and no "again" for an
+    // owner who never signed in.
+    let err = text(&out.stderr);
+    assert!(err.contains("svc@contoso.com never signed in: run `patrol login --owner svc@contoso.com`"), "{err}");
+    assert!(!err.contains("<owner>") && !err.contains("again"), "{err}");
+    // The owners in status JSON appear once each (no key twice).
+    let out = patrol(dir.path(), &["status", "--format", "json"], &[]);
+    super::schemas::assert_no_duplicate_keys(&text(&out.stdout));
 }
 
 /// Headless Chromium (Debian's `chromium`), if installed.
