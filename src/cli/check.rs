@@ -99,6 +99,9 @@ pub fn check(src: &Source) -> CheckView {
     }
     if let Some(p) = &policy {
         warnings.extend(policy_warnings(p));
+        if let Some(s) = &settings {
+            errors.extend(placement_errors(p, s));
+        }
     }
     CheckView {
         policy_file: policy_file.display().to_string(),
@@ -107,6 +110,32 @@ pub fn check(src: &Source) -> CheckView {
         errors,
         warnings,
     }
+}
+
+/// Tokens naming a consumer vault the settings do not configure (refused when the stores open).
+pub fn placement_errors(p: &Policy, s: &Settings) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (i, t) in p.tokens.iter().enumerate() {
+        let Some(v) = &t.vault else { continue };
+        let known: Vec<&str> = s.consumer_vaults.iter().map(|c| c.name.as_str()).collect();
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(v)) {
+            out.push(policy_at(
+                p,
+                t.line,
+                &format!("token[{i}].vault"),
+                if known.is_empty() {
+                    format!("names the vault {v:?}, but no Key Vault is configured (PATROL_KEYVAULT_URL)")
+                } else {
+                    format!(
+                        "names the vault {v:?}, which is not configured (PATROL_KEYVAULT_URL, \
+                         PATROL_CONSUMER_KEYVAULTS name: {})",
+                        known.join(", ")
+                    )
+                },
+            ));
+        }
+    }
+    out
 }
 
 /// Legal but risky: what will nag people, break later or leave a gap.

@@ -545,6 +545,24 @@ fn check_reports_every_error_and_warns_about_risky_choices() {
     let out = patrol(dir.path(), &["check"], &env);
     let table = text(&out.stdout);
     assert!(table.starts_with("LEVEL") && table.contains("valid, 1 token(s), 3 warning(s)"), "{table}");
+    // A token naming a vault the settings do not configure: an error (the stores would refuse to open).
+    let policy = std::fs::read_to_string(dir.path().join("patrol.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        policy.replace("display_name = \"A\"", "display_name = \"A\"\nvault = \"team-kv\""),
+    )
+    .unwrap();
+    let out = patrol(dir.path(), &["check", "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "token[0].vault" && e["problem"].as_str().unwrap().contains("kv-patrol")),
+        "{v}"
+    );
     // Read-only: only the policy is there.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("patrol.toml")]);
