@@ -64,8 +64,10 @@ struct Args {
     /// How many minted secrets to remember for `GET /_control/secrets` (0 = none).
     #[arg(long, default_value_t = 10_000)]
     remember_secrets: usize,
-    /// Name of the emulated vault (3-24 letters, digits, hyphens).
-    #[arg(long, default_value = "patrol-emu")]
+    /// Name of the emulated vault (3-24 letters, digits, hyphens). The default, `localhost`, is served as
+    /// `https://localhost:<port>/`: Azure names a vault after its host's first label, so clients that derive
+    /// the name from the URL (patrol does, to recognise the vault's events) match without more settings.
+    #[arg(long, default_value = "localhost")]
     vault_name: String,
     /// Host a further vault of this name (repeatable): its URL is `keyvault.<name>` in the ready line.
     #[arg(long = "extra-vault")]
@@ -120,8 +122,11 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: redirected logs (files, CI) get no escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PATROL_EMULATOR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

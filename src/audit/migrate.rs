@@ -24,11 +24,26 @@ pub struct GlobalPat {
     /// When it stops working: the cutoff or its own expiry, whichever is first.
     #[serde(with = "time::serde::rfc3339")]
     pub stops_on: OffsetDateTime,
+    /// `stops_on` has passed: Azure DevOps no longer accepts it (all-organization PATs stopped working on
+    /// 2026-12-01), so it is not "at risk" but already broken.
+    pub stopped_working: bool,
     pub secret: Option<SecretName>,
 }
 
+impl GlobalPat {
+    /// "stopped working on …" or "stops working on …".
+    pub fn status(&self) -> String {
+        let verb = if self.stopped_working { "stopped" } else { "stops" };
+        format!("{verb} working on {}", crate::report::date(self.stops_on))
+    }
+}
+
 /// Lists every active PAT of each (owner, organization) that has managed PATs and keeps the global ones.
-pub async fn find_global(managed: &[ManagedPat], connector: &dyn Connector) -> (Vec<GlobalPat>, Vec<String>) {
+pub async fn find_global(
+    managed: &[ManagedPat],
+    connector: &dyn Connector,
+    now: OffsetDateTime,
+) -> (Vec<GlobalPat>, Vec<String>) {
     let mut pairs: Vec<(OwnerId, OrgName)> = Vec::new();
     for m in managed {
         let p = (m.owner.clone(), m.organization.clone());
@@ -54,6 +69,7 @@ pub async fn find_global(managed: &[ManagedPat], connector: &dyn Connector) -> (
                         scope: p.scope.clone(),
                         valid_to: p.valid_to,
                         stops_on: p.valid_to.min(GLOBAL_PAT_CUTOFF),
+                        stopped_working: p.valid_to.min(GLOBAL_PAT_CUTOFF) <= now,
                         secret,
                     });
                 }
@@ -90,7 +106,7 @@ impl MigrationReport {
     }
 
     pub fn table(&self) -> String {
-        let head = ["SECRET", "DISPLAY NAME", "OWNER", "STOPS ON", "OUTCOME", "REPLACEMENT"];
+        let head = ["SECRET", "DISPLAY NAME", "OWNER", "STATUS", "OUTCOME", "REPLACEMENT"];
         let rows: Vec<[String; 6]> = self
             .rows
             .iter()
@@ -99,7 +115,7 @@ impl MigrationReport {
                     r.pat.secret.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into()),
                     r.pat.display_name.clone(),
                     r.pat.owner.to_string(),
-                    crate::report::date(r.pat.stops_on),
+                    r.pat.status(),
                     r.outcome.clone(),
                     r.replacement.as_ref().map(|p| p.authorization_id.to_string()).unwrap_or_else(|| "-".into()),
                 ]

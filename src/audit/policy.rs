@@ -311,28 +311,36 @@ pub struct AuditPolicyError {
 }
 
 impl AuditPolicy {
+    /// The settings, or the first problem (see [`AuditPolicy::resolve_all`] for every one).
     pub fn resolve(&self) -> Result<AuditSettings, AuditPolicyError> {
-        let err = |field: String, problem: &str| AuditPolicyError { field, problem: problem.to_owned() };
+        self.resolve_all().map_err(|mut e| e.remove(0))
+    }
+
+    /// The settings, or every problem at once (never an empty list).
+    pub fn resolve_all(&self) -> Result<AuditSettings, Vec<AuditPolicyError>> {
+        let mut errors = Vec::new();
+        let mut err =
+            |field: String, problem: &str| errors.push(AuditPolicyError { field, problem: problem.to_owned() });
         let mut rules = BTreeMap::new();
         for id in RuleId::ALL {
             let o = self.rules.get(&id).cloned().unwrap_or_default();
             let f = |p: &str| format!("rules.{id}.{p}");
             let is = |set: &[RuleId]| set.contains(&id);
             if o.days.is_some() && !is(&[RuleId::DormantActive]) {
-                return Err(err(f("days"), "only applies to dormant_active"));
+                err(f("days"), "only applies to dormant_active");
             }
             if (o.max_actions.is_some() || o.window_minutes.is_some()) && !is(&[RuleId::Burst]) {
-                return Err(err(f("max_actions/window_minutes"), "only apply to burst"));
+                err(f("max_actions/window_minutes"), "only apply to burst");
             }
             if o.tolerance_minutes.is_some() && !is(&[RuleId::ForeignLifecycle]) {
-                return Err(err(f("tolerance_minutes"), "only applies to foreign_lifecycle"));
+                err(f("tolerance_minutes"), "only applies to foreign_lifecycle");
             }
             let usage = [RuleId::OutsideCidr, RuleId::OutsideHours, RuleId::BrowserUserAgent, RuleId::Burst];
             if o.include_unmanaged.is_some() && !is(&usage) {
-                return Err(err(
+                err(
                     f("include_unmanaged"),
                     "only applies to outside_cidr, outside_hours, browser_user_agent and burst",
-                ));
+                );
             }
             rules.insert(
                 id,
@@ -346,35 +354,35 @@ impl AuditPolicy {
         let get = |id: RuleId| self.rules.get(&id).cloned().unwrap_or_default();
         let dormant_days = get(RuleId::DormantActive).days.unwrap_or(30);
         if !(1..=90).contains(&dormant_days) {
-            return Err(err("rules.dormant_active.days".into(), "must be 1 to 90 (the audit log keeps 90 days)"));
+            err("rules.dormant_active.days".into(), "must be 1 to 90 (the audit log keeps 90 days)");
         }
         let burst = get(RuleId::Burst);
         let burst_max_actions = burst.max_actions.unwrap_or(60);
         let burst_window_minutes = burst.window_minutes.unwrap_or(10);
         if !(1..=100_000).contains(&burst_max_actions) {
-            return Err(err("rules.burst.max_actions".into(), "must be 1 to 100000"));
+            err("rules.burst.max_actions".into(), "must be 1 to 100000");
         }
         if !(1..=1440).contains(&burst_window_minutes) {
-            return Err(err("rules.burst.window_minutes".into(), "must be 1 to 1440"));
+            err("rules.burst.window_minutes".into(), "must be 1 to 1440");
         }
         let lifecycle_tolerance_minutes = get(RuleId::ForeignLifecycle).tolerance_minutes.unwrap_or(15);
         if !(1..=1440).contains(&lifecycle_tolerance_minutes) {
-            return Err(err("rules.foreign_lifecycle.tolerance_minutes".into(), "must be 1 to 1440"));
+            err("rules.foreign_lifecycle.tolerance_minutes".into(), "must be 1 to 1440");
         }
         let g = self.revocation;
         if g.quiet_hours == 0 || g.quiet_hours > 24 * 90 {
-            return Err(err("revocation.quiet_hours".into(), "must be 1 to 2160 hours"));
+            err("revocation.quiet_hours".into(), "must be 1 to 2160 hours");
         }
         if g.deadline_hours < g.quiet_hours || g.deadline_hours > 24 * 365 {
-            return Err(err(
-                "revocation.deadline_hours".into(),
-                "must be at least quiet_hours and at most 8760 hours (one year)",
-            ));
+            err("revocation.deadline_hours".into(), "must be at least quiet_hours and at most 8760 hours (one year)");
         }
         if let Some(h) = &self.allowed_hours
             && h.start == h.end
         {
-            return Err(err("allowed_hours".into(), "start and end are equal: the window would be empty"));
+            err("allowed_hours".into(), "start and end are equal: the window would be empty");
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         if let Some((field, problem)) = self.stale.problems().into_iter().next() {
             return Err(AuditPolicyError { field, problem });

@@ -199,14 +199,19 @@ pub fn build(
             detail: format!("{} — {} (detected {})", f.rule, f.evidence, rfc3339(f.at)),
         })
         .collect();
-    for t in tokens.iter().filter(|t| t.global && t.state == "active") {
+    for t in tokens.iter().filter(|t| t.global && matches!(t.state.as_str(), "active" | "stopped-working")) {
         problems.push(ProblemRow {
             severity: if GLOBAL_PAT_CUTOFF - now <= Duration::days(30) {
                 Severity::Critical
             } else {
                 Severity::Warning
             },
-            summary: format!("All-organization PAT \"{}\" of {} stops working on 2026-12-01", t.display_name, t.owner),
+            summary: format!(
+                "All-organization PAT \"{}\" of {} {} working on 2026-12-01",
+                t.display_name,
+                t.owner,
+                if now >= GLOBAL_PAT_CUTOFF { "stopped" } else { "stops" }
+            ),
             detail: if t.managed {
                 "Run `patrol migrate-global` to replace it with an organization-scoped PAT.".into()
             } else {

@@ -85,6 +85,8 @@ pub async fn store_refresh_token(
 /// What `patrol status` shows about an owner's sign-in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RefreshStatus {
+    /// Not serialized: `patrol status` names the owner once, in its own row.
+    #[serde(skip)]
     pub owner: OwnerId,
     #[serde(with = "time::serde::rfc3339::option")]
     pub signed_in_at: Option<OffsetDateTime>,

@@ -423,7 +423,7 @@ pub async fn run_migrate_global(
     out: &mut dyn Write,
 ) -> Result<u8, String> {
     let managed: Vec<managed::ManagedPat> = rt.managed().await?;
-    let (globals, errors) = migrate::find_global(&managed, rt.connector.as_ref()).await;
+    let (globals, errors) = migrate::find_global(&managed, rt.connector.as_ref(), rt.clock.now()).await;
     // The normal rotation path: a `global-migration` rotation of each token through the engine (validity,
     // scopes and the old PAT's grace from the policy).
     let replacer = EngineReplacer { engine: &rt.engine, since: rt.clock.now() };

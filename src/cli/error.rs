@@ -29,6 +29,17 @@ impl CliError {
     }
 }
 
+/// "alice@x must sign in: run `patrol login --owner alice@x`", one command per owner (never a placeholder).
+pub fn sign_in_message<S: AsRef<str>>(owners: &[S]) -> String {
+    let mut owners: Vec<&str> = owners.iter().map(AsRef::as_ref).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    if owners.is_empty() {
+        return "an owner must sign in: run `patrol status` to see who, then `patrol login --owner UPN`".into();
+    }
+    owners.iter().map(|o| format!("{o} must sign in: run `patrol login --owner {o}`")).collect::<Vec<_>>().join("; ")
+}
+
 impl From<ConfigError> for CliError {
     fn from(e: ConfigError) -> Self {
         Self::usage(format!("invalid configuration: {e}"))

@@ -20,13 +20,19 @@ Examples:
   patrol inventory --format json | jq '.pats[] | select(.managed == false)'
   patrol inventory --format markdown > inventory.md
 
-JSON: {\"taken_at\", \"pats\": [{\"owner\", \"organization\", \"authorization_id\", \"display_name\", \"managed\",
-\"secret\", \"role\", \"scope\", \"global\", \"full_access\", \"valid_from\", \"valid_to\", \"days_left\", \"state\"}],
-\"problems\": [{\"owner\", \"organization\", \"error\", \"sign_in_required\"}], \"consumers\": [{\"secret\",
-\"consumers\": [{\"consumer\", \"kind\", \"state\", \"moved\", \"delivered_at\", \"last_used_at\", …}]}], \"usage\": [{\"authorization_id\",
-\"last_use\", \"watched_since\", \"verdict\", \"revoke_on\"}], \"stale_shared_dead\": [{\"kind\", \"display_name\", \"evidence\",
-\"what_to_do\", …}]}. \"No audited use\" is evidence, not proof: the audit log records audited actions, not every
-use. Exit 3 when an owner must sign in.";
+JSON (docs/schemas/inventory.schema.json):
+  {taken_at, pats, problems, consumers, usage, stale_shared_dead}
+  pats[]: owner, organization, authorization_id, display_name, managed,
+          secret, role, scope, global, full_access, valid_from, valid_to,
+          days_left, state (active, expired, missing, stopped-working)
+  problems[]: owner, organization, error, sign_in_required
+  consumers[]: secret, consumers (consumer, kind, state, moved, ...)
+  usage[]: authorization_id, last_use, watched_since, verdict, revoke_on
+  stale_shared_dead[]: kind, display_name, evidence, what_to_do, ...
+\"No audited use\" is evidence, not proof: the audit log records audited
+actions, not every use.
+
+Exit 3 when an owner must sign in.";
 
 #[derive(Debug, clap::Args)]
 pub struct InventoryArgs {
@@ -276,7 +282,14 @@ pub fn rows(
                 valid_from: Some(pat.valid_from),
                 valid_to: Some(pat.valid_to),
                 days_left: Some(days_left(pat.valid_to, now)),
-                state: if pat.valid_to <= now { "expired".into() } else { "active".into() },
+                state: if pat.valid_to <= now {
+                    "expired".into()
+                } else if pat.stopped_working(now) {
+                    // Not "active" beside a critical line about it: Azure DevOps refuses it since the cutoff.
+                    "stopped-working".into()
+                } else {
+                    "active".into()
+                },
             });
         }
     }
@@ -421,10 +434,7 @@ pub fn listing_outcome(view: &InventoryView) -> Result<(), CliError> {
     let sign_in = view.sign_in_required();
     if !sign_in.is_empty() {
         let owners: Vec<_> = sign_in.iter().map(|p| p.owner.as_str()).collect();
-        return Err(CliError::sign_in(format!(
-            "{} must sign in again: run `patrol login --owner <owner>`",
-            owners.join(", ")
-        )));
+        return Err(CliError::sign_in(super::sign_in_message(&owners)));
     }
     if let Some(p) = view.problems.first() {
         return Err(CliError::failed(format!(

@@ -11,13 +11,19 @@ use crate::rotation::policy::Policy;
 
 pub const AFTER_HELP: &str = "\
 Examples:
-  PATROL_OWN_KEYVAULT_URL=https://patrol-own-kv.vault.azure.net/ patrol migrate-refresh-tokens --dry-run
-  PATROL_OWN_KEYVAULT_URL=https://patrol-own-kv.vault.azure.net/ patrol migrate-refresh-tokens
+  PATROL_OWN_KEYVAULT_URL=https://patrol-own-kv.vault.azure.net/ \\
+    patrol migrate-refresh-tokens --dry-run
+  PATROL_OWN_KEYVAULT_URL=https://patrol-own-kv.vault.azure.net/ \\
+    patrol migrate-refresh-tokens
 
-Needs PATROL_KEYVAULT_URL (and PATROL_CONSUMER_KEYVAULTS, if any) and PATROL_OWN_KEYVAULT_URL, with an identity
-that may read, write, delete and purge secrets in the consumer vaults and write secrets in patrol's own vault.
-Safe to run again: an interrupted run resumes where it stopped. Exit 2 when PATROL_OWN_KEYVAULT_URL is not set.
-JSON: [{\"vault\", \"secret\", \"outcome\": \"moved\"|\"kept-newer\"|\"would-move\", \"versions_disabled\"}].";
+Needs PATROL_KEYVAULT_URL (and PATROL_CONSUMER_KEYVAULTS, if any) and
+PATROL_OWN_KEYVAULT_URL, with an identity that may read, write, delete and
+purge secrets in the consumer vaults and write secrets in patrol's own vault.
+Safe to run again: an interrupted run resumes where it stopped. Exit 2 when
+PATROL_OWN_KEYVAULT_URL is not set.
+
+JSON: [{vault, secret, outcome, versions_disabled}]; outcome is moved,
+kept-newer or would-move.";
 
 #[derive(Debug, clap::Args)]
 pub struct MigrateRefreshArgs {

@@ -8,11 +8,13 @@
 
 mod adopt;
 pub mod audit_cmds;
+pub mod check;
 mod completions;
 pub mod consumers;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod error;
+pub mod history;
 mod inventory;
 mod logging;
 mod login;
@@ -29,7 +31,7 @@ pub mod status;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-pub use error::CliError;
+pub use error::{CliError, sign_in_message};
 pub use serve::{ServeArgs, port_from_env};
 
 /// Exit codes. Scripts may rely on them; `docs/cli.md` documents them.
@@ -52,9 +54,11 @@ Examples:
   patrol login --owner svc-rotation@contoso.com
   patrol adopt ci-build-pat --pat <authorization id> --value-stdin < pat.txt   # onboard an existing PAT
   patrol inventory --format json       # every PAT of every owner and organization in the policy
+  patrol check                         # validate patrol.toml and the settings (offline)
   patrol plan                          # what the next run would do (changes nothing)
   patrol rotate ci-build-pat --force   # rotate one token now
   patrol report --out report.html
+  patrol history ci-build-pat          # what patrol did to a token: created, rotated, revoked, why
   patrol completions bash > /etc/bash_completion.d/patrol
 
 Settings come from PATROL_* environment variables (see README). Exit codes: 0 ok, 1 work failed,
@@ -119,11 +123,17 @@ pub enum Command {
     Audit(audit_cmds::AuditArgs),
     /// Break glass: revoke one PAT, every PAT of an owner or user, or everything in an organization.
     Revoke(audit_cmds::RevokeArgs),
-    /// Replace managed all-organization PATs (they stop working on 2026-12-01) with organization-scoped ones.
+    /// Replace managed all-organization PATs (they stopped working on 2026-12-01) with organization-scoped ones.
     MigrateGlobal(audit_cmds::MigrateGlobalArgs),
     /// Move owners' refresh tokens from the consumer vault(s) to patrol's own vault (PATROL_OWN_KEYVAULT_URL).
     #[command(after_help = migrate_refresh::AFTER_HELP)]
     MigrateRefreshTokens(migrate_refresh::MigrateRefreshArgs),
+    /// Validate patrol.toml and the settings offline: every error at once, warnings for risky choices.
+    #[command(after_help = check::AFTER_HELP)]
+    Check(check::CheckArgs),
+    /// The lifecycle log: PATs patrol created, rotated and revoked, when, by which trigger and why.
+    #[command(after_help = history::AFTER_HELP)]
+    History(history::HistoryArgs),
     /// Print a shell completion script.
     #[command(after_help = completions::AFTER_HELP)]
     Completions(completions::CompletionsArgs),
@@ -173,8 +183,14 @@ pub fn main() -> ExitCode {
                  run it from a source checkout: cargo run -- demo",
             )),
             Command::Audit(args) => audit_cmds::cli_audit(&args).await,
-            Command::Revoke(args) => audit_cmds::cli_revoke(&args).await,
-            Command::MigrateGlobal(args) => audit_cmds::cli_migrate_global(&args).await,
+            Command::Revoke(args) => {
+                crate::telemetry::with_trigger("patrol revoke", audit_cmds::cli_revoke(&args)).await
+            }
+            Command::MigrateGlobal(args) => {
+                crate::telemetry::with_trigger("patrol migrate-global", audit_cmds::cli_migrate_global(&args)).await
+            }
+            Command::Check(args) => check::run(&args).await,
+            Command::History(args) => history::run(&args).await,
             Command::MigrateRefreshTokens(args) => migrate_refresh::run(&args).await,
             Command::Serve(_) | Command::Completions(_) => Ok(()),
         }

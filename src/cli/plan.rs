@@ -13,12 +13,17 @@ Examples:
   patrol plan ci-build-pat release-bot-pat
   patrol plan --format json | jq '.entries[] | select(.actions != [])'
 
-JSON: the engine's plan: {\"at\", \"entries\": [{\"secret\", \"owner\", \"organization\", \"current\",
-\"actions\": [{\"action\": \"rotate\"|\"revoke-previous\"|\"wait-previous\"|\"resume\"|\"adopt\"|\"reconcile-orphan\"|
-\"blocked\", …}] (with evidence-gated revocation: revoke-previous has \"evidence\" and, at the deadline, \"alert\";
-wait-previous has \"reason\" and \"until\"),
-\"notes\", \"consumers\": [{\"consumer\", \"kind\", \"state\", \"moved\", \"delivered_at\", \"last_used_at\",
-\"failing_since\", \"lag_hours\", \"lag_until\", …}]}], \"unmanaged\": [{\"owner\", \"organization\", \"pat\", \"made_by_patrol\"}]}.
+JSON (docs/schemas/plan.schema.json):
+  {at, entries, unmanaged}
+  entries[]: secret, owner, organization, current, actions, notes,
+             consumers (consumer, kind, state, moved, delivered_at,
+             last_used_at, failing_since, lag_hours, lag_until, ...)
+  actions[].action: rotate, revoke-previous, wait-previous, resume, adopt,
+                    reconcile-orphan, deliver, blocked
+  (evidence-gated revocation: revoke-previous has evidence and, at the
+  deadline, alert; wait-previous has reason and until)
+  unmanaged[]: owner, organization, pat, made_by_patrol
+
 Exit 3 when an owner must sign in first.";
 
 #[derive(Debug, clap::Args)]
@@ -103,10 +108,7 @@ pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
     )?)?;
     let sign_in: Vec<_> = inv.owners.iter().filter(|o| o.sign_in_required).map(|o| o.owner.to_string()).collect();
     if !sign_in.is_empty() {
-        return Err(CliError::sign_in(format!(
-            "{} must sign in again: run `patrol login --owner <owner>`",
-            sign_in.join(", ")
-        )));
+        return Err(CliError::sign_in(super::sign_in_message(&sign_in)));
     }
     Ok(())
 }

@@ -63,7 +63,7 @@ pub fn build(
         problems.push(ProblemRow {
             severity: if p.sign_in_required { Severity::Critical } else { Severity::Warning },
             summary: if p.sign_in_required {
-                format!("{} must sign in again ({})", p.owner, p.organization)
+                format!("{} must sign in ({})", p.owner, p.organization)
             } else {
                 format!("The PATs of {} in {} could not be listed", p.owner, p.organization)
             },
@@ -105,11 +105,7 @@ pub fn build(
             let summary = if now < GLOBAL_PAT_CUTOFF {
                 format!("All-organization PAT {:?} stops working on {}", r.display_name, fmt_date(GLOBAL_PAT_CUTOFF))
             } else {
-                format!(
-                    "All-organization PAT {:?} no longer works (since {})",
-                    r.display_name,
-                    fmt_date(GLOBAL_PAT_CUTOFF)
-                )
+                format!("All-organization PAT {:?} stopped working on {}", r.display_name, fmt_date(GLOBAL_PAT_CUTOFF))
             };
             problems.push(ProblemRow {
                 severity: Severity::Critical,
@@ -219,6 +215,30 @@ fn severity_rank(s: Severity) -> u8 {
     }
 }
 
+/// The period a report covers (its "recent rotations and revocations").
+pub const PERIOD: time::Duration = time::Duration::days(7);
+
+/// Adds the revocations of the period from the lifecycle log (`rotation::history`): previous PATs whose grace
+/// ended, suspects revoked by a response, break glass. Rotations come from the journals already.
+pub fn add_revocations(data: &mut ReportData, events: &[crate::rotation::history::Event]) {
+    let from = data.generated_at - PERIOD;
+    let revoked: Vec<_> =
+        events.iter().filter(|e| e.kind == crate::rotation::history::Kind::Revoked && e.at >= from).cloned().collect();
+    data.rotations.extend(crate::audit::weekly::lifecycle_rows(&revoked));
+    data.rotations.sort_by_key(|r| std::cmp::Reverse(r.at));
+}
+
+/// The lifecycle log of the report's period (a log that cannot be read is logged and leaves it out).
+pub async fn period_events(local: &Local) -> Vec<crate::rotation::history::Event> {
+    match crate::rotation::history::since(local.state.as_ref(), local.clock.now() - PERIOD).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("the lifecycle log was not read; the report lists no revocations: {e}");
+            Vec::new()
+        }
+    }
+}
+
 /// Writes `text` to `out` atomically (or to stdout for `-`).
 pub fn write(out: &Path, text: &str) -> Result<(), CliError> {
     if out == Path::new("-") {
@@ -254,7 +274,8 @@ pub async fn run(args: &ReportArgs) -> Result<(), CliError> {
     let journals = journals(&local).await;
     let orgs: std::collections::BTreeSet<_> = local.policy.tokens.iter().map(|t| t.organization.to_string()).collect();
     let title = format!("patrol report: {}", orgs.into_iter().collect::<Vec<_>>().join(", "));
-    let data = build(&view, &journals, &local.policy, &title, local.clock.now());
+    let mut data = build(&view, &journals, &local.policy, &title, local.clock.now());
+    add_revocations(&mut data, &period_events(&local).await);
     let out = args.out.clone().unwrap_or_else(|| match args.format {
         ReportFormat::Html => PathBuf::from("patrol-report.html"),
         ReportFormat::Markdown => PathBuf::from("patrol-report.md"),

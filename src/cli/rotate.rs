@@ -11,15 +11,20 @@ use crate::rotation::plan::Requests;
 
 pub const AFTER_HELP: &str = "\
 Examples:
-  patrol rotate                        # every token that is due (as the timer would)
+  patrol rotate                        # every token that is due, as the timer
   patrol rotate ci-build-pat --force   # this token, now
   patrol rotate --format json
 
-JSON: {\"dry_run\", \"plan\", \"reports\": [{\"secret\", \"done\", \"rotated\", \"revoked\", \"error\", \"deferred\"}],
-\"busy\", \"deferred\", \"rotated\", \"revoked\", \"failed\", \"ignored\", \"notifications\"}.
-Exit 1 when the run left a token at risk (a needed rotation failed, or a previous PAT outlived its grace
-by a day: the rule of docs/rotation.md, which the Function App's failed invocations follow too), 3 when
-an owner must sign in first; other per-token failures are shown and retried by the next run (exit 0).";
+JSON (docs/schemas/rotate.schema.json):
+  {dry_run, plan, reports, busy, deferred, rotated, revoked, failed,
+   ignored, at_risk, notifications}
+  reports[]: secret, done, rotated, revoked, error, deferred
+
+Exit 1 when the run left a token at risk (a needed rotation failed, or a
+previous PAT outlived its grace by a day: the rule of docs/rotation.md,
+which the Function App's failed invocations follow too), 3 when an owner
+must sign in first; other per-token failures are shown and retried by the
+next run (exit 0).";
 
 #[derive(Debug, clap::Args)]
 pub struct RotateArgs {
@@ -97,7 +102,8 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
                     requests.rotate.insert(t.secret.clone(), Reason::Forced);
                 }
             }
-            engine.run(RunOptions { requests, ..Default::default() }).await
+            crate::telemetry::with_trigger("patrol rotate", engine.run(RunOptions { requests, ..Default::default() }))
+                .await
         }
     };
     progress.step("run finished");
@@ -136,9 +142,13 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
     if !summary.at_risk.is_empty() {
         let why = summary.at_risk.iter().map(|r| format!("{}: {}", r.secret, r.why)).collect::<Vec<_>>().join("; ");
         if summary.at_risk.iter().all(|r| r.sign_in) {
-            return Err(CliError::sign_in(format!(
-                "an owner must sign in again (`patrol login --owner <owner>`); token(s) at risk: {why}"
-            )));
+            let owners: Vec<String> = summary
+                .at_risk
+                .iter()
+                .filter_map(|r| summary.plan.entries.iter().find(|e| e.secret.as_str() == r.secret.as_str()))
+                .map(|e| e.owner.to_string())
+                .collect();
+            return Err(CliError::sign_in(format!("{}; token(s) at risk: {why}", super::sign_in_message(&owners))));
         }
         return Err(CliError::failed(format!("{} token(s) at risk: {why}", summary.at_risk.len())));
     }
@@ -146,7 +156,18 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
         tracing::warn!("{} token(s) failed without being at risk yet; the next run retries them", summary.failed);
     }
     if blocked_sign_in {
-        return Err(CliError::sign_in("an owner must sign in again: run `patrol login --owner <owner>`"));
+        let owners: Vec<String> = summary
+            .plan
+            .entries
+            .iter()
+            .filter(|e| {
+                e.actions.iter().any(
+                    |a| matches!(a, crate::rotation::plan::Action::Blocked { why } if why.contains("patrol login")),
+                )
+            })
+            .map(|e| e.owner.to_string())
+            .collect();
+        return Err(CliError::sign_in(super::sign_in_message(&owners)));
     }
     Ok(())
 }

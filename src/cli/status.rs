@@ -16,12 +16,19 @@ Examples:
   patrol status
   patrol status --format json | jq '.owners[] | select(.health != \"ok\")'
 
-JSON: {\"at\", \"state\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
-\"tokens\": [{\"secret\", \"owner\", \"organization\", \"last_rotation\", \"last_failure\", \"in_flight\",
-\"pending_drains\", \"adopted\", \"consumers\": [{\"consumer\", \"kind\", \"target\", \"written\", \"state\", \"moved\",
-\"detail\", \"delivered_at\", \"last_used_at\", \"evidence\", \"failing_since\", \"last_error\", \"lag_hours\",
-\"lag_until\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
-sign-in-needed or unknown. Exit 3 when an owner must sign in, 1 when a token's last run failed.";
+JSON (docs/schemas/status.schema.json):
+  {at, state, owners, tokens, warnings}
+  owners[]: owner, health, signed_in_at, last_refresh_at,
+            refresh_token_age_days
+  tokens[]: secret, owner, organization, last_rotation, last_failure,
+            in_flight, pending_drains, adopted, consumers
+  consumers[]: consumer, kind, target, written, state, moved, detail,
+               delivered_at, last_used_at, evidence, failing_since,
+               last_error, lag_hours, lag_until
+health is ok, stale (refresh token unused for 60+ days; Entra drops it at
+90), sign-in-needed or unknown.
+
+Exit 3 when an owner must sign in, 1 when a token's last run failed.";
 
 /// Entra revokes a refresh token unused for 90 days; warn well before.
 pub const STALE_AFTER_DAYS: i64 = 60;
@@ -253,10 +260,8 @@ pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
     )?)?;
     let need: Vec<_> = view.owners.iter().filter(|o| o.health == "sign-in-needed").map(|o| o.owner.as_str()).collect();
     if !need.is_empty() {
-        return Err(CliError::sign_in(format!(
-            "{} never signed in: run `patrol login --owner <owner>`",
-            need.join(", ")
-        )));
+        let commands: Vec<String> = need.iter().map(|o| format!("`patrol login --owner {o}`")).collect();
+        return Err(CliError::sign_in(format!("{} never signed in: run {}", need.join(", "), commands.join(", "))));
     }
     let failed = view.tokens.iter().filter(|t| t.last_failure.is_some() || t.error.is_some()).count();
     if failed > 0 {

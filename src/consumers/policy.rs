@@ -234,7 +234,7 @@ pub struct Lines<'a> {
 
 impl Lines<'_> {
     fn err(&self, line: usize, field: &str, problem: impl Into<String>) -> PolicyError {
-        PolicyError { file: self.file.to_owned(), line, field: field.to_owned(), problem: problem.into() }
+        PolicyError::new(self.file, line, field, problem)
     }
 
     fn at<T>(&self, s: &Spanned<T>, field: &str, problem: impl Into<String>) -> PolicyError {
@@ -765,20 +765,7 @@ fn ref_text(r: &ObjectRef) -> String {
     }
 }
 
-/// Folds many errors into one [`PolicyError`]: the first one's position, every error on its own line.
-pub fn combine(mut errors: Vec<PolicyError>) -> Option<PolicyError> {
-    if errors.is_empty() {
-        return None;
-    }
-    errors.sort_by_key(|e| e.line);
-    let first = errors.remove(0);
-    if errors.is_empty() {
-        return Some(first);
-    }
-    let mut problem = first.problem.clone();
-    for e in &errors {
-        problem.push('\n');
-        problem.push_str(&e.to_string());
-    }
-    Some(PolicyError { problem, ..first })
+/// Folds many errors into one [`PolicyError`]: the first one in line order, the others in `also`.
+pub fn combine(errors: Vec<PolicyError>) -> Option<PolicyError> {
+    PolicyError::from_list(errors)
 }

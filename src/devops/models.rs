@@ -27,9 +27,9 @@ impl DisplayFilter {
     }
 }
 
-/// A PAT as listed (never with its secret).
+/// A PAT as listed (never with its secret). Serialized in patrol's own outputs (snake_case like every
+/// other field of `--format json`), not on the wire (`wire` has the Azure DevOps shapes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Pat {
     pub authorization_id: AuthorizationId,
     /// As Azure DevOps returned it (not re-validated: other tools may have made it).
@@ -47,6 +47,11 @@ pub struct Pat {
 impl Pat {
     pub fn is_global(&self) -> bool {
         self.target_accounts.is_none()
+    }
+
+    /// An all-organization PAT at `now` past [`GLOBAL_PAT_CUTOFF`]: Azure DevOps no longer accepts it.
+    pub fn stopped_working(&self, now: OffsetDateTime) -> bool {
+        self.is_global() && now >= GLOBAL_PAT_CUTOFF
     }
 
     pub fn is_full_access(&self) -> bool {

@@ -89,14 +89,20 @@ impl Handler {
             FunctionName::RotateTimer => {
                 let timer = TimerRun::from_request(&request).map_err(malformed)?;
                 log_received(&timer);
-                let outcome = self.functions.rotate_timer(&invocation, timer).await;
+                let outcome =
+                    crate::telemetry::with_trigger("RotateTimer", self.functions.rotate_timer(&invocation, timer))
+                        .await;
                 self.plain(&invocation, outcome)
             }
             FunctionName::EventGridSecretChanged => {
                 let outcome = match EventInput::from_request(&request).map_err(malformed)? {
                     EventInput::Secret(event) => {
                         log_received(&event);
-                        self.functions.secret_changed(&invocation, event).await
+                        crate::telemetry::with_trigger(
+                            "EventGridSecretChanged",
+                            self.functions.secret_changed(&invocation, event),
+                        )
+                        .await
                     }
                     EventInput::NotASecret { event_type, subject } => Ok(Report::new(
                         Status::Ignored,
@@ -121,7 +127,12 @@ impl Handler {
                     }
                     Ok(rotate) => {
                         log_received(&rotate);
-                        match self.functions.rotate_http(&invocation, rotate).await {
+                        match crate::telemetry::with_trigger(
+                            "RotateHttp",
+                            self.functions.rotate_http(&invocation, rotate),
+                        )
+                        .await
+                        {
                             Ok(report) => {
                                 log_report(&invocation, &report);
                                 HttpOutput::json(report.status.http_status(), &report)

@@ -136,7 +136,7 @@ pub fn render(notice: &Notice, redactor: &Redactor) -> Rendered {
             format!("{owner} must sign in to patrol again"),
             vec![("Owner".to_owned(), owner.to_string()), ("Reason".to_owned(), reason.clone())],
             Some(format!(
-                "patrol can no longer act for {owner}: until they sign in again (`patrol login {owner}`, device-code \
+                "patrol can no longer act for {owner}: until they sign in again (`patrol login --owner {owner}`, device-code \
                  sign-in) their PATs are neither rotated nor revoked and will expire."
             )),
         ),

@@ -90,7 +90,11 @@ pub fn render_html(data: &ReportData) -> String {
             "<span class=\"tag unmanaged\">unmanaged</span>"
         });
         if t.global {
-            tags.push_str("<span class=\"tag bad\">all organizations — stops 2026-12-01</span>");
+            tags.push_str(if now >= crate::devops::GLOBAL_PAT_CUTOFF {
+                "<span class=\"tag bad\">all organizations — stopped working 2026-12-01</span>"
+            } else {
+                "<span class=\"tag bad\">all organizations — stops working 2026-12-01</span>"
+            });
         }
         if t.full_access() {
             tags.push_str("<span class=\"tag bad\">full access</span>");
@@ -151,7 +155,7 @@ pub fn render_html(data: &ReportData) -> String {
         s.push_str("</tbody></table>");
     }
 
-    s.push_str("<h2>Recent rotations</h2>");
+    s.push_str("<h2>Recent rotations and revocations</h2>");
     if data.rotations.is_empty() {
         s.push_str("<p>None in this period.</p>");
     } else {
@@ -187,7 +191,11 @@ mod tests {
         assert!(!html.contains("<fabrikam>"));
         assert!(!html.contains("src=\"http"), "no external resources");
         assert!(!html.contains("<script"));
-        assert!(html.contains("stops 2026-12-01"));
+        // The sample is dated 2026-11-23, before the cutoff: "stops"; after it, "stopped working".
+        assert!(html.contains("stops working 2026-12-01"));
+        let mut after = sample();
+        after.generated_at = crate::devops::GLOBAL_PAT_CUTOFF;
+        assert!(render_html(&after).contains("stopped working 2026-12-01"));
         assert!(html.contains("full access"));
         assert_eq!(
             html.matches("<tr><td>").count() + html.matches("<tr><td class=\"d\">").count(),

@@ -108,7 +108,7 @@ pub fn render_markdown(data: &ReportData) -> String {
         }
     }
 
-    s.push_str("\n## Recent rotations\n\n");
+    s.push_str("\n## Recent rotations and revocations\n\n");
     if data.rotations.is_empty() {
         s.push_str("None in this period.\n");
     } else {

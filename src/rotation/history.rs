@@ -43,6 +43,10 @@ pub struct Event {
     pub valid_to: Option<OffsetDateTime>,
     /// The PAT a created or rotated one replaced.
     pub replaced: Option<AuthorizationId>,
+    /// What triggered it (`RotateTimer`, `RotateHttp`, `EventGridSecretChanged`, `patrol rotate`,
+    /// `patrol revoke`, …); `None` in events recorded before patrol kept it.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Why, in a few words (the rotation reason; "grace over"; "break glass").
     pub detail: String,
 }
@@ -117,6 +121,7 @@ pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<Event> {
                 scope: scope.clone(),
                 valid_to: Some(c.valid_to),
                 replaced,
+                by: crate::telemetry::trigger(),
                 detail: c.reason.as_str().to_owned(),
             });
         }
@@ -132,6 +137,7 @@ pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<Event> {
                 scope: scope.clone(),
                 valid_to: None,
                 replaced: None,
+                by: crate::telemetry::trigger(),
                 detail: "previous PAT, grace over".into(),
             });
         }
@@ -155,6 +161,7 @@ pub async fn record_revoked(engine: &Engine, secret: &SecretName, id: Authorizat
         scope: token.scopes.as_str().to_owned(),
         valid_to: None,
         replaced: None,
+        by: crate::telemetry::trigger(),
         detail: detail.to_owned(),
     };
     if let Err(e) = record(engine.state.as_ref(), &[ev], now).await {
@@ -191,6 +198,7 @@ mod tests {
             scope: "vso.code".into(),
             valid_to: None,
             replaced: None,
+            by: None,
             detail: "break glass".into(),
         }
     }

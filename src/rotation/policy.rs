@@ -18,16 +18,65 @@ pub const DEFAULT_THRESHOLDS: [u32; 4] = [30, 14, 7, 1];
 /// this is a mistake (a generated file, a unit confusion), not a notification plan.
 pub const MAX_THRESHOLDS: usize = 10;
 
-/// Why a policy file was refused: where, and what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {field}: {problem}")]
+/// Why a policy file was refused: where, and what was wrong. A file with several problems reports every
+/// one of them at once: the first (in line order) here, the others in [`PolicyError::also`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
     pub file: String,
     /// 1-based; 0 when the problem has no position (e.g. the file could not be read).
     pub line: usize,
+    /// The field path (`token[1].validity_days`); empty when the problem is about the whole file.
     pub field: String,
     pub problem: String,
+    /// Every further problem of the same file, in line order.
+    pub also: Vec<PolicyError>,
 }
+
+impl PolicyError {
+    pub fn new(file: &str, line: usize, field: &str, problem: impl Into<String>) -> Self {
+        Self { file: file.to_owned(), line, field: field.to_owned(), problem: problem.into(), also: Vec::new() }
+    }
+
+    /// Folds a list of problems into one error (sorted by line; `None` when there are none).
+    pub fn from_list(mut errors: Vec<PolicyError>) -> Option<Self> {
+        let mut flat = Vec::new();
+        for mut e in errors.drain(..) {
+            let also = std::mem::take(&mut e.also);
+            flat.push(e);
+            flat.extend(also);
+        }
+        flat.sort_by_key(|e| e.line);
+        flat.dedup();
+        let mut it = flat.into_iter();
+        let mut first = it.next()?;
+        first.also = it.collect();
+        Some(first)
+    }
+
+    /// This problem and every further one, in line order.
+    pub fn all(&self) -> impl Iterator<Item = &PolicyError> {
+        std::iter::once(self).chain(self.also.iter())
+    }
+
+    /// `file:line: field: problem` (`file: problem` when the problem has no position or field).
+    pub fn one_line(&self) -> String {
+        match (self.line, self.field.is_empty()) {
+            (0, true) => format!("{}: {}", self.file, self.problem),
+            (0, false) => format!("{}: {}: {}", self.file, self.field, self.problem),
+            (l, true) => format!("{}:{l}: {}", self.file, self.problem),
+            (l, false) => format!("{}:{l}: {}: {}", self.file, self.field, self.problem),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.all().map(PolicyError::one_line).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for PolicyError {}
 
 /// One managed token, with the defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,63 +141,69 @@ impl Policy {
 
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            file: path.display().to_string(),
-            line: 0,
-            field: "(file)".into(),
-            problem: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyError::new(&path.display().to_string(), 0, "", format!("cannot read: {e}")))?;
         Self::parse(path, &text)
     }
 
-    /// Validates policy text; `path` only names the file in errors.
+    /// Validates policy text; `path` only names the file in errors. Every problem is reported at once.
     pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyError> {
         let file = path.display().to_string();
         let ctx = Ctx::new(&file, text);
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| ctx.line_of(s.start)).unwrap_or(0);
-            PolicyError { file: file.clone(), line, field: "(syntax)".into(), problem: e.message().to_owned() }
-        })?;
+        let mut errors = Vec::new();
+        if text.trim().is_empty() || text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            return Err(ctx.err(
+                1,
+                "token",
+                "the policy is empty: declare at least one [[token]] table (see docs/policy.md)",
+            ));
+        }
+        let Some((raw, removed)) = raw_policy(&ctx, text, &mut errors) else {
+            return Err(PolicyError::from_list(errors).unwrap_or_else(|| ctx.err(1, "", "cannot be parsed")));
+        };
         let mut gate = None;
         let mut audit = None;
         if let Some(a) = &raw.audit {
-            let settings = a.get_ref().resolve().map_err(|e| {
-                let line = ctx.line_of(field_offset(text, a.span(), &e.field));
-                ctx.err(line, &format!("audit.{}", e.field), &e.problem)
-            })?;
-            if settings.revocation.mode == crate::audit::policy::RevocationMode::Evidence {
-                gate =
-                    Some(super::evidence::EvidenceGate { gate: settings.revocation, notify: settings.notify.clone() });
+            match a.get_ref().resolve_all() {
+                Ok(settings) => {
+                    if settings.revocation.mode == crate::audit::policy::RevocationMode::Evidence {
+                        gate = Some(super::evidence::EvidenceGate {
+                            gate: settings.revocation,
+                            notify: settings.notify.clone(),
+                        });
+                    }
+                    audit = Some(settings);
+                }
+                Err(list) => {
+                    for e in list {
+                        let line = ctx.line_of(field_offset(text, a.span(), &e.field));
+                        errors.push(ctx.err(line, &format!("audit.{}", e.field), &e.problem));
+                    }
+                }
             }
-            audit = Some(settings);
         }
-        if raw.token.is_empty() && raw.audit.is_none() {
-            // An empty file, or only [defaults]: nothing to manage, nothing to watch. Refused rather than
+        if raw.token.is_empty() && raw.audit.is_none() && errors.is_empty() {
+            // Only [defaults] (or [consumers]): nothing to manage, nothing to watch. Refused rather than
             // run as a no-op that looks healthy (a truncated or mis-pointed policy file).
             let line = text.lines().position(|l| l.trim_start().starts_with("[defaults]")).map_or(1, |i| i + 1);
             return Err(ctx.err(
                 line,
                 "token",
-                if text.trim().is_empty() {
-                    "the policy is empty: declare at least one [[token]] table (see docs/policy.md)"
-                } else {
-                    "the policy declares no [[token]] table: there is nothing for patrol to manage (defaults alone mean nothing)"
-                },
+                "the policy declares no [[token]] table: there is nothing for patrol to manage (defaults alone mean nothing)",
             ));
         }
         let defaults = raw.defaults.unwrap_or_default();
         let line_of = |o: usize| ctx.line_of(o);
         let lines = crate::consumers::policy::Lines { file: &file, line_of: &line_of };
-        let mut consumer_errors = Vec::new();
-        let consumer_settings =
-            crate::consumers::policy::settings(raw.consumers.as_ref(), &lines, &mut consumer_errors);
+        let consumer_settings = crate::consumers::policy::settings(raw.consumers.as_ref(), &lines, &mut errors);
         let settings_line = raw.consumers.as_ref().map(|c| ctx.line_of(c.span().start)).unwrap_or(0);
         let mut tokens = Vec::with_capacity(raw.token.len());
-        let mut seen_secrets = BTreeSet::new();
+        // Key Vault secret names are case-insensitive: `CI-Build-PAT` and `ci-build-pat` are one secret.
+        let mut seen_secrets: std::collections::BTreeMap<String, (usize, String)> = Default::default();
         let mut seen_names = BTreeSet::new();
         for (i, mut t) in raw.token.into_iter().enumerate() {
             let raw_consumers = std::mem::take(&mut t.get_mut().consumer);
-            let mut token = ctx.token(i, t, &defaults)?;
+            let Some(mut token) = ctx.token(i, t, &defaults, &removed, &mut errors) else { continue };
             let tc = crate::consumers::policy::TokenContext {
                 prefix: format!("token[{i}]"),
                 line: token.line,
@@ -162,24 +217,36 @@ impl Policy {
                 &consumer_settings,
                 settings_line,
                 &lines,
-                &mut consumer_errors,
+                &mut errors,
             );
             token.consumers = crate::consumers::Consumers { list, settings: consumer_settings.clone() };
-            if !seen_secrets.insert(token.secret.clone()) {
-                return Err(ctx.err(
+            let lower = token.secret.as_str().to_ascii_lowercase();
+            if let Some((j, other)) = seen_secrets.get(&lower) {
+                errors.push(ctx.err(
                     token.line,
                     &format!("token[{i}].secret"),
-                    "names a secret another token already manages",
+                    if other == token.secret.as_str() {
+                        format!("names a secret token[{j}] already manages; each secret belongs to one token")
+                    } else {
+                        format!(
+                            "{:?} differs from token[{j}]'s {other:?} only in case; Key Vault secret names are \
+                             case-insensitive, so both would be one secret",
+                            token.secret.as_str()
+                        )
+                    },
                 ));
+                continue;
             }
+            seen_secrets.insert(lower, (i, token.secret.as_str().to_owned()));
             let key =
                 (token.owner.clone(), token.organization.clone(), token.display_name.as_str().to_ascii_lowercase());
             if !seen_names.insert(key) {
-                return Err(ctx.err(
+                errors.push(ctx.err(
                     token.line,
                     &format!("token[{i}].display_name"),
-                    "is used by another token of the same owner and organization",
+                    "is used by another token of the same owner and organization (display names are compared without case)",
                 ));
+                continue;
             }
             if let (Some(g), Some(a)) = (&gate, &raw.audit)
                 && u64::from(token.grace_days) * 24 > u64::from(g.gate.deadline_hours)
@@ -187,7 +254,7 @@ impl Policy {
                 // The hard deadline would fall inside the grace period: every gated revocation would
                 // become a deadline revocation with an alert the moment the grace ends.
                 let line = ctx.line_of(field_offset(text, a.span(), "revocation.deadline_hours"));
-                return Err(ctx.err(
+                errors.push(ctx.err(
                     line,
                     "audit.revocation.deadline_hours",
                     format!(
@@ -201,11 +268,149 @@ impl Policy {
             }
             tokens.push(token);
         }
-        if let Some(e) = crate::consumers::policy::combine(consumer_errors) {
+        if let Some(e) = PolicyError::from_list(errors) {
             return Err(e);
         }
         Ok(Self { file: path.to_path_buf(), tokens, gate, audit })
     }
+}
+
+/// A path segment inside the TOML document (for naming the field a type error is about).
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn path_name(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in path {
+        match s {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The path of the deepest key (and array index) whose key or value contains `span`, searching the whole
+/// tree (a table's own span may cover only its header).
+fn locate(value: &toml::de::DeValue<'_>, span: &std::ops::Range<usize>, path: &mut Vec<Seg>) -> bool {
+    let inside = |r: std::ops::Range<usize>| r.start <= span.start && span.end <= r.end.max(r.start + 1);
+    match value {
+        toml::de::DeValue::Table(t) => {
+            for (k, v) in t.iter() {
+                path.push(Seg::Key(k.get_ref().to_string()));
+                if locate(v.get_ref(), span, path) {
+                    return true;
+                }
+                let leaf = !matches!(v.get_ref(), toml::de::DeValue::Table(_) | toml::de::DeValue::Array(_));
+                if inside(k.span()) || (leaf && inside(v.span())) {
+                    return true;
+                }
+                path.pop();
+            }
+            false
+        }
+        toml::de::DeValue::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                if locate(v.get_ref(), span, path) {
+                    return true;
+                }
+                path.pop();
+            }
+            // The array itself (e.g. a wrong element type): the caller's key.
+            a.iter().any(|v| inside(v.span()))
+        }
+        _ => false,
+    }
+}
+
+/// Removes the value at `path` (its last key) from the document.
+fn remove_at(value: &mut toml::de::DeValue<'_>, path: &[Seg]) -> bool {
+    match (value, path) {
+        (toml::de::DeValue::Table(t), [Seg::Key(k)]) => {
+            let key = t.keys().find(|x| x.get_ref() == k).cloned();
+            key.is_some_and(|key| t.remove(&key).is_some())
+        }
+        (toml::de::DeValue::Table(t), [Seg::Key(k), rest @ ..]) => {
+            t.iter_mut().find(|(x, _)| x.get_ref() == k).is_some_and(|(_, v)| remove_at(v.get_mut(), rest))
+        }
+        (toml::de::DeValue::Array(a), [Seg::Index(i), rest @ ..]) if !rest.is_empty() => {
+            a.get_mut(*i).is_some_and(|v| remove_at(v.get_mut(), rest))
+        }
+        _ => false,
+    }
+}
+
+/// serde's words for what a field must be, in the policy's words.
+fn explain(message: &str) -> String {
+    let message = message.trim();
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        let want = match expected.trim() {
+            "i64" | "i32" | "u64" | "u32" | "u16" | "u8" | "an integer" => "a whole number".to_owned(),
+            "a boolean" => "true or false".to_owned(),
+            "a string" => "a string in quotes".to_owned(),
+            "a sequence" => "an array, e.g. [\"a\", \"b\"]".to_owned(),
+            e if e.starts_with("struct ") || e == "a map" => "a table".to_owned(),
+            e => e.to_owned(),
+        };
+        return format!("must be {want} (found {found})");
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((name, allowed)) = rest.split_once('`')
+    {
+        let allowed =
+            allowed.trim_start_matches(", expected one of ").trim_start_matches(", expected ").replace('`', "");
+        return format!("{name:?} is not a field here (allowed: {allowed})");
+    }
+    message.to_owned()
+}
+
+/// Parses the document into [`RawPolicy`], collecting every syntax and type error: a field whose value
+/// has the wrong type (or that is unknown) is reported with its path and dropped, and parsing goes on.
+/// Returns the fields' leaf names that were dropped, so their absence is not reported a second time.
+fn raw_policy(ctx: &Ctx<'_>, text: &str, errors: &mut Vec<PolicyError>) -> Option<(RawPolicy, BTreeSet<String>)> {
+    let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in syntax {
+            let line = e.span().map(|s| ctx.line_of(s.start)).unwrap_or(0);
+            errors.push(ctx.err(line, "(syntax)", format!("not valid TOML: {}", e.message().trim())));
+        }
+        return None;
+    }
+    let span = root.span();
+    let mut doc = toml::de::DeValue::Table(root.into_inner());
+    let mut removed = BTreeSet::new();
+    // Each round drops one bad field; a document has fewer fields than bytes.
+    for _ in 0..=text.len() {
+        let value = toml::Spanned::new(span.clone(), doc.clone());
+        match RawPolicy::deserialize(toml::de::ValueDeserializer::from(value)) {
+            Ok(raw) => return Some((raw, removed)),
+            Err(e) => {
+                let at = e.span().unwrap_or(0..0);
+                let mut path = Vec::new();
+                locate(&doc, &at, &mut path);
+                let line = if at.is_empty() && at.start == 0 { 0 } else { ctx.line_of(at.start) };
+                let field = if path.is_empty() { "(syntax)".to_owned() } else { path_name(&path) };
+                errors.push(ctx.err(line.max(1), &field, explain(e.message())));
+                if path.is_empty() || !remove_at(&mut doc, &path) {
+                    return None;
+                }
+                if let Some(Seg::Key(k)) = path.last() {
+                    removed.insert(k.clone());
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Where a field of the `[audit]` tables is written: the first line from the table's start (up to the
@@ -301,147 +506,212 @@ impl<'a> Ctx<'a> {
     }
 
     fn err(&self, line: usize, field: &str, problem: impl Into<String>) -> PolicyError {
-        PolicyError { file: self.file.to_owned(), line, field: field.to_owned(), problem: problem.into() }
+        PolicyError::new(self.file, line, field, problem)
     }
 
     fn at<T>(&self, s: &Spanned<T>, field: &str, problem: impl Into<String>) -> PolicyError {
         self.err(self.line_of(s.span().start), field, problem)
     }
 
-    /// The token's value, else the default's, else an error naming the field as missing.
+    /// The token's value, else the default's, else an error naming the field as missing (unless the
+    /// field was dropped for a type error already reported).
+    #[allow(clippy::too_many_arguments)]
     fn pick<'v, T>(
         &self,
         own: &'v Option<Spanned<T>>,
         default: &'v Option<Spanned<T>>,
         field: &str,
         token_line: usize,
-    ) -> Result<&'v Spanned<T>, PolicyError> {
-        own.as_ref()
-            .or(default.as_ref())
-            .ok_or_else(|| self.err(token_line, field, "is required (set it on the token or in [defaults])"))
+        removed: &BTreeSet<String>,
+        errors: &mut Vec<PolicyError>,
+    ) -> Option<&'v Spanned<T>> {
+        let v = own.as_ref().or(default.as_ref());
+        if v.is_none() && !removed.contains(field.rsplit('.').next().unwrap_or(field)) {
+            errors.push(self.err(token_line, field, "is required (set it on the token or in [defaults])"));
+        }
+        v
     }
 
-    fn days(&self, v: &Spanned<i64>, field: &str, min: i64, max: i64) -> Result<u32, PolicyError> {
+    fn days(&self, v: &Spanned<i64>, field: &str, min: i64, max: i64, errors: &mut Vec<PolicyError>) -> Option<u32> {
         let d = *v.get_ref();
         if d < min || d > max {
-            return Err(self.at(v, field, format!("{d} is outside {min}..={max} days")));
+            errors.push(self.at(v, field, format!("{d} is outside {min}..={max} days")));
+            return None;
         }
-        Ok(d as u32)
+        Some(d as u32)
     }
 
-    fn token(&self, i: usize, raw: Spanned<RawToken>, d: &RawDefaults) -> Result<ManagedToken, PolicyError> {
+    /// One `[[token]]` with the defaults applied; `None` when it has errors (each pushed to `errors`).
+    fn token(
+        &self,
+        i: usize,
+        raw: Spanned<RawToken>,
+        d: &RawDefaults,
+        removed: &BTreeSet<String>,
+        errors: &mut Vec<PolicyError>,
+    ) -> Option<ManagedToken> {
+        let before = errors.len();
         let line = self.line_of(raw.span().start);
         let t = raw.into_inner();
         let f = |name: &str| format!("token[{i}].{name}");
+        // A value from [defaults] is named (and reported once) as the default's field.
+        let fd = |own: bool, name: &str| if own { f(name) } else { format!("defaults.{name}") };
 
-        let secret_raw = t.secret.as_ref().ok_or_else(|| self.err(line, &f("secret"), "is required"))?;
-        let secret =
-            SecretName::parse(secret_raw.get_ref()).map_err(|e| self.at(secret_raw, &f("secret"), e.to_string()))?;
-        if secret.as_str().to_ascii_lowercase().starts_with(crate::store::routed::REFRESH_TOKEN_PREFIX) {
-            return Err(self.at(
-                secret_raw,
-                &f("secret"),
-                "must not start with \"patrol-owner-\": patrol keeps owners' refresh tokens under such names",
-            ));
-        }
-        let dn_raw = t.display_name.as_ref().ok_or_else(|| self.err(line, &f("display_name"), "is required"))?;
-        let display_name =
-            DisplayName::parse(dn_raw.get_ref()).map_err(|e| self.at(dn_raw, &f("display_name"), e.to_string()))?;
-        if dn_raw.get_ref().contains("(patrol:") {
-            return Err(self.at(
-                dn_raw,
-                &f("display_name"),
-                "must not contain \"(patrol:\": patrol adds that marker itself",
-            ));
-        }
-        // Leave room for the " (patrol:<12 hex>)" marker.
-        if dn_raw.get_ref().chars().count() + 22 > DisplayName::MAX_LEN {
-            return Err(self.at(
-                dn_raw,
-                &f("display_name"),
-                "must be at most 234 characters (patrol appends a 22-character marker)",
-            ));
-        }
+        let secret = match &t.secret {
+            None => {
+                if !removed.contains("secret") {
+                    errors.push(self.err(line, &f("secret"), "is required (the Key Vault secret that holds the PAT)"));
+                }
+                None
+            }
+            Some(raw) => match SecretName::parse(raw.get_ref()) {
+                Err(e) => {
+                    errors.push(self.at(raw, &f("secret"), e.to_string()));
+                    None
+                }
+                Ok(s) if s.as_str().to_ascii_lowercase().starts_with(crate::store::routed::REFRESH_TOKEN_PREFIX) => {
+                    errors.push(self.at(
+                        raw,
+                        &f("secret"),
+                        "must not start with \"patrol-owner-\": patrol keeps owners' refresh tokens under such names",
+                    ));
+                    None
+                }
+                Ok(s) => Some(s),
+            },
+        };
+        let display_name = match &t.display_name {
+            None => {
+                if !removed.contains("display_name") {
+                    errors.push(self.err(line, &f("display_name"), "is required (the PAT's name in Azure DevOps)"));
+                }
+                None
+            }
+            Some(dn_raw) => match DisplayName::parse(dn_raw.get_ref()) {
+                Err(e) => {
+                    errors.push(self.at(dn_raw, &f("display_name"), e.to_string()));
+                    None
+                }
+                Ok(_) if dn_raw.get_ref().contains("(patrol:") => {
+                    errors.push(self.at(
+                        dn_raw,
+                        &f("display_name"),
+                        "must not contain \"(patrol:\": patrol adds that marker itself",
+                    ));
+                    None
+                }
+                // Leave room for the " (patrol:<12 hex>)" marker.
+                Ok(_) if dn_raw.get_ref().chars().count() + 22 > DisplayName::MAX_LEN => {
+                    errors.push(self.at(
+                        dn_raw,
+                        &f("display_name"),
+                        "must be at most 234 characters (patrol appends a 22-character marker)",
+                    ));
+                    None
+                }
+                Ok(n) => Some(n),
+            },
+        };
 
-        let org_raw = self.pick(&t.organization, &d.organization, &f("organization"), line)?;
         let organization =
-            OrgName::parse(org_raw.get_ref()).map_err(|e| self.at(org_raw, &f("organization"), e.to_string()))?;
-        let owner_raw = self.pick(&t.owner, &d.owner, &f("owner"), line)?;
-        let owner = OwnerId::parse(owner_raw.get_ref()).map_err(|e| self.at(owner_raw, &f("owner"), e.to_string()))?;
-        let scopes_raw = self.pick(&t.scopes, &d.scopes, &f("scopes"), line)?;
-        let scopes =
-            Scopes::parse(scopes_raw.get_ref()).map_err(|e| self.at(scopes_raw, &f("scopes"), e.to_string()))?;
+            self.pick(&t.organization, &d.organization, &f("organization"), line, removed, errors).and_then(|o| {
+                OrgName::parse(o.get_ref())
+                    .map_err(|e| errors.push(self.at(o, &fd(t.organization.is_some(), "organization"), e.to_string())))
+                    .ok()
+            });
+        let owner = self.pick(&t.owner, &d.owner, &f("owner"), line, removed, errors).and_then(|o| {
+            OwnerId::parse(o.get_ref())
+                .map_err(|e| errors.push(self.at(o, &fd(t.owner.is_some(), "owner"), e.to_string())))
+                .ok()
+        });
+        let scopes_raw = self.pick(&t.scopes, &d.scopes, &f("scopes"), line, removed, errors);
+        let scopes = scopes_raw.and_then(|s| {
+            Scopes::parse(s.get_ref())
+                .map_err(|e| errors.push(self.at(s, &fd(t.scopes.is_some(), "scopes"), e.to_string())))
+                .ok()
+        });
 
         let allow_full_access =
             t.allow_full_access.as_ref().or(d.allow_full_access.as_ref()).is_some_and(|v| *v.get_ref());
         let allow_all_orgs = t.allow_all_orgs.as_ref().or(d.allow_all_orgs.as_ref()).is_some_and(|v| *v.get_ref());
-        if scopes.is_full_access() && !allow_full_access {
-            return Err(self.at(
-                scopes_raw,
-                &f("scopes"),
+        if let (Some(scopes), Some(raw)) = (&scopes, scopes_raw)
+            && scopes.is_full_access()
+            && !allow_full_access
+        {
+            errors.push(self.at(
+                raw,
+                &fd(t.scopes.is_some(), "scopes"),
                 "app_token (full access) is refused; name explicit vso.* scopes, or set allow_full_access = true on this token",
             ));
         }
         let all_orgs = t.all_orgs.as_ref().is_some_and(|v| *v.get_ref());
         if all_orgs && !allow_all_orgs {
             let at = t.all_orgs.as_ref().map(|v| self.line_of(v.span().start)).unwrap_or(line);
-            return Err(self.err(
+            errors.push(self.err(
                 at,
                 &f("all_orgs"),
-                "all-organization PATs are refused (they stop working on 2026-12-01); set allow_all_orgs = true to override",
+                "all-organization PATs are refused (they stopped working on 2026-12-01); set allow_all_orgs = true to override",
             ));
         }
 
-        let validity_raw = self.pick(&t.validity_days, &d.validity_days, &f("validity_days"), line)?;
-        let validity_days = self.days(validity_raw, &f("validity_days"), 1, MAX_VALIDITY_DAYS as i64)?;
-        let rb_raw = self.pick(&t.rotate_before_days, &d.rotate_before_days, &f("rotate_before_days"), line)?;
-        let rotate_before_days = self.days(rb_raw, &f("rotate_before_days"), 1, MAX_VALIDITY_DAYS as i64)?;
-        if rotate_before_days >= validity_days {
-            return Err(self.at(
+        let max = MAX_VALIDITY_DAYS as i64;
+        let validity_days = self
+            .pick(&t.validity_days, &d.validity_days, &f("validity_days"), line, removed, errors)
+            .and_then(|v| self.days(v, &fd(t.validity_days.is_some(), "validity_days"), 1, max, errors));
+        let rb_raw =
+            self.pick(&t.rotate_before_days, &d.rotate_before_days, &f("rotate_before_days"), line, removed, errors);
+        let rotate_before_days = rb_raw
+            .and_then(|v| self.days(v, &fd(t.rotate_before_days.is_some(), "rotate_before_days"), 1, max, errors));
+        let grace_raw = self.pick(&t.grace_days, &d.grace_days, &f("grace_days"), line, removed, errors);
+        let grace_days =
+            grace_raw.and_then(|v| self.days(v, &fd(t.grace_days.is_some(), "grace_days"), 0, max, errors));
+        if let (Some(validity_days), Some(rotate_before_days), Some(rb_raw)) =
+            (validity_days, rotate_before_days, rb_raw)
+            && rotate_before_days >= validity_days
+        {
+            errors.push(self.at(
                 rb_raw,
-                &f("rotate_before_days"),
+                &fd(t.rotate_before_days.is_some(), "rotate_before_days"),
                 format!("{rotate_before_days} must be less than validity_days ({validity_days})"),
             ));
-        }
-        let grace_raw = self.pick(&t.grace_days, &d.grace_days, &f("grace_days"), line)?;
-        let grace_days = self.days(grace_raw, &f("grace_days"), 0, MAX_VALIDITY_DAYS as i64)?;
-        if grace_days > rotate_before_days {
-            return Err(self.at(
-                grace_raw,
-                &f("grace_days"),
-                format!("{grace_days} must be at most rotate_before_days ({rotate_before_days}): the previous PAT expires then anyway"),
-            ));
-        }
-        if grace_days >= validity_days - rotate_before_days {
-            return Err(self.at(
-                grace_raw,
-                &f("grace_days"),
-                format!(
-                    "{grace_days} must be less than validity_days - rotate_before_days ({}), so one grace period ends before the next rotation",
-                    validity_days - rotate_before_days
-                ),
-            ));
+        } else if let (Some(validity_days), Some(rotate_before_days), Some(grace_days), Some(grace_raw)) =
+            (validity_days, rotate_before_days, grace_days, grace_raw)
+        {
+            if grace_days > rotate_before_days {
+                errors.push(self.at(
+                    grace_raw,
+                    &fd(t.grace_days.is_some(), "grace_days"),
+                    format!("{grace_days} must be at most rotate_before_days ({rotate_before_days}): the previous PAT expires then anyway"),
+                ));
+            } else if grace_days >= validity_days - rotate_before_days {
+                errors.push(self.at(
+                    grace_raw,
+                    &fd(t.grace_days.is_some(), "grace_days"),
+                    format!(
+                        "{grace_days} must be less than validity_days - rotate_before_days ({}), so one grace period ends before the next rotation",
+                        validity_days - rotate_before_days
+                    ),
+                ));
+            }
         }
 
-        let notify = match t.notify.as_ref().or(d.notify.as_ref()) {
-            None => Vec::new(),
-            Some(v) => {
-                let mut out = Vec::new();
-                for s in v.get_ref() {
-                    let target = Target::parse(s).map_err(|e| self.at(v, &f("notify"), e.to_string()))?;
-                    if !out.contains(&target) {
-                        out.push(target);
-                    }
+        let mut notify = Vec::new();
+        if let Some(v) = t.notify.as_ref().or(d.notify.as_ref()) {
+            let field = if t.notify.is_some() { f("notify") } else { "defaults.notify".into() };
+            for s in v.get_ref() {
+                match Target::parse(s) {
+                    Ok(target) if !notify.contains(&target) => notify.push(target),
+                    Ok(_) => {}
+                    Err(e) => errors.push(self.at(v, &field, e.to_string())),
                 }
-                out
             }
-        };
+        }
         let thresholds_field =
             if t.expiry_thresholds.is_some() { f("expiry_thresholds") } else { "defaults.expiry_thresholds".into() };
         let expiry_thresholds = match t.expiry_thresholds.as_ref().or(d.expiry_thresholds.as_ref()) {
             None => DEFAULT_THRESHOLDS.to_vec(),
             Some(v) if v.get_ref().len() > MAX_THRESHOLDS => {
-                return Err(self.at(
+                errors.push(self.at(
                     v,
                     &thresholds_field,
                     format!(
@@ -449,17 +719,19 @@ impl<'a> Ctx<'a> {
                         v.get_ref().len()
                     ),
                 ));
+                Vec::new()
             }
             Some(v) => {
                 let mut set = BTreeSet::new();
                 for n in v.get_ref() {
-                    if !(1..=MAX_VALIDITY_DAYS as i64).contains(n) {
-                        return Err(self.at(v, &thresholds_field, format!("{n} is outside 1..=365 days")));
+                    if !(1..=max).contains(n) {
+                        errors.push(self.at(v, &thresholds_field, format!("{n} is outside 1..=365 days")));
+                    } else {
+                        set.insert(*n as u32);
                     }
-                    set.insert(*n as u32);
                 }
-                if set.is_empty() {
-                    return Err(self.at(v, &thresholds_field, "must name at least one threshold"));
+                if v.get_ref().is_empty() {
+                    errors.push(self.at(v, &thresholds_field, "must name at least one threshold, e.g. [30, 14, 7, 1]"));
                 }
                 set.into_iter().rev().collect()
             }
@@ -473,25 +745,31 @@ impl<'a> Ctx<'a> {
                     && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
                 if !ok {
-                    return Err(self.at(
+                    errors.push(self.at(
                         v,
                         &f("vault"),
-                        format!("{:?} is not a Key Vault name (3-24 letters, digits, '-')", v.get_ref()),
+                        format!(
+                            "{:?} is not a Key Vault name (3-24 letters, digits, '-', starting with a letter)",
+                            v.get_ref()
+                        ),
                     ));
                 }
                 Some(name)
             }
         };
 
-        Ok(ManagedToken {
-            secret,
-            display_name,
-            organization,
-            owner,
-            scopes,
-            validity_days,
-            rotate_before_days,
-            grace_days,
+        if errors.len() > before {
+            return None;
+        }
+        Some(ManagedToken {
+            secret: secret?,
+            display_name: display_name?,
+            organization: organization?,
+            owner: owner?,
+            scopes: scopes?,
+            validity_days: validity_days?,
+            rotate_before_days: rotate_before_days?,
+            grace_days: grace_days?,
             notify,
             expiry_thresholds,
             all_orgs,
@@ -614,21 +892,25 @@ notify = ["teams", "email:pkg@contoso.com"]
         let e = err_of(&GOOD.replace("secret = \"ci-build-pat\"", "secret = \"ci/build\""));
         assert_eq!((e.field.as_str(), e.line), ("token[0].secret", 11));
 
+        // A bad default is named as the default, once (not once per token that uses it).
         let e = err_of(&GOOD.replace("owner = \"svc-ci@contoso.com\"", "owner = \"nobody\""));
-        assert_eq!((e.field.as_str(), e.line), ("token[0].owner", 4));
+        assert_eq!((e.field.as_str(), e.line), ("defaults.owner", 4));
+        assert!(e.also.is_empty(), "{e}");
 
         let e = err_of(&GOOD.replace("grace_days = 2", "grace_days = 8"));
-        assert_eq!(e.field, "token[0].grace_days");
+        assert_eq!(e.field, "defaults.grace_days");
 
+        // A type error names the field and what it must be; the dropped default is not "required" again.
         let e = err_of(&GOOD.replace("validity_days = 30\n", "validity_days = \"thirty\"\n"));
-        assert_eq!(e.field, "(syntax)");
-        assert_eq!(e.line, 5);
+        assert_eq!((e.field.as_str(), e.line), ("defaults.validity_days", 5), "{e}");
+        assert!(e.problem.contains("whole number") && e.problem.contains("thirty"), "{e}");
+        assert!(e.also.is_empty(), "{e}");
 
         let e = err_of(&format!(
             "{GOOD}\n[[token]]\nsecret = \"x\"\ndisplay_name = \"X\"\nscopes = \"vso.code\"\ncolour = \"blue\"\n"
         ));
-        assert_eq!(e.field, "(syntax)");
-        assert!(e.problem.contains("colour"), "{e}");
+        assert_eq!(e.field, "token[2].colour", "{e}");
+        assert!(e.problem.contains("not a field") && e.problem.contains("display_name"), "{e}");
     }
 
     #[test]
@@ -660,6 +942,53 @@ notify = ["teams", "email:pkg@contoso.com"]
         // Ten is fine.
         let text = GOOD.replace("grace_days = 2\n", "grace_days = 2\nexpiry_thresholds = [1,2,3,4,5,6,7,8,9,10]\n");
         assert_eq!(parse(&text).unwrap().tokens[0].expiry_thresholds.len(), 10);
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_file_line_field_and_what_is_allowed() {
+        let text = GOOD
+            .replace("grace_days = 2\n", "grace_days = \"two\"\n")
+            .replace("secret = \"ci-build-pat\"", "secret = \"ci/build\"")
+            .replace("vso.packaging", "vso.bogus")
+            .replace("expiry_thresholds = [7, 30, 1]", "expiry_thresholds = [7, 400]\nallow_all_orgs = \"yes\"");
+        let e = err_of(&text);
+        let all: Vec<(usize, &str)> = e.all().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            all,
+            vec![
+                (7, "defaults.grace_days"),
+                (11, "token[0].secret"),
+                (18, "token[1].scopes"),
+                (21, "token[1].expiry_thresholds"),
+                (22, "token[1].allow_all_orgs"),
+            ],
+            "{e}"
+        );
+        let shown = e.to_string();
+        assert_eq!(shown.lines().count(), 5, "{shown}");
+        assert!(shown.lines().all(|l| l.starts_with("patrol.toml:")), "{shown}");
+        assert!(shown.contains("patrol.toml:22: token[1].allow_all_orgs: must be true or false"), "{shown}");
+        assert!(shown.contains("400 is outside 1..=365"), "{shown}");
+        // Two syntax errors: both reported.
+        let e = err_of("[[token]]\nsecret = \nowner = = 3\n");
+        assert!(e.all().count() >= 2 && e.all().all(|e| e.field == "(syntax)"), "{e}");
+        // Every [audit] problem at once too.
+        let e = err_of(&format!("{GOOD}\n[audit.rules.burst]\ndays = 3\nmax_actions = 0\n"));
+        let fields: Vec<_> = e.all().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"audit.rules.burst.days") && fields.contains(&"audit.rules.burst.max_actions"), "{e}");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_without_a_fake_position() {
+        let e = Policy::load(Path::new("/nonexistent/patrol.toml")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/patrol.toml: cannot read: "), "{e}");
+    }
+
+    #[test]
+    fn secret_names_that_differ_only_in_case_are_one_secret() {
+        let e = err_of(&GOOD.replace("pkg-feed-pat", "CI-Build-PAT"));
+        assert_eq!((e.field.as_str(), e.line), ("token[1].secret", 15), "{e}");
+        assert!(e.problem.contains("only in case") && e.problem.contains("ci-build-pat"), "{e}");
     }
 
     #[test]

@@ -317,8 +317,12 @@ async fn migrate_global_replaces_managed_global_pats_with_organization_scoped_on
     store_managed(store.as_ref(), "old-global", gid, "old-global (patrol:0123456789ab)", &gvalue, "vso.code").await;
     let managed = managed_pats(store.as_ref()).await.unwrap();
 
-    let (globals, errors) = patrol::audit::migrate::find_global(&managed, connector.as_ref()).await;
+    let (globals, errors) = patrol::audit::migrate::find_global(&managed, connector.as_ref(), clock.now()).await;
     assert!(errors.is_empty(), "{errors:?}");
+    // Past 2026-12-01 they stopped working: said so, not "at risk" or "stops".
+    if clock.now() >= patrol::devops::GLOBAL_PAT_CUTOFF {
+        assert!(globals.iter().all(|g| g.stopped_working && g.status() == "stopped working on 2026-12-01"));
+    }
     assert_eq!(globals.len(), 2, "{globals:#?}");
     assert!(globals.iter().all(|g| g.stops_on <= patrol::devops::GLOBAL_PAT_CUTOFF));
     // The normal rotation path: a global-migration rotation through the engine, grace from the policy.
@@ -329,8 +333,11 @@ async fn migrate_global_replaces_managed_global_pats_with_organization_scoped_on
     assert!(dry.table().contains("would replace") && dry.table().contains("not managed"), "{}", dry.table());
     assert_eq!(current_value(store.as_ref(), "old-global").await, gvalue);
 
+    crate::schemas::assert_valid("migrate-global", &serde_json::to_value(&dry).unwrap());
     let report = patrol::audit::migrate::migrate(globals, &managed, &replacer, false, vec![]).await;
     assert!(!report.failed(), "{}", report.table());
+    // `patrol migrate-global --format json` prints this document: docs/schemas/migrate-global.schema.json.
+    crate::schemas::assert_valid("migrate-global", &serde_json::to_value(&report).unwrap());
     let new = report.rows.iter().find_map(|r| r.replacement.clone()).unwrap();
     let pats = connector
         .pats(&OwnerId::parse(OWNER).unwrap(), &org())
@@ -391,6 +398,16 @@ async fn cli_revoke_asks_first_and_audit_shows_findings() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("`outside_cidr`") && text.contains("203.0.113.9"), "{text}");
     assert!(!text.contains(&value));
+    let T::Audit(a) =
+        T::try_parse_from(["t", "audit", "--since", "1h", "--reader", ADMIN, "--format", "json"]).unwrap()
+    else {
+        panic!()
+    };
+    let mut out = Vec::new();
+    assert_eq!(audit_cmds::run_audit(&rt, &a, &mut out).await.unwrap(), 0);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    crate::schemas::assert_valid("audit", &v);
+    assert!(v[0]["findings"].as_array().is_some_and(|f| !f.is_empty()), "{v}");
     // Read-only: the timer's checkpoint was not written.
     assert!(rt.state.load(&patrol::audit::ingest::checkpoint_key(&org())).await.unwrap().is_none());
 
@@ -424,6 +441,7 @@ async fn cli_revoke_asks_first_and_audit_shows_findings() {
     let code = audit_cmds::run_revoke(&rt, &r, &mut |_: &str| panic!("asked despite --yes"), &mut out).await.unwrap();
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    crate::schemas::assert_valid("revoke", &v);
     assert_eq!(v["rows"][0]["outcome"], "revoked");
     assert_eq!(v["rows"][0]["secret"], "ci-build");
     assert!(!env.works(&value).await);

@@ -111,7 +111,14 @@ fn status_without_sign_in_exits_3_in_every_format() {
     assert!(text(&out.stdout).contains("| svc@contoso.com | sign-in-needed |"));
     let out = patrol(dir.path(), &["status"], &[]);
     assert!(text(&out.stdout).contains("OWNER"));
-    assert!(text(&out.stderr).contains("patrol login"));
+    // The command to run, with the owner's name (never a `<owner>` placeholder), and no "again" for an
+    // owner who never signed in.
+    let err = text(&out.stderr);
+    assert!(err.contains("svc@contoso.com never signed in: run `patrol login --owner svc@contoso.com`"), "{err}");
+    assert!(!err.contains("<owner>") && !err.contains("again"), "{err}");
+    // The owners in status JSON appear once each (no key twice).
+    let out = patrol(dir.path(), &["status", "--format", "json"], &[]);
+    super::schemas::assert_no_duplicate_keys(&text(&out.stdout));
 }
 
 /// Headless Chromium (Debian's `chromium`), if installed.
@@ -171,7 +178,8 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert_eq!(pats.len(), 8, "{before:?}");
     assert_eq!(missing.len(), 4, "{before:?}");
     assert!(pats.iter().all(|p| p["managed"] == false && p["role"] == "unmanaged"), "{pats:?}");
-    for (name, state) in [("Old deploy script", "expired"), ("Everything everywhere", "active")] {
+    // All-organization PATs stopped working on 2026-12-01: never shown as "active".
+    for (name, state) in [("Old deploy script", "expired"), ("Everything everywhere", "stopped-working")] {
         assert!(pats.iter().any(|p| p["display_name"] == name && p["state"] == state), "{name}");
     }
     assert!(pats.iter().any(|p| p["global"] == true));
@@ -184,7 +192,7 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     // EventGridSecretChanged through Event Grid's Functions-host delivery and were answered 200.
     let invocations = j["invocations"].as_array().unwrap();
     let grid: Vec<_> = invocations.iter().filter(|i| i["function"] == "EventGridSecretChanged").collect();
-    assert!(grid.iter().all(|i| i["status"] == 200), "{grid:?}");
+    assert!(grid.iter().all(|i| i["http_status"] == 200), "{grid:?}");
     for secret in ["ci-build-pat", "package-feed-pat", "release-bot-pat", "wiki-sync-pat"] {
         assert!(
             grid.iter().any(|i| i["event"] == "SecretNewVersionCreated" && i["secret"] == secret),
@@ -337,6 +345,14 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
         dom.contains("<h2>Consumers</h2>") && dom.contains("service-connection:fabrikam/web/ci-package-feed"),
         "the report shows the consumers"
     );
+    // Since 2026-12-01 it "stopped working" (not "stops"), and its row does not say active; the period's
+    // revocations (the two previous PATs whose grace ended) are listed with the rotations.
+    assert!(dom.contains("stopped working on 2026-12-01") && !dom.contains("stops working"), "{dom}");
+    let rows: Vec<&str> = dom.split("<tr").filter(|r| r.contains("Everything everywhere")).collect();
+    assert!(rows.iter().any(|r| r.contains("stopped-working")), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.contains(">active<")), "{rows:?}");
+    assert!(dom.contains("Recent rotations and revocations"), "{dom}");
+    assert_eq!(dom.matches("revoked (previous PAT, grace over)").count(), 2, "{dom}");
     let shot = dir.path().join("report.png");
     let out = Command::new(chrome)
         .args(chromium_args(profile.path()))
@@ -363,6 +379,36 @@ fn demo_binary_exits_0_quickly_and_prints_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
     assert!(dir.path().join("d/patrol-report.html").exists());
+    // The published contract: docs/schemas/demo.schema.json (with the inventory, plan and status schemas it
+    // embeds): one type per field (`http_status` a number or null, `outcome` a word), RFC 3339 times,
+    // snake_case listed PATs, no key twice.
+    super::schemas::assert_no_duplicate_keys(&text(&out.stdout));
+    super::schemas::assert_valid("demo", &v);
+    assert!(v["plan"]["unmanaged"].as_array().unwrap().iter().all(|u| u["pat"]["authorization_id"].is_string()));
+    assert!(v["rotations"].as_array().unwrap().iter().all(|r| r["valid_to"].as_str().unwrap().contains('T')));
+
+    // `patrol history` over the demo's state: what each trigger did, and why.
+    let env = [
+        ("PATROL_STATE_DIR", dir.path().join("d/state").display().to_string()),
+        ("PATROL_POLICY_FILE", dir.path().join("d/patrol.toml").display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = patrol(dir.path(), &["history", "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    super::schemas::assert_valid("history", &h);
+    let events = h["events"].as_array().unwrap();
+    let by = |kind: &str, secret: &str| {
+        events.iter().find(|e| e["kind"] == kind && e["secret"] == secret).map(|e| e["by"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(by("rotated", "ci-build-pat").as_deref(), Some("EventGridSecretChanged"), "{h}");
+    assert_eq!(by("rotated", "release-bot-pat").as_deref(), Some("RotateHttp"), "{h}");
+    assert_eq!(by("rotated", "package-feed-pat").as_deref(), Some("RotateTimer"), "{h}");
+    assert_eq!(by("revoked", "ci-build-pat").as_deref(), Some("RotateTimer"), "{h}");
+    let out = patrol(dir.path(), &["history", "release-bot-pat", "--format", "markdown"], &env);
+    let md = text(&out.stdout);
+    assert!(md.starts_with("| AT | EVENT |") && md.contains("| forced |") && !md.contains("ci-build-pat"), "{md}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1, "history wrote nothing next to d/");
 
     // The demo's own `patrol status` (the vault and the refresh token it reads are gone after the demo):
     // the owner signed in, three tokens rotated, one previous PAT still draining.
@@ -678,4 +724,349 @@ async fn consumers_check_reaches_every_consumer_without_writing_and_names_what_f
         assert!(!transcript.contains(s.as_str()), "a secret reached the output");
     }
     assert!(!transcript.contains("/_control/consumers/webhooks"), "the webhook URL is never shown");
+/// Policy errors through the real binary: every problem at once, each `file:line: field: what is allowed`;
+/// a type error names its field; an empty file is refused; a missing file is named without a fake
+/// position; secret names differing only in case are one Key Vault secret.
+#[test]
+fn policy_errors_are_all_reported_at_once_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "[defaults]\norganization = \"fabrikam\"\nowner = \"svc@contoso.com\"\nscopes = \"vso.code\"\n\
+                  validity_days = \"thirty\"\nrotate_before_days = 7\ngrace_days = 1\n\n\
+                  [[token]]\nsecret = \"ci-build-pat\"\ndisplay_name = \"CI build\"\n\n\
+                  [[token]]\nsecret = \"CI-Build-PAT\"\ndisplay_name = \"Other\"\nscopes = \"vso.bogus\"\n";
+    std::fs::write(dir.path().join("patrol.toml"), policy).unwrap();
+    for cmd in [&["plan"][..], &["check"]] {
+        let out = patrol(dir.path(), cmd, &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        for want in ["defaults.validity_days", "must be a whole number", "token[1].scopes", "vso.bogus"] {
+            assert!(all.contains(want), "`patrol {}` lacks {want:?}:\n{all}", cmd[0]);
+        }
+        assert!(!all.contains("(syntax)"), "{all}");
+    }
+    let out = patrol(dir.path(), &["plan"], &[]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("patrol.toml:5: defaults.validity_days: must be a whole number (found string \"thirty\")"),
+        "{err}"
+    );
+    assert!(err.contains("patrol.toml:16: token[1].scopes:"), "{err}");
+
+    // Fix the type: now the case-only duplicate is the error.
+    std::fs::write(dir.path().join("patrol.toml"), policy.replace("\"thirty\"", "30").replace("vso.bogus", "vso.code"))
+        .unwrap();
+    let err = text(&patrol(dir.path(), &["plan"], &[]).stderr);
+    assert!(err.contains("patrol.toml:13: token[1].secret:") && err.contains("only in case"), "{err}");
+
+    // Empty: refused. Missing: `file: cannot read: …`.
+    std::fs::write(dir.path().join("patrol.toml"), "\n# nothing yet\n").unwrap();
+    let out = patrol(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("patrol.toml:1") && text(&out.stdout).contains("empty"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::remove_file(dir.path().join("patrol.toml")).unwrap();
+    let out = patrol(dir.path(), &["plan"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("patrol.toml: cannot read: No such file") && !err.contains(":0:"), "{err}");
+}
+
+/// `patrol check`: policy and settings offline, every error at once (exit 2), warnings for risky but legal
+/// choices (exit 0), read-only, and its JSON matches docs/schemas/check.schema.json.
+#[test]
+fn check_reports_every_error_and_warns_about_risky_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    // Errors in the policy and in the settings, reported together.
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        "[[token]]\nsecret = \"a-pat\"\ndisplay_name = \"A\"\norganization = \"fabrikam\"\nowner = \"x@contoso.com\"\n\
+         scopes = \"vso.code\"\nvalidity_days = 30\nrotate_before_days = 40\ngrace_days = 1\n",
+    )
+    .unwrap();
+    let out = patrol(dir.path(), &["check", "--format", "json"], &[("PATROL_MAX_CONCURRENCY", "lots")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    super::schemas::assert_valid("check", &v);
+    let errors = v["errors"].as_array().unwrap();
+    assert!(errors.iter().any(|e| e["field"] == "PATROL_MAX_CONCURRENCY" && e["source"] == "settings"), "{v}");
+    assert!(
+        errors.iter().any(|e| e["field"] == "token[0].rotate_before_days" && e["location"] == "patrol.toml:8"),
+        "{v}"
+    );
+    assert_eq!(v["ok"], false);
+
+    // Legal but risky: warnings, exit 0.
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        "[defaults]\norganization = \"fabrikam\"\nowner = \"x@contoso.com\"\nscopes = \"vso.code\"\n\
+         validity_days = 30\nrotate_before_days = 7\ngrace_days = 1\nnotify = [\"email:ops@contoso.com\"]\n\
+         expiry_thresholds = [30, 7]\n\n\
+         [[token]]\nsecret = \"a-pat\"\ndisplay_name = \"A\"\n\n\
+         [[token.consumer]]\nkind = \"reference\"\ndescription = \"App Service web-prod\"\nlag_hours = 48\n",
+    )
+    .unwrap();
+    let env = [
+        ("PATROL_CLIENT_ID", "5e0a6c1b-3f2d-4a8e-9b7c-d1e2f3a4b5c6"),
+        ("PATROL_KEYVAULT_URL", "https://kv-patrol.vault.azure.net/"),
+    ];
+    let out = patrol(dir.path(), &["check", "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    super::schemas::assert_valid("check", &v);
+    let warned = |field: &str, words: &str| {
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["field"] == field && w["problem"].as_str().unwrap().contains(words))
+    };
+    assert!(warned("token[0].expiry_thresholds", "30-day warning on a 30-day PAT"), "{v}");
+    assert!(warned("token[0].grace_days", "lag 48 hours"), "{v}");
+    assert!(warned("PATROL_OWN_KEYVAULT_URL", "refresh tokens share the consumer vault"), "{v}");
+    assert_eq!((v["ok"].as_bool(), v["tokens"].as_u64()), (Some(true), Some(1)));
+    let out = patrol(dir.path(), &["check"], &env);
+    let table = text(&out.stdout);
+    assert!(table.starts_with("LEVEL") && table.contains("valid, 1 token(s), 3 warning(s)"), "{table}");
+    // A token naming a vault the settings do not configure: an error (the stores would refuse to open).
+    let policy = std::fs::read_to_string(dir.path().join("patrol.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("patrol.toml"),
+        policy.replace("display_name = \"A\"", "display_name = \"A\"\nvault = \"team-kv\""),
+    )
+    .unwrap();
+    let out = patrol(dir.path(), &["check", "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "token[0].vault" && e["problem"].as_str().unwrap().contains("kv-patrol")),
+        "{v}"
+    );
+    // Read-only: only the policy is there.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("patrol.toml")]);
+}
+
+/// The README's patrol-emulator section, step by step with the real binaries: `patrol-emulator --seed
+/// examples/seed.json --eventgrid-target …`, patrol's settings taken from its ready line (no
+/// `PATROL_KEYVAULT_NAME`), `patrol check`, `patrol serve`, `patrol login`, `plan`, `rotate`. Every Key Vault
+/// event Event Grid delivered reached the handler as an event of a vault patrol manages (before, each was
+/// `ignored: vault "patrol-emu" is not one patrol manages`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_emulator_section_works_with_the_real_binaries() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("## patrol-emulator").unwrap()..];
+    let seed_path = root.join("examples/seed.json");
+    assert!(section.contains("--seed examples/seed.json") && seed_path.is_file(), "the README's seed exists");
+    let seed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&seed_path).unwrap()).unwrap();
+    let app = &seed["apps"][0];
+    let (kv_client, kv_secret) = (app["clientId"].as_str().unwrap(), app["clientSecret"].as_str().unwrap());
+    assert!(section.contains(kv_client) && section.contains(kv_secret), "the README quotes the seed's app");
+
+    // The emulator binary, as `cargo run -p patrol-emulator` builds it.
+    let status = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO"))
+            .args(["build", "--offline", "-p", "patrol-emulator", "--bin", "patrol-emulator"])
+            .current_dir(root)
+            .status()
+            .unwrap()
+    });
+    assert!(status.success());
+    let emulator_bin = Path::new(env!("CARGO_BIN_EXE_patrol")).with_file_name("patrol-emulator");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut emu = Command::new(&emulator_bin)
+        .args(["--seed", seed_path.to_str().unwrap(), "--eventgrid-target", &format!("http://127.0.0.1:{port}")])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(emu.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let r = |k: &str| ready[k].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(String, String)> = [
+        ("PATROL_DEVOPS_URL", r("devops")),
+        ("PATROL_AUDIT_URL", r("audit")),
+        ("PATROL_ENTRA_AUTHORITY", r("entra")),
+        ("PATROL_TENANT_ID", r("tenant")),
+        ("PATROL_CA_CERT", r("ca_cert")),
+        ("PATROL_KEYVAULT_URL", r("keyvault")),
+        ("PATROL_KEYVAULT_CREDENTIAL", "client-secret".into()),
+        ("PATROL_KEYVAULT_TENANT_ID", r("tenant")),
+        ("PATROL_KEYVAULT_CLIENT_ID", kv_client.into()),
+        ("PATROL_KEYVAULT_CLIENT_SECRET", kv_secret.into()),
+        ("PATROL_CLIENT_ID", "3b1f0c2d-9e8a-4f7b-a6c5-d4e3f2a1b0c9".into()),
+        ("PATROL_LEASE", "local".into()),
+        ("PATROL_POLICY_FILE", root.join("patrol.toml").display().to_string()),
+        ("PATROL_STATE_DIR", dir.path().join(".patrol").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, _) in &env {
+        let documented =
+            ["PATROL_POLICY_FILE", "PATROL_STATE_DIR"].contains(&k.as_str()) || section.contains(k.as_str());
+        assert!(documented, "the README's emulator section sets {k}");
+    }
+    let run = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_patrol"));
+        c.args(args).current_dir(dir.path()).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        tokio::task::block_in_place(|| c.output().unwrap())
+    };
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_patrol"));
+    serve.args(["serve", "--port", &port.to_string()]).current_dir(dir.path()).env_clear();
+    serve.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).env("PATROL_LOG_FORMAT", "json");
+    let mut serve = serve.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let serve_out = serve.stdout.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(serve_out).read_to_string(&mut s);
+        s
+    });
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "patrol serve did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let mut child =
+        super::login::spawn(dir.path(), &["--owner", "svc-rotation@contoso.com", "--poll-interval-ms", "50"], &env);
+    let (code, seen, rest) = tokio::task::block_in_place(|| super::login::read_prompt(&mut child));
+    let approve = reqwest::Client::new()
+        .post(format!("{}/_control/devicecodes/approve", r("control")))
+        .json(&serde_json::json!({ "userCode": code, "upn": "svc-rotation@contoso.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(approve.status().is_success());
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| super::login::finish(child, seen, rest));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let out = run(&["plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["rotate"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("ci-build-pat"), "{}", text(&out.stdout));
+
+    // Every event the vault raised (the refresh token, three PATs) was delivered and answered.
+    let control = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    loop {
+        let events: serde_json::Value = control
+            .get(format!("{}/_control/eventgrid/events", r("control")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let deliveries: serde_json::Value = control
+            .get(format!("{}/_control/eventgrid/deliveries", r("control")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let delivered = deliveries["value"].as_array().unwrap().iter().filter(|d| d["status"] == 200).count();
+        let raised = events["count"].as_u64().unwrap() as usize;
+        if raised >= 4 && delivered >= raised {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{events}\n{deliveries}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = emu.kill();
+    let _ = emu.wait();
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("EventGridSecretChanged"), "{logs}");
+    assert!(!logs.contains("is not one patrol manages"), "events were ignored:\n{logs}");
+    assert!(logs.contains("is not managed by patrol"), "the refresh token's event reached the engine:\n{logs}");
+}
+
+/// Every `PATROL_*` name the code reads (outside its unit tests), in patrol and in patrol-emulator, is in
+/// the README — a row of the settings table, or the list of tooling variables below it — and the table
+/// lists nothing the code does not read.
+#[test]
+fn every_patrol_setting_the_code_reads_is_in_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = std::collections::BTreeSet::new();
+    let mut stack = vec![root.join("src"), root.join("emulator/src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".rs") || name.ends_with("_tests.rs") {
+                continue;
+            }
+            let code = std::fs::read_to_string(&p).unwrap();
+            let code = code.split("#[cfg(test)]").next().unwrap();
+            let mut rest = code;
+            while let Some(i) = rest.find("\"PATROL_") {
+                let tail = &rest[i + 1..];
+                let end = tail.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')).unwrap();
+                names.insert(tail[..end].to_owned());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(names.len() >= 40 && names.contains("PATROL_KEYVAULT_URL"), "{names:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let missing: Vec<_> = names.iter().filter(|n| !readme.contains(&format!("`{n}`"))).collect();
+    assert!(missing.is_empty(), "README.md does not list {missing:?}");
+    let rows: Vec<&str> =
+        readme.lines().filter_map(|l| l.strip_prefix("| `PATROL_")).map(|l| l.split('`').next().unwrap()).collect();
+    let stale: Vec<_> = rows.iter().filter(|r| !names.contains(&format!("PATROL_{r}"))).collect();
+    assert!(stale.is_empty(), "the README's settings table lists settings the code does not read: {stale:?}");
+}
+
+/// `--help` of every command: the JSON field lists are written as lines of at most 80 columns, so clap never
+/// re-wraps them in the middle of a field list on an 80-column terminal (it wraps prose at spaces only).
+#[test]
+fn help_never_wraps_json_field_lists() {
+    use clap::CommandFactory;
+    let dir = tempfile::tempdir().unwrap();
+    let mut names: Vec<String> =
+        patrol::cli::Cli::command().get_subcommands().map(|c| c.get_name().to_owned()).collect();
+    names.retain(|n| n != "help");
+    assert!(names.iter().any(|n| n == "check") && names.iter().any(|n| n == "history"), "{names:?}");
+    let mut json_paragraphs = 0;
+    for name in &names {
+        let out = patrol(dir.path(), &[name, "--help"], &[("COLUMNS", "80")]);
+        assert!(out.status.success(), "{name}");
+        let help = text(&out.stdout);
+        let mut in_json = false;
+        for line in help.lines() {
+            if line.starts_with("JSON") {
+                in_json = true;
+                json_paragraphs += 1;
+            } else if line.trim().is_empty() {
+                in_json = false;
+            }
+            if in_json {
+                assert!(line.chars().count() <= 80, "`patrol {name} --help` has a JSON line wider than 80:\n{line}");
+            }
+        }
+    }
+    assert!(json_paragraphs >= 8, "{json_paragraphs}");
 }

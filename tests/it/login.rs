@@ -20,7 +20,7 @@ const OTHER: &str = "someone-else@fabrikam.example";
 const CLIENT_ID: &str = "3b1f0c2d-9e8a-4f7b-a6c5-d4e3f2a1b0c9";
 const KV_APP: &str = "8c7b6a59-4d3e-4f2a-9b1c-0d9e8f7a6b5c";
 
-async fn emulator() -> (Emulator, String) {
+pub(crate) async fn emulator() -> (Emulator, String) {
     let seed = serde_json::from_value(json!({
         "organizations": [{ "name": "fabrikam" }],
         "users": [{ "upn": OWNER, "organizations": ["fabrikam"] }, { "upn": OTHER, "organizations": ["fabrikam"] }],
@@ -46,7 +46,7 @@ fn write_policy(dir: &Path) -> String {
 }
 
 /// The settings of a file-store run; `vault` adds the emulated Key Vault (client secret credential).
-fn settings(emu: &Emulator, dir: &Path, vault: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn settings(emu: &Emulator, dir: &Path, vault: Option<&str>) -> Vec<(String, String)> {
     let e = emu.endpoints();
     let mut v = vec![
         ("PATROL_POLICY_FILE".to_owned(), write_policy(dir)),
@@ -71,7 +71,7 @@ fn settings(emu: &Emulator, dir: &Path, vault: Option<&str>) -> Vec<(String, Str
     v
 }
 
-fn spawn(dir: &Path, args: &[&str], env: &[(String, String)]) -> Child {
+pub(crate) fn spawn(dir: &Path, args: &[&str], env: &[(String, String)]) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_patrol"));
     c.arg("login").args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
@@ -150,7 +150,7 @@ fn file_store(dir: &Path) -> FileSecretStore {
     FileSecretStore::open(dir.join("state/secrets"), &dir.join("store.key"), Clock::system()).unwrap()
 }
 
-async fn approved_login(emu: &Emulator, dir: &Path, env: &[(String, String)]) -> (i32, String, String) {
+pub(crate) async fn approved_login(emu: &Emulator, dir: &Path, env: &[(String, String)]) -> (i32, String, String) {
     let mut child = spawn(dir, &["--owner", OWNER, "--poll-interval-ms", "50"], env);
     let (code, seen, rest) = tokio::task::block_in_place(|| read_prompt(&mut child));
     assert!(seen.contains(&format!("To sign in {OWNER}, open ")), "{seen}");

@@ -13,6 +13,7 @@ mod handler;
 mod login;
 mod notify;
 mod rotation;
+mod schemas;
 mod store;
 /// Shared helpers; `support::captured_logs()` is the one process-wide log capture (use it, do not install
 /// another global subscriber).

@@ -152,7 +152,15 @@ impl KeyVaultServer {
         }
         let listener = tokio::net::TcpListener::bind(opts.listen).await?;
         let addr = listener.local_addr()?;
-        let base_url = format!("https://{addr}");
+        // Azure names a vault after the first label of its host (`<name>.vault.azure.net`), and clients (patrol
+        // among them) derive the name that way to recognise the vault's events. A vault named `localhost` is
+        // therefore served as `https://localhost:<port>` (its certificate carries the name), so its URL and
+        // its name agree; any other name keeps the loopback address (set the name explicitly in clients).
+        let base_url = if opts.vault_name.eq_ignore_ascii_case("localhost") {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("https://{addr}")
+        };
         let state = Arc::new(KvState {
             vault: Mutex::new(vault),
             clock,

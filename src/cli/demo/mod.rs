@@ -60,8 +60,13 @@ Examples:
 Needs nothing: no Azure, no settings, no network beyond 127.0.0.1. With PATROL_SMTP_HOST (and the other
 PATROL_SMTP_* settings) set, alerts go to that SMTP server; otherwise to <dir>/mailbox.mbox.
 Secrets live only in an emulated Azure Key Vault (HTTPS) that ends with the demo; the directory keeps no secret.
-JSON: {\"ok\", \"elapsed_ms\", \"dir\", \"virtual_start\", \"secret_store\", \"inventory_before\", \"plan\",
-\"invocations\", \"rotations\", \"status\", \"inventory_after\", \"alerts\", \"report\"}.";
+
+JSON (docs/schemas/demo.schema.json):
+  {ok, elapsed_ms, dir, virtual_start, secret_store, inventory_before,
+   plan, invocations, rotations, status, inventory_after, alerts, report}
+  invocations[]: function, request, outcome, http_status, summary
+                 (Event Grid deliveries also: event, secret)
+  rotations[]: secret, reason, by, authorization_id, valid_to, draining";
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DemoArgs {
@@ -238,7 +243,12 @@ impl Story {
         let status = o["status"].as_str().unwrap_or("?").to_owned();
         let summary = o["summary"].as_str().or_else(|| o["error"].as_str()).unwrap_or("").to_owned();
         let _ = writeln!(self.out, "  {function:<24} {what:<40} -> {status}: {summary}");
-        self.invocations.push(json!({ "function": function, "request": what, "status": status, "summary": summary }));
+        // RotateHttp answers over HTTP (`Outputs.res.statusCode`); the timer has no HTTP status.
+        let http = &reply["Outputs"]["res"]["statusCode"];
+        let http_status = http.as_u64().or_else(|| http.as_str().and_then(|s| s.parse().ok()));
+        self.invocations.push(json!({
+            "function": function, "request": what, "outcome": status, "http_status": http_status, "summary": summary,
+        }));
         o
     }
 
@@ -258,7 +268,7 @@ impl Story {
             );
             self.invocations.push(json!({
                 "function": "EventGridSecretChanged", "request": what, "event": d.event, "secret": d.secret,
-                "status": d.http_status, "outcome": d.status, "summary": d.summary,
+                "http_status": d.http_status, "outcome": d.status, "summary": d.summary,
             }));
         }
         self.seen_events = seen.len();
@@ -480,7 +490,7 @@ async fn run_in(
             for v in &consumers {
                 let _ = writeln!(out, "  {:<18}   consumer {:<58} {}", "", v.consumer, v.detail);
             }
-            rotations.push(json!({ "secret": j.secret, "reason": c.reason.as_str(), "by": by, "authorization_id": c.authorization_id, "valid_to": c.valid_to.date().to_string(), "draining": j.drains.len(), "consumers": consumers }));
+            rotations.push(json!({ "secret": j.secret, "reason": c.reason.as_str(), "by": by, "authorization_id": c.authorization_id, "valid_to": c.valid_to.format(&time::format_description::well_known::Rfc3339).ok(), "draining": j.drains.len(), "consumers": consumers }));
         }
         if let Some(f) = &j.last_failure {
             let _ = writeln!(out, "  {:<18} FAILED at {}: {}", j.secret.to_string(), f.step, f.error);
@@ -497,7 +507,8 @@ async fn run_in(
     }
 
     let report_path = dir.join("patrol-report.html");
-    let data = super::report::build(&after, &journals, &local.policy, "patrol demo report: fabrikam", clock.now());
+    let mut data = super::report::build(&after, &journals, &local.policy, "patrol demo report: fabrikam", clock.now());
+    super::report::add_revocations(&mut data, &super::report::period_events(&local).await);
     super::report::write(&report_path, &crate::report::render_html(&data))?;
     let elapsed = started.elapsed();
     let _ = writeln!(out, "\nReport written to {}", report_path.display());

@@ -253,11 +253,11 @@ async fn hammer(processes: usize, with_serve: bool, steps: usize) {
             // The symptoms of racing writers the issue saw: none, since the leases exclude.
             assert!(!out.contains("was changed by someone else"), "step {step}: {out}");
             assert!(!out.contains("refused to revoke"), "step {step}: {out}");
-            sign_in_needed |= out.contains("must sign in again");
+            sign_in_needed |= out.contains("must sign in");
         }
         if let Some((status, body)) = &served {
             transcript.push_str(body);
-            sign_in_needed |= body.contains("must sign in again");
+            sign_in_needed |= body.contains("must sign in");
             assert!(!body.contains("was changed by someone else") && !body.contains("refused to revoke"), "{body}");
             assert!(matches!(status, 0 | 200 | 500), "step {step}: serve answered {status}: {body}");
         }
@@ -282,7 +282,7 @@ async fn hammer(processes: usize, with_serve: bool, steps: usize) {
     for _ in 0..6 {
         let (code, out) = cli(env.clone(), Fate::Runs).await;
         transcript.push_str(&out);
-        if out.contains("must sign in again") {
+        if out.contains("must sign in") {
             sign_in(&w.emu, &w.local).await;
             continue;
         }
