@@ -641,7 +641,7 @@ async fn day_zero(day: Day<'_>, story: &mut Story, pats: &[MintedPat]) -> Result
         (world::HOOK_KEY, &creds.hook_key, "the webhook's HMAC signing key".to_owned()),
     ] {
         let n = SecretName::parse(name).map_err(step)?;
-        local.own.set(&n, value, NewVersion::default()).await.map_err(step)?;
+        local.own.set(&n, value, crate::store::NewVersion::default()).await.map_err(step)?;
         let _ = writeln!(story.out, "   {name:<26} {what}");
     }
     let _ = writeln!(
