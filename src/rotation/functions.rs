@@ -11,7 +11,7 @@ use super::policy::Policy;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::handler::eventgrid::{SecretEvent, SecretEventKind};
-use crate::handler::http::{RotateMode, RotateRequest};
+use crate::handler::http::{AckRequest, RotateMode, RotateRequest};
 use crate::handler::timer::TimerRun;
 use crate::handler::{Failure, FailureKind, Functions, Invocation, Outcome, Report, Status};
 use crate::notify::Notifier;
@@ -29,6 +29,8 @@ struct Runtime {
     http: Arc<crate::devops::connector::HttpConnector>,
     /// The policy's `[audit]` section, when it has one: the timer then also polls the audit log.
     audit: Option<crate::audit::AuditSettings>,
+    /// patrol's own store (webhook consumers' signing keys, for acknowledgements).
+    own: Arc<dyn SecretStore>,
 }
 
 /// The handler's functions, backed by the engine.
@@ -114,7 +116,7 @@ impl RotationFunctions {
             faults: super::machine::Faults::from_env().map(Arc::new),
             consumers,
         };
-        Ok(Runtime { engine, notifier, http: connector, audit })
+        Ok(Runtime { engine, notifier, http: connector, audit, own: stores.own.clone() })
     }
 
     /// The timer's audit pass (when the policy has `[audit]`). It runs **before** the rotation engine's
@@ -290,6 +292,58 @@ impl Functions for RotationFunctions {
         self.finish(rt, s, dry_run).await
     }
 
+    async fn acknowledge(&self, _inv: &Invocation, ack: AckRequest) -> Outcome {
+        let rt = self.runtime().await?;
+        let token = rt.engine.policy.token(&ack.secret);
+        let current = match token {
+            Some(_) => super::journal::load(rt.engine.state.as_ref(), &ack.secret)
+                .await
+                .map_err(|e| Failure::new(FailureKind::Unavailable, format!("reading the journal: {e}")))?
+                .journal
+                .current
+                .and_then(|c| c.vault_version),
+            None => None,
+        };
+        let received = crate::consumers::ack::Received {
+            secret: &ack.secret,
+            version: &ack.version,
+            consumer: &ack.consumer,
+            timestamp: ack.timestamp,
+            signature: &ack.signature,
+            body: &ack.body,
+        };
+        let now = self.clock.now();
+        match crate::consumers::ack::receive(
+            token,
+            current.as_deref(),
+            rt.own.as_ref(),
+            rt.engine.state.as_ref(),
+            now,
+            received,
+        )
+        .await
+        {
+            Ok(a) => Ok(Report::new(
+                Status::Completed,
+                format!(
+                    "recorded the acknowledgement of {} version {} by {}; it counts as the consumer's evidence of use",
+                    a.secret, a.version, a.consumer
+                ),
+            )
+            .with_detail(json!({ "acknowledged": { "secret": a.secret, "version": a.version, "consumer": a.consumer, "at": crate::handler::invoke::rfc3339(a.at) } }))),
+            Err(e) => {
+                use crate::consumers::ack::Refused;
+                let kind = match &e {
+                    Refused::NotFound(_) => FailureKind::NotFound,
+                    Refused::Unauthorized(_) => FailureKind::Unauthorized,
+                    Refused::Conflict(_) => FailureKind::Conflict,
+                    Refused::Unavailable(_) => FailureKind::Unavailable,
+                };
+                Err(Failure::new(kind, format!("acknowledgement refused: {e}")))
+            }
+        }
+    }
+
     async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {
         if let Some(why) = foreign_vault(&self.settings, &event.vault) {
             return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
@@ -358,6 +412,10 @@ impl Functions for ForeignVaultGate {
 
     async fn rotate_http(&self, inv: &Invocation, req: RotateRequest) -> Outcome {
         self.inner.rotate_http(inv, req).await
+    }
+
+    async fn acknowledge(&self, inv: &Invocation, ack: AckRequest) -> Outcome {
+        self.inner.acknowledge(inv, ack).await
     }
 
     async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {
