@@ -226,9 +226,7 @@ mod tests {
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let own = MemoryStore::new();
-        own.set(&SecretName::parse("hook-key").unwrap(), &SecretString::from(KEY), Default::default())
-            .await
-            .unwrap();
+        own.set(&SecretName::parse("hook-key").unwrap(), &SecretString::from(KEY), Default::default()).await.unwrap();
         Fixture {
             policy: Policy::parse(std::path::Path::new("patrol.toml"), POLICY).unwrap(),
             own,
@@ -268,7 +266,10 @@ mod tests {
         assert_eq!((a.version.as_str(), a.at), ("v2", NOW));
         let (stored, _) = f.state.load(&key(&SecretName::parse("feed-pat").unwrap(), OK.2)).await.unwrap().unwrap();
         let stored = String::from_utf8(stored).unwrap();
-        assert!(!stored.contains(KEY) && !stored.contains(&super::super::webhook::sign(KEY.as_bytes(), ts, &body(OK.0, OK.1, OK.2))));
+        assert!(
+            !stored.contains(KEY)
+                && !stored.contains(&super::super::webhook::sign(KEY.as_bytes(), ts, &body(OK.0, OK.1, OK.2)))
+        );
         // The same request again is a replay; a new signature (a new timestamp) is accepted.
         assert!(matches!(f.send(KEY, ts, OK, Some("v2")).await, Err(Refused::Conflict(m)) if m.contains("replay")));
         assert!(f.send(KEY, ts + 1, OK, Some("v2")).await.is_ok());
@@ -278,8 +279,13 @@ mod tests {
     async fn every_refusal_says_what_was_wrong_and_records_nothing() {
         let f = fixture().await;
         let ts = NOW.unix_timestamp();
-        let cases: Vec<(Result<Ack, Refused>, fn(&Refused) -> bool, &str)> = vec![
-            (f.send("wrong-key", ts, OK, Some("v2")).await, |e| matches!(e, Refused::Unauthorized(_)), "does not match"),
+        type Case = (Result<Ack, Refused>, fn(&Refused) -> bool, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                f.send("wrong-key", ts, OK, Some("v2")).await,
+                |e| matches!(e, Refused::Unauthorized(_)),
+                "does not match",
+            ),
             (f.send(KEY, ts - 301, OK, Some("v2")).await, |e| matches!(e, Refused::Unauthorized(_)), "301 s behind"),
             (f.send(KEY, ts + 400, OK, Some("v2")).await, |e| matches!(e, Refused::Unauthorized(_)), "ahead of"),
             (f.send(KEY, ts, OK, Some("v3")).await, |e| matches!(e, Refused::Conflict(_)), "not the current version"),

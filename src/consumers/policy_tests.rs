@@ -236,7 +236,9 @@ fn webhook_acknowledgements_are_accepted_and_typed() {
     let c = &p.tokens[0].consumers.list[0];
     assert_eq!(c.id, "webhook:u");
     assert!(matches!(c.kind, ConsumerKind::Webhook { ack: true, .. }), "{c:?}");
-    let text = format!("{BASE}\n[[token.consumer]]\nkind = \"webhook\"\nurl_secret = \"u\"\nsigning_secret = \"k\"\nack = \"yes\"\n");
+    let text = format!(
+        "{BASE}\n[[token.consumer]]\nkind = \"webhook\"\nurl_secret = \"u\"\nsigning_secret = \"k\"\nack = \"yes\"\n"
+    );
     let e = parse(&text).unwrap_err();
     assert!(e.to_string().contains("expected a boolean"), "{e}");
 }

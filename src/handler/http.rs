@@ -184,7 +184,8 @@ impl HttpInput {
     /// else a rotation request ([`RotateRequest::from_request`]).
     pub fn from_request(req: &Request) -> Result<Result<Self, BadRequest>, PayloadError> {
         let (path, http) = req.binding_object(BINDING)?;
-        let method = lenient::get(&http, "Method").map(|v| lenient::string(v, &format!("{path}.Method"))).transpose()?;
+        let method =
+            lenient::get(&http, "Method").map(|v| lenient::string(v, &format!("{path}.Method"))).transpose()?;
         let is_post = method.as_deref().is_some_and(|m| m.trim().eq_ignore_ascii_case("POST"));
         let headers = match lenient::get(&http, "Headers") {
             None => Map::new(),
@@ -286,10 +287,14 @@ impl AckRequest {
         }
         let field = |name: &str| -> Result<String, BadRequest> {
             match lenient::get(ack, name) {
-                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => {
+                Some(Value::String(s))
+                    if !s.trim().is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) =>
+                {
                     Ok(s.trim().to_owned())
                 }
-                Some(_) => Err(BadRequest::new(format!("ack.{name} must be a non-empty string (at most 256 characters)"))),
+                Some(_) => {
+                    Err(BadRequest::new(format!("ack.{name} must be a non-empty string (at most 256 characters)")))
+                }
                 None => Err(BadRequest::new(format!("ack.{name} is missing; {SHAPE}"))),
             }
         };
@@ -309,7 +314,9 @@ impl AckRequest {
         let consumer = field("consumer")?;
         let header = |name: &str| -> Result<String, BadRequest> {
             let v = lenient::get(headers, name).ok_or_else(|| {
-                BadRequest::new(format!("the {name} header is missing; acknowledgements are signed (see docs/policy.md)"))
+                BadRequest::new(format!(
+                    "the {name} header is missing; acknowledgements are signed (see docs/policy.md)"
+                ))
             })?;
             let s = match v {
                 Value::Array(items) if items.len() == 1 => items[0].as_str().map(str::to_owned),
@@ -554,7 +561,10 @@ mod tests {
     fn an_acknowledgement_keeps_the_signed_bytes_and_hides_the_signature() {
         let h = json!({"Content-Type": ["application/json"], "X-Patrol-Timestamp": ["1700000000"], "x-patrol-signature": ["sha256=abcd"]});
         let HttpInput::Ack(a) = input(ack_req(h.clone(), json!(ACK_BODY))).unwrap() else { panic!("an ack") };
-        assert_eq!((a.secret.as_str(), a.version.as_str(), a.consumer.as_str()), ("feed-pat", "0a1b", "webhook:hook-url"));
+        assert_eq!(
+            (a.secret.as_str(), a.version.as_str(), a.consumer.as_str()),
+            ("feed-pat", "0a1b", "webhook:hook-url")
+        );
         assert_eq!((a.timestamp, a.signature.as_str()), (1_700_000_000, "sha256=abcd"));
         assert_eq!(a.body, ACK_BODY.as_bytes(), "the exact bytes the host passed on");
         let shown = format!("{a:?}{}", serde_json::to_string(&a).unwrap());
@@ -578,9 +588,17 @@ mod tests {
             (json!({"X-Patrol-Timestamp": ["noon"], "X-Patrol-Signature": ["s"]}), json!(ACK_BODY), "unix seconds"),
             (h.clone(), json!(r#"{"ack":{"secret":"feed-pat","version":"0a1b"}}"#), "ack.consumer is missing"),
             (h.clone(), json!(r#"{"ack":"yes"}"#), "ack must be an object"),
-            (h.clone(), json!(r#"{"ack":{"secret":"feed-pat","version":"1","consumer":"c","extra":1}}"#), "ack.\"extra\""),
+            (
+                h.clone(),
+                json!(r#"{"ack":{"secret":"feed-pat","version":"1","consumer":"c","extra":1}}"#),
+                "ack.\"extra\"",
+            ),
             (h.clone(), json!(r#"{"ack":{"secret":"other","version":"1","consumer":"c"}}"#), "must agree"),
-            (h.clone(), json!({"ack": {"secret": "feed-pat", "version": "1", "consumer": "c"}}), "bytes that were signed"),
+            (
+                h.clone(),
+                json!({"ack": {"secret": "feed-pat", "version": "1", "consumer": "c"}}),
+                "bytes that were signed",
+            ),
         ] {
             let e = input(ack_req(headers, body)).unwrap_err();
             assert_eq!(e.status, 400);

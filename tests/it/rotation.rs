@@ -5,6 +5,7 @@ mod blob_retry;
 mod breakglass;
 mod clamp;
 mod concurrent;
+mod consumer_ack;
 mod consumers;
 mod expiry_alerts;
 mod failed_runs;
