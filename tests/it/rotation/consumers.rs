@@ -335,14 +335,16 @@ async fn a_patrol_process_killed_at_every_consumer_step_converges_without_a_visi
     assert_eq!(code, 0, "first rotation: {out}");
     let copy = SecretName::parse("team-copy").unwrap();
     let mut transcript = out;
-    // The written consumers in policy order: service connection, variable group, GitHub, the vault copy.
+    // The five written consumers — service connection, variable group, GitHub, the vault copy, the webhook —
+    // are written side by side, so the nth to reach a boundary is any of them: every n is crashed at.
     for boundary in ["consumer-writing", "consumer-written"] {
-        for nth in 1..=4 {
+        for nth in 1..=5 {
             let at = format!("{boundary}:{nth}");
             let (old, _) = c.w.current("feed-pat").await.unwrap();
             let ep_rev = c.ctl(&format!("consumers/service-endpoints/{EP}")).await["revision"].as_u64().unwrap();
             let vg_rev = c.ctl("consumers/variable-groups/7").await["revision"].as_u64().unwrap();
             let copies = c.w.local.store.list_versions(&copy).await.unwrap().len();
+            let hooks_before = c.ctl("consumers/webhooks/team-a").await["received"].as_array().unwrap().len();
             let (code, out) = patrol(&c.w.env, Some(&at), &["feed-pat", "--force"]);
             transcript.push_str(&out);
             assert_eq!(code, 86, "{at}: the process reached the boundary: {out}");
@@ -359,6 +361,13 @@ async fn a_patrol_process_killed_at_every_consumer_step_converges_without_a_visi
             let vg = c.ctl("consumers/variable-groups/7").await["revision"].as_u64().unwrap();
             assert_eq!((ep - ep_rev, vg - vg_rev), (1, 1), "{at}: one visible write each");
             assert_eq!(c.w.local.store.list_versions(&copy).await.unwrap().len(), copies + 1, "{at}: one copy");
+            // The webhook is at least once: a resend after a crash carries the same delivery id and version.
+            let hooks = c.ctl("consumers/webhooks/team-a").await["received"].as_array().unwrap().clone();
+            let ids: std::collections::BTreeSet<String> = hooks[hooks_before..]
+                .iter()
+                .map(|h| format!("{}/{}", h["body"]["id"], h["body"]["version"]))
+                .collect();
+            assert_eq!(ids.len(), 1, "{at}: one notification (resends share its id): {ids:?}");
             // The previous PAT is kept: its grace has not passed and no pipeline used the connection.
             let active = c.w.pats(patrol::devops::DisplayFilter::Active).await;
             assert!(!c.revoked(&active, old), "{at}: previous kept while consumers have not all moved");
