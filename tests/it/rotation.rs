@@ -6,6 +6,7 @@ mod breakglass;
 mod clamp;
 mod concurrent;
 mod consumer_ack;
+mod consumer_refusals;
 mod consumers;
 mod expiry_alerts;
 mod failed_runs;

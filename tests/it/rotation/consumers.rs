@@ -363,10 +363,8 @@ async fn a_patrol_process_killed_at_every_consumer_step_converges_without_a_visi
             assert_eq!(c.w.local.store.list_versions(&copy).await.unwrap().len(), copies + 1, "{at}: one copy");
             // The webhook is at least once: a resend after a crash carries the same delivery id and version.
             let hooks = c.ctl("consumers/webhooks/team-a").await["received"].as_array().unwrap().clone();
-            let ids: std::collections::BTreeSet<String> = hooks[hooks_before..]
-                .iter()
-                .map(|h| format!("{}/{}", h["body"]["id"], h["body"]["version"]))
-                .collect();
+            let ids: std::collections::BTreeSet<String> =
+                hooks[hooks_before..].iter().map(|h| format!("{}/{}", h["body"]["id"], h["body"]["version"])).collect();
             assert_eq!(ids.len(), 1, "{at}: one notification (resends share its id): {ids:?}");
             // The previous PAT is kept: its grace has not passed and no pipeline used the connection.
             let active = c.w.pats(patrol::devops::DisplayFilter::Active).await;
