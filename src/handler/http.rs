@@ -211,6 +211,10 @@ impl HttpInput {
     }
 }
 
+/// The headers of a signed acknowledgement (the same as patrol's webhook notifications send).
+pub const ACK_TIMESTAMP_HEADER: &str = "X-Patrol-Timestamp";
+pub const ACK_SIGNATURE_HEADER: &str = "X-Patrol-Signature";
+
 /// The body field that makes a `POST` an acknowledgement.
 pub const ACK_FIELD: &str = "ack";
 
@@ -327,14 +331,11 @@ impl AckRequest {
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| BadRequest::new(format!("the {name} header must be given once")))
         };
-        let timestamp = header(crate::consumers::webhook::TIMESTAMP_HEADER)?;
-        let timestamp = timestamp.parse::<i64>().map_err(|_| {
-            BadRequest::new(format!(
-                "the {} header must be whole unix seconds",
-                crate::consumers::webhook::TIMESTAMP_HEADER
-            ))
-        })?;
-        let signature = header(crate::consumers::webhook::SIGNATURE_HEADER)?;
+        let timestamp = header(ACK_TIMESTAMP_HEADER)?;
+        let timestamp = timestamp
+            .parse::<i64>()
+            .map_err(|_| BadRequest::new(format!("the {} header must be whole unix seconds", ACK_TIMESTAMP_HEADER)))?;
+        let signature = header(ACK_SIGNATURE_HEADER)?;
         Ok(Self { secret, version, consumer, timestamp, signature, body: raw })
     }
 }
