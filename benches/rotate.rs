@@ -17,6 +17,11 @@
 //! default rate limits back on (which also empties the rate-limit windows). The timed run is one full
 //! pass (`Engine::run`): inventory, plan, rotate every token.
 //!
+//! With `ROTATE_BENCH_CONSUMERS=1` (issue 13) every token also feeds three write consumers — a service
+//! connection, a secret variable of a variable group (both written with patrol's own app-only Entra
+//! identity) and a GitHub Actions repository secret (sealed box) — and the timed pass rotates and delivers
+//! all of them; the bound is the consumer one (docs/benchmarks.md, "Consumer bound"), the target 1.3×.
+//!
 //! Run: `cargo build --release -p patrol-emulator && cargo bench --bench rotate`.
 //! Knobs: `ROTATE_BENCH_TOKENS`, `ROTATE_BENCH_OWNERS`, `ROTATE_BENCH_CONCURRENCY` (default 8, patrol's default
 //! `PATROL_MAX_CONCURRENCY`),
@@ -44,6 +49,18 @@ const TSTU_LIMIT: f64 = 200.0;
 const TSTU_WARN: f64 = 0.8 * TSTU_LIMIT;
 const WINDOW_SECS: f64 = 300.0;
 const RSS_LIMIT_KB: u64 = 64 * 1024;
+/// patrol's own Entra app (the Function App's identity) that writes Azure DevOps consumers.
+const APP: &str = "7c1f0e2a-9b3d-4e5f-8a6b-0c1d2e3f4a5b";
+const APP_SECRET: &str = "patrol-consumer-writer-bench-secret";
+const GH_TOKEN: &str = "github_pat_11BENCH0000patrolConsumerBench0_writewritewritewritewritewritewrite";
+
+fn consumers_on() -> bool {
+    std::env::var("ROTATE_BENCH_CONSUMERS").is_ok_and(|v| v == "1")
+}
+
+fn endpoint_id(i: usize) -> String {
+    format!("0f6a6f2e-1c7b-4d5e-9f00-{i:012}")
+}
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -82,6 +99,15 @@ fn settings(dir: &Path, endpoints: &Value, concurrency: usize) -> Settings {
         ("PATROL_LEASE".into(), "local".into()),
         ("PATROL_MAX_CONCURRENCY".into(), concurrency.to_string()),
     ];
+    let mut pairs = pairs;
+    if consumers_on() {
+        pairs.extend([
+            ("PATROL_CONSUMER_CREDENTIAL".into(), "client-secret".into()),
+            ("PATROL_CONSUMER_TENANT_ID".into(), s("tenant")),
+            ("PATROL_CONSUMER_CLIENT_ID".into(), APP.into()),
+            ("PATROL_CONSUMER_CLIENT_SECRET".into(), APP_SECRET.into()),
+        ]);
+    }
     Settings::from_source(&Source::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))).expect("settings")
 }
 
@@ -99,10 +125,12 @@ async fn child_run(dir: &Path, control: &str) -> Value {
     let elapsed = t.elapsed();
     let errors: Vec<String> =
         summary.reports.iter().filter_map(|r| r.error.clone().or(r.deferred.clone())).take(5).collect();
+    let delivered = summary.reports.iter().flat_map(|r| &r.done).filter(|d| d.starts_with("delivered to ")).count();
     json!({
         "elapsed_s": elapsed.as_secs_f64(),
         "planned": summary.plan.entries.len(),
         "rotated": summary.rotated,
+        "delivered": delivered,
         "failed": summary.failed,
         "deferred": summary.deferred.len(),
         "busy": summary.busy.len(),
@@ -225,24 +253,60 @@ async fn orchestrate() {
     let control = endpoints["control"].as_str().expect("control endpoint").to_owned();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http");
 
-    // The world: one organization, k identities.
+    // The world: one organization, k identities (and with consumers: each token's service connection,
+    // variable group and GitHub repository, patrol's app in the organization, its GitHub token).
     let users: Vec<Value> = (0..k).map(|i| json!({ "upn": owner(i), "organizations": [ORG] })).collect();
-    control_call(
-        &http,
-        "POST",
-        &format!("{control}/_control/seed"),
-        Some(json!({ "organizations": [{ "name": ORG }], "users": users })),
-    )
-    .await;
+    let mut seed = json!({ "organizations": [{ "name": ORG }], "users": users });
+    let consumers = consumers_on();
+    if consumers {
+        let placeholder = "placeholder-not-a-pat-0000000000000000000000";
+        seed["apps"] = json!([{ "clientId": APP, "displayName": "patrol-func", "clientSecret": APP_SECRET }]);
+        seed["consumers"] = json!({
+            "projects": [{ "organization": ORG, "name": "web" }],
+            "appMembers": [{ "organization": ORG, "clientId": APP }],
+            "serviceEndpoints": (0..n).map(|i| json!({
+                "organization": ORG, "projects": ["web"], "id": endpoint_id(i), "name": format!("feed-{i}"),
+                "type": "generic", "url": "https://feeds.example/", "scheme": "UsernamePassword",
+                "parameters": { "username": "ci", "password": placeholder }, "administrators": [APP]
+            })).collect::<Vec<_>>(),
+            "variableGroups": (0..n).map(|i| json!({
+                "organization": ORG, "projects": ["web"], "id": i + 1, "name": format!("release-{i}"),
+                "variables": { "AZDO_PAT": { "value": placeholder, "isSecret": true }, "PLAIN": { "value": "x" } },
+                "administrators": [APP]
+            })).collect::<Vec<_>>(),
+            "github": {
+                "tokens": [{ "token": GH_TOKEN, "label": "patrol",
+                             "repositories": (0..n).map(|i| format!("bench/app-{i}")).collect::<Vec<_>>() }],
+                "repositories": (0..n).map(|i| json!({ "name": format!("bench/app-{i}") })).collect::<Vec<_>>()
+            }
+        });
+    }
+    control_call(&http, "POST", &format!("{control}/_control/seed"), Some(seed)).await;
     // The policy: n tokens, round-robin over the identities.
     let mut policy = String::from(
         "[defaults]\norganization = \"fabrikam\"\nscopes = \"vso.code\"\nvalidity_days = 30\nrotate_before_days = 7\ngrace_days = 2\n",
     );
+    if consumers {
+        policy.push_str(&format!(
+            "[consumers]\ngithub_credential = \"patrol-github\"\ngithub_api = \"{}\"\n",
+            endpoints["github"].as_str().expect("github endpoint")
+        ));
+    }
     for i in 0..n {
         policy.push_str(&format!(
             "[[token]]\nsecret = \"bench-{i}\"\ndisplay_name = \"Bench token {i}\"\nowner = \"{}\"\n",
             owner(i % k)
         ));
+        if consumers {
+            policy.push_str(&format!(
+                "[[token.consumer]]\nkind = \"devops-service-connection\"\nproject = \"web\"\nconnection = \"{}\"\n\
+                 type = \"generic\"\nscheme = \"UsernamePassword\"\n\
+                 [[token.consumer]]\nkind = \"devops-variable-group\"\nproject = \"web\"\ngroup = {}\nvariable = \"AZDO_PAT\"\n\
+                 [[token.consumer]]\nkind = \"github-actions-secret\"\nrepository = \"bench/app-{i}\"\nname = \"AZDO_PAT\"\n",
+                endpoint_id(i),
+                i + 1
+            ));
+        }
     }
     std::fs::write(dir.path().join("patrol.toml"), policy).expect("policy");
     // What `patrol login` leaves behind: each identity's refresh token in the secret store.
@@ -264,6 +328,11 @@ async fn orchestrate() {
             store_refresh_token(store.as_ref(), &who, &rt_value, &signed_in, patrol::auth::PAT_SCOPES, clock.now())
                 .await
                 .expect("store rt");
+        }
+        if consumers {
+            // patrol's GitHub credential lives in its own store.
+            let name = patrol::domain::SecretName::parse("patrol-github").expect("name");
+            store.set(&name, &secrecy::SecretString::from(GH_TOKEN), Default::default()).await.expect("github token");
         }
     }
 
@@ -294,12 +363,24 @@ async fn orchestrate() {
     control_call(&http, "POST", &format!("{control}/_control/clock/advance"), Some(json!({ "seconds": 24 * 86_400 })))
         .await;
     control_call(&http, "PUT", &format!("{control}/_control/faults"), Some(faults)).await;
-    control_call(&http, "PUT", &format!("{control}/_control/ratelimit"), Some(limits.clone())).await;
+    let timed_limits = if consumers {
+        // The consumer writes all go out as patrol's one app identity: at the emulator's 1 TSTU per call
+        // its 5-minute budget would bind (see "Consumer bound"); this run measures latency/concurrency.
+        let mut l = limits.clone();
+        l["enabled"] = json!(false);
+        l
+    } else {
+        limits.clone()
+    };
+    control_call(&http, "PUT", &format!("{control}/_control/ratelimit"), Some(timed_limits)).await;
     let before = control_call(&http, "GET", &format!("{control}/_control/stats"), None).await;
     let run = run_child(dir.path(), &control);
     let after = control_call(&http, "GET", &format!("{control}/_control/stats"), None).await;
     drop(emu);
 
+    if consumers {
+        return consumer_verdict(n, k, c, no_assert, &run, &before, &after);
+    }
     let devops = requests(&after, "devops") - requests(&before, "devops");
     let entra = requests(&after, "entra") - requests(&before, "entra");
     let throttled = after["throttled"].as_u64().unwrap_or(0) - before["throttled"].as_u64().unwrap_or(0);
@@ -351,5 +432,55 @@ async fn orchestrate() {
     assert_eq!(run["rotated"].as_u64(), Some(n as u64), "every due token rotated: {run}");
     assert_eq!(run["failed"].as_u64(), Some(0), "zero failed rotations: {run}");
     assert!(ratio <= 1.25, "{elapsed:.2} s is {ratio:.2}x the {bound:.2} s lower bound (target 1.25x)");
+    assert!(hwm <= RSS_LIMIT_KB, "peak RSS {hwm} kB > {RSS_LIMIT_KB} kB");
+}
+
+/// The consumer pass against its bound ("Consumer bound" in docs/benchmarks.md): per identity the
+/// inventory (an Entra refresh, then its List page), then per token, at most `c` tokens at once, the calls
+/// on its critical path — Create, Get (verify), and its three consumers side by side, each one read (the
+/// object and its version marker; GitHub's public key and secret metadata together) and one write: 4 calls.
+fn consumer_verdict(n: usize, k: usize, c: usize, no_assert: bool, run: &Value, before: &Value, after: &Value) {
+    let devops = requests(after, "devops") - requests(before, "devops");
+    let github = requests(after, "github") - requests(before, "github");
+    let entra = requests(after, "entra") - requests(before, "entra");
+    let l = LATENCY_MS as f64 / 1e3;
+    const CRITICAL_PATH_CALLS: f64 = 4.0;
+    let inventory_bound = 2.0 * l;
+    let bound = inventory_bound + (n as f64 * CRITICAL_PATH_CALLS * l / c as f64).max(CRITICAL_PATH_CALLS * l);
+    let elapsed = run["elapsed_s"].as_f64().unwrap_or(f64::MAX);
+    let ratio = elapsed / bound;
+    let hwm = run["vm_hwm_kb"].as_u64().unwrap_or(u64::MAX);
+    let app_calls = devops.saturating_sub(2 * n as u64 + k as u64);
+    println!(
+        "rotate + consumers: {n} due tokens x 3 write consumers, {k} identities, concurrency {c}, latency {LATENCY_MS} ms: \
+         {elapsed:.2} s wall (lower bound {bound:.2} s = inventory {inventory_bound:.2} s + {n} x {CRITICAL_PATH_CALLS} calls x {LATENCY_MS} ms / {c}) \
+         = {ratio:.2}x; calls: {devops} Azure DevOps (of them ~{app_calls} by patrol's app identity, {:.1} per token) + {github} GitHub ({:.1} per token) + {entra} Entra; \
+         rotated {}, delivered {}, failed {}, deferred {}; peak RSS {:.1} MiB; patrol CPU {:.2} s; load average {}",
+        app_calls as f64 / n as f64,
+        github as f64 / n as f64,
+        run["rotated"],
+        run["delivered"],
+        run["failed"],
+        run["deferred"],
+        hwm as f64 / 1024.0,
+        run["cpu_s"].as_f64().unwrap_or(0.0),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    if let Some(errors) = run["errors"].as_array().filter(|e| !e.is_empty()) {
+        println!("first errors: {errors:?}");
+    }
+    if no_assert {
+        return;
+    }
+    assert_eq!(run["rotated"].as_u64(), Some(n as u64), "every due token rotated: {run}");
+    assert_eq!(run["delivered"].as_u64(), Some(3 * n as u64), "every consumer delivered: {run}");
+    assert_eq!(run["failed"].as_u64(), Some(0), "zero failed rotations: {run}");
+    assert_eq!(run["deferred"].as_u64(), Some(0), "nothing deferred: {run}");
+    assert!(ratio <= 1.3, "{elapsed:.2} s is {ratio:.2}x the {bound:.2} s lower bound (target 1.3x)");
     assert!(hwm <= RSS_LIMIT_KB, "peak RSS {hwm} kB > {RSS_LIMIT_KB} kB");
 }

@@ -8,7 +8,7 @@ use super::StartupError;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::handler::eventgrid::{SecretEvent, SecretEventKind};
-use crate::handler::http::{RotateMode, RotateRequest};
+use crate::handler::http::{AckRequest, RotateMode, RotateRequest};
 use crate::handler::timer::TimerRun;
 use crate::handler::{Failure, FailureKind, Functions, Invocation, Outcome, Report, Status};
 use crate::rotation::engine::{
@@ -254,6 +254,64 @@ impl Functions for RotationFunctions {
         self.finish(rt, s, dry_run).await
     }
 
+    async fn acknowledge(&self, _inv: &Invocation, ack: AckRequest) -> Outcome {
+        // The handler reads the headers the consumers' notifications are signed with.
+        const _: () = assert!(
+            crate::handler::http::ACK_SIGNATURE_HEADER.len() == crate::consumers::webhook::SIGNATURE_HEADER.len()
+                && crate::handler::http::ACK_TIMESTAMP_HEADER.len()
+                    == crate::consumers::webhook::TIMESTAMP_HEADER.len()
+        );
+        let rt = self.runtime().await?;
+        let token = rt.engine.policy.token(&ack.secret);
+        let current = match token {
+            Some(_) => crate::rotation::journal::load(rt.engine.state.as_ref(), &ack.secret)
+                .await
+                .map_err(|e| Failure::new(FailureKind::Unavailable, format!("reading the journal: {e}")))?
+                .journal
+                .current
+                .and_then(|c| c.vault_version),
+            None => None,
+        };
+        let received = crate::consumers::ack::Received {
+            secret: &ack.secret,
+            version: &ack.version,
+            consumer: &ack.consumer,
+            timestamp: ack.timestamp,
+            signature: &ack.signature,
+            body: &ack.body,
+        };
+        let now = self.clock.now();
+        match crate::consumers::ack::receive(
+            token,
+            current.as_deref(),
+            rt.own.as_ref(),
+            rt.engine.state.as_ref(),
+            now,
+            received,
+        )
+        .await
+        {
+            Ok(a) => Ok(Report::new(
+                Status::Completed,
+                format!(
+                    "recorded the acknowledgement of {} version {} by {}; it counts as the consumer's evidence of use",
+                    a.secret, a.version, a.consumer
+                ),
+            )
+            .with_detail(json!({ "acknowledged": { "secret": a.secret, "version": a.version, "consumer": a.consumer, "at": crate::handler::invoke::rfc3339(a.at) } }))),
+            Err(e) => {
+                use crate::consumers::ack::Refused;
+                let kind = match &e {
+                    Refused::NotFound(_) => FailureKind::NotFound,
+                    Refused::Unauthorized(_) => FailureKind::Unauthorized,
+                    Refused::Conflict(_) => FailureKind::Conflict,
+                    Refused::Unavailable(_) => FailureKind::Unavailable,
+                };
+                Err(Failure::new(kind, format!("acknowledgement refused: {e}")))
+            }
+        }
+    }
+
     async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {
         if let Some(why) = foreign_vault(&self.settings, &event.vault) {
             return Ok(Report::new(Status::Ignored, format!("ignored: {why}")));
@@ -322,6 +380,10 @@ impl Functions for ForeignVaultGate {
 
     async fn rotate_http(&self, inv: &Invocation, req: RotateRequest) -> Outcome {
         self.inner.rotate_http(inv, req).await
+    }
+
+    async fn acknowledge(&self, inv: &Invocation, ack: AckRequest) -> Outcome {
+        self.inner.acknowledge(inv, ack).await
     }
 
     async fn secret_changed(&self, inv: &Invocation, event: SecretEvent) -> Outcome {

@@ -61,6 +61,8 @@ pub struct Running {
     pub connector: Arc<HttpConnector>,
     /// The policy's `[audit]` section, when it has one: the timer then also polls the audit log.
     pub audit: Option<AuditSettings>,
+    /// patrol's own store (webhook consumers' signing keys, for acknowledgements).
+    pub own: Arc<dyn SecretStore>,
 }
 
 impl App {
@@ -174,7 +176,13 @@ impl App {
     pub async fn running(&self) -> Result<Running, StartupError> {
         let connector = self.routed_connector()?;
         let engine = self.engine_on(connector.clone()).with_vaults(self.settings.managed_vault_names());
-        Ok(Running { engine, notifier: self.notifier().await, connector, audit: self.audit().cloned() })
+        Ok(Running {
+            engine,
+            notifier: self.notifier().await,
+            connector,
+            audit: self.audit().cloned(),
+            own: self.own.clone(),
+        })
     }
 }
 

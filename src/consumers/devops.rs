@@ -26,6 +26,8 @@ pub struct DevOpsConsumers {
     /// `https://dev.azure.com/` (or the emulator).
     base: Url,
     credential: Arc<dyn TokenCredential>,
+    /// The object `prepare` read (id, JSON), by consumer id, for the write that follows it.
+    prepared: super::Prepared<(String, Value)>,
 }
 
 impl std::fmt::Debug for DevOpsConsumers {
@@ -44,7 +46,12 @@ fn parse_time(s: &str) -> Option<OffsetDateTime> {
 
 impl DevOpsConsumers {
     pub fn new(client: reqwest::Client, devops_url: &Url, credential: Arc<dyn TokenCredential>) -> Self {
-        Self { client, base: crate::devops::probe::organization_base(devops_url), credential }
+        Self {
+            client,
+            base: crate::devops::probe::organization_base(devops_url),
+            credential,
+            prepared: Default::default(),
+        }
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
@@ -162,7 +169,10 @@ impl DevOpsConsumers {
         let ConsumerKind::DevopsServiceConnection { organization, parameter, .. } = &c.kind else {
             return Err(ConsumerError::Refused("not a service connection".into()));
         };
-        let (id, mut e) = self.endpoint(c).await?;
+        let (id, mut e) = match self.prepared.take(&c.id) {
+            Some(read) if rfc3339(&read.1, "modificationDate").as_deref() == before => read,
+            _ => self.endpoint(c).await?,
+        };
         Self::check_endpoint(c, &e)?;
         let now = rfc3339(&e, "modificationDate");
         if before.is_some() && now.as_deref() != before {
@@ -294,7 +304,10 @@ impl DevOpsConsumers {
         let ConsumerKind::DevopsVariableGroup { organization, variable: Some(name), .. } = &c.kind else {
             return Err(ConsumerError::Refused("nothing to write for this group".into()));
         };
-        let (id, g) = self.group(c).await?;
+        let (id, g) = match self.prepared.take(&c.id) {
+            Some(read) if rfc3339(&read.1, "modifiedOn").as_deref() == before => read,
+            _ => self.group(c).await?,
+        };
         Self::check_group(c, &g)?;
         let now = rfc3339(&g, "modifiedOn");
         if before.is_some() && now.as_deref() != before {
@@ -434,14 +447,18 @@ impl DevOpsConsumers {
     pub async fn prepare(&self, c: &Consumer) -> Result<Option<String>, ConsumerError> {
         match &c.kind {
             ConsumerKind::DevopsServiceConnection { .. } => {
-                let (_, e) = self.endpoint(c).await?;
+                let (id, e) = self.endpoint(c).await?;
                 Self::check_endpoint(c, &e)?;
-                Ok(rfc3339(&e, "modificationDate"))
+                let marker = rfc3339(&e, "modificationDate");
+                self.prepared.put(&c.id, (id, e));
+                Ok(marker)
             }
             ConsumerKind::DevopsVariableGroup { .. } => {
-                let (_, g) = self.group(c).await?;
+                let (id, g) = self.group(c).await?;
                 Self::check_group(c, &g)?;
-                Ok(rfc3339(&g, "modifiedOn"))
+                let marker = rfc3339(&g, "modifiedOn");
+                self.prepared.put(&c.id, (id, g));
+                Ok(marker)
             }
             _ => Err(ConsumerError::Refused("not an Azure DevOps consumer".into())),
         }

@@ -17,6 +17,8 @@ pub struct GithubConsumers {
     api: String,
     store: Arc<dyn SecretStore>,
     credential: Option<SecretName>,
+    /// What `prepare` read, by consumer id, for the write that follows it (see [`super::Prepared`]).
+    prepared: super::Prepared<(Option<String>, String, String)>,
 }
 
 impl std::fmt::Debug for GithubConsumers {
@@ -45,7 +47,7 @@ impl GithubConsumers {
         store: Arc<dyn SecretStore>,
         credential: Option<SecretName>,
     ) -> Self {
-        Self { client, api: api.trim_end_matches('/').to_owned(), store, credential }
+        Self { client, api: api.trim_end_matches('/').to_owned(), store, credential, prepared: Default::default() }
     }
 
     async fn token(&self) -> Result<SecretString, ConsumerError> {
@@ -129,9 +131,19 @@ impl GithubConsumers {
 
     pub async fn prepare(&self, c: &Consumer) -> Result<Option<String>, ConsumerError> {
         let (target, _) = Self::target(c)?;
-        // The public key answers only where the secret can live (repository, environment, organization).
-        self.call(reqwest::Method::GET, &format!("{}/public-key", Self::base(target)), None, &c.id).await?;
-        self.updated_at(c).await
+        // The public key answers only where the secret can live (repository, environment, organization);
+        // it and the secret's marker are read side by side.
+        let base = Self::base(target);
+        let key_path = format!("{base}/public-key");
+        let (key, before) = tokio::join!(self.call(reqwest::Method::GET, &key_path, None, &c.id), self.updated_at(c));
+        let (_, key) = key?;
+        let before = before?;
+        if let (Some(id), Some(pk)) =
+            (key.get("key_id").and_then(|v| v.as_str()), key.get("key").and_then(|v| v.as_str()))
+        {
+            self.prepared.put(&c.id, (before.clone(), id.to_owned(), pk.to_owned()));
+        }
+        Ok(before)
     }
 
     /// Checks the secret's target without writing (`super::check`): its public key can be read and is a
@@ -173,21 +185,28 @@ impl GithubConsumers {
         before: Option<&str>,
     ) -> Result<Option<String>, ConsumerError> {
         let (target, name) = Self::target(c)?;
-        let now = self.updated_at(c).await?;
-        if now.as_deref() != before {
-            return Err(ConsumerError::Conflict(format!(
-                "{}: updated at {} since patrol read it; patrol did not overwrite it",
-                c.id,
-                now.as_deref().unwrap_or("?")
-            )));
-        }
         let base = Self::base(target);
-        let (_, key) = self.call(reqwest::Method::GET, &format!("{base}/public-key"), None, &c.id).await?;
-        let (Some(key_id), Some(pk)) =
-            (key.get("key_id").and_then(|v| v.as_str()), key.get("key").and_then(|v| v.as_str()))
-        else {
-            return Err(ConsumerError::Refused(format!("{}: GitHub answered no public key", c.id)));
+        // Right after `prepare` (same process): its read is the comparison and its key is used. A write
+        // resumed later (after a crash) reads both again.
+        let (key_id, pk) = match self.prepared.take(&c.id).filter(|(b, _, _)| b.as_deref() == before) {
+            Some((_, key_id, pk)) => (key_id, pk),
+            None => {
+                let now = self.updated_at(c).await?;
+                if now.as_deref() != before {
+                    return Err(ConsumerError::Conflict(format!(
+                        "{}: updated at {} since patrol read it; patrol did not overwrite it",
+                        c.id,
+                        now.as_deref().unwrap_or("?")
+                    )));
+                }
+                let (_, key) = self.call(reqwest::Method::GET, &format!("{base}/public-key"), None, &c.id).await?;
+                match (key.get("key_id").and_then(|v| v.as_str()), key.get("key").and_then(|v| v.as_str())) {
+                    (Some(id), Some(pk)) => (id.to_owned(), pk.to_owned()),
+                    _ => return Err(ConsumerError::Refused(format!("{}: GitHub answered no public key", c.id))),
+                }
+            }
         };
+        let (key_id, pk) = (key_id.as_str(), pk.as_str());
         let mut body = json!({ "encrypted_value": seal(pk, value)?, "key_id": key_id });
         if let GithubTarget::Organization { visibility, selected_repository_ids, .. } = target {
             body["visibility"] = json!(visibility);
@@ -196,6 +215,8 @@ impl GithubConsumers {
             }
         }
         self.call(reqwest::Method::PUT, &format!("{base}/{name}"), Some(&body), &c.id).await?;
-        self.updated_at(c).await
+        // GitHub answers 201/204 without the secret's metadata; the marker after the write is not read
+        // (nothing needs it: a resumed write compares with the marker before, the next rotation reads afresh).
+        Ok(None)
     }
 }

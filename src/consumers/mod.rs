@@ -101,6 +101,34 @@ pub trait ConsumerWriter: Send + Sync {
     ) -> Result<Option<state::UseEvidence>, ConsumerError>;
 }
 
+/// What a writer's `prepare` read, kept for the `write` that follows it in the same process (so the
+/// object is not read twice on a token's critical path). Taken by the write; older than
+/// [`Prepared::FRESH`] it is not used and the write reads the object again.
+pub struct Prepared<T> {
+    items: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, T)>>,
+}
+
+impl<T> Default for Prepared<T> {
+    fn default() -> Self {
+        Self { items: Default::default() }
+    }
+}
+
+impl<T> Prepared<T> {
+    pub const FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub fn put(&self, consumer: &str, v: T) {
+        let mut m = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, (at, _)| at.elapsed() < Self::FRESH);
+        m.insert(consumer.to_owned(), (std::time::Instant::now(), v));
+    }
+
+    pub fn take(&self, consumer: &str) -> Option<T> {
+        let mut m = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(consumer).filter(|(at, _)| at.elapsed() < Self::FRESH).map(|(_, v)| v)
+    }
+}
+
 /// What a person should do about a consumer that does not move, in words.
 pub fn fix(c: &Consumer) -> String {
     match &c.kind {

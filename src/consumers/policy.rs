@@ -675,16 +675,8 @@ pub fn token_consumers(
             "webhook" => {
                 let url_secret = secret_name(&c.url_secret, "url_secret", errors);
                 let signing_secret = secret_name(&c.signing_secret, "signing_secret", errors);
+                // With ack = true the consumer's signed acknowledgement to RotateHttp is its evidence of use.
                 let ack = c.ack.as_ref().is_some_and(|v| *v.get_ref());
-                if let Some(a) = c.ack.as_ref().filter(|a| *a.get_ref()) {
-                    // The acknowledgement route of RotateHttp is not served yet: an ack that can never
-                    // arrive would hold every revocation to the deadline.
-                    errors.push(l.at(
-                        a,
-                        &f("ack"),
-                        "acknowledgements are not accepted yet (RotateHttp has no ack route); leave ack unset",
-                    ));
-                }
                 match (url_secret, signing_secret) {
                     (Some(u), Some(s)) => {
                         Some((format!("webhook:{u}"), ConsumerKind::Webhook { url_secret: u, signing_secret: s, ack }))

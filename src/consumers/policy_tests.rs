@@ -228,12 +228,19 @@ fn duplicates_own_secret_and_deadline_are_refused() {
 }
 
 #[test]
-fn webhook_acknowledgements_are_refused_until_rotatehttp_accepts_them() {
+fn webhook_acknowledgements_are_accepted_and_typed() {
     let text = format!(
         "{BASE}\n[[token.consumer]]\nkind = \"webhook\"\nurl_secret = \"u\"\nsigning_secret = \"k\"\nack = true\n"
     );
+    let p = parse(&text).unwrap();
+    let c = &p.tokens[0].consumers.list[0];
+    assert_eq!(c.id, "webhook:u");
+    assert!(matches!(c.kind, ConsumerKind::Webhook { ack: true, .. }), "{c:?}");
+    let text = format!(
+        "{BASE}\n[[token.consumer]]\nkind = \"webhook\"\nurl_secret = \"u\"\nsigning_secret = \"k\"\nack = \"yes\"\n"
+    );
     let e = parse(&text).unwrap_err();
-    assert_eq!(e.field, "token[0].consumer[0].ack", "{e}");
+    assert!(e.to_string().contains("expected a boolean"), "{e}");
 }
 
 #[test]

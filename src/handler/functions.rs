@@ -9,7 +9,7 @@
 //! must answer the host's readiness probe within milliseconds of starting.
 
 use super::eventgrid::SecretEvent;
-use super::http::{RotateMode, RotateRequest};
+use super::http::{AckRequest, RotateMode, RotateRequest};
 use super::payload::RetryContext;
 use super::timer::TimerRun;
 use async_trait::async_trait;
@@ -184,6 +184,8 @@ pub enum FailureKind {
     Conflict,
     /// A dependency (Azure DevOps, Entra, Key Vault) is unavailable; try again later.
     Unavailable,
+    /// The caller could not be authenticated (a webhook acknowledgement's signature or timestamp).
+    Unauthorized,
     /// Anything else.
     Internal,
 }
@@ -197,6 +199,7 @@ impl Failure {
         match self.kind {
             FailureKind::NotFound => 404,
             FailureKind::Conflict => 409,
+            FailureKind::Unauthorized => 401,
             FailureKind::Unavailable => 503,
             FailureKind::Internal => 500,
         }
@@ -215,6 +218,18 @@ pub trait Functions: Send + Sync + 'static {
     /// `EventGridSecretChanged`: a Key Vault secret event. Must be fast (Event Grid gives up after 30 s)
     /// and idempotent (deliveries repeat); an event for an unmanaged secret is [`Status::Ignored`].
     async fn secret_changed(&self, invocation: &Invocation, event: SecretEvent) -> Outcome;
+    /// `RotateHttp` with a webhook consumer's signed acknowledgement (`POST {"ack": …}`): verify it and
+    /// record it as the consumer's evidence of use. Implementations that keep no consumers say so.
+    async fn acknowledge(&self, _invocation: &Invocation, ack: AckRequest) -> Outcome {
+        Ok(Report::new(
+            Status::NotConfigured,
+            format!(
+                "received an acknowledgement of {} version {} from {}; {NOT_CONFIGURED}",
+                ack.secret, ack.version, ack.consumer
+            )
+            .replace("nothing was rotated", "nothing was recorded"),
+        ))
+    }
 }
 
 /// The implementation used until a rotation engine is configured: validates, reports what it received,

@@ -171,6 +171,192 @@ impl RotateRequest {
     }
 }
 
+/// What a `RotateHttp` request is: a manual rotation (or plan), or a webhook consumer's signed
+/// acknowledgement (`POST` with a body `{"ack": {...}}`; see [`AckRequest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpInput {
+    Rotate(RotateRequest),
+    Ack(AckRequest),
+}
+
+impl HttpInput {
+    /// Reads `Data.req`: a `POST` whose JSON body has a top-level `ack` is an acknowledgement, anything
+    /// else a rotation request ([`RotateRequest::from_request`]).
+    pub fn from_request(req: &Request) -> Result<Result<Self, BadRequest>, PayloadError> {
+        let (path, http) = req.binding_object(BINDING)?;
+        let method =
+            lenient::get(&http, "Method").map(|v| lenient::string(v, &format!("{path}.Method"))).transpose()?;
+        let is_post = method.as_deref().is_some_and(|m| m.trim().eq_ignore_ascii_case("POST"));
+        let headers = match lenient::get(&http, "Headers") {
+            None => Map::new(),
+            Some(v) => lenient::object(v, &format!("{path}.Headers"))?.into_owned(),
+        };
+        let content_type = content_type(&headers, &format!("{path}.Headers"))?;
+        let body = lenient::get(&http, "Body");
+        let is_ack = is_post
+            && decode_body(body, content_type.as_deref())
+                .is_ok_and(|m| m.keys().any(|k| k.trim().eq_ignore_ascii_case(ACK_FIELD)));
+        if !is_ack {
+            return Ok(RotateRequest::from_request(req)?.map(Self::Rotate));
+        }
+        let query = match lenient::get(&http, "Query") {
+            None => Map::new(),
+            Some(v) => lenient::object(v, &format!("{path}.Query"))?.into_owned(),
+        };
+        let params = match lenient::get(&http, "Params") {
+            Some(v) => lenient::object(v, &format!("{path}.Params"))?.into_owned(),
+            None => Map::new(),
+        };
+        Ok(AckRequest::validate(&query, &params, &headers, content_type.as_deref(), body).map(Self::Ack))
+    }
+}
+
+/// The headers of a signed acknowledgement (the same as patrol's webhook notifications send).
+pub const ACK_TIMESTAMP_HEADER: &str = "X-Patrol-Timestamp";
+pub const ACK_SIGNATURE_HEADER: &str = "X-Patrol-Signature";
+
+/// The body field that makes a `POST` an acknowledgement.
+pub const ACK_FIELD: &str = "ack";
+
+/// A webhook consumer's acknowledgement that it reloaded a secret's new version, as received: the
+/// signed bytes exactly as they arrived, the timestamp and signature headers (never logged, never
+/// serialized), and what the body says. Checked by `consumers::ack::receive`.
+///
+/// Wire format (what a consumer sends to `POST /api/rotate/{secret}`):
+/// `X-Patrol-Timestamp: <unix seconds>`, `X-Patrol-Signature: sha256=<hex HMAC-SHA256(key,
+/// "{timestamp}.{body}")>` with the consumer's webhook signing key, and the JSON body
+/// `{"ack": {"secret": "<secret>", "version": "<vault version>", "consumer": "<consumer id>"}}`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AckRequest {
+    pub secret: SecretName,
+    pub version: String,
+    pub consumer: String,
+    /// `X-Patrol-Timestamp`, unix seconds.
+    pub timestamp: i64,
+    /// `X-Patrol-Signature` as sent (`sha256=<hex>`). Never serialized or printed.
+    #[serde(skip)]
+    pub signature: String,
+    /// The request body exactly as the host passed it on (the signed bytes). Never serialized or printed.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for AckRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckRequest")
+            .field("secret", &self.secret)
+            .field("version", &self.version)
+            .field("consumer", &self.consumer)
+            .field("timestamp", &self.timestamp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fields of the `ack` object.
+const ACK_FIELDS: [&str; 3] = ["secret", "version", "consumer"];
+
+impl AckRequest {
+    fn validate(
+        query: &Map<String, Value>,
+        params: &Map<String, Value>,
+        headers: &Map<String, Value>,
+        content_type: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Self, BadRequest> {
+        const SHAPE: &str = "an acknowledgement is {\"ack\": {\"secret\": …, \"version\": …, \"consumer\": …}}";
+        for key in query.keys() {
+            let k = key.trim();
+            if !k.eq_ignore_ascii_case("code") && !k.eq_ignore_ascii_case(ROUTE_PARAM) {
+                return Err(BadRequest::new(format!(
+                    "unknown query parameter {} with an acknowledgement; allowed: secret",
+                    lenient::shown(k)
+                )));
+            }
+        }
+        let raw = signed_bytes(body, content_type)?;
+        let map = decode_body(body, content_type)?;
+        if let Some(k) = map.keys().find(|k| !k.trim().eq_ignore_ascii_case(ACK_FIELD)) {
+            return Err(BadRequest::new(format!("unknown field {} beside ack; {SHAPE}", lenient::shown(k))));
+        }
+        let ack = match lenient::get(&map, ACK_FIELD) {
+            Some(Value::Object(a)) => a,
+            _ => return Err(BadRequest::new(format!("ack must be an object; {SHAPE}"))),
+        };
+        if let Some(k) = ack.keys().find(|k| !ACK_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(k.trim()))) {
+            return Err(BadRequest::new(format!(
+                "unknown field ack.{} ; allowed: secret, version, consumer",
+                lenient::shown(k)
+            )));
+        }
+        let field = |name: &str| -> Result<String, BadRequest> {
+            match lenient::get(ack, name) {
+                Some(Value::String(s))
+                    if !s.trim().is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) =>
+                {
+                    Ok(s.trim().to_owned())
+                }
+                Some(_) => {
+                    Err(BadRequest::new(format!("ack.{name} must be a non-empty string (at most 256 characters)")))
+                }
+                None => Err(BadRequest::new(format!("ack.{name} is missing; {SHAPE}"))),
+            }
+        };
+        let secret = SecretName::parse(&field("secret")?).map_err(|e| BadRequest::new(format!("ack.secret: {e}")))?;
+        for (source, map) in [("route", params), ("query", query)] {
+            let Some(v) = lenient::get(map, ROUTE_PARAM) else { continue };
+            let named = text(v, source, "secret")?;
+            if !named.trim().is_empty() && named.trim() != secret.as_str() {
+                return Err(BadRequest::new(format!(
+                    "the {source} names secret {:?} but ack.secret is {:?}; they must agree",
+                    named.trim(),
+                    secret.as_str()
+                )));
+            }
+        }
+        let version = field("version")?;
+        let consumer = field("consumer")?;
+        let header = |name: &str| -> Result<String, BadRequest> {
+            let v = lenient::get(headers, name).ok_or_else(|| {
+                BadRequest::new(format!(
+                    "the {name} header is missing; acknowledgements are signed (see docs/policy.md)"
+                ))
+            })?;
+            let s = match v {
+                Value::Array(items) if items.len() == 1 => items[0].as_str().map(str::to_owned),
+                Value::String(s) => Some(s.clone()),
+                _ => None,
+            };
+            s.map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| BadRequest::new(format!("the {name} header must be given once")))
+        };
+        let timestamp = header(ACK_TIMESTAMP_HEADER)?;
+        let timestamp = timestamp
+            .parse::<i64>()
+            .map_err(|_| BadRequest::new(format!("the {} header must be whole unix seconds", ACK_TIMESTAMP_HEADER)))?;
+        let signature = header(ACK_SIGNATURE_HEADER)?;
+        Ok(Self { secret, version, consumer, timestamp, signature, body: raw })
+    }
+}
+
+/// The request body's bytes as the caller sent them: the host passes a text body on as a string and a
+/// binary one (`application/octet-stream`, `multipart/*`) as base64 of its bytes. A body that reached
+/// patrol as a JSON object was re-encoded on the way and cannot be checked against a signature.
+fn signed_bytes(body: Option<&Value>, content_type: Option<&str>) -> Result<Vec<u8>, BadRequest> {
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    let binary = ct.starts_with("application/octet-stream") || ct.starts_with("multipart/");
+    match body {
+        Some(Value::String(s)) if binary => base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|_| BadRequest::new("the body of a binary content type is not base64")),
+        Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+        _ => Err(BadRequest::new(
+            "the acknowledgement's body did not arrive as the bytes that were signed; send it as application/json",
+        )),
+    }
+}
+
 /// A caller-supplied value as text (arrays of one, as repeated query keys may arrive, are unwrapped).
 fn text(v: &Value, source: &str, field: &str) -> Result<String, BadRequest> {
     match v {
@@ -358,6 +544,67 @@ mod tests {
         #[test]
         fn any_body_text_is_handled_without_panicking(s in ".{0,64}") {
             let _ = rotate(json!({"Method": "POST", "Body": s}));
+        }
+    }
+
+    fn input(req: Value) -> Result<HttpInput, BadRequest> {
+        let body = json!({"Data": {"req": req}, "Metadata": {"sys": {"MethodName": "RotateHttp"}}});
+        HttpInput::from_request(&Request::parse(body.to_string().as_bytes()).unwrap()).unwrap()
+    }
+
+    const ACK_BODY: &str = r#"{"ack":{"secret":"feed-pat","version":"0a1b","consumer":"webhook:hook-url"}}"#;
+
+    fn ack_req(headers: Value, body: Value) -> Value {
+        json!({"Method": "POST", "Params": {"secret": "feed-pat"}, "Query": {"code": "k3y"}, "Headers": headers, "Body": body})
+    }
+
+    #[test]
+    fn an_acknowledgement_keeps_the_signed_bytes_and_hides_the_signature() {
+        let h = json!({"Content-Type": ["application/json"], "X-Patrol-Timestamp": ["1700000000"], "x-patrol-signature": ["sha256=abcd"]});
+        let HttpInput::Ack(a) = input(ack_req(h.clone(), json!(ACK_BODY))).unwrap() else { panic!("an ack") };
+        assert_eq!(
+            (a.secret.as_str(), a.version.as_str(), a.consumer.as_str()),
+            ("feed-pat", "0a1b", "webhook:hook-url")
+        );
+        assert_eq!((a.timestamp, a.signature.as_str()), (1_700_000_000, "sha256=abcd"));
+        assert_eq!(a.body, ACK_BODY.as_bytes(), "the exact bytes the host passed on");
+        let shown = format!("{a:?}{}", serde_json::to_string(&a).unwrap());
+        assert!(!shown.contains("abcd") && !shown.contains("hook-url\\\"}}"), "{shown}");
+        // Binary content types arrive base64-encoded: the decoded bytes are the signed ones.
+        let mut hb = h.clone();
+        hb["Content-Type"] = json!(["application/octet-stream"]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(ACK_BODY);
+        let HttpInput::Ack(a) = input(ack_req(hb, json!(b64))).unwrap() else { panic!("an ack") };
+        assert_eq!(a.body, ACK_BODY.as_bytes());
+        // A body without `ack` is still a rotation request.
+        assert!(matches!(input(ack_req(h, json!("{\"force\":true}"))).unwrap(), HttpInput::Rotate(r) if r.force));
+    }
+
+    #[test]
+    fn a_malformed_acknowledgement_is_400_naming_the_problem() {
+        let h = json!({"X-Patrol-Timestamp": ["1700000000"], "X-Patrol-Signature": ["sha256=abcd"]});
+        for (headers, body, words) in [
+            (json!({"X-Patrol-Signature": ["sha256=abcd"]}), json!(ACK_BODY), "X-Patrol-Timestamp header is missing"),
+            (json!({"X-Patrol-Timestamp": ["1700000000"]}), json!(ACK_BODY), "X-Patrol-Signature header is missing"),
+            (json!({"X-Patrol-Timestamp": ["noon"], "X-Patrol-Signature": ["s"]}), json!(ACK_BODY), "unix seconds"),
+            (h.clone(), json!(r#"{"ack":{"secret":"feed-pat","version":"0a1b"}}"#), "ack.consumer is missing"),
+            (h.clone(), json!(r#"{"ack":"yes"}"#), "ack must be an object"),
+            (
+                h.clone(),
+                json!(r#"{"ack":{"secret":"feed-pat","version":"1","consumer":"c","extra":1}}"#),
+                "ack.\"extra\"",
+            ),
+            (h.clone(), json!(r#"{"ack":{"secret":"other","version":"1","consumer":"c"}}"#), "must agree"),
+            (
+                h.clone(),
+                json!({"ack": {"secret": "feed-pat", "version": "1", "consumer": "c"}}),
+                "bytes that were signed",
+            ),
+        ] {
+            let e = input(ack_req(headers, body)).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message.contains(words), "{} should say {words}", e.message);
+            assert!(!e.message.contains("abcd"), "never echoes the signature");
         }
     }
 }

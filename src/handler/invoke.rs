@@ -5,7 +5,7 @@
 use super::envelope::{Envelope, HttpOutput, Reply};
 use super::eventgrid::EventInput;
 use super::functions::{Failure, FailureKind, FunctionName, Functions, Invocation, Outcome, Report, Status};
-use super::http::RotateRequest;
+use super::http::HttpInput;
 use super::lenient::{self, PayloadError};
 use super::payload::Request;
 use super::timer::TimerRun;
@@ -116,7 +116,7 @@ impl Handler {
                 self.plain(&invocation, outcome)
             }
             FunctionName::RotateHttp => {
-                let res = match RotateRequest::from_request(&request).map_err(malformed)? {
+                let res = match HttpInput::from_request(&request).map_err(malformed)? {
                     Err(bad) => {
                         tracing::info!(status = bad.status, "refused the request: {}", bad.message);
                         let out = HttpOutput::json(bad.status, &json!({ "error": bad.message }));
@@ -125,14 +125,19 @@ impl Handler {
                             None => out,
                         }
                     }
-                    Ok(rotate) => {
-                        log_received(&rotate);
-                        match crate::telemetry::with_trigger(
-                            "RotateHttp",
-                            self.functions.rotate_http(&invocation, rotate),
-                        )
-                        .await
-                        {
+                    Ok(input) => {
+                        let outcome = match input {
+                            HttpInput::Rotate(rotate) => {
+                                log_received(&rotate);
+                                crate::telemetry::with_trigger("RotateHttp", self.functions.rotate_http(&invocation, rotate)).await
+                            }
+                            // The signature and the signed bytes are never serialized (`AckRequest`).
+                            HttpInput::Ack(ack) => {
+                                log_received(&ack);
+                                crate::telemetry::with_trigger("RotateHttp", self.functions.acknowledge(&invocation, ack)).await
+                            }
+                        };
+                        match outcome {
                             Ok(report) => {
                                 log_report(&invocation, &report);
                                 HttpOutput::json(report.status.http_status(), &report)
@@ -230,7 +235,7 @@ fn log_failure(invocation: &Invocation, failure: &Failure) {
     let kind = kind.as_ref().and_then(Value::as_str).unwrap_or("?");
     match failure.kind {
         // The caller's request cannot be served as asked; nothing is broken.
-        FailureKind::NotFound | FailureKind::Conflict => {
+        FailureKind::NotFound | FailureKind::Conflict | FailureKind::Unauthorized => {
             tracing::warn!(kind, elapsed_ms, "{} refused: {}", invocation.function, failure.message);
         }
         FailureKind::Unavailable | FailureKind::Internal => {
@@ -255,6 +260,7 @@ pub(crate) fn invocation_id_or_new(header: Option<&str>) -> (String, Option<&'st
 mod tests {
     use super::*;
     use crate::handler::functions::NotConfigured;
+    use crate::handler::http::RotateRequest;
 
     fn handler() -> Handler {
         Handler::new(Arc::new(NotConfigured), Clock::system())

@@ -733,16 +733,51 @@ impl Machine<'_> {
                 .map(|l| l.op.clone()),
         };
         let waiting = !loaded.journal.drains.is_empty();
+        // The writes owed are sent to every consumer of the token at once; each consumer's own write is
+        // still journaled (`writing`) before it is sent and recorded (`delivered`) after it returned, one
+        // journal write at a time (the record is shared behind a lock).
+        let now = self.clock.now();
+        let due: Vec<(usize, &Consumer)> = self
+            .token
+            .consumers
+            .list
+            .iter()
+            .filter_map(|c| {
+                let i = loaded.journal.deliveries.iter().position(|d| d.consumer == c.id)?;
+                loaded.journal.deliveries[i].write_due(now).then_some((i, c))
+            })
+            .collect();
+        if let Some((_, first)) = due.first() {
+            if deadline.is_some_and(|dl| std::time::Instant::now() >= dl) {
+                report.deferred = Some(format!("time budget spent before delivering to {}", first.id));
+                return Ok(());
+            }
+            let shared: Shared<'_> = tokio::sync::Mutex::new((&mut *loaded, &mut *report));
+            let results =
+                futures::future::join_all(due.iter().map(|(i, c)| self.deliver_one(&shared, *i, c, &ctx, deadline)))
+                    .await;
+            // A crash stops the machine as a dead process would; otherwise the first error.
+            let mut first_error = None;
+            for r in results {
+                match r {
+                    Err(e @ MachineError::Crashed(_)) => return Err(e),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Ok(()) => {}
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
         for c in &self.token.consumers.list {
             let Some(i) = loaded.journal.deliveries.iter().position(|d| d.consumer == c.id) else { continue };
+            if due.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
             let d = &loaded.journal.deliveries[i];
-            if d.write_due(self.clock.now()) {
-                if deadline.is_some_and(|dl| std::time::Instant::now() >= dl) {
-                    report.deferred = Some(format!("time budget spent before delivering to {}", c.id));
-                    return Ok(());
-                }
-                self.deliver_one(loaded, i, c, &ctx, report, deadline).await?;
-            } else if waiting
+            if waiting
                 && d.evidence.is_none()
                 && let (Some(at), Some(w)) = (d.delivered_at(), self.consumers)
             {
@@ -762,22 +797,25 @@ impl Machine<'_> {
 
     async fn deliver_one(
         &self,
-        loaded: &mut Loaded,
+        sh: &Shared<'_>,
         i: usize,
         c: &Consumer,
         ctx: &WriteContext,
-        report: &mut TokenReport,
         deadline: Option<std::time::Instant>,
     ) -> Result<(), MachineError> {
         let Some(w) = self.consumers else {
             let e = ConsumerError::NotConfigured("this process has no consumer writer".into());
+            let mut g = sh.lock().await;
+            let (loaded, report) = &mut *g;
             return self.consumer_failed(loaded, i, c, e, report).await;
         };
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.try_deliver(loaded, i, c, w, ctx).await {
+            match self.try_deliver(sh, i, c, w, ctx).await {
                 Ok(()) => {
+                    let mut g = sh.lock().await;
+                    let (loaded, report) = &mut *g;
                     let d = &mut loaded.journal.deliveries[i];
                     let recovered = d.failing_since.is_some();
                     d.attempts = 0;
@@ -799,25 +837,31 @@ impl Machine<'_> {
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
                 }
-                Err(DeliverError::Consumer(e)) => return self.consumer_failed(loaded, i, c, e, report).await,
+                Err(DeliverError::Consumer(e)) => {
+                    let mut g = sh.lock().await;
+                    let (loaded, report) = &mut *g;
+                    return self.consumer_failed(loaded, i, c, e, report).await;
+                }
             }
         }
     }
 
     async fn try_deliver(
         &self,
-        loaded: &mut Loaded,
+        sh: &Shared<'_>,
         i: usize,
         c: &Consumer,
         w: &dyn ConsumerWriter,
         ctx: &WriteContext,
     ) -> Result<(), DeliverError> {
-        let before = match loaded.journal.deliveries[i].step.clone() {
+        let step = sh.lock().await.0.journal.deliveries[i].step.clone();
+        let before = match step {
             DeliveryStep::Writing { before, .. } => {
                 // A write may have been sent by a process that died: ask the consumer before writing again.
                 if let Some(after) = w.landed(c, before.as_deref(), ctx).await? {
-                    loaded.journal.deliveries[i].step = DeliveryStep::Delivered { at: self.clock.now(), after };
-                    loaded.save(self.state).await?;
+                    let mut g = sh.lock().await;
+                    g.0.journal.deliveries[i].step = DeliveryStep::Delivered { at: self.clock.now(), after };
+                    g.0.save(self.state).await?;
                     report_landed(c);
                     return Ok(());
                 }
@@ -826,9 +870,12 @@ impl Machine<'_> {
             DeliveryStep::Pending => {
                 let before = w.prepare(c, ctx).await?;
                 self.held("a consumer write")?;
-                loaded.journal.deliveries[i].step =
-                    DeliveryStep::Writing { started: self.clock.now(), before: before.clone() };
-                loaded.save(self.state).await?;
+                {
+                    let mut g = sh.lock().await;
+                    g.0.journal.deliveries[i].step =
+                        DeliveryStep::Writing { started: self.clock.now(), before: before.clone() };
+                    g.0.save(self.state).await?;
+                }
                 self.fault(Boundary::ConsumerWriting)?;
                 before
             }
@@ -850,14 +897,15 @@ impl Machine<'_> {
             Err(e) => {
                 if !e.is_transient() {
                     // Refused outright: nothing was written, so the next attempt reads the object afresh.
-                    loaded.journal.deliveries[i].step = DeliveryStep::Pending;
+                    sh.lock().await.0.journal.deliveries[i].step = DeliveryStep::Pending;
                 }
                 return Err(e.into());
             }
         };
         self.fault(Boundary::ConsumerWritten)?;
-        loaded.journal.deliveries[i].step = DeliveryStep::Delivered { at: self.clock.now(), after };
-        loaded.save(self.state).await?;
+        let mut g = sh.lock().await;
+        g.0.journal.deliveries[i].step = DeliveryStep::Delivered { at: self.clock.now(), after };
+        g.0.save(self.state).await?;
         Ok(())
     }
 
@@ -1095,6 +1143,9 @@ pub(crate) fn fresh_deliveries(
         })
         .collect()
 }
+
+/// The token's record and report, shared by the deliveries to its consumers (sent side by side).
+type Shared<'a> = tokio::sync::Mutex<(&'a mut Loaded, &'a mut TokenReport)>;
 
 /// Why one delivery attempt stopped.
 enum DeliverError {

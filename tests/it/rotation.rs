@@ -5,6 +5,8 @@ mod blob_retry;
 mod breakglass;
 mod clamp;
 mod concurrent;
+mod consumer_ack;
+mod consumer_refusals;
 mod consumers;
 mod expiry_alerts;
 mod failed_runs;

@@ -656,6 +656,21 @@ struct AckRequest {
     signature_header: String,
     #[serde(default = "ts_header")]
     timestamp_header: String,
+    /// Signs with this unix time instead of the virtual clock's (a consumer with a wrong clock, a replay).
+    #[serde(default)]
+    timestamp: Option<i64>,
+    /// `direct` (default): POST to `url` as is. `functions-host`: as the Azure Functions host hands the
+    /// consumer's request to a custom handler — POST `url` (the handler's `/RotateHttp`) with
+    /// `{"Data": {"req": {Url, Method, Query, Headers (arrays), Params, Identities, Body (the text)}},
+    /// "Metadata": {…, "sys": {MethodName, UtcNow (virtual clock), RandGuid}}}`; the consumer's answer is
+    /// then `Outputs.res` (`status` its `statusCode`, `body` its body).
+    #[serde(default)]
+    via: Option<String>,
+    /// `functions-host`: the route's `{secret}` (`Params.secret`) and the function key (`Query.code`).
+    #[serde(default)]
+    route_secret: Option<String>,
+    #[serde(default)]
+    function_key: Option<String>,
 }
 
 fn sig_header() -> String {
@@ -675,23 +690,35 @@ async fn webhook_ack(AxState(ctx): Ctl, Path(name): Path<String>, Body(a): Body<
         return bad(StatusCode::BAD_REQUEST, "acknowledgements go to loopback http(s) URLs only");
     }
     let body = a.body.to_string();
-    let mut req = reqwest::Client::new().post(url.clone()).header("content-type", "application/json");
-    for (k, v) in &a.headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
+    let mut headers: Vec<(String, String)> = vec![("Content-Type".into(), "application/json".into())];
+    headers.extend(a.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(key) = &a.hmac_key {
-        let ts = ctx.now().unix_timestamp().to_string();
+        let ts = a.timestamp.unwrap_or_else(|| ctx.now().unix_timestamp()).to_string();
         let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()) else {
             return bad(StatusCode::BAD_REQUEST, "hmacKey is not usable");
         };
         mac.update(format!("{ts}.{body}").as_bytes());
         let sig = hex::encode(mac.finalize().into_bytes());
-        req = req.header(a.timestamp_header.as_str(), ts).header(a.signature_header.as_str(), format!("sha256={sig}"));
+        headers.push((a.timestamp_header.clone(), ts));
+        headers.push((a.signature_header.clone(), format!("sha256={sig}")));
     }
-    let sent = req.body(body).timeout(std::time::Duration::from_secs(30)).send().await;
-    let (status, error) = match &sent {
-        Ok(r) => (Some(r.status().as_u16()), None),
-        Err(e) => (None, Some(e.to_string())),
+    let client = reqwest::Client::new();
+    let (status, error, answer) = match a.via.as_deref().unwrap_or("direct") {
+        "direct" => {
+            let mut req = client.post(url.clone());
+            for (k, v) in &headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            match req.body(body).timeout(std::time::Duration::from_secs(30)).send().await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    (Some(status), None, r.text().await.ok().map(Value::String))
+                }
+                Err(e) => (None, Some(e.to_string()), None),
+            }
+        }
+        "functions-host" => functions_host_ack(&ctx, &client, &url, &a, &headers, body).await,
+        other => return bad(StatusCode::BAD_REQUEST, format!("via {other:?} is not one of direct, functions-host")),
     };
     let now = ctx.now();
     let mut state = ctx.state();
@@ -701,7 +728,71 @@ async fn webhook_ack(AxState(ctx): Ctl, Path(name): Path<String>, Body(a): Body<
         w.acks.remove(0);
     }
     ctx.changed();
-    ok(json!({ "status": status, "error": error }))
+    ok(json!({ "status": status, "error": error, "body": answer }))
+}
+
+/// The request as the Functions host passes an HTTP trigger to a custom handler (`Data.req`), the
+/// consumer's answer taken from the handler's `Outputs.res`.
+async fn functions_host_ack(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    url: &url::Url,
+    a: &AckRequest,
+    headers: &[(String, String)],
+    body: String,
+) -> (Option<u16>, Option<String>, Option<Value>) {
+    let mut hs = serde_json::Map::new();
+    for (k, v) in headers {
+        hs.insert(k.clone(), json!([v]));
+    }
+    hs.insert("Host".into(), json!(["patrol-func.azurewebsites.net"]));
+    let secret = a.route_secret.clone().unwrap_or_default();
+    let mut query = serde_json::Map::new();
+    if let Some(code) = &a.function_key {
+        query.insert("code".into(), json!(code));
+    }
+    let now = ctx.now();
+    let utc = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let invocation = json!({
+        "Data": { "req": {
+            "Url": format!("https://patrol-func.azurewebsites.net/api/rotate/{secret}"),
+            "Method": "POST",
+            "Query": query,
+            "Headers": hs,
+            "Params": { "secret": secret },
+            "Identities": [{ "AuthenticationType": "WebJobsAuthLevel", "IsAuthenticated": true, "Claims": [] }],
+            "Body": body,
+        } },
+        "Metadata": {
+            "secret": secret,
+            "sys": { "MethodName": "RotateHttp", "UtcNow": utc, "RandGuid": uuid::Uuid::new_v4().to_string() },
+        },
+    });
+    let sent = client
+        .post(url.clone())
+        .header("X-Azure-Functions-InvocationId", uuid::Uuid::new_v4().to_string())
+        .json(&invocation)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await;
+    let r = match sent {
+        Ok(r) => r,
+        Err(e) => return (None, Some(e.to_string()), None),
+    };
+    // Non-2xx from the handler: the host fails the invocation and the caller gets 500.
+    if !r.status().is_success() {
+        return (Some(500), Some(format!("the handler answered HTTP {}", r.status().as_u16())), None);
+    }
+    let Ok(envelope) = r.json::<Value>().await else {
+        return (Some(500), Some("the handler's answer is not JSON".into()), None);
+    };
+    let res = &envelope["Outputs"]["res"];
+    let status = res["statusCode"]
+        .as_u64()
+        .or_else(|| res["statusCode"].as_str().and_then(|s| s.parse().ok()))
+        .map_or(200, |s| s as u16);
+    let body = res["body"].as_str().map(|b| serde_json::from_str(b).unwrap_or_else(|_| json!(b)));
+    (Some(status), None, body)
 }
 
 #[derive(Deserialize)]

@@ -14,11 +14,11 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use time::Duration;
 
-const APP: &str = "7c1f0e2a-9b3d-4e5f-8a6b-0c1d2e3f4a5b";
-const APP_SECRET: &str = "patrol-consumer-writer-secret-0123";
-const EP: &str = "0f6a6f2e-1c7b-4d5e-9f00-00000000c0de";
-const GH_TOKEN: &str = "github_pat_11AAAAAAA0patrolConsumerTest0_writewritewritewritewritewritewritewrite";
-const HOOK_KEY: &str = "whsec-0123456789abcdef0123456789abcdef";
+pub(super) const APP: &str = "7c1f0e2a-9b3d-4e5f-8a6b-0c1d2e3f4a5b";
+pub(super) const APP_SECRET: &str = "patrol-consumer-writer-secret-0123";
+pub(super) const EP: &str = "0f6a6f2e-1c7b-4d5e-9f00-00000000c0de";
+pub(super) const GH_TOKEN: &str = "github_pat_11AAAAAAA0patrolConsumerTest0_writewritewritewritewritewritewritewrite";
+pub(super) const HOOK_KEY: &str = "whsec-0123456789abcdef0123456789abcdef";
 
 fn seed(placeholder: &str) -> Value {
     json!({
@@ -50,7 +50,9 @@ fn seed(placeholder: &str) -> Value {
     })
 }
 
-fn policy(github_api: &str) -> String {
+/// The policy; with `ack` the webhook consumer acknowledges (its acknowledgement is its evidence of use).
+fn policy_with(github_api: &str, ack: bool) -> String {
+    let ack = if ack { "ack = true\n" } else { "" };
     format!(
         r#"[defaults]
 organization = "{ORG}"
@@ -96,7 +98,7 @@ secret = "team-copy"
 kind = "webhook"
 url_secret = "hook-url"
 signing_secret = "hook-key"
-
+{ack}
 [[token.consumer]]
 kind = "reference"
 description = "App Service web-prod"
@@ -105,17 +107,21 @@ lag_hours = 24
     )
 }
 
-struct Cons {
-    w: World,
+pub(super) struct Cons {
+    pub(super) w: World,
 }
 
 impl Cons {
-    async fn start() -> Cons {
+    pub(super) async fn start() -> Cons {
+        Self::start_with(false).await
+    }
+
+    pub(super) async fn start_with(ack: bool) -> Cons {
         let placeholder = patrol_emulator::patsecret::generate(2026, 1);
         let setup = Setup::start(seed(&placeholder), "").await;
         let e = setup.emu.endpoints().clone();
         let github = e.extra["github"].clone();
-        std::fs::write(setup.dir.path().join("patrol.toml"), policy(&github)).unwrap();
+        std::fs::write(setup.dir.path().join("patrol.toml"), policy_with(&github, ack)).unwrap();
         let mut setup = setup;
         setup.set("PATROL_CA_CERT", e.extra["ca_cert"].clone());
         setup.set("PATROL_CONSUMER_CREDENTIAL", "client-secret");
@@ -135,21 +141,21 @@ impl Cons {
         Cons { w }
     }
 
-    async fn ctl(&self, path: &str) -> Value {
+    pub(super) async fn ctl(&self, path: &str) -> Value {
         self.w.http.get(self.w.control(path)).send().await.unwrap().json().await.unwrap()
     }
 
-    async fn run(&self) -> patrol::rotation::engine::RunSummary {
+    pub(super) async fn run(&self) -> patrol::rotation::engine::RunSummary {
         self.w.local.engine().unwrap().run(RunOptions::default()).await.unwrap()
     }
 
-    async fn pipeline_run(&self) -> Value {
+    pub(super) async fn pipeline_run(&self) -> Value {
         let r = self.w.post(&format!("consumers/service-endpoints/{EP}/runs"), json!({ "project": "web" })).await;
         r.json().await.unwrap()
     }
 
     /// Every consumer holds `value`; the other secret variable is untouched.
-    async fn all_hold(&self, value: &str) {
+    pub(super) async fn all_hold(&self, value: &str) {
         let ep = self.ctl(&format!("consumers/service-endpoints/{EP}")).await.to_string();
         assert!(ep.contains(value), "service connection holds the current PAT");
         let g = self.ctl("consumers/variable-groups/7").await.to_string();
@@ -161,7 +167,7 @@ impl Cons {
         assert_eq!(secrecy::ExposeSecret::expose_secret(&copy.value), value);
     }
 
-    fn revoked(&self, pats: &[patrol::devops::Pat], id: AuthorizationId) -> bool {
+    pub(super) fn revoked(&self, pats: &[patrol::devops::Pat], id: AuthorizationId) -> bool {
         !pats.iter().any(|p| p.authorization_id == id)
     }
 }
@@ -233,7 +239,7 @@ async fn every_consumer_is_delivered_and_the_previous_pat_goes_only_after_the_la
     assert!(secrets.contains(&new_value), "the scan knows the PATs");
 }
 
-fn walk(dir: &std::path::Path) -> Vec<String> {
+pub(super) fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
@@ -329,14 +335,16 @@ async fn a_patrol_process_killed_at_every_consumer_step_converges_without_a_visi
     assert_eq!(code, 0, "first rotation: {out}");
     let copy = SecretName::parse("team-copy").unwrap();
     let mut transcript = out;
-    // The written consumers in policy order: service connection, variable group, GitHub, the vault copy.
+    // The five written consumers — service connection, variable group, GitHub, the vault copy, the webhook —
+    // are written side by side, so the nth to reach a boundary is any of them: every n is crashed at.
     for boundary in ["consumer-writing", "consumer-written"] {
-        for nth in 1..=4 {
+        for nth in 1..=5 {
             let at = format!("{boundary}:{nth}");
             let (old, _) = c.w.current("feed-pat").await.unwrap();
             let ep_rev = c.ctl(&format!("consumers/service-endpoints/{EP}")).await["revision"].as_u64().unwrap();
             let vg_rev = c.ctl("consumers/variable-groups/7").await["revision"].as_u64().unwrap();
             let copies = c.w.local.store.list_versions(&copy).await.unwrap().len();
+            let hooks_before = c.ctl("consumers/webhooks/team-a").await["received"].as_array().unwrap().len();
             let (code, out) = patrol(&c.w.env, Some(&at), &["feed-pat", "--force"]);
             transcript.push_str(&out);
             assert_eq!(code, 86, "{at}: the process reached the boundary: {out}");
@@ -353,6 +361,11 @@ async fn a_patrol_process_killed_at_every_consumer_step_converges_without_a_visi
             let vg = c.ctl("consumers/variable-groups/7").await["revision"].as_u64().unwrap();
             assert_eq!((ep - ep_rev, vg - vg_rev), (1, 1), "{at}: one visible write each");
             assert_eq!(c.w.local.store.list_versions(&copy).await.unwrap().len(), copies + 1, "{at}: one copy");
+            // The webhook is at least once: a resend after a crash carries the same delivery id and version.
+            let hooks = c.ctl("consumers/webhooks/team-a").await["received"].as_array().unwrap().clone();
+            let ids: std::collections::BTreeSet<String> =
+                hooks[hooks_before..].iter().map(|h| format!("{}/{}", h["body"]["id"], h["body"]["version"])).collect();
+            assert_eq!(ids.len(), 1, "{at}: one notification (resends share its id): {ids:?}");
             // The previous PAT is kept: its grace has not passed and no pipeline used the connection.
             let active = c.w.pats(patrol::devops::DisplayFilter::Active).await;
             assert!(!c.revoked(&active, old), "{at}: previous kept while consumers have not all moved");
