@@ -381,11 +381,11 @@ impl AuditPolicy {
         {
             err("allowed_hours".into(), "start and end are equal: the window would be empty");
         }
+        for (field, problem) in self.stale.problems() {
+            errors.push(AuditPolicyError { field, problem });
+        }
         if !errors.is_empty() {
             return Err(errors);
-        }
-        if let Some((field, problem)) = self.stale.problems().into_iter().next() {
-            return Err(AuditPolicyError { field, problem });
         }
         Ok(AuditSettings {
             allowed_cidrs: self.allowed_cidrs.iter().map(|n| n.trunc()).collect(),

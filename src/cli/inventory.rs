@@ -451,8 +451,24 @@ pub async fn run(args: &InventoryArgs) -> Result<(), CliError> {
     let out = render(
         args.output.format,
         &view,
-        || format!("{}{}{}{}", view.table().to_text(), view.problems_text(), view.consumers_text(false), view.usage_text()),
-        || format!("{}{}{}{}", view.table().to_markdown(), view.problems_text(), view.consumers_text(true), view.usage_text()),
+        || {
+            format!(
+                "{}{}{}{}",
+                view.table().to_text(),
+                view.problems_text(),
+                view.consumers_text(false),
+                view.usage_text()
+            )
+        },
+        || {
+            format!(
+                "{}{}{}{}",
+                view.table().to_markdown(),
+                view.problems_text(),
+                view.consumers_text(true),
+                view.usage_text()
+            )
+        },
     )?;
     write_stdout(&out)?;
     // The problems are part of every format; the exit code says so too.

@@ -129,12 +129,20 @@ impl Handler {
                         let outcome = match input {
                             HttpInput::Rotate(rotate) => {
                                 log_received(&rotate);
-                                crate::telemetry::with_trigger("RotateHttp", self.functions.rotate_http(&invocation, rotate)).await
+                                crate::telemetry::with_trigger(
+                                    "RotateHttp",
+                                    self.functions.rotate_http(&invocation, rotate),
+                                )
+                                .await
                             }
                             // The signature and the signed bytes are never serialized (`AckRequest`).
                             HttpInput::Ack(ack) => {
                                 log_received(&ack);
-                                crate::telemetry::with_trigger("RotateHttp", self.functions.acknowledge(&invocation, ack)).await
+                                crate::telemetry::with_trigger(
+                                    "RotateHttp",
+                                    self.functions.acknowledge(&invocation, ack),
+                                )
+                                .await
                             }
                         };
                         match outcome {

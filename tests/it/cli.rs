@@ -724,6 +724,8 @@ async fn consumers_check_reaches_every_consumer_without_writing_and_names_what_f
         assert!(!transcript.contains(s.as_str()), "a secret reached the output");
     }
     assert!(!transcript.contains("/_control/consumers/webhooks"), "the webhook URL is never shown");
+}
+
 /// Policy errors through the real binary: every problem at once, each `file:line: field: what is allowed`;
 /// a type error names its field; an empty file is refused; a missing file is named without a fake
 /// position; secret names differing only in case are one Key Vault secret.
