@@ -33,4 +33,5 @@ pub mod report;
 pub mod rotation;
 pub mod state;
 pub mod store;
+pub mod metrics;
 pub mod telemetry;

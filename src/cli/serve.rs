@@ -97,6 +97,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Arc::new(NotConfigured)
         };
         let functions = Arc::new(crate::rotation::functions::ForeignVaultGate::new(settings.clone(), functions));
+        // Metrics (PATROL_OTLP_ENDPOINT, Application Insights): nothing is built unless configured.
+        let functions =
+            crate::handler::metered::Metered::wrap(functions, crate::metrics::Metrics::from_settings(&settings));
         let handler = Handler::new(functions, clock);
         let app = server::router(handler, settings.max_body_bytes);
         match server::serve(listener, app, server::shutdown_signal()).await {

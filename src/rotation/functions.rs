@@ -14,6 +14,7 @@ use crate::handler::eventgrid::{SecretEvent, SecretEventKind};
 use crate::handler::http::{RotateMode, RotateRequest};
 use crate::handler::timer::TimerRun;
 use crate::handler::{Failure, FailureKind, Functions, Invocation, Outcome, Report, Status};
+use crate::metrics::Point;
 use crate::notify::Notifier;
 use crate::store::SecretStore;
 use async_trait::async_trait;
@@ -121,10 +122,10 @@ impl RotationFunctions {
     /// pass, so the evidence that gates revoking previous PATs is fresh (a failed poll leaves the old
     /// checkpoint, which the gate then treats as stale: no revocation before the deadline). Failures here
     /// are reported, never fail the rotation.
-    async fn timer_audit(&self, rt: &Runtime) -> serde_json::Map<String, serde_json::Value> {
+    async fn timer_audit(&self, rt: &Runtime) -> (serde_json::Map<String, serde_json::Value>, Vec<Point>) {
         use crate::audit::pass;
         let mut out = serde_json::Map::new();
-        let Some(settings) = &rt.audit else { return out };
+        let Some(settings) = &rt.audit else { return (out, Vec::new()) };
         let now = self.clock.now();
         // The same inputs `patrol audit` gathers: the managed PATs (policy ⋈ journal ⋈ vault), the managed
         // tokens that cannot be watched, patrol's own recent actions.
@@ -150,6 +151,11 @@ impl RotationFunctions {
             pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rt.engine, input, now)
                 .await;
         summary.errors.extend(inputs.managed.errors);
+        let points = if self.settings.metrics.enabled() {
+            crate::audit::measure::pass_points(&summary, rt.engine.state.as_ref(), now).await
+        } else {
+            Vec::new()
+        };
         tracing::info!(
             organizations = summary.organizations.len(),
             findings = summary.findings.len(),
@@ -173,7 +179,7 @@ impl RotationFunctions {
                 "notifications_delivered": delivery.as_ref().map(|d| d.all_delivered()),
             }),
         );
-        out
+        (out, points)
     }
 
     /// The weekly report (when `PATROL_REPORT_RECIPIENTS` is set), after the rotation pass.
@@ -240,7 +246,13 @@ impl RotationFunctions {
         if let Some(d) = delivery {
             detail["notifications"] = json!({ "delivered": d.all_delivered(), "failures": d.failures().count() });
         }
-        Ok(Report::new(status, line).with_detail(detail))
+        // Metrics only when exported (`handler::metered` takes them); nothing is computed otherwise.
+        let points = if self.settings.metrics.enabled() {
+            super::measure::run_points(&summary, rt.engine.state.as_ref()).await
+        } else {
+            Vec::new()
+        };
+        Ok(Report::new(status, line).with_detail(detail).with_metrics(points))
     }
 }
 
@@ -258,12 +270,12 @@ impl Functions for RotationFunctions {
     async fn rotate_timer(&self, inv: &Invocation, _timer: TimerRun) -> Outcome {
         let rt = self.runtime().await?;
         // The audit pass first: the evidence gate (if on) judges previous PATs on what it just read.
-        let mut extras = self.timer_audit(rt).await;
+        let (mut extras, audit_points) = self.timer_audit(rt).await;
         let budget = Self::budget(inv, self.settings.invocation_budget);
         let s =
             rt.engine.run(RunOptions { budget: Some(budget), ..Default::default() }).await.map_err(engine_failure)?;
         extras.extend(self.timer_weekly(rt).await);
-        let mut report = self.finish(rt, s, false).await?;
+        let mut report = self.finish(rt, s, false).await?.with_metrics(audit_points);
         if let Some(d) = report.detail.as_object_mut() {
             d.extend(extras);
         }
