@@ -465,6 +465,9 @@ mod tests {
         m.record(vec![Point::new(&super::super::RUN_DURATION, 1.0)]);
         m.record(vec![Point::new(&super::super::RUN_DURATION, 2.0)]);
         assert_eq!(m.dropped(), 1);
+        // A flush that finds the queue full is skipped, never waited for.
+        assert_eq!(m.flush_within(Duration::from_secs(5)).await, Flushed::Skipped);
+        tokio::time::sleep(Duration::from_millis(50)).await;
         // An endpoint nobody listens on: the flush is answered (the failure counted), never an error.
         assert_eq!(m.flush_within(Duration::from_secs(5)).await, Flushed::Done);
         assert_eq!(m.failures(), 1);
