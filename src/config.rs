@@ -563,7 +563,12 @@ fn parse_aad(raw: &str) -> Result<AadAuth, ConfigError> {
         match k.trim().to_ascii_lowercase().as_str() {
             "authorization" if v.trim().eq_ignore_ascii_case("aad") => aad = true,
             "clientid" if !v.trim().is_empty() => client_id = Some(v.trim().to_owned()),
-            _ => return Err(ConfigError::new(NAME, format!("{part:?} is not understood; expected Authorization=AAD[;ClientId=<client id>]"))),
+            _ => {
+                return Err(ConfigError::new(
+                    NAME,
+                    format!("{part:?} is not understood; expected Authorization=AAD[;ClientId=<client id>]"),
+                ));
+            }
         }
     }
     if !aad {

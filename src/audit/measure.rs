@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 pub async fn pass_points(summary: &PassSummary, state: &dyn StateStore, now: OffsetDateTime) -> Vec<Point> {
     let mut out = Vec::new();
     let mut counts: BTreeMap<(String, String, &'static str), u32> = BTreeMap::new();
-    for (org, f) in summary.reports.iter().flat_map(|r| r.findings.iter().map(move |f| (r.organization.to_string(), f))) {
+    for (org, f) in summary.reports.iter().flat_map(|r| r.findings.iter().map(move |f| (r.organization.to_string(), f)))
+    {
         let severity = match f.severity {
             crate::notify::Severity::Info => "info",
             crate::notify::Severity::Warning => "warning",

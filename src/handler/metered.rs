@@ -1,7 +1,8 @@
 //! Metrics around every invocation: [`Metered`] wraps the [`Functions`], takes the points the run measured
 //! (`Report::metrics`), adds the invocation's own (`patrol.invocations`, `faas.invoke_duration`), queues them
 //! and waits for their export at most `PATROL_METRICS_FLUSH_TIMEOUT_MS` before the handler answers — on
-//! Flex Consumption an instance may be frozen right after it answers. Exporting never changes the outcome.
+//! Flex Consumption an instance may be frozen right after it answers ([`must_wait`] says which invocations
+//! wait). Exporting never changes the outcome.
 
 use super::eventgrid::SecretEvent;
 use super::functions::{Functions, Invocation, Outcome, Status};
@@ -44,9 +45,19 @@ impl Metered {
                 .with(attr::OUTCOME, label),
         );
         self.metrics.record(points);
-        self.metrics.flush().await;
+        if must_wait(function, label) {
+            self.metrics.flush().await;
+        }
         outcome
     }
+}
+
+/// Whether an invocation waits (within the bound) for its points to be exported before it answers: every
+/// `RotateTimer` (the silence alert depends on it) and every invocation that did or tried work. Invocations
+/// that changed nothing (ignored events, dry runs, no engine) leave theirs to the next export — at most
+/// 5 s later, or at shutdown — so a storm of foreign Event Grid events does not wait on the collector.
+pub fn must_wait(function: &str, outcome: &str) -> bool {
+    function == "RotateTimer" || !matches!(outcome, "ignored" | "planned" | "not-configured")
 }
 
 /// `patrol.invocations` for one invocation or CLI run.

@@ -41,36 +41,100 @@ macro_rules! def {
     };
 }
 
-def!(PAT_EXPIRY, "patrol.pat.expiry.remaining", Gauge, "s",
-    "Time until a PAT expires (negative: expired), per managed token's current or draining PAT and per unmanaged PAT.");
-def!(TOKEN_STATE, "patrol.token.state", Gauge, "{token}",
-    "1 for each managed token in its state (patrol.token.state = current, draining or failing).");
-def!(CONSUMER_DELIVERIES, "patrol.consumer.deliveries", Gauge, "{delivery}",
-    "Consumers of a managed token's current PAT by delivery state (delivered, pending, failing).");
-def!(RUN_TOKENS, "patrol.run.tokens", Counter, "{token}",
-    "Tokens a run planned, rotated, revoked (previous PATs), failed, found busy or deferred (patrol.run.result).");
+def!(
+    PAT_EXPIRY,
+    "patrol.pat.expiry.remaining",
+    Gauge,
+    "s",
+    "Time until a PAT expires (negative: expired), per managed token's current or draining PAT and per unmanaged PAT."
+);
+def!(
+    TOKEN_STATE,
+    "patrol.token.state",
+    Gauge,
+    "{token}",
+    "1 for each managed token in its state (patrol.token.state = current, draining or failing)."
+);
+def!(
+    CONSUMER_DELIVERIES,
+    "patrol.consumer.deliveries",
+    Gauge,
+    "{delivery}",
+    "Consumers of a managed token's current PAT by delivery state (delivered, pending, failing)."
+);
+def!(
+    RUN_TOKENS,
+    "patrol.run.tokens",
+    Counter,
+    "{token}",
+    "Tokens a run planned, rotated, revoked (previous PATs), failed, found busy or deferred (patrol.run.result)."
+);
 def!(RUN_DURATION, "patrol.run.duration", Histogram, "s", "How long a rotation run took.");
-def!(ROTATION_FAILURES, "patrol.token.rotation.failures", Counter, "{run}",
-    "Runs in which a managed token's rotation failed or the token was left at risk.");
-def!(SIGN_IN_REQUIRED, "patrol.owner.sign_in_required", Gauge, "{owner}",
-    "1 for each owner whose Entra session is gone and who must sign in again (patrol login), 0 for the others.");
-def!(DEVOPS_REQUESTS, "patrol.devops.requests", Counter, "{request}",
-    "Azure DevOps responses received (every attempt, retries included).");
+def!(
+    ROTATION_FAILURES,
+    "patrol.token.rotation.failures",
+    Counter,
+    "{run}",
+    "Runs in which a managed token's rotation failed or the token was left at risk."
+);
+def!(
+    SIGN_IN_REQUIRED,
+    "patrol.owner.sign_in_required",
+    Gauge,
+    "{owner}",
+    "1 for each owner whose Entra session is gone and who must sign in again (patrol login), 0 for the others."
+);
+def!(
+    DEVOPS_REQUESTS,
+    "patrol.devops.requests",
+    Counter,
+    "{request}",
+    "Azure DevOps responses received (every attempt, retries included)."
+);
 def!(DEVOPS_THROTTLED, "patrol.devops.throttled", Counter, "{request}", "Azure DevOps 429 responses.");
-def!(DEVOPS_WAIT, "patrol.devops.throttle.wait", Counter, "s",
-    "Time calls waited because Azure DevOps asked to slow down (Retry-After, X-RateLimit-*).");
-def!(AUDIT_FINDINGS, "patrol.audit.findings", Counter, "{finding}",
-    "Audit-log findings by rule and severity.");
-def!(AUDIT_LAG, "patrol.audit.log.lag", Gauge, "s",
-    "How far behind now the audit log has been read, per organization.");
-def!(INVOCATIONS, "patrol.invocations", Counter, "{invocation}",
-    "Function invocations and CLI runs by function and outcome.");
-def!(INVOKE_DURATION, "faas.invoke_duration", Histogram, "s",
-    "Duration of a function invocation (OpenTelemetry FaaS semantic convention), as the handler measured it.");
-def!(DROPPED, "patrol.metrics.dropped", Counter, "{batch}",
-    "Metric batches dropped because the export queue was full.");
-def!(EXPORT_FAILURES, "patrol.metrics.export.failures", Counter, "{export}",
-    "Exports that failed or timed out (counted, never failing an invocation).");
+def!(
+    DEVOPS_WAIT,
+    "patrol.devops.throttle.wait",
+    Counter,
+    "s",
+    "Time calls waited because Azure DevOps asked to slow down (Retry-After, X-RateLimit-*)."
+);
+def!(AUDIT_FINDINGS, "patrol.audit.findings", Counter, "{finding}", "Audit-log findings by rule and severity.");
+def!(
+    AUDIT_LAG,
+    "patrol.audit.log.lag",
+    Gauge,
+    "s",
+    "How far behind now the audit log has been read, per organization."
+);
+def!(
+    INVOCATIONS,
+    "patrol.invocations",
+    Counter,
+    "{invocation}",
+    "Function invocations and CLI runs by function and outcome."
+);
+def!(
+    INVOKE_DURATION,
+    "faas.invoke_duration",
+    Histogram,
+    "s",
+    "Duration of a function invocation (OpenTelemetry FaaS semantic convention), as the handler measured it."
+);
+def!(
+    DROPPED,
+    "patrol.metrics.dropped",
+    Counter,
+    "{batch}",
+    "Metric batches dropped because the export queue was full."
+);
+def!(
+    EXPORT_FAILURES,
+    "patrol.metrics.export.failures",
+    Counter,
+    "{export}",
+    "Exports that failed or timed out (counted, never failing an invocation)."
+);
 
 /// Every instrument patrol records (`docs/metrics.md` lists each).
 pub static CATALOG: &[&Def] = &[

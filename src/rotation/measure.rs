@@ -158,7 +158,12 @@ pub fn outcome(summary: &RunSummary) -> &'static str {
 
 /// Exports a CLI run's points (`patrol rotate`, `patrol audit`) when metrics are configured, waiting at most
 /// the flush bound; nothing happens otherwise.
-pub async fn export_cli(settings: &crate::config::Settings, mut points: Vec<Point>, outcome: &'static str, started: std::time::Instant) {
+pub async fn export_cli(
+    settings: &crate::config::Settings,
+    mut points: Vec<Point>,
+    outcome: &'static str,
+    started: std::time::Instant,
+) {
     let Some(metrics) = crate::metrics::Metrics::from_settings(settings) else { return };
     points.push(crate::handler::metered::invocation_point("cli", "other", outcome));
     points.push(

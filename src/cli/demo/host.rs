@@ -89,8 +89,10 @@ pub struct RunningHandler {
 impl RunningHandler {
     pub async fn start(settings: &Settings, clock: &Clock) -> std::io::Result<Self> {
         let functions = RotationFunctions::new(settings.clone(), clock.clone());
-        let functions =
-            crate::handler::metered::Metered::wrap(Arc::new(functions), crate::metrics::Metrics::from_settings(settings));
+        let functions = crate::handler::metered::Metered::wrap(
+            Arc::new(functions),
+            crate::metrics::Metrics::from_settings(settings),
+        );
         let handler = Handler::new(functions, clock.clone());
         let listener = server::bind(0).await?;
         let base = format!("http://{}", listener.local_addr()?);

@@ -161,11 +161,8 @@ async fn timer_runs_export_expiry_state_and_run_series_to_a_real_otlp_receiver()
     assert_eq!(count(&pts, "rotated"), 1.0);
     assert_eq!(count(&pts, "revoked"), 0.0);
     assert_eq!(count(&pts, "failed"), 0.0);
-    let inv = one(
-        &pts,
-        "patrol.invocations",
-        &[("patrol.function", json!("RotateTimer")), ("faas.trigger", json!("timer"))],
-    );
+    let inv =
+        one(&pts, "patrol.invocations", &[("patrol.function", json!("RotateTimer")), ("faas.trigger", json!("timer"))]);
     assert_eq!((value(inv), &inv["attributes"]["patrol.outcome"]), (1.0, &json!("completed")));
     let d = one(&pts, "faas.invoke_duration", &[("patrol.function", json!("RotateTimer"))]);
     assert_eq!((d["kind"].as_str(), d["count"].as_u64()), (Some("histogram"), Some(1)));
