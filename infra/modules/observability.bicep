@@ -114,32 +114,36 @@ var tiles = [
   }
 ]
 
+var intro = {
+  type: 1
+  name: 'intro'
+  content: {
+    json: '## patrol: PAT expiry and rotation\nFrom the metrics patrol exports (docs/metrics.md). Owners are pseudonymous unless PATROL_METRICS_OWNER_LABEL=upn.'
+  }
+}
+
+var tileItems = [for t in tiles: {
+  type: 3
+  name: t.title
+  content: {
+    version: 'KqlItem/1.0'
+    title: t.title
+    query: t.query
+    size: 0
+    timeContext: {
+      durationMs: 2592000000
+    }
+    queryType: 0
+    resourceType: 'microsoft.insights/components'
+    visualization: t.visualization
+  }
+}]
+
 var workbookContent = {
   version: 'Notebook/1.0'
   items: concat([
-    {
-      type: 1
-      name: 'intro'
-      content: {
-        json: '## patrol: PAT expiry and rotation\nFrom the metrics patrol exports (docs/metrics.md). Owners are pseudonymous unless PATROL_METRICS_OWNER_LABEL=upn.'
-      }
-    }
-  ], map(tiles, t => {
-    type: 3
-    name: t.title
-    content: {
-      version: 'KqlItem/1.0'
-      title: t.title
-      query: t.query
-      size: 0
-      timeContext: {
-        durationMs: 2592000000
-      }
-      queryType: 0
-      resourceType: 'microsoft.insights/components'
-      visualization: t.visualization
-    }
-  }))
+    intro
+  ], tileItems)
   isLocked: false
 }
 
