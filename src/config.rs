@@ -30,8 +30,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         name: "PATROL_STATE_DIR",
-        default: ".patrol",
-        description: "Directory for local state when no Azure storage is configured: the embedded secret store, the rotation journal, notification state, audit checkpoints.",
+        default: "$XDG_DATA_HOME/patrol/data (else ~/.local/share/patrol/data)",
+        description: "Directory for local state when no Azure storage is configured: the embedded secret store, the rotation journal, notification state, audit checkpoints. Never the working directory: every `patrol` command run by a user sees the same state. With AzureWebJobsStorage set, the journal is the Function App's (blob) instead.",
     },
     SettingDoc {
         name: "PATROL_STORE_KEY_FILE",
@@ -675,7 +675,11 @@ impl Settings {
             }
         };
         let policy_file = resolve(src.get("PATROL_POLICY_FILE").unwrap_or("patrol.toml"));
-        let state_dir = PathBuf::from(src.get("PATROL_STATE_DIR").unwrap_or(".patrol"));
+        // Never relative to the working directory by default: every command of one user shares one state.
+        let state_dir = match src.get("PATROL_STATE_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => default_state_dir(src).unwrap_or_default(),
+        };
         let store_key_file = match src.get("PATROL_STORE_KEY_FILE") {
             Some(p) => PathBuf::from(p),
             None => {
@@ -1068,13 +1072,24 @@ impl Settings {
                 ),
             ));
         }
+        let needs_state_dir = self.keyvault.is_none() || self.host_storage.is_none() || self.lease == LeaseMode::Local;
+        if needs_state_dir && self.state_dir.as_os_str().is_empty() {
+            errs.push(ConfigError::new(
+                "PATROL_STATE_DIR",
+                "is not set and there is no home directory (XDG_DATA_HOME or HOME) for its default: set it to the \
+                 directory patrol keeps its state in, or set AzureWebJobsStorage (and PATROL_KEYVAULT_URL) to use a \
+                 deployment's state (docs/deploy.md)",
+            ));
+        }
         if self.keyvault.is_none() {
             if src.get("WEBSITE_INSTANCE_ID").is_some() {
                 errs.push(ConfigError::new(
                     "PATROL_KEYVAULT_URL",
                     "is required in Azure: the embedded file store cannot work in a Function App (its files are read-only and not shared between instances)",
                 ));
-            } else if let Some(problem) = unwritable_dir(&self.state_dir) {
+            } else if !self.state_dir.as_os_str().is_empty()
+                && let Some(problem) = unwritable_dir(&self.state_dir)
+            {
                 errs.push(ConfigError::new(
                     "PATROL_STATE_DIR",
                     format!("{}: {problem} (the embedded secret store lives there)", self.state_dir.display()),
@@ -1083,6 +1098,17 @@ impl Settings {
         }
         errs
     }
+}
+
+/// The default `PATROL_STATE_DIR`: `$XDG_DATA_HOME/patrol/data`, else `$HOME/.local/share/patrol/data`,
+/// else (Windows) `%LOCALAPPDATA%\\patrol\\data`; `None` without any of them. The store key's default
+/// (`$PATROL_STATE_DIR/../.patrol-store.key`) is then `…/patrol/.patrol-store.key`, beside the data.
+pub fn default_state_dir(src: &Source) -> Option<PathBuf> {
+    let absolute = |name: &str| src.get(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = absolute("XDG_DATA_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".local").join("share")))
+        .or_else(|| absolute("LOCALAPPDATA"))?;
+    Some(base.join("patrol").join("data"))
 }
 
 /// Whether one URL and another address the same vault (scheme, host and port).
@@ -1278,6 +1304,25 @@ mod tests {
             ("PATROL_STATE_DIR", dir.path().to_str().unwrap()),
         ]);
         assert!(Settings::from_source(&src).unwrap().environment_errors(&src).is_empty());
+    }
+
+    #[test]
+    fn the_default_state_dir_is_per_user_never_the_working_directory() {
+        let s = |pairs: &[(&str, &str)]| Settings::from_source(&Source::from_pairs(pairs.iter().copied())).unwrap();
+        let xdg = s(&[("XDG_DATA_HOME", "/x/data"), ("HOME", "/home/u")]);
+        assert_eq!(xdg.state_dir, PathBuf::from("/x/data/patrol/data"));
+        assert_eq!(xdg.store_key_file, PathBuf::from("/x/data/patrol/.patrol-store.key"));
+        assert_eq!(s(&[("HOME", "/home/u")]).state_dir, PathBuf::from("/home/u/.local/share/patrol/data"));
+        // A relative XDG_DATA_HOME is ignored (the XDG spec), as the working directory must never be used.
+        assert_eq!(
+            s(&[("XDG_DATA_HOME", "rel"), ("HOME", "/home/u")]).state_dir,
+            PathBuf::from("/home/u/.local/share/patrol/data")
+        );
+        assert_eq!(s(&[("PATROL_STATE_DIR", "/srv/patrol")]).state_dir, PathBuf::from("/srv/patrol"));
+        // No home and no setting: an error naming the setting, only where the state directory is needed.
+        let src = Source::from_pairs([("PATROL_POLICY_FILE", "/nonexistent/patrol.toml")]);
+        let none = Settings::from_source(&src).unwrap();
+        assert!(none.environment_errors(&src).iter().any(|e| e.setting == "PATROL_STATE_DIR"));
     }
 
     #[test]

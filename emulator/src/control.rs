@@ -200,6 +200,9 @@ struct UsePat {
     ip_address: Option<String>,
     #[serde(default)]
     user_agent: Option<String>,
+    /// Extra `data` of the entry (e.g. `{"PipelineName": "build-a"}` for a pipeline's use).
+    #[serde(default)]
+    data: serde_json::Map<String, Value>,
 }
 
 /// A consumer uses a PAT for an audited action: recorded with `PAT_Unscoped authorizationId: <id>`.
@@ -216,7 +219,7 @@ async fn use_pat(State(ctx): Ctl, Body(u): Body<UsePat>) -> Response {
         ..Actor::user(&user, "", u.ip_address.or(Some("127.0.0.1".into())), u.user_agent)
     };
     let area = action.split('.').next().unwrap_or("Unknown").to_string();
-    let mut data = serde_json::Map::new();
+    let mut data = u.data;
     data.insert("AuthorizationId".into(), json!(pat.id));
     let ev = Event {
         action_id: &action,
@@ -331,7 +334,8 @@ async fn mint_user_token(State(ctx): Ctl, Body(m): Body<MintUser>) -> Response {
         return bad(StatusCode::NOT_FOUND, format!("user {:?} is not known", m.upn));
     };
     let client = m.client_id.unwrap_or_else(|| DEFAULT_CLIENT.into());
-    let set = entra::issue_user_tokens(&ctx, &mut state, &user, &client, &scope, m.lifetime_secs);
+    let set =
+        entra::issue_user_tokens(&ctx, &mut state, &user, &client, &scope, m.lifetime_secs, &ctx.tokens.authority());
     let mut v = set.to_json();
     v["expires_at"] = json!(format_time(ctx.now() + Duration::seconds(set.expires_in as i64)));
     v["client_id"] = json!(client);

@@ -180,7 +180,9 @@ impl TokenSet {
     }
 }
 
-/// Issues an access token (and a refresh token when `offline`) for a user.
+/// Issues an access token (and a refresh token when `offline`) for a user. `base` is the Entra base URL the
+/// client addressed (`https://login.microsoftonline.com` through the proxy): the ID token's issuer names it,
+/// as the discovery document does.
 pub fn issue_user_tokens(
     ctx: &Ctx,
     state: &mut State,
@@ -188,6 +190,7 @@ pub fn issue_user_tokens(
     client_id: &str,
     req: &ScopeRequest,
     lifetime_secs: Option<u64>,
+    base: &str,
 ) -> TokenSet {
     let lt = ctx.lifetimes();
     let access_secs = lifetime_secs.unwrap_or(lt.access_token_secs);
@@ -223,7 +226,7 @@ pub fn issue_user_tokens(
         ctx.changed();
         rt
     });
-    let id_token = req.openid.then(|| id_token(ctx, state.tenant_id, user, client_id, now));
+    let id_token = req.openid.then(|| id_token(ctx, base, state.tenant_id, user, client_id, now));
     let client_info = {
         use base64::Engine as _;
         let ci = json!({ "uid": user.id.to_string(), "utid": state.tenant_id.to_string() });
@@ -242,12 +245,19 @@ pub fn issue_user_tokens(
 
 /// An ID token with the v2.0 claims Entra puts in one (`aud`, `iss`, `tid`, `oid`, `sub`,
 /// `preferred_username`, `name`, times), signed with the key published at `jwks_uri`. `iss` is the
-/// emulator's v2.0 issuer (`{entra}/{tenant}/v2.0`, as in the discovery document).
-fn id_token(ctx: &Ctx, tenant: uuid::Uuid, user: &User, client_id: &str, now: time::OffsetDateTime) -> String {
+/// v2.0 issuer of the discovery document the client read (`{base}/{tenant}/v2.0`).
+fn id_token(
+    ctx: &Ctx,
+    base: &str,
+    tenant: uuid::Uuid,
+    user: &User,
+    client_id: &str,
+    now: time::OffsetDateTime,
+) -> String {
     let t = now.unix_timestamp();
     let claims = json!({
         "aud": client_id.to_lowercase(),
-        "iss": format!("{}/{tenant}/v2.0", ctx.tokens.authority()),
+        "iss": format!("{}/{tenant}/v2.0", base.trim_end_matches('/')),
         "iat": t, "nbf": t, "exp": t + 3600,
         "tid": tenant.to_string(),
         "oid": user.id.to_string(),
@@ -334,8 +344,10 @@ pub fn dispatch(ctx: &Ctx, req: &ApiRequest) -> Response {
         device_code(ctx, &get)
     } else if req.seg_is(3, "token") {
         match get("grant_type") {
-            Some("urn:ietf:params:oauth:grant-type:device_code") => device_token(ctx, &get, want_client_info),
-            Some("refresh_token") => refresh(ctx, &get, want_client_info),
+            Some("urn:ietf:params:oauth:grant-type:device_code") => {
+                device_token(ctx, &get, want_client_info, &base_url(ctx, req))
+            }
+            Some("refresh_token") => refresh(ctx, &get, want_client_info, &base_url(ctx, req)),
             Some("client_credentials") => client_credentials(ctx, &get),
             Some(other) => Err(EntraError::new(
                 "unsupported_grant_type",
@@ -416,6 +428,7 @@ fn device_token<'a>(
     ctx: &Ctx,
     get: &impl Fn(&str) -> Option<&'a str>,
     want_client_info: bool,
+    base: &str,
 ) -> Result<Value, EntraError> {
     let client = client_id(get)?;
     let code = get("device_code").ok_or_else(|| missing("device_code"))?;
@@ -469,10 +482,15 @@ fn device_token<'a>(
         state.users.get(&user_id).cloned().ok_or_else(|| {
             EntraError::new("invalid_grant", 50034, "The user account does not exist in the directory.")
         })?;
-    Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None).to_json_for(want_client_info))
+    Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None, base).to_json_for(want_client_info))
 }
 
-fn refresh<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>, want_client_info: bool) -> Result<Value, EntraError> {
+fn refresh<'a>(
+    ctx: &Ctx,
+    get: &impl Fn(&str) -> Option<&'a str>,
+    want_client_info: bool,
+    base: &str,
+) -> Result<Value, EntraError> {
     let client = client_id(get)?;
     let rt = get("refresh_token").ok_or_else(|| missing("refresh_token"))?;
     let key = hex::encode(patsecret::hash(rt));
@@ -542,7 +560,7 @@ fn refresh<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>, want_client_in
         r.status = RefreshStatus::Redeemed;
         r.expires_at = r.expires_at.max(now + inactivity);
     }
-    Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None).to_json_for(want_client_info))
+    Ok(issue_user_tokens(ctx, &mut state, &user, client, &scope, None, base).to_json_for(want_client_info))
 }
 
 fn client_credentials<'a>(ctx: &Ctx, get: &impl Fn(&str) -> Option<&'a str>) -> Result<Value, EntraError> {

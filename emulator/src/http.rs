@@ -16,6 +16,12 @@ pub struct ConnInfo {
     pub kill: Arc<Notify>,
 }
 
+/// Inserted by the proxy ([`crate::proxy`]) into every request it tunnels: the Azure host name the client
+/// asked for (`dev.azure.com`, `login.microsoftonline.com`, `<vault>.vault.azure.net`…), so that URLs in
+/// responses name Azure's hosts rather than the loopback listener.
+#[derive(Clone, Debug)]
+pub struct PublicHost(pub String);
+
 #[derive(Debug)]
 pub struct ApiRequest {
     pub method: Method,
@@ -25,6 +31,8 @@ pub struct ApiRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub peer: SocketAddr,
+    /// Set when the request came through the proxy under an Azure host name.
+    pub public_host: Option<String>,
 }
 
 impl ApiRequest {
@@ -35,7 +43,7 @@ impl ApiRequest {
             .query()
             .map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
             .unwrap_or_default();
-        Self { method, path, segments, query, headers, body, peer }
+        Self { method, path, segments, query, headers, body, peer, public_host: None }
     }
 
     /// A query parameter, by case-insensitive name (ASP.NET binds them that way).

@@ -35,6 +35,7 @@ pub mod http;
 pub mod keyvault;
 pub mod patsecret;
 pub mod persist;
+pub mod proxy;
 pub mod ratelimit;
 pub mod secrets;
 pub mod seed;

@@ -108,6 +108,12 @@ struct Args {
     /// Refuse this principal (client id or UPN) with 403 ForbiddenByRbac (repeatable).
     #[arg(long)]
     keyvault_forbid: Vec<String>,
+    /// Serve the Azure-names proxy (ready line: `proxy`): an HTTPS (CONNECT) proxy on 127.0.0.1 mapping
+    /// login.microsoftonline.com, dev.azure.com, vssps.dev.azure.com, auditservice.dev.azure.com,
+    /// <vault>.vault.azure.net and api.github.com to the emulator, refusing every other host. Point official clients at Azure's
+    /// real URLs with HTTPS_PROXY set to it and the CA trusted.
+    #[arg(long)]
+    proxy: bool,
     /// Virtual milliseconds a Key Vault delete or recovery takes to finish.
     #[arg(long, default_value_t = 500)]
     keyvault_async_delay_ms: i64,
@@ -183,6 +189,7 @@ fn main() -> anyhow::Result<()> {
                 ..DeliveryConfig::default()
             },
         },
+        proxy: args.proxy,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {

@@ -7,7 +7,7 @@ use crate::clock::VirtualClock;
 use crate::context::{Ctx, Lifetimes, Stats};
 use crate::eventgrid::{DeliveryConfig, EventGrid};
 use crate::faults::{FaultKind, FaultSettings, Faults, Service};
-use crate::http::{ApiRequest, ConnInfo};
+use crate::http::{ApiRequest, ConnInfo, PublicHost};
 use crate::keyvault::{KeyVaultOptions, KeyVaultServer};
 use crate::persist;
 use crate::ratelimit::{RateLimitSettings, RateLimiter};
@@ -43,6 +43,9 @@ pub struct EmulatorConfig {
     /// How many minted secret values to remember for leak scanning (0 = none).
     pub secrets_capacity: usize,
     pub keyvault: KeyVaultConfig,
+    /// Also serve the Azure-names proxy ([`crate::proxy`]; ready line: `proxy`), after the extra vaults'
+    /// ports with a fixed `listen` port.
+    pub proxy: bool,
 }
 
 /// The Key Vault and Event Grid side of [`EmulatorConfig`].
@@ -117,6 +120,7 @@ impl Default for EmulatorConfig {
             lifetimes: Lifetimes::default(),
             secrets_capacity: 10_000,
             keyvault: KeyVaultConfig::default(),
+            proxy: false,
         }
     }
 }
@@ -316,7 +320,28 @@ impl Emulator {
             .merge(crate::consumers::control::router(ctx.clone()));
 
         let (tx, rx) = watch::channel(false);
-        let tasks = vec![
+        let proxy = if config.proxy {
+            let listener = bind(SocketAddr::new(ip, port(6 + kv_cfg.extra_vaults.len() as u16))).await?;
+            endpoints.extra.insert("proxy".into(), format!("http://{}", listener.local_addr()?));
+            let mut routes = crate::proxy::Routes::default();
+            routes.add(crate::proxy::ENTRA_HOST, api_router(ctx.clone(), Service::Entra));
+            for host in crate::proxy::DEVOPS_HOSTS {
+                routes.add(host, api_router(ctx.clone(), Service::Devops));
+            }
+            routes.add(crate::proxy::AUDIT_HOST, api_router(ctx.clone(), Service::Audit));
+            routes.add(crate::proxy::GITHUB_HOST, crate::consumers::github::router(ctx.clone()));
+            for kv in std::iter::once(&keyvault).chain(extra_vaults.values()) {
+                routes.add(
+                    &crate::proxy::vault_host(&kv.state.vault_name),
+                    crate::keyvault::http::router(kv.state.clone()),
+                );
+            }
+            let leaf = keyvault.tls.server_config_for(&routes.hosts()).context("issuing the proxy's certificate")?;
+            Some(crate::proxy::spawn(listener, routes, leaf, rx.clone()))
+        } else {
+            None
+        };
+        let mut tasks = vec![
             crate::serve::spawn_listener(devops, api_router(ctx.clone(), Service::Devops), rx.clone()),
             crate::serve::spawn_listener(audit, api_router(ctx.clone(), Service::Audit), rx.clone()),
             crate::serve::spawn_tls_listener(entra, tls, api_router(ctx.clone(), Service::Entra), rx.clone()),
@@ -328,6 +353,7 @@ impl Emulator {
                 rx.clone(),
             ),
         ];
+        tasks.extend(proxy);
         let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), keyvault.state.clone(), p));
         if fresh && let Some(p) = &config.state_path {
             persist::save(&ctx, &keyvault.state, p)?;
@@ -412,9 +438,16 @@ impl Emulator {
 
 fn api_router(ctx: Arc<Ctx>, service: Service) -> Router {
     Router::new().fallback(
-        move |ext: Extension<ConnInfo>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        move |ext: Extension<ConnInfo>,
+              public: Option<Extension<PublicHost>>,
+              method: Method,
+              uri: Uri,
+              headers: HeaderMap,
+              body: Bytes| {
             let ctx = ctx.clone();
-            async move { pipeline(ctx, service, ext.0, method, uri, headers, body).await }
+            let mut req = ApiRequest::new(method, &uri, headers, body, ext.0.peer);
+            req.public_host = public.map(|p| p.0.0);
+            async move { pipeline(ctx, service, ext.0, req).await }
         },
     )
 }
@@ -460,18 +493,9 @@ fn fault_response(service: Service, status: StatusCode, retry_after: Option<u64>
     r
 }
 
-async fn pipeline(
-    ctx: Arc<Ctx>,
-    service: Service,
-    conn: ConnInfo,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn pipeline(ctx: Arc<Ctx>, service: Service, conn: ConnInfo, req: ApiRequest) -> Response {
     let arrived = std::time::Instant::now();
     Stats::bump(counter(&ctx, service));
-    let req = ApiRequest::new(method, &uri, headers, body, conn.peer);
     let latency = ctx.faults.latency(service);
     if !latency.is_zero() {
         crate::delay::until(arrived + latency).await;

@@ -16,6 +16,10 @@ pub struct EmulatorTls {
     /// PEM of the CA certificate (trust this).
     pub ca_cert_pem: String,
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The CA's DER (sent after each leaf) and its signing key, kept in memory only, for further leaves
+    /// ([`EmulatorTls::server_config_for`]).
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+    issuer: Arc<Issuer<'static, KeyPair>>,
 }
 
 impl std::fmt::Debug for EmulatorTls {
@@ -50,25 +54,42 @@ impl EmulatorTls {
         let mut names =
             vec!["localhost".to_owned(), "*.localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
         names.extend(extra_names.iter().cloned());
-        let mut leaf_params = CertificateParams::new(names)?;
-        leaf_params.distinguished_name.push(DnType::CommonName, "patrol-emulator");
-        leaf_params.use_authority_key_identifier_extension = true;
-        leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf_params.not_before = now - Duration::days(1);
-        leaf_params.not_after = now + Duration::days(3650);
-        let leaf_key = KeyPair::generate()?;
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
-
-        let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key_der)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self { ca_cert_pem: ca_cert.pem(), server_config: Arc::new(config) })
+        let ca_der = ca_cert.der().clone();
+        let issuer = Arc::new(issuer);
+        let server_config = leaf_config(&issuer, &ca_der, names)?;
+        Ok(Self { ca_cert_pem: ca_cert.pem(), server_config, ca_der, issuer })
     }
+
+    /// A server configuration presenting a new leaf, signed by this CA, for exactly `names` (the proxy's
+    /// Azure host names: the loopback listeners' leaf does not carry them).
+    pub fn server_config_for(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        leaf_config(&self.issuer, &self.ca_der, names.to_vec())
+    }
+}
+
+fn leaf_config(
+    issuer: &Issuer<'static, KeyPair>,
+    ca_der: &rustls::pki_types::CertificateDer<'static>,
+    names: Vec<String>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let now = OffsetDateTime::now_utc();
+    let mut leaf_params = CertificateParams::new(names)?;
+    leaf_params.distinguished_name.push(DnType::CommonName, "patrol-emulator");
+    leaf_params.use_authority_key_identifier_extension = true;
+    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf_params.not_before = now - Duration::days(1);
+    leaf_params.not_after = now + Duration::days(3650);
+    let leaf_key = KeyPair::generate()?;
+    let leaf = leaf_params.signed_by(&leaf_key, issuer)?;
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca_der.clone()], key_der)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Serves an axum router over TLS on an already-bound listener until the task is aborted.

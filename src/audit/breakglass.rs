@@ -59,6 +59,13 @@ pub struct Request {
     /// Subject descriptors of further users whose PATs Token Admin should list (with [`Scope::Pat`] and
     /// [`Scope::Organization`]).
     pub descriptors: Vec<String>,
+    /// The owners the policy manages tokens for in this organization: with [`Scope::Pat`] and
+    /// [`Scope::Organization`] each of them is listed too (besides the owners the vault's tags name), so an
+    /// owner patrol cannot list makes the survey incomplete instead of silently absent.
+    pub policy_owners: Vec<OwnerId>,
+    /// Every owner the policy names in any organization: the owners `patrol login --owner` signs in (an owner
+    /// outside the policy cannot sign in, so the advice for one who has not differs).
+    pub signable_owners: Vec<OwnerId>,
     /// Create and store replacements for managed PATs before revoking them.
     pub prestage: bool,
     /// Organization-wide only: also create a Token Admin revocation rule over every scope for PATs created
@@ -90,9 +97,62 @@ pub struct Candidate {
     pub secret: Option<SecretName>,
 }
 
+/// An owner, a user or an organization break glass could not list: its PATs are not among the candidates,
+/// so the survey is incomplete (fail closed: never "nothing to revoke" when patrol could not look).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unlisted {
+    /// The owner's UPN, the user's subject descriptor, or the organization.
+    pub who: String,
+    /// Why, and what to do about it (the exact command).
+    pub message: String,
+    /// `never-signed-in` or `sign-in-expired` when signing the owner in fixes it (exit 3), else `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_in: Option<&'static str>,
+}
+
+impl Unlisted {
+    /// Why `owner`'s PATs in `org` could not be listed, with the command that fixes it.
+    pub fn owner(owner: &OwnerId, org: &OrgName, e: &DevOpsError, signable: bool) -> Self {
+        let (message, sign_in) = match e {
+            DevOpsError::SignInRequired { reason, .. }
+                if !signable && reason == crate::auth::session::NEVER_SIGNED_IN =>
+            {
+                (
+                    format!(
+                        "{owner} has not signed in and no token of the policy names them, so patrol cannot list \
+                         their PATs in {org} (`patrol login` signs in only owners the policy names): list them \
+                         through Token Admin with `--user <their subject descriptor> --admin <administrator>`"
+                    ),
+                    None,
+                )
+            }
+            DevOpsError::SignInRequired { reason, .. } if reason == crate::auth::session::NEVER_SIGNED_IN => (
+                format!(
+                    "{owner} has not signed in, so their PATs in {org} could not be listed: sign in with \
+                     `patrol login --owner {owner}`"
+                ),
+                Some("never-signed-in"),
+            ),
+            DevOpsError::SignInRequired { reason, .. } => (
+                format!(
+                    "{owner}'s sign-in expired or was revoked ({reason}), so their PATs in {org} could not be \
+                     listed: sign in again with `patrol login --owner {owner}`"
+                ),
+                Some("sign-in-expired"),
+            ),
+            other => (format!("listing the PATs of {owner} in {org} failed: {other}"), None),
+        };
+        Self { who: owner.to_string(), message, sign_in }
+    }
+}
+
 /// What [`survey`] found: the confirmation screen and the dry run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Survey {
+    /// False when some owner, user or the organization could not be listed ([`Survey::unlisted`]).
+    pub complete: bool,
+    /// What could not be listed: those PATs are NOT in `candidates`.
+    pub unlisted: Vec<Unlisted>,
     pub organization: OrgName,
     pub scope: Scope,
     pub candidates: Vec<Candidate>,
@@ -110,13 +170,20 @@ impl Survey {
     /// The question the operator confirms.
     pub fn confirmation(&self) -> String {
         let managed = self.candidates.iter().filter(|c| c.secret.is_some()).count();
-        let mut s = format!(
+        let mut s = String::new();
+        if !self.complete {
+            s.push_str(&format!(
+                "THE SURVEY IS INCOMPLETE ({} could not be listed; their PATs are not included). ",
+                self.unlisted.iter().map(|u| u.who.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        s.push_str(&format!(
             "Revoke {} PAT(s) in organization {} ({}), {managed} of them managed by patrol{}",
             self.candidates.len(),
             self.organization,
             self.scope,
             if self.prestage && managed > 0 { " (replacements are stored first)" } else { "" }
-        );
+        ));
         if let Some(r) = &self.revocation_rule {
             s.push_str(&format!(
                 ", and refuse every PAT created before now with any of {} scopes",
@@ -176,9 +243,9 @@ pub async fn survey(
         Scope::Owner(o) => owners.push(o.clone()),
         Scope::User(d) => descriptors.insert(0, d.clone()),
         Scope::Pat(_) | Scope::Organization => {
-            for m in &managed {
-                if !owners.contains(&m.owner) {
-                    owners.push(m.owner.clone());
+            for o in req.policy_owners.iter().chain(managed.iter().map(|m| &m.owner)) {
+                if !owners.contains(o) {
+                    owners.push(o.clone());
                 }
             }
         }
@@ -205,6 +272,17 @@ pub async fn survey(
     let secret_of = |id: &AuthorizationId| managed.iter().find(|m| &m.authorization_id == id).map(|m| m.secret.clone());
     let mut found: BTreeMap<AuthorizationId, Candidate> = BTreeMap::new();
     let mut errors = Vec::new();
+    let mut unlisted: Vec<Unlisted> = Vec::new();
+    if owners.is_empty() && descriptors.is_empty() {
+        unlisted.push(Unlisted {
+            who: org.to_string(),
+            message: format!(
+                "patrol knows no owner or user to list in {org} (the policy manages no token there and no vault \
+                 secret names one): name an owner with --owner, or users with --descriptor and --admin"
+            ),
+            sign_in: None,
+        });
+    }
     for owner in &owners {
         match connector.pats(owner, org).list(DisplayFilter::Active).await {
             Ok(pats) => {
@@ -213,7 +291,7 @@ pub async fn survey(
                     found.entry(c.authorization_id).or_insert(c);
                 }
             }
-            Err(e) => errors.push(format!("listing the PATs of {owner} in {org} failed: {e}")),
+            Err(e) => unlisted.push(Unlisted::owner(owner, org, &e, req.signable_owners.contains(owner))),
         }
     }
     if let Some(admin) = admin {
@@ -237,13 +315,17 @@ pub async fn survey(
                         });
                     }
                 }
-                Err(e) => errors.push(format!("Token Admin could not list the PATs of user {d} in {org}: {e}")),
+                Err(e) => unlisted.push(Unlisted {
+                    who: d.clone(),
+                    message: format!("Token Admin could not list the PATs of user {d} in {org}: {e}"),
+                    sign_in: None,
+                }),
             }
         }
     }
     if let Scope::Pat(id) = &req.scope
         && found.is_empty()
-        && errors.is_empty()
+        && unlisted.is_empty()
     {
         errors.push(format!(
             "PAT {id} is not an active PAT of any owner or user patrol could list in {org} (already revoked or \
@@ -253,6 +335,8 @@ pub async fn survey(
     let mut candidates: Vec<Candidate> = found.into_values().collect();
     candidates.sort_by(|a, b| (a.via, &a.owner, &a.display_name).cmp(&(b.via, &b.owner, &b.display_name)));
     Ok(Survey {
+        complete: unlisted.is_empty(),
+        unlisted,
         organization: org.clone(),
         scope: req.scope.clone(),
         candidates,
@@ -294,6 +378,10 @@ pub struct Row {
 /// The report of a break glass: what was revoked, replaced, and what could not be done.
 #[derive(Debug, Clone, Serialize)]
 pub struct BreakGlassReport {
+    /// False when the survey could not list everything it should have: the rows are NOT every PAT in scope.
+    pub complete: bool,
+    /// What could not be listed (owners, users, the organization), each with the command that fixes it.
+    pub unlisted: Vec<Unlisted>,
     pub organization: OrgName,
     pub scope: Scope,
     pub dry_run: bool,
@@ -339,8 +427,23 @@ impl BreakGlassReport {
             .collect()
     }
 
+    /// Whether signing owners in is all that is wrong: the survey missed only owners who must sign in, and
+    /// nothing else failed (`patrol revoke` exits 3 then, 1 for any other failure).
+    pub fn only_sign_in_missing(&self) -> bool {
+        let other_failure = !self.errors.is_empty()
+            || self.rows.iter().any(|r| r.outcome.starts_with("failed"))
+            || self.revocation_rule.as_deref().is_some_and(|r| r.starts_with("failed"));
+        !other_failure && !self.unlisted.is_empty() && self.unlisted.iter().all(|u| u.sign_in.is_some())
+    }
+
+    /// The survey's gaps, said first: what could not be listed and how to fix it (empty when complete).
+    pub fn incomplete_text(&self) -> String {
+        incomplete_text(&self.unlisted)
+    }
+
     pub fn failed(&self) -> bool {
-        !self.errors.is_empty()
+        !self.unlisted.is_empty()
+            || !self.errors.is_empty()
             || self.rows.iter().any(|r| r.outcome.starts_with("failed"))
             || self.revocation_rule.as_deref().is_some_and(|r| r.starts_with("failed"))
     }
@@ -371,13 +474,14 @@ impl BreakGlassReport {
                 ]
             })
             .collect();
-        let mut out = format!(
+        let mut out = self.incomplete_text();
+        out.push_str(&format!(
             "{}break glass in {} ({}) at {}\n",
             if self.dry_run { "DRY RUN — " } else { "" },
             self.organization,
             self.scope,
             super::finding::rfc3339(self.at)
-        );
+        ));
         out.push_str(&render_table(&head, &rows));
         if let Some(r) = &self.revocation_rule {
             out.push_str(&format!("revocation rule: {r}\n"));
@@ -385,13 +489,36 @@ impl BreakGlassReport {
         for e in &self.errors {
             out.push_str(&format!("error: {e}\n"));
         }
-        out.push_str(&format!(
-            "{} PAT(s) {}\n",
-            if self.dry_run { self.rows.len() } else { self.revoked() },
-            if self.dry_run { "would be revoked" } else { "revoked" }
-        ));
+        let n = if self.dry_run { self.rows.len() } else { self.revoked() };
+        let verb = if self.dry_run { "would be revoked" } else { "revoked" };
+        if self.complete {
+            out.push_str(&format!("{n} PAT(s) {verb}\n"));
+        } else {
+            // Never a bare count when patrol could not look everywhere: the count is of what it could list.
+            out.push_str(&format!(
+                "INCOMPLETE — of the PATs patrol could list, {n} {}; {} could not be listed (see the top)\n",
+                if self.dry_run { "would be revoked" } else { "were revoked" },
+                self.unlisted.iter().map(|u| u.who.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
         out
     }
+}
+
+/// The lines that open every break-glass output when the survey is incomplete (empty when it is complete).
+pub fn incomplete_text(unlisted: &[Unlisted]) -> String {
+    if unlisted.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "INCOMPLETE SURVEY: {} owner(s), user(s) or organization(s) could not be listed; their PATs are NOT in \
+         what follows:\n",
+        unlisted.len()
+    );
+    for u in unlisted {
+        out.push_str(&format!("  - {}\n", u.message));
+    }
+    out
 }
 
 pub(crate) fn render_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
@@ -448,6 +575,8 @@ pub async fn execute(
         }
         let rule = survey.revocation_rule.as_ref().map(|s| format!("would create (scopes: {s})"));
         return BreakGlassReport {
+            complete: survey.complete,
+            unlisted: survey.unlisted.clone(),
             organization: org.clone(),
             scope: survey.scope.clone(),
             dry_run,
@@ -560,6 +689,8 @@ pub async fn execute(
         }
     }
     BreakGlassReport {
+        complete: survey.complete,
+        unlisted: survey.unlisted.clone(),
         organization: org.clone(),
         scope: survey.scope.clone(),
         dry_run,

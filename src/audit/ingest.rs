@@ -97,6 +97,14 @@ pub struct Checkpoint {
     /// "no evidence".
     #[serde(default)]
     pub auditing_off: bool,
+    /// Since when the log has been read without a gap (the first window's start; reset when polls stopped
+    /// for longer than the retention). "No audited use in N days" is said only once this is N days back.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub watched_since: Option<OffsetDateTime>,
+    /// Per PAT: the distinct user agents, address ranges and pipelines its audited actions came from (the
+    /// evidence for "looks shared"; bounded, entries older than the retention dropped).
+    #[serde(default)]
+    pub usage: HashMap<AuthorizationId, super::usage::UseProfile>,
 }
 
 /// What one poll did.
@@ -164,6 +172,12 @@ pub async fn poll(
     let oldest = now - RETENTION;
     let start = cp.window_end.map(|e| e - cfg.overlap).unwrap_or(now - cfg.first_lookback).max(oldest).min(now);
     let end = now;
+    // Coverage is continuous when this window reaches back to the previous one's end.
+    let continuous = cp.window_end.is_some_and(|e| start <= e);
+    let watched_since = match cp.watched_since {
+        Some(w) if continuous => w,
+        _ => start,
+    };
     for (id, u) in &cp.last_use {
         ctx.last_use.entry(*id).or_insert_with(|| u.clone());
     }
@@ -199,6 +213,9 @@ pub async fn poll(
                     return;
                 }
                 cp.seen.insert(id.to_owned(), e.timestamp.unix_timestamp());
+                if let super::entry::AuthMechanism::Pat { authorization_id: Some(authorization_id) } = e.auth() {
+                    cp.usage.entry(authorization_id).or_default().observe(&e);
+                }
                 ev.observe(&e, &mut |f| findings.push(f));
             }
             Err(m) => {
@@ -244,7 +261,12 @@ pub async fn poll(
     let keep_from = (end - cfg.overlap).unix_timestamp();
     cp.seen.retain(|_, ts| *ts >= keep_from);
     cp.window_end = Some(end);
+    cp.watched_since = Some(watched_since);
     cp.last_use = outcome.last_use;
+    cp.usage.retain(|_, u| {
+        u.prune(oldest);
+        !u.is_empty()
+    });
     // The verdict persists only as long as the log stays empty: any entry (new or seen before) is evidence
     // that auditing is on.
     cp.auditing_off = auditing_off.is_some() || (cp.auditing_off && entries == 0);

@@ -11,6 +11,8 @@
 //! - [`managed`] — the managed PATs as the secret store's tags describe them.
 //! - [`replace`] — out-of-schedule replacements (pre-staged before break glass, global migration).
 //! - [`pass`] — the timer's audit pass: every organization polled, responses executed, notices.
+//! - [`usage`] — stale PATs (no audited use in N days), shared PATs, dead all-organization PATs; the
+//!   announced revocation of stale ones.
 //! - [`weekly`] — the weekly report (findings log, once a week with compare-and-swap).
 //! - [`migrate`] — all-organization PATs (retired 2026-12-01) found and the managed ones replaced.
 //! - [`render`] — findings as a table, markdown or JSON.
@@ -31,6 +33,7 @@ pub mod replace;
 pub mod respond;
 pub mod resume;
 pub mod rules;
+pub mod usage;
 pub mod weekly;
 
 pub use context::{AuditContext, KnownPat, LastUse, Lifecycle, PatStatus, PatrolAction};

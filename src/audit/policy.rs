@@ -12,6 +12,7 @@
 //! allowed_hours = { start = "06:00", end = "20:00", utc_offset = "+01:00", days = ["mon", "tue", "wed", "thu", "fri"] }
 //! response = { info = "alert", warning = "alert", critical = "rotate" }
 //! revocation = { mode = "evidence", quiet_hours = 24, deadline_hours = 168 }   # mode "grace" is the default
+//! stale = { days = 30, response = "alert", notice_days = 14, dry_run = true, keep = ["break-glass"] }
 //! [audit.rules.burst]
 //! severity = "critical"
 //! max_actions = 100
@@ -241,6 +242,8 @@ pub struct AuditPolicy {
     pub response: Responses,
     pub revocation: RevocationGate,
     pub rules: BTreeMap<RuleId, RuleOverride>,
+    /// `[audit.stale]`: PATs without audited use (issue 21).
+    pub stale: super::usage::StalePolicy,
 }
 
 /// One rule's effective settings.
@@ -265,6 +268,7 @@ pub struct AuditSettings {
     pub burst_max_actions: u32,
     pub burst_window_minutes: u32,
     pub lifecycle_tolerance_minutes: u32,
+    pub stale: super::usage::StalePolicy,
 }
 
 impl Default for AuditSettings {
@@ -288,6 +292,7 @@ fn unreachable_default() -> AuditSettings {
         burst_max_actions: 60,
         burst_window_minutes: 10,
         lifecycle_tolerance_minutes: 15,
+        stale: super::usage::StalePolicy::default(),
     }
 }
 
@@ -371,6 +376,9 @@ impl AuditPolicy {
         {
             return Err(err("allowed_hours".into(), "start and end are equal: the window would be empty"));
         }
+        if let Some((field, problem)) = self.stale.problems().into_iter().next() {
+            return Err(AuditPolicyError { field, problem });
+        }
         Ok(AuditSettings {
             allowed_cidrs: self.allowed_cidrs.iter().map(|n| n.trunc()).collect(),
             allowed_hours: self.allowed_hours.clone(),
@@ -383,6 +391,7 @@ impl AuditPolicy {
             burst_max_actions,
             burst_window_minutes,
             lifecycle_tolerance_minutes,
+            stale: self.stale.clone(),
         })
     }
 }

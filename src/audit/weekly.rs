@@ -229,6 +229,8 @@ pub fn build(
         tokens,
         rotations,
         problems,
+        consumers: Vec::new(),
+        usage: Vec::new(),
     }
 }
 

@@ -148,6 +148,10 @@ impl Default for SessionOptions {
     }
 }
 
+/// The reason of [`DevOpsError::SignInRequired`] when no refresh token is stored at all: the owner never
+/// signed in (or was signed out), as opposed to a sign-in that expired or was revoked.
+pub const NEVER_SIGNED_IN: &str = "no refresh token is stored for this owner";
+
 /// One owner's delegated session.
 #[derive(Debug)]
 pub struct OwnerSession {
@@ -205,7 +209,7 @@ impl OwnerSession {
         })?;
         let Some(stored) = stored else {
             tracing::error!(owner = %self.owner, secret = %name, "no refresh token is stored; the owner must sign in");
-            return Err(self.sign_in_required("no refresh token is stored for this owner"));
+            return Err(self.sign_in_required(NEVER_SIGNED_IN));
         };
         if stored.properties.content_type.as_deref() != Some(REFRESH_TOKEN_CONTENT_TYPE) {
             return Err(DevOpsError::Protocol(format!(
@@ -392,7 +396,7 @@ pub fn entra_from_settings(
     let client_id = settings.client_id.as_deref().ok_or_else(|| {
         ConfigError::new(
             "PATROL_CLIENT_ID",
-            "is required: the application (client) id of the Entra app registration owners sign in to",
+            "not set (the application (client) id of the Entra app registration owners sign in to)",
         )
     })?;
     EntraClient::new(client, settings.entra_authority.clone(), &settings.tenant_id, client_id).map_err(|e| {

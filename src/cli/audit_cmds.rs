@@ -1,13 +1,15 @@
 //! `patrol audit`, `patrol revoke` and `patrol migrate-global`: the clap definitions and the `run_*`
 //! functions. The logic lives in `crate::audit`; these only parse, confirm, and print. Exit codes: 0 done,
-//! 1 something failed (the report says what), 2 bad input or configuration, 4 the operator declined.
+//! 1 something failed (the report says what), 2 bad input or configuration, 3 (`revoke`) the survey is
+//! incomplete only because owners must sign in, 4 the operator declined.
 
+use crate::app::StartupError;
 use crate::audit::breakglass::{self, AdminApi, Request, Scope};
 use crate::audit::ingest::PollConfig;
 use crate::audit::managed;
 use crate::audit::managed::{ManagedPat, managed_pats};
 use crate::audit::migrate;
-use crate::audit::policy::{AuditSettings, from_policy_text};
+use crate::audit::policy::AuditSettings;
 use crate::audit::render::{Format, render};
 use crate::audit::replace::{EngineReplacer, Replacer};
 use crate::audit::resume;
@@ -133,70 +135,20 @@ pub struct AuditRuntime {
 }
 
 impl AuditRuntime {
-    /// Opens the stores as `cli::runtime::Local` does (journal and leases in `AzureWebJobsStorage` when it
-    /// is configured), the `[audit]` table of the policy file, and the Azure DevOps connector with owner
-    /// sessions (refresh tokens from the secret store).
-    pub fn from_settings(settings: &Settings, clock: Clock) -> Result<Self, String> {
-        let local = crate::cli::runtime::Local::open(settings.clone(), clock.clone()).map_err(|e| e.message)?;
-        let text = std::fs::read_to_string(&settings.policy_file).unwrap_or_default();
-        let audit = from_policy_text(&text)
-            .and_then(|p| p.resolve().map_err(|e| e.to_string()))
-            .map_err(|e| format!("{}: {e}", settings.policy_file.display()))?;
-        let client_id = settings.client_id.as_deref().ok_or("setting PATROL_CLIENT_ID: not set")?;
-        let http = crate::devops::http::build_client(settings.ca_cert.as_deref(), std::time::Duration::from_secs(60))
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let entra = crate::auth::entra::EntraClient::new(
-            http,
-            settings.entra_authority.clone(),
-            &settings.tenant_id,
-            client_id,
-        )
-        .map_err(|e| format!("invalid Entra settings: {e}"))?;
-        let sessions = crate::auth::session::Sessions::new(
-            Arc::new(entra),
-            local.own.clone(),
-            clock.clone(),
-            crate::auth::session::SessionOptions::default(),
-        );
-        // Owners' and administrators' sessions, and the Function App's own identity (`app`).
-        let app = crate::auth::app::AppToken::from_settings(
-            settings,
-            crate::devops::http::build_client(settings.ca_cert.as_deref(), std::time::Duration::from_secs(60))
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
-            clock.clone(),
-        )?
-        .map(Arc::new);
-        let tokens = crate::auth::app::Routed { sessions: Arc::new(sessions), app };
-        let connector = Arc::new(
-            HttpConnector::from_settings(settings, clock.clone(), Arc::new(tokens))
-                .map_err(|e| format!("cannot build the Azure DevOps client: {e}"))?,
-        );
-        let engine = Engine {
-            policy: local.policy.clone(),
-            connector: connector.clone(),
-            store: local.store.clone(),
-            state: local.state.clone(),
-            leases: local.leases.clone(),
-            clock: clock.clone(),
-            concurrency: settings.max_concurrency,
-            vaults: None,
-            // Test hook only (PATROL_TEST_CRASH_AFTER), as in `patrol rotate`: exits at a step boundary.
-            faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
-            consumers: crate::consumers::writers::for_policy(
-                settings,
-                &local.policy,
-                local.own.clone(),
-                local.store.clone(),
-                local.state.clone(),
-                clock.clone(),
-            ),
-        };
+    /// The parts from the composition root ([`crate::app::App`]): the stores (journal and leases in
+    /// `AzureWebJobsStorage` when it is configured), the policy's `[audit]` table (validated with the
+    /// policy; the defaults without one), and the Azure DevOps connector with owners' and administrators'
+    /// sessions and the Function App's own identity (`app`).
+    pub fn from_settings(settings: &Settings, clock: Clock) -> Result<Self, StartupError> {
+        let app = crate::app::App::open(settings.clone(), clock.clone())?;
+        let connector = app.routed_connector()?;
+        let engine = app.engine_on(connector.clone());
         Ok(Self {
             clock,
-            store: local.store,
-            state: local.state,
+            audit: app.audit().cloned().unwrap_or_default(),
+            store: app.store,
+            state: app.state,
             connector,
-            audit,
             engine: Arc::new(engine),
             audit_reader: settings.audit_reader.clone(),
         })
@@ -318,7 +270,13 @@ impl StateStore for Scratch {
     }
 }
 
+#[cfg(test)]
 fn revoke_request(args: &RevokeArgs) -> Result<Request, String> {
+    revoke_request_for(args, &[])
+}
+
+/// The request, with the owners `policy` manages tokens for in the organization (listed by `--pat`/`--all`).
+fn revoke_request_for(args: &RevokeArgs, policy: &[crate::rotation::policy::ManagedToken]) -> Result<Request, String> {
     let organization = OrgName::parse(&args.org).map_err(|e| e.to_string())?;
     let scope = match (&args.pat, &args.owner, &args.user, args.all) {
         (Some(p), None, None, false) => Scope::Pat(AuthorizationId::parse(p).map_err(|e| e.to_string())?),
@@ -330,10 +288,21 @@ fn revoke_request(args: &RevokeArgs) -> Result<Request, String> {
     if args.revocation_rule && scope != Scope::Organization {
         return Err("--revocation-rule only goes with --all".into());
     }
+    let mut policy_owners: Vec<OwnerId> = Vec::new();
+    for t in policy.iter().filter(|t| t.organization == organization) {
+        if !policy_owners.contains(&t.owner) {
+            policy_owners.push(t.owner.clone());
+        }
+    }
+    let mut signable_owners: Vec<OwnerId> = policy.iter().map(|t| t.owner.clone()).collect();
+    signable_owners.sort();
+    signable_owners.dedup();
     Ok(Request {
         organization,
         scope,
         descriptors: args.descriptors.clone(),
+        policy_owners,
+        signable_owners,
         prestage: args.prestage,
         revocation_rule: args.revocation_rule,
     })
@@ -346,7 +315,7 @@ pub async fn run_revoke(
     confirm: &mut dyn FnMut(&str) -> bool,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
-    let req = revoke_request(args)?;
+    let req = revoke_request_for(args, &rt.engine.policy.tokens)?;
     let managed = rt.managed().await?;
     let admin = match &args.admin {
         Some(a) => Some(rt.connector.token_admin(
@@ -361,11 +330,29 @@ pub async fn run_revoke(
         breakglass::survey(&req, &managed, rt.connector.as_ref(), admin_api, now).await.map_err(|e| e.to_string())?;
     if !args.dry_run && !args.yes {
         if survey.candidates.is_empty() && survey.revocation_rule.is_none() {
-            write(out, "nothing to revoke\n")?;
+            // Fail closed: "nothing" only when patrol could look everywhere it should.
+            write(out, &breakglass::incomplete_text(&survey.unlisted))?;
+            write(
+                out,
+                if survey.complete {
+                    "nothing to revoke\n"
+                } else {
+                    "no PAT found among those patrol could list; nothing was revoked — NOT a complete survey\n"
+                },
+            )?;
             for e in &survey.errors {
                 write(out, &format!("error: {e}\n"))?;
             }
-            return Ok(if survey.errors.is_empty() { 0 } else { EXIT_FAILED });
+            let sign_in_only = !survey.unlisted.is_empty()
+                && survey.errors.is_empty()
+                && survey.unlisted.iter().all(|u| u.sign_in.is_some());
+            return Ok(if sign_in_only {
+                super::exit::SIGN_IN
+            } else if survey.complete && survey.errors.is_empty() {
+                0
+            } else {
+                EXIT_FAILED
+            });
         }
         let preview = breakglass::execute(&survey, rt.connector.as_ref(), admin_api, None, true, now).await;
         write(out, &preview.table())?;
@@ -419,7 +406,13 @@ pub async fn run_revoke(
         ReportFormat::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
     };
     write(out, &text)?;
-    Ok(if report.failed() { EXIT_FAILED } else { 0 })
+    Ok(if report.only_sign_in_missing() {
+        super::exit::SIGN_IN
+    } else if report.failed() {
+        EXIT_FAILED
+    } else {
+        0
+    })
 }
 
 /// `patrol migrate-global`: list all-organization PATs, confirm, replace the managed ones.
@@ -471,13 +464,17 @@ pub fn ask_terminal(question: &str) -> bool {
 
 fn runtime_from_env() -> Result<AuditRuntime, super::CliError> {
     let settings = super::runtime::checked_settings(true)?;
-    AuditRuntime::from_settings(&settings, Clock::system()).map_err(super::CliError::usage)
+    // Every startup failure of these commands is exit 2 (as before the composition root).
+    AuditRuntime::from_settings(&settings, Clock::system()).map_err(|e| super::CliError::usage(e.to_string()))
 }
 
 fn to_cli(r: Result<u8, String>, what: &str) -> Result<(), super::CliError> {
     match r {
         Ok(0) => Ok(()),
         Ok(EXIT_DECLINED) => Err(super::CliError { code: EXIT_DECLINED, message: format!("{what}: not confirmed") }),
+        Ok(super::exit::SIGN_IN) => Err(super::CliError::sign_in(format!(
+            "{what}: incomplete: an owner must sign in first (the report above names each and the command)"
+        ))),
         Ok(code) => Err(super::CliError { code, message: format!("{what}: see the report above") }),
         Err(e) => Err(super::CliError::failed(e)),
     }

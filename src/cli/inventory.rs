@@ -22,7 +22,11 @@ Examples:
 
 JSON: {\"taken_at\", \"pats\": [{\"owner\", \"organization\", \"authorization_id\", \"display_name\", \"managed\",
 \"secret\", \"role\", \"scope\", \"global\", \"full_access\", \"valid_from\", \"valid_to\", \"days_left\", \"state\"}],
-\"problems\": [{\"owner\", \"organization\", \"error\", \"sign_in_required\"}]}. Exit 3 when an owner must sign in.";
+\"problems\": [{\"owner\", \"organization\", \"error\", \"sign_in_required\"}], \"consumers\": [{\"secret\",
+\"consumers\": [{\"consumer\", \"kind\", \"state\", \"moved\", \"delivered_at\", \"last_used_at\", …}]}], \"usage\": [{\"authorization_id\",
+\"last_use\", \"watched_since\", \"verdict\", \"revoke_on\"}], \"stale_shared_dead\": [{\"kind\", \"display_name\", \"evidence\",
+\"what_to_do\", …}]}. \"No audited use\" is evidence, not proof: the audit log records audited actions, not every
+use. Exit 3 when an owner must sign in.";
 
 #[derive(Debug, clap::Args)]
 pub struct InventoryArgs {
@@ -85,6 +89,13 @@ pub struct InventoryView {
     pub taken_at: OffsetDateTime,
     pub pats: Vec<PatRow>,
     pub problems: Vec<ListProblem>,
+    /// Each managed token's consumers and where their delivery stands (`crate::consumers::view`).
+    pub consumers: Vec<crate::consumers::view::TokenConsumers>,
+    /// Per PAT: the last audited use patrol has seen, since when the log is watched, the verdict
+    /// (`crate::audit::usage`; empty until [`with_usage`] fills it).
+    pub usage: Vec<crate::audit::usage::PatUsage>,
+    /// Stale (no audited use in N days), shared and dead PATs with what to do.
+    pub stale_shared_dead: Vec<crate::audit::usage::Row>,
 }
 
 impl InventoryView {
@@ -93,9 +104,20 @@ impl InventoryView {
     }
 
     pub fn table(&self) -> Table {
-        let mut t =
-            Table::new(&["OWNER", "ORG", "DISPLAY NAME", "SECRET", "ROLE", "SCOPE", "VALID TO", "DAYS", "STATE"]);
+        let mut t = Table::new(&[
+            "OWNER",
+            "ORG",
+            "DISPLAY NAME",
+            "SECRET",
+            "ROLE",
+            "SCOPE",
+            "VALID TO",
+            "DAYS",
+            "STATE",
+            "LAST AUDITED USE",
+        ]);
         for r in &self.pats {
+            let last_use = self.last_use_cell(r.authorization_id);
             let mut scope = r.scope.clone();
             if r.global {
                 scope.push_str(" [all orgs]");
@@ -110,9 +132,61 @@ impl InventoryView {
                 r.valid_to.map(|v| v.date().to_string()).unwrap_or_else(|| "-".into()),
                 r.days_left.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
                 r.state.clone(),
+                last_use,
             ]);
         }
         t
+    }
+
+    /// The consumer table (empty when no token declares consumers), text or markdown.
+    pub fn consumers_text(&self, markdown: bool) -> String {
+        if self.consumers.is_empty() {
+            return String::new();
+        }
+        let t = super::consumers::table(&self.consumers);
+        if markdown {
+            format!("\n## Consumers\n\n{}", t.to_markdown())
+        } else {
+            format!("\nConsumers:\n{}", t.to_text())
+        }
+    }
+
+    /// `2026-12-01 from 10.0.0.1`, `none in 31 days`, `none yet (watched 3 days)`, `not watched`.
+    fn last_use_cell(&self, id: Option<AuthorizationId>) -> String {
+        use crate::audit::usage::Verdict;
+        let Some(u) = id.and_then(|id| self.usage.iter().find(|u| u.authorization_id == id)) else {
+            return "-".into();
+        };
+        match (&u.last_use, &u.verdict) {
+            (_, Verdict::Dead) => "dead (all orgs)".into(),
+            (Some(l), Verdict::Used) => format!("{} from {}", l.at.date(), if l.ip.is_empty() { "-" } else { &l.ip }),
+            (_, Verdict::NoAuditedUse { days }) => format!("none in {days} days"),
+            (_, Verdict::TooEarly { watched_days }) => format!("none yet (log watched {watched_days} days)"),
+            (_, Verdict::NoEvidence { .. }) => "no evidence".into(),
+            (None, Verdict::Used) => "-".into(),
+        }
+    }
+
+    /// The stale/shared/dead section under the table, with the caveat.
+    fn usage_text(&self) -> String {
+        if self.stale_shared_dead.is_empty() {
+            return String::new();
+        }
+        let mut s = format!("\nStale, shared and dead PATs ({})\n", crate::audit::usage::CAVEAT);
+        for r in &self.stale_shared_dead {
+            let evidence: Vec<&str> =
+                r.evidence.iter().map(String::as_str).filter(|e| *e != crate::audit::usage::CAVEAT).collect();
+            s.push_str(&format!(
+                "* {} \"{}\" ({} / {}): {}\n  what to do: {}\n",
+                r.kind,
+                r.display_name,
+                r.owner,
+                r.organization,
+                evidence.join("; "),
+                r.what_to_do
+            ));
+        }
+        s
     }
 
     fn problems_text(&self) -> String {
@@ -238,7 +312,67 @@ pub fn rows(
             &b.display_name,
         ))
     });
-    InventoryView { taken_at: now, pats, problems }
+    let consumers = policy
+        .tokens
+        .iter()
+        .filter(|t| !t.consumers.is_empty())
+        .filter_map(|t| {
+            let ts = inv.tokens.get(&t.secret)?;
+            let current = ts.current_authorization_id().or(ts.journal.current.as_ref().map(|c| c.authorization_id));
+            Some(crate::consumers::view::TokenConsumers {
+                secret: t.secret.to_string(),
+                consumers: crate::consumers::view::token_view(t, &ts.journal, current, now),
+            })
+        })
+        .collect();
+    InventoryView { taken_at: now, pats, problems, consumers, usage: Vec::new(), stale_shared_dead: Vec::new() }
+}
+
+/// The inventory's PATs as the stale/shared assessment takes them (declared consumers from the policy).
+pub fn usage_pats(view: &InventoryView, policy: &Policy) -> Vec<crate::audit::usage::UsagePat> {
+    view.pats
+        .iter()
+        .filter_map(|r| {
+            let id = r.authorization_id?;
+            let owner = OwnerId::parse(&r.owner).ok()?;
+            let organization = OrgName::parse(&r.organization).ok()?;
+            let consumers = r
+                .secret
+                .as_deref()
+                .and_then(|s| policy.tokens.iter().find(|t| t.secret.as_str() == s))
+                .map(|t| t.consumers.list.iter().map(|c| c.id.clone()).collect())
+                .unwrap_or_default();
+            Some(crate::audit::usage::UsagePat {
+                authorization_id: id,
+                display_name: r.display_name.clone(),
+                owner,
+                organization,
+                secret: r.secret.clone(),
+                valid_from: r.valid_from?,
+                valid_to: r.valid_to?,
+                global: r.global,
+                consumers,
+            })
+        })
+        .filter(|p| p.valid_to > view.taken_at)
+        .collect()
+}
+
+/// Adds what the audit log says (read-only: reads the audit checkpoints, changes nothing).
+pub async fn with_usage(local: &Local, connector: &dyn Connector, view: &mut InventoryView) {
+    let stale = std::fs::read_to_string(&local.settings.policy_file)
+        .ok()
+        .and_then(|t| crate::audit::policy::from_policy_text(&t).ok())
+        .map(|p| p.stale)
+        .unwrap_or_default();
+    let pats = usage_pats(view, &local.policy);
+    let report =
+        crate::audit::usage::run(local.state.as_ref(), connector, &pats, &stale, &[], false, view.taken_at).await;
+    for e in &report.errors {
+        tracing::warn!("{e}");
+    }
+    view.usage = report.pats;
+    view.stale_shared_dead = report.rows;
 }
 
 /// Each (owner, organization)'s expired PATs (the engine's inventory lists active ones only). A listing
@@ -277,7 +411,8 @@ pub async fn gather(local: &Local) -> Result<(Inventory, InventoryView), CliErro
     let expired = expired_pats(connector.as_ref(), &inv).await;
     progress.step("expired PATs");
     progress.finish();
-    let view = rows(&inv, &local.policy, &expired, now);
+    let mut view = rows(&inv, &local.policy, &expired, now);
+    with_usage(local, connector.as_ref(), &mut view).await;
     Ok((inv, view))
 }
 
@@ -306,8 +441,24 @@ pub async fn run(args: &InventoryArgs) -> Result<(), CliError> {
     let out = render(
         args.output.format,
         &view,
-        || format!("{}{}", view.table().to_text(), view.problems_text()),
-        || format!("{}{}", view.table().to_markdown(), view.problems_text()),
+        || {
+            format!(
+                "{}{}{}{}",
+                view.table().to_text(),
+                view.problems_text(),
+                view.consumers_text(false),
+                view.usage_text()
+            )
+        },
+        || {
+            format!(
+                "{}{}{}{}",
+                view.table().to_markdown(),
+                view.problems_text(),
+                view.consumers_text(true),
+                view.usage_text()
+            )
+        },
     )?;
     write_stdout(&out)?;
     // The problems are part of every format; the exit code says so too.

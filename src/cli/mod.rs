@@ -6,8 +6,10 @@
 //! The bare binary serves when the Functions host started it (`FUNCTIONS_CUSTOMHANDLER_PORT` set; the host
 //! passes no arguments).
 
+mod adopt;
 pub mod audit_cmds;
 mod completions;
+pub mod consumers;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod error;
@@ -48,6 +50,7 @@ const AFTER_HELP: &str = "\
 Examples:
   patrol demo                          # the whole job against a local emulator, in seconds
   patrol login --owner svc-rotation@contoso.com
+  patrol adopt ci-build-pat --pat <authorization id> --value-stdin < pat.txt   # onboard an existing PAT
   patrol inventory --format json       # every PAT of every owner and organization in the policy
   patrol plan                          # what the next run would do (changes nothing)
   patrol rotate ci-build-pat --force   # rotate one token now
@@ -89,9 +92,15 @@ pub enum Command {
     /// Owner sign-in health, the last run of each token, and previous PATs waiting to be revoked.
     #[command(after_help = status::AFTER_HELP)]
     Status(status::StatusArgs),
+    /// Each token's consumers and where their delivery stands; --check checks each one without writing.
+    #[command(after_help = consumers::AFTER_HELP)]
+    Consumers(consumers::ConsumersArgs),
     /// Sign a PAT owner in with a device code; the refresh token goes straight to the secret store.
     #[command(after_help = login::AFTER_HELP)]
     Login(login::LoginArgs),
+    /// Onboard an existing PAT as a managed token's current value (no second PAT, no false alarm).
+    #[command(after_help = adopt::AFTER_HELP)]
+    Adopt(adopt::AdoptArgs),
     /// Write the weekly report: inventory, expiry timeline, recent rotations, open problems.
     #[command(after_help = report::AFTER_HELP)]
     Report(report::ReportArgs),
@@ -152,8 +161,10 @@ pub fn main() -> ExitCode {
             Command::Rotate(args) => rotate::run(&args).await,
             Command::Inventory(args) => inventory::run(&args).await,
             Command::Status(args) => status::run(&args).await,
+            Command::Consumers(args) => consumers::run(&args).await,
             Command::Login(args) => login::run(&args).await,
             Command::Report(args) => report::run(&args).await,
+            Command::Adopt(args) => adopt::run(&args).await,
             #[cfg(feature = "demo")]
             Command::Demo(args) => demo::run(&args).await,
             #[cfg(not(feature = "demo"))]

@@ -3,6 +3,7 @@
 use super::CliError;
 use super::output::{OutputArgs, render, write_stdout};
 use super::runtime::Local;
+use crate::consumers::view::TokenConsumers;
 use crate::domain::SecretName;
 use crate::rotation::plan::{Action, Plan, Requests, plan};
 
@@ -16,7 +17,8 @@ JSON: the engine's plan: {\"at\", \"entries\": [{\"secret\", \"owner\", \"organi
 \"actions\": [{\"action\": \"rotate\"|\"revoke-previous\"|\"wait-previous\"|\"resume\"|\"adopt\"|\"reconcile-orphan\"|
 \"blocked\", …}] (with evidence-gated revocation: revoke-previous has \"evidence\" and, at the deadline, \"alert\";
 wait-previous has \"reason\" and \"until\"),
-\"notes\"}], \"unmanaged\": [{\"owner\", \"organization\", \"pat\", \"made_by_patrol\"}]}.
+\"notes\", \"consumers\": [{\"consumer\", \"kind\", \"state\", \"moved\", \"delivered_at\", \"last_used_at\",
+\"failing_since\", \"lag_hours\", \"lag_until\", …}]}], \"unmanaged\": [{\"owner\", \"organization\", \"pat\", \"made_by_patrol\"}]}.
 Exit 3 when an owner must sign in first.";
 
 #[derive(Debug, clap::Args)]
@@ -76,7 +78,29 @@ pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
     let engine = local.engine()?;
     let inv = engine.inventory(only.as_deref()).await;
     let the_plan = plan(&inv, &local.policy, local.clock.now(), &Requests::default());
-    write_stdout(&render(args.output.format, &the_plan, || the_plan.table(), || markdown(&the_plan))?)?;
+    let consumers: Vec<_> = the_plan
+        .entries
+        .iter()
+        .filter(|e| !e.consumers.is_empty())
+        .map(|e| TokenConsumers { secret: e.secret.to_string(), consumers: e.consumers.clone() })
+        .collect();
+    let with_consumers = |s: String, md: bool| {
+        if consumers.is_empty() {
+            return s;
+        }
+        let t = super::consumers::table(&consumers);
+        if md {
+            format!("{s}\n## Consumers\n\n{}", t.to_markdown())
+        } else {
+            format!("{s}\nConsumers:\n{}", t.to_text())
+        }
+    };
+    write_stdout(&render(
+        args.output.format,
+        &the_plan,
+        || with_consumers(the_plan.table(), false),
+        || with_consumers(markdown(&the_plan), true),
+    )?)?;
     let sign_in: Vec<_> = inv.owners.iter().filter(|o| o.sign_in_required).map(|o| o.owner.to_string()).collect();
     if !sign_in.is_empty() {
         return Err(CliError::sign_in(format!(

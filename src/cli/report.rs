@@ -9,7 +9,7 @@ use crate::devops::GLOBAL_PAT_CUTOFF;
 use crate::notify::Severity;
 use crate::report::{ProblemRow, ReportData, RotationRow, TokenRow, render_html, render_markdown};
 use crate::rotation::journal::Journal;
-use crate::rotation::policy::{DEFAULT_THRESHOLDS, Policy};
+use crate::rotation::policy::Policy;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -40,15 +40,9 @@ pub struct ReportArgs {
     pub format: ReportFormat,
 }
 
-/// The thresholds marked on the timeline: every threshold any token uses.
+/// The thresholds marked on the timeline ([`Policy::timeline_thresholds`]).
 pub fn thresholds(policy: &Policy) -> Vec<u32> {
-    let mut t: Vec<u32> = policy.tokens.iter().flat_map(|t| t.expiry_thresholds.iter().copied()).collect();
-    if t.is_empty() {
-        t = DEFAULT_THRESHOLDS.to_vec();
-    }
-    t.sort_unstable_by(|a, b| b.cmp(a));
-    t.dedup();
-    t
+    policy.timeline_thresholds()
 }
 
 fn fmt_date(t: OffsetDateTime) -> String {
@@ -182,8 +176,39 @@ pub fn build(
         }
     }
     rotations.sort_by_key(|r| std::cmp::Reverse(r.at));
+    // A consumer that cannot be written holds the previous PAT back (to the deadline): a person must act.
+    for t in &view.consumers {
+        for c in t.consumers.iter().filter(|c| c.state == "failing") {
+            let fix = policy
+                .tokens
+                .iter()
+                .find(|tok| tok.secret.as_str() == t.secret)
+                .and_then(|tok| tok.consumers.get(&c.consumer))
+                .map(crate::consumers::fix)
+                .unwrap_or_default();
+            problems.push(ProblemRow {
+                severity: Severity::Warning,
+                summary: format!(
+                    "Consumer {} of {} failing since {}",
+                    c.consumer,
+                    t.secret,
+                    c.failing_since.map(fmt_date).unwrap_or_else(|| "?".into())
+                ),
+                detail: format!("{} {fix}", c.last_error.as_deref().unwrap_or(&c.detail)),
+            });
+        }
+    }
     problems.sort_by_key(|p| std::cmp::Reverse(severity_rank(p.severity)));
-    ReportData { title: title.into(), generated_at: now, thresholds: thresholds(policy), tokens, rotations, problems }
+    ReportData {
+        title: title.into(),
+        generated_at: now,
+        thresholds: thresholds(policy),
+        tokens,
+        rotations,
+        problems,
+        consumers: view.consumers.clone(),
+        usage: view.stale_shared_dead.clone(),
+    }
 }
 
 fn severity_rank(s: Severity) -> u8 {

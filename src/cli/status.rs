@@ -6,6 +6,7 @@ use super::CliError;
 use super::output::{OutputArgs, Table, render, write_stdout};
 use super::runtime::Local;
 use crate::auth::session::{RefreshStatus, refresh_status};
+use crate::rotation::inventory;
 use crate::rotation::journal::{self, Completed, Drain, Failure};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -15,10 +16,11 @@ Examples:
   patrol status
   patrol status --format json | jq '.owners[] | select(.health != \"ok\")'
 
-JSON: {\"at\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
+JSON: {\"at\", \"state\", \"owners\": [{\"owner\", \"health\", \"signed_in_at\", \"last_refresh_at\", \"refresh_token_age_days\"}],
 \"tokens\": [{\"secret\", \"owner\", \"organization\", \"last_rotation\", \"last_failure\", \"in_flight\",
-\"pending_drains\", \"consumers\": [{\"consumer\", \"kind\", \"state\", \"delivered_at\",
-\"last_used_at\", \"failing_since\", \"last_error\", \"lag_hours\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
+\"pending_drains\", \"adopted\", \"consumers\": [{\"consumer\", \"kind\", \"target\", \"written\", \"state\", \"moved\",
+\"detail\", \"delivered_at\", \"last_used_at\", \"evidence\", \"failing_since\", \"last_error\", \"lag_hours\",
+\"lag_until\"}]}], \"warnings\": [..]}. health is ok, stale (refresh token unused for 60+ days; Entra drops it at 90),
 sign-in-needed or unknown. Exit 3 when an owner must sign in, 1 when a token's last run failed.";
 
 /// Entra revokes a refresh token unused for 90 days; warn well before.
@@ -58,33 +60,22 @@ pub struct TokenStatus {
     pub last_failure: Option<Failure>,
     pub in_flight: Option<InFlight>,
     pub pending_drains: Vec<Drain>,
+    /// The last PAT an operator adopted into this secret (`patrol adopt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<crate::rotation::journal::Adoption>,
     /// Each declared consumer and its delivery of the current PAT (`crate::consumers`).
-    pub consumers: Vec<ConsumerStatus>,
+    pub consumers: Vec<crate::consumers::view::ConsumerView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// One consumer as `status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConsumerStatus {
-    pub consumer: String,
-    pub kind: String,
-    /// `pending`, `writing`, `delivered`, `reads-vault`, `failing` or `unknown` (no record yet).
-    pub state: String,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub delivered_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_used_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub failing_since: Option<OffsetDateTime>,
-    pub last_error: Option<String>,
-    pub lag_hours: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusView {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// Where patrol reads and writes its state (journal, notification and audit state): the Function App's
+    /// storage (`AzureWebJobsStorage`) or a directory (`PATROL_STATE_DIR`).
+    pub state: String,
     pub owners: Vec<OwnerHealth>,
     pub tokens: Vec<TokenStatus>,
     /// Trust-boundary warnings (`Settings::trust_warnings`): e.g. consumers can read refresh tokens.
@@ -129,12 +120,21 @@ pub async fn gather(local: &Local) -> StatusView {
             last_failure: None,
             in_flight: None,
             pending_drains: Vec::new(),
+            adopted: None,
             consumers: Vec::new(),
             error: None,
         };
+        // The vault's current version with the journal: a version patrol wrote without a journal here means
+        // this patrol reads another state than the one that wrote it ("state missing", never "never rotated").
+        let ts = inventory::token_state(local.store.as_ref(), local.state.as_ref(), &t.secret).await;
+        let state_missing = ts.error.as_ref().filter(|e| e.starts_with("state missing")).cloned();
         match journal::load(local.state.as_ref(), &t.secret).await {
             Ok(l) => {
                 let j = l.journal;
+                row.error = state_missing;
+                row.adopted = j.adopted.clone();
+                let current = j.current.as_ref().map(|c| c.authorization_id);
+                row.consumers = crate::consumers::view::token_view(t, &j, current, now);
                 row.last_rotation = j.last;
                 row.last_failure = j.last_failure;
                 row.in_flight = j.operation.map(|op| InFlight {
@@ -143,35 +143,18 @@ pub async fn gather(local: &Local) -> StatusView {
                     started: op.started,
                 });
                 row.pending_drains = j.drains;
-                let current = j.current.as_ref().map(|c| c.authorization_id);
-                row.consumers = t
-                    .consumers
-                    .list
-                    .iter()
-                    .map(|c| {
-                        let d = j.deliveries.iter().find(|d| d.consumer == c.id && Some(d.authorization_id) == current);
-                        ConsumerStatus {
-                            consumer: c.id.clone(),
-                            kind: c.kind_name().into(),
-                            state: match d {
-                                None => "unknown".into(),
-                                Some(d) if d.failing_since.is_some() => "failing".into(),
-                                Some(d) => d.step.name().into(),
-                            },
-                            delivered_at: d.and_then(|d| d.delivered_at()),
-                            last_used_at: d.and_then(|d| d.evidence.as_ref().map(|e| e.at)),
-                            failing_since: d.and_then(|d| d.failing_since),
-                            last_error: d.and_then(|d| d.last_error.clone()),
-                            lag_hours: c.lag_hours(),
-                        }
-                    })
-                    .collect();
             }
             Err(e) => row.error = Some(e.to_string()),
         }
         tokens.push(row);
     }
-    StatusView { at: now, owners: owner_rows, tokens, warnings: local.settings.trust_warnings() }
+    StatusView {
+        at: now,
+        state: local.state.location(),
+        owners: owner_rows,
+        tokens,
+        warnings: local.settings.trust_warnings(),
+    }
 }
 
 fn date(t: Option<OffsetDateTime>) -> String {
@@ -206,6 +189,7 @@ impl StatusView {
                 r.last_rotation
                     .as_ref()
                     .map(|c| format!("{} ({})", c.finished.date(), c.reason.as_str()))
+                    .or_else(|| r.adopted.as_ref().map(|a| format!("never (adopted {})", a.at.date())))
                     .unwrap_or_else(|| "never".into()),
                 date(r.last_rotation.as_ref().map(|c| c.valid_to)),
                 r.in_flight.as_ref().map(|f| format!("{} at {}", f.op, f.step)).unwrap_or_else(|| "-".into()),
@@ -218,19 +202,7 @@ impl StatusView {
                         .collect::<Vec<_>>()
                         .join(", ")
                 },
-                if r.consumers.is_empty() {
-                    "-".into()
-                } else {
-                    let moved =
-                        r.consumers.iter().filter(|c| matches!(c.state.as_str(), "delivered" | "reads-vault")).count();
-                    let failing: Vec<&str> =
-                        r.consumers.iter().filter(|c| c.state == "failing").map(|c| c.consumer.as_str()).collect();
-                    let mut s = format!("{moved}/{} delivered", r.consumers.len());
-                    if !failing.is_empty() {
-                        s.push_str(&format!("; failing: {}", failing.join(", ")));
-                    }
-                    s
-                },
+                crate::consumers::view::TokenConsumers::summary(&r.consumers),
                 r.last_failure
                     .as_ref()
                     .map(|f| format!("{}: {}", f.step, f.error))
@@ -239,6 +211,20 @@ impl StatusView {
             ]);
         }
         (o, t)
+    }
+
+    /// One row per consumer of every token (`None` when no token declares any).
+    pub fn consumer_table(&self) -> Option<Table> {
+        let list: Vec<crate::consumers::view::TokenConsumers> = self
+            .tokens
+            .iter()
+            .filter(|t| !t.consumers.is_empty())
+            .map(|t| crate::consumers::view::TokenConsumers {
+                secret: t.secret.clone(),
+                consumers: t.consumers.clone(),
+            })
+            .collect();
+        (!list.is_empty()).then(|| super::consumers::table(&list))
     }
 }
 
@@ -251,11 +237,18 @@ pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
         &view,
         || {
             let warnings: String = view.warnings.iter().map(|w| format!("WARNING: {w}\n")).collect();
-            format!("{}\n{}{warnings}", o.to_text(), t.to_text())
+            let c = view.consumer_table().map(|c| format!("\n{}", c.to_text())).unwrap_or_default();
+            format!("state: {}\n\n{}\n{}{c}{warnings}", view.state, o.to_text(), t.to_text())
         },
         || {
             let warnings: String = view.warnings.iter().map(|w| format!("> **Warning:** {w}\n")).collect();
-            format!("## Owners\n\n{}\n## Tokens\n\n{}{warnings}", o.to_markdown(), t.to_markdown())
+            let c = view.consumer_table().map(|c| format!("\n## Consumers\n\n{}", c.to_markdown())).unwrap_or_default();
+            format!(
+                "State: {}\n\n## Owners\n\n{}\n## Tokens\n\n{}{c}{warnings}",
+                view.state,
+                o.to_markdown(),
+                t.to_markdown()
+            )
         },
     )?)?;
     let need: Vec<_> = view.owners.iter().filter(|o| o.health == "sign-in-needed").map(|o| o.owner.as_str()).collect();

@@ -346,6 +346,89 @@ impl DevOpsConsumers {
         Ok(rfc3339(&answer, "modifiedOn"))
     }
 
+    // ---- `patrol consumers --check`: read-only ----
+
+    /// Checks a service connection or variable group without writing it (`super::check`).
+    pub async fn check(&self, c: &Consumer, p: &mut super::check::Probe) -> Result<(), ConsumerError> {
+        match &c.kind {
+            ConsumerKind::DevopsServiceConnection { organization, project, parameter, .. } => {
+                let (id, e) = self.endpoint(c).await?;
+                p.reachable = Some(true);
+                Self::check_endpoint(c, &e)?;
+                let has_parameter = e
+                    .pointer("/authorization/parameters")
+                    .and_then(|v| v.as_object())
+                    .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case(parameter)));
+                if !has_parameter {
+                    return Err(ConsumerError::Refused(format!(
+                        "{}: service connection {id} has no {parameter} authorization parameter",
+                        c.id
+                    )));
+                }
+                p.right_type = Some(true);
+                p.note(format!(
+                    "service connection {id} is {}/{}; patrol writes its {parameter} parameter",
+                    e.get("type").and_then(|v| v.as_str()).unwrap_or("?"),
+                    e.pointer("/authorization/scheme").and_then(|v| v.as_str()).unwrap_or("?"),
+                ));
+                let url = self.url(
+                    &format!("{organization}/{project}/_apis/serviceendpoint/endpoints/{id}"),
+                    &[("actionFilter", "manage"), ("api-version", ENDPOINT_API)],
+                );
+                if self.call(reqwest::Method::GET, url, None, &c.id).await?.is_none() {
+                    p.writable = Some(false);
+                    return Err(ConsumerError::Forbidden(format!(
+                        "{}: patrol's identity may read service connection {id} but is not an Administrator of it (it cannot update it)",
+                        c.id
+                    )));
+                }
+                p.writable = Some(true);
+                p.note("patrol's identity may update it (Administrator)");
+                Ok(())
+            }
+            ConsumerKind::DevopsVariableGroup { organization, project, key_vault_linked, .. } => {
+                let (id, g) = self.group(c).await?;
+                p.reachable = Some(true);
+                let ty = g.get("type").and_then(|v| v.as_str()).unwrap_or("Vsts").to_owned();
+                if *key_vault_linked {
+                    if !ty.eq_ignore_ascii_case("AzureKeyVault") {
+                        return Err(ConsumerError::Refused(format!(
+                            "{}: declared key_vault_linked, but group {id} is a plain ({ty}) group; declare the secret variable instead",
+                            c.id
+                        )));
+                    }
+                    p.right_type = Some(true);
+                    p.note(format!("variable group {id} is linked to Key Vault: it reads the vault, nothing to write"));
+                    return Ok(());
+                }
+                Self::check_group(c, &g)?;
+                p.right_type = Some(true);
+                p.note(format!("variable group {id} holds the declared secret variable"));
+                let name = g.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                let url = self.url(
+                    &format!("{organization}/{project}/_apis/distributedtask/variablegroups"),
+                    &[("groupName", &name), ("actionFilter", "manage"), ("api-version", GROUP_API)],
+                );
+                let list = self.call(reqwest::Method::GET, url, None, &c.id).await?.unwrap_or(Value::Null);
+                let manages = list
+                    .get("value")
+                    .and_then(|v| v.as_array())
+                    .is_some_and(|a| a.iter().any(|g| g.get("id").map(|v| v.to_string()).as_deref() == Some(&id)));
+                if !manages {
+                    p.writable = Some(false);
+                    return Err(ConsumerError::Forbidden(format!(
+                        "{}: patrol's identity may read variable group {id} but is not an Administrator of it (it cannot update it)",
+                        c.id
+                    )));
+                }
+                p.writable = Some(true);
+                p.note("patrol's identity may update it (Administrator)");
+                Ok(())
+            }
+            _ => Err(ConsumerError::Refused("not an Azure DevOps consumer".into())),
+        }
+    }
+
     // ---- the ConsumerWriter operations for both kinds ----
 
     pub async fn prepare(&self, c: &Consumer) -> Result<Option<String>, ConsumerError> {

@@ -134,6 +134,33 @@ impl GithubConsumers {
         self.updated_at(c).await
     }
 
+    /// Checks the secret's target without writing (`super::check`): its public key can be read and is a
+    /// sealing key. Whether the credential may *write* cannot be asked without a write.
+    pub async fn check(&self, c: &Consumer, p: &mut super::check::Probe) -> Result<(), ConsumerError> {
+        let (target, name) = Self::target(c)?;
+        let (_, key) =
+            self.call(reqwest::Method::GET, &format!("{}/public-key", Self::base(target)), None, &c.id).await?;
+        p.reachable = Some(true);
+        let (Some(key_id), Some(pk)) =
+            (key.get("key_id").and_then(|v| v.as_str()), key.get("key").and_then(|v| v.as_str()))
+        else {
+            return Err(ConsumerError::Refused(format!("{}: GitHub answered no public key", c.id)));
+        };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(pk.trim())
+            .map_err(|_| ConsumerError::Refused(format!("{}: the public key is not base64", c.id)))?;
+        crypto_box::PublicKey::from_slice(&raw)
+            .map_err(|_| ConsumerError::Refused(format!("{}: the public key is not a 32-byte X25519 key", c.id)))?;
+        p.right_type = Some(true);
+        p.note(format!("public key {key_id} readable"));
+        match self.updated_at(c).await? {
+            Some(at) => p.note(format!("secret {name} exists (updated {at})")),
+            None => p.note(format!("secret {name} does not exist yet (patrol creates it)")),
+        }
+        p.note("GitHub cannot say without a write whether the credential has Secrets: write");
+        Ok(())
+    }
+
     pub async fn landed(&self, c: &Consumer, before: Option<&str>) -> Result<Option<Option<String>>, ConsumerError> {
         let now = self.updated_at(c).await?;
         Ok(now.filter(|n| Some(n.as_str()) != before).map(Some))

@@ -87,6 +87,28 @@ impl VaultConsumers {
         Ok(current.map(|s| s.properties.version))
     }
 
+    /// Checks a copy's target without writing (`super::check`): its versions can be listed (properties
+    /// only, no value is read), and it is not a managed token's own secret.
+    pub async fn check(&self, c: &Consumer, p: &mut super::check::Probe) -> Result<(), ConsumerError> {
+        let (store, name) = self.target(c)?;
+        let versions = store.list_versions(&name).await.map_err(|e| map(e, &c.id))?;
+        p.reachable = Some(true);
+        if versions.iter().any(|v| v.tags.contains_key(crate::store::tags::MANAGED_BY)) {
+            return Err(ConsumerError::Refused(format!(
+                "{}: secret {name} is a managed token's own secret (tagged managed-by); a copy must go elsewhere",
+                c.id
+            )));
+        }
+        p.right_type = Some(true);
+        p.note(if versions.is_empty() {
+            format!("secret {name} does not exist yet (patrol creates it)")
+        } else {
+            format!("secret {name} has {} version(s)", versions.len())
+        });
+        p.note("Key Vault cannot say without a write whether patrol may set the secret");
+        Ok(())
+    }
+
     pub async fn landed(&self, c: &Consumer, ctx: &WriteContext) -> Result<Option<Option<String>>, ConsumerError> {
         Ok(self.copy_of(c, ctx).await?.map(Some))
     }

@@ -70,6 +70,61 @@ impl WebhookConsumers {
         }
     }
 
+    /// Checks a webhook without sending anything (`super::check`): its URL and signing key are in patrol's
+    /// store, the URL is https (plain http only to loopback), and its host resolves (to loopback for http).
+    /// Nothing here names the URL or its host: a webhook URL is a credential.
+    pub async fn check(&self, c: &Consumer, p: &mut super::check::Probe) -> Result<(), ConsumerError> {
+        let ConsumerKind::Webhook { url_secret, signing_secret, .. } = &c.kind else {
+            return Err(ConsumerError::Refused("not a webhook consumer".into()));
+        };
+        let url = self.secret(url_secret, "the webhook URL").await?;
+        let key = self.secret(signing_secret, "the webhook signing key").await?;
+        if key.expose_secret().trim().is_empty() {
+            return Err(ConsumerError::NotConfigured(format!(
+                "{}: the signing key in {signing_secret} is empty",
+                c.id
+            )));
+        }
+        let u = url::Url::parse(url.expose_secret().trim())
+            .map_err(|e| ConsumerError::Refused(format!("{}: the value of {url_secret} is not a URL ({e})", c.id)))?;
+        let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) else {
+            return Err(ConsumerError::Refused(format!("{}: the URL in {url_secret} names no host", c.id)));
+        };
+        let https = u.scheme() == "https";
+        if !https && u.scheme() != "http" {
+            return Err(ConsumerError::Refused(format!(
+                "{}: the URL in {url_secret} must be https (plain http only to loopback)",
+                c.id
+            )));
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|_| {
+                ConsumerError::Transient(format!("{}: the host of the URL in {url_secret} does not resolve", c.id))
+            })?
+            .collect();
+        if addrs.is_empty() {
+            return Err(ConsumerError::Transient(format!(
+                "{}: the host of the URL in {url_secret} does not resolve",
+                c.id
+            )));
+        }
+        if !https && !addrs.iter().all(|a| a.ip().is_loopback()) {
+            return Err(ConsumerError::Refused(format!(
+                "{}: the URL in {url_secret} is plain http to a host that is not loopback; use https",
+                c.id
+            )));
+        }
+        p.right_type = Some(true);
+        p.reachable = Some(true);
+        p.note(format!(
+            "URL ({}) and signing key in patrol's store; the host resolves; nothing was sent",
+            if https { "https" } else { "http to loopback" }
+        ));
+        Ok(())
+    }
+
     pub async fn write(&self, c: &Consumer, ctx: &WriteContext) -> Result<Option<String>, ConsumerError> {
         let ConsumerKind::Webhook { url_secret, signing_secret, ack } = &c.kind else {
             return Err(ConsumerError::Refused("not a webhook consumer".into()));
@@ -133,6 +188,44 @@ fn kind_of(e: &reqwest::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_check_refuses_plain_http_off_loopback_and_names_no_url() {
+        use crate::consumers::policy::{Consumer, ConsumerKind};
+        use crate::domain::SecretName;
+        let store = Arc::new(crate::store::memory::MemoryStore::new());
+        let hooks = WebhookConsumers::new(reqwest::Client::new(), store.clone(), crate::clock::Clock::system());
+        let c = Consumer {
+            id: "webhook:hook-url".into(),
+            kind: ConsumerKind::Webhook {
+                url_secret: SecretName::parse("hook-url").unwrap(),
+                signing_secret: SecretName::parse("hook-key").unwrap(),
+                ack: false,
+            },
+            line: 1,
+        };
+        let set = |name: &'static str, v: &'static str| {
+            let store = store.clone();
+            async move {
+                store.set(&SecretName::parse(name).unwrap(), &SecretString::from(v), Default::default()).await.unwrap()
+            }
+        };
+        let mut p = crate::consumers::check::Probe::default();
+        assert!(matches!(hooks.check(&c, &mut p).await, Err(ConsumerError::NotConfigured(_))), "no URL stored");
+        set("hook-url", "http://10.1.2.3:8080/hooks/s3cr3t-path").await;
+        set("hook-key", "k3y-0123456789").await;
+        let mut p = crate::consumers::check::Probe::default();
+        let e = hooks.check(&c, &mut p).await.unwrap_err();
+        assert!(matches!(e, ConsumerError::Refused(_)), "{e}");
+        assert!(!e.to_string().contains("10.1.2.3") && !e.to_string().contains("s3cr3t"), "{e}");
+        set("hook-url", "ftp://127.0.0.1/x").await;
+        assert!(matches!(hooks.check(&c, &mut Default::default()).await, Err(ConsumerError::Refused(_))));
+        set("hook-url", "http://127.0.0.1:9/hooks/x").await;
+        let mut p = crate::consumers::check::Probe::default();
+        hooks.check(&c, &mut p).await.unwrap();
+        assert_eq!((p.reachable, p.right_type), (Some(true), Some(true)));
+        assert!(p.findings.iter().all(|f| !f.contains("127.0.0.1")), "{:?}", p.findings);
+    }
 
     #[test]
     fn signatures_verify_and_expire() {

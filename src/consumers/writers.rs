@@ -121,6 +121,32 @@ impl Writers {
     }
 }
 
+impl Writers {
+    /// Checks one consumer without writing anything (`patrol consumers --check`, `super::check`).
+    pub async fn check(&self, c: &Consumer) -> (super::check::Probe, Result<(), ConsumerError>) {
+        let mut p = super::check::Probe::default();
+        let r = match &c.kind {
+            ConsumerKind::DevopsServiceConnection { .. } | ConsumerKind::DevopsVariableGroup { .. } => {
+                match self.devops() {
+                    Ok(d) => d.check(c, &mut p).await,
+                    Err(e) => Err(e),
+                }
+            }
+            ConsumerKind::GithubActionsSecret { .. } => self.github.check(c, &mut p).await,
+            ConsumerKind::Keyvault { .. } => self.vault.check(c, &mut p).await,
+            ConsumerKind::Webhook { .. } => self.webhook.check(c, &mut p).await,
+            ConsumerKind::Reference { lag_hours, .. } => {
+                p.note(format!("reads the vault itself, lag declared as {lag_hours} h; nothing to reach"));
+                Ok(())
+            }
+        };
+        if let Err(e) = &r {
+            p.failed(e);
+        }
+        (p, r)
+    }
+}
+
 #[async_trait]
 impl ConsumerWriter for Writers {
     async fn prepare(&self, c: &Consumer, ctx: &WriteContext) -> Result<Option<String>, ConsumerError> {

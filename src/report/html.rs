@@ -56,6 +56,29 @@ pub fn render_html(data: &ReportData) -> String {
         s.push_str("</tbody></table>");
     }
 
+    if !data.usage.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Stale, shared and dead PATs</h2><p>{}</p><table><thead><tr><th>PAT</th><th>organization</th><th>owner</th><th>finding</th><th>evidence</th><th>what to do</th></tr></thead><tbody>",
+            escape(super::NO_AUDITED_USE_CAVEAT)
+        );
+        for u in &data.usage {
+            let evidence: Vec<String> =
+                u.evidence.iter().filter(|e| e.as_str() != super::NO_AUDITED_USE_CAVEAT).map(|e| escape(e)).collect();
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&u.display_name),
+                escape(&u.organization),
+                escape(&u.owner),
+                escape(&u.kind),
+                evidence.join("<br>"),
+                escape(&u.what_to_do)
+            );
+        }
+        s.push_str("</tbody></table>");
+    }
+
     s.push_str("<h2>Inventory</h2><table><thead><tr><th>PAT</th><th>organization</th><th>owner</th><th>secret</th><th>scope</th><th>expires</th><th>days</th><th>state</th></tr></thead><tbody>");
     let mut tokens: Vec<_> = data.tokens.iter().collect();
     tokens.sort_by_key(|t| (t.valid_to, t.display_name.clone()));
@@ -93,6 +116,40 @@ pub fn render_html(data: &ReportData) -> String {
         );
     }
     s.push_str("</tbody></table>");
+
+    s.push_str("<h2>Consumers</h2>");
+    if data.consumers.iter().all(|t| t.consumers.is_empty()) {
+        s.push_str("<p>No token declares consumers.</p>");
+    } else {
+        s.push_str("<table><thead><tr><th>secret</th><th>consumer</th><th>where</th><th>state</th><th>delivered</th><th>last used</th><th>failing since</th><th>lag</th><th>detail</th></tr></thead><tbody>");
+        for t in &data.consumers {
+            for c in &t.consumers {
+                let class = if c.state == "failing" {
+                    "critical"
+                } else if c.moved {
+                    ""
+                } else {
+                    "warning"
+                };
+                let when = |t: Option<time::OffsetDateTime>| t.map(date).unwrap_or_else(|| "—".into());
+                let _ = write!(
+                    s,
+                    "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"{class}\">{}{}</td><td class=\"d\">{}</td><td class=\"d\">{}</td><td class=\"d\">{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&t.secret),
+                    escape(&c.consumer),
+                    escape(&c.target),
+                    escape(&c.state),
+                    if c.moved { " (moved)" } else { "" },
+                    when(c.delivered_at),
+                    when(c.last_used_at),
+                    when(c.failing_since),
+                    c.lag_hours.map(|h| format!("{h} h")).unwrap_or_else(|| "—".into()),
+                    escape(&c.detail)
+                );
+            }
+        }
+        s.push_str("</tbody></table>");
+    }
 
     s.push_str("<h2>Recent rotations</h2>");
     if data.rotations.is_empty() {
@@ -134,8 +191,13 @@ mod tests {
         assert!(html.contains("full access"));
         assert_eq!(
             html.matches("<tr><td>").count() + html.matches("<tr><td class=\"d\">").count(),
-            7,
-            "6 tokens + 1 rotation"
+            8,
+            "6 tokens + 1 consumer + 1 rotation"
         );
+        assert!(
+            html.contains("<h2>Consumers</h2>")
+                && html.contains("<code>service-connection:fabrikam/web/&lt;npm&gt;</code>")
+        );
+        assert!(html.contains("delivered (moved)"), "the consumer's state is shown");
     }
 }

@@ -29,6 +29,29 @@ pub struct ReportData {
     pub tokens: Vec<TokenRow>,
     pub rotations: Vec<RotationRow>,
     pub problems: Vec<ProblemRow>,
+    /// Each token's consumers and where their delivery of the current PAT stands.
+    pub consumers: Vec<crate::consumers::view::TokenConsumers>,
+    /// Stale (no audited use in N days), shared and dead (all-organization) PATs, with what to do.
+    pub usage: Vec<UsageRow>,
+}
+
+/// The caveat printed with every "no audited use" (`../shared/research/azure-devops-token-apis.md`).
+pub const NO_AUDITED_USE_CAVEAT: &str = "The audit log records audited actions, not every use: a PAT that only \
+    reads (clones, downloads, API reads) leaves no entry, so \"no audited use\" is evidence, not proof.";
+
+/// One PAT of the "stale, shared and dead PATs" section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    /// `no audited use`, `shared` or `dead`.
+    pub kind: String,
+    pub authorization_id: crate::domain::AuthorizationId,
+    pub display_name: String,
+    pub owner: String,
+    pub organization: String,
+    /// The managed secret holding it, if any.
+    pub secret: Option<String>,
+    pub evidence: Vec<String>,
+    pub what_to_do: String,
 }
 
 /// One PAT in the inventory.
@@ -138,6 +161,36 @@ pub(crate) mod tests {
                 severity: Severity::Critical,
                 summary: "All-organization PAT \"everything\" stops working on 2026-12-01".into(),
                 detail: "Replace it with an organization-scoped PAT (patrol migrate-global).".into(),
+            }],
+            consumers: vec![crate::consumers::view::TokenConsumers {
+                secret: "build-pipeline-secret".into(),
+                consumers: vec![crate::consumers::view::ConsumerView {
+                    consumer: "service-connection:fabrikam/web/<npm>".into(),
+                    kind: "devops-service-connection".into(),
+                    target: "fabrikam/web service connection \"<npm>\" (externalnpmregistry/Token)".into(),
+                    written: true,
+                    state: "delivered".into(),
+                    moved: true,
+                    detail: "delivered at 2026-11-23T08:00:00Z, used: Build 7 succeeded".into(),
+                    delivered_at: Some(now - Duration::hours(1)),
+                    last_used_at: Some(now - Duration::minutes(30)),
+                    evidence: Some("Build 7 succeeded".into()),
+                    failing_since: None,
+                    last_error: None,
+                    lag_hours: None,
+                    lag_until: None,
+                }],
+            }],
+            usage: vec![UsageRow {
+                kind: "no audited use".into(),
+                authorization_id: crate::domain::AuthorizationId::parse("0f8e4b5a-1111-2222-3333-444455556666")
+                    .unwrap(),
+                display_name: "old-script".into(),
+                owner: "alice@contoso.com".into(),
+                organization: "fabrikam".into(),
+                secret: None,
+                evidence: vec!["no audited use since the log is watched (31 days)".into()],
+                what_to_do: "Ask its owner whether anything still uses it; revoke it if not.".into(),
             }],
         }
     }

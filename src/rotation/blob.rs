@@ -21,7 +21,7 @@ use std::time::Duration;
 use url::Url;
 
 const API_VERSION: &str = "2021-10-04";
-const CONTAINER: &str = "patrol";
+pub const CONTAINER: &str = "patrol";
 /// Azurite's well-known development account key (public; documented by Microsoft).
 const DEV_ACCOUNT: &str = "devstoreaccount1";
 const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";

@@ -95,6 +95,23 @@ pub async fn token_state(store: &dyn SecretStore, state: &dyn StateStore, secret
         }
     };
     let (journal, journal_etag) = match loaded {
+        // patrol wrote the current version (a rotation's operation id, or an adoption), yet this state holds
+        // no journal for the token: this process is not reading the state that version was written with
+        // (another working directory, another machine, a CLI not pointed at the Function App's storage).
+        // Acting would treat patrol's own PAT as foreign ("changed outside patrol") or rotate it a second
+        // time: refuse, and say where patrol looked and how to point it at the right state.
+        Ok(l) if l.etag.is_none() && current.as_ref().is_some_and(written_by_patrol) => {
+            let v = current.as_ref().map(|c| c.version.as_str()).unwrap_or_default();
+            errors.push(format!(
+                "state missing: the current version {v} of {secret} was written by patrol, but {} holds no \
+                 journal for it. This patrol is not reading the state that wrote it; it will not act for \
+                 {secret} until it is pointed at that state: set AzureWebJobsStorage (the Function App's \
+                 storage) or PATROL_STATE_DIR to where that state is (docs/deploy.md, \"Pointing the CLI at a \
+                 deployment\"); `patrol status` shows where patrol reads its state",
+                state.location()
+            ));
+            (l.journal, l.etag)
+        }
         Ok(l) => (l.journal, l.etag),
         Err(e @ (JournalError::State(_) | JournalError::Corrupt { .. })) => {
             errors.push(format!("reading the journal of {secret}: {e}"));
@@ -108,6 +125,12 @@ pub async fn token_state(store: &dyn SecretStore, state: &dyn StateStore, secret
         journal_etag,
         error: if errors.is_empty() { None } else { Some(errors.join("; ")) },
     }
+}
+
+/// Whether patrol wrote a version: a rotation's `operation-id` or an adoption's `adopted-at` tag.
+fn written_by_patrol(v: &VersionProperties) -> bool {
+    v.tags.get(tags::MANAGED_BY).is_some_and(|m| m == tags::MANAGED_BY_VALUE)
+        && (v.tags.contains_key(tags::OPERATION_ID) || v.tags.contains_key(tags::ADOPTED_AT))
 }
 
 /// Lists one owner's active PATs in one organization (all pages).

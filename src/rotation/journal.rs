@@ -179,6 +179,18 @@ pub struct Journal {
     /// Each consumer's delivery of the current PAT (`crate::consumers::state`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<crate::consumers::state::Delivery>,
+    /// The last PAT an operator adopted (`patrol adopt`): an existing PAT made current without a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Adoption>,
+}
+
+/// An adoption (`crate::rotation::adopt`): journaled before the vault write, completed with its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    pub authorization_id: AuthorizationId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub vault_version: Option<String>,
 }
 
 /// How many abandoned operation ids a record remembers.
@@ -195,6 +207,7 @@ impl Journal {
             last_failure: None,
             abandoned: Vec::new(),
             deliveries: Vec::new(),
+            adopted: None,
         }
     }
 
@@ -265,6 +278,12 @@ impl Loaded {
             .map_err(|e| JournalError::Corrupt { key: Journal::key(&self.journal.secret), message: e.to_string() })?;
         let tag = store.save(&Journal::key(&self.journal.secret), &body, self.etag.as_ref()).await?;
         self.etag = Some(tag);
+        if let Some(op) = &self.journal.operation {
+            // The engine's per-token span carries the operation from here on (Application Insights follows
+            // one rotation by it); each journaled step is one line.
+            tracing::Span::current().record("operation_id", tracing::field::display(&op.op));
+            tracing::info!(step = op.step.name(), attempt = op.attempt, "journaled");
+        }
         Ok(())
     }
 }

@@ -1076,7 +1076,7 @@ fn report_landed(c: &Consumer) {
 }
 
 /// One delivery per consumer of `token` for a PAT that just became current.
-fn fresh_deliveries(
+pub(crate) fn fresh_deliveries(
     token: &ManagedToken,
     id: AuthorizationId,
     vault_version: &str,

@@ -12,8 +12,10 @@
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
 //! - [`alerts`] — expiry alerts: unmanaged PATs' countdown and expiry, managed tokens only when overdue.
 //! - [`measure`] — a run as metrics (`crate::metrics`): per token, per unmanaged PAT, per run.
+//! - [`adopt`] — onboarding an existing PAT (`patrol adopt`): journaled, tagged, no second PAT, no alarm.
 //! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
 
+pub mod adopt;
 pub mod alerts;
 pub mod blob;
 #[cfg(test)]
@@ -24,7 +26,6 @@ mod engine_tests;
 pub mod evidence;
 #[cfg(test)]
 pub(crate) mod fake;
-pub mod functions;
 pub mod history;
 pub mod inventory;
 pub mod journal;

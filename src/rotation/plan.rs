@@ -117,6 +117,8 @@ pub struct Entry {
     pub current: Option<CurrentView>,
     pub actions: Vec<Action>,
     pub notes: Vec<String>,
+    /// Each declared consumer and where its delivery of the current PAT stands (`crate::consumers::view`).
+    pub consumers: Vec<crate::consumers::view::ConsumerView>,
 }
 
 impl Entry {
@@ -343,6 +345,12 @@ fn plan_token(
         current: None,
         actions: Vec::new(),
         notes: Vec::new(),
+        consumers: if token.consumers.is_empty() {
+            Vec::new()
+        } else {
+            let current = ts.current_authorization_id().or(ts.journal.current.as_ref().map(|c| c.authorization_id));
+            crate::consumers::view::token_view(token, &ts.journal, current, now)
+        },
     };
     if let Some(err) = &ts.error {
         e.actions.push(Action::Blocked { why: err.clone() });

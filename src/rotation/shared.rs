@@ -6,25 +6,82 @@
 
 use super::blob::BlobAccount;
 use super::lease::{FileLeases, Leases};
-use crate::config::{LeaseMode, Settings};
+use crate::config::{HostStorage, KeyVaultCredential, LeaseMode, Settings};
 use crate::state::{FileStateStore, StateStore};
 use std::sync::Arc;
+
+/// Why the journal store and the leases could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SharedError {
+    /// `AzureWebJobsStorage` could not be used.
+    #[error("AzureWebJobsStorage: {0}")]
+    HostStorage(String),
+    /// `PATROL_LEASE=blob` without a storage account.
+    #[error("PATROL_LEASE=blob needs AzureWebJobsStorage")]
+    BlobWithoutStorage,
+}
 
 /// The journal (state) store and the per-token lease provider.
 pub type Shared = (Arc<dyn StateStore>, Arc<dyn Leases>);
 
 /// The journal store and the lease provider the settings ask for.
-pub fn from_settings(s: &Settings) -> Result<Shared, String> {
+pub fn from_settings(s: &Settings) -> Result<Shared, SharedError> {
     match (s.lease, &s.host_storage) {
         (LeaseMode::Local, _) | (LeaseMode::Auto, None) => {
             let root = s.state_dir.join("state");
             Ok((Arc::new(FileStateStore::new(&root)), Arc::new(FileLeases::new(root.join("leases")))))
         }
         (_, Some(hs)) => {
-            let blob = BlobAccount::from_host_storage(hs, s.ca_cert.as_deref())
-                .map_err(|e| format!("AzureWebJobsStorage: {e}"))?;
-            Ok((Arc::new(blob.state_store()), Arc::new(blob.leases())))
+            let blob = match (hs, &s.keyvault) {
+                // An operator's machine pointed at a deployment (docs/deploy.md): the credential patrol uses
+                // for Key Vault there (`developer-tools`: the operator's `az login`; or a client secret), not
+                // the managed identity only the Function App has.
+                (HostStorage::Identity { blob_service_uri, .. }, Some(kv))
+                    if kv.credential != KeyVaultCredential::ManagedIdentity =>
+                {
+                    let http = crate::store::keyvault::http_client(s.ca_cert.as_deref())
+                        .map_err(|e| SharedError::HostStorage(e.to_string()))?;
+                    let credential = crate::store::credential::identity(
+                        kv,
+                        &s.entra_authority,
+                        http.clone(),
+                        crate::clock::Clock::system(),
+                    )
+                    .map_err(SharedError::HostStorage)?;
+                    BlobAccount::with_credential(blob_service_uri, credential, http)
+                }
+                _ => BlobAccount::from_host_storage(hs, s.ca_cert.as_deref()),
+            }
+            .map_err(SharedError::HostStorage)?;
+            let state: Arc<dyn StateStore> = Arc::new(blob.state_store());
+            Ok((Arc::new(crate::state::Located { inner: state, at: blob_location(hs) }), Arc::new(blob.leases())))
         }
-        (LeaseMode::Blob, None) => Err("PATROL_LEASE=blob needs AzureWebJobsStorage".into()),
+        (LeaseMode::Blob, None) => Err(SharedError::BlobWithoutStorage),
+    }
+}
+
+/// Where the Function App's storage keeps patrol's state, for people: the account (never a key).
+pub fn blob_location(hs: &HostStorage) -> String {
+    match hs {
+        HostStorage::ConnectionString(cs) => {
+            use secrecy::ExposeSecret;
+            let cs = cs.expose_secret();
+            let field = |name: &str| {
+                cs.split(';').find_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                })
+            };
+            let account = if field("UseDevelopmentStorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+                "devstoreaccount1 (Azurite)".to_owned()
+            } else {
+                field("BlobEndpoint").or_else(|| field("AccountName")).unwrap_or_else(|| "?".into())
+            };
+            format!("blob container `{}` in storage account {account} (AzureWebJobsStorage)", super::blob::CONTAINER)
+        }
+        HostStorage::Identity { blob_service_uri, .. } => format!(
+            "blob container `{}` at {blob_service_uri} (AzureWebJobsStorage__accountName / __blobServiceUri)",
+            super::blob::CONTAINER
+        ),
     }
 }

@@ -116,6 +116,7 @@ mod tests {
             current: None,
             actions,
             notes: Vec::new(),
+            consumers: Vec::new(),
         };
         let plan = Plan { at: datetime!(2027-01-01 00:00 UTC), entries: vec![entry], unmanaged: Vec::new() };
         let mut s = empty(plan);

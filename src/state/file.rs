@@ -229,6 +229,10 @@ impl FileStateStore {
 
 #[async_trait]
 impl StateStore for FileStateStore {
+    fn location(&self) -> String {
+        format!("directory {}", self.root.display())
+    }
+
     async fn load(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
         let paths = self.paths(key)?;
         let lock = self.lock_path(key)?;

@@ -27,6 +27,9 @@ pub const OPERATION_ID: &str = "operation-id";
 pub const PREVIOUS_AUTHORIZATION_ID: &str = "previous-authorization-id";
 /// When the previous PAT may be revoked (end of grace, RFC 3339).
 pub const PREVIOUS_REVOKE_AFTER: &str = "previous-revoke-after";
+/// When an operator adopted the PAT this version holds (`patrol adopt`, RFC 3339): patrol wrote the version,
+/// but did not create the PAT.
+pub const ADOPTED_AT: &str = "adopted-at";
 
 pub const MANAGED_BY_VALUE: &str = "patrol";
 

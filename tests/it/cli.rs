@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 fn patrol(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_patrol"));
     c.args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    // A home for the default state directory (never the working directory); created only by commands that write.
+    c.env("HOME", dir.join("home"));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -140,7 +142,9 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let outcome = patrol::cli::demo::run_demo(dir.path(), &patrol::config::Source::default()).await.unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    // A bound against a hung demo, not a performance measure: with the whole suite running on two shared
+    // cores a debug-build demo takes several seconds (on an idle machine, release: about a second).
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
 
     // What it shows.
     let t = &outcome.text;
@@ -229,6 +233,65 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert!(status["owners"][0]["signed_in_at"].is_string());
     // Alerts went to the mailbox file.
     assert!(j["alerts"]["count"].as_u64().unwrap() >= 1, "{}", j["alerts"]);
+    // Onboarding adopts the existing PATs (`patrol adopt`): no "changed outside patrol" alarm, no second PAT.
+    let subjects = j["alerts"]["subjects"].to_string();
+    assert!(!subjects.contains("outside patrol"), "onboarding raised a false alarm: {subjects}");
+    assert!(t.contains("patrol adopt ci-build-pat --pat"), "{t}");
+
+    // ci-build-pat's consumers: every one got the new PAT, each shown with its state.
+    for want in [
+        "ci-build-pat's consumers: the new PAT",
+        "HMAC signature and timestamp verified",
+        "(the new one)",
+        "ci-build-pat's previous PAT revoked: every consumer had moved",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+    let ci = rotations.iter().find(|r| r["secret"] == "ci-build-pat").unwrap();
+    let consumers = ci["consumers"].as_array().unwrap();
+    let kinds: Vec<&str> = consumers.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["devops-service-connection", "devops-variable-group", "github-actions-secret", "webhook", "reference"],
+        "{ci}"
+    );
+    assert!(consumers.iter().all(|c| c["moved"] == true), "{ci}");
+    let written: Vec<_> = consumers.iter().filter(|c| c["written"] == true).collect();
+    assert_eq!(written.len(), 4);
+    assert!(written.iter().all(|c| c["state"] == "delivered" && c["delivered_at"].is_string()), "{ci}");
+    let sc = &consumers[0];
+    assert!(sc["last_used_at"].is_string() && sc["evidence"].as_str().unwrap().contains("ci-build"), "{sc}");
+    let reference = &consumers[4];
+    assert_eq!(
+        (&reference["state"], &reference["lag_hours"]),
+        (&serde_json::json!("reads-vault"), &serde_json::json!(72))
+    );
+    assert!(reference["lag_until"].is_string());
+    // The webhook receiver verified every notification; each named the CI token and no value.
+    let c = &j["consumers"];
+    let hooks = c["webhook"].as_array().unwrap();
+    assert!(!hooks.is_empty() && hooks.iter().all(|h| h["verified"] == true && h["secret"] == "ci-build-pat"), "{c}");
+    // The pipeline run and the workflow authenticated with the new PAT.
+    let uses = c["uses"].as_array().unwrap();
+    assert_eq!(uses.len(), 2, "{c}");
+    assert!(uses.iter().all(|u| u["result"] == "succeeded" && u["new_pat"] == true), "{c}");
+    assert_eq!(uses[0]["authorization_id"], ci["authorization_id"]);
+    // Day 2: grace over, pipeline evidence there, but the reference's 72 h lag held the revocation back;
+    // day 4: revoked.
+    let held = c["held_back"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{c}");
+    assert!(held[0].as_str().unwrap().contains("may lag up to 72 h"), "{c}");
+    assert!(c["revoked_after"].as_str().unwrap().contains("72 h lag ended"), "{c}");
+    // inventory and plan show the same consumers (one view model).
+    let inv = &j["inventory_after"]["consumers"];
+    assert_eq!(inv[0]["secret"], "ci-build-pat", "{inv}");
+    assert_eq!(inv[0]["consumers"], ci["consumers"], "inventory and the rotation summary agree");
+    let planned = j["plan"]["entries"].as_array().unwrap().iter().find(|e| e["secret"] == "ci-build-pat").unwrap();
+    assert_eq!(planned["consumers"].as_array().unwrap().len(), 5, "{planned}");
+    // status shows the same consumers.
+    let ci_status = status["tokens"].as_array().unwrap().iter().find(|t| t["secret"] == "ci-build-pat").unwrap();
+    assert_eq!(ci_status["consumers"].as_array().unwrap().len(), 5);
+    assert!(ci_status["pending_drains"].as_array().unwrap().is_empty(), "{ci_status}");
 
     // No secret on disk: the file store was never used, and no file under the demo's directory (policy,
     // journal, mailbox, report) holds any value the emulator minted or the vault held.
@@ -244,9 +307,13 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert!(files.len() >= 4, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
     let json_text = j.to_string();
     assert!(outcome.minted.len() >= 12, "PATs, tokens, the client secret and the vault's values were collected");
+    // Every consumer payload is scanned too: the webhook notifications (headers and body) as received.
+    assert!(!outcome.payloads.is_empty());
+    let payloads = outcome.payloads.concat();
+    assert!(payloads.contains("ci-build-pat") && payloads.to_lowercase().contains("x-patrol-signature"));
     for s in &outcome.minted {
         let v = s.expose_secret();
-        for (what, hay) in [("text", t.as_str()), ("json", &json_text)] {
+        for (what, hay) in [("text", t.as_str()), ("json", &json_text), ("webhook payloads", &payloads)] {
             assert!(!hay.contains(v), "a minted secret leaked into the {what}");
         }
         for (path, bytes) in &files {
@@ -266,6 +333,10 @@ async fn demo_runs_the_whole_job_without_leaking_and_its_report_renders() {
     assert!(dom.contains("<svg") && dom.contains("</svg>"), "no SVG timeline in the rendered DOM");
     assert!(dom.contains("<table") && dom.contains("Everything everywhere"), "no inventory table in the DOM");
     assert!(dom.contains("All-organization PAT"), "the global PAT problem is listed");
+    assert!(
+        dom.contains("<h2>Consumers</h2>") && dom.contains("service-connection:fabrikam/web/ci-package-feed"),
+        "the report shows the consumers"
+    );
     let shot = dir.path().join("report.png");
     let out = Command::new(chrome)
         .args(chromium_args(profile.path()))
@@ -287,7 +358,7 @@ fn demo_binary_exits_0_quickly_and_prints_json() {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let out = patrol(dir.path(), &["demo", "--json", "--dir", "d"], &[]);
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "a hung demo (see the other demo test)");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
@@ -365,7 +436,7 @@ fn the_crash_hook_is_only_in_test_builds() {
 }
 
 /// Read-only commands create nothing: run in an empty directory with a valid policy elsewhere and no
-/// Entra settings (so they fail on configuration after reading the stores), `plan`, `status`, `inventory`
+/// Entra settings (so they fail on configuration after reading the stores), `plan`, `status`, `inventory`,
 /// and `report` leave no `.patrol/` directory, no `.patrol-store.key` and nothing else behind.
 #[test]
 fn read_only_commands_create_nothing_in_the_working_directory() {
@@ -380,7 +451,7 @@ fn read_only_commands_create_nothing_in_the_working_directory() {
     )
     .unwrap();
     let policy = policy.to_str().unwrap();
-    for cmd in [&["plan"][..], &["status"], &["inventory"], &["report", "--out", "-"]] {
+    for cmd in [&["plan"][..], &["status"], &["inventory"], &["report", "--out", "-"], &["consumers", "--check"]] {
         let out = patrol(cwd.path(), cmd, &[("PATROL_POLICY_FILE", policy)]);
         if cmd[0] == "plan" {
             // The defect as observed: the stores were opened (and created), then the configuration failed.
@@ -391,4 +462,220 @@ fn read_only_commands_create_nothing_in_the_working_directory() {
         let listed: Vec<_> = std::fs::read_dir(elsewhere.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(listed.len(), 1, "`patrol {}` created {listed:?} next to the policy", cmd.join(" "));
     }
+}
+
+/// `patrol consumers` and `patrol consumers --check`, the real binary against patrol-emulator: every consumer
+/// kind listed and checked (reachable, writable, the right type) without a single write — no consumer
+/// revision moves, no webhook is sent, no file changes; then the emulator's control API takes patrol's
+/// rights on the variable group away, deletes the service connection and makes GitHub refuse (403): exit 1
+/// naming each one with its fix; without patrol's consumer identity: exit 2. No secret in any output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_check_reaches_every_consumer_without_writing_and_names_what_fails() {
+    use crate::rotation::world::{ORG, OWNER, Setup, World};
+    use patrol::domain::SecretName;
+    use secrecy::SecretString;
+    use serde_json::{Value, json};
+    const APP: &str = "7c1f0e2a-9b3d-4e5f-8a6b-0c1d2e3f4a5b";
+    const APP_SECRET: &str = "patrol-consumer-writer-secret-0123";
+    const EP: &str = "0f6a6f2e-1c7b-4d5e-9f00-00000000c0de";
+    const GH_TOKEN: &str = "github_pat_11AAAAAAA0patrolConsumerCheck0_readreadreadreadreadreadreadreadread";
+    const HOOK_KEY: &str = "whsec-check-0123456789abcdef0123456789abcdef";
+    let placeholder = patrol_emulator::patsecret::generate(2026, 1);
+    let seed = json!({
+        "organizations": [{ "name": ORG }],
+        "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG] }],
+        "apps": [{ "clientId": APP, "displayName": "patrol-func", "clientSecret": APP_SECRET }],
+        "consumers": {
+            "projects": [{ "organization": ORG, "name": "web" }],
+            "appMembers": [{ "organization": ORG, "clientId": APP }],
+            "serviceEndpoints": [{
+                "organization": ORG, "projects": ["web"], "id": EP, "name": "npm-feed",
+                "type": "externalnpmregistry", "url": "https://pkgs.dev.azure.com/fabrikam/_packaging/feed/npm/registry/",
+                "scheme": "Token", "parameters": { "apitoken": placeholder }, "administrators": [APP]
+            }],
+            "variableGroups": [{
+                "organization": ORG, "projects": ["web"], "id": 7, "name": "release-secrets",
+                "variables": { "AZDO_PAT": { "value": placeholder, "isSecret": true }, "PLAIN": { "value": "hello" } },
+                "administrators": [APP]
+            }],
+            "github": {
+                "tokens": [{ "token": GH_TOKEN, "label": "patrol", "repositories": ["octo/app"] }],
+                "repositories": [{ "name": "octo/app", "environments": ["prod"] }]
+            }
+        }
+    });
+    let mut setup = Setup::start(seed, "").await;
+    let e = setup.emu.endpoints().clone();
+    let policy = format!(
+        "[defaults]\norganization = \"{ORG}\"\nowner = \"{OWNER}\"\nscopes = \"vso.packaging\"\n\n[consumers]\n\
+         github_credential = \"patrol-github\"\ngithub_api = \"{}\"\n\n[[token]]\nsecret = \"feed-pat\"\n\
+         display_name = \"Feed\"\nvalidity_days = 30\nrotate_before_days = 7\ngrace_days = 1\n\n[[token.consumer]]\nkind = \"devops-service-connection\"\nproject = \"web\"\n\
+         connection = \"npm-feed\"\ntype = \"externalnpmregistry\"\nscheme = \"Token\"\n\n[[token.consumer]]\n\
+         kind = \"devops-variable-group\"\nproject = \"web\"\ngroup = \"release-secrets\"\nvariable = \"AZDO_PAT\"\n\n\
+         [[token.consumer]]\nkind = \"github-actions-secret\"\nrepository = \"octo/app\"\nenvironment = \"prod\"\n\
+         name = \"AZDO_PAT\"\n\n[[token.consumer]]\nkind = \"keyvault\"\nsecret = \"team-copy\"\n\n\
+         [[token.consumer]]\nkind = \"webhook\"\nurl_secret = \"hook-url\"\nsigning_secret = \"hook-key\"\n\n\
+         [[token.consumer]]\nkind = \"reference\"\ndescription = \"App Service web-prod\"\nlag_hours = 24\n",
+        e.extra["github"]
+    );
+    std::fs::write(setup.dir.path().join("patrol.toml"), policy).unwrap();
+    setup.set("PATROL_CONSUMER_CREDENTIAL", "client-secret");
+    setup.set("PATROL_CONSUMER_TENANT_ID", e.tenant.clone());
+    setup.set("PATROL_CONSUMER_CLIENT_ID", APP);
+    setup.set("PATROL_CONSUMER_CLIENT_SECRET", APP_SECRET);
+    let w = World::open(setup, None, false).await;
+    let hook_url = format!("{}/_control/consumers/webhooks/team-a", e.control);
+    for (name, value) in
+        [("patrol-github", GH_TOKEN.to_owned()), ("hook-url", hook_url.clone()), ("hook-key", HOOK_KEY.into())]
+    {
+        let name = SecretName::parse(name).unwrap();
+        w.local.store.set(&name, &SecretString::from(value), Default::default()).await.unwrap();
+    }
+    let env: Vec<(&str, &str)> = w.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ctl = |path: String| {
+        let http = w.http.clone();
+        async move { http.get(path).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let revisions = || async {
+        (
+            ctl(w.control(&format!("consumers/service-endpoints/{EP}"))).await["revision"].clone(),
+            ctl(w.control("consumers/variable-groups/7")).await["revision"].clone(),
+            ctl(w.control("consumers/github/secrets?repository=octo/app&environment=prod")).await.to_string(),
+            ctl(w.control("consumers/webhooks/team-a")).await["received"].as_array().map(Vec::len),
+        )
+    };
+    let files = |dir: &Path| {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let m = std::fs::metadata(&p).unwrap();
+                    out.push((p.display().to_string(), m.len(), m.modified().unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let before = (revisions().await, files(w.dir.path()));
+    let mut transcript = String::new();
+
+    // The listing: every declared consumer, none delivered yet.
+    let out = patrol(w.dir.path(), &["consumers", "--format", "json"], &env);
+    transcript.push_str(&format!("{}{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = v["tokens"][0]["consumers"].as_array().unwrap();
+    assert_eq!(listed.len(), 6, "{v}");
+    assert!(listed.iter().all(|c| c["state"] == "unknown" && c["moved"] == false), "{v}");
+    assert!(v.get("checks").is_none(), "no check without --check");
+
+    // The check: all good, nothing written.
+    let out = patrol(w.dir.path(), &["consumers", "--check", "--format", "json"], &env);
+    transcript.push_str(&format!("{}{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = v["checks"].as_array().unwrap().clone();
+    assert_eq!(checks.len(), 6, "{v}");
+    let check = |checks: &[Value], kind: &str| checks.iter().find(|c| c["kind"] == kind).unwrap().clone();
+    for kind in ["devops-service-connection", "devops-variable-group"] {
+        let c = check(&checks, kind);
+        assert_eq!(
+            (&c["ok"], &c["reachable"], &c["writable"], &c["right_type"]),
+            (&json!(true), &json!(true), &json!(true), &json!(true)),
+            "{c}"
+        );
+    }
+    let gh = check(&checks, "github-actions-secret");
+    assert_eq!(
+        (&gh["reachable"], &gh["right_type"], &gh["writable"]),
+        (&json!(true), &json!(true), &Value::Null),
+        "{gh}"
+    );
+    let hook = check(&checks, "webhook");
+    assert_eq!((&hook["ok"], &hook["reachable"]), (&json!(true), &json!(true)), "{hook}");
+    assert_eq!(check(&checks, "keyvault")["ok"], true);
+    assert_eq!(check(&checks, "reference")["ok"], true);
+    assert_eq!((revisions().await, files(w.dir.path())), before, "the check wrote nothing anywhere");
+
+    // Table and markdown formats show the same.
+    let out = patrol(w.dir.path(), &["consumers", "feed-pat", "--check"], &env);
+    let t = text(&out.stdout);
+    transcript.push_str(&t);
+    assert!(t.contains("REACHABLE") && t.contains("variable-group:fabrikam/web/release-secrets/AZDO_PAT"), "{t}");
+    let out = patrol(w.dir.path(), &["consumers", "--check", "--format", "markdown"], &env);
+    transcript.push_str(&text(&out.stdout));
+    assert!(text(&out.stdout).contains("| SECRET | CONSUMER | CHECK |"), "{}", text(&out.stdout));
+
+    // The control API breaks three consumers: no Administrator role on the group, the connection deleted,
+    // GitHub refusing (403).
+    let put = w
+        .http
+        .put(w.control("consumers/variable-groups/7/administrators"))
+        .json(&json!({ "remove": [APP] }))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    assert!(
+        w.http
+            .delete(w.control(&format!("consumers/service-endpoints/{EP}")))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let fault = w
+        .post(
+            "consumers/faults",
+            json!({ "api": "githubSecrets", "target": "octo/app/prod", "status": 403, "method": "GET" }),
+        )
+        .await;
+    assert!(fault.status().is_success(), "{}", fault.text().await.unwrap());
+    let before = files(w.dir.path());
+    let out = patrol(w.dir.path(), &["consumers", "--check", "--format", "json"], &env);
+    transcript.push_str(&format!("{}{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = v["checks"].as_array().unwrap().clone();
+    let sc = check(&checks, "devops-service-connection");
+    assert_eq!((&sc["outcome"], &sc["reachable"]), (&json!("not-found"), &json!(false)), "{sc}");
+    let vg = check(&checks, "devops-variable-group");
+    assert_eq!(
+        (&vg["outcome"], &vg["reachable"], &vg["writable"]),
+        (&json!("forbidden"), &json!(true), &json!(false)),
+        "{vg}"
+    );
+    assert!(vg["fix"].as_str().unwrap().contains("Administrator of the group"), "{vg}");
+    let gh = check(&checks, "github-actions-secret");
+    assert_eq!(gh["outcome"], "forbidden", "{gh}");
+    assert!(gh["problem"].as_str().unwrap().contains("403"), "{gh}");
+    for kind in ["keyvault", "webhook", "reference"] {
+        assert_eq!(check(&checks, kind)["ok"], true, "{kind}");
+    }
+    let err = text(&out.stderr);
+    assert!(err.contains("failed the check") && err.contains("service-connection:fabrikam/web/npm-feed"), "{err}");
+    assert_eq!(files(w.dir.path()), before, "a failing check writes nothing either");
+
+    // Without patrol's consumer identity, Azure DevOps consumers cannot be reached: configuration, exit 2.
+    let no_identity: Vec<(&str, &str)> =
+        env.iter().copied().filter(|(k, _)| !k.starts_with("PATROL_CONSUMER_")).collect();
+    let out = patrol(w.dir.path(), &["consumers", "--check"], &no_identity);
+    transcript.push_str(&format!("{}{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(2), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("not set up to reach"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("PATROL_CONSUMER_CREDENTIAL"), "{}", text(&out.stdout));
+
+    // No secret in any output: the credentials, the webhook URL, the PATs.
+    let mut secrets = w.minted().await;
+    secrets.extend([GH_TOKEN.into(), HOOK_KEY.into(), APP_SECRET.into(), hook_url.clone(), placeholder.clone()]);
+    for s in &secrets {
+        assert!(!transcript.contains(s.as_str()), "a secret reached the output");
+    }
+    assert!(!transcript.contains("/_control/consumers/webhooks"), "the webhook URL is never shown");
 }

@@ -4,6 +4,7 @@ mod audit;
 mod audit_breakglass;
 mod audit_identity;
 mod audit_pass;
+mod audit_usage;
 mod auth;
 mod cli;
 mod client_env;

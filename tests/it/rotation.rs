@@ -12,6 +12,7 @@ mod gate;
 mod lost_create;
 mod metrics;
 mod new_pat_test;
+mod operating;
 mod refresh;
 mod store_failure;
 mod timer_audit;
@@ -19,7 +20,7 @@ mod two_instances;
 mod two_vaults;
 mod vault_clock;
 mod weekly_timer;
-mod world;
+pub(crate) mod world;
 mod year;
 
 use patrol::rotation::blob::BlobAccount;

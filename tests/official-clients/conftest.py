@@ -1,6 +1,10 @@
 """Fixtures for the official-client tests: one patrol-emulator process (the real binary, over real
 HTTP/TLS on 127.0.0.1), its seed, the CA file clients are told to trust, and control-API helpers.
 
+Clients are configured as a user would configure them: Azure's real URLs (login.microsoftonline.com,
+dev.azure.com, <vault>.vault.azure.net), the emulator's Azure-names proxy in HTTPS_PROXY and its CA in
+REQUESTS_CA_BUNDLE — and nothing else: no authority override, no disabled check.
+
 The emulator binary is $PATROL_EMULATOR_BIN, else target/debug/patrol-emulator (built with
 `cargo build -p patrol-emulator` when missing).
 """
@@ -43,15 +47,21 @@ def _binary():
     return b
 
 
+VAULT = "patrol-emu"
+
+
 class Emulator:
     def __init__(self, ready, log_path):
+        # The ready line names the loopback listeners; clients use Azure's names through the proxy.
         self.ready = ready
-        self.devops = ready["devops"]
-        self.audit = ready["audit"]
-        self.entra = ready["entra"]
+        self.devops = "https://dev.azure.com"
+        self.vssps = "https://vssps.dev.azure.com"
+        self.audit = "https://auditservice.dev.azure.com"
+        self.entra = "https://login.microsoftonline.com"
+        self.keyvault = f"https://{VAULT}.vault.azure.net/"
+        self.proxy = ready["proxy"]
         self.control = ready["control"]
         self.tenant = ready["tenant"]
-        self.keyvault = ready["keyvault"]
         self.ca = ready["ca_cert"]
         self.log_path = log_path
         # Every secret a test minted: none may appear in the emulator's output.
@@ -61,9 +71,6 @@ class Emulator:
     def authority(self):
         return f"{self.entra}/{self.tenant}"
 
-    @property
-    def instance_discovery(self):
-        return f"{self.entra}/common/discovery/instance"
 
     def ctl(self, method, path, body=None):
         r = requests.request(method, f"{self.control}{path}", json=body, timeout=10)
@@ -84,7 +91,16 @@ def emu():
     # The SDK's location cache goes to a private directory, not the user's home.
     os.environ["AZURE_DEVOPS_CACHE_DIR"] = str(pathlib.Path(work, "azure-devops-cache"))
     proc = subprocess.Popen(
-        [str(_binary()), "--seed", str(seed), "--ca-cert", str(pathlib.Path(work, "ca.pem"))],
+        [
+            str(_binary()),
+            "--seed",
+            str(seed),
+            "--ca-cert",
+            str(pathlib.Path(work, "ca.pem")),
+            "--vault-name",
+            VAULT,
+            "--proxy",
+        ],
         stdout=subprocess.PIPE,
         stderr=log,
         env={**os.environ, "PATROL_EMULATOR_LOG": "debug"},
@@ -92,11 +108,16 @@ def emu():
     line = proc.stdout.readline()
     assert line, "patrol-emulator exited before printing its ready line"
     e = Emulator(json.loads(line), log_path)
-    # requests lets these variables override a client's own `verify`: point them at the emulator's CA too,
-    # so every client trusts exactly that CA.
-    saved = {k: os.environ.get(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    # The two settings a user makes: trust the emulator's CA (requests, hence MSAL, azure-core and msrest,
+    # reads REQUESTS_CA_BUNDLE) and send HTTPS through the emulator's proxy. Any other proxy variable from
+    # the environment is cleared so that nothing bypasses the proxy or goes elsewhere.
+    proxy_vars = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+    saved = {k: os.environ.get(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", *proxy_vars)}
+    for k in proxy_vars:
+        os.environ.pop(k, None)
     os.environ["REQUESTS_CA_BUNDLE"] = e.ca
     os.environ["CURL_CA_BUNDLE"] = e.ca
+    os.environ["HTTPS_PROXY"] = e.proxy
     yield e
     for k, v in saved.items():
         if v is None:

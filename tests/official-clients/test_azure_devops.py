@@ -1,4 +1,5 @@
-"""Microsoft's azure-devops SDK against the emulated Azure DevOps: the location service (OPTIONS,
+"""Microsoft's azure-devops SDK against the emulated Azure DevOps at https://dev.azure.com (through the
+emulator's proxy, only its CA trusted): the location service (OPTIONS,
 ResourceAreas, connectionData with a bearer token and with a PAT over Basic auth), Token Admin (list a
 user's PATs, revoke one) and the audit log paged to its end. The SDK sends api-version only in the Accept
 header. The SDK has no client for the PAT Lifecycle API: PATs are created over its REST API here."""
@@ -22,7 +23,7 @@ def token(emu, upn, scopes):
 def create_pat(emu, access_token, name):
     valid_to = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     r = requests.post(
-        f"{emu.devops}/{ORG}/_apis/tokens/pats",
+        f"{emu.vssps}/{ORG}/_apis/tokens/pats",
         json={"displayName": name, "scope": "vso.code", "validTo": valid_to, "allOrgs": False},
         headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json;api-version=7.1-preview.1"},
         timeout=10,
@@ -52,6 +53,7 @@ def test_location_token_admin_and_audit(emu):
 
     # Token Admin: the resource area points at the vssps host; list, then revoke one PAT.
     ta = admin.clients_v7_1.get_token_admin_client()
+    assert ta.config.base_url.rstrip("/") == f"{emu.vssps}/{ORG}"
     listed = ta.list_personal_access_tokens(descriptor, page_size=1)
     names = [t.display_name for t in listed.value]
     token_ids = {t.display_name: t.authorization_id for t in listed.value}

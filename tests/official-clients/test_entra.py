@@ -1,6 +1,7 @@
-"""MSAL and azure-identity against the emulated Entra: HTTPS with only the emulator's CA trusted,
-OpenID discovery, instance discovery, device code (approved through the control API), refresh, client
-credentials, client_info accounts and signed JWTs verified with the published keys."""
+"""MSAL and azure-identity against the emulated Entra at its real authority (https://login.microsoftonline.com,
+reached through the emulator's proxy), with only the emulator's CA trusted and every client check on: OpenID
+discovery, device code (approved through the control API), refresh, client credentials, client_info
+accounts, ID-token issuer validation and signed JWTs verified with the published keys."""
 
 import json
 import threading
@@ -16,13 +17,8 @@ PAT_SCOPES = [f"{DEVOPS}/vso.pats", f"{DEVOPS}/vso.pats_manage"]
 
 
 def public_app(emu, cache=None):
-    return msal.PublicClientApplication(
-        CLIENT_ID,
-        authority=emu.authority,
-        verify=emu.ca,
-        instance_discovery=emu.instance_discovery,
-        token_cache=cache,
-    )
+    # As against Azure: the authority, nothing else (the CA and the proxy come from the environment).
+    return msal.PublicClientApplication(CLIENT_ID, authority=emu.authority, token_cache=cache)
 
 
 def device_sign_in(emu, app, upn, scopes):
@@ -56,6 +52,8 @@ def test_msal_device_flow_refresh_and_client_credentials(emu):
     claims = result["id_token_claims"]
     assert claims["preferred_username"] == ALICE
     assert claims["tid"] == emu.tenant
+    # MSAL checked the ID token's issuer against discovery's; both name Entra's real host.
+    assert claims["iss"] == f"https://login.microsoftonline.com/{emu.tenant}/v2.0"
     # client_info: MSAL keys the account by {oid}.{tid}.
     (account,) = app.get_accounts()
     assert account["home_account_id"] == f"{claims['oid']}.{emu.tenant}"
@@ -68,7 +66,7 @@ def test_msal_device_flow_refresh_and_client_credentials(emu):
 
     # The access token works on the PAT Lifecycle API, api-version in the Accept header.
     r = requests.get(
-        f"{emu.devops}/{ORG}/_apis/tokens/pats",
+        f"{emu.vssps}/{ORG}/_apis/tokens/pats",
         headers={"Authorization": f"Bearer {result['access_token']}", "Accept": "application/json;api-version=7.1-preview.1"},
         timeout=10,
     )
@@ -88,13 +86,7 @@ def test_msal_device_flow_refresh_and_client_credentials(emu):
     emu.minted += [first["access_token"], second["access_token"], first["refresh_token"], second["refresh_token"]]
 
     # Client credentials.
-    conf = msal.ConfidentialClientApplication(
-        APP_ID,
-        client_credential=APP_SECRET,
-        authority=emu.authority,
-        verify=emu.ca,
-        instance_discovery=emu.instance_discovery,
-    )
+    conf = msal.ConfidentialClientApplication(APP_ID, client_credential=APP_SECRET, authority=emu.authority)
     app_token = conf.acquire_token_for_client(["https://vault.azure.net/.default"])
     assert "access_token" in app_token, app_token
     emu.minted.append(app_token["access_token"])
@@ -102,12 +94,12 @@ def test_msal_device_flow_refresh_and_client_credentials(emu):
     assert c["appid"] == APP_ID and c["idtyp"] == "app" and "scp" not in c
 
 
-def test_msal_refuses_an_unknown_instance_and_a_wrong_ca(emu, tmp_path):
+def test_refusals_unknown_instance_wrong_ca_and_hosts_the_proxy_does_not_serve(emu, tmp_path):
     import pytest
 
-    # Instance discovery vouches only for the emulator's own host.
+    # Instance discovery vouches only for the emulated cloud's host.
     r = requests.get(
-        emu.instance_discovery,
+        f"{emu.entra}/common/discovery/instance",
         params={"api-version": "1.1", "authorization_endpoint": "https://login.example.invalid/x/oauth2/v2.0/authorize"},
         verify=emu.ca,
         timeout=10,
@@ -118,13 +110,18 @@ def test_msal_refuses_an_unknown_instance_and_a_wrong_ca(emu, tmp_path):
 
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{emu.authority}/v2.0/.well-known/openid-configuration", verify=certifi.where(), timeout=10)
+    # The proxy never reaches the network: hosts it does not emulate, other ports and plain-http proxying
+    # are refused (403) before anything is opened.
+    for url in ("https://example.com/", "https://login.microsoftonline.com:8443/common/v2.0/.well-known/openid-configuration"):
+        with pytest.raises(requests.exceptions.ProxyError, match="403"):
+            requests.get(url, timeout=10)
+    r = requests.get("http://example.com/", proxies={"http": emu.proxy}, timeout=10)
+    assert r.status_code == 403 and "only tunnels HTTPS" in r.text
 
 
 def test_azure_identity_client_secret_and_device_code(emu):
-    # azure-identity has no setting for the instance-discovery endpoint (it always asks
-    # login.microsoftonline.com for hosts it does not know), so it is told the authority is known.
-    common = {"authority": emu.entra, "connection_verify": emu.ca, "disable_instance_discovery": True}
-    cred = ClientSecretCredential(emu.tenant, APP_ID, APP_SECRET, **common)
+    # Exactly as against Azure: tenant, client, secret; the default authority is login.microsoftonline.com.
+    cred = ClientSecretCredential(emu.tenant, APP_ID, APP_SECRET)
     tok = cred.get_token("https://vault.azure.net/.default")
     emu.minted.append(tok.token)
     assert verify_jwt(emu, tok.token, "https://vault.azure.net")["appid"] == APP_ID
@@ -135,7 +132,7 @@ def test_azure_identity_client_secret_and_device_code(emu):
         prompted.append(verification_uri)
         emu.approve(user_code, ALICE)
 
-    dc = DeviceCodeCredential(client_id=CLIENT_ID, tenant_id=emu.tenant, prompt_callback=approve, **common)
+    dc = DeviceCodeCredential(client_id=CLIENT_ID, tenant_id=emu.tenant, prompt_callback=approve)
     t = dc.get_token(*PAT_SCOPES)
     emu.minted.append(t.token)
     assert prompted == ["https://microsoft.com/devicelogin"]

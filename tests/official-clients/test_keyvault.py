@@ -1,5 +1,6 @@
-"""azure-keyvault-secrets against the emulated Key Vault: the whole secret lifecycle with a client-secret
-credential from the emulated Entra, only the emulator's CA trusted."""
+"""azure-keyvault-secrets against the emulated Key Vault at its Azure URL (https://<vault>.vault.azure.net,
+through the emulator's proxy): the whole secret lifecycle with a client-secret credential from the emulated
+Entra, only the emulator's CA trusted and the SDK's challenge-resource check on."""
 
 import datetime
 
@@ -11,12 +12,9 @@ from conftest import APP_ID, APP_SECRET
 
 
 def client(emu):
-    cred = ClientSecretCredential(
-        emu.tenant, APP_ID, APP_SECRET, authority=emu.entra, connection_verify=emu.ca, disable_instance_discovery=True
-    )
-    # The SDK checks that the vault's host is a subdomain of the challenge's resource (vault.azure.net); a
-    # loopback emulator cannot be, so that one check is turned off. TLS verification stays on (the CA).
-    return SecretClient(emu.keyvault, cred, connection_verify=emu.ca, verify_challenge_resource=False)
+    # As against Azure: no authority, no disabled check (the CA and the proxy come from the environment).
+    # The SDK checks that the vault's host is a subdomain of the challenge's resource (vault.azure.net).
+    return SecretClient(emu.keyvault, ClientSecretCredential(emu.tenant, APP_ID, APP_SECRET))
 
 
 def test_secret_lifecycle(emu):
@@ -26,6 +24,8 @@ def test_secret_lifecycle(emu):
     expires = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(days=30)
     s1 = c.set_secret("sdk-lifecycle", value1, content_type="text/plain", tags={"owner": "tests"}, expires_on=expires)
     assert s1.value == value1 and s1.properties.version
+    # Identifiers name the vault's Azure URL, as the service does.
+    assert s1.id.startswith(f"{emu.keyvault}secrets/sdk-lifecycle/") and s1.properties.vault_url == emu.keyvault.rstrip("/")
     s2 = c.set_secret("sdk-lifecycle", value2)
     assert c.get_secret("sdk-lifecycle").value == value2
     assert c.get_secret("sdk-lifecycle", s1.properties.version).value == value1

@@ -46,7 +46,7 @@ pub fn route(ctx: &Ctx, req: &ApiRequest, service: Service, org: &str) -> Option
         return Some(options(service));
     }
     if (s.len() == 3 || s.len() == 4) && req.seg_is(2, "resourceareas") && req.method == Method::GET {
-        return Some(resource_areas(ctx, org, s.get(3).map(String::as_str)));
+        return Some(resource_areas(ctx, req, org, s.get(3).map(String::as_str)));
     }
     if s.len() == 3 && req.seg_is(2, "connectiondata") && req.method == Method::GET {
         return Some(connection_data(ctx, req, org, service));
@@ -75,12 +75,20 @@ fn options(service: Service) -> Response {
     (StatusCode::OK, Json(json!({ "count": value.len(), "value": value }))).into_response()
 }
 
-fn resource_areas(ctx: &Ctx, org: &str, area: Option<&str>) -> Response {
-    let Some(urls) = ctx.urls.get() else {
-        return VssError::unavailable("The location service is starting.").into_response();
+/// Resource areas point at the hosts Azure DevOps uses (`vssps.dev.azure.com`, `auditservice.dev.azure.com`)
+/// when the request came through the proxy under an Azure name, else at the emulator's loopback listeners.
+fn resource_areas(ctx: &Ctx, req: &ApiRequest, org: &str, area: Option<&str>) -> Response {
+    let (devops, audit) = if req.public_host.is_some() {
+        (format!("https://vssps.dev.azure.com/{org}/"), format!("https://auditservice.dev.azure.com/{org}/"))
+    } else {
+        let Some(urls) = ctx.urls.get() else {
+            return VssError::unavailable("The location service is starting.").into_response();
+        };
+        (
+            format!("{}/{org}/", urls.devops.trim_end_matches('/')),
+            format!("{}/{org}/", urls.audit.trim_end_matches('/')),
+        )
     };
-    let devops = format!("{}/{org}/", urls.devops.trim_end_matches('/'));
-    let audit = format!("{}/{org}/", urls.audit.trim_end_matches('/'));
     let areas = [(TOKEN_ADMIN_AREA, "TokenAdmin", devops.as_str()), (AUDIT_AREA, "audit", audit.as_str())];
     let to_json = |(id, name, url): &(&str, &str, &str)| json!({ "id": id, "name": name, "locationUrl": url });
     match area {

@@ -50,10 +50,42 @@ impl Limiter {
 }
 
 pub fn router(state: Arc<KvState>) -> axum::Router {
-    axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-        let state = Arc::clone(&state);
-        async move { handle(&state, method, uri, headers, body) }
-    })
+    axum::Router::new().fallback(
+        move |public: Option<axum::Extension<crate::http::PublicHost>>,
+              method: Method,
+              uri: Uri,
+              headers: HeaderMap,
+              body: Bytes| {
+            let state = Arc::clone(&state);
+            async move {
+                let origin = Origin::of(&state, public.map(|p| p.0.0));
+                handle(&state, &origin, method, uri, headers, body)
+            }
+        },
+    )
+}
+
+/// The vault's URL and the challenge's authority as the client addressed the vault: its loopback listener
+/// and the emulator's Entra listener, or, through the proxy, `https://<vault>.vault.azure.net` and
+/// `https://login.microsoftonline.com/<tenant>` as in Azure.
+struct Origin {
+    base: String,
+    authority: String,
+}
+
+impl Origin {
+    fn of(state: &KvState, public_host: Option<String>) -> Self {
+        match public_host {
+            Some(host) => {
+                let tenant = state.authority.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+                Self {
+                    base: format!("https://{host}"),
+                    authority: format!("https://{}/{tenant}", crate::proxy::ENTRA_HOST),
+                }
+            }
+            None => Self { base: state.base_url.clone(), authority: state.authority.clone() },
+        }
+    }
 }
 
 fn json_response(status: u16, body: &Value) -> Response {
@@ -67,9 +99,9 @@ fn error_response(e: &KvError) -> Response {
     json_response(e.status, &wire::error_body(e))
 }
 
-fn challenge(state: &KvState, message: &str) -> Response {
+fn challenge(origin: &Origin, message: &str) -> Response {
     let mut r = json_response(401, &json!({"error": {"code": "Unauthorized", "message": message}}));
-    let value = format!(r#"Bearer authorization="{}", resource="{}""#, state.authority, KEYVAULT_RESOURCE);
+    let value = format!(r#"Bearer authorization="{}", resource="{}""#, origin.authority, KEYVAULT_RESOURCE);
     if let Ok(v) = HeaderValue::from_str(&value) {
         r.headers_mut().insert("www-authenticate", v);
     }
@@ -80,8 +112,8 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn handle(state: &KvState, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let mut r = dispatch_checked(state, &method, &uri, &headers, &body);
+fn handle(state: &KvState, origin: &Origin, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mut r = dispatch_checked(state, origin, &method, &uri, &headers, &body);
     let request_id = uuid::Uuid::new_v4().to_string();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         r.headers_mut().insert("x-ms-request-id", v);
@@ -93,21 +125,28 @@ fn handle(state: &KvState, method: Method, uri: Uri, headers: HeaderMap, body: B
     r
 }
 
-fn dispatch_checked(state: &KvState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
+fn dispatch_checked(
+    state: &KvState,
+    origin: &Origin,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     // 1. Bearer token.
     let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return challenge(state, "AKV10000: Request is missing a Bearer or PoP token.");
+        return challenge(origin, "AKV10000: Request is missing a Bearer or PoP token.");
     };
     let Some(token) = auth.strip_prefix("Bearer ").map(str::trim) else {
-        return challenge(state, "AKV10000: Request is missing a Bearer or PoP token.");
+        return challenge(origin, "AKV10000: Request is missing a Bearer or PoP token.");
     };
     let grant = match state.issuer.validate(token) {
         Ok(g) => g,
-        Err(crate::tokens::TokenProblem::Expired) => return challenge(state, "AKV10032: Token expired."),
-        Err(crate::tokens::TokenProblem::Unknown) => return challenge(state, "AKV10032: Invalid issuer."),
+        Err(crate::tokens::TokenProblem::Expired) => return challenge(origin, "AKV10032: Token expired."),
+        Err(crate::tokens::TokenProblem::Unknown) => return challenge(origin, "AKV10032: Invalid issuer."),
     };
     if grant.resource.trim_end_matches('/') != KEYVAULT_RESOURCE {
-        return challenge(state, "AKV10022: Invalid audience.");
+        return challenge(origin, "AKV10022: Invalid audience.");
     }
     let principal = match &grant.subject {
         Subject::App { client_id } => client_id.clone(),
@@ -182,7 +221,7 @@ fn dispatch_checked(state: &KvState, method: &Method, uri: &Uri, headers: &Heade
         r.headers_mut().insert("retry-after", HeaderValue::from(secs));
         return r;
     }
-    let result = dispatch(state, method, &segs, &query, body);
+    let result = dispatch(state, origin, method, &segs, &query, body);
     if *method != Method::GET {
         evaluate_expiry(state);
     }
@@ -216,19 +255,20 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, KvError
 
 fn dispatch(
     state: &KvState,
+    origin: &Origin,
     method: &Method,
     segs: &[&str],
     query: &HashMap<String, String>,
     body: &Bytes,
 ) -> OpResult {
     let now = state.clock.now();
-    let base = state.base_url.as_str();
+    let base = origin.base.as_str();
     let m = method.as_str();
     match (m, segs) {
         ("GET", ["secrets"] | ["secrets", ""]) => {
             let items: Vec<Value> =
                 lock(&state.vault).list(now).iter().map(|(n, v)| wire::item(base, n, v, false)).collect();
-            page(state, "secrets", items, query)
+            page(state, origin, "secrets", items, query)
         }
         ("POST", ["secrets", "restore"]) => {
             let b: wire::RestoreBody = parse_body(body)?;
@@ -275,7 +315,7 @@ fn dispatch(
         ("GET", ["secrets", name, "versions"]) => {
             let (name, versions) = lock(&state.vault).versions(name, now)?;
             let items = versions.iter().map(|v| wire::item(base, &name, v, true)).collect();
-            page(state, &format!("secrets/{name}/versions"), items, query)
+            page(state, origin, &format!("secrets/{name}/versions"), items, query)
         }
         ("GET", ["secrets", name, version]) => {
             let (name, v) = lock(&state.vault).get(name, Some(version), now)?;
@@ -308,7 +348,7 @@ fn dispatch(
         }
         ("GET", ["deletedsecrets"] | ["deletedsecrets", ""]) => {
             let items = lock(&state.vault).list_deleted(now).iter().map(|d| wire::deleted_item(base, d)).collect();
-            page(state, "deletedsecrets", items, query)
+            page(state, origin, "deletedsecrets", items, query)
         }
         ("GET", ["deletedsecrets", name]) => {
             let d = lock(&state.vault).get_deleted(name, now)?;
@@ -359,7 +399,7 @@ fn decode_token(s: &str) -> Result<(usize, bool), KvError> {
 }
 
 /// One page of a list, with `nextLink` while more remain.
-fn page(state: &KvState, path: &str, items: Vec<Value>, query: &HashMap<String, String>) -> OpResult {
+fn page(state: &KvState, origin: &Origin, path: &str, items: Vec<Value>, query: &HashMap<String, String>) -> OpResult {
     let max = match query.get("maxresults") {
         None => 25,
         Some(s) => match s.parse::<usize>() {
@@ -377,7 +417,7 @@ fn page(state: &KvState, path: &str, items: Vec<Value>, query: &HashMap<String, 
     };
     let api = query.get("api-version").map(String::as_str).unwrap_or("2026-04-01");
     let link = |token: String| {
-        let base = state.base_url.replace("https://", "");
+        let base = origin.base.replace("https://", "");
         // Like the service: an absolute URL with an explicit port.
         let host = if base.contains(':') { base } else { format!("{base}:443") };
         format!("https://{host}/{path}?api-version={api}&$skiptoken={token}&maxresults={max}")

@@ -17,3 +17,4 @@ mod keyvault_rbac;
 mod keyvault_state;
 mod location;
 mod pats;
+mod proxy;

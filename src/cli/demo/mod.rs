@@ -8,9 +8,9 @@
 //! Vault's Event Grid subscription is pointed at it in Functions-host mode **before any secret is
 //! written** ([`events`] relays and records each delivery). The owner signs in with a real device-code
 //! flow (the emulator approves the code; the refresh token goes into the vault); the inventory before is
-//! taken; the operator onboards the four existing PATs into the vault, and the events Key Vault raises
-//! for them (SecretNewVersionCreated, SecretNearExpiry for those within 30 days of `exp`) reach
-//! `EventGridSecretChanged`, which adopts them and rotates the one that is due. An operator forces a
+//! taken; the operator onboards the four existing PATs with `patrol adopt` (journaled, tagged as adopted),
+//! and the events Key Vault raises for them (SecretNewVersionCreated, SecretNearExpiry for those within 30
+//! days of `exp`) reach `EventGridSecretChanged`, which finds them known and rotates the one that is due. An operator forces a
 //! rotation through `RotateHttp`. Four virtual days later a new handler instance is started (the Function
 //! App scaled to zero; this also drops the cached vault token the emulator's clock has expired), the plan
 //! is shown (`GET /api/rotate`) and `RotateTimer` rotates what is due and revokes previous PATs whose
@@ -24,6 +24,7 @@
 //! vault holds; a match aborts the demo.
 
 mod events;
+mod hook;
 mod host;
 mod vault;
 mod world;
@@ -35,9 +36,9 @@ use super::status::StatusView;
 use crate::auth::device_code::{LoginOptions, login};
 use crate::clock::Clock;
 use crate::config::{Settings, Source};
+use crate::consumers::view::{ConsumerView, token_view};
 use crate::domain::{OwnerId, SecretName};
 use crate::rotation::inventory::gather;
-use crate::store::{NewVersion, tags};
 use events::EventTap;
 use patrol_emulator::eventgrid::{DeliveryConfig, DeliveryMode, RetryPolicy};
 use patrol_emulator::seed::MintedPat;
@@ -134,6 +135,9 @@ pub struct DemoOutcome {
     /// secrets) and every version the emulated vault held, for callers that scan their own captures;
     /// never printed.
     pub minted: Vec<SecretString>,
+    /// Every payload a consumer received from patrol besides the value itself — the webhook notifications
+    /// as received (headers and body) — for callers' leak scans.
+    pub payloads: Vec<String>,
 }
 
 pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
@@ -233,6 +237,12 @@ struct Story {
     rotated: BTreeMap<String, (String, String)>,
     seen_events: usize,
     raised_from: usize,
+    /// The consumers using the new PAT (simulated pipeline and workflow runs), for the JSON.
+    uses: Vec<Value>,
+    /// Why the previous PAT of the consumed token was kept on day 2.
+    held_back: Vec<String>,
+    /// When the consumed token's previous PAT went, and why then.
+    revoked_after: Option<String>,
 }
 
 impl Story {
@@ -305,9 +315,11 @@ pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError>
     };
     let emu = Emulator::start(config).await.map_err(step)?;
     let vnow = emu.clock().now();
+    let placeholder = patrol_emulator::patsecret::generate(vnow.year(), u8::from(vnow.month()));
     let applied = {
         let mut seed = world::seed(vnow);
         seed.apps.push(vault::app());
+        seed.consumers = Some(world::consumer_seed(vault::APP_ID, &placeholder).map_err(step)?);
         let ctx = emu.context();
         let mut state = ctx.state();
         patrol_emulator::seed::apply(ctx, &mut state, &seed).map_err(step)?
@@ -319,9 +331,37 @@ pub async fn run_demo(dir: &Path, env: &Source) -> Result<DemoOutcome, CliError>
         .and_then(|a| a.client_secret.clone())
         .map(SecretString::from)
         .ok_or_else(|| step("the emulator minted no client secret for the Key Vault application"))?;
-    let result = run_in(dir, env, &emu, &applied.pats, &client_secret, started).await;
+    let github_token = applied
+        .consumers
+        .as_ref()
+        .and_then(|c| c.github_tokens.first())
+        .map(|t| SecretString::from(t.token.clone()))
+        .ok_or_else(|| step("the emulator minted no GitHub token for patrol"))?;
+    let creds = Creds {
+        client_secret,
+        github_token,
+        placeholder: SecretString::from(placeholder),
+        hook_key: SecretString::from(format!(
+            "whsec_{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )),
+    };
+    let result = run_in(dir, env, &emu, &applied.pats, &creds, started).await;
     let _ = emu.shutdown().await;
     result
+}
+
+/// The credentials the demo's world is built with (never printed; all part of the leak scan).
+struct Creds {
+    /// Of the service principal patrol uses for the vault and, as its own identity, for Azure DevOps consumers.
+    client_secret: SecretString,
+    /// patrol's GitHub credential (the operator stores it in the vault).
+    github_token: SecretString,
+    /// What the service connection and the variable group held before patrol (a PAT-shaped placeholder).
+    placeholder: SecretString,
+    /// The webhook consumer's signing key (shared by patrol, through the vault, and the receiver).
+    hook_key: SecretString,
 }
 
 async fn run_in(
@@ -329,17 +369,32 @@ async fn run_in(
     env: &Source,
     emu: &Emulator,
     pats: &[MintedPat],
-    client_secret: &SecretString,
+    creds: &Creds,
     started: Instant,
 ) -> Result<DemoOutcome, CliError> {
+    let client_secret = &creds.client_secret;
     let vnow = emu.clock().now();
     let clock = Clock::starting_at(vnow);
-    std::fs::write(dir.join("patrol.toml"), world::policy()).map_err(step)?;
+    let github_api = emu.endpoints().extra.get("github").cloned().unwrap_or_default();
+    std::fs::write(dir.join("patrol.toml"), world::policy(&github_api)).map_err(step)?;
     let ca = vault::ca_bundle(emu, dir, env.get("PATROL_SMTP_HOST").and(env.get("PATROL_CA_CERT"))).map_err(step)?;
-    let settings = settings(dir, emu, env, vault::settings(emu, client_secret, &ca).map_err(step)?)?;
+    let mut pairs = vault::settings(emu, client_secret, &ca).map_err(step)?;
+    // patrol's own Entra identity writes the Azure DevOps consumers (here: the vault's service principal).
+    pairs.push(("PATROL_CONSUMER_CREDENTIAL".into(), "client-secret".into()));
+    let settings = settings(dir, emu, env, pairs)?;
+    let hook = hook::HookReceiver::start(creds.hook_key.clone(), clock.clone()).await.map_err(step)?;
+    let hook_url = hook.url.clone();
     let kv_url = settings.keyvault.as_ref().map(|k| k.url.to_string()).unwrap_or_default();
-    let mut story =
-        Story { out: String::new(), invocations: Vec::new(), rotated: BTreeMap::new(), seen_events: 0, raised_from: 0 };
+    let mut story = Story {
+        out: String::new(),
+        invocations: Vec::new(),
+        rotated: BTreeMap::new(),
+        seen_events: 0,
+        raised_from: 0,
+        uses: Vec::new(),
+        held_back: Vec::new(),
+        revoked_after: None,
+    };
     let _ = writeln!(story.out, "patrol demo — everything runs on this machine against patrol-emulator (no Azure).");
     let _ = writeln!(story.out, "Virtual time: {}. Files: {}", vnow.date(), dir.display());
     let _ = writeln!(
@@ -372,29 +427,46 @@ async fn run_in(
         ..emu.eventgrid().config()
     });
     let day0 = Local::open(settings.clone(), clock.clone())?;
-    let day = Day { emu, local: &day0, clock: &clock, http: &http, base: &first.base, tap: &tap };
+    let day = Day { emu, local: &day0, clock: &clock, http: &http, base: &first.base, tap: &tap, hook: &hook, creds };
     let result = day_zero(day, &mut story, pats).await;
-    // The Function App scales to zero overnight: the instance goes, with its cached vault token.
-    first.stop().await;
     let before = match result {
         Ok(before) => before,
         Err(e) => {
+            first.stop().await;
             tap.stop().await;
+            hook.stop().await;
             return Err(e);
         }
     };
 
-    // 5. Four days pass on the virtual clock. The timer cold-starts a new instance; the CLI (a new process
-    //    each time) opens its stores again.
-    emu.clock().advance(time::Duration::days(4));
+    // 5. Two days (and an hour) pass on the virtual clock: the grace of the PATs replaced on day 0 is over.
+    //    The instance is still warm (its cached tokens expired on the virtual clock and are renewed); the CLI
+    //    (a new process each time) opens its stores again.
+    emu.clock().advance(time::Duration::days(2) + time::Duration::hours(1));
+    clock.set(emu.clock().now());
+    let day2 = Local::open(settings.clone(), clock.clone())?;
+    let day = Day { emu, local: &day2, clock: &clock, http: &http, base: &first.base, tap: &tap, hook: &hook, creds };
+    let result = day_two(day, &mut story).await;
+    // The Function App scales to zero afterwards: the instance goes, with its cached vault token.
+    first.stop().await;
+    if let Err(e) = result {
+        tap.stop().await;
+        hook.stop().await;
+        return Err(e);
+    }
+
+    // 6. Day four: the timer cold-starts a new instance.
+    emu.clock().advance(time::Duration::days(2) - time::Duration::hours(1));
     clock.set(emu.clock().now());
     let second = host::RunningHandler::start(&settings, &clock).await.map_err(step)?;
     tap.set_handler(&second.base);
     let local = Local::open(settings.clone(), clock.clone())?;
-    let day = Day { emu, local: &local, clock: &clock, http: &http, base: &second.base, tap: &tap };
+    let day = Day { emu, local: &local, clock: &clock, http: &http, base: &second.base, tap: &tap, hook: &hook, creds };
     let result = day_four(day, &mut story).await;
     second.stop().await;
     tap.stop().await;
+    let received = hook.seen();
+    hook.stop().await;
     let (plan_json, status) = result?;
 
     // 7. What happened.
@@ -414,7 +486,15 @@ async fn run_in(
                 c.valid_to.date(),
                 j.drains.len()
             );
-            rotations.push(json!({ "secret": j.secret, "reason": c.reason.as_str(), "by": by, "authorization_id": c.authorization_id, "valid_to": c.valid_to.date().to_string(), "draining": j.drains.len() }));
+            let consumers = local
+                .policy
+                .token(&j.secret)
+                .map(|t| token_view(t, j, j.current.as_ref().map(|c| c.authorization_id), clock.now()))
+                .unwrap_or_default();
+            for v in &consumers {
+                let _ = writeln!(out, "  {:<18}   consumer {:<58} {}", "", v.consumer, v.detail);
+            }
+            rotations.push(json!({ "secret": j.secret, "reason": c.reason.as_str(), "by": by, "authorization_id": c.authorization_id, "valid_to": c.valid_to.date().to_string(), "draining": j.drains.len(), "consumers": consumers }));
         }
         if let Some(f) = &j.last_failure {
             let _ = writeln!(out, "  {:<18} FAILED at {}: {}", j.secret.to_string(), f.step, f.error);
@@ -457,6 +537,13 @@ async fn run_in(
         "inventory_after": after,
         "alerts": alerts,
         "report": report_path.display().to_string(),
+        "consumers": {
+            "token": world::CONSUMED,
+            "webhook": received,
+            "uses": story.uses,
+            "held_back": story.held_back,
+            "revoked_after": story.revoked_after,
+        },
     });
 
     // Nothing secret may appear in what is shown: every value the emulator minted (PATs, access and
@@ -464,20 +551,31 @@ async fn run_in(
     let mut minted: Vec<String> = emu.context().secrets.list().into_iter().map(|(_, v)| v).collect();
     minted.extend(vault::values(emu));
     minted.push(client_secret.expose_secret().to_owned());
+    for c in [&creds.github_token, &creds.placeholder, &creds.hook_key, &hook_url] {
+        minted.push(c.expose_secret().to_owned());
+    }
     minted.sort();
     minted.dedup();
     let json_text = summary.to_string();
     let report_text = std::fs::read_to_string(&report_path).unwrap_or_default();
     let text = std::mem::take(&mut story.out);
+    // Every payload a consumer got from patrol that is not the value itself: the webhook notifications as
+    // received (headers and body).
+    let payloads: String = received.iter().map(|r| r.raw.as_str()).collect();
     for v in minted.iter().filter(|v| v.len() >= 16) {
-        if text.contains(v.as_str()) || json_text.contains(v.as_str()) || report_text.contains(v.as_str()) {
+        if text.contains(v.as_str())
+            || json_text.contains(v.as_str())
+            || report_text.contains(v.as_str())
+            || payloads.contains(v.as_str())
+        {
             return Err(CliError::failed(
                 "demo: a secret value reached the output; refusing to print it (this is a bug)",
             ));
         }
     }
     let minted = minted.into_iter().map(SecretString::from).collect();
-    Ok(DemoOutcome { text, json: summary, report: report_path, minted })
+    let payloads = received.into_iter().map(|r| r.raw).collect();
+    Ok(DemoOutcome { text, json: summary, report: report_path, minted, payloads })
 }
 
 /// What a day of the demo acts on: the emulator, patrol's stores as the CLI opens them, the virtual clock,
@@ -490,12 +588,14 @@ struct Day<'a> {
     http: &'a reqwest::Client,
     base: &'a str,
     tap: &'a EventTap,
+    hook: &'a hook::HookReceiver,
+    creds: &'a Creds,
 }
 
 /// Day 0: sign-in, the inventory before, onboarding into Key Vault and the events it raises, a forced
 /// rotation. Returns the inventory before.
 async fn day_zero(day: Day<'_>, story: &mut Story, pats: &[MintedPat]) -> Result<InventoryView, CliError> {
-    let Day { emu, local, clock, http, base, tap } = day;
+    let Day { emu, local, clock, http, base, tap, hook, creds } = day;
     // 3. The owner signs in with a device code; the emulator plays the person approving it. The refresh
     //    token goes into the vault (its event is ignored: not a managed secret).
     let owner = OwnerId::parse(world::OWNER).map_err(step)?;
@@ -538,35 +638,74 @@ async fn day_zero(day: Day<'_>, story: &mut Story, pats: &[MintedPat]) -> Result
     inventory_text(&mut story.out, &before);
     story.events(emu, tap, local, "inventory").await?;
 
-    // 5. Onboarding: the operator puts the existing PATs into Key Vault with their authorization id. Key
-    //    Vault raises SecretNewVersionCreated for each, and SecretNearExpiry at once for those within 30 days
-    //    of `exp`; Event Grid delivers them to the handler, which adopts the PATs and rotates what is due.
-    let _ = writeln!(story.out, "\n== Onboarding: the operator puts the four existing PATs into Key Vault");
+    // 5a. The operator gives patrol what it needs to reach the CI token's consumers: its GitHub credential,
+    //     the webhook's URL and signing key — in the vault, never on disk or in a setting.
     let _ = writeln!(
         story.out,
-        "   (tagged with their authorization id); Event Grid delivers Key Vault's events to the handler"
+        "\n== The operator stores patrol's credentials for {}'s consumers in Key Vault (never shown)",
+        world::CONSUMED
     );
+    for (name, value, what) in [
+        (
+            world::GITHUB_CREDENTIAL,
+            &creds.github_token,
+            format!("patrol's GitHub credential (Secrets: write on {})", world::REPO),
+        ),
+        (world::HOOK_URL, &hook.url, "the URL of the CI cache's webhook (a credential)".to_owned()),
+        (world::HOOK_KEY, &creds.hook_key, "the webhook's HMAC signing key".to_owned()),
+    ] {
+        let n = SecretName::parse(name).map_err(step)?;
+        local.own.set(&n, value, crate::store::NewVersion::default()).await.map_err(step)?;
+        let _ = writeln!(story.out, "   {name:<26} {what}");
+    }
+    let _ = writeln!(
+        story.out,
+        "   patrol's own identity (service principal {}) administers service connection {} and variable group {} in {}/{}",
+        vault::APP_ID,
+        world::CONNECTION,
+        world::GROUP,
+        world::ORG,
+        world::PROJECT
+    );
+    story.events(emu, tap, local, "operator (consumer credentials)").await?;
+
+    // 5b. Onboarding: the operator adopts each existing PAT (`patrol adopt SECRET --pat ID --value-stdin`):
+    //    patrol finds it among the owner's PATs, tests the value, journals the adoption and writes the vault
+    //    version tagged as adopted. Key Vault raises SecretNewVersionCreated for each, and SecretNearExpiry at
+    //    once for those within 30 days of `exp`; Event Grid delivers them to the handler, which finds the PATs
+    //    known (no second PAT, no "changed outside patrol" alarm) and rotates what is due.
+    let _ = writeln!(story.out, "\n== Onboarding: the operator adopts the four existing PATs (patrol adopt)");
+    let connector = local.connector()?;
     for p in world::PATS {
         let (Some(secret), Some(minted)) = (p.secret, pats.iter().find(|m| m.display_name == p.display_name)) else {
             continue;
         };
         let name = SecretName::parse(secret).map_err(step)?;
-        let tags = [
-            (tags::MANAGED_BY, tags::MANAGED_BY_VALUE.to_owned()),
-            (tags::AUTHORIZATION_ID, minted.authorization_id.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let version = NewVersion {
-            content_type: Some(crate::store::PAT_CONTENT_TYPE.into()),
-            expires: Some(world::valid_to(clock.now(), p.days)),
-            not_before: None,
-            tags,
+        let token = local.policy.token(&name).ok_or_else(|| step(format!("{secret} is not in the demo policy")))?;
+        let cx = crate::rotation::adopt::AdoptContext {
+            token,
+            connector: connector.as_ref(),
+            store: local.store.as_ref(),
+            state: local.state.as_ref(),
+            leases: local.leases.as_ref(),
+            now: clock.now(),
         };
-        local.store.set(&name, &SecretString::from(minted.token.clone()), version).await.map_err(step)?;
+        let id = crate::domain::AuthorizationId::parse(&minted.authorization_id.to_string()).map_err(step)?;
+        let pick = crate::rotation::adopt::Pick::Id(id);
+        let adopted = crate::rotation::adopt::adopt(&cx, &pick, Some(SecretString::from(minted.token.clone())))
+            .await
+            .map_err(step)?;
+        let _ = writeln!(
+            story.out,
+            "   patrol adopt {secret} --pat {} --value-stdin   → adopted {:?} (valid to {}), vault version {}",
+            adopted.authorization_id,
+            adopted.display_name,
+            adopted.valid_to.date(),
+            adopted.vault_version
+        );
     }
     story.events(emu, tap, local, "EventGridSecretChanged (onboarding)").await?;
+    deliveries(day, story).await?;
 
     // 6a. An operator forces one rotation: POST /api/rotate/release-bot-pat?force=true.
     let _ = writeln!(story.out, "\n== An operator forces a rotation through the Functions host");
@@ -579,25 +718,15 @@ async fn day_zero(day: Day<'_>, story: &mut Story, pats: &[MintedPat]) -> Result
     Ok(before)
 }
 
-/// Day 4: the vault's expiry evaluation and its events, the plan, the nightly timer, `patrol status`.
-/// Returns the plan and the status.
-async fn day_four(day: Day<'_>, story: &mut Story) -> Result<(Value, StatusView), CliError> {
-    let Day { emu, local, clock, http, base, tap } = day;
-    let _ = writeln!(
-        story.out,
-        "\n== Four days later ({}): the Function App scaled to zero meanwhile; the host starts a new instance",
-        clock.now().date()
-    );
-    emu.keyvault().evaluate_expiry();
-    story.events(emu, tap, local, "EventGridSecretChanged (day 4)").await?;
-
-    // 6b. GET /api/rotate: the plan.
+/// `GET /api/rotate` through the host: the plan, printed; returns the plan's JSON.
+async fn show_plan(day: Day<'_>, story: &mut Story, title: &str) -> Result<Value, CliError> {
+    let Day { clock, http, base, .. } = day;
     let reply =
         host::invoke(http, base, "RotateHttp", &host::http(clock.now(), "GET", None, false)).await.map_err(step)?;
     let planned = story.record("RotateHttp", "GET /api/rotate (plan)", &reply);
     let plan_json = planned["detail"]["plan"].clone();
     if let Ok(plan) = serde_json::from_value::<PlanView>(plan_json.clone()) {
-        let _ = writeln!(story.out, "\n== Plan (what the nightly run will do)");
+        let _ = writeln!(story.out, "\n== {title}");
         for e in &plan.entries {
             let actions: Vec<String> = e.actions.iter().map(action_label).collect();
             let _ = writeln!(
@@ -613,12 +742,146 @@ async fn day_four(day: Day<'_>, story: &mut Story) -> Result<(Value, StatusView)
             plan.unmanaged.len()
         );
     }
+    Ok(plan_json)
+}
+
+/// The consumed token's journal and its consumers' view (the one `patrol consumers` shows).
+async fn consumer_view(local: &Local) -> Result<(crate::rotation::journal::Journal, Vec<ConsumerView>), CliError> {
+    let name = SecretName::parse(world::CONSUMED).map_err(step)?;
+    let token = local.policy.token(&name).ok_or_else(|| step("the demo policy lost its CI token"))?;
+    let j = crate::rotation::journal::load(local.state.as_ref(), &name).await.map_err(step)?.journal;
+    let current = j.current.as_ref().map(|c| c.authorization_id);
+    let view = token_view(token, &j, current, local.clock.now());
+    Ok((j, view))
+}
+
+fn consumer_lines(out: &mut String, view: &[ConsumerView]) {
+    for c in view {
+        let _ = writeln!(out, "  {:<58} {:<10} {}", c.consumer, c.state, c.detail);
+    }
+}
+
+/// Day 0, after the CI token's rotation: each consumer's delivery (the webhook receiver's verified
+/// notification among them), then the consumers using the new PAT — a pipeline run with the service
+/// connection and a GitHub Actions workflow reading its secret, both through the emulator's control API.
+async fn deliveries(day: Day<'_>, story: &mut Story) -> Result<(), CliError> {
+    let Day { emu, local, http, hook, .. } = day;
+    let (j, view) = consumer_view(local).await?;
+    let Some(current) = j.current.as_ref().map(|c| c.authorization_id) else {
+        return Err(step(format!("{} was not rotated at onboarding", world::CONSUMED)));
+    };
+    let _ = writeln!(
+        story.out,
+        "\n== {}'s consumers: the new PAT {current} delivered to each (every write journaled first)",
+        world::CONSUMED
+    );
+    consumer_lines(&mut story.out, &view);
+    for r in hook.seen() {
+        let _ = writeln!(
+            story.out,
+            "  webhook receiver: {} — {} has a new version {} (notice {}; no value in it); it reloads from the vault",
+            if r.verified { "HMAC signature and timestamp verified" } else { "signature REFUSED" },
+            r.secret.as_deref().unwrap_or("?"),
+            r.version.as_deref().map(|v| &v[..v.len().min(12)]).unwrap_or("?"),
+            r.id.as_deref().map(|v| &v[..v.len().min(12)]).unwrap_or("?"),
+        );
+    }
+
+    let _ = writeln!(story.out, "\n== The consumers use the new PAT (simulated through the emulator's control API)");
+    let control = &emu.endpoints().control;
+    let uses = [
+        (
+            format!("pipeline run of ci-build with service connection {}", world::CONNECTION),
+            format!("{control}/_control/consumers/service-endpoints/{}/runs", world::CONNECTION_ID),
+            json!({ "project": world::PROJECT, "definition": "ci-build" }),
+        ),
+        (
+            format!("GitHub Actions workflow in {} reading secret {}", world::REPO, world::VARIABLE),
+            format!("{control}/_control/consumers/github/workflow-runs"),
+            json!({ "repository": world::REPO, "secret": world::VARIABLE, "devopsOrganization": world::ORG }),
+        ),
+    ];
+    for (what, url, body) in uses {
+        let r: Value = http.post(url).json(&body).send().await.map_err(step)?.json().await.map_err(step)?;
+        let used = r["authorizationId"].as_str().unwrap_or("");
+        let is_new = used == current.to_string();
+        let _ = writeln!(
+            story.out,
+            "  {what}: {} — authenticated as PAT {}{}",
+            r["result"].as_str().unwrap_or("?"),
+            if used.is_empty() { "(none)" } else { used },
+            if is_new { " (the new one)" } else { "" }
+        );
+        story.uses.push(json!({ "what": what, "result": r["result"], "authorization_id": used, "new_pat": is_new }));
+    }
+    Ok(())
+}
+
+/// Day 2: the grace of the PATs replaced on day 0 is over. The plan and the nightly timer revoke the
+/// release bot's previous PAT, but keep the CI token's: the pipeline run is recorded as its connection's
+/// evidence, yet the `reference` consumer may lag 72 h and holds the revocation back.
+async fn day_two(day: Day<'_>, story: &mut Story) -> Result<(), CliError> {
+    let Day { emu, local, clock, http, base, tap, .. } = day;
+    let _ = writeln!(
+        story.out,
+        "\n== Two days later ({}): the grace of the PATs replaced on day 0 is over (the instance is still warm)",
+        clock.now().date()
+    );
+    story.events(emu, tap, local, "EventGridSecretChanged (day 2)").await?;
+    let plan = show_plan(day, story, "Plan (day 2)").await?;
+    for e in plan["entries"].as_array().into_iter().flatten().filter(|e| e["secret"] == world::CONSUMED) {
+        for a in e["actions"].as_array().into_iter().flatten().filter(|a| a["action"] == "wait-previous") {
+            story.held_back.push(a["reason"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let last = clock.now() - time::Duration::days(1);
+    let reply = host::invoke(http, base, "RotateTimer", &host::timer(clock.now(), Some(last))).await.map_err(step)?;
+    story.record("RotateTimer", "nightly run", &reply);
+    story.events(emu, tap, local, "RotateTimer (day 2)").await?;
+    let (j, view) = consumer_view(local).await?;
+    let _ = writeln!(
+        story.out,
+        "\n== {}'s consumers on day 2: its previous PAT is kept ({} draining)",
+        world::CONSUMED,
+        j.drains.len()
+    );
+    consumer_lines(&mut story.out, &view);
+    Ok(())
+}
+
+/// Day 4: the vault's expiry evaluation and its events, the plan, the nightly timer, `patrol status`.
+/// Returns the plan and the status.
+async fn day_four(day: Day<'_>, story: &mut Story) -> Result<(Value, StatusView), CliError> {
+    let Day { emu, local, clock, http, base, tap, .. } = day;
+    let _ = writeln!(
+        story.out,
+        "\n== Four days in ({}): the Function App scaled to zero meanwhile; the host starts a new instance",
+        clock.now().date()
+    );
+    emu.keyvault().evaluate_expiry();
+    story.events(emu, tap, local, "EventGridSecretChanged (day 4)").await?;
+
+    // 6b. GET /api/rotate: the plan.
+    let plan_json = show_plan(day, story, "Plan (what the nightly run will do)").await?;
 
     // 6c. The nightly timer: what is due is rotated, previous PATs whose grace ended are revoked.
     let last = clock.now() - time::Duration::days(1);
     let reply = host::invoke(http, base, "RotateTimer", &host::timer(clock.now(), Some(last))).await.map_err(step)?;
     story.record("RotateTimer", "nightly run", &reply);
     story.events(emu, tap, local, "RotateTimer (nightly)").await?;
+    let (j, view) = consumer_view(local).await?;
+    if j.drains.is_empty() && view.iter().all(|c| c.moved) {
+        let why = format!(
+            "every consumer had moved; the last was the reference consumer, whose {} h lag ended {}",
+            world::REFERENCE_LAG_HOURS,
+            view.iter()
+                .find_map(|c| c.lag_until)
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_default()
+        );
+        let _ = writeln!(story.out, "\n== {}'s previous PAT revoked: {why}", world::CONSUMED);
+        story.revoked_after = Some(why);
+    }
 
     // 6d. `patrol status`, while the vault (and the refresh token it reads there) still exists.
     let status = super::status::gather(local).await;
@@ -626,6 +889,9 @@ async fn day_four(day: Day<'_>, story: &mut Story) -> Result<(Value, StatusView)
     let _ = writeln!(story.out, "\n== patrol status");
     story.out.push_str(&owners.to_text());
     story.out.push_str(&tokens.to_text());
+    if let Some(c) = status.consumer_table() {
+        story.out.push_str(&c.to_text());
+    }
     Ok((plan_json, status))
 }
 

@@ -260,7 +260,7 @@ async fn an_unreachable_or_silent_collector_changes_neither_the_answer_nor_the_t
             env.push(("PATROL_OTLP_ENDPOINT".into(), e));
         }
         let settings = settings_of(&env);
-        let functions = patrol::rotation::functions::RotationFunctions::new(settings.clone(), w.local.clock.clone());
+        let functions = patrol::app::functions::RotationFunctions::new(settings.clone(), w.local.clock.clone());
         let functions = patrol::handler::metered::Metered::wrap(
             Arc::new(functions),
             patrol::metrics::Metrics::from_settings(&settings),
