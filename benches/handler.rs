@@ -10,7 +10,13 @@
 //!    (`cargo build --release --no-default-features --bin patrol`, copied aside: see docs/benchmarks.md) —
 //!    else of the default (demo) build cargo made for this bench.
 //!
-//! Optional arguments: `cargo bench --bench handler -- [inproc|loopback|startup]…` selects parts;
+//! 4. Metrics (issue 18): in-process throughput, 16 invocations at a time on 2 worker threads, without
+//!    metrics and with OTLP export to a collector stand-in on loopback (a separate runtime answering 200) —
+//!    for invocations that change nothing (not waited for) and for invocations that did work (each waits
+//!    for its export). The loopback part honours `BENCH_HANDLER_OTLP=1` (the spawned handler exports to
+//!    the stand-in), to compare the real binary with and without metrics.
+//!
+//! Optional arguments: `cargo bench --bench handler -- [inproc|loopback|startup|metrics]…` selects parts;
 //! `BENCH_HANDLER_LOG=<filter>` sets the spawned handler's `PATROL_LOG` (e.g. `off`, to price logging).
 
 use patrol::clock::Clock;
@@ -125,6 +131,7 @@ fn spawn_binary(bin: &str, port: u16) -> Child {
         .env("PATROL_AUDIT_URL", "http://127.0.0.1:9")
         .env("PATROL_ENTRA_AUTHORITY", "http://127.0.0.1:9")
         .envs(std::env::var("BENCH_HANDLER_LOG").ok().map(|v| ("PATROL_LOG", v)))
+        .envs(otlp_sink_for_loopback().map(|url| ("PATROL_OTLP_ENDPOINT", url)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -326,4 +333,125 @@ fn main() {
     if want("startup") {
         startup();
     }
+    if want("metrics") {
+        metrics();
+    }
+}
+
+/// A collector stand-in: answers every POST with 200 and an empty body (what an OTLP/HTTP receiver
+/// answers), on its own thread and runtime; returns its base URL and a request counter.
+fn otlp_sink() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/v1/metrics",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let c = c.clone();
+                    async move {
+                        assert!(!body.is_empty());
+                        c.fetch_add(1, Ordering::Relaxed);
+                        ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (url, count)
+}
+
+fn otlp_sink_for_loopback() -> Option<String> {
+    static SINK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SINK.get_or_init(|| (std::env::var("BENCH_HANDLER_OTLP").as_deref() == Ok("1")).then(|| otlp_sink().0)).clone()
+}
+
+/// Answers every event as the engine answers one it acted on (so a metered invocation waits for its export).
+struct Worked;
+
+#[async_trait::async_trait]
+impl Functions for Worked {
+    async fn rotate_timer(&self, _: &Invocation, _: TimerRun) -> Outcome {
+        Ok(Report::new(Status::Completed, "done"))
+    }
+    async fn rotate_http(&self, _: &Invocation, _: RotateRequest) -> Outcome {
+        Ok(Report::new(Status::Completed, "done"))
+    }
+    async fn secret_changed(&self, _: &Invocation, event: SecretEvent) -> Outcome {
+        Ok(Report::new(Status::Completed, format!("rotated {}", event.secret)))
+    }
+}
+
+/// Invocations per second through `Handler::invoke`, `CONCURRENCY` at a time.
+fn throughput(handler: Handler, body: &str) -> f64 {
+    const CONCURRENCY: usize = 16;
+    const N: usize = 20_000;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let body = Arc::new(body.to_owned());
+    rt.block_on(async move {
+        let run = |n: usize| {
+            let handler = handler.clone();
+            let body = body.clone();
+            async move {
+                let tasks: Vec<_> = (0..CONCURRENCY)
+                    .map(|_| {
+                        let (handler, body) = (handler.clone(), body.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..n / CONCURRENCY {
+                                let r =
+                                    handler.invoke(FunctionName::EventGridSecretChanged, None, body.as_bytes()).await;
+                                assert_eq!(r.status, 200);
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+        };
+        run(2_000).await;
+        let t = Instant::now();
+        run(N).await;
+        N as f64 / t.elapsed().as_secs_f64()
+    })
+}
+
+fn metrics() {
+    let (url, exports) = otlp_sink();
+    let settings =
+        patrol::config::MetricsSettings { otlp_endpoint: Some(url::Url::parse(&url).unwrap()), ..Default::default() };
+    let body = payload();
+    let handler = |f: Arc<dyn Functions>, on: bool| {
+        let m = if on { patrol::metrics::Metrics::new(settings.clone(), None) } else { None };
+        Handler::new(patrol::handler::metered::Metered::wrap(f, m), Clock::system())
+    };
+    for (what, f) in [
+        ("ignored (unmanaged secret; not waited for)", Arc::new(Unmanaged) as Arc<dyn Functions>),
+        ("completed (each waits for its export)", Arc::new(Worked) as Arc<dyn Functions>),
+    ] {
+        let mut offs = Vec::new();
+        let mut ons = Vec::new();
+        for _ in 0..3 {
+            offs.push(throughput(handler(f.clone(), false), &body));
+            let before = exports.load(Ordering::Relaxed);
+            ons.push(throughput(handler(f.clone(), true), &body));
+            assert!(exports.load(Ordering::Relaxed) > before || what.starts_with("ignored"), "nothing exported");
+        }
+        offs.sort_by(f64::total_cmp);
+        ons.sort_by(f64::total_cmp);
+        println!(
+            "metrics, {what}: without {:.0}/s, with OTLP export {:.0}/s (medians of 3) = {:.0} %",
+            offs[1],
+            ons[1],
+            100.0 * ons[1] / offs[1]
+        );
+    }
+    println!("exports received by the stand-in collector: {}", exports.load(Ordering::Relaxed));
 }

@@ -1,7 +1,7 @@
 // patrol on Azure: one resource group holding the Function App that runs patrol's custom handler, its host
 // storage, two Key Vaults — the consumer vault (managed PATs, which consumers read with per-secret roles) and
 // patrol's own vault (owners' refresh tokens, notification URLs; closed to everyone but the Function App) —
-// monitoring, alerts and the Key Vault → Event Grid → EventGridSecretChanged wiring for every consumer vault
+// monitoring, alerts, the metrics workbook and the Key Vault → Event Grid → EventGridSecretChanged wiring for every consumer vault
 // (patrol's and any vault a team keeps itself). Deployed by `azd up` (azure.yaml) or scripts/deploy.sh; see
 // docs/deploy.md.
 //
@@ -344,6 +344,18 @@ module alerts 'modules/alerts.bicep' = {
     appInsightsId: monitoring.outputs.appInsightsId
     eventGridTopicId: eventGridTopic.outputs.topicId
     alertEmailAddresses: alertEmailAddresses
+    tags: allTags
+  }
+}
+
+module observability 'modules/observability.bicep' = {
+  name: 'observability'
+  scope: rg
+  params: {
+    location: location
+    namePrefix: 'patrol-${take(resourceToken, 8)}'
+    appInsightsId: monitoring.outputs.appInsightsId
+    actionGroupId: alerts.outputs.actionGroupId
     tags: allTags
   }
 }

@@ -181,6 +181,36 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "Log format on stdout: json (for Application Insights) or text.",
     },
     SettingDoc {
+        name: "PATROL_OTLP_ENDPOINT",
+        default: "(none: no OTLP export)",
+        description: "Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (e.g. http://127.0.0.1:4318); metrics go to <url>/v1/metrics as protobuf. See docs/metrics.md.",
+    },
+    SettingDoc {
+        name: "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        default: "(set by the Function App)",
+        description: "Application Insights connection string; when set, metrics are also exported there (customMetrics). Never logged.",
+    },
+    SettingDoc {
+        name: "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        default: "(none: instrumentation key)",
+        description: "Authorization=AAD: metrics to Application Insights carry an Entra token of the Function App's identity (local auth off). Set by the template.",
+    },
+    SettingDoc {
+        name: "PATROL_METRICS_FLUSH_TIMEOUT_MS",
+        default: "2000",
+        description: "Longest an invocation or CLI run waits for its metrics to be exported before answering; the export goes on in the background.",
+    },
+    SettingDoc {
+        name: "PATROL_METRICS_QUEUE",
+        default: "64",
+        description: "Runs' metric batches waiting for the exporter; when full, a batch is dropped and counted (patrol.metrics.dropped).",
+    },
+    SettingDoc {
+        name: "PATROL_METRICS_OWNER_LABEL",
+        default: "hash",
+        description: "How owners appear in metric labels: hash (first 16 hex of SHA-256 of the lower-case UPN), upn, or none.",
+    },
+    SettingDoc {
         name: "PATROL_SMTP_HOST",
         default: "(none: email off)",
         description: "SMTP server for email notifications.",
@@ -259,6 +289,12 @@ impl Source {
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+    }
+
+    /// This source with `name` set to `value`.
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.0.insert(name.to_owned(), value.to_owned());
+        self
     }
 
     /// A set, non-blank value (blank app settings count as unset, as in the Azure portal).
@@ -438,6 +474,107 @@ pub struct Settings {
     pub log_filter: String,
     pub log_format: LogFormat,
     pub notify: NotifySettings,
+    /// Metrics export (`PATROL_OTLP_ENDPOINT`, Application Insights); see `crate::metrics`.
+    pub metrics: MetricsSettings,
+}
+
+/// How owners appear in metric labels (`PATROL_METRICS_OWNER_LABEL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OwnerLabel {
+    /// First 16 hex digits of SHA-256 of the lower-case UPN: pseudonymous, stable, joinable by who knows the UPN.
+    #[default]
+    Hash,
+    Upn,
+    None,
+}
+
+/// Where and how metrics are exported. Nothing is built unless an endpoint or a connection string is set.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// `PATROL_OTLP_ENDPOINT`: the collector's base URL.
+    pub otlp_endpoint: Option<Url>,
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING` (holds the instrumentation key: never printed).
+    pub appinsights: Option<SecretString>,
+    /// `APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD` (optionally `;ClientId=<user-assigned>`).
+    pub appinsights_aad: Option<AadAuth>,
+    pub flush_timeout: Duration,
+    pub queue: usize,
+    pub owner_label: OwnerLabel,
+}
+
+/// Entra authentication of Application Insights ingestion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AadAuth {
+    /// A user-assigned managed identity's client id; `None`: the system-assigned identity.
+    pub client_id: Option<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            appinsights: None,
+            appinsights_aad: None,
+            flush_timeout: Duration::from_millis(2000),
+            queue: 64,
+            owner_label: OwnerLabel::Hash,
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// Whether any exporter is configured.
+    pub fn enabled(&self) -> bool {
+        self.otlp_endpoint.is_some() || self.appinsights.is_some()
+    }
+
+    fn from_source(src: &Source, errs: &mut Errs) -> Self {
+        let appinsights_aad = match src.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") {
+            None => None,
+            Some(raw) => errs.or(parse_aad(raw).map(Some), None),
+        };
+        Self {
+            otlp_endpoint: errs.or(src.opt_url("PATROL_OTLP_ENDPOINT"), None),
+            appinsights: src.secret("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+            appinsights_aad,
+            flush_timeout: Duration::from_millis(
+                errs.or(src.number("PATROL_METRICS_FLUSH_TIMEOUT_MS", 2000u64, 10, 60_000), 2000),
+            ),
+            queue: errs.or(src.number("PATROL_METRICS_QUEUE", 64usize, 1, 100_000), 64),
+            owner_label: errs.or(
+                src.choice(
+                    "PATROL_METRICS_OWNER_LABEL",
+                    OwnerLabel::Hash,
+                    &[("hash", OwnerLabel::Hash), ("upn", OwnerLabel::Upn), ("none", OwnerLabel::None)],
+                ),
+                OwnerLabel::Hash,
+            ),
+        }
+    }
+}
+
+/// `Authorization=AAD[;ClientId=<guid>]`, as the Application Insights SDKs read it.
+fn parse_aad(raw: &str) -> Result<AadAuth, ConfigError> {
+    const NAME: &str = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING";
+    let mut aad = false;
+    let mut client_id = None;
+    for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        match k.trim().to_ascii_lowercase().as_str() {
+            "authorization" if v.trim().eq_ignore_ascii_case("aad") => aad = true,
+            "clientid" if !v.trim().is_empty() => client_id = Some(v.trim().to_owned()),
+            _ => {
+                return Err(ConfigError::new(
+                    NAME,
+                    format!("{part:?} is not understood; expected Authorization=AAD[;ClientId=<client id>]"),
+                ));
+            }
+        }
+    }
+    if !aad {
+        return Err(ConfigError::new(NAME, "expected Authorization=AAD[;ClientId=<client id>]"));
+    }
+    Ok(AadAuth { client_id })
 }
 
 /// Every error of a configuration at once (see [`Settings::from_source_all`]).
@@ -892,6 +1029,7 @@ impl Settings {
                 LogFormat::Json,
             ),
             notify,
+            metrics: MetricsSettings::from_source(src, &mut errs),
         };
         if errs.0.is_empty() { Ok(settings) } else { Err(ConfigErrors(errs.0)) }
     }

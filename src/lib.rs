@@ -30,6 +30,7 @@ pub mod consumers;
 pub mod devops;
 pub mod domain;
 pub mod handler;
+pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod rotation;

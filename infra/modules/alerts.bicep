@@ -160,6 +160,9 @@ resource dropped 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   }
 }
 
+@description('Resource id of the action group (empty when no e-mail address is given).')
+output actionGroupId string = notify ? actionGroup.id : ''
+
 @description('Names of the alert rules.')
 output alertNames array = [
   failedInvocations.name
@@ -168,15 +171,16 @@ output alertNames array = [
 ]
 
 // Silence is alerted: a timer that stopped firing (a disabled function, a broken deployment, a host that never
-// starts) produces no failed request, so the metric alerts above stay quiet. This log alert counts successful
-// RotateTimer runs in the last `silenceHours` hours and fires when there are none.
+// starts) produces no failed request, so the metric alerts above stay quiet. This log alert counts the
+// successful RotateTimer invocations patrol itself reports (metric patrol.invocations, docs/metrics.md) in the
+// last `silenceHours` hours and fires when there are none — also when the metrics stop arriving (fail closed).
 resource rotateTimerSilence 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
   name: '${namePrefix}-rotate-timer-silent'
   location: location
   tags: tags
   properties: {
     displayName: 'patrol: no successful RotateTimer run in ${silenceHours} h'
-    description: 'RotateTimer runs daily; no successful run for ${silenceHours} hours means PATs are not being rotated.'
+    description: 'RotateTimer runs daily; no successful run for ${silenceHours} hours means PATs are not being rotated. See docs/metrics.md.'
     severity: severity
     enabled: true
     scopes: [
@@ -187,7 +191,7 @@ resource rotateTimerSilence 'Microsoft.Insights/scheduledQueryRules@2023-03-15-p
     criteria: {
       allOf: [
         {
-          query: 'requests | where timestamp > ago(${silenceHours}h) | where name == "RotateTimer" and success == true'
+          query: 'customMetrics | where timestamp > ago(${silenceHours}h) | where name == "patrol.invocations" | where tostring(customDimensions["patrol.function"]) == "RotateTimer" and tostring(customDimensions["patrol.outcome"]) in ("completed", "incomplete", "planned")'
           timeAggregation: 'Count'
           operator: 'LessThan'
           threshold: 1

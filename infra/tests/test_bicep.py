@@ -52,7 +52,8 @@ def test_every_expected_template_exists():
     names = {p.relative_to(INFRA).as_posix() for p in BICEP_FILES}
     assert {"main.bicep", "modules/consumer-access.bicep", "modules/vault-officer.bicep", "modules/functionapp.bicep", "modules/storage.bicep", "modules/keyvault.bicep",
             "modules/monitoring.bicep", "modules/roles.bicep", "modules/eventgrid-topic.bicep",
-            "modules/eventgrid-subscription.bicep", "modules/alerts.bicep", "modules/network.bicep"} <= names
+            "modules/eventgrid-subscription.bicep", "modules/alerts.bicep", "modules/network.bicep",
+            "modules/observability.bicep"} <= names
 
 
 @pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
@@ -310,6 +311,58 @@ def test_alerts_for_failed_invocations_and_dead_letters():
     assert props(res["deadLettered"])["properties"]["scopes"] == ["eventGridTopicId"]
     params = props(main()["modules"]["alerts"])["params"]
     assert params["eventGridTopicId"] == "eventGridTopic.outputs.topicId"
+
+
+def patrol_metric_names() -> set[str]:
+    """The instruments of src/metrics/mod.rs (docs/metrics.md)."""
+    text = (REPO / "src" / "metrics" / "mod.rs").read_text()
+    return set(re.findall(r'def!\(\s*[A-Z_]+,\s*"([a-z._]+)"', text))
+
+
+def test_workbook_and_alert_rules_query_patrols_real_metrics():
+    known = patrol_metric_names()
+    assert {"patrol.pat.expiry.remaining", "patrol.invocations", "patrol.token.rotation.failures"} <= known
+    for name in ("observability", "alerts"):
+        text = (INFRA / "modules" / f"{name}.bicep").read_text()
+        used = set(re.findall(r'name == "([a-z._]+)"', text))
+        assert used, name
+        assert used <= known, f"{name}.bicep queries metrics patrol does not export: {used - known}"
+
+
+def test_workbook_shows_expiry_rotations_failures_findings():
+    res = module("observability")["resources"]
+    wb = props(res["workbook"])
+    assert wb["kind"] == "shared"
+    p = wb["properties"]
+    assert p["category"] == "workbook" and p["sourceId"] == "appInsightsId"
+    text = (INFRA / "modules" / "observability.bicep").read_text()
+    for metric in ("patrol.pat.expiry.remaining", "patrol.run.tokens", "patrol.token.rotation.failures",
+                   "patrol.audit.findings", "patrol.owner.sign_in_required"):
+        assert f'name == "{metric}"' in text, metric
+
+
+def test_metric_alerts_last_day_failing_twice_and_silence():
+    m = module("observability")
+    params = m["parameters"]
+    assert params["lastDaySeconds"]["default"] == 86400
+    assert params["failingRuns"]["default"] == 2
+    res = m["resources"]
+    text = (INFRA / "modules" / "observability.bicep").read_text()
+    for key in ("lastDay", "failing"):
+        p = props(res[key])["properties"]
+        assert p["scopes"] == ["appInsightsId"]
+        crit = p["criteria"]["allOf"][0]
+        assert crit["operator"] == "GreaterThan" and crit["threshold"] == 0
+        assert crit["dimensions"][0]["name"] == "secret", "one alert per token"
+    assert 'where state in ("current", "failing")' in text and "where value < ${lastDaySeconds}" in text
+    assert "where runs >= ${failingRuns}" in text
+    # The silence alert counts patrol's own successful RotateTimer invocations.
+    alerts = (INFRA / "modules" / "alerts.bicep").read_text()
+    assert 'name == "patrol.invocations"' in alerts and '"RotateTimer"' in alerts
+    assert module("alerts")["parameters"]["silenceHours"]["default"] == 26
+    obs = props(main()["modules"]["observability"])["params"]
+    assert obs["appInsightsId"] == "monitoring.outputs.appInsightsId"
+    assert obs["actionGroupId"] == "alerts.outputs.actionGroupId"
 
 
 # ---- parameters file and azd ----------------------------------------------------------------------------------

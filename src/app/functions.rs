@@ -55,10 +55,10 @@ impl RotationFunctions {
     async fn timer_audit(
         &self,
         rt: &Runtime,
-    ) -> (serde_json::Map<String, serde_json::Value>, Vec<crate::audit::usage::Row>) {
+    ) -> (serde_json::Map<String, serde_json::Value>, Vec<crate::audit::usage::Row>, Vec<crate::metrics::Point>) {
         use crate::audit::pass;
         let mut out = serde_json::Map::new();
-        let Some(settings) = &rt.audit else { return (out, Vec::new()) };
+        let Some(settings) = &rt.audit else { return (out, Vec::new(), Vec::new()) };
         let now = self.clock.now();
         // The same inputs `patrol audit` gathers: the managed PATs (policy ⋈ journal ⋈ vault), the managed
         // tokens that cannot be watched, patrol's own recent actions.
@@ -90,6 +90,11 @@ impl RotationFunctions {
         )
         .await;
         summary.errors.extend(inputs.managed.errors);
+        let points = if self.settings.metrics.enabled() {
+            crate::audit::measure::pass_points(&summary, rt.engine.state.as_ref(), now).await
+        } else {
+            Vec::new()
+        };
         // Stale, shared and dead PATs (issue 21): the inventory joined with the checkpoints just written;
         // announcements and due revocations as `[audit.stale]` says (with its own dry run).
         let inventory = rt.engine.inventory(None).await;
@@ -130,7 +135,7 @@ impl RotationFunctions {
                 "stale_revoked": usage.revoked,
             }),
         );
-        (out, usage.rows)
+        (out, usage.rows, points)
     }
 
     /// The weekly report (when `PATROL_REPORT_RECIPIENTS` is set), after the rotation pass.
@@ -204,7 +209,13 @@ impl RotationFunctions {
         if let Some(d) = delivery {
             detail["notifications"] = json!({ "delivered": d.all_delivered(), "failures": d.failures().count() });
         }
-        Ok(Report::new(status, line).with_detail(detail))
+        // Metrics only when exported (`handler::metered` takes them); nothing is computed otherwise.
+        let points = if self.settings.metrics.enabled() {
+            crate::rotation::measure::run_points(&summary, rt.engine.state.as_ref()).await
+        } else {
+            Vec::new()
+        };
+        Ok(Report::new(status, line).with_detail(detail).with_metrics(points))
     }
 }
 
@@ -222,12 +233,12 @@ impl Functions for RotationFunctions {
     async fn rotate_timer(&self, inv: &Invocation, _timer: TimerRun) -> Outcome {
         let rt = self.runtime().await?;
         // The audit pass first: the evidence gate (if on) judges previous PATs on what it just read.
-        let (mut extras, usage) = self.timer_audit(rt).await;
+        let (mut extras, usage, audit_points) = self.timer_audit(rt).await;
         let budget = Self::budget(inv, self.settings.invocation_budget);
         let s =
             rt.engine.run(RunOptions { budget: Some(budget), ..Default::default() }).await.map_err(engine_failure)?;
         extras.extend(self.timer_weekly(rt, usage).await);
-        let mut report = self.finish(rt, s, false).await?;
+        let mut report = self.finish(rt, s, false).await?.with_metrics(audit_points);
         if let Some(d) = report.detail.as_object_mut() {
             d.extend(extras);
         }

@@ -24,6 +24,7 @@ pub mod entry;
 pub mod finding;
 pub mod ingest;
 pub mod managed;
+pub mod measure;
 pub mod migrate;
 pub mod pass;
 pub mod policy;

@@ -92,6 +92,7 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
         super::plan::chosen(&local, std::slice::from_ref(s))?;
     }
     let engine = local.engine()?;
+    let started = std::time::Instant::now();
     let progress = super::progress::Progress::new("rotate", 1);
     let result = match &args.secret {
         Some(secret) => engine.rotate_one(secret, args.force, false, None).await,
@@ -117,6 +118,11 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
     } else {
         Some(local.notifier().await.deliver_run(summary.notices.clone()).await)
     };
+    if local.settings.metrics.enabled() {
+        let points = crate::rotation::measure::run_points(&summary, engine.state.as_ref()).await;
+        let outcome = crate::rotation::measure::outcome(&summary);
+        crate::rotation::measure::export_cli(&local.settings, points, outcome, started).await;
+    }
     let mut json = serde_json::to_value(&summary).unwrap_or_default();
     if let Some(d) = &delivery {
         json["notifications"] = serde_json::json!({ "delivered": d.all_delivered(), "failures": d.failures().count() });

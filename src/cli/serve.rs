@@ -97,9 +97,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Arc::new(NotConfigured)
         };
         let functions = Arc::new(crate::app::functions::ForeignVaultGate::new(settings.clone(), functions));
+        // Metrics (PATROL_OTLP_ENDPOINT, Application Insights): nothing is built unless configured.
+        let metrics = crate::metrics::Metrics::from_settings(&settings);
+        let functions = crate::handler::metered::Metered::wrap(functions, metrics.clone());
         let handler = Handler::new(functions, clock);
         let app = server::router(handler, settings.max_body_bytes);
-        match server::serve(listener, app, server::shutdown_signal()).await {
+        let served = server::serve(listener, app, server::shutdown_signal()).await;
+        // Points not yet exported (invocations that did not wait) go out now, within the flush bound.
+        if let Some(m) = &metrics {
+            m.flush().await;
+        }
+        match served {
             Ok(()) => {
                 tracing::info!("patrol custom handler stopped");
                 ExitCode::SUCCESS

@@ -117,4 +117,15 @@ impl Connector for HttpConnector {
     fn probe(&self) -> Option<Arc<dyn super::probe::PatProbe>> {
         Some(Arc::new(super::probe::HttpPatProbe::new(self.client.clone(), &self.endpoints.devops)))
     }
+
+    fn call_counters(&self) -> crate::metrics::CallCounters {
+        let map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|l| l.counters()).fold(crate::metrics::CallCounters::default(), |a, c| {
+            crate::metrics::CallCounters {
+                requests: a.requests + c.requests,
+                throttled: a.throttled + c.throttled,
+                waited_seconds: a.waited_seconds + c.waited_seconds,
+            }
+        })
+    }
 }

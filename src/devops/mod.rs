@@ -60,4 +60,9 @@ pub trait Connector: Send + Sync {
     fn probe(&self) -> Option<Arc<dyn probe::PatProbe>> {
         None
     }
+
+    /// Azure DevOps calls so far, all identities together (metrics; zero for fakes).
+    fn call_counters(&self) -> crate::metrics::CallCounters {
+        crate::metrics::CallCounters::default()
+    }
 }

@@ -88,6 +88,9 @@ struct State {
     not_before: Option<Instant>,
     last: Option<RateSignals>,
     throttled: u64,
+    /// Responses observed (every attempt) and time spent waiting in [`RateLimiter::acquire`], for metrics.
+    responses: u64,
+    waited: Duration,
 }
 
 /// The limiter of one identity; shared by every client acting as it.
@@ -105,6 +108,7 @@ impl RateLimiter {
     pub fn observe(&self, signals: RateSignals, now: OffsetDateTime) {
         let pause = signals.pause(now);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.responses += 1;
         if signals.status == 429 {
             st.throttled += 1;
         }
@@ -138,9 +142,24 @@ impl RateLimiter {
             let left = max.saturating_sub(start.elapsed());
             let wait = self.wait_time().min(left);
             if wait.is_zero() {
-                return start.elapsed();
+                let waited = start.elapsed();
+                if !waited.is_zero() {
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    st.waited += waited;
+                }
+                return waited;
             }
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Responses, 429s and time waited so far (`patrol.devops.*` metrics).
+    pub fn counters(&self) -> crate::metrics::CallCounters {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        crate::metrics::CallCounters {
+            requests: st.responses,
+            throttled: st.throttled,
+            waited_seconds: st.waited.as_secs_f64(),
         }
     }
 

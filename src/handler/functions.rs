@@ -153,11 +153,19 @@ pub struct Report {
     pub summary: String,
     #[serde(skip_serializing_if = "Value::is_null")]
     pub detail: Value,
+    /// What the run measured (exported by `handler::metered` when metrics are on; never serialized).
+    #[serde(skip)]
+    pub metrics: Vec<crate::metrics::Point>,
 }
 
 impl Report {
     pub fn new(status: Status, summary: impl Into<String>) -> Self {
-        Self { status, summary: summary.into(), detail: Value::Null }
+        Self { status, summary: summary.into(), detail: Value::Null, metrics: Vec::new() }
+    }
+
+    pub fn with_metrics(mut self, points: Vec<crate::metrics::Point>) -> Self {
+        self.metrics.extend(points);
+        self
     }
 
     pub fn with_detail(mut self, detail: Value) -> Self {

@@ -13,6 +13,7 @@
 //! - [`lenient`] — the readers that accept the host's quirks.
 //! - [`envelope`] — the replies.
 //! - [`functions`] — the [`Functions`] trait and its typed inputs and outcomes.
+//! - [`metered`] — metrics around every invocation (`crate::metrics`), flushed within a bound before the reply.
 
 pub mod envelope;
 pub mod eventgrid;
@@ -20,6 +21,7 @@ pub mod functions;
 pub mod http;
 pub mod invoke;
 pub mod lenient;
+pub mod metered;
 pub mod payload;
 pub mod server;
 pub mod timer;

@@ -58,6 +58,13 @@ pub struct RunSummary {
     pub at_risk: Vec<super::verdict::AtRisk>,
     #[serde(skip)]
     pub notices: Vec<Addressed>,
+    /// What the run found (for metrics: `rotation::measure`), how long it took, the Azure DevOps calls it made.
+    #[serde(skip)]
+    pub inventory: Option<Arc<Inventory>>,
+    #[serde(skip)]
+    pub duration: Duration,
+    #[serde(skip)]
+    pub calls: crate::metrics::CallCounters,
 }
 
 impl RunSummary {
@@ -74,7 +81,18 @@ impl RunSummary {
             ignored: None,
             at_risk: Vec::new(),
             notices: Vec::new(),
+            inventory: None,
+            duration: Duration::ZERO,
+            calls: Default::default(),
         }
+    }
+
+    /// Fills in what metrics need (`rotation::measure`).
+    fn measured(mut self, inv: &Arc<Inventory>, started: Instant, calls: crate::metrics::CallCounters) -> Self {
+        self.inventory = Some(inv.clone());
+        self.duration = started.elapsed();
+        self.calls = calls;
+        self
     }
 
     /// One line for `Logs`.
@@ -225,8 +243,9 @@ impl Engine {
 
     pub async fn run(&self, opts: RunOptions) -> Result<RunSummary, EngineError> {
         let started = Instant::now();
+        let calls = self.connector.call_counters();
         let deadline = opts.budget.map(|b| started + b);
-        let inv = self.inventory(opts.only.as_deref()).await;
+        let inv = Arc::new(self.inventory(opts.only.as_deref()).await);
         let the_plan = plan(&inv, &self.policy, self.clock.now(), &opts.requests);
         let mut summary = RunSummary::new(the_plan.clone(), opts.dry_run);
         summary.notices.extend(self.plan_notices(&inv, &the_plan));
@@ -237,7 +256,7 @@ impl Engine {
         }
         if opts.dry_run {
             summary.notices.extend(super::alerts::managed(&self.policy, &inv, &the_plan, &Default::default()));
-            return Ok(summary);
+            return Ok(summary.measured(&inv, started, self.connector.call_counters().since(&calls)));
         }
         let work: Vec<&Entry> = the_plan.entries.iter().filter(|e| !e.is_noop()).collect();
         let inv = &inv;
@@ -289,7 +308,7 @@ impl Engine {
             inv.tokens.iter().filter_map(|(s, ts)| ts.tag_time(tags::VALID_TO).map(|v| (s.clone(), v))).collect();
         summary.at_risk = super::verdict::at_risk(&summary, &self.policy, self.clock.now(), &valid_to);
         super::history::record_run(self, &summary).await;
-        Ok(summary)
+        Ok(summary.measured(inv, started, self.connector.call_counters().since(&calls)))
     }
 
     /// Sign-in alerts that follow from the inventory alone (expiry alerts: `super::alerts`).

@@ -11,6 +11,7 @@
 //! - [`shared`] — picks the journal store and leases from the settings (handler and CLI alike).
 //! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
 //! - [`alerts`] — expiry alerts: unmanaged PATs' countdown and expiry, managed tokens only when overdue.
+//! - [`measure`] — a run as metrics (`crate::metrics`): per token, per unmanaged PAT, per run.
 //! - [`adopt`] — onboarding an existing PAT (`patrol adopt`): journaled, tagged, no second PAT, no alarm.
 //! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
 
@@ -32,6 +33,7 @@ pub mod lease;
 #[cfg(test)]
 mod lease_tests;
 pub mod machine;
+pub mod measure;
 pub mod plan;
 pub mod policy;
 pub mod prestage;

@@ -137,6 +137,9 @@ mod tests {
             ignored: None,
             at_risk: Vec::new(),
             notices: Vec::new(),
+            inventory: None,
+            duration: std::time::Duration::ZERO,
+            calls: Default::default(),
         }
     }
 

@@ -89,7 +89,11 @@ pub struct RunningHandler {
 impl RunningHandler {
     pub async fn start(settings: &Settings, clock: &Clock) -> std::io::Result<Self> {
         let functions = RotationFunctions::new(settings.clone(), clock.clone());
-        let handler = Handler::new(Arc::new(functions), clock.clone());
+        let functions = crate::handler::metered::Metered::wrap(
+            Arc::new(functions),
+            crate::metrics::Metrics::from_settings(settings),
+        );
+        let handler = Handler::new(functions, clock.clone());
         let listener = server::bind(0).await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

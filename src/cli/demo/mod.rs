@@ -83,6 +83,10 @@ pub struct DemoArgs {
     /// in the directory is touched.
     #[arg(long, requires = "dir")]
     pub force: bool,
+    /// Export the demo's metrics (every invocation's) to this OpenTelemetry collector's OTLP/HTTP receiver,
+    /// e.g. http://127.0.0.1:4318 (default: PATROL_OTLP_ENDPOINT, else none). See docs/metrics.md.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The files and directories a demo run writes into its directory; `--force` removes exactly these.
@@ -158,7 +162,11 @@ pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
             d
         }
     };
-    let outcome = run_demo(&dir, &Source::from_env()).await?;
+    let mut env = Source::from_env();
+    if let Some(url) = &args.otlp_endpoint {
+        env = env.with("PATROL_OTLP_ENDPOINT", url);
+    }
+    let outcome = run_demo(&dir, &env).await?;
     if args.json {
         let s = serde_json::to_string_pretty(&outcome.json).map_err(|e| CliError::failed(e.to_string()))?;
         super::output::write_stdout(&format!("{s}\n"))
@@ -185,6 +193,12 @@ fn settings(dir: &Path, emu: &Emulator, env: &Source, vault: Vec<(String, String
         ("PATROL_MAILBOX_FILE".into(), p("mailbox.mbox")),
     ];
     pairs.extend(vault);
+    // Metrics to a local collector when asked (`--otlp-endpoint` or PATROL_OTLP_ENDPOINT); never to Azure.
+    for name in ["PATROL_OTLP_ENDPOINT", "PATROL_METRICS_FLUSH_TIMEOUT_MS", "PATROL_METRICS_OWNER_LABEL"] {
+        if let Some(v) = env.get(name) {
+            pairs.push((name.into(), v.into()));
+        }
+    }
     if env.get("PATROL_SMTP_HOST").is_some() {
         // PATROL_CA_CERT is folded into the CA bundle (vault::ca_bundle).
         for name in [
