@@ -14,7 +14,6 @@
 //! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
 
 pub mod alerts;
-pub mod blob;
 #[cfg(test)]
 mod consumer_tests;
 pub mod engine;

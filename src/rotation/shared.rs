@@ -4,7 +4,7 @@
 //! `PATROL_STATE_DIR/state/leases`) and the file journal under `PATROL_STATE_DIR/state`, which exclude
 //! across the processes of one machine. Used by the handler and the CLI alike, so both coordinate.
 
-use super::blob::BlobAccount;
+use crate::state::blob::BlobAccount;
 use super::lease::{FileLeases, Leases};
 use crate::config::{LeaseMode, Settings};
 use crate::state::{FileStateStore, StateStore};

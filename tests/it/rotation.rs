@@ -21,7 +21,7 @@ mod weekly_timer;
 mod world;
 mod year;
 
-use patrol::rotation::blob::BlobAccount;
+use patrol::state::blob::BlobAccount;
 use patrol::rotation::lease::Leases;
 use patrol::state::{StateError, StateStore};
 use secrecy::SecretString;

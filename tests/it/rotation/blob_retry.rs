@@ -3,7 +3,7 @@
 //! connection the server had already closed looks like to the client) or forwards the request and then
 //! closes the connection before the answer comes back (the write happened, its answer was lost).
 
-use patrol::rotation::blob::{BlobAccount, MAX_ATTEMPTS};
+use patrol::state::blob::{BlobAccount, MAX_ATTEMPTS};
 use patrol::rotation::lease::Leases;
 use patrol::state::{StateError, StateStore};
 use secrecy::SecretString;

@@ -6,7 +6,7 @@
 //! settings, which production uses because the storage account has shared keys disabled — with an
 //! Entra bearer token for `https://storage.azure.com/.default` from the managed identity (HTTPS only).
 
-use super::lease::{LeaseError, LeaseGuard, Leases};
+use crate::rotation::lease::{LeaseError, LeaseGuard, Leases};
 use crate::config::HostStorage;
 use crate::state::{ETag, StateError, StateStore, validate_key};
 use async_trait::async_trait;
