@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -34,3 +35,4 @@ pub mod rotation;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod timestamp;

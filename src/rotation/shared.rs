@@ -4,9 +4,9 @@
 //! `PATROL_STATE_DIR/state/leases`) and the file journal under `PATROL_STATE_DIR/state`, which exclude
 //! across the processes of one machine. Used by the handler and the CLI alike, so both coordinate.
 
-use crate::state::blob::BlobAccount;
-use super::lease::{FileLeases, Leases};
+use super::lease::{BlobLeases, FileLeases, Leases};
 use crate::config::{LeaseMode, Settings};
+use crate::state::blob::BlobAccount;
 use crate::state::{FileStateStore, StateStore};
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ pub fn from_settings(s: &Settings) -> Result<Shared, String> {
         (_, Some(hs)) => {
             let blob = BlobAccount::from_host_storage(hs, s.ca_cert.as_deref())
                 .map_err(|e| format!("AzureWebJobsStorage: {e}"))?;
-            Ok((Arc::new(blob.state_store()), Arc::new(blob.leases())))
+            Ok((Arc::new(blob.state_store()), Arc::new(BlobLeases::new(blob))))
         }
         (LeaseMode::Blob, None) => Err("PATROL_LEASE=blob needs AzureWebJobsStorage".into()),
     }

@@ -1,26 +1,43 @@
-//! The Function App's own storage account (`AzureWebJobsStorage`) as patrol's shared state: per-token
-//! blob leases ([`BlobLeases`], the mechanism the Functions host uses for its singletons) and a blob
+//! The Function App's own storage account (`AzureWebJobsStorage`) as patrol's shared state: a blob
 //! [`StateStore`] ([`BlobStateStore`], ETag-conditional writes) so every Functions instance shares one
-//! journal. Blob REST calls are authorised either with SharedKey (HMAC-SHA256) from a connection string,
-//! including `UseDevelopmentStorage=true` for Azurite, or — for identity-based `AzureWebJobsStorage__*`
-//! settings, which production uses because the storage account has shared keys disabled — with an
-//! Entra bearer token for `https://storage.azure.com/.default` from the managed identity (HTTPS only).
+//! journal, and the blob lease primitives the per-token leases (`rotation::lease::BlobLeases`) are made
+//! of — the mechanism the Functions host uses for its singletons.
+//!
+//! Every call goes through Microsoft's `azure_storage_blob` client (requests, conditional headers, lease
+//! actions, the XML listing). Two ways to authorise them, behind the one client:
+//! - **identity** (`AzureWebJobsStorage__accountName` / `__blobServiceUri`, optional `__clientId`), what
+//!   production uses because the storage account has shared keys disabled: the SDK's own bearer policy
+//!   with a managed-identity token for `https://storage.azure.com/.default` (HTTPS only);
+//! - **SharedKey** from a connection string, including `UseDevelopmentStorage=true` for Azurite. The new
+//!   SDK has no SharedKey, so [`SharedKeyPolicy`] signs each request (HMAC-SHA256 over the canonical
+//!   headers and resource) as one `azure_core` pipeline policy — the only hand-written part.
+//!
+//! The SDK's own retries are off: [`BlobAccount`] retries calls whose connection failed, with
+//! [`crate::backoff::Backoff`], so that a conditional write knows whether it was retried (see
+//! [`BlobStateStore::save`]).
 
-use crate::rotation::lease::{LeaseError, LeaseGuard, Leases};
+use crate::backoff::Backoff;
 use crate::config::HostStorage;
 use crate::state::{ETag, StateError, StateStore, validate_key};
 use async_trait::async_trait;
-use azure_core::credentials::{AccessToken, TokenCredential};
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{Body, ClientOptions, Context, Etag, Request, RequestContent, RetryOptions, Transport};
+use azure_storage_blob::models::{
+    BlobClientAcquireLeaseOptions, BlobClientDownloadOptions, BlobClientUploadOptions,
+    BlobContainerClientListBlobsOptions,
+};
+use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use base64::Engine as _;
+use futures::TryStreamExt;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use url::Url;
 
-const API_VERSION: &str = "2021-10-04";
 const CONTAINER: &str = "patrol";
 /// Azurite's well-known development account key (public; documented by Microsoft).
 const DEV_ACCOUNT: &str = "devstoreaccount1";
@@ -28,8 +45,15 @@ const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz
 /// Blob lease length (15–60 s or infinite); renewed every third of it.
 pub const LEASE_SECONDS: u64 = 60;
 
-/// The OAuth scope of Azure Storage (data plane).
+/// The OAuth scope of Azure Storage (data plane); the SDK's bearer policy asks for it.
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// How many times one storage call is tried when the connection fails (the first try included).
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// The waits between those tries: 0.2 s, then 0.8 s.
+const RETRY: Backoff =
+    Backoff::exponential(Duration::from_millis(200), Duration::from_secs(5)).with_factor(4).with_jitter(0.0);
 
 /// A storage account reached with SharedKey or an Entra bearer token.
 #[derive(Clone)]
@@ -38,28 +62,25 @@ pub struct BlobAccount {
 }
 
 struct Inner {
-    /// `…/` ending in the account's blob root (for Azurite `http://127.0.0.1:10000/devstoreaccount1/`).
-    endpoint: Url,
-    auth: Auth,
-    client: reqwest::Client,
+    /// The `patrol` container, through the SDK's client (its pipeline carries the authorisation).
+    container: BlobContainerClient,
+    /// How requests are authorised (for `Debug` and the tests).
+    auth: AuthKind,
     container_ready: tokio::sync::OnceCell<()>,
 }
 
-enum Auth {
-    SharedKey {
-        account: String,
-        key: SecretBox<Vec<u8>>,
-    },
-    /// Tokens for [`STORAGE_SCOPE`], cached until five minutes before they expire.
-    Bearer {
-        credential: Arc<dyn TokenCredential>,
-        cached: tokio::sync::Mutex<Option<AccessToken>>,
-    },
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthKind {
+    SharedKey,
+    Bearer,
 }
 
 impl std::fmt::Debug for BlobAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobAccount").field("endpoint", &self.inner.endpoint.as_str()).finish_non_exhaustive()
+        f.debug_struct("BlobAccount")
+            .field("container", &self.inner.container.url().as_str())
+            .field("auth", &self.inner.auth)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,6 +89,22 @@ fn parse_pairs(cs: &str) -> Vec<(String, String)> {
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect()
+}
+
+/// The SDK's client options: patrol's HTTP client as the transport, the SDK's retries off (patrol's own
+/// loop retries, see [`BlobAccount`]), and any extra per-try policy (SharedKey signing).
+fn client_options(http: reqwest::Client, per_try: Vec<Arc<dyn Policy>>) -> BlobContainerClientOptions {
+    let client_options = ClientOptions {
+        transport: Some(Transport::new(Arc::new(http))),
+        retry: RetryOptions::none(),
+        per_try_policies: per_try,
+        ..Default::default()
+    };
+    BlobContainerClientOptions { client_options, ..Default::default() }
+}
+
+fn container_url(endpoint: &Url) -> Result<Url, String> {
+    with_trailing_slash(endpoint.clone()).join(CONTAINER).map_err(|e| format!("the blob endpoint {endpoint}: {e}"))
 }
 
 impl BlobAccount {
@@ -89,8 +126,9 @@ impl BlobAccount {
         }
     }
 
-    /// An identity-based account: every request carries `Authorization: Bearer` with a token for
-    /// [`STORAGE_SCOPE`] from `credential`. The endpoint must be https (bearer tokens never travel in clear).
+    /// An identity-based account: the SDK's bearer policy puts a token for [`STORAGE_SCOPE`] from
+    /// `credential` on every request (cached until shortly before it expires). The endpoint must be https
+    /// (bearer tokens never travel in clear).
     pub fn with_credential(
         blob_service_uri: &Url,
         credential: Arc<dyn TokenCredential>,
@@ -101,14 +139,13 @@ impl BlobAccount {
                 "the blob service URI {blob_service_uri} must be https for identity-based access (bearer tokens are not sent over http)"
             ));
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                endpoint: with_trailing_slash(blob_service_uri.clone()),
-                auth: Auth::Bearer { credential, cached: tokio::sync::Mutex::new(None) },
-                client,
-                container_ready: tokio::sync::OnceCell::new(),
-            }),
-        })
+        let container = BlobContainerClient::new(
+            container_url(blob_service_uri)?,
+            Some(credential),
+            Some(client_options(client, Vec::new())),
+        )
+        .map_err(|e| format!("blob client for {blob_service_uri}: {e}"))?;
+        Ok(Self::new(container, AuthKind::Bearer))
     }
 
     /// As [`Self::from_connection_string_with`] with a default HTTP client.
@@ -142,59 +179,24 @@ impl BlobAccount {
             .decode(key_b64.as_bytes())
             .map_err(|_| "the connection string's AccountKey is not base64".to_owned())?;
         let endpoint = Url::parse(&endpoint).map_err(|e| format!("BlobEndpoint is not a URL: {e}"))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                endpoint: with_trailing_slash(endpoint),
-                auth: Auth::SharedKey { account, key: SecretBox::new(Box::new(key)) },
-                client,
-                container_ready: tokio::sync::OnceCell::new(),
-            }),
-        })
+        let signer: Arc<dyn Policy> = Arc::new(SharedKeyPolicy { account, key: SecretBox::new(Box::new(key)) });
+        let container =
+            BlobContainerClient::new(container_url(&endpoint)?, None, Some(client_options(client, vec![signer])))
+                .map_err(|e| format!("blob client for {endpoint}: {e}"))?;
+        Ok(Self::new(container, AuthKind::SharedKey))
+    }
+
+    fn new(container: BlobContainerClient, auth: AuthKind) -> Self {
+        Self { inner: Arc::new(Inner { container, auth, container_ready: tokio::sync::OnceCell::new() }) }
     }
 
     pub fn state_store(&self) -> BlobStateStore {
         BlobStateStore { account: self.clone() }
     }
 
-    pub fn leases(&self) -> BlobLeases {
-        BlobLeases { account: self.clone() }
-    }
-
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, String> {
-        let mut u = self.inner.endpoint.join(path).map_err(|e| e.to_string())?;
-        if !query.is_empty() {
-            u.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(u)
-    }
-
-    /// The `Authorization` header for a request: SharedKey, or a (cached) bearer token.
-    async fn authorization(
-        &self,
-        method: &str,
-        url: &Url,
-        headers: &[(String, String)],
-        content_length: usize,
-    ) -> Result<String, String> {
-        match &self.inner.auth {
-            Auth::SharedKey { account, key } => Ok(sign(account, key, method, url, headers, content_length)),
-            Auth::Bearer { credential, cached } => {
-                let mut cached = cached.lock().await;
-                let fresh = cached
-                    .as_ref()
-                    .is_some_and(|t| t.expires_on - time::Duration::minutes(5) > time::OffsetDateTime::now_utc());
-                if !fresh {
-                    let t = credential.get_token(&[STORAGE_SCOPE], None).await.map_err(|e| {
-                        format!("cannot get a token for {STORAGE_SCOPE} (identity-based AzureWebJobsStorage): {e}")
-                    })?;
-                    *cached = Some(t);
-                }
-                match cached.as_ref() {
-                    Some(t) => Ok(format!("Bearer {}", t.token.secret())),
-                    None => Err("no storage token".into()),
-                }
-            }
-        }
+    /// The container's URL (`…/patrol`).
+    pub fn container_url(&self) -> &Url {
+        self.inner.container.url()
     }
 }
 
@@ -218,6 +220,43 @@ fn client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client, String> 
         b = b.tls_certs_merge(certs);
     }
     b.build().map_err(|e| format!("cannot build the blob HTTP client: {e}"))
+}
+
+/// SharedKey authorisation (Azure Storage's "Authorize with Shared Key", service version 2015-02-21 and
+/// later) as an `azure_core` pipeline policy: stamps `x-ms-date` and signs the request as it will be
+/// sent. Hand-written because the `azure_storage_blob` 1.x SDK supports only Entra bearer tokens; patrol
+/// needs SharedKey only for connection strings (Azurite's `UseDevelopmentStorage=true` in tests and local
+/// runs). The key never leaves this struct.
+struct SharedKeyPolicy {
+    account: String,
+    key: SecretBox<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SharedKeyPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedKeyPolicy").field("account", &self.account).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Policy for SharedKeyPolicy {
+    async fn send(&self, ctx: &Context, request: &mut Request, next: &[Arc<dyn Policy>]) -> PolicyResult {
+        request.insert_header("x-ms-date", crate::timestamp::http_date(time::OffsetDateTime::now_utc()));
+        let length = match request.body() {
+            Body::Bytes(b) => b.len(),
+            #[allow(unreachable_patterns)]
+            _ => 0,
+        };
+        let headers: Vec<(String, String)> =
+            request.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned())).collect();
+        let method = request.method().to_string().to_ascii_uppercase();
+        let auth = sign(&self.account, &self.key, &method, request.url(), &headers, length);
+        request.insert_header("authorization", auth);
+        match next.split_first() {
+            Some((first, rest)) => first.send(ctx, request, rest).await,
+            None => Err(azure_core::Error::with_message(ErrorKind::Other, "no transport after the SharedKey policy")),
+        }
+    }
 }
 
 /// The SharedKey `Authorization` header for a request.
@@ -247,10 +286,16 @@ fn sign(
     }
     let length = if content_length == 0 { String::new() } else { content_length.to_string() };
     let to_sign = format!(
-        "{method}\n\n\n{length}\n\n{}\n\n\n{}\n{}\n\n\n{canon_headers}{canon_resource}",
+        "{method}\n{}\n{}\n{length}\n{}\n{}\n\n{}\n{}\n{}\n{}\n{}\n{canon_headers}{canon_resource}",
+        h("content-encoding"),
+        h("content-language"),
+        h("content-md5"),
         h("content-type"),
+        h("if-modified-since"),
         h("if-match"),
         h("if-none-match"),
+        h("if-unmodified-since"),
+        h("range"),
     );
     let mut mac = match Hmac::<Sha256>::new_from_slice(key.expose_secret()) {
         Ok(m) => m,
@@ -261,131 +306,203 @@ fn sign(
     format!("SharedKey {account}:{sig}")
 }
 
-/// Why one attempt at a storage call failed.
-enum SendError {
-    /// No answer: the connection failed (maybe retriable).
-    Transport(reqwest::Error),
-    /// The request could not be made (URL, authorization): never retried.
+/// Why one storage call failed.
+#[derive(Debug)]
+enum Failure {
+    /// No answer: the connection failed or closed before one came (retried).
+    Transport(String),
+    /// The service answered with this status (and error code).
+    Status(u16, String),
+    /// Anything else (never retried).
     Other(String),
 }
 
-/// How many times one storage call is tried when the connection fails (the first try included).
-pub const MAX_ATTEMPTS: u32 = 3;
+impl From<azure_core::Error> for Failure {
+    fn from(e: azure_core::Error) -> Self {
+        match e.kind() {
+            ErrorKind::HttpResponse { status, error_code, .. } => {
+                Failure::Status(u16::from(*status), error_code.clone().unwrap_or_default())
+            }
+            ErrorKind::Connection | ErrorKind::Io => Failure::Transport(e.to_string()),
+            _ => Failure::Other(e.to_string()),
+        }
+    }
+}
 
-/// Whether a transport error may be retried: the connection failed or closed before an answer came (a
-/// keep-alive connection the server had already closed, a reset, a refused connect, a timeout) — not an
-/// answer that could not be read or decoded.
-fn retriable(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_request() || e.is_timeout()
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transport(m) | Failure::Other(m) => f.write_str(m),
+            Failure::Status(s, code) => write!(f, "HTTP {s} {code}"),
+        }
+    }
+}
+
+/// The outcome of a lease action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Done,
+    /// Someone else holds the lease (409).
+    Held,
 }
 
 impl BlobAccount {
-    /// One storage call, retried on connection errors up to [`MAX_ATTEMPTS`] times with a short backoff
-    /// (0.2 s, 0.8 s), as the Azure SDK's pipeline retries. Every call patrol makes here is idempotent or
+    /// One storage call, retried on connection errors up to [`MAX_ATTEMPTS`] times ([`RETRY`]: 0.2 s,
+    /// 0.8 s), as the Azure SDK's pipeline would. Every call patrol makes here is idempotent or
     /// conditional: reads; lease acquire (with the same proposed lease id, which the service accepts
     /// again), renew and release; writes with `If-Match` / `If-None-Match: *` (a retried write whose first
     /// attempt landed gets 409/412, and [`BlobStateStore::save`] then checks whether the stored document
     /// is its own). Returns the answer and whether it came from a retry.
-    async fn send_counted(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-        extra: &[(&str, String)],
-        body: Option<Vec<u8>>,
-    ) -> Result<(reqwest::Response, bool), String> {
+    async fn call<T, F, Fut>(&self, what: &str, op: F) -> (Result<T, Failure>, bool)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let mut attempt = 1;
         loop {
-            match self.send_once(method.clone(), path, query, extra, body.clone()).await {
-                Ok(r) => return Ok((r, attempt > 1)),
-                Err(SendError::Other(m)) => return Err(m),
-                Err(SendError::Transport(e)) if attempt < MAX_ATTEMPTS && retriable(&e) => {
-                    tracing::warn!(
-                        method = %method,
-                        attempt,
-                        error = %e.without_url(),
-                        "blob storage call failed before an answer; retrying"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200 * 4u64.pow(attempt - 1))).await;
+            match op().await {
+                Err(Failure::Transport(e)) if attempt < MAX_ATTEMPTS => {
+                    tracing::warn!(call = what, attempt, error = %e, "blob storage call failed before an answer; retrying");
+                    tokio::time::sleep(RETRY.delay(attempt - 1, 0.0)).await;
                     attempt += 1;
                 }
-                Err(SendError::Transport(e)) => {
+                Err(Failure::Transport(e)) => {
                     let tries = if attempt > 1 { format!(" (after {attempt} attempts)") } else { String::new() };
-                    return Err(format!("blob storage unreachable{tries}: {}", e.without_url()));
+                    return (Err(Failure::Transport(format!("blob storage unreachable{tries}: {e}"))), attempt > 1);
                 }
+                other => return (other, attempt > 1),
             }
         }
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-        extra: &[(&str, String)],
-        body: Option<Vec<u8>>,
-    ) -> Result<reqwest::Response, String> {
-        self.send_counted(method, path, query, extra, body).await.map(|(r, _)| r)
-    }
-
-    async fn send_once(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-        extra: &[(&str, String)],
-        body: Option<Vec<u8>>,
-    ) -> Result<reqwest::Response, SendError> {
-        let url = self.url(path, query).map_err(SendError::Other)?;
-        let date = httpdate(std::time::SystemTime::now());
-        let mut headers: Vec<(String, String)> =
-            vec![("x-ms-date".into(), date), ("x-ms-version".into(), API_VERSION.into())];
-        for (k, v) in extra {
-            headers.push(((*k).to_owned(), v.clone()));
-        }
-        let len = body.as_ref().map_or(0, Vec::len);
-        if body.is_some() {
-            headers.push(("content-type".into(), "application/json".into()));
-        }
-        let auth = self.authorization(method.as_str(), &url, &headers, len).await.map_err(SendError::Other)?;
-        let mut rb = self.inner.client.request(method, url).header("authorization", auth);
-        for (k, v) in &headers {
-            rb = rb.header(k.as_str(), v.as_str());
-        }
-        rb = rb.header("content-length", len.to_string());
-        if let Some(b) = body {
-            rb = rb.body(b);
-        }
-        rb.send().await.map_err(SendError::Transport)
     }
 
     async fn ensure_container(&self) -> Result<(), String> {
         self.inner
             .container_ready
             .get_or_try_init(|| async {
-                let r = self.send(reqwest::Method::PUT, CONTAINER, &[("restype", "container")], &[], None).await?;
-                match r.status().as_u16() {
-                    201 | 409 => Ok(()),
-                    s => Err(format!("creating container {CONTAINER}: HTTP {s} {}", error_code(r).await)),
+                let (r, _) = self
+                    .call("create container", || async {
+                        self.inner.container.create(None).await.map(|_| ()).map_err(Failure::from)
+                    })
+                    .await;
+                match r {
+                    Ok(()) | Err(Failure::Status(409, _)) => Ok(()),
+                    Err(e) => Err(format!("creating container {CONTAINER}: {e}")),
                 }
             })
             .await
             .map(|_| ())
     }
-}
 
-async fn error_code(r: reqwest::Response) -> String {
-    let code = r.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let _ = r.bytes().await;
-    code
-}
+    /// The blob's content and ETag, or `None` when there is no such blob.
+    async fn get(&self, blob: &str) -> Result<Option<(Vec<u8>, String)>, String> {
+        let client = self.inner.container.blob_client(blob);
+        let (r, _) = self
+            .call("get", || async {
+                let opts = BlobClientDownloadOptions { parallel: std::num::NonZero::new(1), ..Default::default() };
+                let d = client.download(Some(opts)).await?;
+                let tag = d.properties.etag.as_ref().map(ToString::to_string).unwrap_or_default();
+                let body = d.body.collect().await?;
+                Ok((body.to_vec(), tag))
+            })
+            .await;
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(Failure::Status(404, _)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 
-fn httpdate(t: std::time::SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    let f = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    dt.format(&f).unwrap_or_default()
+    /// Writes a block blob if the condition holds (`If-Match: expected`, or `If-None-Match: *` for
+    /// `None`). `Ok(Err(retried))` when the condition failed (409/412).
+    async fn put(&self, blob: &str, body: &[u8], expected: Option<&str>) -> Result<Result<String, bool>, String> {
+        let client = self.inner.container.blob_client(blob);
+        let content = body.to_vec();
+        let (r, retried) = self
+            .call("put", || async {
+                let mut opts = BlobClientUploadOptions {
+                    blob_content_type: Some("application/json".into()),
+                    ..Default::default()
+                };
+                match expected {
+                    Some(t) => opts.if_match = Some(Etag::from(t)),
+                    None => opts.if_none_match = Some(Etag::from("*")),
+                }
+                let r = client.upload(RequestContent::from(content.clone()), Some(opts)).await?;
+                Ok(r.etag.as_ref().map(ToString::to_string).unwrap_or_default())
+            })
+            .await;
+        match r {
+            Ok(tag) => Ok(Ok(tag)),
+            Err(Failure::Status(409 | 412, _)) => Ok(Err(retried)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Every blob name under `prefix`, all pages.
+    async fn names(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let (r, _) = self
+            .call("list", || async {
+                let opts =
+                    BlobContainerClientListBlobsOptions { prefix: Some(prefix.to_owned()), ..Default::default() };
+                let mut pager = self.inner.container.list_blobs(Some(opts))?;
+                let mut out = Vec::new();
+                while let Some(item) = pager.try_next().await? {
+                    if let Some(name) = item.name {
+                        out.push(name);
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        r.map_err(|e| e.to_string())
+    }
+
+    /// Creates the (empty) blob a lease is taken on, unless it exists.
+    pub async fn create_lease_blob(&self, blob: &str) -> Result<(), String> {
+        self.ensure_container().await?;
+        match self.put(blob, &[], None).await? {
+            Ok(_) | Err(_) => Ok(()),
+        }
+    }
+
+    /// Acquires a lease of [`LEASE_SECONDS`] on `blob` with the proposed id `id`.
+    pub async fn acquire_lease(&self, blob: &str, id: &str) -> Result<LeaseOutcome, String> {
+        let client = self.inner.container.blob_client(blob);
+        let (r, _) = self
+            .call("acquire lease", || async {
+                let opts =
+                    BlobClientAcquireLeaseOptions { proposed_lease_id: Some(id.to_owned()), ..Default::default() };
+                client.acquire_lease(LEASE_SECONDS as i32, Some(opts)).await.map(|_| ()).map_err(Failure::from)
+            })
+            .await;
+        match r {
+            Ok(()) => Ok(LeaseOutcome::Done),
+            Err(Failure::Status(409, _)) => Ok(LeaseOutcome::Held),
+            Err(e) => Err(format!("acquiring: {e}")),
+        }
+    }
+
+    /// Renews the lease `id` on `blob`.
+    pub async fn renew_lease(&self, blob: &str, id: &str) -> Result<(), String> {
+        let client = self.inner.container.blob_client(blob);
+        let (r, _) = self
+            .call("renew lease", || async {
+                client.renew_lease(id.to_owned(), None).await.map(|_| ()).map_err(Failure::from)
+            })
+            .await;
+        r.map_err(|e| format!("renewing: {e}"))
+    }
+
+    /// Releases the lease `id` on `blob`.
+    pub async fn release_lease(&self, blob: &str, id: &str) -> Result<(), String> {
+        let client = self.inner.container.blob_client(blob);
+        let (r, _) = self
+            .call("release lease", || async {
+                client.release_lease(id.to_owned(), None).await.map(|_| ()).map_err(Failure::from)
+            })
+            .await;
+        r.map_err(|e| format!("releasing: {e}"))
+    }
 }
 
 /// Journal and other state documents as blobs `state/<key>.json`.
@@ -403,193 +520,46 @@ impl StateStore for BlobStateStore {
     async fn load(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
         validate_key(key)?;
         self.account.ensure_container().await.map_err(|e| io(key, e))?;
-        let path = format!("{CONTAINER}/state/{key}.json");
-        let r = self.account.send(reqwest::Method::GET, &path, &[], &[], None).await.map_err(|e| io(key, e))?;
-        match r.status().as_u16() {
-            404 => Ok(None),
-            200 => {
-                let tag = r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                let body = r.bytes().await.map_err(|e| io(key, e.to_string()))?;
-                Ok(Some((body.to_vec(), ETag(tag))))
-            }
-            s => Err(io(key, format!("HTTP {s} {}", error_code(r).await))),
-        }
+        let got = self.account.get(&format!("state/{key}.json")).await.map_err(|e| io(key, e))?;
+        Ok(got.map(|(body, tag)| (body, ETag(tag))))
     }
 
     async fn save(&self, key: &str, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StateError> {
         validate_key(key)?;
         self.account.ensure_container().await.map_err(|e| io(key, e))?;
-        let path = format!("{CONTAINER}/state/{key}.json");
-        let cond = match expected {
-            Some(t) => ("If-Match", t.0.clone()),
-            None => ("If-None-Match", "*".to_owned()),
-        };
-        let (r, retried) = self
+        let conflict = || StateError::Conflict { key: key.to_owned(), expected: expected.map(|e| e.0.clone()) };
+        match self
             .account
-            .send_counted(
-                reqwest::Method::PUT,
-                &path,
-                &[],
-                &[("x-ms-blob-type", "BlockBlob".into()), cond],
-                Some(body.to_vec()),
-            )
+            .put(&format!("state/{key}.json"), body, expected.map(|e| e.0.as_str()))
             .await
-            .map_err(|e| io(key, e))?;
-        match r.status().as_u16() {
-            201 | 200 => Ok(ETag(r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned())),
-            409 | 412 if retried => {
+            .map_err(|e| io(key, e))?
+        {
+            Ok(tag) => Ok(ETag(tag)),
+            Err(true) => {
                 // The first attempt may have landed and only its answer been lost: if the stored document
                 // is exactly ours, the write happened (a document equal byte for byte is the same state).
-                let _ = error_code(r).await;
                 match self.load(key).await? {
                     Some((stored, tag)) if stored == body => {
                         tracing::info!(key, "a retried write found its first attempt had landed");
                         Ok(tag)
                     }
-                    _ => Err(StateError::Conflict { key: key.to_owned(), expected: expected.map(|e| e.0.clone()) }),
+                    _ => Err(conflict()),
                 }
             }
-            409 | 412 => Err(StateError::Conflict { key: key.to_owned(), expected: expected.map(|e| e.0.clone()) }),
-            s => Err(io(key, format!("HTTP {s} {}", error_code(r).await))),
+            Err(false) => Err(conflict()),
         }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
         self.account.ensure_container().await.map_err(|e| io(prefix, e))?;
-        let full = format!("state/{prefix}");
-        let mut out = Vec::new();
-        let mut marker = String::new();
-        for _ in 0..10_000 {
-            let mut q = vec![("restype", "container"), ("comp", "list"), ("prefix", full.as_str())];
-            if !marker.is_empty() {
-                q.push(("marker", marker.as_str()));
-            }
-            let r =
-                self.account.send(reqwest::Method::GET, CONTAINER, &q, &[], None).await.map_err(|e| io(prefix, e))?;
-            if r.status().as_u16() != 200 {
-                return Err(io(prefix, format!("HTTP {} {}", r.status().as_u16(), error_code(r).await)));
-            }
-            let xml = r.text().await.map_err(|e| io(prefix, e.to_string()))?;
-            for name in tag_values(&xml, "Name") {
-                if let Some(k) = name.strip_prefix("state/").and_then(|n| n.strip_suffix(".json")) {
-                    out.push(k.to_owned());
-                }
-            }
-            marker = tag_values(&xml, "NextMarker").into_iter().next().unwrap_or_default();
-            if marker.is_empty() {
-                break;
-            }
-        }
+        let names = self.account.names(&format!("state/{prefix}")).await.map_err(|e| io(prefix, e))?;
+        let mut out: Vec<String> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix("state/").and_then(|n| n.strip_suffix(".json")))
+            .map(str::to_owned)
+            .collect();
         out.sort();
         Ok(out)
-    }
-}
-
-/// The text of every `<tag>…</tag>` (blob names are XML-escaped; keys use no characters needing it).
-fn tag_values(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(i) = rest.find(&open) {
-        let after = &rest[i + open.len()..];
-        let Some(j) = after.find(&close) else { break };
-        out.push(after[..j].to_owned());
-        rest = &after[j + close.len()..];
-    }
-    out
-}
-
-/// Per-token blob leases on `leases/<key>`, renewed in the background while held.
-#[derive(Debug, Clone)]
-pub struct BlobLeases {
-    account: BlobAccount,
-}
-
-fn lease_err(key: &str, message: impl Into<String>) -> LeaseError {
-    LeaseError::Storage { key: key.to_owned(), message: message.into() }
-}
-
-#[async_trait]
-impl Leases for BlobLeases {
-    async fn try_acquire(&self, key: &str) -> Result<Option<LeaseGuard>, LeaseError> {
-        validate_key(key).map_err(|e| lease_err(key, e.to_string()))?;
-        let acc = &self.account;
-        acc.ensure_container().await.map_err(|e| lease_err(key, e))?;
-        let path = format!("{CONTAINER}/leases/{key}");
-        // The blob must exist to be leased; create it once (an existing one is fine).
-        let r = acc
-            .send(
-                reqwest::Method::PUT,
-                &path,
-                &[],
-                &[("x-ms-blob-type", "BlockBlob".into()), ("If-None-Match", "*".into())],
-                Some(Vec::new()),
-            )
-            .await
-            .map_err(|e| lease_err(key, e))?;
-        if !matches!(r.status().as_u16(), 201 | 409 | 412) {
-            return Err(lease_err(
-                key,
-                format!("creating the lease blob: HTTP {} {}", r.status().as_u16(), error_code(r).await),
-            ));
-        }
-        let id = uuid::Uuid::new_v4().to_string();
-        let r = acc
-            .send(
-                reqwest::Method::PUT,
-                &path,
-                &[("comp", "lease")],
-                &[
-                    ("x-ms-lease-action", "acquire".into()),
-                    ("x-ms-lease-duration", LEASE_SECONDS.to_string()),
-                    ("x-ms-proposed-lease-id", id.clone()),
-                ],
-                None,
-            )
-            .await
-            .map_err(|e| lease_err(key, e))?;
-        match r.status().as_u16() {
-            201 | 200 => {}
-            409 => return Ok(None),
-            s => return Err(lease_err(key, format!("acquiring: HTTP {s} {}", error_code(r).await))),
-        }
-        let lost = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let renew = {
-            let (acc, path, id, lost, stop) = (acc.clone(), path.clone(), id.clone(), lost.clone(), stop.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.notified() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(LEASE_SECONDS / 3)) => {}
-                    }
-                    // Retries included, a renewal must be done well before the lease would expire (the
-                    // last renewal was LEASE_SECONDS / 3 ago): else the lease counts as lost.
-                    let headers = [("x-ms-lease-action", "renew".to_owned()), ("x-ms-lease-id", id.clone())];
-                    let renew = acc.send(reqwest::Method::PUT, &path, &[("comp", "lease")], &headers, None);
-                    let ok = tokio::time::timeout(Duration::from_secs(LEASE_SECONDS / 3), renew)
-                        .await
-                        .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
-                    if !ok {
-                        lost.store(true, Ordering::SeqCst);
-                        tracing::warn!(lease = %path, "could not renew a blob lease; stopping work under it");
-                        break;
-                    }
-                }
-                // Release (best effort; an unreleased lease expires after LEASE_SECONDS).
-                let _ = acc
-                    .send(
-                        reqwest::Method::PUT,
-                        &path,
-                        &[("comp", "lease")],
-                        &[("x-ms-lease-action", "release".into()), ("x-ms-lease-id", id)],
-                        None,
-                    )
-                    .await;
-            })
-        };
-        drop(renew); // detached: it stops and releases when the guard is dropped
-        Ok(Some(LeaseGuard::new(key.to_owned(), Box::new(move || stop.notify_one()), lost)))
     }
 }
 
@@ -600,53 +570,40 @@ mod tests {
     #[test]
     fn connection_strings() {
         let dev = BlobAccount::from_connection_string(&SecretString::from("UseDevelopmentStorage=true")).unwrap();
-        assert_eq!(dev.inner.endpoint.as_str(), "http://127.0.0.1:10000/devstoreaccount1/");
+        assert_eq!(dev.container_url().as_str(), "http://127.0.0.1:10000/devstoreaccount1/patrol");
+        assert_eq!(dev.inner.auth, AuthKind::SharedKey);
         let prod = BlobAccount::from_connection_string(&SecretString::from(
             "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
         ))
         .unwrap();
-        assert_eq!(prod.inner.endpoint.as_str(), "https://acct.blob.core.windows.net/");
+        assert_eq!(prod.container_url().as_str(), "https://acct.blob.core.windows.net/patrol");
         let e = BlobAccount::from_connection_string(&SecretString::from("AccountName=acct;AccountKey=%%%secretish"))
             .unwrap_err();
         assert!(!e.contains("secretish"));
+        assert!(!format!("{dev:?}").contains(DEV_KEY), "the key is never printed");
     }
 
-    #[derive(Debug, Default)]
-    struct CountingCredential(std::sync::atomic::AtomicUsize, std::sync::Mutex<Vec<String>>);
-
-    #[async_trait]
-    impl TokenCredential for CountingCredential {
-        async fn get_token(
-            &self,
-            scopes: &[&str],
-            _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
-        ) -> azure_core::Result<AccessToken> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            self.1.lock().unwrap().extend(scopes.iter().map(|s| s.to_string()));
-            Ok(AccessToken::new(
-                azure_core::credentials::Secret::new("tok-123"),
-                time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-            ))
+    #[test]
+    fn identity_access_is_https_only() {
+        #[derive(Debug)]
+        struct NoCredential;
+        #[async_trait]
+        impl TokenCredential for NoCredential {
+            async fn get_token(
+                &self,
+                _: &[&str],
+                _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+            ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+                Err(azure_core::Error::with_message(ErrorKind::Credential, "none"))
+            }
         }
-    }
-
-    #[tokio::test]
-    async fn identity_access_uses_a_cached_storage_bearer_token_over_https_only() {
-        let cred = Arc::new(CountingCredential::default());
         let http = Url::parse("http://acct.blob.core.windows.net").unwrap();
-        let e = BlobAccount::with_credential(&http, cred.clone(), client(None).unwrap()).unwrap_err();
+        let e = BlobAccount::with_credential(&http, Arc::new(NoCredential), client(None).unwrap()).unwrap_err();
         assert!(e.contains("must be https"), "{e}");
         let https = Url::parse("https://acct.blob.core.windows.net").unwrap();
-        let acc = BlobAccount::with_credential(&https, cred.clone(), client(None).unwrap()).unwrap();
-        assert_eq!(acc.inner.endpoint.as_str(), "https://acct.blob.core.windows.net/");
-        let url = acc.url("patrol/state/x.json", &[]).unwrap();
-        for _ in 0..3 {
-            assert_eq!(acc.authorization("GET", &url, &[], 0).await.unwrap(), "Bearer tok-123");
-        }
-        assert_eq!(cred.0.load(Ordering::SeqCst), 1, "the token is cached");
-        assert_eq!(*cred.1.lock().unwrap(), vec![STORAGE_SCOPE.to_owned()]);
-        // The API version sent supports bearer tokens (2017-11-09 or later; ISO dates compare as strings).
-        assert!(API_VERSION >= "2017-11-09");
+        let acc = BlobAccount::with_credential(&https, Arc::new(NoCredential), client(None).unwrap()).unwrap();
+        assert_eq!(acc.container_url().as_str(), "https://acct.blob.core.windows.net/patrol");
+        assert_eq!(acc.inner.auth, AuthKind::Bearer);
     }
 
     #[test]
@@ -656,12 +613,25 @@ mod tests {
             client_id: Some("00000000-0000-0000-0000-000000000001".into()),
         };
         let acc = BlobAccount::from_host_storage(&hs, None).unwrap();
-        assert!(matches!(acc.inner.auth, Auth::Bearer { .. }));
+        assert_eq!(acc.inner.auth, AuthKind::Bearer);
     }
 
+    /// The string-to-sign of Microsoft's documented example layout: every standard header in its place,
+    /// `x-ms-*` headers sorted and lower-cased, query parameters sorted under the resource.
     #[test]
-    fn xml_names() {
-        let xml = "<EnumerationResults><Blobs><Blob><Name>state/journal/a.json</Name></Blob><Blob><Name>state/b.json</Name></Blob></Blobs><NextMarker /></EnumerationResults>";
-        assert_eq!(tag_values(xml, "Name"), vec!["state/journal/a.json", "state/b.json"]);
+    fn shared_key_signs_the_canonical_request() {
+        let key = SecretBox::new(Box::new(b"key".to_vec()));
+        let url = Url::parse("http://127.0.0.1:10000/devstoreaccount1/patrol/state/a.json?comp=lease&b=2").unwrap();
+        let headers = vec![
+            ("X-Ms-Version".to_owned(), "2021-10-04".to_owned()),
+            ("x-ms-date".to_owned(), "Mon, 01 Jan 2024 00:00:00 GMT".to_owned()),
+            ("If-Match".to_owned(), "\"0x1\"".to_owned()),
+        ];
+        let got = sign("devstoreaccount1", &key, "PUT", &url, &headers, 7);
+        let expected_string = "PUT\n\n\n7\n\n\n\n\n\"0x1\"\n\n\n\nx-ms-date:Mon, 01 Jan 2024 00:00:00 GMT\nx-ms-version:2021-10-04\n/devstoreaccount1/devstoreaccount1/patrol/state/a.json\nb:2\ncomp:lease";
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
+        mac.update(expected_string.as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(got, format!("SharedKey devstoreaccount1:{sig}"));
     }
 }
