@@ -104,7 +104,13 @@ fn sibling(name: &str, var: &str) -> PathBuf {
 }
 
 async fn control_call(http: &reqwest::Client, method: &str, url: &str, body: Option<Value>) -> Value {
-    let req = if method == "GET" { http.get(url) } else if method == "PUT" { http.put(url) } else { http.post(url) };
+    let req = if method == "GET" {
+        http.get(url)
+    } else if method == "PUT" {
+        http.put(url)
+    } else {
+        http.post(url)
+    };
     let req = match body {
         Some(b) => req.json(&b),
         None => req,
@@ -153,7 +159,8 @@ async fn orchestrate() {
     let k = env_num("PLAN_BENCH_OWNERS", 20).clamp(1, n.max(1));
     let runs = env_num("PLAN_BENCH_RUNS", 10).max(1);
     let no_assert = std::env::var("PLAN_BENCH_NO_ASSERT").is_ok_and(|v| v == "1");
-    let (patrol, emulator) = (sibling("patrol", "PLAN_BENCH_PATROL"), sibling("patrol-emulator", "PLAN_BENCH_EMULATOR"));
+    let (patrol, emulator) =
+        (sibling("patrol", "PLAN_BENCH_PATROL"), sibling("patrol-emulator", "PLAN_BENCH_EMULATOR"));
     for b in [&patrol, &emulator] {
         assert!(b.is_file(), "{} not found: cargo build --release --bin patrol -p patrol-emulator", b.display());
     }
