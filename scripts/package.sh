@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds patrol's Azure Functions deployment package: a zip whose root holds host.json, the three function
-# folders (RotateTimer, RotateHttp, EventGridSecretChanged), the policy file as patrol.toml, and the handler
+# Builds patrol's Azure Functions deployment package: a zip whose root holds host.json, the function folders
+# of the handler's function table (RotateTimer, RotateHttp, EventGridSecretChanged), the policy file as patrol.toml, and the handler
 # binary named `handler` with its execute bit (mode 0755). Everything else is 0644; timestamps and order are
 # fixed, so the same inputs give the same zip, byte for byte. Its SHA-256 is written to <zip>.sha256.
 #
@@ -29,7 +29,9 @@ out="$repo_root/dist/patrol-functions.zip"
 stage_keep=""
 allow_dynamic=0
 target="x86_64-unknown-linux-musl"
-functions=(EventGridSecretChanged RotateHttp RotateTimer)
+# The functions, their trigger bindings and trigger types come from the handler's one table of functions
+# (`FUNCTIONS` in src/handler/functions.rs), read below: a new trigger needs no edit here.
+function_table="$repo_root/src/handler/functions.rs"
 
 die() { echo "package: error: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
@@ -50,6 +52,22 @@ done
 [ "$(uname -s)" = Linux ] || die "package.sh runs on Linux (or WSL): it builds a Linux binary and uses GNU tools"
 command -v zip >/dev/null 2>&1 || die "zip is not installed (Debian: apt-get install zip; or run scripts/setup.sh)"
 command -v python3 >/dev/null 2>&1 || die "python3 is needed for the package checks"
+
+# ---- the function table ---------------------------------------------------------------------------------------
+[ -f "$function_table" ] || die "the handler's function table is missing: $function_table"
+table="$(python3 - "$function_table" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+rows = re.findall(r'FunctionSpec\s*\{\s*function:\s*FunctionName::\w+,\s*name:\s*"(\w+)",\s*binding:\s*"(\w+)",'
+                  r'\s*trigger:\s*"(\w+)",?\s*\}', text)
+if not rows:
+    sys.exit("no FunctionSpec rows found")
+for name, binding, trigger in sorted(rows):
+    print(name, binding, trigger)
+PY
+)" || die "cannot read the function table in $function_table"
+functions=()
+while read -r name _; do functions+=("$name"); done <<< "$table"
 
 # ---- inputs -------------------------------------------------------------------------------------------------
 [ -f "$policy" ] || die "policy file not found: $policy (write one, or pass --policy FILE; see docs/deploy.md)"
@@ -80,7 +98,7 @@ fi
 [ -f "$binary" ] || die "binary not found: $binary"
 
 # ---- checks (JSON shape of host.json and function.json, TOML syntax of the policy, ELF of the binary) ---------
-python3 - "$app_dir" "$policy" "$binary" "$allow_dynamic" <<'PY' || exit 1
+python3 - "$app_dir" "$policy" "$binary" "$allow_dynamic" "$table" <<'PY' || exit 1
 import json, struct, sys
 from pathlib import Path
 
@@ -103,14 +121,19 @@ if isinstance(host, dict):
     if not (host.get("extensionBundle") or {}).get("id"):
         problems.append("host.json: no extensionBundle (the Event Grid trigger comes from the bundle)")
 
-expected = {"RotateTimer": "timerTrigger", "RotateHttp": "httpTrigger", "EventGridSecretChanged": "eventGridTrigger"}
-for name, trigger in expected.items():
+# name -> (binding, trigger) from the handler's function table.
+expected = {n: (b, t) for n, b, t in (line.split() for line in sys.argv[5].splitlines() if line.strip())}
+for name, (binding, trigger) in expected.items():
     fj = load(app_dir / name / "function.json")
     if fj is None:
         continue
-    kinds = [b.get("type") for b in (fj.get("bindings") or []) if isinstance(b, dict) and b.get("direction") == "in"]
+    ins = [b for b in (fj.get("bindings") or []) if isinstance(b, dict) and b.get("direction") == "in"]
+    kinds = [b.get("type") for b in ins]
     if trigger not in kinds:
         problems.append(f"{name}/function.json: no {trigger} binding (found {kinds})")
+    elif not any(b.get("type") == trigger and b.get("name") == binding for b in ins):
+        problems.append(f"{name}/function.json: the {trigger} binding must be named {binding!r} (the handler reads "
+                        "that key of the invocation's Data)")
 
 try:
     import tomllib
@@ -159,7 +182,9 @@ for f in "${functions[@]}"; do
   install -d -m 0755 "$stage/$f"
   install -m 0644 "$app_dir/$f/function.json" "$stage/$f/function.json"
 done
-entries=(EventGridSecretChanged/function.json RotateHttp/function.json RotateTimer/function.json handler host.json patrol.toml)
+entries=()
+for f in "${functions[@]}"; do entries+=("$f/function.json"); done
+entries+=(handler host.json patrol.toml)
 
 # Fixed timestamps (SOURCE_DATE_EPOCH, default 1980-01-01, the earliest a zip can hold) for reproducible output.
 epoch="${SOURCE_DATE_EPOCH:-315532800}"
@@ -176,9 +201,10 @@ if [ -n "$stage_keep" ]; then
     [ -d "$stage_keep" ] || die "--stage $stage_keep exists and is not a directory"
     for existing in "$stage_keep"/* "$stage_keep"/.[!.]*; do
       [ -e "$existing" ] || continue
-      case "$(basename "$existing")" in
-        host.json|handler|patrol.toml|EventGridSecretChanged|RotateHttp|RotateTimer) ;;
-        *) die "--stage $stage_keep holds $(basename "$existing"), which this script did not put there; refusing to replace it" ;;
+      base="$(basename "$existing")"
+      case " host.json handler patrol.toml ${functions[*]} " in
+        *" $base "*) ;;
+        *) die "--stage $stage_keep holds $base, which this script did not put there; refusing to replace it" ;;
       esac
     done
     rm -rf "$stage_keep"

@@ -17,8 +17,10 @@
 //! - [`state`] — durable documents (journal, sent notices, checkpoints) with compare-and-swap.
 //! - [`notify`] — expiry warnings, rotation reports and critical alerts by email and chat.
 //! - [`audit`] — audit-log ingestion, misuse rules, compromise response, break glass.
+//! - [`app`] — the composition root: settings + policy → stores, leases, connector, engine, notifier.
 //! - [`cli`] — the operator's commands, `patrol demo`, reports.
 
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backoff;

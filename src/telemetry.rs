@@ -27,16 +27,7 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::new("PATROL_LOG", format!("{filter:?} is not a valid log filter ({e})")))?;
     let registry = tracing_subscriber::registry().with(filter).with(CaptureLayer);
     let result = match format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stdout),
-            )
-            .try_init(),
+        LogFormat::Json => registry.with(json_layer(std::io::stdout)).try_init(),
         LogFormat::Text => {
             registry.with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stdout)).try_init()
         }
@@ -44,6 +35,29 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), ConfigError> {
     // Already initialised (tests, or `serve` called twice in one process): keep the first.
     let _ = result;
     Ok(())
+}
+
+/// The JSON lines Application Insights receives: each event flattened, with the fields of the span it was
+/// emitted in under `span` (the engine's `rotation` span: `secret`, `organization`, `owner`, `operation_id`),
+/// so one rotation can be followed across its steps.
+pub fn json_layer<S, W>(
+    writer: W,
+) -> tracing_subscriber::fmt::Layer<
+    S,
+    tracing_subscriber::fmt::format::JsonFields,
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+    W,
+>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
 }
 
 /// The lines captured for one invocation.

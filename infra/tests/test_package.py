@@ -162,6 +162,15 @@ def test_function_folders_are_checked(app):
     assert r.returncode == 1 and "no httpTrigger binding" in r.stderr
 
 
+def test_trigger_binding_names_follow_the_handlers_function_table(app):
+    """The binding names come from FUNCTIONS in src/handler/functions.rs (the key the handler reads)."""
+    renamed = json.loads(json.dumps(FUNCTIONS["RotateTimer"]))
+    renamed["bindings"][0]["name"] = "timer"
+    (app["dir"] / "RotateTimer" / "function.json").write_text(json.dumps(renamed))
+    r = package(app)
+    assert r.returncode == 1 and "must be named 'myTimer'" in r.stderr, r.stderr
+
+
 def test_non_elf_binary_is_refused(app):
     app["binary"].write_text("#!/bin/sh\necho hi\n")
     r = package(app)

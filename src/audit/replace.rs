@@ -106,3 +106,70 @@ impl Replacer for EngineReplacer<'_> {
         })
     }
 }
+
+/// The audit layer's "rotate now" (a compromised PAT), through the engine's journaled state machine: a
+/// compromise rotation (grace 0) when the suspect is the secret's current PAT, then the suspect revoked.
+/// A crash anywhere converges like any rotation: the suspect becomes the previous PAT with no grace and the
+/// next run revokes it. The PAT the secret's current version names is never revoked.
+#[async_trait::async_trait]
+impl super::respond::RotateNow for Engine {
+    async fn rotate_now(
+        &self,
+        secret: &SecretName,
+        suspect: crate::domain::AuthorizationId,
+        reason: &str,
+    ) -> Result<String, String> {
+        let token = self.policy.token(secret).ok_or_else(|| format!("{secret} is not managed by the policy"))?;
+        // What the secret's current version names (the store, not the journal: a version written outside
+        // patrol is current before any run has adopted it).
+        let current = || async {
+            let ts = crate::rotation::inventory::token_state(self.store.as_ref(), self.state.as_ref(), secret).await;
+            match ts.error {
+                Some(e) => Err(format!("reading the current version of {secret} failed: {e}")),
+                None => Ok(ts.current_authorization_id()),
+            }
+        };
+        let mut done = Vec::new();
+        if current().await? == Some(suspect) {
+            let mut requests = crate::rotation::plan::Requests::default();
+            requests.rotate.insert(secret.clone(), Reason::Compromised);
+            let s = self
+                .run(crate::rotation::engine::RunOptions {
+                    dry_run: false,
+                    budget: None,
+                    only: Some(vec![secret.clone()]),
+                    requests,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if s.rotated == 0 {
+                return Err(format!("the compromise rotation of {secret} did not complete: {}", s.line()));
+            }
+            done.push(format!("rotated {secret} (compromised) through the journaled state machine"));
+        }
+        if current().await? == Some(suspect) {
+            return Err(format!("refusing to revoke {suspect}: it is still the current value of {secret}"));
+        }
+        self.connector.pats(&token.owner, &token.organization).revoke(suspect).await.map_err(|e| {
+            let prefix = if done.is_empty() { String::new() } else { format!("{}; ", done.join("; ")) };
+            format!("{prefix}revoking suspect PAT {suspect} failed: {e}")
+        })?;
+        crate::rotation::history::record_revoked(self, secret, suspect, &format!("suspect: {reason}")).await;
+        done.push(format!("revoked suspect PAT {suspect} ({reason})"));
+        Ok(done.join("; "))
+    }
+
+    async fn current_of(&self, secret: &SecretName) -> Result<Option<crate::domain::AuthorizationId>, String> {
+        match self.store.get(secret, None).await {
+            Ok(v) => Ok(v
+                .as_ref()
+                .and_then(|c| c.properties.tags.get(crate::store::tags::AUTHORIZATION_ID))
+                .and_then(|s| crate::domain::AuthorizationId::parse(s).ok())),
+            Err(e) => Err(format!("reading {secret} failed: {e}")),
+        }
+    }
+
+    async fn record_revoked(&self, secret: &SecretName, suspect: crate::domain::AuthorizationId, detail: &str) {
+        crate::rotation::history::record_revoked(self, secret, suspect, detail).await;
+    }
+}

@@ -391,7 +391,7 @@ pub fn entra_from_settings(
     let client_id = settings.client_id.as_deref().ok_or_else(|| {
         ConfigError::new(
             "PATROL_CLIENT_ID",
-            "is required: the application (client) id of the Entra app registration owners sign in to",
+            "not set (the application (client) id of the Entra app registration owners sign in to)",
         )
     })?;
     EntraClient::new(client, settings.entra_authority.clone(), &settings.tenant_id, client_id).map_err(|e| {

@@ -2,12 +2,13 @@
 //! functions. The logic lives in `crate::audit`; these only parse, confirm, and print. Exit codes: 0 done,
 //! 1 something failed (the report says what), 2 bad input or configuration, 4 the operator declined.
 
+use crate::app::StartupError;
 use crate::audit::breakglass::{self, AdminApi, Request, Scope};
 use crate::audit::ingest::PollConfig;
 use crate::audit::managed;
 use crate::audit::managed::{ManagedPat, managed_pats};
 use crate::audit::migrate;
-use crate::audit::policy::{AuditSettings, from_policy_text};
+use crate::audit::policy::AuditSettings;
 use crate::audit::render::{Format, render};
 use crate::audit::replace::{EngineReplacer, Replacer};
 use crate::audit::resume;
@@ -133,70 +134,20 @@ pub struct AuditRuntime {
 }
 
 impl AuditRuntime {
-    /// Opens the stores as `cli::runtime::Local` does (journal and leases in `AzureWebJobsStorage` when it
-    /// is configured), the `[audit]` table of the policy file, and the Azure DevOps connector with owner
-    /// sessions (refresh tokens from the secret store).
-    pub fn from_settings(settings: &Settings, clock: Clock) -> Result<Self, String> {
-        let local = crate::cli::runtime::Local::open(settings.clone(), clock.clone()).map_err(|e| e.message)?;
-        let text = std::fs::read_to_string(&settings.policy_file).unwrap_or_default();
-        let audit = from_policy_text(&text)
-            .and_then(|p| p.resolve().map_err(|e| e.to_string()))
-            .map_err(|e| format!("{}: {e}", settings.policy_file.display()))?;
-        let client_id = settings.client_id.as_deref().ok_or("setting PATROL_CLIENT_ID: not set")?;
-        let http = crate::devops::http::build_client(settings.ca_cert.as_deref(), std::time::Duration::from_secs(60))
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let entra = crate::auth::entra::EntraClient::new(
-            http,
-            settings.entra_authority.clone(),
-            &settings.tenant_id,
-            client_id,
-        )
-        .map_err(|e| format!("invalid Entra settings: {e}"))?;
-        let sessions = crate::auth::session::Sessions::new(
-            Arc::new(entra),
-            local.own.clone(),
-            clock.clone(),
-            crate::auth::session::SessionOptions::default(),
-        );
-        // Owners' and administrators' sessions, and the Function App's own identity (`app`).
-        let app = crate::auth::app::AppToken::from_settings(
-            settings,
-            crate::devops::http::build_client(settings.ca_cert.as_deref(), std::time::Duration::from_secs(60))
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
-            clock.clone(),
-        )?
-        .map(Arc::new);
-        let tokens = crate::auth::app::Routed { sessions: Arc::new(sessions), app };
-        let connector = Arc::new(
-            HttpConnector::from_settings(settings, clock.clone(), Arc::new(tokens))
-                .map_err(|e| format!("cannot build the Azure DevOps client: {e}"))?,
-        );
-        let engine = Engine {
-            policy: local.policy.clone(),
-            connector: connector.clone(),
-            store: local.store.clone(),
-            state: local.state.clone(),
-            leases: local.leases.clone(),
-            clock: clock.clone(),
-            concurrency: settings.max_concurrency,
-            vaults: None,
-            // Test hook only (PATROL_TEST_CRASH_AFTER), as in `patrol rotate`: exits at a step boundary.
-            faults: crate::rotation::machine::Faults::from_env().map(Arc::new),
-            consumers: crate::consumers::writers::for_policy(
-                settings,
-                &local.policy,
-                local.own.clone(),
-                local.store.clone(),
-                local.state.clone(),
-                clock.clone(),
-            ),
-        };
+    /// The parts from the composition root ([`crate::app::App`]): the stores (journal and leases in
+    /// `AzureWebJobsStorage` when it is configured), the policy's `[audit]` table (validated with the
+    /// policy; the defaults without one), and the Azure DevOps connector with owners' and administrators'
+    /// sessions and the Function App's own identity (`app`).
+    pub fn from_settings(settings: &Settings, clock: Clock) -> Result<Self, StartupError> {
+        let app = crate::app::App::open(settings.clone(), clock.clone())?;
+        let connector = app.routed_connector()?;
+        let engine = app.engine_on(connector.clone());
         Ok(Self {
             clock,
-            store: local.store,
-            state: local.state,
+            audit: app.audit().cloned().unwrap_or_default(),
+            store: app.store,
+            state: app.state,
             connector,
-            audit,
             engine: Arc::new(engine),
             audit_reader: settings.audit_reader.clone(),
         })
@@ -471,7 +422,8 @@ pub fn ask_terminal(question: &str) -> bool {
 
 fn runtime_from_env() -> Result<AuditRuntime, super::CliError> {
     let settings = super::runtime::checked_settings(true)?;
-    AuditRuntime::from_settings(&settings, Clock::system()).map_err(super::CliError::usage)
+    // Every startup failure of these commands is exit 2 (as before the composition root).
+    AuditRuntime::from_settings(&settings, Clock::system()).map_err(|e| super::CliError::usage(e.to_string()))
 }
 
 fn to_cli(r: Result<u8, String>, what: &str) -> Result<(), super::CliError> {

@@ -41,6 +41,13 @@ impl From<PolicyError> for CliError {
     }
 }
 
+impl From<crate::app::StartupError> for CliError {
+    /// A configuration mistake (a setting, the policy) is exit 2; a store that cannot be opened is exit 1.
+    fn from(e: crate::app::StartupError) -> Self {
+        if e.is_configuration() { Self::usage(e.to_string()) } else { Self::failed(e.to_string()) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +59,11 @@ mod tests {
         let c: CliError = ConfigError::new("PATROL_X", "bad").into();
         assert_eq!(c.code, exit::USAGE);
         assert!(c.message.contains("PATROL_X"));
+        // Startup errors: configuration is exit 2, a store that cannot be opened exit 1.
+        let c: CliError = crate::app::StartupError::from(ConfigError::new("PATROL_CLIENT_ID", "not set")).into();
+        assert_eq!((c.code, c.message.as_str()), (exit::USAGE, "setting PATROL_CLIENT_ID: not set"));
+        let c: CliError = crate::app::StartupError::from(crate::app::SharedError::BlobWithoutStorage).into();
+        assert_eq!(c.code, exit::FAILED);
+        assert!(c.message.contains("AzureWebJobsStorage"));
     }
 }

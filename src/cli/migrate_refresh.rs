@@ -40,7 +40,7 @@ pub async fn run(args: &MigrateRefreshArgs) -> Result<(), CliError> {
     let policy = if settings.policy_file.is_file() { Some(Policy::load(&settings.policy_file)?) } else { None };
     let stores = crate::store::open(&settings, clock.clone(), policy.as_ref())
         .map_err(|e| CliError::failed(format!("cannot open the secret stores: {e}")))?;
-    let (state, _) = crate::rotation::shared::from_settings(&settings).map_err(CliError::failed)?;
+    let (state, _) = crate::rotation::shared::from_settings(&settings).map_err(|e| CliError::failed(e.to_string()))?;
     let moved =
         migrate_refresh_tokens(&stores.vaults, stores.own_direct.as_ref(), state.as_ref(), &clock, args.dry_run)
             .await

@@ -9,7 +9,7 @@ use crate::devops::GLOBAL_PAT_CUTOFF;
 use crate::notify::Severity;
 use crate::report::{ProblemRow, ReportData, RotationRow, TokenRow, render_html, render_markdown};
 use crate::rotation::journal::Journal;
-use crate::rotation::policy::{DEFAULT_THRESHOLDS, Policy};
+use crate::rotation::policy::Policy;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -40,15 +40,9 @@ pub struct ReportArgs {
     pub format: ReportFormat,
 }
 
-/// The thresholds marked on the timeline: every threshold any token uses.
+/// The thresholds marked on the timeline ([`Policy::timeline_thresholds`]).
 pub fn thresholds(policy: &Policy) -> Vec<u32> {
-    let mut t: Vec<u32> = policy.tokens.iter().flat_map(|t| t.expiry_thresholds.iter().copied()).collect();
-    if t.is_empty() {
-        t = DEFAULT_THRESHOLDS.to_vec();
-    }
-    t.sort_unstable_by(|a, b| b.cmp(a));
-    t.dedup();
-    t
+    policy.timeline_thresholds()
 }
 
 fn fmt_date(t: OffsetDateTime) -> String {

@@ -91,12 +91,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         // Without a policy file there is nothing to rotate: the handler says so (NotConfigured) instead of
         // failing every invocation.
         let functions: Arc<dyn crate::handler::Functions> = if settings.policy_file.is_file() {
-            Arc::new(crate::rotation::functions::RotationFunctions::new(settings.clone(), clock.clone()))
+            Arc::new(crate::app::functions::RotationFunctions::new(settings.clone(), clock.clone()))
         } else {
             tracing::warn!(policy = %settings.policy_file.display(), "no policy file: rotation is not configured");
             Arc::new(NotConfigured)
         };
-        let functions = Arc::new(crate::rotation::functions::ForeignVaultGate::new(settings.clone(), functions));
+        let functions = Arc::new(crate::app::functions::ForeignVaultGate::new(settings.clone(), functions));
         let handler = Handler::new(functions, clock);
         let app = server::router(handler, settings.max_body_bytes);
         match server::serve(listener, app, server::shutdown_signal()).await {

@@ -26,20 +26,70 @@ pub enum FunctionName {
     EventGridSecretChanged,
 }
 
+/// What the host knows a function by: its folder (`<name>/function.json`), the name of its trigger binding
+/// (the key of `Data` in the invocation) and the trigger's binding type in `function.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionSpec {
+    pub function: FunctionName,
+    pub name: &'static str,
+    pub binding: &'static str,
+    pub trigger: &'static str,
+}
+
+/// The one table of functions: the handler's routes, its 404 text, the check of the Function App's
+/// `function.json` files (tests/it/handler.rs) and `scripts/package.sh` (which reads the rows from this file:
+/// keep each a literal `FunctionSpec { function, name: "…", binding: "…", trigger: "…" }`) all follow it. A new
+/// trigger is a row here, a [`FunctionName`] variant, its `function.json` folder and a method on [`Functions`].
+pub const FUNCTIONS: [FunctionSpec; 3] = [
+    FunctionSpec {
+        function: FunctionName::RotateTimer,
+        name: "RotateTimer",
+        binding: "myTimer",
+        trigger: "timerTrigger",
+    },
+    FunctionSpec { function: FunctionName::RotateHttp, name: "RotateHttp", binding: "req", trigger: "httpTrigger" },
+    FunctionSpec {
+        function: FunctionName::EventGridSecretChanged,
+        name: "EventGridSecretChanged",
+        binding: "eventGridEvent",
+        trigger: "eventGridTrigger",
+    },
+];
+
 impl FunctionName {
-    pub const ALL: [Self; 3] = [Self::RotateTimer, Self::RotateHttp, Self::EventGridSecretChanged];
+    pub const ALL: [Self; FUNCTIONS.len()] = {
+        let mut all = [Self::RotateTimer; FUNCTIONS.len()];
+        let mut i = 0;
+        while i < FUNCTIONS.len() {
+            all[i] = FUNCTIONS[i].function;
+            i += 1;
+        }
+        all
+    };
+
+    /// This function's row of [`FUNCTIONS`].
+    pub fn spec(self) -> &'static FunctionSpec {
+        // Every variant has its row (see the test).
+        FUNCTIONS.iter().find(|s| s.function == self).unwrap_or(&FUNCTIONS[0])
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RotateTimer => "RotateTimer",
-            Self::RotateHttp => "RotateHttp",
-            Self::EventGridSecretChanged => "EventGridSecretChanged",
-        }
+        self.spec().name
     }
 
     /// The function for a request path segment (function names are case-insensitive in the host).
     pub fn from_path(segment: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.as_str().eq_ignore_ascii_case(segment))
+        FUNCTIONS.iter().find(|f| f.name.eq_ignore_ascii_case(segment)).map(|f| f.function)
+    }
+
+    /// What the handler serves, in words (for the 404): "POST /RotateTimer, /RotateHttp and /…".
+    pub fn served() -> String {
+        let paths: Vec<String> = FUNCTIONS.iter().map(|f| format!("/{}", f.name)).collect();
+        match paths.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("POST {} and {last}", rest.join(", ")),
+            Some((last, _)) => format!("POST {last}"),
+            None => "no function".into(),
+        }
     }
 }
 
@@ -211,5 +261,28 @@ impl Functions for NotConfigured {
             ),
         )
         .with_detail(json!({ "received": event })))
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn every_function_has_one_row_and_the_404_names_them_all() {
+        for f in FunctionName::ALL {
+            assert_eq!(f.spec().function, f);
+            assert_eq!(FunctionName::from_path(&f.as_str().to_lowercase()), Some(f));
+        }
+        let mut names: Vec<_> = FUNCTIONS.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FUNCTIONS.len(), "function names are unique");
+        assert_eq!(FunctionName::from_path("RotateNothing"), None);
+        assert_eq!(FunctionName::served(), "POST /RotateTimer, /RotateHttp and /EventGridSecretChanged");
+        // The payload parsers read the bindings the table names.
+        assert_eq!(FunctionName::RotateTimer.spec().binding, crate::handler::timer::BINDING);
+        assert_eq!(FunctionName::RotateHttp.spec().binding, crate::handler::http::BINDING);
+        assert_eq!(FunctionName::EventGridSecretChanged.spec().binding, crate::handler::eventgrid::BINDING);
     }
 }

@@ -25,6 +25,7 @@ pub mod server;
 pub mod timer;
 
 pub use functions::{
-    Failure, FailureKind, FunctionName, Functions, Invocation, NotConfigured, Outcome, Report, Status,
+    FUNCTIONS, Failure, FailureKind, FunctionName, FunctionSpec, Functions, Invocation, NotConfigured, Outcome, Report,
+    Status,
 };
 pub use invoke::Handler;

@@ -84,8 +84,9 @@ async fn ready() -> Response {
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
     let message = format!(
-        "no such function: {method} {}; this handler serves POST /RotateTimer, /RotateHttp and /EventGridSecretChanged",
-        lenient::shown(uri.path())
+        "no such function: {method} {}; this handler serves {}",
+        lenient::shown(uri.path()),
+        FunctionName::served()
     );
     reply(Reply::error(404, message, None, None))
 }

@@ -110,7 +110,63 @@ impl DeliveryReport {
 }
 
 /// A configured channel, or why it could not be set up.
-type Slot = Option<Result<Arc<dyn Channel>, String>>;
+/// A channel as the settings configured it: the channel, or why it could not be set up.
+type Slot = Result<Arc<dyn Channel>, String>;
+
+/// Whether a channel serves a target.
+type Serves = fn(&Target) -> bool;
+
+/// Every kind of channel, with the targets it serves: a target is delivered through each configured channel
+/// that serves it (an email through SMTP and the mailbox file). A new channel is a row here, its
+/// constructor (below, one per channel) and its [`Channel`] implementation.
+const ROUTES: [(&str, Serves); 5] = [
+    ("smtp", |t| matches!(t, Target::Email(_))),
+    ("mailbox", |t| matches!(t, Target::Email(_))),
+    ("teams", |t| matches!(t, Target::Teams)),
+    ("slack", |t| matches!(t, Target::Slack)),
+    ("webhook", |t| matches!(t, Target::Webhook)),
+];
+
+/// The SMTP channel (`PATROL_SMTP_*`); its password is added to the redactor.
+async fn smtp_channel(
+    n: &crate::config::NotifySettings,
+    secrets: Option<&dyn SecretStore>,
+    ca: &Result<Option<Vec<u8>>, String>,
+    redactor: &mut Redactor,
+) -> Option<Slot> {
+    let s = n.smtp.as_ref()?;
+    Some(
+        async {
+            let password = match (&s.password, &s.password_secret) {
+                (Some(p), _) => Some(p.clone()),
+                (None, Some(name)) => Some(smtp_password_from_store(name, secrets).await?),
+                (None, None) => None,
+            };
+            if let Some(p) = &password {
+                redactor.add(p);
+            }
+            let ca = ca.clone()?;
+            SmtpChannel::new(s, password, ca.as_deref()).map(|c| Arc::new(c) as Arc<dyn Channel>)
+        }
+        .await,
+    )
+}
+
+/// The mailbox file (`PATROL_MAILBOX_FILE`), from the SMTP sender when there is one.
+fn mailbox_channel(n: &crate::config::NotifySettings) -> Option<Slot> {
+    let from = n.smtp.as_ref().map_or("patrol@localhost", |s| s.from.as_str());
+    let path = n.mailbox_file.as_ref()?;
+    Some(parse_from(from).map(|f| Arc::new(MailboxChannel::new(path.clone(), f)) as Arc<dyn Channel>))
+}
+
+/// A chat or generic webhook at `url` (Teams, Slack, the signed webhook).
+fn webhook_channel(
+    url: &Option<secrecy::SecretString>,
+    client: &Result<reqwest::Client, String>,
+    make: fn(reqwest::Client, secrecy::SecretString) -> Arc<dyn Channel>,
+) -> Option<Slot> {
+    url.as_ref().map(|u| client.clone().map(|c| make(c, u.clone())))
+}
 
 /// State of one run: its deadline, and channels found unreachable (retries exhausted on a transient
 /// error), which are not tried again for the other recipients of the same run.
@@ -140,11 +196,8 @@ impl Run {
 /// Delivers notices and reports. Cheap to share (`Arc` inside).
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    smtp: Slot,
-    mailbox: Slot,
-    teams: Slot,
-    slack: Slot,
-    webhook: Slot,
+    /// The configured channels, by their [`ROUTES`] name.
+    channels: Vec<(&'static str, Slot)>,
     ledger: Option<ExpiryLedger>,
     redactor: Redactor,
     retry: DeliveryPolicy,
@@ -172,39 +225,16 @@ impl Notifier {
             Some(p) => std::fs::read(p).map(Some).map_err(|e| format!("PATROL_CA_CERT {}: {e}", p.display())),
         };
 
-        let smtp: Slot = match &n.smtp {
-            None => None,
-            Some(s) => Some(
-                async {
-                    let password = match (&s.password, &s.password_secret) {
-                        (Some(p), _) => Some(p.clone()),
-                        (None, Some(name)) => Some(smtp_password_from_store(name, secrets).await?),
-                        (None, None) => None,
-                    };
-                    if let Some(p) = &password {
-                        redactor.add(p);
-                    }
-                    let ca = ca.clone()?;
-                    SmtpChannel::new(s, password, ca.as_deref()).map(|c| Arc::new(c) as Arc<dyn Channel>)
-                }
-                .await,
-            ),
-        };
-        let from = n.smtp.as_ref().map_or("patrol@localhost", |s| s.from.as_str());
-        let mailbox: Slot = n
-            .mailbox_file
-            .as_ref()
-            .map(|p| parse_from(from).map(|f| Arc::new(MailboxChannel::new(p.clone(), f)) as Arc<dyn Channel>));
-        let client = ca.and_then(|ca| super::http::client(ca.as_deref()));
-        let hook = |url: &Option<secrecy::SecretString>,
-                    make: fn(reqwest::Client, secrecy::SecretString) -> Arc<dyn Channel>|
-         -> Slot { url.as_ref().map(|u| client.clone().map(|c| make(c, u.clone()))) };
+        let client = ca.clone().and_then(|ca| super::http::client(ca.as_deref()));
+        let channels = [
+            ("smtp", smtp_channel(n, secrets, &ca, &mut redactor).await),
+            ("mailbox", mailbox_channel(n)),
+            ("teams", webhook_channel(&n.teams_webhook_url, &client, |c, u| Arc::new(TeamsChannel::new(c, u)))),
+            ("slack", webhook_channel(&n.slack_webhook_url, &client, |c, u| Arc::new(SlackChannel::new(c, u)))),
+            ("webhook", webhook_channel(&n.webhook_url, &client, |c, u| Arc::new(WebhookChannel::new(c, u)))),
+        ];
         Self {
-            teams: hook(&n.teams_webhook_url, |c, u| Arc::new(TeamsChannel::new(c, u))),
-            slack: hook(&n.slack_webhook_url, |c, u| Arc::new(SlackChannel::new(c, u))),
-            webhook: hook(&n.webhook_url, |c, u| Arc::new(WebhookChannel::new(c, u))),
-            smtp,
-            mailbox,
+            channels: channels.into_iter().filter_map(|(name, slot)| slot.map(|s| (name, s))).collect(),
             ledger: state.map(ExpiryLedger::new),
             redactor,
             retry: DeliveryPolicy::default(),
@@ -224,13 +254,12 @@ impl Notifier {
     }
 
     /// The channels a target is delivered through, with their names.
-    fn route(&self, target: &Target) -> Vec<(&'static str, &Slot)> {
-        match target {
-            Target::Email(_) => vec![("smtp", &self.smtp), ("mailbox", &self.mailbox)],
-            Target::Teams => vec![("teams", &self.teams)],
-            Target::Slack => vec![("slack", &self.slack)],
-            Target::Webhook => vec![("webhook", &self.webhook)],
-        }
+    fn route(&self, target: &Target) -> Vec<(&'static str, Option<&Slot>)> {
+        ROUTES
+            .iter()
+            .filter(|(_, serves)| serves(target))
+            .map(|(name, _)| (*name, self.channels.iter().find(|(n, _)| n == name).map(|(_, s)| s)))
+            .collect()
     }
 
     /// Delivers a run's notices: one digest per target, expiry announcements once. Never fails.
@@ -465,6 +494,27 @@ mod tests {
         fn is_send<T: Send>(_: T) {}
         is_send(n.deliver_run(Vec::new()));
         is_send(n.send_report(targets, r));
+    }
+
+    #[tokio::test]
+    async fn the_notifier_holds_the_configured_channels_and_routes_each_target_to_its_own() {
+        let names: Vec<_> = ROUTES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["smtp", "mailbox", "teams", "slack", "webhook"]);
+        let dir = tempfile::tempdir().unwrap();
+        let mailbox = dir.path().join("mail.txt");
+        let settings = crate::config::Settings::from_source(&crate::config::Source::from_pairs([
+            ("PATROL_MAILBOX_FILE", mailbox.to_str().unwrap()),
+            ("PATROL_TEAMS_WEBHOOK_URL", "https://contoso.webhook.office.com/x"),
+        ]))
+        .unwrap();
+        let n = Notifier::from_settings(&settings, None, None, Clock::system()).await;
+        let configured: Vec<_> = n.channels.iter().map(|(name, slot)| (*name, slot.is_ok())).collect();
+        assert_eq!(configured, [("mailbox", true), ("teams", true)]);
+        let route = |t: &Target| n.route(t).into_iter().map(|(name, s)| (name, s.is_some())).collect::<Vec<_>>();
+        assert_eq!(route(&Target::Email("a@contoso.com".into())), [("smtp", false), ("mailbox", true)]);
+        assert_eq!(route(&Target::Teams), [("teams", true)]);
+        assert_eq!(route(&Target::Slack), [("slack", false)]);
+        assert_eq!(route(&Target::Webhook), [("webhook", false)]);
     }
 
     #[test]

@@ -169,18 +169,17 @@ fn world() -> World {
 
 impl World {
     fn engine(&self, faults: Option<Faults>) -> Engine {
-        Engine {
-            policy: self.policy.clone(),
-            connector: Arc::new(self.devops.clone()),
-            store: self.store.clone(),
-            state: self.state.clone(),
-            leases: self.leases.clone(),
-            clock: self.clock.clone(),
-            concurrency: 1,
-            vaults: None,
-            faults: faults.map(Arc::new),
-            consumers: Some(self.consumers.clone()),
-        }
+        Engine::new(
+            self.policy.clone(),
+            Arc::new(self.devops.clone()),
+            self.store.clone(),
+            self.state.clone(),
+            self.clock.clone(),
+        )
+        .with_leases(self.leases.clone())
+        .with_concurrency(1)
+        .with_faults(faults.map(Arc::new))
+        .with_consumers(Some(self.consumers.clone()))
     }
 
     async fn run(&self) -> RunSummary {

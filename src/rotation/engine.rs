@@ -130,6 +130,8 @@ pub struct RunOptions {
     pub requests: Requests,
 }
 
+/// The rotation engine. Built with [`Engine::new`] and the `with_*` methods (in production by
+/// the composition root, `app`, from the settings); its parts are public for reading.
 pub struct Engine {
     pub policy: Arc<Policy>,
     pub connector: Arc<dyn Connector>,
@@ -146,6 +148,59 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine over these parts: in-process leases ([`super::lease::LocalLeases`]), concurrency 8 (the
+    /// `PATROL_MAX_CONCURRENCY` default), events from any vault, no injected faults, no consumer writers.
+    pub fn new(
+        policy: Arc<Policy>,
+        connector: Arc<dyn Connector>,
+        store: Arc<dyn SecretStore>,
+        state: Arc<dyn StateStore>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            policy,
+            connector,
+            store,
+            state,
+            leases: Arc::new(super::lease::LocalLeases::default()),
+            clock,
+            concurrency: 8,
+            vaults: None,
+            faults: None,
+            consumers: None,
+        }
+    }
+
+    /// The per-token leases (shared with every other instance and the CLI in production).
+    pub fn with_leases(mut self, leases: Arc<dyn Leases>) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// At most `n` tokens at once.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Only events from these vaults are acted on (`None`: any).
+    pub fn with_vaults(mut self, vaults: Option<Vec<String>>) -> Self {
+        self.vaults = vaults;
+        self
+    }
+
+    /// Injected crashes at step boundaries (tests; `PATROL_TEST_CRASH_AFTER`).
+    pub fn with_faults(mut self, faults: Option<Arc<Faults>>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Who writes the consumers (`None`: consumers that need a write are reported as not configured).
+    pub fn with_consumers(mut self, consumers: Option<Arc<dyn crate::consumers::ConsumerWriter>>) -> Self {
+        self.consumers = consumers;
+        self
+    }
+
     /// What is true now; with evidence-gated revocation, also what the audit log has shown.
     pub async fn inventory(&self, only: Option<&[SecretName]>) -> Inventory {
         let mut inv = inventory::gather(
@@ -326,8 +381,12 @@ impl Engine {
                 .push(inventory::owner_pats(self.connector.as_ref(), &token.owner, &token.organization).await),
         }
         mini.tokens.insert(entry.secret.clone(), fresh.clone());
-        let single =
-            Policy { file: self.policy.file.clone(), tokens: vec![token.clone()], gate: self.policy.gate.clone() };
+        let single = Policy {
+            file: self.policy.file.clone(),
+            tokens: vec![token.clone()],
+            gate: self.policy.gate.clone(),
+            audit: self.policy.audit.clone(),
+        };
         let mut req = Requests::default();
         if let Some(r) = requests.rotate.get(&entry.secret) {
             // A forced request is satisfied by a rotation another trigger just finished.
@@ -353,7 +412,28 @@ impl Engine {
             lease: Some(&lease),
             consumers: self.consumers.as_deref(),
         };
-        let result = machine.apply(&fresh, &actions, deadline).await;
+        // One span per token and operation: every line of this token's work (journal steps, Azure DevOps
+        // calls, vault writes, consumer deliveries) carries the secret and, once journaled, the operation id.
+        let span = tracing::info_span!(
+            "rotation",
+            secret = %entry.secret,
+            organization = %token.organization,
+            owner = %token.owner,
+            operation_id = tracing::field::Empty,
+        );
+        if let Some(op) = &fresh.journal.operation {
+            span.record("operation_id", tracing::field::display(&op.op));
+        }
+        let result = {
+            use tracing::Instrument;
+            let labels: Vec<String> = actions.iter().map(Action::label).collect();
+            async {
+                tracing::info!(actions = %labels.join("; "), "applying");
+                machine.apply(&fresh, &actions, deadline).await
+            }
+            .instrument(span)
+            .await
+        };
         drop(lease);
         match result {
             Ok(mut report) => {
@@ -496,66 +576,4 @@ enum Outcome {
     Done(Box<TokenReport>),
     Busy(SecretName),
     Deferred(SecretName),
-}
-
-/// The audit layer's "rotate now" (a compromised PAT), through the engine's journaled state machine: a
-/// compromise rotation (grace 0) when the suspect is the secret's current PAT, then the suspect revoked.
-/// A crash anywhere converges like any rotation: the suspect becomes the previous PAT with no grace and the
-/// next run revokes it. The PAT the secret's current version names is never revoked.
-#[async_trait::async_trait]
-impl crate::audit::respond::RotateNow for Engine {
-    async fn rotate_now(
-        &self,
-        secret: &SecretName,
-        suspect: crate::domain::AuthorizationId,
-        reason: &str,
-    ) -> Result<String, String> {
-        let token = self.policy.token(secret).ok_or_else(|| format!("{secret} is not managed by the policy"))?;
-        // What the secret's current version names (the store, not the journal: a version written outside
-        // patrol is current before any run has adopted it).
-        let current = || async {
-            let ts = inventory::token_state(self.store.as_ref(), self.state.as_ref(), secret).await;
-            match ts.error {
-                Some(e) => Err(format!("reading the current version of {secret} failed: {e}")),
-                None => Ok(ts.current_authorization_id()),
-            }
-        };
-        let mut done = Vec::new();
-        if current().await? == Some(suspect) {
-            let mut requests = Requests::default();
-            requests.rotate.insert(secret.clone(), Reason::Compromised);
-            let s = self
-                .run(RunOptions { dry_run: false, budget: None, only: Some(vec![secret.clone()]), requests })
-                .await
-                .map_err(|e| e.to_string())?;
-            if s.rotated == 0 {
-                return Err(format!("the compromise rotation of {secret} did not complete: {}", s.line()));
-            }
-            done.push(format!("rotated {secret} (compromised) through the journaled state machine"));
-        }
-        if current().await? == Some(suspect) {
-            return Err(format!("refusing to revoke {suspect}: it is still the current value of {secret}"));
-        }
-        self.connector.pats(&token.owner, &token.organization).revoke(suspect).await.map_err(|e| {
-            let prefix = if done.is_empty() { String::new() } else { format!("{}; ", done.join("; ")) };
-            format!("{prefix}revoking suspect PAT {suspect} failed: {e}")
-        })?;
-        super::history::record_revoked(self, secret, suspect, &format!("suspect: {reason}")).await;
-        done.push(format!("revoked suspect PAT {suspect} ({reason})"));
-        Ok(done.join("; "))
-    }
-
-    async fn current_of(&self, secret: &SecretName) -> Result<Option<crate::domain::AuthorizationId>, String> {
-        match self.store.get(secret, None).await {
-            Ok(v) => Ok(v
-                .as_ref()
-                .and_then(|c| c.properties.tags.get(tags::AUTHORIZATION_ID))
-                .and_then(|s| crate::domain::AuthorizationId::parse(s).ok())),
-            Err(e) => Err(format!("reading {secret} failed: {e}")),
-        }
-    }
-
-    async fn record_revoked(&self, secret: &SecretName, suspect: crate::domain::AuthorizationId, detail: &str) {
-        super::history::record_revoked(self, secret, suspect, detail).await;
-    }
 }

@@ -60,18 +60,16 @@ fn world(n: usize) -> World {
 
 impl World {
     fn engine(&self, faults: Option<Faults>) -> Engine {
-        Engine {
-            policy: self.policy.clone(),
-            connector: Arc::new(self.devops.clone()),
-            store: self.store.clone(),
-            state: self.state.clone(),
-            leases: self.leases.clone(),
-            clock: self.clock.clone(),
-            concurrency: 4,
-            vaults: None,
-            faults: faults.map(Arc::new),
-            consumers: None,
-        }
+        Engine::new(
+            self.policy.clone(),
+            Arc::new(self.devops.clone()),
+            self.store.clone(),
+            self.state.clone(),
+            self.clock.clone(),
+        )
+        .with_leases(self.leases.clone())
+        .with_concurrency(4)
+        .with_faults(faults.map(Arc::new))
     }
 
     async fn run(&self) -> super::engine::RunSummary {
@@ -465,4 +463,74 @@ async fn managed_tokens_are_warned_only_when_rotation_is_overdue() {
     w.devops.sign_in_required.store(false, Ordering::SeqCst);
     let s = w.run().await;
     assert_eq!((s.rotated, warnings(&s)), (1, vec![]), "{}", s.line());
+}
+
+/// The JSON lines Application Insights receives, written to memory.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+/// One rotation can be followed in the JSON logs: every journaled step is a line in the token's `rotation`
+/// span, which carries the secret, organization, owner and operation id; no PAT value appears anywhere.
+#[tokio::test]
+async fn one_rotation_is_followed_by_its_span_in_the_json_logs_and_no_secret_is_logged() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(crate::telemetry::json_layer(logs.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests run in parallel without a subscriber: recompute each callsite's interest with this one in
+    // place, so no line is lost to an interest cached before it was set.
+    tracing::callsite::rebuild_interest_cache();
+
+    let w = world(2);
+    assert_eq!(w.run().await.rotated, 2);
+    // Once every callsite of a rotation is registered, again (a test on another thread registering one at
+    // the same moment, without a subscriber, can leave it cached as uninteresting).
+    tracing::callsite::rebuild_interest_cache();
+    w.clock.advance(Duration::days(24)); // tok-0 (30/7) is due
+    let s = w.run().await;
+    let done = s.reports.iter().find(|r| r.secret == "tok-0").and_then(|r| r.rotated.clone()).expect("tok-0 rotated");
+    let op = done.op.to_string();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of_op: Vec<&serde_json::Value> = lines.iter().filter(|l| l["span"]["operation_id"] == op.as_str()).collect();
+    for l in &of_op {
+        assert_eq!(l["span"]["name"], "rotation", "{l}");
+        assert_eq!(l["span"]["secret"], "tok-0", "{l}");
+        assert_eq!(l["span"]["organization"], "fabrikam", "{l}");
+        assert_eq!(l["span"]["owner"], "svc@contoso.com", "{l}");
+    }
+    let steps: Vec<&str> =
+        of_op.iter().filter(|l| l["message"] == "journaled").filter_map(|l| l["step"].as_str()).collect();
+    assert!(steps.starts_with(&["intent", "created"]), "each journaled step is a line of its span: {steps:?}\n{text}");
+    // The other token's work is in its own span, never under this operation.
+    assert!(lines.iter().any(|l| l["span"]["secret"] == "tok-1"), "{text}");
+    assert!(of_op.iter().all(|l| l["span"]["secret"] != "tok-1"));
+
+    // No PAT patrol minted, current or previous, appears in any line.
+    let ids: Vec<AuthorizationId> = w.devops.lock().pats.keys().copied().collect();
+    assert!(ids.len() >= 3);
+    for id in ids {
+        let value = w.devops.token_of(id).unwrap();
+        assert!(!text.contains(&value), "a PAT value was logged");
+    }
 }

@@ -265,6 +265,12 @@ impl Loaded {
             .map_err(|e| JournalError::Corrupt { key: Journal::key(&self.journal.secret), message: e.to_string() })?;
         let tag = store.save(&Journal::key(&self.journal.secret), &body, self.etag.as_ref()).await?;
         self.etag = Some(tag);
+        if let Some(op) = &self.journal.operation {
+            // The engine's per-token span carries the operation from here on (Application Insights follows
+            // one rotation by it); each journaled step is one line.
+            tracing::Span::current().record("operation_id", tracing::field::display(&op.op));
+            tracing::info!(step = op.step.name(), attempt = op.attempt, "journaled");
+        }
         Ok(())
     }
 }

@@ -93,17 +93,10 @@ async fn a_lease_lost_after_create_stops_before_the_vault_write_and_the_next_run
     );
     let devops = FakeDevOps::new(clock.clone());
     let leases = Arc::new(FlagLeases::default());
-    let engine = |connector: Arc<dyn Connector>| Engine {
-        policy: policy.clone(),
-        connector,
-        store: store.clone(),
-        state: state.clone(),
-        leases: leases.clone(),
-        clock: clock.clone(),
-        concurrency: 1,
-        vaults: None,
-        faults: None,
-        consumers: None,
+    let engine = |connector: Arc<dyn Connector>| {
+        Engine::new(policy.clone(), connector, store.clone(), state.clone(), clock.clone())
+            .with_leases(leases.clone())
+            .with_concurrency(1)
     };
     let secret = SecretName::parse("tok-a").unwrap();
 
@@ -140,25 +133,22 @@ async fn a_lease_lost_before_any_effect_touches_nothing() {
     let devops = FakeDevOps::new(clock.clone());
     let leases = Arc::new(FlagLeases::default());
     leases.lost.store(true, Ordering::SeqCst);
-    let engine = Engine {
-        policy: Arc::new(
-            Policy::parse(
-                Path::new("patrol.toml"),
-                "[defaults]\norganization = \"fabrikam\"\nowner = \"svc@contoso.com\"\nscopes = \"vso.code\"\n\
-                 [[token]]\nsecret = \"tok-b\"\ndisplay_name = \"Token B\"\nvalidity_days = 30\nrotate_before_days = 7\ngrace_days = 1\n",
-            )
-            .unwrap(),
-        ),
-        connector: Arc::new(devops.clone()),
-        store: store.clone(),
-        state: Arc::new(FileStateStore::new(dir.path().join("state"))),
-        leases,
+    let engine = Engine::new(
+        Arc::new(
+                Policy::parse(
+                    Path::new("patrol.toml"),
+                    "[defaults]\norganization = \"fabrikam\"\nowner = \"svc@contoso.com\"\nscopes = \"vso.code\"\n\
+                     [[token]]\nsecret = \"tok-b\"\ndisplay_name = \"Token B\"\nvalidity_days = 30\nrotate_before_days = 7\ngrace_days = 1\n",
+                )
+                .unwrap(),
+            ),
+        Arc::new(devops.clone()),
+        store.clone(),
+        Arc::new(FileStateStore::new(dir.path().join("state"))),
         clock,
-        concurrency: 1,
-        vaults: None,
-        faults: None,
-        consumers: None,
-    };
+    )
+        .with_leases(leases)
+        .with_concurrency(1);
     let s = engine.run(RunOptions::default()).await.unwrap();
     assert_eq!((s.rotated, devops.lock().creates), (0, 0), "{}", s.line());
     assert!(s.reports.iter().any(|t| t.deferred.as_deref().is_some_and(|d| d.contains("lost"))), "{}", s.line());

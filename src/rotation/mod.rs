@@ -22,7 +22,6 @@ mod engine_tests;
 pub mod evidence;
 #[cfg(test)]
 pub(crate) mod fake;
-pub mod functions;
 pub mod history;
 pub mod inventory;
 pub mod journal;

@@ -67,11 +67,27 @@ pub struct Policy {
     /// Evidence-gated revocation of previous PATs (`[audit] revocation = { mode = "evidence", … }`);
     /// `None`: a previous PAT is revoked when its grace period ends.
     pub gate: Option<super::evidence::EvidenceGate>,
+    /// The `[audit]` table, validated and resolved with the policy (`None`: the policy has none, and the
+    /// timer does not poll the audit log).
+    #[serde(skip)]
+    pub audit: Option<crate::audit::AuditSettings>,
 }
 
 impl Policy {
     pub fn token(&self, secret: &SecretName) -> Option<&ManagedToken> {
         self.tokens.iter().find(|t| &t.secret == secret)
+    }
+
+    /// The thresholds the reports mark on the expiry timeline: every threshold any token uses, longest
+    /// first (the defaults when no token is managed).
+    pub fn timeline_thresholds(&self) -> Vec<u32> {
+        let mut t: Vec<u32> = self.tokens.iter().flat_map(|t| t.expiry_thresholds.iter().copied()).collect();
+        if t.is_empty() {
+            t = DEFAULT_THRESHOLDS.to_vec();
+        }
+        t.sort_unstable_by(|a, b| b.cmp(a));
+        t.dedup();
+        t
     }
 
     /// Reads and validates a policy file.
@@ -94,14 +110,17 @@ impl Policy {
             PolicyError { file: file.clone(), line, field: "(syntax)".into(), problem: e.message().to_owned() }
         })?;
         let mut gate = None;
+        let mut audit = None;
         if let Some(a) = &raw.audit {
             let settings = a.get_ref().resolve().map_err(|e| {
                 let line = ctx.line_of(field_offset(text, a.span(), &e.field));
                 ctx.err(line, &format!("audit.{}", e.field), &e.problem)
             })?;
             if settings.revocation.mode == crate::audit::policy::RevocationMode::Evidence {
-                gate = Some(super::evidence::EvidenceGate { gate: settings.revocation, notify: settings.notify });
+                gate =
+                    Some(super::evidence::EvidenceGate { gate: settings.revocation, notify: settings.notify.clone() });
             }
+            audit = Some(settings);
         }
         if raw.token.is_empty() && raw.audit.is_none() {
             // An empty file, or only [defaults]: nothing to manage, nothing to watch. Refused rather than
@@ -185,7 +204,7 @@ impl Policy {
         if let Some(e) = crate::consumers::policy::combine(consumer_errors) {
             return Err(e);
         }
-        Ok(Self { file: path.to_path_buf(), tokens, gate })
+        Ok(Self { file: path.to_path_buf(), tokens, gate, audit })
     }
 }
 
@@ -542,6 +561,9 @@ notify = ["teams", "email:pkg@contoso.com"]
     fn audit_section_is_accepted_and_validated() {
         let ok = format!("{GOOD}\n[audit]\nallowed_cidrs = [\"10.0.0.0/8\"]\n[audit.rules.burst]\nmax_actions = 50\n");
         assert_eq!(parse(&ok).unwrap().tokens.len(), 2);
+        // Resolved once, with the policy: what `crate::audit` reading the table itself would get.
+        let resolved = crate::audit::policy::from_policy_text(&ok).unwrap().resolve().unwrap();
+        assert_eq!(parse(&ok).unwrap().audit, Some(resolved));
         let e = err_of(&format!("{GOOD}\n[audit]\nallowed_cidr = []\n"));
         assert!(e.problem.contains("allowed_cidr"), "{e}");
         let e = err_of(&format!("{GOOD}\n[audit.rules.burst]\ndays = 3\n"));
@@ -551,6 +573,7 @@ notify = ["teams", "email:pkg@contoso.com"]
     #[test]
     fn evidence_gated_revocation_is_opt_in_and_validated_with_its_line() {
         assert_eq!(parse(GOOD).unwrap().gate, None, "no [audit]: revoke when the grace ends");
+        assert_eq!(parse(GOOD).unwrap().audit, None, "no [audit]: the audit log is not watched");
         let grace = format!("{GOOD}\n[audit]\nrevocation = {{ quiet_hours = 12 }}\n");
         assert_eq!(parse(&grace).unwrap().gate, None, "mode defaults to grace");
         let on = format!(

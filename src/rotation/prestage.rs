@@ -115,18 +115,15 @@ mod tests {
                     [[token]]\nsecret = \"tok-0\"\ndisplay_name = \"Token 0\"\nvalidity_days = 30\n\
                     rotate_before_days = 7\ngrace_days = 2\n";
         let leases = Arc::new(LocalLeases::default());
-        let engine = Engine {
-            policy: Arc::new(Policy::parse(std::path::Path::new("patrol.toml"), text).unwrap()),
-            connector: Arc::new(FakeDevOps::new(clock.clone())),
-            store: Arc::new(store),
-            state: Arc::new(FileStateStore::new(dir.path().join("state"))),
-            leases: leases.clone(),
-            clock: clock.clone(),
-            concurrency: 2,
-            vaults: None,
-            faults: None,
-            consumers: None,
-        };
+        let engine = Engine::new(
+            Arc::new(Policy::parse(std::path::Path::new("patrol.toml"), text).unwrap()),
+            Arc::new(FakeDevOps::new(clock.clone())),
+            Arc::new(store),
+            Arc::new(FileStateStore::new(dir.path().join("state"))),
+            clock.clone(),
+        )
+        .with_leases(leases.clone())
+        .with_concurrency(2);
         let secret = SecretName::parse("tok-0").unwrap();
         assert!(engine.prestage(&SecretName::parse("nope").unwrap(), Reason::Compromised, clock.now()).await.is_err());
         assert_eq!(engine.run(RunOptions::default()).await.unwrap().rotated, 1);

@@ -10,21 +10,31 @@ use crate::state::blob::BlobAccount;
 use crate::state::{FileStateStore, StateStore};
 use std::sync::Arc;
 
+/// Why the journal store and the leases could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SharedError {
+    /// `AzureWebJobsStorage` could not be used.
+    #[error("AzureWebJobsStorage: {0}")]
+    HostStorage(String),
+    /// `PATROL_LEASE=blob` without a storage account.
+    #[error("PATROL_LEASE=blob needs AzureWebJobsStorage")]
+    BlobWithoutStorage,
+}
+
 /// The journal (state) store and the per-token lease provider.
 pub type Shared = (Arc<dyn StateStore>, Arc<dyn Leases>);
 
 /// The journal store and the lease provider the settings ask for.
-pub fn from_settings(s: &Settings) -> Result<Shared, String> {
+pub fn from_settings(s: &Settings) -> Result<Shared, SharedError> {
     match (s.lease, &s.host_storage) {
         (LeaseMode::Local, _) | (LeaseMode::Auto, None) => {
             let root = s.state_dir.join("state");
             Ok((Arc::new(FileStateStore::new(&root)), Arc::new(FileLeases::new(root.join("leases")))))
         }
         (_, Some(hs)) => {
-            let blob = BlobAccount::from_host_storage(hs, s.ca_cert.as_deref())
-                .map_err(|e| format!("AzureWebJobsStorage: {e}"))?;
+            let blob = BlobAccount::from_host_storage(hs, s.ca_cert.as_deref()).map_err(SharedError::HostStorage)?;
             Ok((Arc::new(blob.state_store()), Arc::new(BlobLeases::new(blob))))
         }
-        (LeaseMode::Blob, None) => Err("PATROL_LEASE=blob needs AzureWebJobsStorage".into()),
+        (LeaseMode::Blob, None) => Err(SharedError::BlobWithoutStorage),
     }
 }

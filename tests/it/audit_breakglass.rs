@@ -15,7 +15,6 @@ use patrol::devops::retry::RetryPolicy;
 use patrol::devops::{ApiVersion, Connector};
 use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
 use patrol::rotation::engine::Engine;
-use patrol::rotation::lease::LocalLeases;
 use patrol::rotation::policy::Policy;
 use patrol::state::FileStateStore;
 use patrol::store::memory::MemoryStore;
@@ -125,18 +124,16 @@ pub(crate) fn engine(
         ));
     }
     let policy = Policy::parse(&dir.join("patrol.toml"), &text).unwrap();
-    Arc::new(Engine {
-        policy: Arc::new(policy),
-        connector,
-        store,
-        state: Arc::new(FileStateStore::new(dir.join("state"))),
-        leases: Arc::new(LocalLeases::default()),
-        clock: clock.clone(),
-        concurrency: 2,
-        vaults: None,
-        faults: None,
-        consumers: None,
-    })
+    Arc::new(
+        Engine::new(
+            Arc::new(policy),
+            connector,
+            store,
+            Arc::new(FileStateStore::new(dir.join("state"))),
+            clock.clone(),
+        )
+        .with_concurrency(2),
+    )
 }
 
 async fn current_value(store: &dyn SecretStore, secret: &str) -> String {

@@ -698,6 +698,29 @@ fn function_app_files_match_the_handler() {
     assert_eq!(host["extensionBundle"]["version"], "[4.*, 5.0.0)");
     assert!(host["functionTimeout"].as_str().is_some());
 
+    // One folder per row of the handler's function table, its trigger binding as the table says; no other.
+    for f in patrol::handler::FUNCTIONS {
+        let fj = read(&format!("{}/function.json", f.name));
+        let ins: Vec<&Value> = fj["bindings"].as_array().unwrap().iter().filter(|b| b["direction"] == "in").collect();
+        assert_eq!(ins.len(), 1, "{}: one trigger binding", f.name);
+        assert_eq!(
+            (ins[0]["type"].as_str(), ins[0]["name"].as_str()),
+            (Some(f.trigger), Some(f.binding)),
+            "{}",
+            f.name
+        );
+    }
+    let mut folders: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("function.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    let mut table: Vec<String> = patrol::handler::FUNCTIONS.iter().map(|f| f.name.to_owned()).collect();
+    table.sort();
+    assert_eq!(folders, table, "every function folder is in the handler's table and the other way round");
+
     let t = &read("RotateTimer/function.json")["bindings"][0];
     assert_eq!((t["type"].as_str(), t["name"].as_str()), (Some("timerTrigger"), Some(patrol::handler::timer::BINDING)));
     assert_eq!(t["schedule"], "%PATROL_SCHEDULE%");

@@ -3,10 +3,10 @@
 //! emulator's virtual time, as the host does, and reads the `{"Outputs","Logs","ReturnValue"}` reply;
 //! starts and stops the handler as the host does for each Function App instance.
 
+use crate::app::functions::RotationFunctions;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::handler::{Handler, server};
-use crate::rotation::functions::RotationFunctions;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use time::OffsetDateTime;

@@ -1,41 +1,35 @@
-//! The rotation engine behind the custom handler: implements [`crate::handler::Functions`] for
-//! `RotateTimer`, `RotateHttp` and `EventGridSecretChanged`, and hands every run's notices to the
-//! notifications layer. Everything is built lazily on the first invocation (the host's readiness
+//! The three functions' use cases, above both `rotation` and `audit`: implements
+//! [`crate::handler::Functions`] for `RotateTimer` (audit pass → engine run → weekly report), `RotateHttp`
+//! (engine run or one token) and `EventGridSecretChanged` (the engine on one event), and hands every run's
+//! notices to the notifications layer. Everything is built lazily on the first invocation (the host's readiness
 //! probe must be answered at once), from [`Settings`].
 
-use super::engine::{
-    Engine, EngineError, RunOptions, RunSummary, SecretEvent as EngineEvent, SecretEventKind as EngineKind,
-};
-use super::plan::Requests;
-use super::policy::Policy;
+use super::StartupError;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::handler::eventgrid::{SecretEvent, SecretEventKind};
 use crate::handler::http::{RotateMode, RotateRequest};
 use crate::handler::timer::TimerRun;
 use crate::handler::{Failure, FailureKind, Functions, Invocation, Outcome, Report, Status};
-use crate::notify::Notifier;
-use crate::store::SecretStore;
+use crate::rotation::engine::{
+    EngineError, RunOptions, RunSummary, SecretEvent as EngineEvent, SecretEventKind as EngineKind,
+};
+use crate::rotation::plan::Requests;
+use crate::rotation::policy::Policy;
 use async_trait::async_trait;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-struct Runtime {
-    engine: Engine,
-    notifier: Notifier,
-    /// The Azure DevOps connector (audit log readers and Token Admin live on it).
-    http: Arc<crate::devops::connector::HttpConnector>,
-    /// The policy's `[audit]` section, when it has one: the timer then also polls the audit log.
-    audit: Option<crate::audit::AuditSettings>,
-}
+/// The parts the functions run on, built by the composition root ([`crate::app`]).
+type Runtime = crate::app::Running;
 
 /// The handler's functions, backed by the engine.
 pub struct RotationFunctions {
     settings: Settings,
     clock: Clock,
-    runtime: OnceCell<Result<Runtime, String>>,
+    runtime: OnceCell<Result<Runtime, StartupError>>,
 }
 
 impl RotationFunctions {
@@ -45,76 +39,13 @@ impl RotationFunctions {
 
     async fn runtime(&self) -> Result<&Runtime, Failure> {
         let r = self.runtime.get_or_init(|| async { self.build().await }).await;
-        r.as_ref().map_err(|e| Failure::new(FailureKind::Unavailable, e.clone()))
+        r.as_ref().map_err(|e| Failure::new(FailureKind::Unavailable, e.to_string()))
     }
 
-    async fn build(&self) -> Result<Runtime, String> {
-        let s = &self.settings;
-        let policy = Policy::load(&s.policy_file).map_err(|e| format!("policy: {e}"))?;
-        // Key Vault when PATROL_KEYVAULT_URL is set (the file store is never opened then: the Function
-        // App's root is read-only in Azure), otherwise the embedded file store. Refresh tokens and patrol's
-        // credentials live in `own` (PATROL_OWN_KEYVAULT_URL), PATs in each token's consumer vault.
-        let stores =
-            crate::store::open(s, self.clock.clone(), Some(&policy)).map_err(|e| format!("secret store: {e}"))?;
-        let store: Arc<dyn SecretStore> = stores.consumer.clone();
-        let (state, leases) = super::shared::from_settings(s)?;
-        let client_id = s.client_id.clone().ok_or("PATROL_CLIENT_ID is not set (the Entra app owners sign in to)")?;
-        let http = crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
-            .map_err(|e| e.to_string())?;
-        let entra = crate::auth::entra::EntraClient::new(http, s.entra_authority.clone(), &s.tenant_id, &client_id)
-            .map_err(|e| e.to_string())?;
-        let sessions = crate::auth::session::Sessions::new(
-            Arc::new(entra),
-            stores.own.clone(),
-            self.clock.clone(),
-            crate::auth::session::SessionOptions::default(),
-        );
-        // Owners' sessions, and the Function App's own identity (audit log, Token Admin).
-        let app = crate::auth::app::AppToken::from_settings(
-            s,
-            crate::devops::http::build_client(s.ca_cert.as_deref(), Duration::from_secs(60))
-                .map_err(|e| e.to_string())?,
-            self.clock.clone(),
-        )?
-        .map(Arc::new);
-        let tokens = crate::auth::app::Routed { sessions: Arc::new(sessions), app };
-        let connector = Arc::new(
-            crate::devops::connector::HttpConnector::from_settings(s, self.clock.clone(), Arc::new(tokens))
-                .map_err(|e| e.to_string())?,
-        );
-        // The audit pass is opt-in: it needs a reader signed in with vso.auditlog.
-        let audit = match std::fs::read_to_string(&s.policy_file) {
-            Ok(text) if text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("audit")) => Some(
-                crate::audit::policy::from_policy_text(&text)
-                    .and_then(|p| p.resolve().map_err(|e| e.to_string()))
-                    .map_err(|e| format!("policy: {e}"))?,
-            ),
-            _ => None,
-        };
-        let vaults = s.managed_vault_names();
-        let notifier =
-            Notifier::from_settings(s, Some(stores.own.as_ref()), Some(state.clone()), self.clock.clone()).await;
-        let consumers = crate::consumers::writers::for_policy(
-            s,
-            &policy,
-            stores.own.clone(),
-            store.clone(),
-            state.clone(),
-            self.clock.clone(),
-        );
-        let engine = Engine {
-            policy: Arc::new(policy),
-            connector: connector.clone(),
-            store,
-            state,
-            leases,
-            clock: self.clock.clone(),
-            concurrency: s.max_concurrency,
-            vaults,
-            faults: super::machine::Faults::from_env().map(Arc::new),
-            consumers,
-        };
-        Ok(Runtime { engine, notifier, http: connector, audit })
+    async fn build(&self) -> Result<Runtime, StartupError> {
+        // Owners' sessions and the Function App's own identity (audit log, Token Admin); the audit pass is
+        // opt-in (the policy's `[audit]`): it needs a reader signed in with vso.auditlog.
+        super::App::open(self.settings.clone(), self.clock.clone())?.running().await
     }
 
     /// The timer's audit pass (when the policy has `[audit]`). It runs **before** the rotation engine's
@@ -146,9 +77,15 @@ impl RotationFunctions {
             respond: true,
         };
         // "Rotate now" responses go through the engine's journaled state machine (crash-safe).
-        let mut summary =
-            pass::audit_pass(rt.http.as_ref(), rt.engine.state.as_ref(), rt.http.as_ref(), &rt.engine, input, now)
-                .await;
+        let mut summary = pass::audit_pass(
+            rt.connector.as_ref(),
+            rt.engine.state.as_ref(),
+            rt.connector.as_ref(),
+            &rt.engine,
+            input,
+            now,
+        )
+        .await;
         summary.errors.extend(inputs.managed.errors);
         tracing::info!(
             organizations = summary.organizations.len(),
@@ -190,13 +127,14 @@ impl RotationFunctions {
         };
         let findings =
             weekly::findings_since(rt.engine.state.as_ref(), now - time::Duration::days(7)).await.unwrap_or_default();
-        let thresholds = crate::cli::report::thresholds(&rt.engine.policy);
+        let thresholds = rt.engine.policy.timeline_thresholds();
         let rows = weekly::token_rows(&managed, now);
         // Created, rotated and revoked PATs of the week (every engine run and break glass append to it).
-        let events = super::history::since(rt.engine.state.as_ref(), now - weekly::PERIOD).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the weekly report goes out without the lifecycle log");
-            Vec::new()
-        });
+        let events =
+            crate::rotation::history::since(rt.engine.state.as_ref(), now - weekly::PERIOD).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the weekly report goes out without the lifecycle log");
+                Vec::new()
+            });
         let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
             weekly::build(now, rows, weekly::lifecycle_rows(&events), &findings, thresholds)
         })
@@ -280,7 +218,7 @@ impl Functions for RotationFunctions {
                 let mut requests = Requests::default();
                 if req.force {
                     for t in &rt.engine.policy.tokens {
-                        requests.rotate.insert(t.secret.clone(), super::journal::Reason::Forced);
+                        requests.rotate.insert(t.secret.clone(), crate::rotation::journal::Reason::Forced);
                     }
                 }
                 rt.engine.run(RunOptions { dry_run, budget, only: None, requests }).await
