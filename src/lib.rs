@@ -23,6 +23,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -37,3 +38,4 @@ pub mod rotation;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod timestamp;

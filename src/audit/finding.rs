@@ -78,9 +78,7 @@ fn or_dash(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
 }
 
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
-}
+pub(crate) use crate::timestamp::rfc3339;
 
 /// One rule firing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

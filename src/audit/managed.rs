@@ -16,7 +16,6 @@ use crate::state::StateStore;
 use crate::store::{PAT_CONTENT_TYPE, SecretStore, SecretSummary, StoreError, tags};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// One managed secret's current PAT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,7 +49,7 @@ impl ManagedPat {
         if s.content_type.as_deref().is_some_and(|c| c != PAT_CONTENT_TYPE) {
             return None;
         }
-        let time = |k: &str| tag(k).and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok());
+        let time = |k: &str| tag(k).and_then(crate::timestamp::parse_opt);
         Some(Self {
             secret: s.name.clone(),
             authorization_id: AuthorizationId::parse(tag(tags::AUTHORIZATION_ID)?).ok()?,

@@ -9,7 +9,6 @@ use crate::domain::OwnerId;
 use crate::store::{SecretStore, StoreError};
 use std::time::Duration;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// What the person is shown.
 #[derive(Debug, Clone)]
@@ -101,7 +100,7 @@ pub async fn login(
                     Some(_) => {}
                 }
                 let now = clock.now();
-                let signed_in = now.format(&Rfc3339).unwrap_or_default();
+                let signed_in = crate::timestamp::rfc3339(now);
                 let version = store_refresh_token(store, owner, &refresh, &signed_in, scopes, now).await?;
                 tracing::info!(%owner, "owner signed in; refresh token stored");
                 return Ok(LoginOutcome { owner: owner.clone(), version, signed_in_at: now });

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// State key of the migration journal.
 pub const JOURNAL_KEY: &str = "migrations/refresh-tokens";
@@ -235,7 +234,7 @@ async fn move_one(
 }
 
 fn refreshed_at(t: &BTreeMap<String, String>) -> Option<OffsetDateTime> {
-    t.get(TAG_REFRESHED_AT).and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok())
+    t.get(TAG_REFRESHED_AT).and_then(|v| crate::timestamp::parse_opt(v))
 }
 
 #[cfg(test)]

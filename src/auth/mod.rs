@@ -94,3 +94,63 @@ impl TokenSource for StaticToken {
 pub trait TokenSources: Send + Sync + std::fmt::Debug {
     fn for_identity(&self, identity: &OwnerId) -> std::sync::Arc<dyn TokenSource>;
 }
+
+/// patrol's scope lists and patrol-emulator's must agree, or the emulator would accept (or refuse) what
+/// Azure DevOps and Entra would not: the PAT scope names a policy may use, the delegated scopes each
+/// sign-in asks for against what each emulated API requires, and the app-only `.default` scope.
+#[cfg(test)]
+mod scope_agreement_tests {
+    use super::{ADMIN_SCOPES, AUDIT_SCOPES, DEVOPS_RESOURCE, PAT_SCOPES};
+    use patrol_emulator::devops::auth as emulated;
+    use std::collections::BTreeSet;
+
+    /// The Azure DevOps scopes of a sign-in request, as the emulated Entra reads it.
+    fn requested(scopes: &str) -> BTreeSet<String> {
+        let r = patrol_emulator::entra::parse_scopes(scopes).unwrap_or_else(|e| panic!("{scopes}: {e:?}"));
+        assert_eq!(r.resource, patrol_emulator::tokens::DEVOPS_RESOURCE, "{scopes}");
+        assert!(r.offline, "{scopes}: every sign-in needs a refresh token");
+        r.scopes.into_iter().collect()
+    }
+
+    fn set(s: &[&str]) -> BTreeSet<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn pat_scope_names_are_the_emulators() {
+        let ours = set(crate::domain::KNOWN_SCOPES);
+        let theirs = set(patrol_emulator::devops::scopes::KNOWN_SCOPES);
+        let only_ours: Vec<_> = ours.difference(&theirs).collect();
+        let only_theirs: Vec<_> = theirs.difference(&ours).collect();
+        assert!(
+            only_ours.is_empty() && only_theirs.is_empty(),
+            "patrol only: {only_ours:?}; emulator only: {only_theirs:?}"
+        );
+    }
+
+    #[test]
+    fn each_sign_in_asks_for_exactly_what_its_emulated_apis_require() {
+        assert_eq!(DEVOPS_RESOURCE, patrol_emulator::tokens::DEVOPS_RESOURCE);
+        let consented = set(patrol_emulator::tokens::DEVOPS_DEFAULT_SCOPES);
+        // Owners: read and manage their PATs, nothing else (least privilege).
+        let owner = requested(PAT_SCOPES);
+        assert!(emulated::PAT_READ_SCOPES.iter().any(|s| owner.contains(*s)), "{owner:?}");
+        assert!(emulated::PAT_WRITE_SCOPES.iter().any(|s| owner.contains(*s)), "{owner:?}");
+        let pat_api: BTreeSet<String> =
+            set(emulated::PAT_READ_SCOPES).union(&set(emulated::PAT_WRITE_SCOPES)).cloned().collect();
+        assert!(owner.is_subset(&pat_api), "owner scopes beyond the PAT API: {owner:?}");
+        // Administrators: Token Admin and the audit log; audit-only administrators: the audit log alone.
+        let admin = requested(ADMIN_SCOPES);
+        let needs = set(emulated::TOKEN_ADMIN_SCOPES).union(&set(emulated::AUDIT_LOG_SCOPES)).cloned().collect();
+        assert_eq!(admin, needs);
+        assert_eq!(requested(AUDIT_SCOPES), set(emulated::AUDIT_LOG_SCOPES));
+        // Every scope patrol asks for is one the emulated tenant's client app is consented for.
+        for s in owner.iter().chain(&admin) {
+            assert!(consented.contains(s), "{s} is not consented in the emulated tenant: {consented:?}");
+        }
+        // App-only callers (audit as the Function App, consumer writers) ask for the resource's `.default`.
+        let default = format!("{}/.default", patrol_emulator::tokens::DEVOPS_RESOURCE);
+        assert_eq!(crate::auth::app::DEVOPS_DEFAULT_SCOPE, default);
+        assert_eq!(crate::consumers::devops::DEVOPS_SCOPE, default);
+    }
+}

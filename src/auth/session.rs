@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Tag: when the owner last signed in interactively (`patrol login`), RFC 3339.
 pub const TAG_SIGNED_IN_AT: &str = "signed-in-at";
@@ -48,7 +47,7 @@ pub fn refresh_token_tags(
         (tags::MANAGED_BY.to_owned(), tags::MANAGED_BY_VALUE.to_owned()),
         (tags::OWNER.to_owned(), owner.as_str().to_owned()),
         (TAG_SIGNED_IN_AT.to_owned(), signed_in_at.to_owned()),
-        (TAG_REFRESHED_AT.to_owned(), refreshed_at.format(&Rfc3339).unwrap_or_default()),
+        (TAG_REFRESHED_AT.to_owned(), crate::timestamp::rfc3339(refreshed_at)),
     ])
 }
 
@@ -107,7 +106,7 @@ pub async fn refresh_status(
         return Ok(None);
     };
     let p = current.properties;
-    let tag = |k: &str| p.tags.get(k).and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok());
+    let tag = |k: &str| p.tags.get(k).and_then(|v| crate::timestamp::parse_opt(v));
     let last_refresh_at = tag(TAG_REFRESHED_AT).or(p.created);
     Ok(Some(RefreshStatus {
         owner: owner.clone(),

@@ -141,6 +141,12 @@ pub enum Command {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    // Started by the Functions host: no arguments, only the port in the environment. Serve at once,
+    // without building the whole command-line parser (every command's arguments and help text): the
+    // host's readiness probe waits on this path (issue 14: start → first answered `GET /` ≤ 3 ms).
+    if std::env::args_os().len() <= 1 && port_from_env().is_some() {
+        return serve::run(ServeArgs::default());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -196,7 +196,7 @@ pub async fn find(
 }
 
 fn fmt(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    crate::timestamp::rfc3339(t)
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ fn rfc3339(v: &Value, key: &str) -> Option<String> {
 }
 
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    crate::timestamp::parse_opt(s)
 }
 
 impl DevOpsConsumers {
@@ -502,5 +502,5 @@ impl DevOpsConsumers {
 }
 
 fn fmt(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    crate::timestamp::rfc3339(t)
 }

@@ -67,7 +67,7 @@ pub fn moved(
 }
 
 fn fmt(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    crate::timestamp::rfc3339(t)
 }
 
 /// The gate for a previous PAT replaced at `rotated_at` by `current`.

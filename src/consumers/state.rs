@@ -110,8 +110,13 @@ impl Delivery {
 
 /// Backoff across runs after the `attempts`-th failed attempt: 5 min, 15 min, 45 min, … capped at 6 h.
 pub fn backoff(attempts: u32) -> time::Duration {
-    let minutes = 5i64.saturating_mul(3i64.saturating_pow(attempts.saturating_sub(1).min(6)));
-    time::Duration::minutes(minutes.min(360))
+    let rule = crate::backoff::Backoff::exponential(
+        std::time::Duration::from_secs(5 * 60),
+        std::time::Duration::from_secs(6 * 3600),
+    )
+    .with_factor(3)
+    .with_jitter(0.0);
+    time::Duration::try_from(rule.delay(attempts.saturating_sub(1), 0.0)).unwrap_or(time::Duration::hours(6))
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ impl WebhookConsumers {
             "version": ctx.vault_version,
             "authorizationId": ctx.authorization_id.to_string(),
             "operation": ctx.operation.as_ref().map(|o| o.to_string()),
-            "sentAt": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "sentAt": crate::timestamp::rfc3339(now),
             "ackRequested": ack,
         }))
         .map_err(|e| ConsumerError::Refused(e.to_string()))?;

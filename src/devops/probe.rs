@@ -124,7 +124,8 @@ impl PatProbe for HttpPatProbe {
         let mut last = ProbeOutcome::Unavailable("not tried".into());
         for attempt in 0..self.attempts {
             if attempt > 0 {
-                tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
+                let backoff = crate::backoff::Backoff::exponential(self.backoff, self.backoff * 64).with_jitter(0.0);
+                tokio::time::sleep(backoff.delay(attempt - 1, 0.0)).await;
             }
             last = self.once(organization, pat).await;
             if !matches!(last, ProbeOutcome::Unavailable(_)) {

@@ -78,7 +78,7 @@ fn parse_retry_after(s: &str, now: OffsetDateTime) -> Option<Duration> {
     if let Ok(secs) = s.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
-    let at = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc2822).ok()?;
+    let at = crate::timestamp::parse_http_date(s)?;
     let d = at - now;
     Some(if d.is_positive() { Duration::from_secs_f64(d.as_seconds_f64()) } else { Duration::ZERO })
 }

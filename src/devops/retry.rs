@@ -8,7 +8,7 @@
 //!   absolute values — and Revoke). For Create they make the outcome [`Decision::Uncertain`]: the caller
 //!   lists and reconciles by display name (see `pats::reconcile_create`) instead of minting a duplicate.
 
-use rand::Rng;
+use crate::backoff::Backoff;
 use std::time::Duration;
 
 /// Whether sending a request twice has the same effect as sending it once.
@@ -24,10 +24,9 @@ pub enum Idempotency {
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
-    /// First backoff; doubles per attempt.
-    pub base: Duration,
-    /// Largest backoff.
-    pub cap: Duration,
+    /// The wait before each retry: doubling from 1 s up to 30 s, half of it random ("equal jitter"), so
+    /// bursts spread out.
+    pub backoff: Backoff,
     /// Longest `Retry-After` patrol is willing to sit through inside one call; beyond it the call fails
     /// with `Throttled` and the run moves on.
     pub max_retry_after: Duration,
@@ -37,8 +36,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_retries: 5,
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(30),
+            backoff: Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30)),
             max_retry_after: Duration::from_secs(120),
         }
     }
@@ -49,23 +47,9 @@ impl RetryPolicy {
     pub fn fast() -> Self {
         Self {
             max_retries: 5,
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(100),
+            backoff: Backoff::exponential(Duration::from_millis(10), Duration::from_millis(100)),
             max_retry_after: Duration::from_secs(10),
         }
-    }
-
-    /// Exponential backoff with "equal jitter": half fixed, half random, so bursts spread out.
-    /// `jitter` is in `[0, 1)`.
-    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = self.base.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
-        let ceiling = exp.min(self.cap);
-        let half = ceiling / 2;
-        half + half.mul_f64(jitter.clamp(0.0, 1.0))
-    }
-
-    pub fn backoff_random(&self, attempt: u32) -> Duration {
-        self.backoff(attempt, rand::rng().random::<f64>())
     }
 }
 
@@ -94,7 +78,7 @@ pub enum Decision {
 /// The decision after attempt number `attempt` (0-based) ended in `outcome`.
 pub fn decide(policy: &RetryPolicy, idem: Idempotency, attempt: u32, outcome: Outcome, jitter: f64) -> Decision {
     let may_retry = attempt < policy.max_retries;
-    let backoff = policy.backoff(attempt, jitter);
+    let backoff = policy.backoff.delay(attempt, jitter);
     match outcome {
         Outcome::NotSent if may_retry => Decision::Retry(backoff),
         Outcome::NotSent => Decision::Stop,
@@ -123,14 +107,14 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.backoff(0, 0.0), Duration::from_millis(500));
-        assert_eq!(p.backoff(0, 1.0), Duration::from_secs(1));
-        assert_eq!(p.backoff(3, 0.0), Duration::from_secs(4));
-        assert_eq!(p.backoff(30, 1.0), Duration::from_secs(30));
+        let p = RetryPolicy::default().backoff;
+        assert_eq!(p.delay(0, 0.0), Duration::from_millis(500));
+        assert_eq!(p.delay(0, 1.0), Duration::from_secs(1));
+        assert_eq!(p.delay(3, 0.0), Duration::from_secs(4));
+        assert_eq!(p.delay(30, 1.0), Duration::from_secs(30));
         for a in 0..10 {
-            let d = p.backoff_random(a);
-            assert!(d <= p.cap && d >= p.backoff(a, 0.0));
+            let d = p.delay_random(a);
+            assert!(d <= p.max && d >= p.delay(a, 0.0));
         }
     }
 

@@ -6,36 +6,17 @@ use super::models::{DevOpsError, Drift, Pat, PatTokenError};
 use crate::domain::AuthorizationId;
 use secrecy::SecretString;
 use serde::Deserialize;
-use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, PrimitiveDateTime};
+use time::OffsetDateTime;
 
 /// Parses the timestamps Azure DevOps sends: RFC 3339 with any number of fractional digits
 /// (`…52.1033333Z`, `…46.72Z`, `…+00:00`), or without an offset (`2018-07-19T00:00:00`, Token Admin),
-/// which is read as UTC.
+/// which is read as UTC (see [`crate::timestamp::parse`]).
 pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, String> {
-    let t = s.trim();
-    if let Ok(v) = OffsetDateTime::parse(t, &Rfc3339) {
-        return Ok(v);
-    }
-    let fmt = time::macros::format_description!(
-        version = 2,
-        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond digits:1+]]]"
-    );
-    PrimitiveDateTime::parse(t, &fmt)
-        .map(PrimitiveDateTime::assume_utc)
-        .map_err(|e| format!("timestamp {t:?} is not RFC 3339 ({e})"))
+    crate::timestamp::parse(s).map_err(|e| format!("timestamp {:?} is not RFC 3339 ({e})", s.trim()))
 }
 
-/// Formats a timestamp for a request body (RFC 3339, UTC, milliseconds like the spec's examples).
-pub fn format_timestamp(t: OffsetDateTime) -> String {
-    // Azure DevOps writes (and reads) .NET round-trip timestamps with 7 fraction digits; sending less
-    // precision would make an exclusive `endTime` skip entries logged in the same millisecond.
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let ticks = t.nanosecond() / 100;
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-    let base = t.format(&fmt).unwrap_or_default();
-    format!("{base}.{ticks:07}Z")
-}
+/// Formats a timestamp for a request body: the .NET round-trip form Azure DevOps writes and reads.
+pub use crate::timestamp::dotnet_round_trip as format_timestamp;
 
 /// `PatToken` as sent. Every field is optional on the wire; [`WirePatToken::into_pat`] decides what is
 /// required.

@@ -215,9 +215,7 @@ fn log_received(input: &impl serde::Serialize) {
 }
 
 /// A timestamp for logs and messages.
-pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
-}
+pub(crate) use crate::timestamp::rfc3339;
 
 /// Milliseconds since the invocation arrived, to the microsecond.
 fn elapsed_ms(invocation: &Invocation) -> f64 {

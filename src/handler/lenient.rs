@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::OffsetDateTime;
 
 /// What was wrong with an invocation payload: where (a dotted path such as `Data.req.Query.force`) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,69 +111,7 @@ fn number_to_secs(int: Option<i64>, float: Option<f64>) -> Option<i64> {
     })
 }
 
-/// A timestamp as the .NET host writes it, returned in UTC:
-/// `YYYY-MM-DD[T| ]HH:MM[:SS[.fffffff]][Z|±HH:MM|±HHMM|±HH]`. No offset means UTC (Functions hosts run
-/// in UTC; `DateTime` of kind Local/Unspecified carries none). Fraction digits beyond nanoseconds are
-/// ignored. Year 0001 parses; see [`is_unset`].
-pub fn timestamp(s: &str) -> Result<OffsetDateTime, String> {
-    let mut p = Cursor { s: s.trim().as_bytes(), i: 0 };
-    let year = p.digits(4, 4).ok_or("expected a four-digit year")? as i32;
-    p.expect(b'-').ok_or("expected '-' after the year")?;
-    let month = p.digits(2, 2).ok_or("expected a two-digit month")?;
-    p.expect(b'-').ok_or("expected '-' after the month")?;
-    let day = p.digits(2, 2).ok_or("expected a two-digit day")?;
-    match p.next() {
-        Some(b'T' | b't' | b' ') => {}
-        _ => return Err("expected 'T' between date and time".into()),
-    }
-    let hour = p.digits(2, 2).ok_or("expected a two-digit hour")?;
-    p.expect(b':').ok_or("expected ':' after the hour")?;
-    let minute = p.digits(2, 2).ok_or("expected two-digit minutes")?;
-    let second = if p.peek() == Some(b':') {
-        p.i += 1;
-        p.digits(2, 2).ok_or("expected two-digit seconds")?
-    } else {
-        0
-    };
-    let mut nanos = 0u32;
-    if p.peek() == Some(b'.') || p.peek() == Some(b',') {
-        p.i += 1;
-        let start = p.i;
-        while p.peek().is_some_and(|c| c.is_ascii_digit()) {
-            p.i += 1;
-        }
-        let frac = &p.s[start..p.i];
-        if frac.is_empty() {
-            return Err("expected digits after the decimal point".into());
-        }
-        for (k, d) in frac.iter().take(9).enumerate() {
-            nanos += u32::from(d - b'0') * 10u32.pow(8 - k as u32);
-        }
-    }
-    let offset = match p.next() {
-        None => UtcOffset::UTC,
-        Some(b'Z' | b'z') => UtcOffset::UTC,
-        Some(sign @ (b'+' | b'-')) => {
-            let h = p.digits(2, 2).ok_or("expected a two-digit offset hour")?;
-            let _ = p.expect(b':');
-            let m = p.digits(2, 2).unwrap_or(0);
-            let (h, m) = (h as i8, m as i8);
-            let (h, m) = if sign == b'-' { (-h, -m) } else { (h, m) };
-            UtcOffset::from_hms(h, m, 0).map_err(|_| "offset out of range")?
-        }
-        Some(_) => return Err("unexpected text after the time".into()),
-    };
-    if p.peek().is_some() {
-        return Err("unexpected text after the offset".into());
-    }
-    let month = u8::try_from(month).ok().and_then(|m| Month::try_from(m).ok()).ok_or("month out of range")?;
-    let date = Date::from_calendar_date(year, month, day as u8).map_err(|_| "no such date")?;
-    let time = Time::from_hms_nano(hour as u8, minute as u8, second as u8, nanos).map_err(|_| "no such time")?;
-    PrimitiveDateTime::new(date, time)
-        .assume_offset(offset)
-        .checked_to_offset(UtcOffset::UTC)
-        .ok_or_else(|| "out of range once converted to UTC".into())
-}
+pub use crate::timestamp::parse as timestamp;
 
 /// Whether a timestamp is .NET's `default(DateTime)` (year 0001, possibly shifted a few hours into year 0
 /// or 0001 by `ToLocalTime()`), which the timer trigger uses for "never ran".
@@ -213,41 +151,13 @@ pub fn kind(v: &Value) -> &'static str {
     }
 }
 
-struct Cursor<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-    fn next(&mut self) -> Option<u8> {
-        let c = self.peek()?;
-        self.i += 1;
-        Some(c)
-    }
-    fn expect(&mut self, c: u8) -> Option<()> {
-        (self.peek() == Some(c)).then(|| self.i += 1)
-    }
-    fn digits(&mut self, min: usize, max: usize) -> Option<u32> {
-        let start = self.i;
-        while self.i - start < max && self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.i += 1;
-        }
-        if self.i - start < min {
-            return None;
-        }
-        Some(self.s[start..self.i].iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
     use time::macros::datetime;
+    use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
 
     #[test]
     fn timestamps_in_every_host_form() {

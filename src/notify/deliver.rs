@@ -17,6 +17,7 @@ use super::smtp::{SmtpChannel, parse_from};
 use super::teams::TeamsChannel;
 use super::webhook::WebhookChannel;
 use super::{Addressed, Target};
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::SecretName;
@@ -27,11 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How hard delivery tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliveryPolicy {
     pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    /// The wait between attempts: doubling from 0.5 s up to 8 s, a fifth of it random (a `Retry-After`
+    /// from the channel lengthens it, up to `backoff.max`).
+    pub backoff: Backoff,
     /// Upper bound of one attempt (connect, TLS, send).
     pub attempt_timeout: Duration,
     /// Upper bound of one `deliver_run` / `send_report`: no attempt starts after it, so a dead mail
@@ -41,12 +43,11 @@ pub struct RetryPolicy {
     pub concurrency: usize,
 }
 
-impl Default for RetryPolicy {
+impl Default for DeliveryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 4,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(8),
+            backoff: Backoff::exponential(Duration::from_millis(500), Duration::from_secs(8)).with_jitter(0.2),
             attempt_timeout: Duration::from_secs(30),
             run_budget: Duration::from_secs(120),
             concurrency: 8,
@@ -54,13 +55,12 @@ impl Default for RetryPolicy {
     }
 }
 
-impl RetryPolicy {
-    /// Backoff before attempt `n + 1` (n ≥ 1): exponential, with up to 25 % jitter, capped.
-    fn backoff(&self, n: u32, retry_after: Option<Duration>) -> Duration {
-        let base = self.initial_backoff.saturating_mul(1u32 << (n - 1).min(16)).min(self.max_backoff);
-        let jitter = base.mul_f64(rand::random::<f64>() * 0.25);
-        let wait = (base + jitter).min(self.max_backoff);
-        retry_after.map_or(wait, |ra| ra.min(self.max_backoff).max(wait))
+impl DeliveryPolicy {
+    /// The wait before attempt `n + 1` (n ≥ 1): the backoff, or the channel's `Retry-After` when longer
+    /// (capped at `backoff.max`).
+    fn wait_before(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        let wait = self.backoff.delay_random(n.saturating_sub(1));
+        retry_after.map_or(wait, |ra| ra.min(self.backoff.max).max(wait))
     }
 }
 
@@ -200,7 +200,7 @@ pub struct Notifier {
     channels: Vec<(&'static str, Slot)>,
     ledger: Option<ExpiryLedger>,
     redactor: Redactor,
-    retry: RetryPolicy,
+    retry: DeliveryPolicy,
     clock: Clock,
 }
 
@@ -237,12 +237,12 @@ impl Notifier {
             channels: channels.into_iter().filter_map(|(name, slot)| slot.map(|s| (name, s))).collect(),
             ledger: state.map(ExpiryLedger::new),
             redactor,
-            retry: RetryPolicy::default(),
+            retry: DeliveryPolicy::default(),
             clock,
         }
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+    pub fn with_retry(mut self, retry: DeliveryPolicy) -> Self {
         self.retry = retry;
         self
     }
@@ -447,7 +447,7 @@ impl Notifier {
                     return failed(attempts, error);
                 }
                 Err(e) if e.retryable => {
-                    let wait = self.retry.backoff(attempts, e.retry_after);
+                    let wait = self.retry.wait_before(attempts, e.retry_after);
                     tracing::warn!(
                         target = %target, channel = ch.name(), attempts, error = %self.redactor.clean(&e.message),
                         retry_in_ms = wait.as_millis() as u64, "notification attempt failed; retrying"
@@ -519,18 +519,18 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
+        let p = DeliveryPolicy {
             max_attempts: 5,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(350),
+            backoff: Backoff::exponential(Duration::from_millis(100), Duration::from_millis(350)).with_jitter(0.2),
             attempt_timeout: Duration::from_secs(1),
-            ..RetryPolicy::default()
+            ..DeliveryPolicy::default()
         };
-        let b1 = p.backoff(1, None);
-        assert!(b1 >= Duration::from_millis(100) && b1 <= Duration::from_millis(125), "{b1:?}");
-        let b2 = p.backoff(2, None);
-        assert!(b2 >= Duration::from_millis(200) && b2 <= Duration::from_millis(250), "{b2:?}");
-        assert_eq!(p.backoff(10, None), Duration::from_millis(350));
-        assert_eq!(p.backoff(1, Some(Duration::from_secs(60))), Duration::from_millis(350));
+        let b1 = p.wait_before(1, None);
+        assert!(b1 >= Duration::from_millis(80) && b1 <= Duration::from_millis(100), "{b1:?}");
+        let b2 = p.wait_before(2, None);
+        assert!(b2 >= Duration::from_millis(160) && b2 <= Duration::from_millis(200), "{b2:?}");
+        let b10 = p.wait_before(10, None);
+        assert!(b10 >= Duration::from_millis(280) && b10 <= Duration::from_millis(350), "{b10:?}");
+        assert_eq!(p.wait_before(1, Some(Duration::from_secs(60))), Duration::from_millis(350));
     }
 }

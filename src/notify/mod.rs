@@ -20,7 +20,7 @@ pub mod smtp;
 pub mod teams;
 pub mod webhook;
 
-pub use deliver::{DeliveryOutcome, DeliveryReport, DeliveryStatus, Notifier, RetryPolicy};
+pub use deliver::{DeliveryOutcome, DeliveryPolicy, DeliveryReport, DeliveryStatus, Notifier};
 pub use digest::{Digest, Report};
 pub use expiry::{ExpiryLedger, Thresholds};
 

@@ -45,7 +45,7 @@ impl TokenState {
     }
 
     pub fn tag_time(&self, name: &str) -> Option<OffsetDateTime> {
-        self.tag(name).and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+        self.tag(name).and_then(crate::timestamp::parse_opt)
     }
 }
 

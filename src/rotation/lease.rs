@@ -183,3 +183,63 @@ mod tests {
         assert!(l.try_acquire("tok").await.unwrap().is_some());
     }
 }
+
+/// Per-token blob leases on `leases/<key>` in the Function App's storage account
+/// ([`crate::state::blob::BlobAccount`]), renewed in the background while held.
+#[derive(Debug, Clone)]
+pub struct BlobLeases {
+    account: crate::state::blob::BlobAccount,
+}
+
+impl BlobLeases {
+    pub fn new(account: crate::state::blob::BlobAccount) -> Self {
+        Self { account }
+    }
+}
+
+#[async_trait]
+impl Leases for BlobLeases {
+    async fn try_acquire(&self, key: &str) -> Result<Option<LeaseGuard>, LeaseError> {
+        use crate::state::blob::{LEASE_SECONDS, LeaseOutcome};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+        let err = |message: String| LeaseError::Storage { key: key.to_owned(), message };
+        crate::state::validate_key(key).map_err(|e| err(e.to_string()))?;
+        let acc = &self.account;
+        let blob = format!("leases/{key}");
+        // The blob must exist to be leased; create it once (an existing one is fine).
+        acc.create_lease_blob(&blob).await.map_err(|e| err(format!("creating the lease blob: {e}")))?;
+        let id = uuid::Uuid::new_v4().to_string();
+        if acc.acquire_lease(&blob, &id).await.map_err(err)? == LeaseOutcome::Held {
+            return Ok(None);
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let renew = {
+            let (acc, blob, id, lost, stop) = (acc.clone(), blob.clone(), id.clone(), lost.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.notified() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(LEASE_SECONDS / 3)) => {}
+                    }
+                    // Retries included, a renewal must be done well before the lease would expire (the
+                    // last renewal was LEASE_SECONDS / 3 ago): else the lease counts as lost.
+                    let renew = acc.renew_lease(&blob, &id);
+                    let ok = tokio::time::timeout(Duration::from_secs(LEASE_SECONDS / 3), renew)
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                    if !ok {
+                        lost.store(true, Ordering::SeqCst);
+                        tracing::warn!(lease = %blob, "could not renew a blob lease; stopping work under it");
+                        break;
+                    }
+                }
+                // Release (best effort; an unreleased lease expires after LEASE_SECONDS).
+                let _ = acc.release_lease(&blob, &id).await;
+            })
+        };
+        drop(renew); // detached: it stops and releases when the guard is dropped
+        Ok(Some(LeaseGuard::new(key.to_owned(), Box::new(move || stop.notify_one()), lost)))
+    }
+}

@@ -198,9 +198,7 @@ pub struct Machine<'a> {
     pub consumers: Option<&'a dyn ConsumerWriter>,
 }
 
-fn fmt_time(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
+use crate::timestamp::rfc3339 as fmt_time;
 
 impl Machine<'_> {
     fn fault(&self, b: Boundary) -> Result<(), MachineError> {
@@ -538,7 +536,7 @@ impl Machine<'_> {
             let valid_to = v
                 .tags
                 .get(tags::VALID_TO)
-                .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+                .and_then(|s| crate::timestamp::parse_opt(s))
                 .or(v.expires)
                 .unwrap_or_else(|| self.clock.now());
             (v.version, valid_to)

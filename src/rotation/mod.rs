@@ -17,7 +17,6 @@
 
 pub mod adopt;
 pub mod alerts;
-pub mod blob;
 #[cfg(test)]
 mod consumer_tests;
 pub mod engine;

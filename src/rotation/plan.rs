@@ -87,7 +87,7 @@ impl Action {
             ),
             Self::WaitPrevious { authorization_id, until, reason, .. } => format!(
                 "wait: previous {authorization_id} kept until {} at the latest ({reason})",
-                until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+                crate::timestamp::rfc3339(*until)
             ),
             Self::Rotate { reason } => format!("rotate ({})", reason.as_str()),
             Self::Deliver { consumers } => format!("deliver/check consumers: {}", consumers.join(", ")),

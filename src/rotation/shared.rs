@@ -4,9 +4,9 @@
 //! `PATROL_STATE_DIR/state/leases`) and the file journal under `PATROL_STATE_DIR/state`, which exclude
 //! across the processes of one machine. Used by the handler and the CLI alike, so both coordinate.
 
-use super::blob::BlobAccount;
-use super::lease::{FileLeases, Leases};
+use super::lease::{BlobLeases, FileLeases, Leases};
 use crate::config::{HostStorage, KeyVaultCredential, LeaseMode, Settings};
+use crate::state::blob::BlobAccount;
 use crate::state::{FileStateStore, StateStore};
 use std::sync::Arc;
 
@@ -54,7 +54,10 @@ pub fn from_settings(s: &Settings) -> Result<Shared, SharedError> {
             }
             .map_err(SharedError::HostStorage)?;
             let state: Arc<dyn StateStore> = Arc::new(blob.state_store());
-            Ok((Arc::new(crate::state::Located { inner: state, at: blob_location(hs) }), Arc::new(blob.leases())))
+            Ok((
+                Arc::new(crate::state::Located { inner: state, at: blob_location(hs) }),
+                Arc::new(BlobLeases::new(blob)),
+            ))
         }
         (LeaseMode::Blob, None) => Err(SharedError::BlobWithoutStorage),
     }
@@ -77,11 +80,14 @@ pub fn blob_location(hs: &HostStorage) -> String {
             } else {
                 field("BlobEndpoint").or_else(|| field("AccountName")).unwrap_or_else(|| "?".into())
             };
-            format!("blob container `{}` in storage account {account} (AzureWebJobsStorage)", super::blob::CONTAINER)
+            format!(
+                "blob container `{}` in storage account {account} (AzureWebJobsStorage)",
+                crate::state::blob::CONTAINER
+            )
         }
         HostStorage::Identity { blob_service_uri, .. } => format!(
             "blob container `{}` at {blob_service_uri} (AzureWebJobsStorage__accountName / __blobServiceUri)",
-            super::blob::CONTAINER
+            crate::state::blob::CONTAINER
         ),
     }
 }

@@ -5,7 +5,7 @@
 //! writes are compare-and-swap on that ETag, so two Functions instances can never silently overwrite each
 //! other. Two implementations: [`FileStateStore`] (local directory, two checksummed slots per document
 //! overwritten in place, `0600`; see `file`) and a blob implementation in the Function App's own storage
-//! account (in `crate::rotation::blob`).
+//! account (`blob`).
 
 use async_trait::async_trait;
 use std::path::Path;
@@ -164,5 +164,6 @@ impl StateStore for Located {
     }
 }
 
+pub mod blob;
 mod file;
 pub use file::FileStateStore;

@@ -14,7 +14,7 @@ use patrol::devops::models::PatTokenError;
 use patrol::domain::{AuthorizationId, OwnerId, SecretName};
 use patrol::notify::expiry::evaluate;
 use patrol::notify::{
-    Addressed, DeliveryReport, DeliveryStatus, Notice, Notifier, PatRef, Report, RetryPolicy, Severity, Target,
+    Addressed, DeliveryPolicy, DeliveryReport, DeliveryStatus, Notice, Notifier, PatRef, Report, Severity, Target,
     Thresholds,
 };
 use patrol::state::{FileStateStore, StateStore};
@@ -251,13 +251,12 @@ fn email(a: &str) -> Target {
     Target::Email(a.into())
 }
 
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
+fn fast_retry() -> DeliveryPolicy {
+    DeliveryPolicy {
         max_attempts: 3,
-        initial_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(100),
+        backoff: patrol::backoff::Backoff::exponential(Duration::from_millis(20), Duration::from_millis(100)),
         attempt_timeout: Duration::from_secs(20),
-        ..RetryPolicy::default()
+        ..DeliveryPolicy::default()
     }
 }
 
@@ -620,7 +619,7 @@ async fn transient_smtp_failures_are_retried_and_a_dead_server_is_reported() {
     // The server goes away: delivery fails after its retries, the other recipients of the run are not
     // made to wait for the same dead server, and the call still returns.
     drop(sink);
-    let n = n.with_retry(RetryPolicy { concurrency: 1, ..fast_retry() });
+    let n = n.with_retry(DeliveryPolicy { concurrency: 1, ..fast_retry() });
     let targets = vec![email("a@contoso.com"), email("b@contoso.com"), email("c@contoso.com")];
     let r = n.deliver_run(vec![Addressed { targets, notice }]).await;
     let a = status_of(&r, "email:a@contoso.com", "smtp");
@@ -643,7 +642,7 @@ async fn a_hanging_receiver_cannot_exceed_the_run_budget() {
     let now = datetime!(2027-01-18 03:00 UTC);
     let n = notifier(&[("PATROL_WEBHOOK_URL", url.as_str())], state.path(), now)
         .await
-        .with_retry(RetryPolicy { run_budget: Duration::from_millis(400), ..fast_retry() });
+        .with_retry(DeliveryPolicy { run_budget: Duration::from_millis(400), ..fast_retry() });
     let started = std::time::Instant::now();
     let weekly = Report { subject: "weekly".into(), text: "t".into(), html: None, severity: Severity::Info };
     let r = n.send_report(&[Target::Webhook], &weekly).await;

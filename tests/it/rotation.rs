@@ -25,8 +25,8 @@ mod weekly_timer;
 pub(crate) mod world;
 mod year;
 
-use patrol::rotation::blob::BlobAccount;
-use patrol::rotation::lease::Leases;
+use patrol::rotation::lease::{BlobLeases, Leases};
+use patrol::state::blob::BlobAccount;
 use patrol::state::{StateError, StateStore};
 use secrecy::SecretString;
 use std::process::{Child, Command, Stdio};
@@ -119,7 +119,7 @@ async fn blob_journal_is_compare_and_swap_on_azurite() {
 async fn blob_leases_exclude_across_accounts_and_release() {
     let Some(az) = azurite() else { return };
     // Two independent clients stand for two Functions instances.
-    let (a, b) = (account(&az).leases(), account(&az).leases());
+    let (a, b) = (BlobLeases::new(account(&az)), BlobLeases::new(account(&az)));
     let held = a.try_acquire("token/tok-a").await.unwrap().expect("free lease");
     assert!(b.try_acquire("token/tok-a").await.unwrap().is_none(), "held by the other instance");
     assert!(b.try_acquire("token/tok-b").await.unwrap().is_some());
@@ -201,9 +201,9 @@ async fn identity_based_storage_uses_bearer_tokens_on_azurite_oauth() {
     assert!(matches!(s.save("journal/tok-id", b"{}", None).await, Err(StateError::Conflict { .. })));
     s.save("journal/tok-id", b"{\"v\":2}", Some(&t1)).await.unwrap();
     assert_eq!(s.load("journal/tok-id").await.unwrap().unwrap().0, b"{\"v\":2}");
-    let leases = good.leases();
+    let leases = BlobLeases::new(good.clone());
     let held = leases.try_acquire("token/tok-id").await.unwrap().expect("free lease");
-    assert!(good.leases().try_acquire("token/tok-id").await.unwrap().is_none());
+    assert!(BlobLeases::new(good.clone()).try_acquire("token/tok-id").await.unwrap().is_none());
     drop(held);
     // A token for another audience is refused by the service: the bearer header is really checked.
     let bad =

@@ -35,7 +35,8 @@ pub fn query(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         return e.into_response();
     }
     let state = ctx.state();
-    if let Err(r) = auth::admin_caller(ctx, &state, req, org, &["vso.auditlog"], auth::AdminRight::ViewAuditLog, REALM)
+    if let Err(r) =
+        auth::admin_caller(ctx, &state, req, org, auth::AUDIT_LOG_SCOPES, auth::AdminRight::ViewAuditLog, REALM)
     {
         return r;
     }
@@ -88,7 +89,8 @@ pub fn actions(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         return e.into_response();
     }
     let state = ctx.state();
-    if let Err(r) = auth::admin_caller(ctx, &state, req, org, &["vso.auditlog"], auth::AdminRight::ViewAuditLog, REALM)
+    if let Err(r) =
+        auth::admin_caller(ctx, &state, req, org, auth::AUDIT_LOG_SCOPES, auth::AdminRight::ViewAuditLog, REALM)
     {
         return r;
     }
@@ -107,7 +109,8 @@ pub fn download(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         return e.into_response();
     }
     let state = ctx.state();
-    if let Err(r) = auth::admin_caller(ctx, &state, req, org, &["vso.auditlog"], auth::AdminRight::ViewAuditLog, REALM)
+    if let Err(r) =
+        auth::admin_caller(ctx, &state, req, org, auth::AUDIT_LOG_SCOPES, auth::AdminRight::ViewAuditLog, REALM)
     {
         return r;
     }

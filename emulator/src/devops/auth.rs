@@ -84,6 +84,15 @@ pub fn bearer_user(ctx: &Ctx, state: &State, token: &str) -> Result<(User, Grant
     }
 }
 
+/// Delegated scopes (any one of them) that let a user token read the PAT Lifecycle API.
+pub const PAT_READ_SCOPES: &[&str] = &["vso.pats", "vso.pats_manage"];
+/// Delegated scopes that let a user token create, update and revoke PATs.
+pub const PAT_WRITE_SCOPES: &[&str] = &["vso.pats_manage"];
+/// Delegated scopes the audit log API requires.
+pub const AUDIT_LOG_SCOPES: &[&str] = &["vso.auditlog"];
+/// Delegated scopes the Token Admin API requires.
+pub const TOKEN_ADMIN_SCOPES: &[&str] = &["vso.tokenadministration"];
+
 fn has_scope(grant: &Grant, wanted: &[&str]) -> bool {
     grant.scopes.iter().any(|s| s == ".default" || wanted.contains(&s.as_str()))
 }
@@ -101,7 +110,7 @@ pub fn pat_api_user(ctx: &Ctx, state: &State, req: &ApiRequest, org: &str, write
         }
         Credential::None | Credential::Malformed => return Err(Refusal::new(TF400813).respond(req, realm)),
     };
-    let wanted: &[&str] = if write { &["vso.pats_manage"] } else { &["vso.pats", "vso.pats_manage"] };
+    let wanted: &[&str] = if write { PAT_WRITE_SCOPES } else { PAT_READ_SCOPES };
     if !has_scope(&grant, wanted) {
         return Err(
             VssError::invalid_access(StatusCode::FORBIDDEN, "The requested operation is not allowed.").into_response()

@@ -34,7 +34,7 @@ pub fn handle(ctx: &Ctx, req: &ApiRequest, org: &str) -> Response {
         &state,
         req,
         org,
-        &["vso.tokenadministration"],
+        auth::TOKEN_ADMIN_SCOPES,
         auth::AdminRight::TokenAdministration,
         "vssps.dev.azure.com",
     ) {

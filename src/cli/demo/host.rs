@@ -10,19 +10,18 @@ use crate::handler::{Handler, server};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 fn sys(function: &str, now: OffsetDateTime) -> Value {
     json!({
         "MethodName": function,
-        "UtcNow": now.format(&Rfc3339).unwrap_or_default(),
+        "UtcNow": crate::timestamp::rfc3339(now),
         "RandGuid": uuid::Uuid::new_v4().to_string(),
     })
 }
 
 /// The timer trigger's payload (binding `timer`).
 pub fn timer(now: OffsetDateTime, last: Option<OffsetDateTime>) -> Value {
-    let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    let fmt = crate::timestamp::rfc3339;
     let status =
         last.map(|l| json!({ "Last": fmt(l), "Next": fmt(now + time::Duration::days(1)), "LastUpdated": fmt(l) }));
     json!({

@@ -39,7 +39,6 @@ use crate::config::{Settings, Source};
 use crate::consumers::view::{ConsumerView, token_view};
 use crate::domain::{OwnerId, SecretName};
 use crate::rotation::inventory::gather;
-use crate::store::NewVersion;
 use events::EventTap;
 use patrol_emulator::eventgrid::{DeliveryConfig, DeliveryMode, RetryPolicy};
 use patrol_emulator::seed::MintedPat;

@@ -2,7 +2,6 @@
 //! manages four of them (onboarded with `patrol adopt`: the existing PATs' values given by the operator).
 
 use patrol_emulator::seed::{Seed, SeedOrg, SeedPat, SeedUser};
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 pub const ORG: &str = "fabrikam";
@@ -61,9 +60,7 @@ pub const PATS: &[DemoPat] = &[
     DemoPat { display_name: "Laptop git clone", scope: "vso.code", days: 5, all_orgs: false, secret: None },
 ];
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
+use crate::timestamp::rfc3339;
 
 /// A seeded PAT's `validTo` (and its vault version's `exp`): `days` from `now`, plus half a day of slack so
 /// "expires in 3 days" still reads 3 whole days when the demo looks.

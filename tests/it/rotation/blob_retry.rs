@@ -3,8 +3,8 @@
 //! connection the server had already closed looks like to the client) or forwards the request and then
 //! closes the connection before the answer comes back (the write happened, its answer was lost).
 
-use patrol::rotation::blob::{BlobAccount, MAX_ATTEMPTS};
-use patrol::rotation::lease::Leases;
+use patrol::rotation::lease::{BlobLeases, Leases};
+use patrol::state::blob::{BlobAccount, MAX_ATTEMPTS};
 use patrol::state::{StateError, StateStore};
 use secrecy::SecretString;
 use std::collections::VecDeque;
@@ -123,7 +123,7 @@ async fn storage_calls_are_retried_on_dropped_connections_within_a_bound() {
     let p = proxy(az.port).await;
     let account = through(&p);
     let state = account.state_store();
-    let leases = account.leases();
+    let leases = BlobLeases::new(account.clone());
     let fail = |f: Fault| p.control.faults.lock().unwrap().push_back(f);
 
     // Warm up (creates the container) with no fault.
@@ -138,7 +138,7 @@ async fn storage_calls_are_retried_on_dropped_connections_within_a_bound() {
     fail(Fault::DropRequest);
     fail(Fault::DropRequest);
     let held = leases.try_acquire("token/retry").await.unwrap().expect("a free lease, after two dropped connections");
-    assert!(account.leases().try_acquire("token/retry").await.unwrap().is_none(), "really held");
+    assert!(BlobLeases::new(account.clone()).try_acquire("token/retry").await.unwrap().is_none(), "really held");
     drop(held);
 
     // The write landed and its answer was lost: the retry (412) finds the document is its own.
