@@ -39,3 +39,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod timestamp;
+pub mod trigger;

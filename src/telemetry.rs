@@ -16,20 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-tokio::task_local! {
-    /// What started the current work (`RotateTimer`, `EventGridSecretChanged`, `patrol rotate`, …).
-    static TRIGGER: String;
-}
-
-/// Runs `f` with `trigger` as what started it (read back with [`trigger`], e.g. by the lifecycle log).
-pub async fn with_trigger<F: std::future::Future>(trigger: impl Into<String>, f: F) -> F::Output {
-    TRIGGER.scope(trigger.into(), f).await
-}
-
-/// What started the current work, when the caller said ([`with_trigger`]).
-pub fn trigger() -> Option<String> {
-    TRIGGER.try_with(Clone::clone).ok()
-}
+pub use crate::trigger::{trigger, with_trigger};
 
 /// Most lines and bytes one invocation returns in `Logs`; the rest are counted, not kept (stdout has all).
 pub const MAX_CAPTURED_LINES: usize = 500;

@@ -422,7 +422,7 @@ impl BreakGlassReport {
                 scope: r.candidate.scope.clone(),
                 valid_to: r.candidate.valid_to,
                 replaced: None,
-                by: crate::telemetry::trigger().or_else(|| Some("break glass".into())),
+                by: crate::trigger::trigger().or_else(|| Some("break glass".into())),
                 detail: format!("break glass: {}", self.scope),
             })
             .collect()

@@ -98,7 +98,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         };
         let functions = Arc::new(crate::app::functions::ForeignVaultGate::new(settings.clone(), functions));
         // Metrics (PATROL_OTLP_ENDPOINT, Application Insights): nothing is built unless configured.
-        let metrics = crate::metrics::Metrics::from_settings(&settings);
+        let metrics = crate::metrics::Metrics::from_settings(&settings.metrics, settings.ca_cert.as_deref());
         let functions = crate::handler::metered::Metered::wrap(functions, metrics.clone());
         let handler = Handler::new(functions, clock);
         let app = server::router(handler, settings.max_body_bytes);

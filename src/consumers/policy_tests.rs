@@ -240,7 +240,7 @@ fn webhook_acknowledgements_are_accepted_and_typed() {
         "{BASE}\n[[token.consumer]]\nkind = \"webhook\"\nurl_secret = \"u\"\nsigning_secret = \"k\"\nack = \"yes\"\n"
     );
     let e = parse(&text).unwrap_err();
-    assert!(e.to_string().contains("expected a boolean"), "{e}");
+    assert!(e.to_string().contains("token[0].consumer[0].ack: must be true or false"), "{e}");
 }
 
 #[test]

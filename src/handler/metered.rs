@@ -37,7 +37,7 @@ impl Metered {
         };
         let label = outcome_label(&outcome);
         let function = inv.function.as_str();
-        points.push(invocation_point(function, trigger, label));
+        points.push(m::invocation_point(function, trigger, label));
         points.push(
             Point::new(&m::INVOKE_DURATION, inv.received.elapsed().as_secs_f64())
                 .with(attr::TRIGGER, trigger)
@@ -58,14 +58,6 @@ impl Metered {
 /// 5 s later, or at shutdown — so a storm of foreign Event Grid events does not wait on the collector.
 pub fn must_wait(function: &str, outcome: &str) -> bool {
     function == "RotateTimer" || !matches!(outcome, "ignored" | "planned" | "not-configured")
-}
-
-/// `patrol.invocations` for one invocation or CLI run.
-pub fn invocation_point(function: &str, trigger: &'static str, outcome: &'static str) -> Point {
-    Point::new(&m::INVOCATIONS, 1.0)
-        .with(attr::FUNCTION, function.to_owned())
-        .with(attr::TRIGGER, trigger)
-        .with(attr::OUTCOME, outcome)
 }
 
 /// completed, incomplete, failed, planned, ignored, not-configured, or error (the function failed).

@@ -11,6 +11,7 @@
 //! and fixed words.
 
 pub mod export;
+pub mod settings;
 
 pub use export::Metrics;
 
@@ -236,12 +237,12 @@ impl Point {
 }
 
 /// The owner label: a pseudonym (default), the UPN, or nothing.
-pub fn owner_label(owner: &str, mode: crate::config::OwnerLabel) -> Option<String> {
+pub fn owner_label(owner: &str, mode: settings::OwnerLabel) -> Option<String> {
     use sha2::Digest as _;
     match mode {
-        crate::config::OwnerLabel::Upn => Some(owner.to_owned()),
-        crate::config::OwnerLabel::None => None,
-        crate::config::OwnerLabel::Hash => {
+        settings::OwnerLabel::Upn => Some(owner.to_owned()),
+        settings::OwnerLabel::None => None,
+        settings::OwnerLabel::Hash => {
             let digest = sha2::Sha256::digest(owner.trim().to_lowercase().as_bytes());
             Some(hex::encode(&digest[..8]))
         }
@@ -275,6 +276,14 @@ impl CallCounters {
     }
 }
 
+/// One `patrol.invocations` point: which function (or `cli`), its trigger kind and its outcome word.
+pub fn invocation_point(function: &str, trigger: &'static str, outcome: &'static str) -> Point {
+    Point::new(&INVOCATIONS, 1.0)
+        .with(attr::FUNCTION, function.to_owned())
+        .with(attr::TRIGGER, trigger)
+        .with(attr::OUTCOME, outcome)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +309,7 @@ mod tests {
 
     #[test]
     fn owners_are_pseudonymous_by_default() {
-        use crate::config::OwnerLabel;
+        use super::settings::OwnerLabel;
         let a = owner_label("Alice@Contoso.com", OwnerLabel::Hash).unwrap();
         assert_eq!(a, owner_label("alice@contoso.com", OwnerLabel::Hash).unwrap());
         assert_eq!(a.len(), 16);

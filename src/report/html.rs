@@ -199,8 +199,8 @@ mod tests {
         assert!(html.contains("full access"));
         assert_eq!(
             html.matches("<tr><td>").count() + html.matches("<tr><td class=\"d\">").count(),
-            8,
-            "6 tokens + 1 consumer + 1 rotation"
+            9,
+            "6 tokens + 1 stale/shared/dead PAT + 1 consumer + 1 rotation"
         );
         assert!(
             html.contains("<h2>Consumers</h2>")

@@ -121,7 +121,7 @@ pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<Event> {
                 scope: scope.clone(),
                 valid_to: Some(c.valid_to),
                 replaced,
-                by: crate::telemetry::trigger(),
+                by: crate::trigger::trigger(),
                 detail: c.reason.as_str().to_owned(),
             });
         }
@@ -137,7 +137,7 @@ pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<Event> {
                 scope: scope.clone(),
                 valid_to: None,
                 replaced: None,
-                by: crate::telemetry::trigger(),
+                by: crate::trigger::trigger(),
                 detail: "previous PAT, grace over".into(),
             });
         }
@@ -161,7 +161,7 @@ pub async fn record_revoked(engine: &Engine, secret: &SecretName, id: Authorizat
         scope: token.scopes.as_str().to_owned(),
         valid_to: None,
         replaced: None,
-        by: crate::telemetry::trigger(),
+        by: crate::trigger::trigger(),
         detail: detail.to_owned(),
     };
     if let Err(e) = record(engine.state.as_ref(), &[ev], now).await {

@@ -164,8 +164,10 @@ pub async fn export_cli(
     outcome: &'static str,
     started: std::time::Instant,
 ) {
-    let Some(metrics) = crate::metrics::Metrics::from_settings(settings) else { return };
-    points.push(crate::handler::metered::invocation_point("cli", "other", outcome));
+    let Some(metrics) = crate::metrics::Metrics::from_settings(&settings.metrics, settings.ca_cert.as_deref()) else {
+        return;
+    };
+    points.push(crate::metrics::invocation_point("cli", "other", outcome));
     points.push(
         Point::new(&m::INVOKE_DURATION, started.elapsed().as_secs_f64())
             .with(attr::TRIGGER, "other")

@@ -742,7 +742,7 @@ async fn smtp_password_from_the_secret_store() {
     let mails = sink.messages();
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0]["auth_user"], "patrol-mailer");
-    assert!(mails[0]["text"].as_str().unwrap().contains("patrol login bob@contoso.com"));
+    assert!(mails[0]["text"].as_str().unwrap().contains("patrol login --owner bob@contoso.com"));
 
     // A missing secret is reported on delivery, naming the secret; nothing is sent, nothing fails.
     let n = Notifier::from_settings(&settings("no-such-secret"), Some(&store), None, Clock::starting_at(now)).await;

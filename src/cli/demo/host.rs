@@ -90,7 +90,7 @@ impl RunningHandler {
         let functions = RotationFunctions::new(settings.clone(), clock.clone());
         let functions = crate::handler::metered::Metered::wrap(
             Arc::new(functions),
-            crate::metrics::Metrics::from_settings(settings),
+            crate::metrics::Metrics::from_settings(&settings.metrics, settings.ca_cert.as_deref()),
         );
         let handler = Handler::new(functions, clock.clone());
         let listener = server::bind(0).await?;

@@ -263,7 +263,7 @@ async fn an_unreachable_or_silent_collector_changes_neither_the_answer_nor_the_t
         let functions = patrol::app::functions::RotationFunctions::new(settings.clone(), w.local.clock.clone());
         let functions = patrol::handler::metered::Metered::wrap(
             Arc::new(functions),
-            patrol::metrics::Metrics::from_settings(&settings),
+            patrol::metrics::Metrics::from_settings(&settings.metrics, settings.ca_cert.as_deref()),
         );
         Handler::new(functions, w.local.clock.clone())
     };
