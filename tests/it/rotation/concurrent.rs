@@ -130,6 +130,11 @@ async fn timer_on(instance: &Instance, now: time::OffsetDateTime) -> (u16, Strin
 async fn check_token(w: &World, i: usize, when: &str) -> BTreeSet<AuthorizationId> {
     let s = secret(i);
     let versions = w.local.store.list_versions(&s).await.unwrap();
+    // A step whose every process was killed, crashed or found the token leased may end before anyone stored a
+    // first value; the invariants below hold for whatever is stored, and at the end a value must exist.
+    if versions.is_empty() && when != "end" {
+        return BTreeSet::new();
+    }
     assert!(!versions.is_empty(), "{when}: conc-{i} has a value");
     let id_of = |t: &BTreeMap<String, String>, k: &str| t.get(k).map(|v| AuthorizationId::parse(v).unwrap());
     let mut by_id = BTreeMap::new();
