@@ -122,7 +122,11 @@ def test_silence_is_alerted():
     rule = props(doc["resources"]["rotateTimerSilence"])
     assert doc["resources"]["rotateTimerSilence"]["type"] == "Microsoft.Insights/scheduledQueryRules"
     crit = rule["properties"]["criteria"]["allOf"][0]
-    assert "RotateTimer" in crit["query"] and "success == true" in crit["query"] and "silenceHours" in crit["query"]
+    # Successful RotateTimer runs, counted from patrol's own `patrol.invocations` metric (docs/metrics.md): a
+    # failed run, or metrics that stop arriving, both leave the count at zero and fire the alert.
+    q = crit["query"]
+    assert "RotateTimer" in q and "patrol.invocations" in q and "silenceHours" in q
+    assert '"completed"' in q and '"failed"' not in q and '"error"' not in q
     assert (crit["timeAggregation"], crit["operator"], crit["threshold"]) == ("Count", "LessThan", 1)
     assert doc["parameters"]["silenceHours"]["default"] == 26
     assert rule["properties"]["scopes"] == ["appInsightsId"]
