@@ -32,6 +32,7 @@ pub mod devops;
 pub mod domain;
 pub mod handler;
 pub mod metrics;
+pub mod net;
 pub mod notify;
 pub mod report;
 pub mod rotation;

@@ -21,19 +21,11 @@ use url::Url;
 /// Builds the HTTP client every Azure DevOps and Entra call uses: no redirects (a redirect is a sign-in
 /// page), rustls, bounded timeouts, and `ca_cert` (PEM) trusted in addition to the built-in roots.
 pub fn build_client(ca_cert: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, DevOpsError> {
-    let mut b = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    crate::net::client_builder(ca_cert, Duration::from_secs(10).min(timeout), timeout)
+        .map_err(|e| DevOpsError::Transport(e.to_string()))?
         .user_agent(concat!("patrol/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10).min(timeout))
-        .timeout(timeout);
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| DevOpsError::Transport(format!("cannot read CA certificate {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| DevOpsError::Transport(format!("CA certificate {} is not PEM: {e}", path.display())))?;
-        b = b.tls_certs_merge(certs);
-    }
-    b.build().map_err(|e| DevOpsError::Transport(format!("cannot build the HTTP client: {e}")))
+        .build()
+        .map_err(|e| DevOpsError::Transport(format!("cannot build the HTTP client: {e}")))
 }
 
 /// One request to make.

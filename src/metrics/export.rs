@@ -461,21 +461,13 @@ impl opentelemetry_http::HttpClient for Client {
     }
 }
 
-/// The exporters' HTTP client: the export timeout, and the CA bundle patrol trusts (`PATROL_CA_CERT`). Built
-/// here rather than borrowed from `devops::http` so that `metrics`, which `devops` reports into, imports no
-/// module above it.
+/// The exporters' HTTP client: the export timeout, and the CA bundle patrol trusts (`PATROL_CA_CERT`).
 fn http_client(ca: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    crate::net::client_builder(ca, EXPORT_TIMEOUT, EXPORT_TIMEOUT)
+        .map_err(|e| e.to_string())?
         .user_agent(concat!("patrol/", env!("CARGO_PKG_VERSION")))
-        .timeout(EXPORT_TIMEOUT);
-    if let Some(path) = ca {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read CA certificate {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("CA certificate {} is not PEM: {e}", path.display()))?;
-        b = b.tls_certs_merge(certs);
-    }
-    b.build().map_err(|e| format!("cannot build the metrics HTTP client: {e}"))
+        .build()
+        .map_err(|e| format!("cannot build the metrics HTTP client: {e}"))
 }
 
 #[cfg(test)]

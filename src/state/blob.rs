@@ -209,17 +209,10 @@ fn with_trailing_slash(mut endpoint: Url) -> Url {
 }
 
 fn client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read CA certificate {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("CA certificate {} is not PEM: {e}", path.display()))?;
-        b = b.tls_certs_merge(certs);
-    }
-    b.build().map_err(|e| format!("cannot build the blob HTTP client: {e}"))
+    crate::net::client_builder(ca_cert, Duration::from_secs(10), Duration::from_secs(20))
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| format!("cannot build the blob HTTP client: {e}"))
 }
 
 /// SharedKey authorisation (Azure Storage's "Authorize with Shared Key", service version 2015-02-21 and

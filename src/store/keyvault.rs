@@ -50,17 +50,10 @@ impl std::fmt::Debug for KeyVaultSecretStore {
 /// The HTTP client the SDK uses: reqwest 0.13 (the version `azure_core` implements its transport for),
 /// trusting the OS roots plus `ca_cert` (patrol-emulator's CA) when given.
 pub fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, StoreError> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(20))
-        .timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(p) = ca_cert {
-        let pem = std::fs::read(p).map_err(|e| other("read CA certificate", format!("{}: {e}", p.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| other("read CA certificate", format!("{}: {e}", p.display())))?;
-        b = b.tls_certs_merge(certs);
-    }
-    b.build().map_err(|e| other("build HTTP client", e.to_string()))
+    crate::net::client_builder(ca_cert, Duration::from_secs(20), Duration::from_secs(60))
+        .map_err(|e| other("read CA certificate", e.to_string()))?
+        .build()
+        .map_err(|e| other("build HTTP client", e.to_string()))
 }
 
 impl KeyVaultSecretStore {
