@@ -53,41 +53,8 @@ pub fn from_settings(s: &Settings) -> Result<Shared, SharedError> {
                 _ => BlobAccount::from_host_storage(hs, s.ca_cert.as_deref()),
             }
             .map_err(SharedError::HostStorage)?;
-            let state: Arc<dyn StateStore> = Arc::new(blob.state_store());
-            Ok((
-                Arc::new(crate::state::Located { inner: state, at: blob_location(hs) }),
-                Arc::new(BlobLeases::new(blob)),
-            ))
+            Ok((Arc::new(blob.state_store()), Arc::new(BlobLeases::new(blob))))
         }
         (LeaseMode::Blob, None) => Err(SharedError::BlobWithoutStorage),
-    }
-}
-
-/// Where the Function App's storage keeps patrol's state, for people: the account (never a key).
-pub fn blob_location(hs: &HostStorage) -> String {
-    match hs {
-        HostStorage::ConnectionString(cs) => {
-            use secrecy::ExposeSecret;
-            let cs = cs.expose_secret();
-            let field = |name: &str| {
-                cs.split(';').find_map(|kv| {
-                    let (k, v) = kv.split_once('=')?;
-                    k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-                })
-            };
-            let account = if field("UseDevelopmentStorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-                "devstoreaccount1 (Azurite)".to_owned()
-            } else {
-                field("BlobEndpoint").or_else(|| field("AccountName")).unwrap_or_else(|| "?".into())
-            };
-            format!(
-                "blob container `{}` in storage account {account} (AzureWebJobsStorage)",
-                crate::state::blob::CONTAINER
-            )
-        }
-        HostStorage::Identity { blob_service_uri, .. } => format!(
-            "blob container `{}` at {blob_service_uri} (AzureWebJobsStorage__accountName / __blobServiceUri)",
-            crate::state::blob::CONTAINER
-        ),
     }
 }

@@ -507,6 +507,13 @@ fn io(key: &str, message: impl Into<String>) -> StateError {
 
 #[async_trait]
 impl StateStore for BlobStateStore {
+    /// The container's URL (a connection string's key or a token is never part of it).
+    fn location(&self) -> String {
+        let mut url = self.account.container_url().clone();
+        url.set_query(None);
+        format!("blob container `{CONTAINER}` at {url} (AzureWebJobsStorage)")
+    }
+
     async fn load(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
         validate_key(key)?;
         self.account.ensure_container().await.map_err(|e| io(key, e))?;

@@ -137,33 +137,6 @@ pub fn lock_file_shared_if_exists(path: &Path) -> std::io::Result<Option<FileLoc
     Ok(Some(FileLock { _file: file }))
 }
 
-/// A state store with a description of where it is ([`StateStore::location`]), for stores that cannot say
-/// themselves (the blob store knows its account only as a client).
-#[derive(Debug)]
-pub struct Located {
-    pub inner: std::sync::Arc<dyn StateStore>,
-    pub at: String,
-}
-
-#[async_trait]
-impl StateStore for Located {
-    async fn load(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
-        self.inner.load(key).await
-    }
-
-    async fn save(&self, key: &str, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StateError> {
-        self.inner.save(key, body, expected).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-        self.inner.list(prefix).await
-    }
-
-    fn location(&self) -> String {
-        self.at.clone()
-    }
-}
-
 pub mod blob;
 mod file;
 pub use file::FileStateStore;

@@ -95,6 +95,10 @@ fn account(a: &Azurite) -> BlobAccount {
 async fn blob_journal_is_compare_and_swap_on_azurite() {
     let Some(az) = azurite() else { return };
     let s = account(&az).state_store();
+    // `patrol status` names where the state is: the container's URL, never the connection string's key.
+    let at = s.location();
+    assert!(at.starts_with("blob container `patrol` at http://127.0.0.1:") && at.contains("/patrol"), "{at}");
+    assert!(!at.contains("AccountKey") && !at.contains("Eby8vdM02x"), "{at}");
     assert!(s.load("journal/tok-a").await.unwrap().is_none());
     let t1 = s.save("journal/tok-a", b"{\"v\":1}", None).await.unwrap();
     assert!(matches!(s.save("journal/tok-a", b"{}", None).await, Err(StateError::Conflict { .. })));
