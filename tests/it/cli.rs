@@ -517,39 +517,13 @@ fn read_only_commands_create_nothing_in_the_working_directory() {
 /// naming each one with its fix; without patrol's consumer identity: exit 2. No secret in any output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_check_reaches_every_consumer_without_writing_and_names_what_fails() {
+    use crate::rotation::consumers::{APP, APP_SECRET, EP, GH_TOKEN, HOOK_KEY};
     use crate::rotation::world::{ORG, OWNER, Setup, World};
     use patrol::domain::SecretName;
     use secrecy::SecretString;
     use serde_json::{Value, json};
-    const APP: &str = "7c1f0e2a-9b3d-4e5f-8a6b-0c1d2e3f4a5b";
-    const APP_SECRET: &str = "patrol-consumer-writer-secret-0123";
-    const EP: &str = "0f6a6f2e-1c7b-4d5e-9f00-00000000c0de";
-    const GH_TOKEN: &str = "github_pat_11AAAAAAA0patrolConsumerCheck0_readreadreadreadreadreadreadreadread";
-    const HOOK_KEY: &str = "whsec-check-0123456789abcdef0123456789abcdef";
     let placeholder = patrol_emulator::patsecret::generate(2026, 1);
-    let seed = json!({
-        "organizations": [{ "name": ORG }],
-        "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG] }],
-        "apps": [{ "clientId": APP, "displayName": "patrol-func", "clientSecret": APP_SECRET }],
-        "consumers": {
-            "projects": [{ "organization": ORG, "name": "web" }],
-            "appMembers": [{ "organization": ORG, "clientId": APP }],
-            "serviceEndpoints": [{
-                "organization": ORG, "projects": ["web"], "id": EP, "name": "npm-feed",
-                "type": "externalnpmregistry", "url": "https://pkgs.dev.azure.com/fabrikam/_packaging/feed/npm/registry/",
-                "scheme": "Token", "parameters": { "apitoken": placeholder }, "administrators": [APP]
-            }],
-            "variableGroups": [{
-                "organization": ORG, "projects": ["web"], "id": 7, "name": "release-secrets",
-                "variables": { "AZDO_PAT": { "value": placeholder, "isSecret": true }, "PLAIN": { "value": "hello" } },
-                "administrators": [APP]
-            }],
-            "github": {
-                "tokens": [{ "token": GH_TOKEN, "label": "patrol", "repositories": ["octo/app"] }],
-                "repositories": [{ "name": "octo/app", "environments": ["prod"] }]
-            }
-        }
-    });
+    let seed = crate::rotation::consumers::seed(&placeholder);
     let mut setup = Setup::start(seed, "").await;
     let e = setup.emu.endpoints().clone();
     let policy = format!(

@@ -7,7 +7,7 @@ mod clamp;
 mod concurrent;
 mod consumer_ack;
 mod consumer_refusals;
-mod consumers;
+pub(crate) mod consumers;
 mod expiry_alerts;
 mod failed_runs;
 mod gate;

@@ -14,13 +14,15 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use time::Duration;
 
-pub(super) const APP: &str = "7c1f0e2a-9b3d-4e5f-8a6b-0c1d2e3f4a5b";
-pub(super) const APP_SECRET: &str = "patrol-consumer-writer-secret-0123";
-pub(super) const EP: &str = "0f6a6f2e-1c7b-4d5e-9f00-00000000c0de";
-pub(super) const GH_TOKEN: &str = "github_pat_11AAAAAAA0patrolConsumerTest0_writewritewritewritewritewritewritewrite";
-pub(super) const HOOK_KEY: &str = "whsec-0123456789abcdef0123456789abcdef";
+pub(crate) const APP: &str = "7c1f0e2a-9b3d-4e5f-8a6b-0c1d2e3f4a5b";
+pub(crate) const APP_SECRET: &str = "patrol-consumer-writer-secret-0123";
+pub(crate) const EP: &str = "0f6a6f2e-1c7b-4d5e-9f00-00000000c0de";
+pub(crate) const GH_TOKEN: &str = "github_pat_11AAAAAAA0patrolConsumerTest0_writewritewritewritewritewritewritewrite";
+pub(crate) const HOOK_KEY: &str = "whsec-0123456789abcdef0123456789abcdef";
 
-fn seed(placeholder: &str) -> Value {
+/// The consumer side every consumer test starts from: a service connection, a variable group and a GitHub
+/// repository with an environment, all administered by patrol's app; `placeholder` is their current PAT.
+pub(crate) fn seed(placeholder: &str) -> Value {
     json!({
         "organizations": [{ "name": ORG }],
         "users": [{ "upn": OWNER, "displayName": "Rotator", "organizations": [ORG] }],
