@@ -10,12 +10,10 @@
 use super::inventory::TokenState;
 use super::journal::{Drain, Reason};
 use super::policy::{ManagedToken, Policy};
-use crate::audit::context::LastUse;
-use crate::audit::ingest::{Checkpoint, PollConfig, checkpoint_key};
-use crate::audit::policy::RevocationGate;
-use crate::audit::respond::{GateDecision, Superseded, gate_observed};
 use crate::domain::AuthorizationId;
+use crate::evidence::{AUDIT_DELAY, Checkpoint, GateDecision, LastUse, Superseded, checkpoint_key, gate_observed};
 use crate::notify::Target;
+use crate::policy::audit::RevocationGate;
 use crate::state::StateStore;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -59,7 +57,7 @@ pub async fn load(state: &dyn StateStore, policy: &Policy) -> Option<Evidence> {
         }
         let observed = match state.load(&checkpoint_key(&t.organization)).await {
             Ok(Some((body, _))) => match serde_json::from_slice::<Checkpoint>(&body) {
-                Ok(cp) => observed(cp, PollConfig::default().audit_delay),
+                Ok(cp) => observed(cp, AUDIT_DELAY),
                 Err(e) => {
                     Observed { problem: Some(format!("the audit checkpoint is corrupt: {e}")), ..Default::default() }
                 }
@@ -142,7 +140,7 @@ pub fn report_gated(actions: &[super::plan::Action], report: &mut super::machine
             }
             Action::WaitPrevious { authorization_id, until, reason, .. } => report.done.push(format!(
                 "kept previous {authorization_id} (evidence gate, decided by {} at the latest): {reason}",
-                crate::audit::finding::rfc3339(*until)
+                crate::timestamp::rfc3339(*until)
             )),
             _ => {}
         }
@@ -151,15 +149,15 @@ pub fn report_gated(actions: &[super::plan::Action], report: &mut super::machine
 
 /// Whether a notice is the gate's deadline alert (it also goes to the `[audit]` recipients).
 pub fn is_deadline_alert(n: &crate::notify::Notice) -> bool {
-    matches!(n, crate::notify::Notice::Finding { rule, .. } if rule == crate::audit::respond::DEADLINE_RULE)
+    matches!(n, crate::notify::Notice::Finding { rule, .. } if rule == crate::evidence::DEADLINE_RULE)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::policy::RevocationMode;
     use crate::domain::{OrgName, OwnerId};
     use crate::notify::{Notice, Severity};
+    use crate::policy::audit::RevocationMode;
     use crate::rotation::journal::PatVersion;
     use crate::rotation::machine::TokenReport;
     use crate::rotation::plan::tests::{NOW, id, inventory, managed, pat, policy_of};

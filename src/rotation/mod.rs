@@ -4,7 +4,8 @@
 //! - [`policy`] — `patrol.toml`, validated with file/line/field errors.
 //! - [`inventory`] — policy ⋈ secret store ⋈ each owner's PATs (all pages) ⋈ journal.
 //! - [`plan`] — the pure decision: rotate (with a reason), revoke drained, reconcile orphans, adopt, resume.
-//! - [`evidence`] — the audit evidence that gates revoking previous PATs (opt-in), and the per-drain decision.
+//! - [`evidence`] — the audit evidence that gates revoking previous PATs (opt-in), loaded for the plan, and
+//!   each drain put to the gate (`crate::evidence::gate_observed`).
 //! - [`journal`] — the per-token journal record, persisted before every external effect.
 //! - [`machine`] — drives one token's journal through its steps; every step idempotent and resumable.
 //! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
