@@ -7,7 +7,7 @@
 //! gates each drain through `rotation::evidence::decide`, which maps a drain onto [`Superseded`]).
 
 use crate::domain::{AuthorizationId, OrgName};
-use crate::notify::{Notice, Severity};
+use crate::notify::{Notice, Severity, Target};
 use crate::policy::audit::RevocationGate;
 use crate::timestamp::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -236,3 +236,47 @@ fn deadline_alert(
 
 /// The rule name of the deadline alert.
 pub const DEADLINE_RULE: &str = "revocation_deadline";
+
+/// Whether a notice is the gate's deadline alert (it also goes to the `[audit]` recipients).
+pub fn is_deadline_alert(n: &Notice) -> bool {
+    matches!(n, Notice::Finding { rule, .. } if rule == DEADLINE_RULE)
+}
+
+/// The gate's settings, from the policy's `[audit]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceGate {
+    pub gate: RevocationGate,
+    /// The audit section's recipients: deadline alerts go to them as well as to the token's own.
+    pub notify: Vec<Target>,
+}
+
+/// What one organization's audit log has shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Observed {
+    /// Uses are known up to here (the last completed window's end, less the log's delay); `None`: no evidence.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub observed_until: Option<OffsetDateTime>,
+    pub last_use: HashMap<AuthorizationId, LastUse>,
+    /// Why there is no evidence, when there is none.
+    pub problem: Option<String>,
+}
+
+/// The plan's evidence input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub gate: EvidenceGate,
+    /// By lower-case organization name.
+    pub orgs: BTreeMap<String, Observed>,
+}
+
+/// A checkpoint as evidence: uses are known up to the window's end less the log's delay.
+pub fn observed(cp: Checkpoint, delay: Duration) -> Observed {
+    if cp.auditing_off {
+        return Observed {
+            observed_until: None,
+            last_use: cp.last_use,
+            problem: Some("auditing looks switched off in the organization".into()),
+        };
+    }
+    Observed { observed_until: cp.window_end.map(|e| e - delay), last_use: cp.last_use, problem: None }
+}

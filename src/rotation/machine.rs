@@ -141,6 +141,28 @@ impl Faults {
     }
 }
 
+/// After a token's actions ran: every gated revocation that happened is reported with its evidence, and a
+/// revocation at the deadline raises its alert. Waits are reported as such.
+pub fn report_gated(actions: &[Action], report: &mut TokenReport) {
+    for a in actions {
+        match a {
+            Action::RevokePrevious { authorization_id, evidence: Some(why), alert, .. }
+                if report.revoked.contains(authorization_id) =>
+            {
+                report.done.push(format!("evidence for revoking previous {authorization_id}: {why}"));
+                if let Some(n) = alert {
+                    report.notices.push(n.clone());
+                }
+            }
+            Action::WaitPrevious { authorization_id, until, reason, .. } => report.done.push(format!(
+                "kept previous {authorization_id} (evidence gate, decided by {} at the latest): {reason}",
+                crate::timestamp::rfc3339(*until)
+            )),
+            _ => {}
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
     #[error("journal: {0}")]

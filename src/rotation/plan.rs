@@ -334,7 +334,7 @@ fn plan_token(
     listings: &Listings<'_>,
     token: &ManagedToken,
     ts: &TokenState,
-    evidence: Option<&super::evidence::Evidence>,
+    evidence: Option<&crate::evidence::Evidence>,
     now: OffsetDateTime,
     requested: Option<Reason>,
 ) -> Entry {

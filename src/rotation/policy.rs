@@ -115,7 +115,7 @@ pub struct Policy {
     pub tokens: Vec<ManagedToken>,
     /// Evidence-gated revocation of previous PATs (`[audit] revocation = { mode = "evidence", … }`);
     /// `None`: a previous PAT is revoked when its grace period ends.
-    pub gate: Option<super::evidence::EvidenceGate>,
+    pub gate: Option<crate::evidence::EvidenceGate>,
     /// The `[audit]` table, validated and resolved with the policy (`None`: the policy has none, and the
     /// timer does not poll the audit log).
     #[serde(skip)]
@@ -187,7 +187,7 @@ impl Policy {
             match a.get_ref().resolve_all() {
                 Ok(settings) => {
                     if settings.revocation.mode == crate::policy::audit::RevocationMode::Evidence {
-                        gate = Some(super::evidence::EvidenceGate {
+                        gate = Some(crate::evidence::EvidenceGate {
                             gate: settings.revocation,
                             notify: settings.notify.clone(),
                         });
