@@ -176,9 +176,9 @@ pub struct Journal {
     /// Operation ids patrol abandoned (their PATs are revoked if ever seen); bounded.
     #[serde(default)]
     pub abandoned: Vec<OperationId>,
-    /// Each consumer's delivery of the current PAT (`crate::consumers::state`).
+    /// Each consumer's delivery of the current PAT ([`super::deliveries`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deliveries: Vec<crate::consumers::state::Delivery>,
+    pub deliveries: Vec<super::deliveries::Delivery>,
     /// The last PAT an operator adopted (`patrol adopt`): an existing PAT made current without a rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted: Option<Adoption>,
