@@ -1069,7 +1069,7 @@ notify = ["teams", "email:pkg@contoso.com"]
 
     #[test]
     fn shipped_example_is_valid() {
-        let text = include_str!("../../patrol.toml");
+        let text = include_str!("../patrol.toml");
         let p = parse(text).unwrap();
         assert!(!p.tokens.is_empty());
     }
