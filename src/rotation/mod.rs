@@ -13,6 +13,7 @@
 //! - [`alerts`] — expiry alerts: unmanaged PATs' countdown and expiry, managed tokens only when overdue.
 //! - [`measure`] — a run as metrics (`crate::metrics`): per token, per unmanaged PAT, per run.
 //! - [`adopt`] — onboarding an existing PAT (`patrol adopt`): journaled, tagged, no second PAT, no alarm.
+//! - [`retire`] — retiring a managed token (`patrol retire`): journaled, revoke, disable, record; never re-created.
 //! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
 
 pub mod adopt;
@@ -36,5 +37,6 @@ pub mod measure;
 pub mod plan;
 pub mod policy;
 pub mod prestage;
+pub mod retire;
 pub mod shared;
 pub mod verdict;

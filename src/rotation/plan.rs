@@ -70,6 +70,16 @@ pub enum Action {
     Blocked {
         why: String,
     },
+    /// The token was retired (`patrol retire`): patrol never creates, rotates or delivers a PAT for it again,
+    /// whatever the rest of the state says. `finished = false`: the retirement was interrupted (its intent is
+    /// journaled, some PAT or version may still be live) and `patrol retire` run again finishes it. `message`
+    /// tells the operator what to do (delete the `[[token]]` block).
+    Retired {
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+        finished: bool,
+        message: String,
+    },
 }
 
 impl Action {
@@ -92,6 +102,7 @@ impl Action {
             Self::Rotate { reason } => format!("rotate ({})", reason.as_str()),
             Self::Deliver { consumers } => format!("deliver/check consumers: {}", consumers.join(", ")),
             Self::Blocked { why } => format!("blocked: {why}"),
+            Self::Retired { message, .. } => message.clone(),
         }
     }
 }
@@ -129,9 +140,14 @@ impl Entry {
         })
     }
 
-    /// Nothing to apply: no actions, or only previous PATs the evidence gate keeps for now.
+    /// Nothing to apply: no actions, or only previous PATs the evidence gate keeps for now, or a retired token.
     pub fn is_noop(&self) -> bool {
-        self.actions.iter().all(|a| matches!(a, Action::WaitPrevious { .. }))
+        self.actions.iter().all(|a| matches!(a, Action::WaitPrevious { .. } | Action::Retired { .. }))
+    }
+
+    /// The retirement, when the token was retired.
+    pub fn retired(&self) -> Option<&Action> {
+        self.actions.iter().find(|a| matches!(a, Action::Retired { .. }))
     }
 }
 
@@ -330,6 +346,25 @@ pub fn drains(token: &ManagedToken, ts: &TokenState) -> Vec<Drain> {
     out
 }
 
+/// The plan's word for a retired token (pure).
+pub fn retired_action(token: &ManagedToken, r: &super::journal::Retirement) -> Action {
+    let when = crate::timestamp::rfc3339(r.at);
+    let message = if r.done {
+        format!(
+            "retired on {when} ({}): patrol no longer creates, rotates or delivers it; delete its [[token]] block \
+             (secret = \"{}\") from the policy",
+            r.reason, token.secret
+        )
+    } else {
+        format!(
+            "retirement started on {when} was interrupted: run `patrol retire {} --yes` again to finish it (patrol \
+             creates and rotates nothing for it meanwhile)",
+            token.secret
+        )
+    };
+    Action::Retired { at: r.at, finished: r.done, message }
+}
+
 fn plan_token(
     listings: &Listings<'_>,
     token: &ManagedToken,
@@ -352,6 +387,12 @@ fn plan_token(
             crate::consumers::view::token_view(token, &ts.journal, current, now)
         },
     };
+    // A retired token is never planned again: no rotation (its PAT is revoked, so it would look missing), no
+    // delivery, no adoption — the operator deletes its `[[token]]` block.
+    if let Some(r) = &ts.journal.retired {
+        e.actions.push(retired_action(token, r));
+        return e;
+    }
     if let Some(err) = &ts.error {
         e.actions.push(Action::Blocked { why: err.clone() });
         return e;

@@ -71,7 +71,8 @@ async fn run_day(
     poll(&client, state, &org, &settings, &mut ctx, PollConfig::default(), clock.now()).await.unwrap();
     let connector = env.connector(clock, &[(OWNER, OWNER_SCOPES), (ADMIN, ADMIN_SCOPES)]).await;
     let pats = inventory(connector.as_ref()).await;
-    usage::run(state, connector.as_ref(), &pats, &settings.stale, &[], true, clock.now()).await
+    let listed = [(OwnerId::parse(OWNER).unwrap(), org.clone())].into();
+    usage::run(state, connector.as_ref(), &pats, &listed, &settings.stale, &[], true, clock.now()).await
 }
 
 async fn inventory(connector: &dyn Connector) -> Vec<UsagePat> {
