@@ -153,8 +153,8 @@ pub async fn run(args: &RetireArgs) -> Result<(), CliError> {
     }
     match report.outcome.as_str() {
         "refused" => Err(CliError::failed(format!(
-            "retire: refused: {} (pass --force to retire it anyway)",
-            report.blockers.join("; ")
+            "retire: refused ({} reason(s) above); nothing was changed — pass --force to retire it anyway",
+            report.blockers.len()
         ))),
         "not-confirmed" => Err(CliError { code: super::exit::DECLINED, message: "retire: not confirmed".into() }),
         _ => Ok(()),
