@@ -122,6 +122,7 @@ async fn retire_revokes_disables_records_and_is_never_recreated_even_after_a_kil
     let (code, out, err) = run(None, &["retire", "old-nightly", "--dry-run", "--format", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    crate::schemas::assert_valid("retire", &v);
     assert_eq!((v["outcome"].as_str(), v["dry_run"].as_bool()), (Some("would-retire"), Some(true)), "{v}");
     assert_eq!(v["pats"][0]["authorization_id"], nightly.to_string());
     assert_eq!(v["pats"][0]["revoked"], false);
@@ -166,12 +167,18 @@ async fn retire_revokes_disables_records_and_is_never_recreated_even_after_a_kil
     let (code, out, err) = run(Some("retire-done"), &["retire", "old-weekly", "--yes"]);
     assert_eq!(code, 86, "{out}{err}");
     assert!(!active(&w, weekly).await);
-    let (code, out, err) = run(None, &["retire", "old-weekly", "--yes"]);
+    let (code, out, err) = run(None, &["retire", "old-weekly", "--yes", "--format", "json"]);
     assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    crate::schemas::assert_valid("retire", &v);
+    assert_eq!((v["outcome"].as_str(), v["dry_run"].as_bool()), (Some("retired"), Some(false)), "{v}");
+    assert_eq!(v["pats"][0]["revoked"], true, "{v}");
     assert!(versions(&w, "old-weekly").await.iter().all(|(_, e)| !*e));
     let (code, out, err) = run(None, &["retire", "old-weekly", "--yes", "--format", "json"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["outcome"], "already-retired");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    crate::schemas::assert_valid("retire", &v);
+    assert_eq!(v["outcome"], "already-retired");
 
     // The lifecycle log: one `retired` event each, by `patrol retire`, with the reason.
     let (code, out, err) = run(None, &["history", "--format", "json"]);
