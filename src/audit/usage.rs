@@ -962,6 +962,31 @@ mod tests {
     }
 
     #[test]
+    fn audit_joins_the_timers_watch_only_when_continuous_and_keeps_the_latest_use() {
+        let t = datetime!(2026-12-02 00:00 UTC);
+        let p = pat(t - Duration::days(100));
+        let fresh = Checkpoint {
+            window_end: Some(t),
+            watched_since: Some(t - Duration::days(1)),
+            last_use: [(p.authorization_id, used(t - Duration::hours(2)))].into(),
+            ..Default::default()
+        };
+        let timer = Checkpoint {
+            window_end: Some(t - Duration::hours(3)),
+            watched_since: Some(t - Duration::days(50)),
+            last_use: [(p.authorization_id, used(t - Duration::days(9)))].into(),
+            ..Default::default()
+        };
+        let m = merge_watch(Some(timer.clone()), fresh.clone());
+        assert_eq!(m.watched_since, Some(t - Duration::days(50)));
+        assert_eq!(m.last_use[&p.authorization_id].at, t - Duration::hours(2));
+        // A gap between the timer's last window and the fresh one: only the fresh window counts.
+        let gap = Checkpoint { window_end: Some(t - Duration::days(3)), ..timer };
+        assert_eq!(merge_watch(Some(gap), fresh.clone()).watched_since, Some(t - Duration::days(1)));
+        assert_eq!(merge_watch(None, fresh.clone()), fresh);
+    }
+
+    #[test]
     fn policy_problems_name_the_field() {
         let p = StalePolicy { days: 0, notice_days: 100, keep: vec![" ".into()], ..Default::default() };
         let fields: Vec<String> = p.problems().into_iter().map(|(f, _)| f).collect();

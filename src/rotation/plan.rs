@@ -737,6 +737,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_retired_token_is_never_rotated_recreated_or_worked_on_even_when_forced() {
+        use crate::rotation::journal::Retirement;
+        let policy = policy_of(2);
+        // tok-0: retired, its PAT revoked (not listed) and its secret disabled (no readable current version).
+        let mut gone = managed("tok-0", id(1), NOW + Duration::days(2));
+        gone.current = None;
+        gone.journal.retired = Some(Retirement {
+            at: NOW - Duration::days(1),
+            by: Some("patrol retire".into()),
+            reason: "unused".into(),
+            pats: Vec::new(),
+            current: Some(id(1)),
+            done: true,
+            recorded: true,
+        });
+        // tok-1: retirement interrupted after the revocation: the current version still names the revoked PAT.
+        let mut half = managed("tok-1", id(2), NOW + Duration::days(2));
+        half.journal.retired =
+            Some(Retirement { done: false, recorded: false, ..gone.journal.retired.clone().unwrap() });
+        let inv = inventory(vec![gone, half], vec![]);
+        let mut requests = Requests::default();
+        requests.rotate.insert(SecretName::parse("tok-0").unwrap(), Reason::Forced);
+        let p = plan(&inv, &policy, NOW, &requests);
+        for e in &p.entries {
+            assert!(matches!(&e.actions[..], [Action::Retired { .. }]), "{e:?}");
+            assert!(e.is_noop() && e.rotation().is_none(), "{e:?}");
+        }
+        assert!(p.entries[0].actions[0].label().contains("delete its [[token]] block"), "{}", p.table());
+        assert!(p.entries[1].actions[0].label().contains("patrol retire tok-1 --yes"), "{}", p.table());
+        assert!(matches!(p.entries[1].actions[0], Action::Retired { finished: false, .. }));
+    }
+
+    #[test]
     fn expired_drift_global_forced_compromised() {
         let policy = policy_of(4);
         let mut global = pat(3, "Token 2 (patrol:aaaaaaaaaaac)", NOW + Duration::days(20));

@@ -489,3 +489,52 @@ pub fn events_of(t: &ManagedToken, r: &Retirement) -> Vec<Event> {
     out.sort_by_key(|e| e.kind != Kind::Retired);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotation::plan::tests::{NOW, id, managed, policy_of};
+    use time::Duration;
+
+    #[test]
+    fn the_current_pat_first_then_every_draining_one_and_one_retired_event() {
+        let policy = policy_of(1);
+        let t = &policy.tokens[0];
+        let mut ts = managed("tok-0", id(1), NOW + Duration::days(20));
+        ts.journal.drains.push(crate::rotation::journal::Drain {
+            pat: PatVersion {
+                authorization_id: id(7),
+                owner: t.owner.clone(),
+                organization: t.organization.clone(),
+                vault_version: None,
+            },
+            revoke_after: NOW + Duration::days(1),
+            replaced_by: None,
+        });
+        let pats = to_revoke(t, &ts);
+        assert_eq!(
+            pats.iter().map(|(p, c)| (p.authorization_id, *c)).collect::<Vec<_>>(),
+            [(id(1), true), (id(7), false)]
+        );
+        let r = Retirement {
+            at: NOW,
+            by: Some("patrol retire".into()),
+            reason: "unused".into(),
+            current: Some(id(1)),
+            pats: pats.into_iter().map(|(p, _)| p).collect(),
+            done: true,
+            recorded: false,
+        };
+        let ev = events_of(t, &r);
+        assert_eq!(
+            ev.iter().map(|e| (e.kind, e.authorization_id)).collect::<Vec<_>>(),
+            [(Kind::Retired, id(1)), (Kind::Revoked, id(7))]
+        );
+        assert!(
+            ev[0].detail.contains("unused")
+                && ev.iter().all(|e| e.at == NOW && e.by.as_deref() == Some("patrol retire"))
+        );
+        // The same retirement gives the same events (a rerun finds them already logged).
+        assert_eq!(events_of(t, &r), ev);
+    }
+}
