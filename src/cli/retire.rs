@@ -1,13 +1,13 @@
 //! `patrol retire SECRET [--dry-run] [--yes] [--force] [--reason TEXT]`: retire a managed token nobody uses
-//! (`crate::rotation::retire`): revoke its PATs with the owner's session, disable its secret, and record it,
+//! (`crate::audit::retire`): revoke its PATs with the owner's session, disable its secret, and record it,
 //! so patrol never creates or rotates it again. Surveys first (that is also the dry run and what the
 //! confirmation shows).
 
 use super::CliError;
 use super::output::{OutputArgs, Table, render, write_stdout};
 use super::runtime::Local;
+use crate::audit::retire::{RetireContext, RetireError, RetireReport, retire};
 use crate::domain::SecretName;
-use crate::rotation::retire::{RetireContext, RetireError, RetireReport, retire};
 
 pub const AFTER_HELP: &str = "\
 Examples:

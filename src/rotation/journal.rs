@@ -188,7 +188,7 @@ pub struct Journal {
     pub retired: Option<Retirement>,
 }
 
-/// A retirement (`crate::rotation::retire`): written before any effect, finished once every PAT is revoked,
+/// A retirement (`crate::audit::retire`): written before any effect, finished once every PAT is revoked,
 /// every vault version disabled and the lifecycle log has the events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retirement {
@@ -212,7 +212,7 @@ pub struct Retirement {
     pub recorded: bool,
 }
 
-/// An adoption (`crate::rotation::adopt`): journaled before the vault write, completed with its version.
+/// An adoption (`patrol adopt`, `rotation/adopt.rs`): journaled before the vault write, completed with its version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Adoption {
     pub authorization_id: AuthorizationId,

@@ -13,15 +13,15 @@
 //! `[audit.stale] days` window. "No audited use" is evidence, not proof, so the survey says what the log shows
 //! either way; the decision stays the operator's.
 
-use super::inventory::token_state;
-use super::journal::{self, PatVersion, Retirement};
-use super::lease::Leases;
-use super::policy::ManagedToken;
-use crate::audit::usage::{self, UsagePat, Verdict};
+use super::usage::{self, UsagePat, Verdict};
 use crate::devops::{Connector, DevOpsError, DisplayFilter, Pat};
 use crate::rotation::history::{self, Event, Kind};
-use crate::rotation::machine::crash_point;
+use crate::rotation::inventory::token_state;
+use crate::rotation::journal::{self, PatVersion, Retirement};
+use crate::rotation::lease::Leases;
+use crate::rotation::policy::ManagedToken;
 use crate::state::StateStore;
+use crate::state::crash_point;
 use crate::store::{PropertiesUpdate, SecretStore};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -265,12 +265,12 @@ pub async fn survey(cx: &RetireContext<'_>) -> Result<RetireReport, RetireError>
 }
 
 /// The PAT the secret's current version (or, without it, the journal) names.
-fn current_of(ts: &super::inventory::TokenState) -> Option<crate::domain::AuthorizationId> {
+fn current_of(ts: &crate::rotation::inventory::TokenState) -> Option<crate::domain::AuthorizationId> {
     ts.current_authorization_id().or(ts.journal.current.as_ref().map(|c| c.authorization_id))
 }
 
 /// The token's PATs to revoke (pure): the current one first (`true`), then every previous one still draining.
-pub fn to_revoke(t: &ManagedToken, ts: &super::inventory::TokenState) -> Vec<(PatVersion, bool)> {
+pub fn to_revoke(t: &ManagedToken, ts: &crate::rotation::inventory::TokenState) -> Vec<(PatVersion, bool)> {
     let mut out: Vec<(PatVersion, bool)> = Vec::new();
     if let Some(id) = current_of(ts) {
         let known = ts.journal.current.as_ref().filter(|c| c.authorization_id == id).cloned();
@@ -290,7 +290,7 @@ pub fn to_revoke(t: &ManagedToken, ts: &super::inventory::TokenState) -> Vec<(Pa
     {
         out.push((j.clone(), false));
     }
-    for d in super::plan::drains(t, ts) {
+    for d in crate::rotation::plan::drains(t, ts) {
         if !out.iter().any(|(p, _)| p.authorization_id == d.pat.authorization_id) {
             out.push((d.pat, false));
         }
