@@ -188,7 +188,7 @@ pub struct Journal {
     pub retired: Option<Retirement>,
 }
 
-/// A retirement (`crate::audit::retire`): written before any effect, finished once every PAT is revoked,
+/// A retirement (`patrol retire`, in `audit/retire.rs`): written before any effect, finished once every PAT is revoked,
 /// every vault version disabled and the lifecycle log has the events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retirement {
