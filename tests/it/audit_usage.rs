@@ -358,7 +358,7 @@ async fn patrol_audit_shows_the_stale_shared_dead_section_with_the_caveat() {
         &[("ci-build", "vso.code")],
         2,
     );
-    let audit = patrol::audit::policy::from_policy_text("[[token]]\nsecret = \"ci-build\"\n[audit]\n").unwrap();
+    let audit = patrol::policy::audit::from_policy_text("[[token]]\nsecret = \"ci-build\"\n[audit]\n").unwrap();
     let rt = AuditRuntime {
         clock: clock.clone(),
         store,
