@@ -496,6 +496,78 @@ mod tests {
     use crate::rotation::plan::tests::{NOW, id, managed, policy_of};
     use time::Duration;
 
+    /// An audited use within `[audit.stale] days` refuses the retirement (nothing changed); `--force` retires
+    /// anyway and says what it overrode; the PAT is revoked and every version disabled.
+    #[tokio::test]
+    async fn recent_audited_use_refuses_without_force_and_force_retires() {
+        use crate::evidence::{Checkpoint, LastUse, checkpoint_key};
+        use crate::rotation::fake::FakeDevOps;
+        use crate::rotation::lease::LocalLeases;
+        use crate::state::FileStateStore;
+        use crate::store::memory::MemoryStore;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::clock::Clock::starting_at(NOW);
+        let policy = Arc::new(policy_of(1));
+        let devops = FakeDevOps::new(clock.clone());
+        let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+        let state = Arc::new(FileStateStore::new(dir.path().join("state")));
+        let engine = crate::rotation::engine::Engine::new(
+            policy.clone(),
+            Arc::new(devops.clone()),
+            store.clone(),
+            state.clone(),
+            clock.clone(),
+        );
+        assert_eq!(engine.run(Default::default()).await.unwrap().rotated, 1);
+        let current = devops.active()[0].pat.authorization_id;
+        let t = &policy.tokens[0];
+        let cp = Checkpoint {
+            window_end: Some(NOW),
+            watched_since: Some(NOW - Duration::days(60)),
+            last_use: [(
+                current,
+                LastUse {
+                    at: NOW - Duration::days(2),
+                    ip: "10.1.2.3".into(),
+                    user_agent: "git/2.45".into(),
+                    action_id: "Git.RefUpdatePoliciesBypassed".into(),
+                    entry_id: "e1".into(),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        state.save(&checkpoint_key(&t.organization), &serde_json::to_vec(&cp).unwrap(), None).await.unwrap();
+        let leases = LocalLeases::default();
+        let cx = RetireContext {
+            token: t,
+            connector: &devops,
+            store: store.as_ref(),
+            state: state.as_ref(),
+            leases: &leases,
+            stale_days: 30,
+            now: NOW,
+        };
+        let mut yes = |_: &RetireReport| true;
+        let r = retire(&cx, "unused", false, false, &mut yes).await.unwrap();
+        assert_eq!(r.outcome, "refused", "{r:?}");
+        assert!(
+            r.blockers[0].contains("in use within the last 30 days") && r.blockers[0].contains("10.1.2.3"),
+            "{r:?}"
+        );
+        assert_eq!(devops.active().len(), 1, "a refused retirement revoked");
+        assert!(crate::rotation::journal::load(state.as_ref(), &t.secret).await.unwrap().journal.retired.is_none());
+
+        let r = retire(&cx, "owner confirmed", false, true, &mut yes).await.unwrap();
+        assert_eq!(r.outcome, "retired", "{r:?}");
+        assert!(r.notes.iter().any(|n| n.starts_with("--force: retired despite")), "{r:?}");
+        assert!(devops.active().is_empty());
+        assert!(store.list_versions(&t.secret).await.unwrap().iter().all(|v| !v.enabled));
+        let events = history::since(state.as_ref(), NOW - Duration::days(1)).await.unwrap();
+        assert!(events.iter().any(|e| e.kind == Kind::Retired && e.authorization_id == current));
+    }
+
     #[test]
     fn the_current_pat_first_then_every_draining_one_and_one_retired_event() {
         let policy = policy_of(1);
