@@ -155,9 +155,9 @@ impl Default for SessionOptions {
     }
 }
 
-/// The reason of [`DevOpsError::SignInRequired`] when no refresh token is stored at all: the owner never
-/// signed in (or was signed out), as opposed to a sign-in that expired or was revoked.
-pub const NEVER_SIGNED_IN: &str = "no refresh token is stored for this owner";
+/// The reason of [`DevOpsError::SignInRequired`] when no refresh token is stored at all (defined beside
+/// the error, which words it "has not signed in yet").
+pub use crate::devops::NEVER_SIGNED_IN;
 
 /// One owner's delegated session.
 #[derive(Debug)]

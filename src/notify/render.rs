@@ -274,7 +274,7 @@ mod tests {
         let owner = OwnerId::parse("alice@contoso.com").unwrap();
         let never = crate::devops::DevOpsError::SignInRequired {
             owner: owner.clone(),
-            reason: crate::auth::session::NEVER_SIGNED_IN.into(),
+            reason: crate::devops::NEVER_SIGNED_IN.into(),
         };
         let out = render(&Notice::SignInRequired { owner: owner.clone(), reason: never.to_string() }, &Redactor::new());
         assert_eq!(out.title, "alice@contoso.com has not signed in to patrol yet");
