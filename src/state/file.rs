@@ -337,6 +337,35 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn bulk_loads_are_what_load_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStateStore::new(dir.path());
+        let mut keys = Vec::new();
+        for i in 0..130 {
+            let key = format!("journal/k{i}");
+            let mut tag = None;
+            for round in 0..(i % 3) {
+                tag = Some(s.save(&key, format!("{{\"v\":{round}}}").as_bytes(), tag.as_ref()).await.unwrap());
+            }
+            keys.push(key);
+        }
+        // A torn slot (a write cut short) leaves the other, previous document current.
+        let (_, newer, _) = s.paths("journal/k2").unwrap();
+        std::fs::write(&newer, b"patrol-state 1 seq=9 len=3 sha256=00\n{}").unwrap();
+        keys.push("bad key/..".into());
+        let bulk = s.load_many(&keys, 4).await;
+        assert_eq!(bulk.len(), keys.len());
+        for (key, many) in keys.iter().zip(bulk) {
+            match (s.load(key).await, many) {
+                (Ok(one), Ok(many)) => assert_eq!(one, many, "{key}"),
+                (Err(StateError::InvalidKey(_)), Err(StateError::InvalidKey(_))) => {}
+                (one, many) => panic!("{key}: load {one:?}, bulk {many:?}"),
+            }
+        }
+        assert_eq!(s.load("journal/k2").await.unwrap().unwrap().0, b"{\"v\":0}");
+    }
+
+    #[tokio::test]
     async fn compare_and_swap() {
         let dir = tempfile::tempdir().unwrap();
         let s = FileStateStore::new(dir.path());

@@ -680,6 +680,37 @@ mod tests {
         assert!(e.to_string().contains("failed authentication"), "{e}");
     }
     #[tokio::test]
+    async fn bulk_current_properties_are_what_get_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut names = Vec::new();
+        for i in 0..150 {
+            let name = SecretName::parse(&format!("bulk-{i}")).unwrap();
+            if i % 3 != 0 {
+                s.set(&name, &SecretString::from(format!("v{i}")), NewVersion::default()).await.unwrap();
+            }
+            if i % 3 == 2 {
+                s.set(&name, &SecretString::from(format!("w{i}")), NewVersion::default()).await.unwrap();
+            }
+            names.push(name);
+        }
+        let off = s.get(&names[4], None).await.unwrap().unwrap().properties.version;
+        s.update(&names[4], &off, PropertiesUpdate { enabled: Some(false), ..Default::default() }).await.unwrap();
+        // A fresh instance (another process) reads in bulk exactly what `get` finds, in order.
+        let fresh =
+            FileSecretStore::open(dir.path().join("data"), &dir.path().join("store.key"), Clock::system()).unwrap();
+        let bulk = fresh.current_properties(&names, 8).await;
+        assert_eq!(bulk.len(), names.len());
+        for (name, got) in names.iter().zip(bulk) {
+            match (s.get(name, None).await, got) {
+                (Ok(one), Ok(many)) => assert_eq!(one.map(|x| x.properties), many, "{name}"),
+                (Err(StoreError::Disabled { .. }), Err(StoreError::Disabled { .. })) => {}
+                (one, many) => panic!("{name}: get {one:?}, bulk {many:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn current_version_is_the_newest_with_or_without_remembered_sequences() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
