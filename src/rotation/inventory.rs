@@ -112,8 +112,11 @@ fn assemble(
     loaded: Result<journal::Loaded, JournalError>,
 ) -> TokenState {
     let mut errors = Vec::new();
+    // A retired token's secret is disabled on purpose (`patrol retire`): that is its state, not a problem.
+    let retired = matches!(&loaded, Ok(l) if l.journal.retired.is_some());
     let current = match got {
         Ok(found) => found,
+        Err(StoreError::Disabled { .. }) if retired => None,
         Err(StoreError::Disabled { .. }) => {
             errors.push(format!("the current version of {secret} is disabled"));
             None
