@@ -10,11 +10,15 @@
 //! Setup (not timed): seed the owners, put each one's refresh token in the file secret store (what
 //! `patrol login` leaves behind), and let patrol create every token's first PAT (this bench re-executed
 //! as `plan-e2e setup`, through the CLI wiring, rate limits off for it). The policy, the file store and
-//! the journal are then what an operator's `patrol plan` reads.
+//! the journal are then what an operator's `patrol plan` reads. The setup takes minutes (10,000 rotations,
+//! each journaled), so it is kept: the emulator's world (its `--state` file) and patrol's files are saved
+//! under `target/plan-e2e-cache/<tokens>x<owners>/` and reused for 12 hours (`PLAN_BENCH_FRESH=1` makes a
+//! new one). Each bench run copies it to a temporary directory and starts the emulator from the copy with
+//! `--state-read-only`, so every run starts from the same world and nothing is saved while it is timed.
 //!
-//! Run: `cargo build --release --bin patrol -p patrol-emulator && cargo bench --bench plan_e2e`.
+//! Run: `cargo build --release -p patrol -p patrol-emulator --bins && cargo bench --bench plan_e2e`.
 //! Knobs: `PLAN_BENCH_TOKENS` (10,000), `PLAN_BENCH_OWNERS` (20), `PLAN_BENCH_RUNS` (10),
-//! `PLAN_BENCH_PATROL` / `PLAN_BENCH_EMULATOR` (binaries), `PLAN_BENCH_NO_ASSERT=1`.
+//! `PLAN_BENCH_PATROL` / `PLAN_BENCH_EMULATOR` (binaries), `PLAN_BENCH_FRESH=1`, `PLAN_BENCH_NO_ASSERT=1`.
 
 use patrol::auth::session::store_refresh_token;
 use patrol::cli::runtime::Local;
@@ -123,9 +127,9 @@ async fn control_call(http: &reqwest::Client, method: &str, url: &str, body: Opt
 }
 
 /// One timed `patrol plan`: wall time from spawn to exit (output read to the end), the child's peak RSS
-/// (kB), its exit code and how many bytes it wrote. The child is reaped by `wait4`, not `Child::wait`.
+/// (kB), its exit code and what it wrote. The child is reaped by `wait4`, not `Child::wait`.
 #[allow(clippy::zombie_processes)]
-fn timed_plan(patrol: &Path, env: &[(String, String)]) -> (Duration, i64, i32, usize) {
+fn timed_plan(patrol: &Path, env: &[(String, String)]) -> (Duration, i64, i32, Vec<u8>) {
     let t = Instant::now();
     let mut child = Command::new(patrol)
         .args(["plan", "--format", "json"])
@@ -140,7 +144,7 @@ fn timed_plan(patrol: &Path, env: &[(String, String)]) -> (Duration, i64, i32, u
     child.stdout.take().expect("stdout").read_to_end(&mut out).expect("read plan");
     let (code, maxrss) = wait4(child.id() as i32);
     let elapsed = t.elapsed();
-    (elapsed, maxrss, code, out.len())
+    (elapsed, maxrss, code, out)
 }
 
 /// Reaps `pid`: (exit code, peak RSS in kB).
@@ -154,19 +158,10 @@ fn wait4(pid: i32) -> (i32, i64) {
     (code, usage.ru_maxrss)
 }
 
-async fn orchestrate() {
-    let n = env_num("PLAN_BENCH_TOKENS", 10_000);
-    let k = env_num("PLAN_BENCH_OWNERS", 20).clamp(1, n.max(1));
-    let runs = env_num("PLAN_BENCH_RUNS", 10).max(1);
-    let no_assert = std::env::var("PLAN_BENCH_NO_ASSERT").is_ok_and(|v| v == "1");
-    let (patrol, emulator) =
-        (sibling("patrol", "PLAN_BENCH_PATROL"), sibling("patrol-emulator", "PLAN_BENCH_EMULATOR"));
-    for b in [&patrol, &emulator] {
-        assert!(b.is_file(), "{} not found: cargo build --release --bin patrol -p patrol-emulator", b.display());
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-
-    let mut child = Command::new(&emulator)
+/// Starts the emulator binary with `args`: the child and its ready line (the endpoints, as JSON).
+fn start_emulator(emulator: &Path, args: &[&str]) -> (Emulator, String) {
+    let mut child = Command::new(emulator)
+        .args(args)
         .env("PATROL_EMULATOR_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -174,9 +169,50 @@ async fn orchestrate() {
         .expect("start patrol-emulator");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-    let emu = Emulator(child);
+    assert!(!line.is_empty(), "patrol-emulator {args:?} did not start");
+    (Emulator(child), line)
+}
+
+/// Stops the emulator the way Ctrl-C does (SIGTERM), so that it saves its `--state`.
+fn stop_and_save(emu: Emulator) {
+    let mut emu = std::mem::ManuallyDrop::new(emu);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(emu.0.id() as i32, libc::SIGTERM) };
+    let status = emu.0.wait().expect("wait for patrol-emulator");
+    assert!(status.success() || status.code().is_none(), "patrol-emulator exited with {status}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read cache") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The saved setup for `n` tokens over `k` owners, when it exists and is recent enough to be reused (its
+/// PATs were created with 30 days of validity, 7 before rotation: hours later nothing is due yet).
+fn cached(cache: &Path) -> bool {
+    let fresh = std::env::var("PLAN_BENCH_FRESH").is_ok_and(|v| v == "1");
+    let age =
+        std::fs::read_to_string(cache.join("created")).ok().and_then(|t| t.trim().parse::<u64>().ok()).and_then(|t| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs().checked_sub(t)
+        });
+    !fresh && age.is_some_and(|a| a < 12 * 3600) && cache.join("emulator.json").is_file()
+}
+
+/// Builds the world into `dir` (not timed): owners seeded and signed in, every token's first PAT created by
+/// patrol, the emulator's world saved as `dir/emulator.json`.
+async fn setup_into(dir: &Path, emulator: &Path, n: usize, k: usize) {
+    let state = dir.join("emulator.json");
+    let (emu, line) = start_emulator(emulator, &["--state", &state.display().to_string()]);
     let endpoints: Value = serde_json::from_str(&line).expect("ready line is JSON");
-    std::fs::write(dir.path().join("endpoints.json"), &line).expect("write endpoints");
+    std::fs::write(dir.join("endpoints.json"), &line).expect("write endpoints");
     let control = endpoints["control"].as_str().expect("control endpoint").to_owned();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("http");
 
@@ -197,9 +233,9 @@ async fn orchestrate() {
             owner(i % k)
         ));
     }
-    std::fs::write(dir.path().join("patrol.toml"), policy).expect("policy");
+    std::fs::write(dir.join("patrol.toml"), policy).expect("policy");
     {
-        let s = settings(dir.path(), &endpoints);
+        let s = settings(dir, &endpoints);
         let clock = Clock::system();
         let store = patrol::store::from_settings_with_clock(&s, clock.clone()).expect("store");
         for i in 0..k {
@@ -225,7 +261,7 @@ async fn orchestrate() {
     control_call(&http, "PUT", &format!("{control}/_control/ratelimit"), Some(unlimited)).await;
     let t = Instant::now();
     let out = Command::new(std::env::current_exe().expect("exe"))
-        .args(["setup", &dir.path().display().to_string()])
+        .args(["setup", &dir.display().to_string()])
         .env("PATROL_LOG", "warn")
         .stderr(Stdio::inherit())
         .output()
@@ -235,10 +271,51 @@ async fn orchestrate() {
     assert_eq!(setup["rotated"].as_u64(), Some(n as u64), "setup: {setup}");
     eprintln!("setup: {n} first PATs in {:.1} s", t.elapsed().as_secs_f64());
     control_call(&http, "PUT", &format!("{control}/_control/ratelimit"), Some(limits)).await;
+    stop_and_save(emu);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    std::fs::write(dir.join("created"), now.to_string()).expect("stamp");
+}
+
+async fn orchestrate() {
+    let n = env_num("PLAN_BENCH_TOKENS", 10_000);
+    let k = env_num("PLAN_BENCH_OWNERS", 20).clamp(1, n.max(1));
+    let runs = env_num("PLAN_BENCH_RUNS", 10).max(1);
+    let no_assert = std::env::var("PLAN_BENCH_NO_ASSERT").is_ok_and(|v| v == "1");
+    let (patrol, emulator) =
+        (sibling("patrol", "PLAN_BENCH_PATROL"), sibling("patrol-emulator", "PLAN_BENCH_EMULATOR"));
+    for b in [&patrol, &emulator] {
+        assert!(b.is_file(), "{} not found: cargo build --release -p patrol -p patrol-emulator --bins", b.display());
+    }
+    // target/<profile>/deps/plan_e2e-… → target/plan-e2e-cache/<n>x<k>
+    let exe = std::env::current_exe().expect("current exe");
+    let target = exe.parent().and_then(Path::parent).and_then(Path::parent).expect("target dir");
+    let cache = target.join("plan-e2e-cache").join(format!("{n}x{k}"));
+    if cached(&cache) {
+        eprintln!("setup: reusing {} (PLAN_BENCH_FRESH=1 makes a new one)", cache.display());
+    } else {
+        let building = cache.with_extension("building");
+        let _ = std::fs::remove_dir_all(&building);
+        std::fs::create_dir_all(&building).expect("cache dir");
+        setup_into(&building, &emulator, n, k).await;
+        let _ = std::fs::remove_dir_all(&cache);
+        std::fs::rename(&building, &cache).expect("keep the setup");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&cache, dir.path());
+    let state = dir.path().join("emulator.json").display().to_string();
+    let (emu, line) = start_emulator(&emulator, &["--state", &state, "--state-read-only"]);
+    let endpoints: Value = serde_json::from_str(&line).expect("ready line is JSON");
 
     let env = env_pairs(dir.path(), &endpoints);
-    let (_, _, code, bytes) = timed_plan(&patrol, &env); // warm-up (page cache)
-    assert_eq!(code, 0, "patrol plan failed (warm-up)");
+    let (_, _, code, out) = timed_plan(&patrol, &env); // warm-up (page cache)
+    assert_eq!(code, 0, "patrol plan failed (warm-up; PLAN_BENCH_FRESH=1 rebuilds the saved setup)");
+    // What is timed is a real plan: every token found with its PAT, nothing blocked, nothing due.
+    let bytes = out.len();
+    let v: Value = serde_json::from_slice(&out).expect("plan JSON");
+    let entries = v["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), n, "every token is planned");
+    assert!(entries.iter().all(|e| e["actions"] == json!([]) && e["current"].is_object()), "nothing to do");
+    drop(out);
     let mut walls = Vec::with_capacity(runs);
     let mut rss = Vec::with_capacity(runs);
     for _ in 0..runs {

@@ -409,6 +409,11 @@ fn explain(message: &str) -> String {
 /// has the wrong type (or that is unknown) is reported with its path and dropped, and parsing goes on.
 /// Returns the fields' leaf names that were dropped, so their absence is not reported a second time.
 fn raw_policy(ctx: &Ctx<'_>, text: &str, errors: &mut Vec<PolicyError>) -> Option<(RawPolicy, BTreeSet<String>)> {
+    // A document without syntax or type errors (every policy that is in use) in one pass: parsed and
+    // deserialized without the copy of the whole document that the error path below keeps per round.
+    if let Ok(raw) = toml::from_str::<RawPolicy>(text) {
+        return Some((raw, BTreeSet::new()));
+    }
     let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for e in syntax {

@@ -31,6 +31,9 @@ struct Args {
     /// Persist state in this file (created if missing; the seed applies only to a new state).
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Load --state at start but never write it (every run starts from the same saved world).
+    #[arg(long, requires = "state")]
+    state_read_only: bool,
     /// Fixed latency added to every API request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -158,6 +161,7 @@ fn main() -> anyhow::Result<()> {
         listen: args.listen,
         seed,
         state_path: args.state,
+        state_read_only: args.state_read_only,
         faults: FaultSettings {
             latency_ms: args.latency_ms,
             jitter_ms: args.jitter_ms,

@@ -37,6 +37,9 @@ pub struct EmulatorConfig {
     pub seed: Option<Seed>,
     /// Persist state here (loaded at start if it exists; the seed is applied only to a new state).
     pub state_path: Option<PathBuf>,
+    /// Load `state_path` but never write it (benchmarks start every run from one saved world, and a save
+    /// in the middle of a measurement would be measured too).
+    pub state_read_only: bool,
     pub faults: FaultSettings,
     pub rate_limit: RateLimitSettings,
     pub lifetimes: Lifetimes,
@@ -115,6 +118,7 @@ impl Default for EmulatorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             seed: None,
             state_path: None,
+            state_read_only: false,
             faults: FaultSettings::default(),
             rate_limit: RateLimitSettings::default(),
             lifetimes: Lifetimes::default(),
@@ -354,8 +358,9 @@ impl Emulator {
             ),
         ];
         tasks.extend(proxy);
-        let writer = config.state_path.clone().map(|p| persist::spawn_writer(ctx.clone(), keyvault.state.clone(), p));
-        if fresh && let Some(p) = &config.state_path {
+        let saved_to = config.state_path.clone().filter(|_| !config.state_read_only);
+        let writer = saved_to.clone().map(|p| persist::spawn_writer(ctx.clone(), keyvault.state.clone(), p));
+        if fresh && let Some(p) = &saved_to {
             persist::save(&ctx, &keyvault.state, p)?;
         }
         Ok(Self {
@@ -364,7 +369,7 @@ impl Emulator {
             shutdown: tx,
             tasks,
             writer,
-            state_path: config.state_path,
+            state_path: saved_to,
             keyvault,
             extra_vaults,
             eventgrid,

@@ -50,6 +50,9 @@ pub struct App {
     /// The same per-token leases the Function App takes (blob leases in `AzureWebJobsStorage` when it is
     /// configured), so a CLI rotation and the Function App never work on one token at once.
     pub leases: Arc<dyn Leases>,
+    /// Opened for a read-only command ([`App::open_read_only`]): nothing it builds writes anything — the
+    /// owners' sessions keep a refresh token Entra rotates in memory instead of storing it.
+    pub read_only: bool,
 }
 
 /// What the Function App's three functions run on (built once per instance, on the first invocation).
@@ -69,18 +72,36 @@ impl App {
     /// Reads the settings from the environment (every invalid setting at once, as the handler does at
     /// start) and opens the stores.
     pub fn from_env() -> Result<Self, StartupError> {
-        Self::open(checked_settings(true)?, Clock::system())
+        let (settings, policy) = checked_settings_and_policy(true)?;
+        Self::open_with(settings, clock_and(policy))
     }
 
     /// Opens the policy and the stores the settings name.
     pub fn open(settings: Settings, clock: Clock) -> Result<Self, StartupError> {
-        let policy = Policy::load(&settings.policy_file)?;
+        Self::open_with(settings, (clock, None))
+    }
+
+    /// As [`App::open`], with the policy when the caller has already loaded it from `settings.policy_file`.
+    fn open_with(settings: Settings, (clock, policy): (Clock, Option<Policy>)) -> Result<Self, StartupError> {
+        let policy = match policy {
+            Some(p) => p,
+            None => Policy::load(&settings.policy_file)?,
+        };
         // Key Vault when PATROL_KEYVAULT_URL is set (the file store is never opened then: the Function App's
         // root is read-only in Azure), otherwise the embedded file store. Refresh tokens and patrol's
         // credentials live in `own` (PATROL_OWN_KEYVAULT_URL), PATs in each token's consumer vault.
         let stores = crate::store::open(&settings, clock.clone(), Some(&policy.placement()))?;
         let (state, leases) = crate::rotation::shared::from_settings(&settings)?;
-        Ok(Self { settings, clock, policy: Arc::new(policy), store: stores.consumer, own: stores.own, state, leases })
+        Ok(Self {
+            settings,
+            clock,
+            policy: Arc::new(policy),
+            store: stores.consumer,
+            own: stores.own,
+            state,
+            leases,
+            read_only: false,
+        })
     }
 
     /// As [`App::from_env`], for commands that only read (`plan`, `status`, `inventory`, `report`): they
@@ -89,20 +110,38 @@ impl App {
     /// `PATROL_CLIENT_ID` is not an error here (`patrol status` reports on sign-in instead of signing in);
     /// commands that reach Azure DevOps name it when they need it.
     pub fn from_env_read_only() -> Result<Self, StartupError> {
-        Self::open_read_only(checked_settings(false)?, Clock::system())
+        let (settings, policy) = checked_settings_and_policy(false)?;
+        Self::open_read_only_with(settings, clock_and(policy))
     }
 
-    /// As [`App::open`], creating nothing (see [`App::from_env_read_only`]).
+    /// As [`App::open`], creating nothing and writing nothing (see [`App::from_env_read_only`]; the owners'
+    /// sessions do not store the refresh tokens Entra rotates).
     pub fn open_read_only(settings: Settings, clock: Clock) -> Result<Self, StartupError> {
+        Self::open_read_only_with(settings, (clock, None))
+    }
+
+    fn open_read_only_with(settings: Settings, (clock, policy): (Clock, Option<Policy>)) -> Result<Self, StartupError> {
         let file_store_missing = settings.keyvault.is_none()
             && (!settings.state_dir.join("secrets").is_dir() || !settings.store_key_file.is_file());
         if !file_store_missing {
-            return Self::open(settings, clock);
+            return Ok(Self { read_only: true, ..Self::open_with(settings, (clock, policy))? });
         }
-        let policy = Policy::load(&settings.policy_file)?;
+        let policy = match policy {
+            Some(p) => p,
+            None => Policy::load(&settings.policy_file)?,
+        };
         let store: Arc<dyn SecretStore> = Arc::new(crate::store::memory::MemoryStore::new());
         let (state, leases) = crate::rotation::shared::from_settings(&settings)?;
-        Ok(Self { settings, clock, policy: Arc::new(policy), own: store.clone(), store, state, leases })
+        Ok(Self {
+            settings,
+            clock,
+            policy: Arc::new(policy),
+            own: store.clone(),
+            store,
+            state,
+            leases,
+            read_only: true,
+        })
     }
 
     /// The Entra client owners sign in with (`PATROL_CLIENT_ID` is needed from here on).
@@ -112,7 +151,8 @@ impl App {
 
     /// The owners' sessions: each owner's refresh token in patrol's own store.
     pub fn sessions(&self) -> Result<Sessions, StartupError> {
-        Ok(Sessions::new(Arc::new(self.entra()?), self.own.clone(), self.clock.clone(), SessionOptions::default()))
+        let options = SessionOptions { read_only: self.read_only, ..SessionOptions::default() };
+        Ok(Sessions::new(Arc::new(self.entra()?), self.own.clone(), self.clock.clone(), options))
     }
 
     /// The Function App's own identity as an Azure DevOps caller (`None` without Key Vault).
@@ -194,12 +234,21 @@ fn http_client(s: &Settings) -> Result<reqwest::Client, StartupError> {
 /// environment makes unworkable ([`Settings::environment_errors`]); the same checks the handler runs at
 /// start. Without `needs_sign_in`, a missing `PATROL_CLIENT_ID` is not one of them.
 pub fn checked_settings(needs_sign_in: bool) -> Result<Settings, StartupError> {
+    Ok(checked_settings_and_policy(needs_sign_in)?.0)
+}
+
+/// The system clock, and the policy when it was loaded already.
+fn clock_and(policy: Option<Policy>) -> (Clock, Option<Policy>) {
+    (Clock::system(), policy)
+}
+
+/// As [`checked_settings`], with the policy it validated (`None` when the policy file does not exist), so
+/// that a command parses it once (10,000 tokens take tens of milliseconds to parse and validate).
+fn checked_settings_and_policy(needs_sign_in: bool) -> Result<(Settings, Option<Policy>), StartupError> {
     let src = Source::from_env();
     let settings = Settings::from_source_all(&src).map_err(StartupError::Settings)?;
     // An invalid policy is named first (file:line:field): the checks below read it leniently.
-    if settings.policy_file.is_file() {
-        Policy::load(&settings.policy_file)?;
-    }
+    let policy = if settings.policy_file.is_file() { Some(Policy::load(&settings.policy_file)?) } else { None };
     let errs: Vec<_> = settings
         .environment_errors(&src)
         .into_iter()
@@ -211,7 +260,7 @@ pub fn checked_settings(needs_sign_in: bool) -> Result<Settings, StartupError> {
     for w in settings.trust_warnings() {
         tracing::warn!("{w}");
     }
-    Ok(settings)
+    Ok((settings, policy))
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@
 //! - Refresh is single-flight: concurrent callers wait on one lock; the first refreshes, the rest reuse it.
 //! - `invalid_grant` / `interaction_required` become [`DevOpsError::SignInRequired`].
 //! - A rotated refresh token that could not be stored is kept in memory and stored on the next refresh.
+//! - Read-only commands (`plan`, `status`, `inventory`, …) write nothing: their sessions
+//!   ([`SessionOptions::read_only`]) keep a rotated refresh token in memory for the rest of the process and
+//!   never store it. Entra keeps the stored one valid until it expires, so the next run still signs in.
 //! - The superseded version is disabled once the new one is stored (Entra keeps old refresh tokens valid).
 
 use super::entra::{EntraClient, EntraError};
@@ -141,17 +144,20 @@ pub struct SessionOptions {
     pub refresh_margin: time::Duration,
     /// Scopes asked on refresh when the stored version does not record the sign-in's scopes.
     pub scopes: String,
+    /// Never write to the store: a rotated refresh token Entra hands back is used for the rest of this
+    /// process only (read-only commands write nothing; the stored token stays valid until it expires).
+    pub read_only: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { refresh_margin: REFRESH_MARGIN, scopes: PAT_SCOPES.to_owned() }
+        Self { refresh_margin: REFRESH_MARGIN, scopes: PAT_SCOPES.to_owned(), read_only: false }
     }
 }
 
-/// The reason of [`DevOpsError::SignInRequired`] when no refresh token is stored at all: the owner never
-/// signed in (or was signed out), as opposed to a sign-in that expired or was revoked.
-pub const NEVER_SIGNED_IN: &str = "no refresh token is stored for this owner";
+/// The reason of [`DevOpsError::SignInRequired`] when no refresh token is stored at all (defined beside
+/// the error, which words it "has not signed in yet").
+pub use crate::devops::NEVER_SIGNED_IN;
 
 /// One owner's delegated session.
 #[derive(Debug)]
@@ -224,9 +230,10 @@ impl OwnerSession {
         Ok(Held { value: stored.value, version: Some(stored.properties.version), signed_in_at, scopes })
     }
 
-    /// Stores a held refresh token that is not stored yet; a failure is logged and retried next time.
+    /// Stores a held refresh token that is not stored yet (never in a read-only session); a failure is
+    /// logged and retried next time.
     async fn persist(&self, held: &mut Held, now: OffsetDateTime) {
-        if held.version.is_some() {
+        if held.version.is_some() || self.options.read_only {
             return;
         }
         match store_refresh_token(self.store.as_ref(), &self.owner, &held.value, &held.signed_in_at, &held.scopes, now)

@@ -140,9 +140,21 @@ impl AuditRuntime {
     /// policy; the defaults without one), and the Azure DevOps connector with owners' and administrators'
     /// sessions and the Function App's own identity (`app`).
     pub fn from_settings(settings: &Settings, clock: Clock) -> Result<Self, StartupError> {
-        let app = crate::app::App::open(settings.clone(), clock.clone())?;
+        Self::from_app(crate::app::App::open(settings.clone(), clock.clone())?)
+    }
+
+    /// As [`AuditRuntime::from_settings`] for a dry run, which writes nothing: the stores are opened as
+    /// [`crate::app::App::open_read_only`] opens them (nothing created; the owners' sessions do not store the
+    /// refresh tokens Entra rotates).
+    pub fn read_only(settings: &Settings, clock: Clock) -> Result<Self, StartupError> {
+        Self::from_app(crate::app::App::open_read_only(settings.clone(), clock)?)
+    }
+
+    fn from_app(app: crate::app::App) -> Result<Self, StartupError> {
+        let (settings, clock) = (&app.settings, app.clock.clone());
         let connector = app.routed_connector()?;
         let engine = app.engine_on(connector.clone());
+        let audit_reader = settings.audit_reader.clone();
         Ok(Self {
             clock,
             audit: app.audit().cloned().unwrap_or_default(),
@@ -150,7 +162,7 @@ impl AuditRuntime {
             state: app.state,
             connector,
             engine: Arc::new(engine),
-            audit_reader: settings.audit_reader.clone(),
+            audit_reader,
         })
     }
 
@@ -523,10 +535,16 @@ pub fn ask_terminal(question: &str) -> bool {
     std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-fn runtime_from_env() -> Result<AuditRuntime, super::CliError> {
+/// The runtime from the environment; a dry run (`read_only`) writes nothing.
+fn runtime_from_env(read_only: bool) -> Result<AuditRuntime, super::CliError> {
     let settings = super::runtime::checked_settings(true)?;
+    let rt = if read_only {
+        AuditRuntime::read_only(&settings, Clock::system())
+    } else {
+        AuditRuntime::from_settings(&settings, Clock::system())
+    };
     // Every startup failure of these commands is exit 2 (as before the composition root).
-    AuditRuntime::from_settings(&settings, Clock::system()).map_err(|e| super::CliError::usage(e.to_string()))
+    rt.map_err(|e| super::CliError::usage(e.to_string()))
 }
 
 fn to_cli(r: Result<u8, String>, what: &str) -> Result<(), super::CliError> {
@@ -543,19 +561,19 @@ fn to_cli(r: Result<u8, String>, what: &str) -> Result<(), super::CliError> {
 
 /// `patrol audit` from the command line.
 pub async fn cli_audit(args: &AuditArgs) -> Result<(), super::CliError> {
-    let rt = runtime_from_env()?;
+    let rt = runtime_from_env(false)?;
     to_cli(run_audit(&rt, args, &mut std::io::stdout()).await, "audit")
 }
 
 /// `patrol revoke` from the command line.
 pub async fn cli_revoke(args: &RevokeArgs) -> Result<(), super::CliError> {
-    let rt = runtime_from_env()?;
+    let rt = runtime_from_env(args.dry_run)?;
     to_cli(run_revoke(&rt, args, &mut ask_terminal, &mut std::io::stdout()).await, "revoke")
 }
 
 /// `patrol migrate-global` from the command line.
 pub async fn cli_migrate_global(args: &MigrateGlobalArgs) -> Result<(), super::CliError> {
-    let rt = runtime_from_env()?;
+    let rt = runtime_from_env(args.dry_run)?;
     to_cli(run_migrate_global(&rt, args, &mut ask_terminal, &mut std::io::stdout()).await, "migrate-global")
 }
 

@@ -1,6 +1,7 @@
 //! Output renderers for commands whose output is data: an aligned text table for people, JSON for
 //! scripts (field names are documented in `docs/cli.md` and kept stable), markdown for tickets and wikis.
-//! Pure: values in, `String` out; [`write_stdout`] is the one place that prints.
+//! Pure: values in, `String` out; [`write_stdout`] prints, and [`write_json_stdout`] prints JSON as it is
+//! encoded (a plan of 10,000 tokens is megabytes: no second copy of it in memory).
 
 use super::CliError;
 use serde::Serialize;
@@ -111,6 +112,25 @@ pub fn write_stdout(s: &str) -> Result<(), CliError> {
     match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::failed(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Prints `data` as pretty JSON (what [`render`] makes of it for [`Format::Json`]), encoding straight into
+/// a buffered stdout; a closed pipe is not an error.
+pub fn write_json_stdout<T: Serialize>(data: &T) -> Result<(), CliError> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, data)
+        .map_err(|e| match e.io_error_kind() {
+            Some(kind) => std::io::Error::from(kind),
+            None => std::io::Error::other(format!("cannot encode the output as JSON: {e}")),
+        })
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::Other => Err(CliError::failed(e.to_string())),
         Err(e) => Err(CliError::failed(format!("cannot write to stdout: {e}"))),
     }
 }

@@ -1,7 +1,7 @@
 //! `patrol plan`: the dry run — inventory and the pure plan, printed; nothing is changed.
 
 use super::CliError;
-use super::output::{OutputArgs, render, write_stdout};
+use super::output::{Format, OutputArgs, render, write_json_stdout, write_stdout};
 use super::runtime::Local;
 use crate::consumers::view::TokenConsumers;
 use crate::domain::SecretName;
@@ -83,6 +83,9 @@ pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
     let engine = local.engine()?;
     let inv = engine.inventory(only.as_deref()).await;
     let the_plan = plan(&inv, &local.policy, local.clock.now(), &Requests::default());
+    let sign_in: Vec<_> = inv.owners.iter().filter(|o| o.sign_in_required).map(|o| o.owner.to_string()).collect();
+    // The plan holds what it shows: the inventory (every token's state, every listed PAT) can go.
+    drop(inv);
     let consumers: Vec<_> = the_plan
         .entries
         .iter()
@@ -100,13 +103,16 @@ pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
             format!("{s}\nConsumers:\n{}", t.to_text())
         }
     };
-    write_stdout(&render(
-        args.output.format,
-        &the_plan,
-        || with_consumers(the_plan.table(), false),
-        || with_consumers(markdown(&the_plan), true),
-    )?)?;
-    let sign_in: Vec<_> = inv.owners.iter().filter(|o| o.sign_in_required).map(|o| o.owner.to_string()).collect();
+    if args.output.format == Format::Json {
+        write_json_stdout(&the_plan)?;
+    } else {
+        write_stdout(&render(
+            args.output.format,
+            &the_plan,
+            || with_consumers(the_plan.table(), false),
+            || with_consumers(markdown(&the_plan), true),
+        )?)?;
+    }
     if !sign_in.is_empty() {
         return Err(CliError::sign_in(super::sign_in_message(&sign_in)));
     }

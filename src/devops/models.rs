@@ -266,8 +266,9 @@ pub enum DevOpsError {
     #[error("Azure DevOps refused: {error}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
     Refused { error: PatTokenError, message: Option<String> },
     /// The owner's refresh token was rejected (`invalid_grant` / `interaction_required`): a person must run
-    /// `patrol login` again.
-    #[error("owner {owner} must sign in again (`patrol login --owner {owner}`): {reason}")]
+    /// `patrol login` again. Or none is stored ([`NEVER_SIGNED_IN`]): the owner has
+    /// not signed in yet, and the message says so rather than "again".
+    #[error("{}", sign_in_text(owner, reason))]
     SignInRequired { owner: OwnerId, reason: String },
     /// Azure DevOps did not accept the credentials (401, 203 sign-in page, HTML).
     #[error("Azure DevOps did not accept the credentials: {0}")]
@@ -289,6 +290,21 @@ pub enum DevOpsError {
     Protocol(String),
 }
 
+/// The reason of [`DevOpsError::SignInRequired`] when no refresh token is stored at all: the owner never
+/// signed in (or was signed out), as opposed to a sign-in that expired or was revoked.
+pub const NEVER_SIGNED_IN: &str = "no refresh token is stored for this owner";
+
+/// What [`DevOpsError::SignInRequired`] says about an owner who never signed in (no refresh token stored).
+pub const NOT_SIGNED_IN_YET: &str = "has not signed in yet";
+
+fn sign_in_text(owner: &OwnerId, reason: &str) -> String {
+    if reason == NEVER_SIGNED_IN {
+        format!("owner {owner} {NOT_SIGNED_IN_YET}: run `patrol login --owner {owner}`")
+    } else {
+        format!("owner {owner} must sign in again (`patrol login --owner {owner}`): {reason}")
+    }
+}
+
 impl DevOpsError {
     /// Worth retrying later without a person.
     pub fn is_transient(&self) -> bool {
@@ -304,6 +320,22 @@ impl DevOpsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_in_required_says_yet_to_an_owner_who_never_signed_in_and_again_to_the_others() {
+        let owner = OwnerId::parse("svc-build@contoso.com").unwrap();
+        let never = DevOpsError::SignInRequired { owner: owner.clone(), reason: NEVER_SIGNED_IN.into() };
+        assert_eq!(
+            never.to_string(),
+            "owner svc-build@contoso.com has not signed in yet: run `patrol login --owner svc-build@contoso.com`"
+        );
+        let expired = DevOpsError::SignInRequired { owner, reason: "invalid_grant (AADSTS70043)".into() };
+        assert_eq!(
+            expired.to_string(),
+            "owner svc-build@contoso.com must sign in again (`patrol login --owner svc-build@contoso.com`): \
+             invalid_grant (AADSTS70043)"
+        );
+    }
 
     #[test]
     fn open_enum_round_trips() {

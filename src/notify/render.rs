@@ -131,6 +131,15 @@ pub fn render(notice: &Notice, redactor: &Redactor) -> Rendered {
                  named in the error before the PAT expires."
             )),
         ),
+        Notice::SignInRequired { owner, reason } if reason.contains(crate::devops::NOT_SIGNED_IN_YET) => (
+            "sign_in_required",
+            format!("{owner} has not signed in to patrol yet"),
+            vec![("Owner".to_owned(), owner.to_string()), ("Reason".to_owned(), reason.clone())],
+            Some(format!(
+                "patrol cannot act for {owner} until they sign in (`patrol login --owner {owner}`, device-code \
+                 sign-in): their PATs are neither rotated nor revoked and will expire."
+            )),
+        ),
         Notice::SignInRequired { owner, reason } => (
             "sign_in_required",
             format!("{owner} must sign in to patrol again"),
@@ -258,6 +267,22 @@ mod tests {
         assert!(refusal.action.unwrap().starts_with("Your organization's policy allows no global PATs"));
         let unmanaged = render(&critical[0], &r);
         assert!(unmanaged.action.unwrap().contains("alice@contoso.com"));
+    }
+
+    #[test]
+    fn an_owner_who_never_signed_in_is_asked_to_sign_in_not_to_sign_in_again() {
+        let owner = OwnerId::parse("alice@contoso.com").unwrap();
+        let never = crate::devops::DevOpsError::SignInRequired {
+            owner: owner.clone(),
+            reason: crate::devops::NEVER_SIGNED_IN.into(),
+        };
+        let out = render(&Notice::SignInRequired { owner: owner.clone(), reason: never.to_string() }, &Redactor::new());
+        assert_eq!(out.title, "alice@contoso.com has not signed in to patrol yet");
+        let action = out.action.unwrap();
+        assert!(action.contains("`patrol login --owner alice@contoso.com`") && !action.contains("again"), "{action}");
+        let expired =
+            render(&Notice::SignInRequired { owner, reason: "invalid_grant (AADSTS700082)".into() }, &Redactor::new());
+        assert_eq!(expired.title, "alice@contoso.com must sign in to patrol again");
     }
 
     #[test]

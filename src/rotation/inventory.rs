@@ -79,14 +79,43 @@ impl Inventory {
 
 /// Reads one token's current version and journal.
 pub async fn token_state(store: &dyn SecretStore, state: &dyn StateStore, secret: &SecretName) -> TokenState {
-    let mut errors = Vec::new();
     // Two independent local reads: side by side (this is on the critical path of every rotation).
     let (got, loaded) = futures::join!(store.get(secret, None), journal::load(state, secret));
+    // The value is dropped here: inventory needs properties only.
+    assemble(state, secret, got.map(|found| found.map(|s| s.properties)), loaded)
+}
+
+/// Every token's state, in the order of `secrets`: the store's current versions and the journals each read
+/// in bulk ([`SecretStore::current_properties`], [`StateStore::load_many`]), the two side by side.
+pub async fn token_states(
+    store: &dyn SecretStore,
+    state: &dyn StateStore,
+    secrets: &[SecretName],
+    concurrency: usize,
+) -> Vec<TokenState> {
+    let keys: Vec<String> = secrets.iter().map(Journal::key).collect();
+    let (current, documents) =
+        futures::join!(store.current_properties(secrets, concurrency), state.load_many(&keys, concurrency));
+    secrets
+        .iter()
+        .zip(current)
+        .zip(documents)
+        .map(|((secret, got), document)| assemble(state, secret, got, journal::from_document(secret, document)))
+        .collect()
+}
+
+/// One token's state from what its two reads found.
+fn assemble(
+    state: &dyn StateStore,
+    secret: &SecretName,
+    got: Result<Option<VersionProperties>, StoreError>,
+    loaded: Result<journal::Loaded, JournalError>,
+) -> TokenState {
+    let mut errors = Vec::new();
     // A retired token's secret is disabled on purpose (`patrol retire`): that is its state, not a problem.
     let retired = matches!(&loaded, Ok(l) if l.journal.retired.is_some());
     let current = match got {
-        // The value is dropped here: inventory needs properties only.
-        Ok(found) => found.map(|s| s.properties),
+        Ok(found) => found,
         Err(StoreError::Disabled { .. }) if retired => None,
         Err(StoreError::Disabled { .. }) => {
             errors.push(format!("the current version of {secret} is disabled"));
@@ -178,18 +207,11 @@ pub async fn gather(
     let chosen: Vec<&ManagedToken> =
         policy.tokens.iter().filter(|t| only.is_none_or(|o| o.contains(&t.secret))).collect();
     let concurrency = concurrency.max(1);
-    let futs: Vec<_> = chosen
-        .iter()
-        .map(|t| {
-            let secret = t.secret.clone();
-            async move {
-                let ts = token_state(store, state, &secret).await;
-                (secret, ts)
-            }
-        })
-        .collect();
-    let tokens =
-        futures::stream::iter(futs).buffer_unordered(concurrency).collect::<BTreeMap<SecretName, TokenState>>();
+    let secrets: Vec<SecretName> = chosen.iter().map(|t| t.secret.clone()).collect();
+    let tokens = async {
+        let states = token_states(store, state, &secrets, concurrency).await;
+        secrets.iter().cloned().zip(states).collect::<BTreeMap<SecretName, TokenState>>()
+    };
     let mut pairs: Vec<(OwnerId, OrgName)> = chosen.iter().map(|t| (t.owner.clone(), t.organization.clone())).collect();
     pairs.sort();
     pairs.dedup();

@@ -121,11 +121,7 @@ fn io_err(key: &str, path: &Path, e: impl std::fmt::Display) -> StateError {
 
 /// The whole file, or `None` when it does not exist.
 fn read_opt(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    super::read_small(path)
 }
 
 /// Overwrites the start of an existing file in place and flushes its data (not its metadata, which does
@@ -197,6 +193,33 @@ impl FileStateStore {
         Ok((slots, legacy.map(|body| (0, body))))
     }
 
+    /// The current document of a key and its ETag, read under a shared lock: shared with other readers,
+    /// excluded while another process writes (no torn slot is read).
+    ///
+    /// Without the lock first: a write changes only the slot that is not current and the checksum refuses a
+    /// torn slot, so when a valid slot is found its document was current at some moment of the read (a
+    /// stale one is refused by the compare-and-swap of the next save, as any other). Only when no slot is
+    /// valid — no slot files (a new key, a legacy document being moved) or one being written while the other
+    /// was too — is the read repeated under the lock. 10,000 tokens: 30,000 fewer system calls.
+    fn load_blocking(
+        key: &str,
+        (a, b, legacy): (PathBuf, PathBuf, PathBuf),
+        lock: &Path,
+    ) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
+        let slots = Self::read_slots(key, &a, &b)?;
+        if let Some((_, _, body)) = slots.current() {
+            let body = body.to_vec();
+            let tag = etag_of(&body);
+            return Ok(Some((body, tag)));
+        }
+        let _shared = lock_file_shared_if_exists(lock).map_err(|e| io_err(key, lock, e))?;
+        let (_, current) = Self::read_current(key, &a, &b, &legacy)?;
+        Ok(current.map(|(_, body)| {
+            let tag = etag_of(&body);
+            (body, tag)
+        }))
+    }
+
     fn save_blocking(
         key: &str,
         (a, b, legacy): (PathBuf, PathBuf, PathBuf),
@@ -237,18 +260,28 @@ impl StateStore for FileStateStore {
         let paths = self.paths(key)?;
         let lock = self.lock_path(key)?;
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || {
-            // Shared with other readers, excluded while another process writes (no torn slot is read).
-            let _shared = lock_file_shared_if_exists(&lock).map_err(|e| io_err(&key, &lock, e))?;
-            let (a, b, legacy) = paths;
-            let (_, current) = Self::read_current(&key, &a, &b, &legacy)?;
-            Ok(current.map(|(_, body)| {
-                let tag = etag_of(&body);
-                (body, tag)
-            }))
-        })
+        tokio::task::spawn_blocking(move || Self::load_blocking(&key, paths, &lock))
+            .await
+            .map_err(|e| StateError::Io { key: "(load)".into(), message: e.to_string() })?
+    }
+
+    /// Every key's document, many per blocking task (see [`crate::state::map_blocking`]).
+    async fn load_many(
+        &self,
+        keys: &[String],
+        _concurrency: usize,
+    ) -> Vec<Result<Option<(Vec<u8>, ETag)>, StateError>> {
+        let jobs: Vec<_> =
+            keys.iter().map(|k| (k.clone(), self.paths(k).and_then(|p| Ok((p, self.lock_path(k)?))))).collect();
+        super::map_blocking(
+            jobs,
+            |(key, job)| {
+                let (paths, lock) = job?;
+                Self::load_blocking(&key, paths, &lock)
+            },
+            |message| Err(StateError::Io { key: "(load)".into(), message }),
+        )
         .await
-        .map_err(|e| StateError::Io { key: "(load)".into(), message: e.to_string() })?
     }
 
     async fn save(&self, key: &str, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StateError> {
@@ -302,6 +335,35 @@ impl StateStore for FileStateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bulk_loads_are_what_load_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStateStore::new(dir.path());
+        let mut keys = Vec::new();
+        for i in 0..130 {
+            let key = format!("journal/k{i}");
+            let mut tag = None;
+            for round in 0..(i % 3) {
+                tag = Some(s.save(&key, format!("{{\"v\":{round}}}").as_bytes(), tag.as_ref()).await.unwrap());
+            }
+            keys.push(key);
+        }
+        // A torn slot (a write cut short) leaves the other, previous document current.
+        let (_, newer, _) = s.paths("journal/k2").unwrap();
+        std::fs::write(&newer, b"patrol-state 1 seq=9 len=3 sha256=00\n{}").unwrap();
+        keys.push("bad key/..".into());
+        let bulk = s.load_many(&keys, 4).await;
+        assert_eq!(bulk.len(), keys.len());
+        for (key, many) in keys.iter().zip(bulk) {
+            match (s.load(key).await, many) {
+                (Ok(one), Ok(many)) => assert_eq!(one, many, "{key}"),
+                (Err(StateError::InvalidKey(_)), Err(StateError::InvalidKey(_))) => {}
+                (one, many) => panic!("{key}: load {one:?}, bulk {many:?}"),
+            }
+        }
+        assert_eq!(s.load("journal/k2").await.unwrap().unwrap().0, b"{\"v\":0}");
+    }
 
     #[tokio::test]
     async fn compare_and_swap() {

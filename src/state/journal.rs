@@ -286,8 +286,16 @@ pub enum JournalError {
 
 /// Reads a token's journal (a fresh record when none exists).
 pub async fn load(store: &dyn StateStore, secret: &SecretName) -> Result<Loaded, JournalError> {
+    from_document(secret, store.load(&Journal::key(secret)).await)
+}
+
+/// A token's journal from its stored document ([`StateStore::load`] of [`Journal::key`]), as [`load`].
+pub fn from_document(
+    secret: &SecretName,
+    document: Result<Option<(Vec<u8>, crate::state::ETag)>, crate::state::StateError>,
+) -> Result<Loaded, JournalError> {
     let key = Journal::key(secret);
-    match store.load(&key).await? {
+    match document? {
         None => Ok(Loaded { journal: Journal::new(secret.clone()), etag: None }),
         Some((body, etag)) => {
             let journal: Journal = serde_json::from_slice(&body)

@@ -284,7 +284,9 @@ impl Inner {
 
     fn open_file(&self, path: &Path, name: &SecretName, version: &str) -> Result<Record, StoreError> {
         let op = "read";
-        let bytes = std::fs::read(path).map_err(|e| other(op, format!("{}: {e}", path.display())))?;
+        let bytes = crate::state::read_small(path)
+            .and_then(|b| b.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)))
+            .map_err(|e| other(op, format!("{}: {e}", path.display())))?;
         if bytes.len() < MAGIC.len() + NONCE_LEN || &bytes[..MAGIC.len()] != MAGIC {
             return Err(other(op, format!("{} is not a patrol store file (bad header)", path.display())));
         }
@@ -347,18 +349,26 @@ impl Inner {
     /// The version with the highest sequence, decrypted (and so authenticated). Versions already seen
     /// are ranked by their remembered sequence; only unseen ones and the winner are decrypted.
     fn current(&self, name: &SecretName) -> Result<Option<Record>, StoreError> {
-        let mut best: Option<(u64, String, PathBuf)> = None;
+        // The best so far, with its record when it was decrypted just now (then it need not be read again:
+        // a fresh process — every `patrol plan` — reads each current version file once, not twice).
+        let mut best: Option<(u64, String, PathBuf, Option<Record>)> = None;
         for (version, path) in self.version_files(name)? {
-            let sequence = match self.known_sequence(&path) {
-                Some(s) => s,
-                None => self.open_file(&path, name, &version)?.sequence,
+            let (sequence, rec) = match self.known_sequence(&path) {
+                Some(s) => (s, None),
+                None => {
+                    let rec = self.open_file(&path, name, &version)?;
+                    (rec.sequence, Some(rec))
+                }
             };
-            if best.as_ref().is_none_or(|(s, _, _)| sequence > *s) {
-                best = Some((sequence, version, path));
+            if best.as_ref().is_none_or(|(s, ..)| sequence > *s) {
+                best = Some((sequence, version, path, rec));
             }
         }
-        let Some((sequence, version, path)) = best else { return Ok(None) };
-        let rec = self.open_file(&path, name, &version)?;
+        let Some((sequence, version, path, read)) = best else { return Ok(None) };
+        let rec = match read {
+            Some(rec) => rec,
+            None => self.open_file(&path, name, &version)?,
+        };
         if rec.sequence != sequence {
             // Cannot happen through this store; rank from scratch rather than trust the memory.
             return Ok(self.records(name)?.into_iter().max_by_key(|r| r.sequence));
@@ -437,6 +447,10 @@ fn sweep_temporaries(dir: &Path) {
 }
 
 fn properties(name: &SecretName, r: &Record) -> VersionProperties {
+    VersionProperties { tags: r.tags.clone(), ..properties_without_tags(name, r) }
+}
+
+fn properties_without_tags(name: &SecretName, r: &Record) -> VersionProperties {
     VersionProperties {
         name: name.clone(),
         version: r.version.clone(),
@@ -445,7 +459,7 @@ fn properties(name: &SecretName, r: &Record) -> VersionProperties {
         created: from_unix(r.created),
         updated: from_unix(r.updated),
         content_type: r.content_type.clone(),
-        tags: r.tags.clone(),
+        tags: BTreeMap::new(),
     }
 }
 
@@ -513,6 +527,29 @@ impl SecretStore for FileSecretStore {
             }
             Ok(Some(StoredSecret { properties: properties(&name, &rec), value: SecretString::from(rec.value.clone()) }))
         })
+        .await
+    }
+
+    /// Many secrets per blocking task (see [`crate::state::map_blocking`]), not one hand-off each.
+    async fn current_properties(
+        &self,
+        names: &[SecretName],
+        _concurrency: usize,
+    ) -> Vec<Result<Option<VersionProperties>, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        crate::state::map_blocking(
+            names.to_vec(),
+            move |name| {
+                let Some(mut rec) = inner.current(&name)? else { return Ok(None) };
+                if !rec.enabled {
+                    return Err(StoreError::Disabled { name, version: rec.version.clone() });
+                }
+                // The record is dropped here (its value zeroed): its tags move rather than being copied.
+                let tags = std::mem::take(&mut rec.tags);
+                Ok(Some(VersionProperties { tags, ..properties_without_tags(&name, &rec) }))
+            },
+            |message| Err(other("get", message)),
+        )
         .await
     }
 
@@ -642,6 +679,37 @@ mod tests {
         let e = s.get(&b, None).await.unwrap_err();
         assert!(e.to_string().contains("failed authentication"), "{e}");
     }
+    #[tokio::test]
+    async fn bulk_current_properties_are_what_get_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut names = Vec::new();
+        for i in 0..150 {
+            let name = SecretName::parse(&format!("bulk-{i}")).unwrap();
+            if i % 3 != 0 {
+                s.set(&name, &SecretString::from(format!("v{i}")), NewVersion::default()).await.unwrap();
+            }
+            if i % 3 == 2 {
+                s.set(&name, &SecretString::from(format!("w{i}")), NewVersion::default()).await.unwrap();
+            }
+            names.push(name);
+        }
+        let off = s.get(&names[4], None).await.unwrap().unwrap().properties.version;
+        s.update(&names[4], &off, PropertiesUpdate { enabled: Some(false), ..Default::default() }).await.unwrap();
+        // A fresh instance (another process) reads in bulk exactly what `get` finds, in order.
+        let fresh =
+            FileSecretStore::open(dir.path().join("data"), &dir.path().join("store.key"), Clock::system()).unwrap();
+        let bulk = fresh.current_properties(&names, 8).await;
+        assert_eq!(bulk.len(), names.len());
+        for (name, got) in names.iter().zip(bulk) {
+            match (s.get(name, None).await, got) {
+                (Ok(one), Ok(many)) => assert_eq!(one.map(|x| x.properties), many, "{name}"),
+                (Err(StoreError::Disabled { .. }), Err(StoreError::Disabled { .. })) => {}
+                (one, many) => panic!("{name}: get {one:?}, bulk {many:?}"),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn current_version_is_the_newest_with_or_without_remembered_sequences() {
         let dir = tempfile::tempdir().unwrap();

@@ -229,6 +229,21 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
     /// Every secret in the store (all pages).
     async fn list(&self) -> Result<Vec<SecretSummary>, StoreError>;
 
+    /// The current version's properties of each of `names`, in the same order, as [`SecretStore::get`]
+    /// would find them (the values are not kept): what the inventory reads for every managed token. The
+    /// default reads them with `get`, `concurrency` at a time; a local store reads many per blocking task
+    /// instead of handing each file read to a thread of its own.
+    async fn current_properties(
+        &self,
+        names: &[SecretName],
+        concurrency: usize,
+    ) -> Vec<Result<Option<VersionProperties>, StoreError>> {
+        use futures::StreamExt;
+        let gets: Vec<_> =
+            names.iter().map(|n| async move { self.get(n, None).await.map(|s| s.map(|s| s.properties)) }).collect();
+        futures::stream::iter(gets).buffered(concurrency.max(1)).collect().await
+    }
+
     /// Every version of one secret (all pages), in no particular order.
     async fn list_versions(&self, name: &SecretName) -> Result<Vec<VersionProperties>, StoreError>;
 

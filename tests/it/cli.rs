@@ -750,6 +750,35 @@ fn policy_errors_are_all_reported_at_once_with_file_line_and_field() {
     assert!(err.contains("patrol.toml: cannot read: No such file") && !err.contains(":0:"), "{err}");
 }
 
+/// Every policy shipped in the repository — `patrol.toml` at the root and any `examples/*.toml` — passes
+/// `patrol check` with no error and no warning, so an operator who starts from one starts clean (issue 16:
+/// the root example's 30-day warning on a 30-day PAT drew a warning).
+#[test]
+fn every_shipped_policy_passes_check_without_a_warning() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut policies = vec![root.join("patrol.toml")];
+    for e in std::fs::read_dir(root.join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            policies.push(p);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for p in &policies {
+        let env =
+            [("PATROL_POLICY_FILE", p.to_str().unwrap()), ("PATROL_CLIENT_ID", "5e0a6c1b-3f2d-4a8e-9b7c-d1e2f3a4b5c6")];
+        let out = patrol(dir.path(), &["check", "--format", "json"], &env);
+        assert_eq!(out.status.code(), Some(0), "{}: {}{}", p.display(), text(&out.stdout), text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        super::schemas::assert_valid("check", &v);
+        assert_eq!(v["errors"], serde_json::json!([]), "{}: {v}", p.display());
+        assert_eq!(v["warnings"], serde_json::json!([]), "{}: {v}", p.display());
+        assert!(v["tokens"].as_u64().unwrap_or(0) > 0, "{}: {v}", p.display());
+        let table = text(&patrol(dir.path(), &["check"], &env).stdout);
+        assert!(table.contains("0 warning(s)") && !table.contains("LEVEL"), "{}: {table}", p.display());
+    }
+}
+
 /// `patrol check`: policy and settings offline, every error at once (exit 2), warnings for risky but legal
 /// choices (exit 0), read-only, and its JSON matches docs/schemas/check.schema.json.
 #[test]

@@ -110,6 +110,36 @@ async fn rate_limit_headers_delay_and_429() {
     assert_eq!(r.status(), 200);
 }
 
+/// `--state-read-only`: the saved world is loaded (its PATs and refresh tokens work) but never written —
+/// not after changes, not at shutdown — so every start begins from the same world.
+#[tokio::test]
+async fn a_read_only_state_is_loaded_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let config = EmulatorConfig { seed: Some(seed()), state_path: Some(path.clone()), ..Default::default() };
+    let env = start_with(config.clone()).await;
+    let t = env.pats_token(ALICE).await;
+    env.create_pat(&t, "fabrikam", "saved", "vso.project", 3).await;
+    env.emu.shutdown().await.unwrap();
+    let saved = std::fs::read(&path).unwrap();
+
+    let env = start_with(EmulatorConfig { state_read_only: true, ..config }).await;
+    let t = env.pats_token(ALICE).await;
+    env.create_pat(&t, "fabrikam", "not saved", "vso.project", 3).await;
+    let listed: Value = env
+        .pat_api(Method::GET, "fabrikam", "api-version=7.2-preview.1", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["patTokens"].as_array().unwrap().len(), 2, "the saved PAT was loaded");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // past the save debounce
+    env.emu.shutdown().await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), saved, "the state file was not written");
+}
+
 #[tokio::test]
 async fn state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();

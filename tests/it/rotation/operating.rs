@@ -294,3 +294,81 @@ async fn adopt_onboards_existing_pats_without_a_second_pat_or_a_false_alarm() {
     }
     world.emu.shutdown().await.unwrap();
 }
+
+/// Every file under `dir` with its size and modification time.
+fn file_tree(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Read-only commands write nothing (a security-team rule; issue 16) — not even the refresh token Entra
+/// hands back on every refresh: `plan`, `status`, `inventory` and `report`, real processes each signing the
+/// owner in with the stored refresh token, leave every file of patrol's state (journal, secret store with the
+/// refresh-token secret, key) exactly as it was; the stored refresh token keeps working for the next process.
+/// A writing command (`rotate`) still stores the rotated one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_write_nothing_not_even_a_rotated_refresh_token() {
+    let world = World::open(Setup::start(seed(), &policy(ORG)).await, None, false).await;
+    let (cwd, env) = (world.dir.path().to_path_buf(), world.env.clone());
+    let rt = patrol::domain::OwnerId::parse(OWNER).unwrap().refresh_token_secret();
+    let versions = || async { world.local.own.list_versions(&rt).await.unwrap().len() };
+    let signed_in = versions().await;
+    // A writing command: the first PAT, and the refresh token Entra rotated is stored.
+    let (code, out, err) = patrol_in(&cwd, &env, &["rotate"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let after_rotate = versions().await;
+    assert!(after_rotate > signed_in, "rotate stores the rotated refresh token ({signed_in} → {after_rotate})");
+
+    let before = file_tree(&cwd);
+    for args in [
+        &["plan"][..],
+        &["plan", "--format", "json"],
+        &["status"],
+        &["inventory"],
+        &["report", "--out", "-"],
+        &["history"],
+    ] {
+        let (code, out, err) = patrol_in(&cwd, &env, args, None);
+        let what = args.join(" ");
+        assert_eq!(code, 0, "{what}: {out}{err}");
+        assert_eq!(file_tree(&cwd), before, "`patrol {what}` wrote to patrol's state");
+        assert_eq!(versions().await, after_rotate, "`patrol {what}` stored a refresh token");
+    }
+    // The plan ran on the stored (not rotated) refresh token, and it still works for a writing command,
+    // which stores the one Entra rotates.
+    let (code, out, err) = patrol_in(&cwd, &env, &["rotate"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(versions().await > after_rotate);
+    world.emu.shutdown().await.unwrap();
+}
+
+/// Issue 16 item 11: an owner who never signed in is told to sign in — "has not signed in yet" with the
+/// exact command and their name — never to "sign in again", by `plan` (table and JSON) and `rotate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_who_never_signed_in_is_told_to_sign_in_not_to_sign_in_again() {
+    let setup = Setup::start(seed(), &policy(ORG)).await;
+    let (cwd, env) = (setup.dir.path().to_path_buf(), setup.env.clone());
+    let want = format!("{OWNER} has not signed in yet: run `patrol login --owner {OWNER}`");
+    for args in [&["plan"][..], &["plan", "--format", "json"], &["rotate"]] {
+        let (code, out, err) = patrol_in(&cwd, &env, args, None);
+        let what = args.join(" ");
+        assert_eq!(code, 3, "{what}: {out}{err}");
+        let all = format!("{out}{err}");
+        assert!(all.contains(&want), "{what}: {all}");
+        assert!(!all.contains("sign in again") && !all.contains("<owner>"), "{what}: {all}");
+    }
+    setup.emu.shutdown().await.unwrap();
+}
