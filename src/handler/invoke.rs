@@ -379,7 +379,7 @@ mod tests {
     struct AtRisk;
     impl AtRisk {
         fn report() -> Outcome {
-            Ok(Report::new(Status::Failed, "2 token(s) planned, 0 rotated; FAILED: 2 token(s) at risk: a, b")
+            Ok(Report::new(Status::Failed, "2 token(s) planned: 2 failed; FAILED: 2 token(s) at risk: a, b")
                 .with_detail(json!({ "failed": 2, "at_risk": [
                     { "secret": "a", "why": "its due rotation failed: secret store: refused", "sign_in": false },
                     { "secret": "b", "why": "it is blocked and its current PAT has 3 day(s) left", "sign_in": true }

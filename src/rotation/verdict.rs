@@ -114,16 +114,28 @@ impl RunSummary {
                 self.at_risk.iter().map(|r| r.secret.as_str()).collect::<Vec<_>>().join(", ")
             )
         };
+        // Only what happened: the counts that are not zero ("nothing changed" when none is).
+        let counts = [
+            (self.rotated, "rotated"),
+            (self.revoked, "revoked"),
+            (self.failed, "failed"),
+            (self.busy.len(), "busy (another instance holds the lease)"),
+            (self.deferred.len(), "deferred to the next run"),
+        ];
+        let mut parts: Vec<String> =
+            counts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+        if parts.is_empty() {
+            parts.push("nothing changed".into());
+        }
+        let unmanaged = match self.plan.unmanaged.len() {
+            0 => String::new(),
+            n => format!("; {n} unmanaged PAT(s) reported"),
+        };
         format!(
-            "{}{} token(s) planned, {} rotated, {} revoked, {} failed, {} busy, {} deferred, {} unmanaged PAT(s){risk}",
+            "{}{} token(s) planned: {}{unmanaged}{risk}",
             if self.dry_run { "dry run: " } else { "" },
             self.plan.entries.len(),
-            self.rotated,
-            self.revoked,
-            self.failed,
-            self.busy.len(),
-            self.deferred.len(),
-            self.plan.unmanaged.len()
+            parts.join(", ")
         )
     }
 }
