@@ -6,9 +6,9 @@
 
 use patrol::audit::context::{AuditContext, KnownPat, LastUse, PatStatus};
 use patrol::audit::entry::{parse_page, parse_page_reader};
-use patrol::audit::policy::AuditPolicy;
 use patrol::audit::rules::Evaluator;
 use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+use patrol::policy::audit::AuditPolicy;
 use std::io::Read;
 use std::time::Instant;
 use time::OffsetDateTime;

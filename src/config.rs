@@ -448,7 +448,7 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub store_key_file: PathBuf,
     pub devops_url: Url,
-    pub devops_api_version: crate::devops::ApiVersion,
+    pub devops_api_version: ApiVersion,
     pub audit_url: Url,
     pub entra_authority: Url,
     pub tenant_id: String,
@@ -938,14 +938,14 @@ impl Settings {
             devops_api_version: errs.or(
                 src.choice(
                     "PATROL_DEVOPS_API_VERSION",
-                    crate::devops::ApiVersion::Auto,
+                    ApiVersion::Auto,
                     &[
-                        ("auto", crate::devops::ApiVersion::Auto),
-                        ("7.2-preview.1", crate::devops::ApiVersion::V72),
-                        ("7.1-preview.1", crate::devops::ApiVersion::V71),
+                        ("auto", ApiVersion::Auto),
+                        ("7.2-preview.1", ApiVersion::V72),
+                        ("7.1-preview.1", ApiVersion::V71),
                     ],
                 ),
-                crate::devops::ApiVersion::Auto,
+                ApiVersion::Auto,
             ),
             audit_url: errs.or(src.url("PATROL_AUDIT_URL", "https://auditservice.dev.azure.com"), stand_in_url()),
             entra_authority: errs
@@ -954,13 +954,13 @@ impl Settings {
             client_id,
             audit_reader: match src.get("PATROL_AUDIT_READER").map(str::trim).filter(|v| !v.is_empty()) {
                 Some(v) => errs.or(
-                    crate::auth::app::parse_identity(v).map(Some).map_err(|e| {
+                    crate::domain::parse_identity(v).map(Some).map_err(|e| {
                         ConfigError::new("PATROL_AUDIT_READER", format!("{e}; expected app or an administrator's UPN"))
                     }),
                     None,
                 ),
                 // The Function App's own identity exists when Key Vault is configured (its credential).
-                None => keyvault.is_some().then(crate::auth::app::app_identity),
+                None => keyvault.is_some().then(crate::domain::app_identity),
             },
             keyvault: keyvault.map(vault_at),
             own_keyvault: own_keyvault.map(vault_at),
@@ -1108,6 +1108,15 @@ pub struct NamedVault {
     pub keyvault: KeyVaultSettings,
 }
 
+/// Which `api-version` the PAT Lifecycle API is called with (`PATROL_DEVOPS_API_VERSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ApiVersion {
+    /// 7.2-preview.1, falling back to 7.1-preview.1 when the service refuses 7.2.
+    Auto,
+    V72,
+    V71,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1138,7 +1147,7 @@ mod tests {
         assert_eq!(s.audit_reader, None, "without Key Vault there is no Function App identity to default to");
         let kv = ("PATROL_KEYVAULT_URL", "https://kv.vault.azure.net");
         let s = Settings::from_source(&Source::from_pairs([kv])).unwrap();
-        assert_eq!(s.audit_reader, Some(crate::auth::app::app_identity()));
+        assert_eq!(s.audit_reader, Some(crate::domain::app_identity()));
         let s =
             Settings::from_source(&Source::from_pairs([kv, ("PATROL_AUDIT_READER", "SecOps@Contoso.com")])).unwrap();
         assert_eq!(s.audit_reader.unwrap().as_str(), "secops@contoso.com");

@@ -13,6 +13,8 @@
 //! - [`store`] — secret stores: Key Vault (official SDK) and the embedded encrypted file store.
 //! - [`consumers`] — where a rotated PAT is delivered (service connections, variable groups, GitHub Actions
 //!   secrets, more vault secrets, webhooks, references), the new-PAT test, delivery state and evidence.
+//! - [`policy`] — `patrol.toml` as types below its readers (the `[audit]` section).
+//! - [`evidence`] — what the audit log has shown (the checkpoint) and the pure revocation gate.
 //! - [`rotation`] — policy, inventory → plan → apply, the crash-safe per-token state machine, leases.
 //! - [`state`] — durable documents (journal, sent notices, checkpoints) with compare-and-swap.
 //! - [`notify`] — expiry warnings, rotation reports and critical alerts by email and chat.
@@ -30,10 +32,12 @@ pub mod config;
 pub mod consumers;
 pub mod devops;
 pub mod domain;
+pub mod evidence;
 pub mod handler;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod policy;
 pub mod report;
 pub mod rotation;
 pub mod state;

@@ -109,7 +109,7 @@ impl App {
         // Key Vault when PATROL_KEYVAULT_URL is set (the file store is never opened then: the Function App's
         // root is read-only in Azure), otherwise the embedded file store. Refresh tokens and patrol's
         // credentials live in `own` (PATROL_OWN_KEYVAULT_URL), PATs in each token's consumer vault.
-        let stores = crate::store::open(&settings, clock.clone(), Some(&policy))?;
+        let stores = crate::store::open(&settings, clock.clone(), Some(&policy.placement()))?;
         let (state, leases) = crate::rotation::shared::from_settings(&settings)?;
         Ok(Self { settings, clock, policy: Arc::new(policy), store: stores.consumer, own: stores.own, state, leases })
     }

@@ -3,6 +3,7 @@
 //! owners, and the last observed use of each PAT (carried between polls in the checkpoint).
 
 use crate::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+pub use crate::evidence::LastUse;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use time::OffsetDateTime;
@@ -78,17 +79,6 @@ pub struct PatrolAction {
     pub authorization_id: Option<AuthorizationId>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-}
-
-/// The last audited use of a PAT: when, from where, with what.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastUse {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    pub ip: String,
-    pub user_agent: String,
-    pub action_id: String,
-    pub entry_id: String,
 }
 
 /// Everything the evaluator may consult. Build it once per poll.

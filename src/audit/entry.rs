@@ -9,7 +9,7 @@
 //! an entry whose `id` or `timestamp` is unusable is reported to the callback as a [`MalformedEntry`] instead
 //! of failing the page. A page that is not JSON, or not the documented object, is a [`PageError`].
 
-use crate::domain::AuthorizationId;
+pub use crate::devops::audit::AuthMechanism;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
@@ -141,73 +141,6 @@ impl EntryData<'_> {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
-}
-
-/// What `authenticationMechanism` says. The format is undocumented; observed values include `""`, `AAD`,
-/// `AAD_Cookie`, `FedAuth`, `SSH`, `S2S_ServicePrincipal`, `UserAuthToken`,
-/// `SessionToken_Unscoped authorizationId: <id>` and `PAT_Unscoped authorizationId: <id>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthMechanism {
-    /// A personal access token (`PAT…`), with its authorization id when one could be read.
-    Pat { authorization_id: Option<AuthorizationId> },
-    /// A session token (`SessionToken…`), with its authorization id when present.
-    SessionToken { authorization_id: Option<AuthorizationId> },
-    /// Anything else (interactive sign-in, SSH, service principals, empty for the service itself).
-    Other,
-}
-
-impl AuthMechanism {
-    pub fn parse(raw: &str) -> Self {
-        let s = raw.trim_start();
-        let head = s.get(..3);
-        if head.is_some_and(|h| h.eq_ignore_ascii_case("pat")) {
-            return Self::Pat { authorization_id: authorization_id_in(s) };
-        }
-        if s.get(..12).is_some_and(|h| h.eq_ignore_ascii_case("sessiontoken")) {
-            return Self::SessionToken { authorization_id: authorization_id_in(s) };
-        }
-        Self::Other
-    }
-
-    pub fn is_pat(&self) -> bool {
-        matches!(self, Self::Pat { .. })
-    }
-
-    pub fn pat_id(&self) -> Option<AuthorizationId> {
-        match self {
-            Self::Pat { authorization_id } => *authorization_id,
-            _ => None,
-        }
-    }
-}
-
-/// Finds `authorizationId` (any case), an optional `:`/`=` and whitespace, then a GUID of 32–36 hex digits
-/// and hyphens (`authorizationId:\s*([0-9a-f-]{32,36})`, written by hand to stay allocation-free).
-fn authorization_id_in(s: &str) -> Option<AuthorizationId> {
-    const KEY: &str = "authorizationid";
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i + KEY.len() <= bytes.len() {
-        if bytes[i..i + KEY.len()].eq_ignore_ascii_case(KEY.as_bytes()) {
-            let mut j = i + KEY.len();
-            while j < bytes.len() && (bytes[j] == b':' || bytes[j] == b'=' || bytes[j].is_ascii_whitespace()) {
-                j += 1;
-            }
-            let start = j;
-            while j < bytes.len() && j - start < 36 && (bytes[j].is_ascii_hexdigit() || bytes[j] == b'-') {
-                j += 1;
-            }
-            if j - start >= 32
-                && let Some(id) = s.get(start..j).and_then(|g| AuthorizationId::parse(g).ok())
-            {
-                return Some(id);
-            }
-            i = j.max(i + 1);
-        } else {
-            i += 1;
-        }
-    }
-    None
 }
 
 /// An entry that was skipped because it could not be used, and why (never the entry's content).
@@ -610,6 +543,7 @@ pub use crate::timestamp::parse_opt as parse_timestamp;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::AuthorizationId;
 
     fn spec_example() -> Vec<u8> {
         let v = patrol_emulator::specs::spec_json(

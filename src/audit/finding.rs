@@ -3,9 +3,9 @@
 //! `patrol audit --format json`; they never hold a secret (audit entries carry none).
 
 use super::entry::AuditEntry;
-use super::policy::RuleId;
 use crate::domain::{AuthorizationId, OwnerId, SecretName};
 use crate::notify::Severity;
+use crate::policy::audit::RuleId;
 use serde::Serialize;
 use time::OffsetDateTime;
 

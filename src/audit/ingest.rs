@@ -10,18 +10,19 @@
 //! window — the report says so plainly and how to turn auditing on. De-duplication and log delay can
 //! therefore never produce the verdict (see [`auditing_off_hint`]).
 
-use super::context::{AuditContext, LastUse};
+use super::context::AuditContext;
 use super::entry::{MalformedEntry, parse_page};
 use super::finding::Finding;
-use super::policy::AuditSettings;
 use super::rules::{EvalStats, Evaluator};
 use crate::devops::DevOpsError;
 use crate::devops::audit::{AuditClient, AuditQuery};
-use crate::domain::{AuthorizationId, OrgName};
+use crate::domain::OrgName;
+pub use crate::evidence::{Checkpoint, checkpoint_key};
+use crate::policy::audit::AuditSettings;
 use crate::state::{StateError, StateStore};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use serde::Serialize;
+use std::collections::HashSet;
 use time::{Duration, OffsetDateTime};
 
 /// The longest the service keeps audit events.
@@ -76,35 +77,9 @@ impl Default for PollConfig {
             overlap: Duration::minutes(30),
             first_lookback: Duration::days(1),
             batch_size: 1000,
-            audit_delay: Duration::minutes(30),
+            audit_delay: crate::evidence::AUDIT_DELAY,
         }
     }
-}
-
-/// What is kept between polls, under `audit/<org>/checkpoint`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// The end of the last completed window.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub window_end: Option<OffsetDateTime>,
-    /// Entry ids seen inside the overlap, with their timestamps (older ones are pruned).
-    #[serde(default)]
-    pub seen: BTreeMap<String, i64>,
-    #[serde(default)]
-    pub last_use: HashMap<AuthorizationId, LastUse>,
-    /// Set when a window showed patrol's own PAT change but no entry from then on (auditing looks off);
-    /// cleared by the next window that has any entry (new or already seen). The evidence gate treats it as
-    /// "no evidence".
-    #[serde(default)]
-    pub auditing_off: bool,
-    /// Since when the log has been read without a gap (the first window's start; reset when polls stopped
-    /// for longer than the retention). "No audited use in N days" is said only once this is N days back.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub watched_since: Option<OffsetDateTime>,
-    /// Per PAT: the distinct user agents, address ranges and pipelines its audited actions came from (the
-    /// evidence for "looks shared"; bounded, entries older than the retention dropped).
-    #[serde(default)]
-    pub usage: HashMap<AuthorizationId, super::usage::UseProfile>,
 }
 
 /// What one poll did.
@@ -144,10 +119,6 @@ pub enum IngestError {
     State(#[from] StateError),
     #[error("audit checkpoint of {organization} is corrupt: {message}")]
     Corrupt { organization: OrgName, message: String },
-}
-
-pub fn checkpoint_key(org: &OrgName) -> String {
-    format!("audit/{}/checkpoint", org.as_str().to_ascii_lowercase())
 }
 
 /// Polls one organization once: `ctx` says what patrol knows (its `last_use` is replaced by the checkpoint's).

@@ -2,7 +2,8 @@
 //! severity, gate revocation on evidence, break glass.
 //!
 //! - [`entry`] — the entry model and the streaming page parser (both response shapes).
-//! - [`policy`] — the `[audit]` section of `patrol.toml`: rules, severities, responses, the revocation gate.
+//! - the `[audit]` section of `patrol.toml` (rules, severities, responses, the revocation gate, `stale`) is
+//!   [`crate::policy::audit`], below both this module and `rotation`, which parses it with the rest of the file.
 //! - [`context`] — what the rules know besides the log: known PATs, patrol's own actions, last uses.
 //! - [`finding`] — a rule firing, with a sentence and the evidence.
 //! - [`rules`] — the pure evaluator: entries × context × now → findings.
@@ -27,7 +28,6 @@ pub mod managed;
 pub mod measure;
 pub mod migrate;
 pub mod pass;
-pub mod policy;
 pub mod render;
 pub mod replace;
 pub mod respond;
@@ -36,8 +36,8 @@ pub mod rules;
 pub mod usage;
 pub mod weekly;
 
+pub use crate::policy::audit::{Action, AuditPolicy, AuditSettings, RuleId};
 pub use context::{AuditContext, KnownPat, LastUse, Lifecycle, PatStatus, PatrolAction};
 pub use entry::{AuditEntry, AuthMechanism, Category, EntryData, MalformedEntry, PageError, PageInfo, parse_page};
 pub use finding::{Evidence, Finding, Subject};
-pub use policy::{Action, AuditPolicy, AuditSettings, RuleId};
 pub use rules::{EvalOutcome, EvalStats, Evaluator, evaluate};

@@ -154,7 +154,7 @@ impl super::respond::RotateNow for Engine {
             let prefix = if done.is_empty() { String::new() } else { format!("{}; ", done.join("; ")) };
             format!("{prefix}revoking suspect PAT {suspect} failed: {e}")
         })?;
-        crate::rotation::history::record_revoked(self, secret, suspect, &format!("suspect: {reason}")).await;
+        crate::rotation::engine::record_revoked(self, secret, suspect, &format!("suspect: {reason}")).await;
         done.push(format!("revoked suspect PAT {suspect} ({reason})"));
         Ok(done.join("; "))
     }
@@ -170,6 +170,6 @@ impl super::respond::RotateNow for Engine {
     }
 
     async fn record_revoked(&self, secret: &SecretName, suspect: crate::domain::AuthorizationId, detail: &str) {
-        crate::rotation::history::record_revoked(self, secret, suspect, detail).await;
+        crate::rotation::engine::record_revoked(self, secret, suspect, detail).await;
     }
 }

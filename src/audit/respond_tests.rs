@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::audit::finding::{Evidence, Subject};
-use crate::audit::policy::{AuditPolicy, RuleId};
+use crate::notify::Severity;
+use crate::policy::audit::{AuditPolicy, RuleId};
+use time::Duration;
 use time::macros::datetime;
 
 const ID: &str = "11111111-1111-4111-8111-111111111111";

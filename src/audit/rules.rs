@@ -12,8 +12,8 @@
 use super::context::{AuditContext, KnownPat, LastUse, Lifecycle, PatStatus};
 use super::entry::{AuditEntry, AuthMechanism};
 use super::finding::{Evidence, Finding, Subject, rfc3339};
-use super::policy::{AuditSettings, RuleId};
 use crate::domain::{AuthorizationId, OwnerId};
+use crate::policy::audit::{AuditSettings, RuleId};
 use std::collections::{HashMap, VecDeque};
 use time::{Duration, OffsetDateTime};
 

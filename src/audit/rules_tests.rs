@@ -3,9 +3,9 @@
 use super::*;
 use crate::audit::context::{KnownPat, PatrolAction};
 use crate::audit::entry::parse_page;
-use crate::audit::policy::AuditPolicy;
 use crate::domain::{OrgName, SecretName};
 use crate::notify::Severity;
+use crate::policy::audit::AuditPolicy;
 use serde_json::{Value, json};
 use time::macros::datetime;
 

@@ -35,19 +35,7 @@ pub use crate::report::NO_AUDITED_USE_CAVEAT as CAVEAT;
 /// The most distinct values kept per kind and PAT (the oldest seen is dropped first).
 const PROFILE_MAX: usize = 16;
 
-/// Where a PAT's audited actions came from (persisted in the audit checkpoint).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UseProfile {
-    /// User agent → last seen (unix seconds).
-    #[serde(default)]
-    pub user_agents: BTreeMap<String, i64>,
-    /// Address range (IPv4 /24, IPv6 /48) → last seen.
-    #[serde(default)]
-    pub ranges: BTreeMap<String, i64>,
-    /// Pipeline (from the entry's data: `PipelineName`, `DefinitionName`…) → last seen.
-    #[serde(default)]
-    pub pipelines: BTreeMap<String, i64>,
-}
+pub use crate::evidence::UseProfile;
 
 fn remember(map: &mut BTreeMap<String, i64>, value: &str, at: i64) {
     let v = value.trim();
@@ -111,55 +99,9 @@ impl UseProfile {
     }
 }
 
-/// `[audit.stale]` of the policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StalePolicy {
-    /// Days without an audited use after which a PAT is reported — once the log has been watched that long.
-    pub days: u32,
-    /// `alert` (default): report and tell the owner. `revoke`: also revoke unmanaged stale PATs after an
-    /// announced notice period.
-    pub response: StaleResponse,
-    /// Days between the announcement to the owner and the revocation.
-    pub notice_days: u32,
-    /// Announce and plan, never revoke. On by default: run dry first, then turn it off.
-    pub dry_run: bool,
-    /// PATs never revoked for staleness: display names or authorization ids (case-insensitive).
-    pub keep: Vec<String>,
-}
-
-impl Default for StalePolicy {
-    fn default() -> Self {
-        Self { days: 30, response: StaleResponse::Alert, notice_days: 14, dry_run: true, keep: Vec::new() }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StaleResponse {
-    #[default]
-    Alert,
-    Revoke,
-}
+pub use crate::policy::audit::{StalePolicy, StaleResponse};
 
 impl StalePolicy {
-    /// Every problem, as (field under `stale.`, problem).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if !(1..=365).contains(&self.days) {
-            out.push(("stale.days".into(), "must be 1 to 365".into()));
-        }
-        if !(1..=90).contains(&self.notice_days) {
-            out.push(("stale.notice_days".into(), "must be 1 to 90".into()));
-        }
-        for (i, k) in self.keep.iter().enumerate() {
-            if k.trim().is_empty() {
-                out.push((format!("stale.keep[{i}]"), "is empty: name a display name or authorization id".into()));
-            }
-        }
-        out
-    }
-
     fn keeps(&self, pat: &UsagePat) -> bool {
         let id = pat.authorization_id.to_string();
         self.keep.iter().any(|k| k.trim().eq_ignore_ascii_case(&pat.display_name) || k.trim().eq_ignore_ascii_case(&id))

@@ -17,21 +17,7 @@ use azure_core::credentials::TokenCredential;
 use secrecy::SecretString;
 use std::sync::Arc;
 
-/// What `PATROL_AUDIT_READER`, `patrol audit --reader` and `patrol revoke --admin` accept for the Function
-/// App's own identity.
-pub const APP: &str = "app";
-
-/// The reserved identity the Function App's own identity goes by inside patrol (never a real account:
-/// `.invalid` cannot be registered).
-pub fn app_identity() -> OwnerId {
-    // A valid OwnerId by construction (see the test).
-    OwnerId::parse("function-app@patrol.invalid").unwrap_or_else(|_| unreachable!("the reserved identity parses"))
-}
-
-/// Reads an identity argument: [`APP`] for the Function App's identity, otherwise a UPN.
-pub fn parse_identity(s: &str) -> Result<OwnerId, crate::domain::DomainError> {
-    if s.trim().eq_ignore_ascii_case(APP) { Ok(app_identity()) } else { OwnerId::parse(s) }
-}
+pub use crate::domain::{APP, app_identity, parse_identity};
 
 /// How an identity is shown to people.
 pub fn describe(identity: &OwnerId) -> String {

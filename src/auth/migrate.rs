@@ -16,8 +16,7 @@
 use super::session::TAG_REFRESHED_AT;
 use crate::clock::Clock;
 use crate::domain::SecretName;
-use crate::rotation::machine::crash_point;
-use crate::state::{ETag, StateError, StateStore};
+use crate::state::{ETag, StateError, StateStore, crash_point};
 use crate::store::routed::is_refresh_token;
 use crate::store::{NewVersion, PropertiesUpdate, SecretStore, StoreError, tags};
 use serde::{Deserialize, Serialize};

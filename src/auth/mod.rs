@@ -17,10 +17,9 @@ pub mod migrate;
 pub mod session;
 
 use crate::devops::DevOpsError;
+pub use crate::devops::token::{AccessToken, TokenSource, TokenSources};
 use crate::domain::OwnerId;
 use async_trait::async_trait;
-use secrecy::SecretString;
-use time::OffsetDateTime;
 
 /// The Azure DevOps resource (application id) in Microsoft Entra.
 pub const DEVOPS_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
@@ -35,26 +34,6 @@ pub const ADMIN_SCOPES: &str = "499b84ac-1321-427f-aa17-267ca6975798/vso.tokenad
 
 /// The delegated scopes of an administrator who only reads the audit log (`patrol login --admin --audit-only`).
 pub const AUDIT_SCOPES: &str = "499b84ac-1321-427f-aa17-267ca6975798/vso.auditlog offline_access";
-
-/// An access token for the Azure DevOps resource. The value is only ever exposed to build a header.
-#[derive(Debug, Clone)]
-pub struct AccessToken {
-    pub value: SecretString,
-    pub expires_at: OffsetDateTime,
-}
-
-/// Hands out valid access tokens for one identity.
-#[async_trait]
-pub trait TokenSource: Send + Sync + std::fmt::Debug {
-    /// The identity (also the key of its rate limiter).
-    fn identity(&self) -> &OwnerId;
-
-    /// A token valid for at least the refresh margin (five minutes) from now.
-    async fn access_token(&self) -> Result<AccessToken, DevOpsError>;
-
-    /// The service refused the current token (401): drop it so the next call gets a fresh one.
-    fn invalidate(&self);
-}
 
 /// A fixed token (e.g. one minted by `az account get-access-token`, or by the emulator in tests). It is not
 /// refreshed: once it is within a second of expiry it is refused rather than sent.
@@ -88,11 +67,6 @@ impl TokenSource for StaticToken {
     }
 
     fn invalidate(&self) {}
-}
-
-/// Hands out the [`TokenSource`] of an identity (one per owner, shared by every client acting as it).
-pub trait TokenSources: Send + Sync + std::fmt::Debug {
-    fn for_identity(&self, identity: &OwnerId) -> std::sync::Arc<dyn TokenSource>;
 }
 
 /// patrol's scope lists and patrol-emulator's must agree, or the emulator would accept (or refuse) what

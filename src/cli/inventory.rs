@@ -375,7 +375,7 @@ pub fn usage_pats(view: &InventoryView, policy: &Policy) -> Vec<crate::audit::us
 pub async fn with_usage(local: &Local, connector: &dyn Connector, view: &mut InventoryView) {
     let stale = std::fs::read_to_string(&local.settings.policy_file)
         .ok()
-        .and_then(|t| crate::audit::policy::from_policy_text(&t).ok())
+        .and_then(|t| crate::policy::audit::from_policy_text(&t).ok())
         .map(|p| p.stale)
         .unwrap_or_default();
     let pats = usage_pats(view, &local.policy);

@@ -44,7 +44,7 @@ pub async fn run(args: &MigrateRefreshArgs) -> Result<(), CliError> {
     let clock = Clock::system();
     // The policy places tokens in vaults; without one, only the configured vaults are searched.
     let policy = if settings.policy_file.is_file() { Some(Policy::load(&settings.policy_file)?) } else { None };
-    let stores = crate::store::open(&settings, clock.clone(), policy.as_ref())
+    let stores = crate::store::open(&settings, clock.clone(), policy.as_ref().map(Policy::placement).as_ref())
         .map_err(|e| CliError::failed(format!("cannot open the secret stores: {e}")))?;
     let (state, _) = crate::rotation::shared::from_settings(&settings).map_err(|e| CliError::failed(e.to_string()))?;
     let moved =

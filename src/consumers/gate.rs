@@ -53,8 +53,12 @@ pub fn moved(
         )),
         DeliveryStep::Delivered { at, .. } => {
             let needs_evidence = match &c.kind {
-                ConsumerKind::DevopsServiceConnection { .. } => Some("no pipeline run has used the connection since"),
-                ConsumerKind::Webhook { ack: true, .. } => Some("no acknowledgement since"),
+                ConsumerKind::DevopsServiceConnection { .. } => {
+                    Some("no pipeline run seen using the connection since (each run looks again)")
+                }
+                ConsumerKind::Webhook { ack: true, .. } => {
+                    Some("no acknowledgement recorded since (each run looks again)")
+                }
                 _ => None,
             };
             match (needs_evidence, &d.evidence) {

@@ -76,11 +76,78 @@ fn tolerant_time<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::E
     parse_timestamp(&s).map_err(serde::de::Error::custom)
 }
 
+/// What `authenticationMechanism` says. The format is undocumented; observed values include `""`, `AAD`,
+/// `AAD_Cookie`, `FedAuth`, `SSH`, `S2S_ServicePrincipal`, `UserAuthToken`,
+/// `SessionToken_Unscoped authorizationId: <id>` and `PAT_Unscoped authorizationId: <id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMechanism {
+    /// A personal access token (`PAT…`), with its authorization id when one could be read.
+    Pat { authorization_id: Option<AuthorizationId> },
+    /// A session token (`SessionToken…`), with its authorization id when present.
+    SessionToken { authorization_id: Option<AuthorizationId> },
+    /// Anything else (interactive sign-in, SSH, service principals, empty for the service itself).
+    Other,
+}
+
+impl AuthMechanism {
+    pub fn parse(raw: &str) -> Self {
+        let s = raw.trim_start();
+        let head = s.get(..3);
+        if head.is_some_and(|h| h.eq_ignore_ascii_case("pat")) {
+            return Self::Pat { authorization_id: authorization_id_in(s) };
+        }
+        if s.get(..12).is_some_and(|h| h.eq_ignore_ascii_case("sessiontoken")) {
+            return Self::SessionToken { authorization_id: authorization_id_in(s) };
+        }
+        Self::Other
+    }
+
+    pub fn is_pat(&self) -> bool {
+        matches!(self, Self::Pat { .. })
+    }
+
+    pub fn pat_id(&self) -> Option<AuthorizationId> {
+        match self {
+            Self::Pat { authorization_id } => *authorization_id,
+            _ => None,
+        }
+    }
+}
+
+/// Finds `authorizationId` (any case), an optional `:`/`=` and whitespace, then a GUID of 32–36 hex digits
+/// and hyphens (`authorizationId:\s*([0-9a-f-]{32,36})`, written by hand to stay allocation-free).
+fn authorization_id_in(s: &str) -> Option<AuthorizationId> {
+    const KEY: &str = "authorizationid";
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i + KEY.len() <= bytes.len() {
+        if bytes[i..i + KEY.len()].eq_ignore_ascii_case(KEY.as_bytes()) {
+            let mut j = i + KEY.len();
+            while j < bytes.len() && (bytes[j] == b':' || bytes[j] == b'=' || bytes[j].is_ascii_whitespace()) {
+                j += 1;
+            }
+            let start = j;
+            while j < bytes.len() && j - start < 36 && (bytes[j].is_ascii_hexdigit() || bytes[j] == b'-') {
+                j += 1;
+            }
+            if j - start >= 32
+                && let Some(id) = s.get(start..j).and_then(|g| AuthorizationId::parse(g).ok())
+            {
+                return Some(id);
+            }
+            i = j.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
 impl AuditEntry {
     /// The `authenticationMechanism`, parsed by the one defensive parser of its undocumented format
-    /// ([`crate::audit::AuthMechanism`], also used by audit-log ingestion).
-    fn mechanism(&self) -> crate::audit::AuthMechanism {
-        crate::audit::AuthMechanism::parse(self.authentication_mechanism.as_deref().unwrap_or(""))
+    /// ([`AuthMechanism`], also used by audit-log ingestion).
+    fn mechanism(&self) -> AuthMechanism {
+        AuthMechanism::parse(self.authentication_mechanism.as_deref().unwrap_or(""))
     }
 
     /// Whether the action was done with a PAT (`authenticationMechanism` starting with `PAT`).
@@ -91,7 +158,6 @@ impl AuditEntry {
     /// The PAT behind the action, from `"PAT_Unscoped authorizationId: <id>"` (or a session token's), or
     /// from `data.AuthorizationId` on `Token.*` events.
     pub fn authorization_id(&self) -> Option<AuthorizationId> {
-        use crate::audit::AuthMechanism;
         let from_mechanism = match self.mechanism() {
             AuthMechanism::Pat { authorization_id } | AuthMechanism::SessionToken { authorization_id } => {
                 authorization_id
@@ -204,7 +270,7 @@ impl AuditClient {
         url
     }
 
-    /// One page's raw body, for consumers that parse it as a stream (`crate::audit::entry::parse_page`);
+    /// One page's raw body, for consumers that parse it as a stream (the audit module's streaming `entry::parse_page`);
     /// same request, retries and rate limiting as [`AuditClient::query_page`].
     pub async fn query_page_bytes(
         &self,

@@ -1,5 +1,5 @@
 //! [`HttpConnector`]: the production [`Connector`]. One HTTP client for the process, one
-//! [`crate::auth::TokenSource`] and one [`RateLimiter`] per identity, and handles for the PAT Lifecycle,
+//! [`TokenSource`](super::token::TokenSource) and one [`RateLimiter`] per identity, and handles for the PAT Lifecycle,
 //! Token Admin and audit APIs built on them.
 
 use super::audit::AuditClient;
@@ -8,9 +8,9 @@ use super::models::DevOpsError;
 use super::pats::{ApiVersion, HttpPatApi};
 use super::ratelimit::RateLimiter;
 use super::retry::RetryPolicy;
+use super::token::TokenSources;
 use super::tokenadmin::TokenAdminClient;
 use super::{Connector, PatApi};
-use crate::auth::TokenSources;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::{OrgName, OwnerId};

@@ -7,8 +7,8 @@
 use super::models::DevOpsError;
 use super::ratelimit::{RateLimiter, RateSignals};
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy, decide};
+use super::token::TokenSource;
 use super::wire::VssError;
-use crate::auth::TokenSource;
 use crate::clock::Clock;
 use bytes::Bytes;
 use http::{HeaderMap, Method};

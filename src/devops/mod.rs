@@ -1,7 +1,7 @@
 //! The Azure DevOps client: PAT Lifecycle (`tokens/pats`), Token Admin and audit log APIs.
 //!
 //! [`PatApi`] is what the rotation engine sees: one owner's PATs in one organization, authenticated with
-//! that owner's delegated Entra access token (see `crate::auth`). The HTTP implementation lives in this
+//! that owner's delegated Entra access token (handed out by the `auth` module). The HTTP implementation lives in this
 //! module and is tested against `patrol-emulator` over real HTTP. Rules it keeps:
 //! - success means 2xx **and** `patTokenError == "none"` **and**, on Create, a token present;
 //! - redirects off, `X-TFS-FedAuthRedirect: Suppress`, `Accept: application/json`; HTML or 203 is an
@@ -17,6 +17,7 @@ pub mod pats;
 pub mod probe;
 pub mod ratelimit;
 pub mod retry;
+pub mod token;
 pub mod tokenadmin;
 pub mod wire;
 

@@ -22,14 +22,7 @@ use url::Url;
 pub const API_VERSION_72: &str = "7.2-preview.1";
 pub const API_VERSION_71: &str = "7.1-preview.1";
 
-/// Which `api-version` the PAT Lifecycle API is called with (`PATROL_DEVOPS_API_VERSION`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum ApiVersion {
-    /// 7.2-preview.1, falling back to 7.1-preview.1 when the service refuses 7.2.
-    Auto,
-    V72,
-    V71,
-}
+pub use crate::config::ApiVersion;
 
 /// Page size of List (the API's maximum).
 pub const PAGE_SIZE: u32 = 100;

@@ -14,6 +14,22 @@ pub use names::{DisplayName, OrgName, OwnerId, SecretName};
 pub use scopes::{KNOWN_SCOPES, Scope, Scopes};
 
 /// Why a value was refused: which kind of value, what it was (never a secret) and the rule it broke.
+/// What `PATROL_AUDIT_READER`, `patrol audit --reader` and `patrol revoke --admin` accept for the Function
+/// App's own identity.
+pub const APP: &str = "app";
+
+/// The reserved identity the Function App's own identity goes by inside patrol (never a real account:
+/// `.invalid` cannot be registered). `auth::app` gives it its token source.
+pub fn app_identity() -> OwnerId {
+    // A valid OwnerId by construction (see the test in `auth::app`).
+    OwnerId::parse("function-app@patrol.invalid").unwrap_or_else(|_| unreachable!("the reserved identity parses"))
+}
+
+/// Reads an identity argument: [`APP`] for the Function App's identity, otherwise a UPN.
+pub fn parse_identity(s: &str) -> Result<OwnerId, DomainError> {
+    if s.trim().eq_ignore_ascii_case(APP) { Ok(app_identity()) } else { OwnerId::parse(s) }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind} {value:?}: {rule}")]
 pub struct DomainError {

@@ -10,12 +10,14 @@
 //! Under a token's lease the engine re-reads that token's vault version and journal and plans it again,
 //! so two triggers racing for the same token (on two instances) end with exactly one rotation.
 
+use super::history;
 use super::inventory::{self, Inventory, TokenState};
 use super::journal::Reason;
 use super::lease::{LeaseError, Leases};
 use super::machine::{Boundary, Faults, Machine, MachineError, TokenReport};
 use super::plan::{Action, Entry, Plan, Requests, plan};
 use super::policy::Policy;
+pub use super::verdict::RunSummary;
 use crate::clock::Clock;
 use crate::devops::Connector;
 use crate::domain::{AuthorizationId, SecretName};
@@ -23,7 +25,6 @@ use crate::notify::{Addressed, Notice, PatRef};
 use crate::state::StateStore;
 use crate::store::{SecretStore, tags};
 use futures::StreamExt;
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,87 +38,6 @@ pub enum EngineError {
     Crashed(Boundary),
     #[error(transparent)]
     Lease(#[from] LeaseError),
-}
-
-/// What one invocation did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
-    pub dry_run: bool,
-    pub plan: Plan,
-    pub reports: Vec<TokenReport>,
-    /// Tokens another invocation was working on (its lease was held).
-    pub busy: Vec<SecretName>,
-    /// Tokens left for the next run because the time budget was spent.
-    pub deferred: Vec<SecretName>,
-    pub rotated: usize,
-    pub revoked: usize,
-    pub failed: usize,
-    /// Why an event was ignored, when it was.
-    pub ignored: Option<String>,
-    /// Tokens this run left at risk: when not empty the run failed (`rotation::verdict`).
-    pub at_risk: Vec<super::verdict::AtRisk>,
-    #[serde(skip)]
-    pub notices: Vec<Addressed>,
-    /// What the run found (for metrics: `rotation::measure`), how long it took, the Azure DevOps calls it made.
-    #[serde(skip)]
-    pub inventory: Option<Arc<Inventory>>,
-    #[serde(skip)]
-    pub duration: Duration,
-    #[serde(skip)]
-    pub calls: crate::metrics::CallCounters,
-}
-
-impl RunSummary {
-    fn new(plan: Plan, dry_run: bool) -> Self {
-        Self {
-            dry_run,
-            plan,
-            reports: Vec::new(),
-            busy: Vec::new(),
-            deferred: Vec::new(),
-            rotated: 0,
-            revoked: 0,
-            failed: 0,
-            ignored: None,
-            at_risk: Vec::new(),
-            notices: Vec::new(),
-            inventory: None,
-            duration: Duration::ZERO,
-            calls: Default::default(),
-        }
-    }
-
-    /// Fills in what metrics need (`rotation::measure`).
-    fn measured(mut self, inv: &Arc<Inventory>, started: Instant, calls: crate::metrics::CallCounters) -> Self {
-        self.inventory = Some(inv.clone());
-        self.duration = started.elapsed();
-        self.calls = calls;
-        self
-    }
-
-    /// One line for `Logs`.
-    pub fn line(&self) -> String {
-        let risk = if self.at_risk.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; FAILED: {} token(s) at risk: {}",
-                self.at_risk.len(),
-                self.at_risk.iter().map(|r| r.secret.as_str()).collect::<Vec<_>>().join(", ")
-            )
-        };
-        format!(
-            "{}{} token(s) planned, {} rotated, {} revoked, {} failed, {} busy, {} deferred, {} unmanaged PAT(s){risk}",
-            if self.dry_run { "dry run: " } else { "" },
-            self.plan.entries.len(),
-            self.rotated,
-            self.revoked,
-            self.failed,
-            self.busy.len(),
-            self.deferred.len(),
-            self.plan.unmanaged.len()
-        )
-    }
 }
 
 /// A Key Vault event, as the handler parsed it.
@@ -283,7 +203,7 @@ impl Engine {
                     }
                     for n in &report.notices {
                         let mut targets = targets.clone();
-                        if let Some(g) = self.policy.gate.as_ref().filter(|_| super::evidence::is_deadline_alert(n)) {
+                        if let Some(g) = self.policy.gate.as_ref().filter(|_| crate::evidence::is_deadline_alert(n)) {
                             targets
                                 .extend(g.notify.iter().filter(|t| !targets.contains(t)).cloned().collect::<Vec<_>>());
                         }
@@ -307,7 +227,7 @@ impl Engine {
         let valid_to =
             inv.tokens.iter().filter_map(|(s, ts)| ts.tag_time(tags::VALID_TO).map(|v| (s.clone(), v))).collect();
         summary.at_risk = super::verdict::at_risk(&summary, &self.policy, self.clock.now(), &valid_to);
-        super::history::record_run(self, &summary).await;
+        record_run(self, &summary).await;
         Ok(summary.measured(inv, started, self.connector.call_counters().since(&calls)))
     }
 
@@ -456,7 +376,7 @@ impl Engine {
         drop(lease);
         match result {
             Ok(mut report) => {
-                super::evidence::report_gated(&actions, &mut report);
+                super::machine::report_gated(&actions, &mut report);
                 Ok(Outcome::Done(Box::new(report)))
             }
             Err(MachineError::Crashed(b)) => Err(EngineError::Crashed(b)),
@@ -595,4 +515,97 @@ enum Outcome {
     Done(Box<TokenReport>),
     Busy(SecretName),
     Deferred(SecretName),
+}
+
+/// The events of one engine run: each completed rotation (with the PAT it replaced, from the journal) and
+/// each previous PAT revoked.
+pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<history::Event> {
+    let now = engine.clock.now();
+    let mut out = Vec::new();
+    for r in &summary.reports {
+        let Ok(secret) = SecretName::parse(&r.secret) else { continue };
+        let Some(token) = engine.policy.token(&secret) else { continue };
+        let scope = token.scopes.as_str().to_owned();
+        if let Some(c) = &r.rotated {
+            let replaced = match super::journal::load(engine.state.as_ref(), &secret).await {
+                Ok(l) => l
+                    .journal
+                    .drains
+                    .iter()
+                    .find(|d| d.replaced_by.as_ref() == Some(&c.op))
+                    .map(|d| d.pat.authorization_id),
+                Err(_) => None,
+            };
+            out.push(history::Event {
+                at: c.finished,
+                kind: if c.reason == Reason::Missing && replaced.is_none() {
+                    history::Kind::Created
+                } else {
+                    history::Kind::Rotated
+                },
+                secret: Some(secret.to_string()),
+                owner: Some(token.owner.clone()),
+                organization: token.organization.clone(),
+                authorization_id: c.authorization_id,
+                display_name: super::journal::marked_display_name(token.display_name.as_str(), &c.op),
+                scope: scope.clone(),
+                valid_to: Some(c.valid_to),
+                replaced,
+                by: crate::trigger::trigger(),
+                detail: c.reason.as_str().to_owned(),
+            });
+        }
+        for id in &r.revoked {
+            out.push(history::Event {
+                at: now,
+                kind: history::Kind::Revoked,
+                secret: Some(secret.to_string()),
+                owner: Some(token.owner.clone()),
+                organization: token.organization.clone(),
+                authorization_id: *id,
+                display_name: format!("previous PAT of {secret}"),
+                scope: scope.clone(),
+                valid_to: None,
+                replaced: None,
+                by: crate::trigger::trigger(),
+                detail: "previous PAT, grace over".into(),
+            });
+        }
+    }
+    out
+}
+
+/// Records one PAT revoked outside a run (the audit layer's "rotate now" revokes the suspect itself);
+/// a failure is logged.
+pub async fn record_revoked(engine: &Engine, secret: &SecretName, id: AuthorizationId, detail: &str) {
+    let now = engine.clock.now();
+    let Some(token) = engine.policy.token(secret) else { return };
+    let ev = history::Event {
+        at: now,
+        kind: history::Kind::Revoked,
+        secret: Some(secret.to_string()),
+        owner: Some(token.owner.clone()),
+        organization: token.organization.clone(),
+        authorization_id: id,
+        display_name: format!("suspect PAT of {secret}"),
+        scope: token.scopes.as_str().to_owned(),
+        valid_to: None,
+        replaced: None,
+        by: crate::trigger::trigger(),
+        detail: detail.to_owned(),
+    };
+    if let Err(e) = history::record(engine.state.as_ref(), &[ev], now).await {
+        tracing::warn!(error = %e, "the lifecycle log was not updated (the weekly report will miss a revocation)");
+    }
+}
+
+/// Records what an engine run did; a failure is logged, never fails the run.
+pub async fn record_run(engine: &Engine, summary: &RunSummary) {
+    if summary.dry_run {
+        return;
+    }
+    let events = of_run(engine, summary).await;
+    if let Err(e) = history::record(engine.state.as_ref(), &events, engine.clock.now()).await {
+        tracing::warn!(error = %e, "the lifecycle log was not updated (the weekly report will miss this run)");
+    }
 }

@@ -1,5 +1,6 @@
-//! Evidence-gated revocation of previous PATs: what the audit log has shown about each rotated-away PAT,
-//! loaded for the plan, and the pure per-drain decision the plan takes from it.
+//! Evidence-gated revocation of previous PATs in the engine: what the audit log has shown about each
+//! rotated-away PAT ([`crate::evidence::Evidence`]), loaded for the plan, and each drain put to the one gate
+//! (`crate::evidence::gate_observed`) — the pure per-drain decision the plan takes.
 //!
 //! Opt-in (`[audit] revocation = { mode = "evidence", … }`, parsed into [`super::policy::Policy::gate`]).
 //! The evidence is what the audit ingestion persisted in the state store (`audit/<org>/checkpoint`: how far
@@ -10,43 +11,12 @@
 use super::inventory::TokenState;
 use super::journal::{Drain, Reason};
 use super::policy::{ManagedToken, Policy};
-use crate::audit::context::LastUse;
-use crate::audit::ingest::{Checkpoint, PollConfig, checkpoint_key};
-use crate::audit::policy::RevocationGate;
-use crate::audit::respond::{GateDecision, Superseded, gate_observed};
-use crate::domain::AuthorizationId;
-use crate::notify::Target;
+use crate::evidence::{
+    AUDIT_DELAY, Checkpoint, Evidence, GateDecision, Observed, Superseded, checkpoint_key, gate_observed, observed,
+};
 use crate::state::StateStore;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
-
-/// The gate's settings, from the policy's `[audit]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EvidenceGate {
-    pub gate: RevocationGate,
-    /// The audit section's recipients: deadline alerts go to them as well as to the token's own.
-    pub notify: Vec<Target>,
-}
-
-/// What one organization's audit log has shown.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Observed {
-    /// Uses are known up to here (the last completed window's end, less the log's delay); `None`: no evidence.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub observed_until: Option<OffsetDateTime>,
-    pub last_use: HashMap<AuthorizationId, LastUse>,
-    /// Why there is no evidence, when there is none.
-    pub problem: Option<String>,
-}
-
-/// The plan's evidence input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Evidence {
-    pub gate: EvidenceGate,
-    /// By lower-case organization name.
-    pub orgs: BTreeMap<String, Observed>,
-}
 
 /// Loads the evidence for every organization of the policy's tokens (`None` when the gate is off).
 pub async fn load(state: &dyn StateStore, policy: &Policy) -> Option<Evidence> {
@@ -59,7 +29,7 @@ pub async fn load(state: &dyn StateStore, policy: &Policy) -> Option<Evidence> {
         }
         let observed = match state.load(&checkpoint_key(&t.organization)).await {
             Ok(Some((body, _))) => match serde_json::from_slice::<Checkpoint>(&body) {
-                Ok(cp) => observed(cp, PollConfig::default().audit_delay),
+                Ok(cp) => observed(cp, AUDIT_DELAY),
                 Err(e) => {
                     Observed { problem: Some(format!("the audit checkpoint is corrupt: {e}")), ..Default::default() }
                 }
@@ -75,18 +45,6 @@ pub async fn load(state: &dyn StateStore, policy: &Policy) -> Option<Evidence> {
         orgs.insert(org, observed);
     }
     Some(Evidence { gate, orgs })
-}
-
-/// A checkpoint as evidence: uses are known up to the window's end less the log's delay.
-pub fn observed(cp: Checkpoint, delay: Duration) -> Observed {
-    if cp.auditing_off {
-        return Observed {
-            observed_until: None,
-            last_use: cp.last_use,
-            problem: Some("auditing looks switched off in the organization".into()),
-        };
-    }
-    Observed { observed_until: cp.window_end.map(|e| e - delay), last_use: cp.last_use, problem: None }
 }
 
 /// When the PAT a drain holds was rotated away: the finishing time of the journaled operation that
@@ -126,44 +84,19 @@ pub fn decide(ev: &Evidence, token: &ManagedToken, ts: &TokenState, d: &Drain, n
     }
 }
 
-/// After a token's actions ran: every gated revocation that happened is reported with its evidence, and a
-/// revocation at the deadline raises its alert. Waits are reported as such.
-pub fn report_gated(actions: &[super::plan::Action], report: &mut super::machine::TokenReport) {
-    use super::plan::Action;
-    for a in actions {
-        match a {
-            Action::RevokePrevious { authorization_id, evidence: Some(why), alert, .. }
-                if report.revoked.contains(authorization_id) =>
-            {
-                report.done.push(format!("evidence for revoking previous {authorization_id}: {why}"));
-                if let Some(n) = alert {
-                    report.notices.push(n.clone());
-                }
-            }
-            Action::WaitPrevious { authorization_id, until, reason, .. } => report.done.push(format!(
-                "kept previous {authorization_id} (evidence gate, decided by {} at the latest): {reason}",
-                crate::audit::finding::rfc3339(*until)
-            )),
-            _ => {}
-        }
-    }
-}
-
-/// Whether a notice is the gate's deadline alert (it also goes to the `[audit]` recipients).
-pub fn is_deadline_alert(n: &crate::notify::Notice) -> bool {
-    matches!(n, crate::notify::Notice::Finding { rule, .. } if rule == crate::audit::respond::DEADLINE_RULE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::policy::RevocationMode;
     use crate::domain::{OrgName, OwnerId};
+    use crate::evidence::{EvidenceGate, LastUse, is_deadline_alert};
     use crate::notify::{Notice, Severity};
+    use crate::policy::audit::RevocationGate;
+    use crate::policy::audit::RevocationMode;
     use crate::rotation::journal::PatVersion;
-    use crate::rotation::machine::TokenReport;
+    use crate::rotation::machine::{TokenReport, report_gated};
     use crate::rotation::plan::tests::{NOW, id, inventory, managed, pat, policy_of};
     use crate::rotation::plan::{Action, Requests, plan};
+    use std::collections::HashMap;
 
     const QUIET: i64 = 24;
     const DEADLINE: i64 = 96;

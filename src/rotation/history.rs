@@ -1,11 +1,9 @@
 //! The lifecycle log: every PAT patrol created, rotated or revoked, in the state store (`history/lifecycle`),
 //! kept for [`KEEP`] and capped at [`MAX`] entries (newest win). Appended after every engine run that did
-//! something ([`record_run`]) and by break glass ([`record`]); read by the weekly report ([`since`]). Written
+//! something (`engine::record_run`) and by break glass ([`record`]); read by the weekly report ([`since`]). Written
 //! with compare-and-swap, so instances appending at once lose nothing. Never holds a secret value.
 
-use super::engine::{Engine, RunSummary};
-use super::journal::{self, Reason};
-use crate::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+use crate::domain::{AuthorizationId, OrgName, OwnerId};
 use crate::state::{StateError, StateStore};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -89,95 +87,6 @@ pub async fn since(state: &dyn StateStore, from: OffsetDateTime) -> Result<Vec<E
     };
     let log: Log = serde_json::from_slice(&body).map_err(|e| format!("lifecycle log {KEY} is corrupt: {e}"))?;
     Ok(log.events.into_iter().filter(|e| e.at >= from).collect())
-}
-
-/// The events of one engine run: each completed rotation (with the PAT it replaced, from the journal) and
-/// each previous PAT revoked.
-pub async fn of_run(engine: &Engine, summary: &RunSummary) -> Vec<Event> {
-    let now = engine.clock.now();
-    let mut out = Vec::new();
-    for r in &summary.reports {
-        let Ok(secret) = SecretName::parse(&r.secret) else { continue };
-        let Some(token) = engine.policy.token(&secret) else { continue };
-        let scope = token.scopes.as_str().to_owned();
-        if let Some(c) = &r.rotated {
-            let replaced = match journal::load(engine.state.as_ref(), &secret).await {
-                Ok(l) => l
-                    .journal
-                    .drains
-                    .iter()
-                    .find(|d| d.replaced_by.as_ref() == Some(&c.op))
-                    .map(|d| d.pat.authorization_id),
-                Err(_) => None,
-            };
-            out.push(Event {
-                at: c.finished,
-                kind: if c.reason == Reason::Missing && replaced.is_none() { Kind::Created } else { Kind::Rotated },
-                secret: Some(secret.to_string()),
-                owner: Some(token.owner.clone()),
-                organization: token.organization.clone(),
-                authorization_id: c.authorization_id,
-                display_name: journal::marked_display_name(token.display_name.as_str(), &c.op),
-                scope: scope.clone(),
-                valid_to: Some(c.valid_to),
-                replaced,
-                by: crate::trigger::trigger(),
-                detail: c.reason.as_str().to_owned(),
-            });
-        }
-        for id in &r.revoked {
-            out.push(Event {
-                at: now,
-                kind: Kind::Revoked,
-                secret: Some(secret.to_string()),
-                owner: Some(token.owner.clone()),
-                organization: token.organization.clone(),
-                authorization_id: *id,
-                display_name: format!("previous PAT of {secret}"),
-                scope: scope.clone(),
-                valid_to: None,
-                replaced: None,
-                by: crate::trigger::trigger(),
-                detail: "previous PAT, grace over".into(),
-            });
-        }
-    }
-    out
-}
-
-/// Records one PAT revoked outside a run (the audit layer's "rotate now" revokes the suspect itself);
-/// a failure is logged.
-pub async fn record_revoked(engine: &Engine, secret: &SecretName, id: AuthorizationId, detail: &str) {
-    let now = engine.clock.now();
-    let Some(token) = engine.policy.token(secret) else { return };
-    let ev = Event {
-        at: now,
-        kind: Kind::Revoked,
-        secret: Some(secret.to_string()),
-        owner: Some(token.owner.clone()),
-        organization: token.organization.clone(),
-        authorization_id: id,
-        display_name: format!("suspect PAT of {secret}"),
-        scope: token.scopes.as_str().to_owned(),
-        valid_to: None,
-        replaced: None,
-        by: crate::trigger::trigger(),
-        detail: detail.to_owned(),
-    };
-    if let Err(e) = record(engine.state.as_ref(), &[ev], now).await {
-        tracing::warn!(error = %e, "the lifecycle log was not updated (the weekly report will miss a revocation)");
-    }
-}
-
-/// Records what an engine run did; a failure is logged, never fails the run.
-pub async fn record_run(engine: &Engine, summary: &RunSummary) {
-    if summary.dry_run {
-        return;
-    }
-    let events = of_run(engine, summary).await;
-    if let Err(e) = record(engine.state.as_ref(), &events, engine.clock.now()).await {
-        tracing::warn!(error = %e, "the lifecycle log was not updated (the weekly report will miss this run)");
-    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub struct Inventory {
     pub tokens: BTreeMap<SecretName, TokenState>,
     pub owners: Vec<OwnerPats>,
     /// The audit evidence for revoking previous PATs, when the policy gates revocation on it.
-    pub evidence: Option<super::evidence::Evidence>,
+    pub evidence: Option<crate::evidence::Evidence>,
 }
 
 impl Inventory {

@@ -184,7 +184,7 @@ pub struct Journal {
     pub adopted: Option<Adoption>,
 }
 
-/// An adoption (`crate::rotation::adopt`): journaled before the vault write, completed with its version.
+/// An adoption (`patrol adopt`, `rotation/adopt.rs`): journaled before the vault write, completed with its version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Adoption {
     pub authorization_id: AuthorizationId,

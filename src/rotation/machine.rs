@@ -141,15 +141,26 @@ impl Faults {
     }
 }
 
-/// Test builds only (`test-hooks`): exits the process with status 86 when `PATROL_TEST_CRASH_AFTER` names
-/// `step` — how the kill tests stop a command between two journaled steps. A no-op in other builds.
-pub fn crash_point(step: &str) {
-    #[cfg(feature = "test-hooks")]
-    if std::env::var("PATROL_TEST_CRASH_AFTER").is_ok_and(|v| v == step) {
-        std::process::exit(86);
+/// After a token's actions ran: every gated revocation that happened is reported with its evidence, and a
+/// revocation at the deadline raises its alert. Waits are reported as such.
+pub fn report_gated(actions: &[Action], report: &mut TokenReport) {
+    for a in actions {
+        match a {
+            Action::RevokePrevious { authorization_id, evidence: Some(why), alert, .. }
+                if report.revoked.contains(authorization_id) =>
+            {
+                report.done.push(format!("evidence for revoking previous {authorization_id}: {why}"));
+                if let Some(n) = alert {
+                    report.notices.push(n.clone());
+                }
+            }
+            Action::WaitPrevious { authorization_id, until, reason, .. } => report.done.push(format!(
+                "kept previous {authorization_id} (evidence gate, decided by {} at the latest): {reason}",
+                crate::timestamp::rfc3339(*until)
+            )),
+            _ => {}
+        }
     }
-    #[cfg(not(feature = "test-hooks"))]
-    let _ = step;
 }
 
 #[derive(Debug, thiserror::Error)]

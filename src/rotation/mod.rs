@@ -1,19 +1,24 @@
 //! The rotation engine: policy as code, inventory → plan → apply, a crash-safe per-token state machine,
 //! per-token leases, and the entry points the three functions and the CLI call.
 //!
-//! - [`policy`] — `patrol.toml`, validated with file/line/field errors.
-//! - [`inventory`] — policy ⋈ secret store ⋈ each owner's PATs (all pages) ⋈ journal.
-//! - [`plan`] — the pure decision: rotate (with a reason), revoke drained, reconcile orphans, adopt, resume.
-//! - [`evidence`] — the audit evidence that gates revoking previous PATs (opt-in), and the per-drain decision.
-//! - [`journal`] — the per-token journal record, persisted before every external effect.
+//! Files, top-down (each imports only files below it; `src/app/layers_tests.rs` checks):
+//!
+//! - [`prestage`] — one token's rotation for a reason (break glass, global migration), `Engine::prestage`;
+//!   [`measure`] — a run as metrics; [`adopt`] — onboarding an existing PAT (`patrol adopt`: journaled,
+//!   tagged, no second PAT, no alarm).
+//! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run; appends
+//!   each run's events to the lifecycle log (`engine::record_run`).
+//! - [`verdict`] — what a run did ([`verdict::RunSummary`]) and when it counts as failed (tokens left at
+//!   risk): the functions' and CLI's rule. [`alerts`] — expiry alerts.
 //! - [`machine`] — drives one token's journal through its steps; every step idempotent and resumable.
-//! - [`lease`] / [`blob`] — one lease per token (blob lease or in-process) and the blob `StateStore`.
-//! - [`shared`] — picks the journal store and leases from the settings (handler and CLI alike).
-//! - [`engine`] — full pass, one token, event-driven; bounded concurrency; time budget; dry run.
-//! - [`alerts`] — expiry alerts: unmanaged PATs' countdown and expiry, managed tokens only when overdue.
-//! - [`measure`] — a run as metrics (`crate::metrics`): per token, per unmanaged PAT, per run.
-//! - [`adopt`] — onboarding an existing PAT (`patrol adopt`): journaled, tagged, no second PAT, no alarm.
-//! - [`verdict`] — when a run counts as failed (tokens left at risk): the functions' and CLI's rule.
+//! - [`plan`] — the pure decision: rotate (with a reason), revoke drained, reconcile orphans, adopt, resume.
+//! - [`evidence`] — the audit evidence (`crate::evidence`) loaded for the plan, each drain put to the gate.
+//! - [`inventory`] — policy ⋈ secret store ⋈ each owner's PATs (all pages) ⋈ journal (⋈ evidence).
+//! - [`journal`] — the per-token journal record, persisted before every external effect; beside it
+//!   [`history`], the lifecycle log (`history/lifecycle`) — both documents in the state store.
+//! - [`policy`] — `patrol.toml`, validated with file/line/field errors.
+//! - [`shared`] → [`lease`] — the journal store and leases from the settings (handler and CLI alike); one
+//!   lease per token (blob lease or OS file lock).
 
 pub mod adopt;
 pub mod alerts;

@@ -7,9 +7,9 @@
 use super::inventory::{Inventory, OwnerPats, TokenState};
 use super::journal::{Drain, PatVersion, Reason, parse_marker};
 use super::policy::{ManagedToken, Policy};
-use crate::audit::respond::GateDecision;
 use crate::devops::Pat;
 use crate::domain::{AuthorizationId, OperationId, OrgName, OwnerId, SecretName};
+use crate::evidence::GateDecision;
 use crate::notify::Notice;
 use crate::store::tags;
 use serde::Serialize;
@@ -334,7 +334,7 @@ fn plan_token(
     listings: &Listings<'_>,
     token: &ManagedToken,
     ts: &TokenState,
-    evidence: Option<&super::evidence::Evidence>,
+    evidence: Option<&crate::evidence::Evidence>,
     now: OffsetDateTime,
     requested: Option<Reason>,
 ) -> Entry {

@@ -115,14 +115,34 @@ pub struct Policy {
     pub tokens: Vec<ManagedToken>,
     /// Evidence-gated revocation of previous PATs (`[audit] revocation = { mode = "evidence", … }`);
     /// `None`: a previous PAT is revoked when its grace period ends.
-    pub gate: Option<super::evidence::EvidenceGate>,
+    pub gate: Option<crate::evidence::EvidenceGate>,
     /// The `[audit]` table, validated and resolved with the policy (`None`: the policy has none, and the
     /// timer does not poll the audit log).
     #[serde(skip)]
-    pub audit: Option<crate::audit::AuditSettings>,
+    pub audit: Option<crate::policy::audit::AuditSettings>,
 }
 
 impl Policy {
+    /// Where the tokens' secrets are kept (`vault = "…"`), as `crate::store::open` places them.
+    pub fn placement(&self) -> crate::store::Placement {
+        crate::store::Placement {
+            file: self.file.display().to_string(),
+            tokens: self
+                .tokens
+                .iter()
+                .enumerate()
+                .filter_map(|(index, t)| {
+                    t.vault.clone().map(|vault| crate::store::Placed {
+                        secret: t.secret.clone(),
+                        vault,
+                        line: t.line,
+                        index,
+                    })
+                })
+                .collect(),
+        }
+    }
+
     pub fn token(&self, secret: &SecretName) -> Option<&ManagedToken> {
         self.tokens.iter().find(|t| &t.secret == secret)
     }
@@ -166,8 +186,8 @@ impl Policy {
         if let Some(a) = &raw.audit {
             match a.get_ref().resolve_all() {
                 Ok(settings) => {
-                    if settings.revocation.mode == crate::audit::policy::RevocationMode::Evidence {
-                        gate = Some(super::evidence::EvidenceGate {
+                    if settings.revocation.mode == crate::policy::audit::RevocationMode::Evidence {
+                        gate = Some(crate::evidence::EvidenceGate {
                             gate: settings.revocation,
                             notify: settings.notify.clone(),
                         });
@@ -444,8 +464,8 @@ struct RawPolicy {
     defaults: Option<RawDefaults>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
-    /// `[audit]`: validated here so a mistake is refused with the policy; used by `crate::audit`.
-    audit: Option<Spanned<crate::audit::AuditPolicy>>,
+    /// `[audit]`: validated here so a mistake is refused with the policy; used by the `audit` module.
+    audit: Option<Spanned<crate::policy::audit::AuditPolicy>>,
     /// `[consumers]`: what the consumers of every token share (`crate::consumers::policy`).
     consumers: Option<Spanned<crate::consumers::policy::RawSettings>>,
 }
@@ -840,7 +860,7 @@ notify = ["teams", "email:pkg@contoso.com"]
         let ok = format!("{GOOD}\n[audit]\nallowed_cidrs = [\"10.0.0.0/8\"]\n[audit.rules.burst]\nmax_actions = 50\n");
         assert_eq!(parse(&ok).unwrap().tokens.len(), 2);
         // Resolved once, with the policy: what `crate::audit` reading the table itself would get.
-        let resolved = crate::audit::policy::from_policy_text(&ok).unwrap().resolve().unwrap();
+        let resolved = crate::policy::audit::from_policy_text(&ok).unwrap().resolve().unwrap();
         assert_eq!(parse(&ok).unwrap().audit, Some(resolved));
         let e = err_of(&format!("{GOOD}\n[audit]\nallowed_cidr = []\n"));
         assert!(e.problem.contains("allowed_cidr"), "{e}");

@@ -1,4 +1,4 @@
-//! When a run counts as **failed** — the rule the three functions (the Functions host's failed-invocation
+//! What one run did ([`RunSummary`]) and when it counts as **failed** — the rule the three functions (the Functions host's failed-invocation
 //! alerts) and `patrol rotate`'s exit code follow. Pure: a function of the plan, the per-token reports,
 //! the policy and the time.
 //!
@@ -18,13 +18,16 @@
 //! orphan clean-up, a revocation within a day of its grace. They stay in the report's `failed` count and
 //! per-token errors, and are retried by the next run.
 
-use super::engine::RunSummary;
+use super::inventory::Inventory;
 use super::journal::Reason;
-use super::plan::Action;
+use super::machine::TokenReport;
+use super::plan::{Action, Plan};
 use super::policy::Policy;
 use crate::domain::SecretName;
+use crate::notify::Addressed;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 /// How long after its grace a previous PAT may survive a failed revocation before the run fails.
@@ -37,6 +40,92 @@ pub struct AtRisk {
     pub why: String,
     /// The token was blocked because its owner must sign in again (`patrol login`).
     pub sign_in: bool,
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub dry_run: bool,
+    pub plan: Plan,
+    pub reports: Vec<TokenReport>,
+    /// Tokens another invocation was working on (its lease was held).
+    pub busy: Vec<SecretName>,
+    /// Tokens left for the next run because the time budget was spent.
+    pub deferred: Vec<SecretName>,
+    pub rotated: usize,
+    pub revoked: usize,
+    pub failed: usize,
+    /// Why an event was ignored, when it was.
+    pub ignored: Option<String>,
+    /// Tokens this run left at risk: when not empty the run failed (`rotation::verdict`).
+    pub at_risk: Vec<AtRisk>,
+    #[serde(skip)]
+    pub notices: Vec<Addressed>,
+    /// What the run found (for metrics: `rotation::measure`), how long it took, the Azure DevOps calls it made.
+    #[serde(skip)]
+    pub inventory: Option<Arc<Inventory>>,
+    #[serde(skip)]
+    pub duration: std::time::Duration,
+    #[serde(skip)]
+    pub calls: crate::metrics::CallCounters,
+}
+
+impl RunSummary {
+    pub(super) fn new(plan: Plan, dry_run: bool) -> Self {
+        Self {
+            dry_run,
+            plan,
+            reports: Vec::new(),
+            busy: Vec::new(),
+            deferred: Vec::new(),
+            rotated: 0,
+            revoked: 0,
+            failed: 0,
+            ignored: None,
+            at_risk: Vec::new(),
+            notices: Vec::new(),
+            inventory: None,
+            duration: std::time::Duration::ZERO,
+            calls: Default::default(),
+        }
+    }
+
+    /// Fills in what metrics need (`rotation::measure`).
+    pub(super) fn measured(
+        mut self,
+        inv: &Arc<Inventory>,
+        started: std::time::Instant,
+        calls: crate::metrics::CallCounters,
+    ) -> Self {
+        self.inventory = Some(inv.clone());
+        self.duration = started.elapsed();
+        self.calls = calls;
+        self
+    }
+
+    /// One line for `Logs`.
+    pub fn line(&self) -> String {
+        let risk = if self.at_risk.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; FAILED: {} token(s) at risk: {}",
+                self.at_risk.len(),
+                self.at_risk.iter().map(|r| r.secret.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        };
+        format!(
+            "{}{} token(s) planned, {} rotated, {} revoked, {} failed, {} busy, {} deferred, {} unmanaged PAT(s){risk}",
+            if self.dry_run { "dry run: " } else { "" },
+            self.plan.entries.len(),
+            self.rotated,
+            self.revoked,
+            self.failed,
+            self.busy.len(),
+            self.deferred.len(),
+            self.plan.unmanaged.len()
+        )
+    }
 }
 
 /// The tokens `summary` leaves at risk (see the module doc); empty for a dry run. `valid_to` is what the

@@ -24,7 +24,7 @@
 //! `patrol serve` beside the CLI) never both win a write from one version, and a read never sees a slot
 //! half-written by another process. A mutex per key also serialises this process's writers of a key
 //! (writes of different keys proceed in parallel). The lock dies with its process, so a killed writer
-//! never blocks the next. Per-token leases (`crate::rotation::lease::FileLeases`) are OS locks in the same
+//! never blocks the next. Per-token leases (`rotation::lease::FileLeases`) are OS locks in the same
 //! directory.
 
 use super::{ETag, StateError, StateStore, lock_file, lock_file_shared_if_exists, validate_key, write_atomic};

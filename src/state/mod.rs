@@ -42,6 +42,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Test builds only (`test-hooks`): exits the process with status 86 when `PATROL_TEST_CRASH_AFTER` names
+/// `step` — how the kill tests stop a command between two journaled steps. A no-op in other builds.
+pub fn crash_point(step: &str) {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var("PATROL_TEST_CRASH_AFTER").is_ok_and(|v| v == step) {
+        std::process::exit(86);
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = step;
+}
+
 pub fn validate_key(key: &str) -> Result<(), StateError> {
     let ok = !key.is_empty()
         && key.len() <= 200

@@ -56,7 +56,7 @@ pub fn from_settings_with_clock(
 
 /// The Function App's own identity as configured (managed identity, developer tools or client secret),
 /// unrestricted: callers wrap it for the one resource they need ([`VaultScopeOnly`] here,
-/// `crate::auth::app` for Azure DevOps). The loopback client-credentials grant reckons token lifetimes on
+/// `auth::app` for Azure DevOps). The loopback client-credentials grant reckons token lifetimes on
 /// `clock`.
 pub fn identity(
     kv: &KeyVaultSettings,

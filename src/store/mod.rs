@@ -46,24 +46,33 @@ pub fn from_settings_with_clock(settings: &Settings, clock: Clock) -> Result<Arc
     }
 }
 
+/// Where the policy places tokens' secrets (`vault = "…"` of a `[[token]]`), and where it says so, for the
+/// errors of [`open`]. `rotation::policy::Policy::placement` makes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The policy file, as errors name it.
+    pub file: String,
+    /// Each token that names a vault.
+    pub tokens: Vec<Placed>,
+}
+
+/// One token's placement: its secret, the vault, and its line and index among the policy's tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub secret: SecretName,
+    pub vault: String,
+    pub line: usize,
+    pub index: usize,
+}
+
 /// The own and consumer stores the settings name, placed by the policy's `vault = "…"` (see [`routed`]).
 /// Errors name the setting or the policy field that is wrong.
-pub fn open(
-    settings: &Settings,
-    clock: Clock,
-    policy: Option<&crate::rotation::policy::Policy>,
-) -> Result<routed::Stores, StoreError> {
-    let placement: std::collections::BTreeMap<SecretName, String> = policy
-        .map(|p| p.tokens.iter().filter_map(|t| t.vault.clone().map(|v| (t.secret.clone(), v))).collect())
-        .unwrap_or_default();
+pub fn open(settings: &Settings, clock: Clock, placed: Option<&Placement>) -> Result<routed::Stores, StoreError> {
+    let placement: std::collections::BTreeMap<SecretName, String> =
+        placed.map(|p| p.tokens.iter().map(|t| (t.secret.clone(), t.vault.clone())).collect()).unwrap_or_default();
     let unplaced = |secret: &SecretName, vault: &str| {
-        let (file, line, i) = policy
-            .and_then(|p| {
-                p.tokens
-                    .iter()
-                    .position(|t| &t.secret == secret)
-                    .map(|i| (p.file.display().to_string(), p.tokens[i].line, i))
-            })
+        let (file, line, i) = placed
+            .and_then(|p| p.tokens.iter().find(|t| &t.secret == secret).map(|t| (p.file.clone(), t.line, t.index)))
             .unwrap_or_default();
         StoreError::Other {
             operation: "open",

@@ -4,7 +4,6 @@
 
 use patrol::audit::context::{AuditContext, KnownPat, Lifecycle, PatStatus, PatrolAction};
 use patrol::audit::ingest::{PollConfig, checkpoint_key, poll};
-use patrol::audit::policy::{AuditPolicy, RuleId};
 use patrol::auth::{AccessToken, StaticToken};
 use patrol::clock::Clock;
 use patrol::devops::audit::AuditClient;
@@ -12,6 +11,7 @@ use patrol::devops::http::DevOpsHttp;
 use patrol::devops::ratelimit::RateLimiter;
 use patrol::devops::retry::RetryPolicy;
 use patrol::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+use patrol::policy::audit::{AuditPolicy, RuleId};
 use patrol::state::{FileStateStore, StateStore};
 use patrol_emulator::seed::Seed;
 use patrol_emulator::{Emulator, EmulatorConfig};

@@ -372,7 +372,7 @@ async fn cli_revoke_asks_first_and_audit_shows_findings() {
     let dir = tempfile::tempdir().unwrap();
     let (id, value) = env.create_pat(OWNER, "ci-build (patrol:0123456789ab)", "vso.code").await;
     store_managed(store.as_ref(), "ci-build", id, "ci-build (patrol:0123456789ab)", &value, "vso.code").await;
-    let policy = patrol::audit::policy::from_policy_text(
+    let policy = patrol::policy::audit::from_policy_text(
         "[[token]]\nsecret = \"ci-build\"\n[audit]\nallowed_cidrs = [\"10.20.0.0/16\"]\n",
     )
     .unwrap();

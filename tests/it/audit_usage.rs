@@ -6,12 +6,12 @@ use super::audit::{ADMIN, Env, OWNER};
 use super::audit_breakglass::{ADMIN_SCOPES, OWNER_SCOPES};
 use patrol::audit::context::{AuditContext, Lifecycle, PatrolAction};
 use patrol::audit::ingest::{PollConfig, poll};
-use patrol::audit::policy::AuditPolicy;
 use patrol::audit::usage::{self, StalePolicy, StaleResponse, Step, UsagePat, UsageReport, Verdict};
 use patrol::clock::Clock;
 use patrol::devops::{Connector, DisplayFilter};
 use patrol::domain::{AuthorizationId, OrgName, OwnerId};
 use patrol::notify::Notice;
+use patrol::policy::audit::AuditPolicy;
 use patrol::state::FileStateStore;
 use serde_json::{Value, json};
 

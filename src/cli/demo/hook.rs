@@ -25,6 +25,10 @@ pub struct Received {
     pub secret: Option<String>,
     pub version: Option<String>,
     pub id: Option<String>,
+    /// The consumer the notification names (`webhook:<url secret>`), for its acknowledgement.
+    pub consumer: Option<String>,
+    /// Whether patrol asked for an acknowledgement (`ack = true`).
+    pub ack_requested: bool,
     /// The body and headers as received, for the demo's leak scan (never printed).
     #[serde(skip)]
     pub raw: String,
@@ -63,6 +67,8 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         secret: field("secret"),
         version: field("version"),
         id: field("id"),
+        consumer: field("consumer"),
+        ack_requested: verified && parsed["ackRequested"] == Value::Bool(true),
         raw,
     });
     if verified { StatusCode::OK } else { StatusCode::UNAUTHORIZED }

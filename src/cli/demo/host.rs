@@ -51,6 +51,30 @@ pub fn http(now: OffsetDateTime, method: &str, secret: Option<&str>, force: bool
     })
 }
 
+/// The HTTP trigger's payload for a webhook consumer's signed acknowledgement: `POST /api/rotate/{secret}`
+/// with the body exactly as signed and the `X-Patrol-Timestamp` / `X-Patrol-Signature` headers, as the
+/// Functions host passes it on.
+pub fn http_ack(now: OffsetDateTime, secret: &str, body: &str, timestamp: i64, signature: &str) -> Value {
+    let headers = json!({
+        "Content-Type": ["application/json"],
+        crate::consumers::webhook::TIMESTAMP_HEADER: [timestamp.to_string()],
+        crate::consumers::webhook::SIGNATURE_HEADER: [signature],
+    });
+    let req = json!({
+        "Url": format!("http://localhost:7071/api/rotate/{secret}"),
+        "Method": "POST",
+        "Query": {},
+        "Headers": headers,
+        "Params": { "secret": secret },
+        "Identities": [],
+        "Body": body,
+    });
+    json!({
+        "Data": { "req": req },
+        "Metadata": { "Query": {}, "Headers": { "Content-Type": "application/json" }, "Params": req["Params"].clone(), "sys": sys("RotateHttp", now) }
+    })
+}
+
 /// POSTs one invocation and returns the reply envelope.
 pub async fn invoke(client: &reqwest::Client, base: &str, function: &str, payload: &Value) -> Result<Value, String> {
     let resp = client

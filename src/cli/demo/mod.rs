@@ -776,7 +776,7 @@ fn consumer_lines(out: &mut String, view: &[ConsumerView]) {
 /// notification among them), then the consumers using the new PAT — a pipeline run with the service
 /// connection and a GitHub Actions workflow reading its secret, both through the emulator's control API.
 async fn deliveries(day: Day<'_>, story: &mut Story) -> Result<(), CliError> {
-    let Day { emu, local, http, hook, .. } = day;
+    let Day { emu, local, http, hook, base, clock, creds, .. } = day;
     let (j, view) = consumer_view(local).await?;
     let Some(current) = j.current.as_ref().map(|c| c.authorization_id) else {
         return Err(step(format!("{} was not rotated at onboarding", world::CONSUMED)));
@@ -787,7 +787,11 @@ async fn deliveries(day: Day<'_>, story: &mut Story) -> Result<(), CliError> {
         world::CONSUMED
     );
     consumer_lines(&mut story.out, &view);
-    for r in hook.seen() {
+    let seen = hook.seen();
+    for (i, r) in seen.iter().enumerate() {
+        // A consumer reloads (and acknowledges) the latest version it was told of; an older notification
+        // is superseded (patrol would refuse its acknowledgement: not the current version).
+        let latest = !seen[i + 1..].iter().any(|later| later.verified && later.secret == r.secret);
         let _ = writeln!(
             story.out,
             "  webhook receiver: {} — {} has a new version {} (notice {}; no value in it); it reloads from the vault",
@@ -796,6 +800,19 @@ async fn deliveries(day: Day<'_>, story: &mut Story) -> Result<(), CliError> {
             r.version.as_deref().map(|v| &v[..v.len().min(12)]).unwrap_or("?"),
             r.id.as_deref().map(|v| &v[..v.len().min(12)]).unwrap_or("?"),
         );
+        if let (true, Some(secret), Some(version), Some(consumer)) =
+            (r.ack_requested && latest, r.secret.as_deref(), r.version.as_deref(), r.consumer.as_deref())
+        {
+            // The consumer reloaded the new version: its signed acknowledgement to RotateHttp (through the
+            // Functions host, as in Azure) is its evidence of use.
+            let body = json!({ "ack": { "secret": secret, "version": version, "consumer": consumer } }).to_string();
+            let ts = clock.now().unix_timestamp();
+            let signature =
+                crate::consumers::webhook::sign(creds.hook_key.expose_secret().as_bytes(), ts, body.as_bytes());
+            let payload = host::http_ack(clock.now(), secret, &body, ts, &signature);
+            let reply = host::invoke(http, base, "RotateHttp", &payload).await.map_err(step)?;
+            story.record("RotateHttp", "webhook receiver's signed acknowledgement", &reply);
+        }
     }
 
     let _ = writeln!(story.out, "\n== The consumers use the new PAT (simulated through the emulator's control API)");

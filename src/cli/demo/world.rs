@@ -170,7 +170,7 @@ pub fn policy(github_api: &str) -> String {
                  \n[[token.consumer]]\nkind = \"github-actions-secret\"\nrepository = \"{REPO}\"\n\
                  name = \"{VARIABLE}\"\n\
                  \n[[token.consumer]]\nkind = \"webhook\"\nurl_secret = \"{HOOK_URL}\"\n\
-                 signing_secret = \"{HOOK_KEY}\"\n\
+                 signing_secret = \"{HOOK_KEY}\"\nack = true\n\
                  \n[[token.consumer]]\nkind = \"reference\"\ndescription = \"{REFERENCE}\"\n\
                  lag_hours = {REFERENCE_LAG_HOURS}\n"
             ));

@@ -89,7 +89,7 @@ async fn a_signed_acknowledgement_through_the_handler_releases_the_revocation_an
     assert_eq!(c.pipeline_run().await["result"], "succeeded");
     let s = c.run().await;
     let plan = serde_json::to_string(&s.plan).unwrap();
-    assert!(plan.contains("no acknowledgement since"), "{plan}");
+    assert!(plan.contains("no acknowledgement recorded since"), "{plan}");
     assert!(!c.revoked(&c.w.pats(DisplayFilter::Active).await, old), "held for the acknowledgement");
 
     // Refused, each with its status and what was wrong; none releases the previous PAT.
@@ -122,7 +122,7 @@ async fn a_signed_acknowledgement_through_the_handler_releases_the_revocation_an
     }
     let s = c.run().await;
     assert!(!c.revoked(&c.w.pats(DisplayFilter::Active).await, old), "refused acknowledgements count for nothing");
-    assert!(serde_json::to_string(&s.plan).unwrap().contains("no acknowledgement since"));
+    assert!(serde_json::to_string(&s.plan).unwrap().contains("no acknowledgement recorded since"));
 
     // The consumer acknowledges the version it was told about: recorded; the same request again is a replay.
     let t = a.now();

@@ -205,7 +205,7 @@ async fn every_consumer_is_delivered_and_the_previous_pat_goes_only_after_the_la
     let s = c.run().await;
     assert!(!c.revoked(&c.w.pats(patrol::devops::DisplayFilter::Active).await, old), "{:?}", s.reports);
     let plan = serde_json::to_string(&s.plan).unwrap();
-    assert!(plan.contains("no pipeline run has used the connection"), "{plan}");
+    assert!(plan.contains("no pipeline run seen using the connection"), "{plan}");
 
     // A pipeline run uses the connection (with the new PAT): evidence, then the previous PAT is revoked.
     let run = c.pipeline_run().await;

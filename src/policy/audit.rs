@@ -243,7 +243,7 @@ pub struct AuditPolicy {
     pub revocation: RevocationGate,
     pub rules: BTreeMap<RuleId, RuleOverride>,
     /// `[audit.stale]`: PATs without audited use (issue 21).
-    pub stale: super::usage::StalePolicy,
+    pub stale: StalePolicy,
 }
 
 /// One rule's effective settings.
@@ -268,7 +268,7 @@ pub struct AuditSettings {
     pub burst_max_actions: u32,
     pub burst_window_minutes: u32,
     pub lifecycle_tolerance_minutes: u32,
-    pub stale: super::usage::StalePolicy,
+    pub stale: StalePolicy,
 }
 
 impl Default for AuditSettings {
@@ -292,7 +292,7 @@ fn unreachable_default() -> AuditSettings {
         burst_max_actions: 60,
         burst_window_minutes: 10,
         lifecycle_tolerance_minutes: 15,
-        stale: super::usage::StalePolicy::default(),
+        stale: StalePolicy::default(),
     }
 }
 
@@ -512,6 +512,56 @@ pub fn from_policy_text(text: &str) -> Result<AuditPolicy, String> {
     match doc.get("audit") {
         None => Ok(AuditPolicy::default()),
         Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| format!("[audit]: {}", e.message())),
+    }
+}
+
+/// `[audit.stale]` of the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StalePolicy {
+    /// Days without an audited use after which a PAT is reported — once the log has been watched that long.
+    pub days: u32,
+    /// `alert` (default): report and tell the owner. `revoke`: also revoke unmanaged stale PATs after an
+    /// announced notice period.
+    pub response: StaleResponse,
+    /// Days between the announcement to the owner and the revocation.
+    pub notice_days: u32,
+    /// Announce and plan, never revoke. On by default: run dry first, then turn it off.
+    pub dry_run: bool,
+    /// PATs never revoked for staleness: display names or authorization ids (case-insensitive).
+    pub keep: Vec<String>,
+}
+
+impl Default for StalePolicy {
+    fn default() -> Self {
+        Self { days: 30, response: StaleResponse::Alert, notice_days: 14, dry_run: true, keep: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleResponse {
+    #[default]
+    Alert,
+    Revoke,
+}
+
+impl StalePolicy {
+    /// Every problem, as (field under `stale.`, problem).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !(1..=365).contains(&self.days) {
+            out.push(("stale.days".into(), "must be 1 to 365".into()));
+        }
+        if !(1..=90).contains(&self.notice_days) {
+            out.push(("stale.notice_days".into(), "must be 1 to 90".into()));
+        }
+        for (i, k) in self.keep.iter().enumerate() {
+            if k.trim().is_empty() {
+                out.push((format!("stale.keep[{i}]"), "is empty: name a display name or authorization id".into()));
+            }
+        }
+        out
     }
 }
 
