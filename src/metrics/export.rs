@@ -36,6 +36,9 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// frozen after it answers has rarely anything left to send.
 pub const EXPORT_DELAY: Duration = Duration::from_millis(100);
 
+/// Most queued messages the worker takes at once.
+const QUEUE_DRAIN: usize = 64;
+
 /// Histogram bounds for durations in seconds (runs take milliseconds to the 480 s budget).
 const DURATION_BOUNDS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
@@ -310,30 +313,43 @@ impl Pipeline2 {
         let mut due: Option<tokio::time::Instant> = None;
         let mut waiting_next: Vec<oneshot::Sender<()>> = Vec::new();
         let mut open = true;
+        // One timer, re-armed only when the due time changes, and the queue drained in bulk: the worker's own
+        // cost per batch stays small next to the invocations it shares the threads with.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut batch = Vec::with_capacity(QUEUE_DRAIN);
         while open || in_flight.is_some() || pending {
             let ready = in_flight.is_none() && pending;
-            let deadline = due.unwrap_or_else(tokio::time::Instant::now);
+            if let Some(d) = due
+                && sleep.deadline() != d
+            {
+                sleep.as_mut().reset(d);
+            }
             tokio::select! {
-                m = rx.recv(), if open => match m {
-                    Some(Msg::Batch(points)) => {
-                        self.record(points);
-                        pending = true;
-                        due.get_or_insert_with(|| tokio::time::Instant::now() + EXPORT_DELAY);
-                    }
-                    Some(Msg::Flush(done)) => {
-                        if pending {
-                            waiting_next.push(done);
-                            due = Some(tokio::time::Instant::now());
-                        } else if in_flight.is_some() {
-                            waiting_current.push(done);
-                        } else {
-                            let _ = done.send(());
-                        }
-                    }
-                    // Every sender is gone: export what is left, then stop.
-                    None => {
+                n = rx.recv_many(&mut batch, QUEUE_DRAIN), if open => {
+                    if n == 0 {
+                        // Every sender is gone: export what is left, then stop.
                         open = false;
                         due = Some(tokio::time::Instant::now());
+                    }
+                    for m in batch.drain(..) {
+                        match m {
+                            Msg::Batch(points) => {
+                                self.record(points);
+                                pending = true;
+                                due.get_or_insert_with(|| tokio::time::Instant::now() + EXPORT_DELAY);
+                            }
+                            Msg::Flush(done) => {
+                                if pending {
+                                    waiting_next.push(done);
+                                    due = Some(tokio::time::Instant::now());
+                                } else if in_flight.is_some() {
+                                    waiting_current.push(done);
+                                } else {
+                                    let _ = done.send(());
+                                }
+                            }
+                        }
                     }
                 },
                 () = async {
@@ -347,7 +363,7 @@ impl Pipeline2 {
                         let _ = w.send(());
                     }
                 }
-                () = tokio::time::sleep_until(deadline), if ready => {
+                () = &mut sleep, if ready && due.is_some() => {
                     pending = false;
                     due = None;
                     in_flight = self.collect();
