@@ -7,7 +7,8 @@
 //! gates each drain through `rotation::evidence::decide`, which maps a drain onto [`Superseded`]).
 
 use crate::domain::{AuthorizationId, OrgName};
-use crate::notify::{Notice, Severity, Target};
+use crate::notify::{Notice, Severity};
+use crate::policy::EvidenceGate;
 use crate::policy::audit::RevocationGate;
 use crate::timestamp::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -240,14 +241,6 @@ pub const DEADLINE_RULE: &str = "revocation_deadline";
 /// Whether a notice is the gate's deadline alert (it also goes to the `[audit]` recipients).
 pub fn is_deadline_alert(n: &Notice) -> bool {
     matches!(n, Notice::Finding { rule, .. } if rule == DEADLINE_RULE)
-}
-
-/// The gate's settings, from the policy's `[audit]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EvidenceGate {
-    pub gate: RevocationGate,
-    /// The audit section's recipients: deadline alerts go to them as well as to the token's own.
-    pub notify: Vec<Target>,
 }
 
 /// What one organization's audit log has shown.

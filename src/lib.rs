@@ -13,10 +13,10 @@
 //! - [`store`] — secret stores: Key Vault (official SDK) and the embedded encrypted file store.
 //! - [`consumers`] — where a rotated PAT is delivered (service connections, variable groups, GitHub Actions
 //!   secrets, more vault secrets, webhooks, references), the new-PAT test, delivery state and evidence.
-//! - [`policy`] — `patrol.toml` as types below its readers (the `[audit]` section).
+//! - [`policy`] — `patrol.toml` as types below its readers: tokens, `[audit]`, consumers.
 //! - [`evidence`] — what the audit log has shown (the checkpoint) and the pure revocation gate.
-//! - [`rotation`] — policy, inventory → plan → apply, the crash-safe per-token state machine, leases.
-//! - [`state`] — durable documents (journal, sent notices, checkpoints) with compare-and-swap.
+//! - [`rotation`] — inventory → plan → apply, the crash-safe per-token state machine, leases.
+//! - [`state`] — durable documents with compare-and-swap; the journal, delivery records, lifecycle log.
 //! - [`notify`] — expiry warnings, rotation reports and critical alerts by email and chat.
 //! - [`audit`] — audit-log ingestion, misuse rules, compromise response, break glass.
 //! - [`app`] — the composition root: settings + policy → stores, leases, connector, engine, notifier.

@@ -102,6 +102,7 @@ impl RotationFunctions {
             rt.engine.state.as_ref(),
             rt.connector.as_ref(),
             &crate::audit::usage::pats_from_inventory(&inventory, &rt.engine.policy),
+            &crate::audit::usage::listed_pairs(&inventory),
             &settings.stale,
             &settings.notify,
             true,

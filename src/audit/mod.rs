@@ -14,6 +14,8 @@
 //! - [`pass`] — the timer's audit pass: every organization polled, responses executed, notices.
 //! - [`usage`] — stale PATs (no audited use in N days), shared PATs, dead all-organization PATs; the
 //!   announced revocation of stale ones.
+//! - [`retire`] — retiring a managed token nobody uses (`patrol retire`): journaled in the token's journal
+//!   before any effect, its PATs revoked, its secret disabled, a `retired` lifecycle event; never re-created.
 //! - [`weekly`] — the weekly report (findings log, once a week with compare-and-swap).
 //! - [`migrate`] — all-organization PATs (retired 2026-12-01) found and the managed ones replaced.
 //! - [`render`] — findings as a table, markdown or JSON.
@@ -32,6 +34,7 @@ pub mod render;
 pub mod replace;
 pub mod respond;
 pub mod resume;
+pub mod retire;
 pub mod rules;
 pub mod usage;
 pub mod weekly;

@@ -300,8 +300,8 @@ pub async fn patrol_actions(
                 let Some(owner) = e.owner else { continue };
                 actions.push(PatrolAction {
                     kind: match e.kind {
-                        history::Kind::Revoked => Lifecycle::Revoke,
-                        _ => Lifecycle::Create,
+                        history::Kind::Revoked | history::Kind::Retired => Lifecycle::Revoke,
+                        history::Kind::Created | history::Kind::Rotated => Lifecycle::Create,
                     },
                     organization: e.organization,
                     owner,

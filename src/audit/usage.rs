@@ -326,23 +326,49 @@ pub enum Step {
     Wait { why: String },
     /// The announcement is withdrawn (used since, listed under `keep`, response no longer `revoke`).
     Withdraw { why: String },
+    /// The announced PAT is no longer among its owner's active PATs (revoked by someone else, expired or
+    /// deleted) before patrol revoked it: the notice is closed, nothing more happens.
+    Close { why: String },
 }
 
 /// What to do for each PAT under `response = "revoke"` (pure). Only unmanaged, organization-scoped PATs with
-/// evidence are announced; an announcement whose PAT has evidence of use again, or is kept, is withdrawn.
+/// evidence are announced; an announcement whose PAT has evidence of use again, or is kept, is withdrawn; one
+/// whose PAT is gone from a complete listing of its owner (`listed`: the (owner, organization) pairs whose
+/// active PATs were all listed) is closed. A pair that could not be listed says nothing: its announcements wait.
 pub fn plan_notices(
     pats: &[(UsagePat, Verdict)],
     pending: &BTreeMap<AuthorizationId, Announcement>,
+    listed: &BTreeSet<(OwnerId, OrgName)>,
     policy: &StalePolicy,
     now: OffsetDateTime,
 ) -> Vec<(AuthorizationId, Step)> {
     let mut out = Vec::new();
+    for (id, a) in pending {
+        if !pats.iter().any(|(p, _)| p.authorization_id == *id)
+            && listed.contains(&(a.owner.clone(), a.organization.clone()))
+        {
+            out.push((
+                *id,
+                Step::Close {
+                    why: format!(
+                        "no longer among {}'s active PATs in {} (revoked by someone else, expired or deleted) before \
+                         the announced revocation on {}",
+                        a.owner,
+                        a.organization,
+                        rfc3339(a.revoke_on)
+                    ),
+                },
+            ));
+        }
+    }
     for (pat, verdict) in pats {
         let id = pat.authorization_id;
         let announced = pending.get(&id);
         let eligible = policy.response == StaleResponse::Revoke && pat.secret.is_none() && !pat.global;
         if let Some(a) = announced {
-            if !eligible {
+            if let Some(secret) = pat.secret.as_deref() {
+                out.push((id, Step::Withdraw { why: format!("now managed by patrol (secret {secret})") }));
+            } else if !eligible {
                 out.push((id, Step::Withdraw { why: "the policy's stale response is no longer revoke".into() }));
             } else if policy.keeps(pat) {
                 out.push((id, Step::Withdraw { why: "listed under [audit.stale] keep".into() }));
@@ -403,6 +429,44 @@ fn owner_target(owner: &OwnerId) -> Vec<Target> {
     Target::parse(&format!("email:{owner}")).map(|t| vec![t]).unwrap_or_default()
 }
 
+/// What `patrol audit` judges staleness on (pure): the timer's checkpoint (how long the log has been watched,
+/// every use it saw) joined with the window the command just read (`fresh`, a throwaway checkpoint). The
+/// coverage is continuous from the older start only when the timer's last window reaches the fresh one;
+/// the latest use of each PAT wins; auditing looks off when either says so.
+pub fn merge_watch(timer: Option<Checkpoint>, fresh: Checkpoint) -> Checkpoint {
+    let Some(t) = timer else { return fresh };
+    let mut out = fresh.clone();
+    let continuous = matches!((t.window_end, fresh.watched_since), (Some(end), Some(start)) if end >= start);
+    if continuous {
+        out.watched_since = match (t.watched_since, fresh.watched_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    for (id, u) in t.last_use {
+        match out.last_use.get(&id) {
+            Some(f) if f.at >= u.at => {}
+            _ => {
+                out.last_use.insert(id, u);
+            }
+        }
+    }
+    for (id, p) in t.usage {
+        let e = out.usage.entry(id).or_default();
+        for (k, v) in p.user_agents {
+            remember(&mut e.user_agents, &k, v);
+        }
+        for (k, v) in p.ranges {
+            remember(&mut e.ranges, &k, v);
+        }
+        for (k, v) in p.pipelines {
+            remember(&mut e.pipelines, &k, v);
+        }
+    }
+    out.auditing_off = t.auditing_off || fresh.auditing_off;
+    out
+}
+
 /// Reads each organization's audit checkpoint (`None` where patrol has never read the log).
 pub async fn watches(
     state: &dyn StateStore,
@@ -425,12 +489,21 @@ pub async fn watches(
     (out, errors)
 }
 
-/// Assesses every PAT, and with `respond` (the timer) announces, withdraws and revokes as the policy says,
-/// persisting the announcements. `respond = false` (CLI) changes nothing.
+/// The (owner, organization) pairs of an inventory whose active PATs were all listed.
+pub fn listed_pairs(inv: &crate::rotation::inventory::Inventory) -> BTreeSet<(OwnerId, OrgName)> {
+    inv.owners.iter().filter(|o| o.error.is_none()).map(|o| (o.owner.clone(), o.organization.clone())).collect()
+}
+
+/// Assesses every PAT, and with `respond` (the timer) announces, withdraws, closes and revokes as the policy
+/// says, persisting the announcements. `respond = false` (CLI) changes nothing. `listed`: the (owner,
+/// organization) pairs whose active PATs `pats` holds completely (an announced PAT missing from one of them
+/// is gone, and its notice is closed).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     state: &dyn StateStore,
     connector: &dyn Connector,
     pats: &[UsagePat],
+    listed: &BTreeSet<(OwnerId, OrgName)>,
     policy: &StalePolicy,
     notify: &[Target],
     respond: bool,
@@ -458,9 +531,37 @@ pub async fn run(
             (Notices::default(), None)
         }
     };
-    let steps = plan_notices(&assessed, &notices.pending, policy, now);
+    let steps = plan_notices(&assessed, &notices.pending, listed, policy, now);
     let mut changed = false;
     for (id, step) in &steps {
+        if let Step::Close { why } = step {
+            if !respond {
+                continue;
+            }
+            let Some(a) = notices.pending.remove(id) else { continue };
+            notices.closed.push(Closed {
+                authorization_id: *id,
+                display_name: a.display_name.clone(),
+                owner: a.owner.clone(),
+                outcome: format!("closed: {why}"),
+                at: now,
+            });
+            changed = true;
+            report.notices.push(Addressed {
+                targets: notify.iter().cloned().chain(owner_target(&a.owner)).collect(),
+                notice: Notice::Finding {
+                    rule: "stale_pat".into(),
+                    severity: Severity::Info,
+                    summary: format!(
+                        "The revocation patrol announced for PAT \"{}\" of {} in {} is closed: the PAT is {why}.",
+                        a.display_name, a.owner, a.organization
+                    ),
+                    evidence: vec![format!("announced on {}", rfc3339(a.announced_at))],
+                    action: "No action needed: patrol will not revoke anything for this notice.".into(),
+                },
+            });
+            continue;
+        }
         let Some((pat, _)) = assessed.iter().find(|(p, _)| p.authorization_id == *id) else { continue };
         let targets: Vec<Target> = notify.iter().cloned().chain(owner_target(&pat.owner)).collect();
         let name = &pat.display_name;
@@ -517,7 +618,7 @@ pub async fn run(
                 });
                 changed = true;
             }
-            Step::Wait { .. } => {}
+            Step::Wait { .. } | Step::Close { .. } => {}
             Step::Revoke { dry_run } => {
                 let sentence = format!("PAT \"{name}\" of {} in {}", pat.owner, pat.organization);
                 if *dry_run || !respond {
@@ -732,7 +833,8 @@ mod tests {
         let p = pat(t0 - Duration::days(100));
         let policy = StalePolicy { response: StaleResponse::Revoke, dry_run: false, ..Default::default() };
         let stale = vec![(p.clone(), Verdict::NoAuditedUse { days: 31 })];
-        let steps = plan_notices(&stale, &BTreeMap::new(), &policy, t0);
+        let listed: BTreeSet<(OwnerId, OrgName)> = [(p.owner.clone(), p.organization.clone())].into();
+        let steps = plan_notices(&stale, &BTreeMap::new(), &listed, &policy, t0);
         assert_eq!(steps, vec![(p.authorization_id, Step::Announce { revoke_on: t0 + Duration::days(14) })]);
         let mut pending = BTreeMap::new();
         pending.insert(
@@ -745,22 +847,42 @@ mod tests {
                 revoke_on: t0 + Duration::days(14),
             },
         );
-        assert!(matches!(plan_notices(&stale, &pending, &policy, t0 + Duration::days(13))[0].1, Step::Wait { .. }));
+        assert!(matches!(
+            plan_notices(&stale, &pending, &listed, &policy, t0 + Duration::days(13))[0].1,
+            Step::Wait { .. }
+        ));
         assert_eq!(
-            plan_notices(&stale, &pending, &policy, t0 + Duration::days(14))[0].1,
+            plan_notices(&stale, &pending, &listed, &policy, t0 + Duration::days(14))[0].1,
             Step::Revoke { dry_run: false }
         );
         let off = vec![(p.clone(), Verdict::NoEvidence { reason: "auditing looks switched off".into() })];
-        assert!(matches!(plan_notices(&off, &pending, &policy, t0 + Duration::days(20))[0].1, Step::Wait { .. }));
+        assert!(matches!(
+            plan_notices(&off, &pending, &listed, &policy, t0 + Duration::days(20))[0].1,
+            Step::Wait { .. }
+        ));
         let used = vec![(p.clone(), Verdict::Used)];
-        assert!(matches!(plan_notices(&used, &pending, &policy, t0 + Duration::days(20))[0].1, Step::Withdraw { .. }));
+        assert!(matches!(
+            plan_notices(&used, &pending, &listed, &policy, t0 + Duration::days(20))[0].1,
+            Step::Withdraw { .. }
+        ));
         let kept = StalePolicy { keep: vec!["NIGHTLY".into()], ..policy.clone() };
-        assert!(matches!(plan_notices(&stale, &pending, &kept, t0 + Duration::days(20))[0].1, Step::Withdraw { .. }));
+        assert!(matches!(
+            plan_notices(&stale, &pending, &listed, &kept, t0 + Duration::days(20))[0].1,
+            Step::Withdraw { .. }
+        ));
         // Managed PATs are never announced; `alert` announces nothing.
         let mut m = p.clone();
         m.secret = Some("ci".into());
-        assert!(plan_notices(&[(m, Verdict::NoAuditedUse { days: 40 })], &BTreeMap::new(), &policy, t0).is_empty());
-        assert!(plan_notices(&stale, &BTreeMap::new(), &StalePolicy::default(), t0).is_empty());
+        assert!(
+            plan_notices(&[(m, Verdict::NoAuditedUse { days: 40 })], &BTreeMap::new(), &listed, &policy, t0).is_empty()
+        );
+        assert!(plan_notices(&stale, &BTreeMap::new(), &listed, &StalePolicy::default(), t0).is_empty());
+        // Gone from a complete listing of its owner: closed; from a listing that failed: nothing is said.
+        let later = t0 + Duration::days(3);
+        assert!(
+            matches!(&plan_notices(&[], &pending, &listed, &policy, later)[..], [(_, Step::Close { why })] if why.contains("no longer among"))
+        );
+        assert!(plan_notices(&[], &pending, &BTreeSet::new(), &policy, later).is_empty());
     }
 
     #[test]
@@ -779,6 +901,31 @@ mod tests {
         assert!(ev[0].contains("2 pipelines: build-a, deploy-b") && ev[1].contains("address ranges"), "{ev:?}");
         assert_eq!(range_of("2001:db8:1:2::7".parse().unwrap()), "2001:db8:1::/48");
         assert_eq!(product_of("Mozilla/5.0 (X11)"), "mozilla");
+    }
+
+    #[test]
+    fn audit_joins_the_timers_watch_only_when_continuous_and_keeps_the_latest_use() {
+        let t = datetime!(2026-12-02 00:00 UTC);
+        let p = pat(t - Duration::days(100));
+        let fresh = Checkpoint {
+            window_end: Some(t),
+            watched_since: Some(t - Duration::days(1)),
+            last_use: [(p.authorization_id, used(t - Duration::hours(2)))].into(),
+            ..Default::default()
+        };
+        let timer = Checkpoint {
+            window_end: Some(t - Duration::hours(3)),
+            watched_since: Some(t - Duration::days(50)),
+            last_use: [(p.authorization_id, used(t - Duration::days(9)))].into(),
+            ..Default::default()
+        };
+        let m = merge_watch(Some(timer.clone()), fresh.clone());
+        assert_eq!(m.watched_since, Some(t - Duration::days(50)));
+        assert_eq!(m.last_use[&p.authorization_id].at, t - Duration::hours(2));
+        // A gap between the timer's last window and the fresh one: only the fresh window counts.
+        let gap = Checkpoint { window_end: Some(t - Duration::days(3)), ..timer };
+        assert_eq!(merge_watch(Some(gap), fresh.clone()).watched_since, Some(t - Duration::days(1)));
+        assert_eq!(merge_watch(None, fresh.clone()), fresh);
     }
 
     #[test]

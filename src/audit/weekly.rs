@@ -164,7 +164,7 @@ pub fn lifecycle_rows(events: &[Event]) -> Vec<RotationRow> {
                         format!("rotated ({})", e.detail)
                     },
                 },
-                Kind::Revoked => RotationRow {
+                Kind::Revoked | Kind::Retired => RotationRow {
                     at: e.at,
                     secret,
                     old_display_name: Some(format!(
@@ -173,7 +173,11 @@ pub fn lifecycle_rows(events: &[Event]) -> Vec<RotationRow> {
                     )),
                     new_display_name: "—".into(),
                     new_valid_to: e.at,
-                    outcome: format!("revoked ({})", e.detail),
+                    outcome: if e.kind == Kind::Retired {
+                        format!("retired ({})", e.detail)
+                    } else {
+                        format!("revoked ({})", e.detail)
+                    },
                 },
             }
         })

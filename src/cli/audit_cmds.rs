@@ -241,7 +241,11 @@ pub async fn run_audit(rt: &AuditRuntime, args: &AuditArgs, out: &mut dyn Write)
     };
     let summary =
         audit_pass(rt.connector.as_ref(), &scratch_state, rt.connector.as_ref(), rt.engine.as_ref(), input, now).await;
-    write(out, &render(&summary.reports, args.format))?;
+    let (usage_rows, usage_warnings) = usage_section(rt, &scratch_state, &summary.reports, now).await;
+    write(out, &render(&summary.reports, &usage_rows, args.format))?;
+    for w in &usage_warnings {
+        writeln!(std::io::stderr(), "patrol: warning: {w}").ok();
+    }
     problems.extend(summary.errors.iter().cloned());
     for p in &problems {
         writeln!(std::io::stderr(), "patrol: {p}").ok();
@@ -255,6 +259,63 @@ pub async fn run_audit(rt: &AuditRuntime, args: &AuditArgs, out: &mut dyn Write)
         crate::app::export_cli_run(rt.metrics.as_deref(), points, outcome, started).await;
     }
     Ok(if problems.is_empty() { 0 } else { EXIT_FAILED })
+}
+
+/// The stale, shared and dead PATs of the organizations just read (`crate::audit::usage`), as `inventory`
+/// shows them: every PAT of the policy's owners there, judged on the timer's checkpoint joined with the window
+/// this command read ([`crate::audit::usage::merge_watch`]). Read-only: the merged checkpoints go to the
+/// throwaway store, nothing is announced or revoked. Also returns what made the section incomplete.
+async fn usage_section(
+    rt: &AuditRuntime,
+    scratch: &Scratch,
+    reports: &[crate::audit::ingest::PollReport],
+    now: time::OffsetDateTime,
+) -> (Vec<crate::audit::usage::Row>, Vec<String>) {
+    use crate::audit::ingest::{Checkpoint, checkpoint_key};
+    use crate::audit::usage;
+    let mut warnings = Vec::new();
+    if reports.is_empty() {
+        return (Vec::new(), warnings);
+    }
+    for r in reports {
+        let key = checkpoint_key(&r.organization);
+        let timer = match rt.state.load(&key).await {
+            Ok(Some((b, _))) => serde_json::from_slice::<Checkpoint>(&b).ok(),
+            _ => None,
+        };
+        let Ok(Some((body, etag))) = scratch.load(&key).await else { continue };
+        let Ok(fresh) = serde_json::from_slice::<Checkpoint>(&body) else { continue };
+        if let Ok(merged) = serde_json::to_vec(&usage::merge_watch(timer, fresh)) {
+            let _ = scratch.save(&key, &merged, Some(&etag)).await;
+        }
+    }
+    // The timer's announcements, so a pending revocation shows its date.
+    if let Ok(Some((body, _))) = rt.state.load(usage::NOTICES_KEY).await {
+        let _ = scratch
+            .save(
+                usage::NOTICES_KEY,
+                &body,
+                scratch.load(usage::NOTICES_KEY).await.ok().flatten().map(|(_, e)| e).as_ref(),
+            )
+            .await;
+    }
+    let inventory = rt.engine.inventory(None).await;
+    for o in inventory.owners.iter().filter(|o| o.error.is_some()) {
+        if reports.iter().any(|r| r.organization == o.organization) {
+            warnings.push(format!(
+                "the stale/shared/dead section leaves out the PATs of {} in {}: {}",
+                o.owner,
+                o.organization,
+                o.error.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    let mut pats = usage::pats_from_inventory(&inventory, &rt.engine.policy);
+    pats.retain(|p| reports.iter().any(|r| r.organization == p.organization));
+    let listed = usage::listed_pairs(&inventory);
+    let report = usage::run(scratch, rt.connector.as_ref(), &pats, &listed, &rt.audit.stale, &[], false, now).await;
+    warnings.extend(report.errors);
+    (report.rows, warnings)
 }
 
 /// A throwaway state store: `patrol audit` reads without moving the timer's checkpoint.

@@ -1,5 +1,5 @@
 //! `patrol history [SECRET]`: the lifecycle log the state keeps (`history/lifecycle`, see
-//! `crate::rotation::history`): every PAT patrol created, rotated or revoked, when, by which trigger and
+//! `crate::rotation::history`): every PAT patrol created, rotated, revoked or retired, when, by which trigger and
 //! why. Reads the state store only.
 
 use super::CliError;
@@ -17,7 +17,7 @@ Examples:
 
 JSON (docs/schemas/history.schema.json):
   {at, secret, since, events}
-  events[]: at, kind (created, rotated, revoked), secret, owner,
+  events[]: at, kind (created, rotated, revoked, retired), secret, owner,
             organization, authorization_id, display_name, scope,
             valid_to, replaced, by, detail
 by is the trigger (RotateTimer, RotateHttp, EventGridSecretChanged, patrol
@@ -53,6 +53,7 @@ fn kind(k: Kind) -> &'static str {
         Kind::Created => "created",
         Kind::Rotated => "rotated",
         Kind::Revoked => "revoked",
+        Kind::Retired => "retired",
     }
 }
 

@@ -24,7 +24,8 @@ JSON (docs/schemas/inventory.schema.json):
   {taken_at, pats, problems, consumers, usage, stale_shared_dead}
   pats[]: owner, organization, authorization_id, display_name, managed,
           secret, role, scope, global, full_access, valid_from, valid_to,
-          days_left, state (active, expired, missing, stopped-working)
+          days_left, state (active, expired, missing, stopped-working,
+          retired, retiring)
   problems[]: owner, organization, error, sign_in_required
   consumers[]: secret, consumers (consumer, kind, state, moved, ...)
   usage[]: authorization_id, last_use, watched_since, verdict, revoke_on
@@ -56,6 +57,8 @@ pub enum Role {
     Unmanaged,
     /// A managed secret that holds no PAT yet (the next run creates one).
     Missing,
+    /// A managed token retired with `patrol retire`: its PATs revoked, its secret disabled, never rotated again.
+    Retired,
 }
 
 /// One line of the inventory (JSON field names are stable; see `docs/cli.md`).
@@ -294,6 +297,25 @@ pub fn rows(
         }
     }
     for t in &policy.tokens {
+        if let Some(r) = inv.tokens.get(&t.secret).and_then(|ts| ts.journal.retired.as_ref()) {
+            pats.push(PatRow {
+                owner: t.owner.to_string(),
+                organization: t.organization.to_string(),
+                authorization_id: r.current,
+                display_name: t.display_name.to_string(),
+                managed: true,
+                secret: Some(t.secret.to_string()),
+                role: Role::Retired,
+                scope: t.scopes.to_string(),
+                global: t.all_orgs,
+                full_access: false,
+                valid_from: None,
+                valid_to: None,
+                days_left: None,
+                state: if r.done { "retired".into() } else { "retiring".into() },
+            });
+            continue;
+        }
         if inv.tokens.contains_key(&t.secret)
             && !held.contains(&t.secret)
             && inv.owner_pats(&t.owner, &t.organization).is_some_and(|o| o.error.is_none())
@@ -379,8 +401,11 @@ pub async fn with_usage(local: &Local, connector: &dyn Connector, view: &mut Inv
         .map(|p| p.stale)
         .unwrap_or_default();
     let pats = usage_pats(view, &local.policy);
+    // Read-only (`respond = false`): no announcement is closed from here, so the listed pairs do not matter.
+    let listed = Default::default();
     let report =
-        crate::audit::usage::run(local.state.as_ref(), connector, &pats, &stale, &[], false, view.taken_at).await;
+        crate::audit::usage::run(local.state.as_ref(), connector, &pats, &listed, &stale, &[], false, view.taken_at)
+            .await;
     for e in &report.errors {
         tracing::warn!("{e}");
     }

@@ -1,5 +1,5 @@
 //! The operator's command line: `serve`, `plan`, `rotate`, `inventory`, `status`, `login`, `report`,
-//! `demo`, shell completions, and the exit codes every command shares.
+//! `demo`, `retire`, shell completions, and the exit codes every command shares.
 //!
 //! One file per subcommand; [`output`] renders data as a table, JSON or markdown; [`progress`] shows
 //! progress bars only when stdout is a terminal; [`runtime`] builds the engine's parts from the settings.
@@ -23,6 +23,7 @@ pub mod output;
 mod plan;
 mod progress;
 pub mod report;
+mod retire;
 mod rotate;
 pub mod runtime;
 mod serve;
@@ -59,6 +60,7 @@ Examples:
   patrol rotate ci-build-pat --force   # rotate one token now
   patrol report --out report.html
   patrol history ci-build-pat          # what patrol did to a token: created, rotated, revoked, why
+  patrol retire old-nightly-pat --dry-run   # a managed token nobody uses: what retiring it would do
   patrol completions bash > /etc/bash_completion.d/patrol
 
 Settings come from PATROL_* environment variables (see README). Exit codes: 0 ok, 1 work failed,
@@ -123,6 +125,9 @@ pub enum Command {
     Audit(audit_cmds::AuditArgs),
     /// Break glass: revoke one PAT, every PAT of an owner or user, or everything in an organization.
     Revoke(audit_cmds::RevokeArgs),
+    /// Retire a managed token nobody uses: revoke its PATs, disable its secret, never rotate it again.
+    #[command(after_help = retire::AFTER_HELP)]
+    Retire(retire::RetireArgs),
     /// Replace managed all-organization PATs (they stopped working on 2026-12-01) with organization-scoped ones.
     MigrateGlobal(audit_cmds::MigrateGlobalArgs),
     /// Move owners' refresh tokens from the consumer vault(s) to patrol's own vault (PATROL_OWN_KEYVAULT_URL).
@@ -192,6 +197,7 @@ pub fn main() -> ExitCode {
             Command::Revoke(args) => {
                 crate::telemetry::with_trigger("patrol revoke", audit_cmds::cli_revoke(&args)).await
             }
+            Command::Retire(args) => retire::run(&args).await,
             Command::MigrateGlobal(args) => {
                 crate::telemetry::with_trigger("patrol migrate-global", audit_cmds::cli_migrate_global(&args)).await
             }

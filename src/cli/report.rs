@@ -219,11 +219,13 @@ fn severity_rank(s: Severity) -> u8 {
 pub const PERIOD: time::Duration = time::Duration::days(7);
 
 /// Adds the revocations of the period from the lifecycle log (`rotation::history`): previous PATs whose grace
-/// ended, suspects revoked by a response, break glass. Rotations come from the journals already.
+/// ended, suspects revoked by a response, break glass, tokens retired (`patrol retire`). Rotations come from the
+/// journals already.
 pub fn add_revocations(data: &mut ReportData, events: &[crate::rotation::history::Event]) {
+    use crate::rotation::history::Kind;
     let from = data.generated_at - PERIOD;
     let revoked: Vec<_> =
-        events.iter().filter(|e| e.kind == crate::rotation::history::Kind::Revoked && e.at >= from).cloned().collect();
+        events.iter().filter(|e| matches!(e.kind, Kind::Revoked | Kind::Retired) && e.at >= from).cloned().collect();
     data.rotations.extend(crate::audit::weekly::lifecycle_rows(&revoked));
     data.rotations.sort_by_key(|r| std::cmp::Reverse(r.at));
 }

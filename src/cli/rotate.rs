@@ -60,6 +60,12 @@ pub fn table(s: &RunSummary) -> Table {
             r.error.clone().or_else(|| r.deferred.clone()).unwrap_or_else(|| r.done.join("; ")),
         ]);
     }
+    // Retired tokens are never worked on: say so (and what to do) instead of leaving them out.
+    for e in s.plan.entries.iter().filter(|e| !s.reports.iter().any(|r| r.secret == e.secret.as_str())) {
+        if let Some(a) = e.retired() {
+            t.push(vec![e.secret.to_string(), "retired".into(), "-".into(), "0".into(), a.label()]);
+        }
+    }
     for b in &s.busy {
         t.push(vec![b.to_string(), "busy".into(), "-".into(), "0".into(), "another run holds its lease".into()]);
     }

@@ -12,7 +12,7 @@ use super::policy::{Consumer, ConsumerKind};
 use super::state::UseEvidence;
 use super::{ConsumerError, WriteContext};
 use crate::domain::SecretName;
-use crate::rotation::policy::ManagedToken;
+use crate::policy::ManagedToken;
 use crate::state::StateStore;
 use crate::store::SecretStore;
 use hmac::{Hmac, Mac};
@@ -202,7 +202,7 @@ fn fmt(t: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rotation::policy::Policy;
+    use crate::policy::Policy;
     use crate::state::FileStateStore;
     use crate::store::memory::MemoryStore;
     use secrecy::SecretString;

@@ -8,7 +8,7 @@ use super::policy::{Consumer, ConsumerKind};
 use super::state::{Delivery, DeliveryStep};
 use crate::domain::{AuthorizationId, SecretName};
 use crate::notify::{Notice, Severity};
-use crate::rotation::policy::ManagedToken;
+use crate::policy::ManagedToken;
 use time::{Duration, OffsetDateTime};
 
 /// What the consumers say about revoking the previous PAT now.
@@ -145,8 +145,8 @@ fn deadline_alert(
 /// previous PAT was replaced because it is compromised — that one is never held back for consumers).
 pub fn for_drain(
     token: &ManagedToken,
-    journal: &crate::rotation::journal::Journal,
-    drain: &crate::rotation::journal::Drain,
+    journal: &crate::state::journal::Journal,
+    drain: &crate::state::journal::Drain,
     current: Option<AuthorizationId>,
     now: OffsetDateTime,
 ) -> Option<ConsumerGate> {
@@ -154,7 +154,7 @@ pub fn for_drain(
         return None;
     }
     let last = journal.last.as_ref().filter(|l| drain.replaced_by.as_ref() == Some(&l.op));
-    if last.is_some_and(|l| l.reason == crate::rotation::journal::Reason::Compromised) {
+    if last.is_some_and(|l| l.reason == crate::state::journal::Reason::Compromised) {
         return None;
     }
     let rotated_at =
@@ -166,7 +166,7 @@ pub fn for_drain(
 /// PAT waits for them, evidence of use still missing (`observe`).
 pub fn due(
     token: &ManagedToken,
-    journal: &crate::rotation::journal::Journal,
+    journal: &crate::state::journal::Journal,
     current: Option<AuthorizationId>,
     waiting_drains: bool,
     now: OffsetDateTime,

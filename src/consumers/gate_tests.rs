@@ -1,7 +1,7 @@
 use super::gate::{ConsumerGate, decide};
 use super::state::{Delivery, DeliveryStep, UseEvidence};
 use crate::domain::AuthorizationId;
-use crate::rotation::policy::Policy;
+use crate::policy::Policy;
 use std::path::Path;
 use time::Duration;
 use time::macros::datetime;

@@ -1,20 +1,23 @@
 //! Consumers: every place a rotated PAT must reach besides its own Key Vault secret, and the proof that
 //! it arrived and was used before the previous PAT is revoked.
 //!
-//! - [`policy`] — `[[token.consumer]]` / `[consumers]` in `patrol.toml`, validated with file:line:field errors.
-//! - [`state`] — each consumer's delivery of the current PAT, kept in the token's journal record.
+//! - [`policy`] (`crate::policy::consumers`, below this module) — `[[token.consumer]]` / `[consumers]` in
+//!   `patrol.toml`, validated with file:line:field errors.
+//! - [`state`] (`crate::state::deliveries`, beside the journal) — each consumer's delivery of the current
+//!   PAT, kept in the token's journal record.
 //! - [`gate`] — pure: may the previous PAT be revoked, given what the consumers did?
 //! - [`view`] — pure: what operators see of each consumer (one view for every command and the report).
 //! - [`ConsumerWriter`] — the effects (read the object's version marker, write, look for evidence), driven
 //!   by the state machine (`rotation::machine`), which journals each write before it happens.
+
+pub use crate::policy::consumers as policy;
+pub use crate::state::deliveries as state;
 
 pub mod ack;
 pub mod check;
 pub mod devops;
 pub mod gate;
 pub mod github;
-pub mod policy;
-pub mod state;
 pub mod vault;
 pub mod view;
 pub mod webhook;

@@ -1,5 +1,5 @@
 use super::policy::*;
-use crate::rotation::policy::{Policy, PolicyError};
+use crate::policy::{Policy, PolicyError};
 use std::path::Path;
 
 const BASE: &str = r#"[defaults]

@@ -7,8 +7,8 @@ use super::gate;
 use super::policy::{Consumer, ConsumerKind, GithubTarget};
 use super::state::{Delivery, DeliveryStep};
 use crate::domain::AuthorizationId;
-use crate::rotation::journal::Journal;
-use crate::rotation::policy::ManagedToken;
+use crate::policy::ManagedToken;
+use crate::state::journal::Journal;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 /// is logged and left out, so every delivery reports "not configured" with the reason.
 pub fn for_policy(
     settings: &Settings,
-    policy: &crate::rotation::policy::Policy,
+    policy: &crate::policy::Policy,
     own: Arc<dyn SecretStore>,
     consumer: Arc<dyn SecretStore>,
     state: Arc<dyn StateStore>,

@@ -250,7 +250,7 @@ const NOT_CONFIGURED: &str = "rotation is not configured in this build of patrol
 #[async_trait]
 impl Functions for NotConfigured {
     async fn rotate_timer(&self, _: &Invocation, timer: TimerRun) -> Outcome {
-        let last = timer.last_run().map_or_else(|| "never".to_owned(), super::invoke::rfc3339);
+        let last = timer.last_run().map_or_else(|| "never".to_owned(), crate::timestamp::rfc3339);
         Ok(Report::new(
             Status::NotConfigured,
             format!("received a timer run (past due: {}, last run: {last}); {NOT_CONFIGURED}", timer.is_past_due),

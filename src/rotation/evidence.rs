@@ -88,8 +88,9 @@ pub fn decide(ev: &Evidence, token: &ManagedToken, ts: &TokenState, d: &Drain, n
 mod tests {
     use super::*;
     use crate::domain::{OrgName, OwnerId};
-    use crate::evidence::{EvidenceGate, LastUse, is_deadline_alert};
+    use crate::evidence::{LastUse, is_deadline_alert};
     use crate::notify::{Notice, Severity};
+    use crate::policy::EvidenceGate;
     use crate::policy::audit::RevocationGate;
     use crate::policy::audit::RevocationMode;
     use crate::rotation::journal::PatVersion;

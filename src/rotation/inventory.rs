@@ -82,9 +82,12 @@ pub async fn token_state(store: &dyn SecretStore, state: &dyn StateStore, secret
     let mut errors = Vec::new();
     // Two independent local reads: side by side (this is on the critical path of every rotation).
     let (got, loaded) = futures::join!(store.get(secret, None), journal::load(state, secret));
+    // A retired token's secret is disabled on purpose (`patrol retire`): that is its state, not a problem.
+    let retired = matches!(&loaded, Ok(l) if l.journal.retired.is_some());
     let current = match got {
         // The value is dropped here: inventory needs properties only.
         Ok(found) => found.map(|s| s.properties),
+        Err(StoreError::Disabled { .. }) if retired => None,
         Err(StoreError::Disabled { .. }) => {
             errors.push(format!("the current version of {secret} is disabled"));
             None

@@ -294,6 +294,12 @@ impl Machine<'_> {
                 }
                 // The evidence gate keeps this previous PAT for now: nothing to do (see `rotation::evidence`).
                 Action::WaitPrevious { .. } => Ok(()),
+                // Retired (`patrol retire`): nothing is done for it again; finishing an interrupted retirement
+                // is the operator's command's job (`patrol retire`, in `audit/retire.rs`).
+                Action::Retired { message, .. } => {
+                    report.done.push(message.clone());
+                    Ok(())
+                }
                 Action::Rotate { reason } => match self.rotate(&mut loaded, ts, &mut report, *reason).await {
                     Ok(()) if report.rotated.is_some() => self.deliver(&mut loaded, &mut report, deadline).await,
                     e => e,

@@ -1,6 +1,10 @@
 //! The rotation engine: policy as code, inventory → plan → apply, a crash-safe per-token state machine,
 //! per-token leases, and the entry points the three functions and the CLI call.
 //!
+//! Below it: `patrol.toml` ([`policy`] is `crate::policy`), and the documents it keeps in the state store
+//! ([`journal`], the per-token record persisted before every external effect, and [`history`], the
+//! lifecycle log, are `crate::state::journal` and `crate::state::history`).
+//!
 //! Files, top-down (each imports only files below it; `src/app/layers_tests.rs` checks):
 //!
 //! - [`prestage`] — one token's rotation for a reason (break glass, global migration), `Engine::prestage`;
@@ -14,11 +18,11 @@
 //! - [`plan`] — the pure decision: rotate (with a reason), revoke drained, reconcile orphans, adopt, resume.
 //! - [`evidence`] — the audit evidence (`crate::evidence`) loaded for the plan, each drain put to the gate.
 //! - [`inventory`] — policy ⋈ secret store ⋈ each owner's PATs (all pages) ⋈ journal (⋈ evidence).
-//! - [`journal`] — the per-token journal record, persisted before every external effect; beside it
-//!   [`history`], the lifecycle log (`history/lifecycle`) — both documents in the state store.
-//! - [`policy`] — `patrol.toml`, validated with file/line/field errors.
 //! - [`shared`] → [`lease`] — the journal store and leases from the settings (handler and CLI alike); one
 //!   lease per token (blob lease or OS file lock).
+
+pub use crate::policy;
+pub use crate::state::{history, journal};
 
 pub mod adopt;
 pub mod alerts;
@@ -30,16 +34,13 @@ mod engine_tests;
 pub mod evidence;
 #[cfg(test)]
 pub(crate) mod fake;
-pub mod history;
 pub mod inventory;
-pub mod journal;
 pub mod lease;
 #[cfg(test)]
 mod lease_tests;
 pub mod machine;
 pub mod measure;
 pub mod plan;
-pub mod policy;
 pub mod prestage;
 pub mod shared;
 pub mod verdict;

@@ -70,6 +70,16 @@ pub enum Action {
     Blocked {
         why: String,
     },
+    /// The token was retired (`patrol retire`): patrol never creates, rotates or delivers a PAT for it again,
+    /// whatever the rest of the state says. `finished = false`: the retirement was interrupted (its intent is
+    /// journaled, some PAT or version may still be live) and `patrol retire` run again finishes it. `message`
+    /// tells the operator what to do (delete the `[[token]]` block).
+    Retired {
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+        finished: bool,
+        message: String,
+    },
 }
 
 impl Action {
@@ -92,6 +102,7 @@ impl Action {
             Self::Rotate { reason } => format!("rotate ({})", reason.as_str()),
             Self::Deliver { consumers } => format!("deliver/check consumers: {}", consumers.join(", ")),
             Self::Blocked { why } => format!("blocked: {why}"),
+            Self::Retired { message, .. } => message.clone(),
         }
     }
 }
@@ -129,9 +140,14 @@ impl Entry {
         })
     }
 
-    /// Nothing to apply: no actions, or only previous PATs the evidence gate keeps for now.
+    /// Nothing to apply: no actions, or only previous PATs the evidence gate keeps for now, or a retired token.
     pub fn is_noop(&self) -> bool {
-        self.actions.iter().all(|a| matches!(a, Action::WaitPrevious { .. }))
+        self.actions.iter().all(|a| matches!(a, Action::WaitPrevious { .. } | Action::Retired { .. }))
+    }
+
+    /// The retirement, when the token was retired.
+    pub fn retired(&self) -> Option<&Action> {
+        self.actions.iter().find(|a| matches!(a, Action::Retired { .. }))
     }
 }
 
@@ -330,6 +346,25 @@ pub fn drains(token: &ManagedToken, ts: &TokenState) -> Vec<Drain> {
     out
 }
 
+/// The plan's word for a retired token (pure).
+pub fn retired_action(token: &ManagedToken, r: &super::journal::Retirement) -> Action {
+    let when = crate::timestamp::rfc3339(r.at);
+    let message = if r.done {
+        format!(
+            "retired on {when} ({}): patrol no longer creates, rotates or delivers it; delete its [[token]] block \
+             (secret = \"{}\") from the policy",
+            r.reason, token.secret
+        )
+    } else {
+        format!(
+            "retirement started on {when} was interrupted: run `patrol retire {} --yes` again to finish it (patrol \
+             creates and rotates nothing for it meanwhile)",
+            token.secret
+        )
+    };
+    Action::Retired { at: r.at, finished: r.done, message }
+}
+
 fn plan_token(
     listings: &Listings<'_>,
     token: &ManagedToken,
@@ -352,6 +387,12 @@ fn plan_token(
             crate::consumers::view::token_view(token, &ts.journal, current, now)
         },
     };
+    // A retired token is never planned again: no rotation (its PAT is revoked, so it would look missing), no
+    // delivery, no adoption — the operator deletes its `[[token]]` block.
+    if let Some(r) = &ts.journal.retired {
+        e.actions.push(retired_action(token, r));
+        return e;
+    }
     if let Some(err) = &ts.error {
         e.actions.push(Action::Blocked { why: err.clone() });
         return e;
@@ -693,6 +734,39 @@ pub(crate) mod tests {
         let table = p.table();
         assert!(table.contains("tok-1") && table.contains("rotate (due)"), "{table}");
         assert_eq!(p.to_json()["entries"][1]["actions"][0]["reason"], "due");
+    }
+
+    #[test]
+    fn a_retired_token_is_never_rotated_recreated_or_worked_on_even_when_forced() {
+        use crate::rotation::journal::Retirement;
+        let policy = policy_of(2);
+        // tok-0: retired, its PAT revoked (not listed) and its secret disabled (no readable current version).
+        let mut gone = managed("tok-0", id(1), NOW + Duration::days(2));
+        gone.current = None;
+        gone.journal.retired = Some(Retirement {
+            at: NOW - Duration::days(1),
+            by: Some("patrol retire".into()),
+            reason: "unused".into(),
+            pats: Vec::new(),
+            current: Some(id(1)),
+            done: true,
+            recorded: true,
+        });
+        // tok-1: retirement interrupted after the revocation: the current version still names the revoked PAT.
+        let mut half = managed("tok-1", id(2), NOW + Duration::days(2));
+        half.journal.retired =
+            Some(Retirement { done: false, recorded: false, ..gone.journal.retired.clone().unwrap() });
+        let inv = inventory(vec![gone, half], vec![]);
+        let mut requests = Requests::default();
+        requests.rotate.insert(SecretName::parse("tok-0").unwrap(), Reason::Forced);
+        let p = plan(&inv, &policy, NOW, &requests);
+        for e in &p.entries {
+            assert!(matches!(&e.actions[..], [Action::Retired { .. }]), "{e:?}");
+            assert!(e.is_noop() && e.rotation().is_none(), "{e:?}");
+        }
+        assert!(p.entries[0].actions[0].label().contains("delete its [[token]] block"), "{}", p.table());
+        assert!(p.entries[1].actions[0].label().contains("patrol retire tok-1 --yes"), "{}", p.table());
+        assert!(matches!(p.entries[1].actions[0], Action::Retired { finished: false, .. }));
     }
 
     #[test]

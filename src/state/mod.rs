@@ -149,5 +149,8 @@ pub fn lock_file_shared_if_exists(path: &Path) -> std::io::Result<Option<FileLoc
 }
 
 pub mod blob;
+pub mod deliveries;
 mod file;
+pub mod history;
+pub mod journal;
 pub use file::FileStateStore;

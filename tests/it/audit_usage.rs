@@ -12,7 +12,7 @@ use patrol::devops::{Connector, DisplayFilter};
 use patrol::domain::{AuthorizationId, OrgName, OwnerId};
 use patrol::notify::Notice;
 use patrol::policy::audit::AuditPolicy;
-use patrol::state::FileStateStore;
+use patrol::state::{FileStateStore, StateStore};
 use serde_json::{Value, json};
 
 const ORG: &str = "fabrikam";
@@ -71,7 +71,8 @@ async fn run_day(
     poll(&client, state, &org, &settings, &mut ctx, PollConfig::default(), clock.now()).await.unwrap();
     let connector = env.connector(clock, &[(OWNER, OWNER_SCOPES), (ADMIN, ADMIN_SCOPES)]).await;
     let pats = inventory(connector.as_ref()).await;
-    usage::run(state, connector.as_ref(), &pats, &settings.stale, &[], true, clock.now()).await
+    let listed = [(OwnerId::parse(OWNER).unwrap(), org.clone())].into();
+    usage::run(state, connector.as_ref(), &pats, &listed, &settings.stale, &[], true, clock.now()).await
 }
 
 async fn inventory(connector: &dyn Connector) -> Vec<UsagePat> {
@@ -261,6 +262,147 @@ async fn nothing_is_revoked_in_a_dry_run_or_while_auditing_looks_off() {
         advance_days(&env, &clock, 1).await;
     }
     assert!(env.works_listed(&clock, idle_id).await, "revoked while auditing looked off");
+    env.emu.shutdown().await.unwrap();
+}
+
+/// A stale PAT announced for revocation, then revoked by someone else (its owner, in the portal) before the
+/// notice period ends: the next run closes the notice with a record and tells the owner no action is needed —
+/// no error, no revocation, nothing pending forever.
+#[tokio::test]
+async fn an_announced_pat_revoked_by_someone_else_closes_its_notice() {
+    let env = Env::start().await;
+    let clock = Clock::starting_at(env.emu.clock().now());
+    let dir = tempfile::tempdir().unwrap();
+    let state = FileStateStore::new(dir.path().join("state"));
+    let policy = StalePolicy { days: 5, response: StaleResponse::Revoke, notice_days: 7, dry_run: false, keep: vec![] };
+    let (idle_id, _idle) = create(&env, "forgotten-script").await;
+    let mut announced = false;
+    for _ in 0..=7 {
+        let r = run_day(&env, &clock, &state, &policy, &[]).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        if matches!(step(&r, idle_id), Some(Step::Announce { .. })) {
+            announced = true;
+            break;
+        }
+        advance_days(&env, &clock, 1).await;
+    }
+    assert!(announced, "the idle PAT was never announced");
+    advance_days(&env, &clock, 2).await;
+    let connector = env.connector(&clock, &[(OWNER, OWNER_SCOPES)]).await;
+    connector.pats(&OwnerId::parse(OWNER).unwrap(), &OrgName::parse(ORG).unwrap()).revoke(idle_id).await.unwrap();
+
+    let r = run_day(&env, &clock, &state, &policy, &[]).await;
+    assert!(r.errors.is_empty() && r.revoked.is_empty(), "{:?} {:?}", r.errors, r.revoked);
+    match step(&r, idle_id) {
+        Some(Step::Close { why }) => assert!(why.contains("no longer among") && why.contains(OWNER), "{why}"),
+        other => panic!("{other:?}: {:?}", r.steps),
+    }
+    assert_eq!(r.notices.len(), 1, "{:?}", r.notices);
+    let Notice::Finding { summary, action, severity, .. } = &r.notices[0].notice else { panic!() };
+    assert_eq!(*severity, patrol::notify::Severity::Info);
+    assert!(summary.contains("forgotten-script") && summary.contains("is closed"), "{summary}");
+    assert!(action.contains("No action needed"), "{action}");
+    assert!(r.notices[0].targets.iter().any(|t| t.to_string().contains(OWNER)));
+    let (body, _) = state.load(usage::NOTICES_KEY).await.unwrap().unwrap();
+    let notices: usage::Notices = serde_json::from_slice(&body).unwrap();
+    assert!(notices.pending.is_empty(), "{notices:?}");
+    let last = notices.closed.last().unwrap();
+    assert_eq!(last.authorization_id, idle_id);
+    assert!(last.outcome.starts_with("closed: "), "{}", last.outcome);
+
+    // Closed once: the next runs say nothing more about it.
+    advance_days(&env, &clock, 1).await;
+    let r = run_day(&env, &clock, &state, &policy, &[]).await;
+    assert!(step(&r, idle_id).is_none() && r.notices.is_empty(), "{:?} {:?}", r.steps, r.notices);
+    env.emu.shutdown().await.unwrap();
+}
+
+/// `patrol audit` shows the stale, shared and dead PATs of the organizations it read, as `inventory` does, in
+/// every format, with the caveat; it judges on the timer's checkpoint joined with the window it read, and
+/// writes nothing.
+#[tokio::test]
+async fn patrol_audit_shows_the_stale_shared_dead_section_with_the_caveat() {
+    use clap::Parser;
+    use patrol::cli::audit_cmds::{self, AuditArgs, AuditRuntime};
+    use patrol::store::SecretStore;
+    use patrol::store::memory::MemoryStore;
+    use std::sync::Arc;
+    #[derive(Parser)]
+    enum T {
+        Audit(AuditArgs),
+    }
+    let env = Env::start().await;
+    let (managed_id, managed) = create(&env, "ci-build (patrol:0123456789ab)").await;
+    let (idle_id, _idle) = create(&env, "old-script").await;
+    let clock = Clock::starting_at(env.emu.clock().now());
+    advance_days(&env, &clock, 35).await;
+    use_pat(&env, &managed, "10.20.0.5", "git/2.45", None).await;
+    clock.set(env.emu.clock().now());
+    let connector = env.connector(&clock, &[(OWNER, OWNER_SCOPES), (ADMIN, ADMIN_SCOPES)]).await;
+    let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
+    super::audit_breakglass::store_managed(
+        store.as_ref(),
+        "ci-build",
+        managed_id,
+        "ci-build (patrol:0123456789ab)",
+        &managed,
+        "vso.code",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = super::audit_breakglass::engine(
+        dir.path(),
+        store.clone(),
+        connector.clone(),
+        &clock,
+        &[("ci-build", "vso.code")],
+        2,
+    );
+    let audit = patrol::policy::audit::from_policy_text("[[token]]\nsecret = \"ci-build\"\n[audit]\n").unwrap();
+    let rt = AuditRuntime {
+        clock: clock.clone(),
+        store,
+        state: engine.state.clone(),
+        connector,
+        audit: audit.resolve().unwrap(),
+        engine,
+        audit_reader: None,
+    };
+    let run = |format: &'static str| {
+        let T::Audit(a) =
+            T::try_parse_from(["t", "audit", "--since", "40d", "--reader", ADMIN, "--format", format]).unwrap();
+        a
+    };
+    let mut out = Vec::new();
+    assert_eq!(audit_cmds::run_audit(&rt, &run("table"), &mut out).await.unwrap(), 0);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("Stale, shared and dead PATs") && text.contains("evidence, not proof"), "{text}");
+    assert!(text.contains("* no audited use \"old-script\"") && text.contains("what to do:"), "{text}");
+    let section = &text[text.find("Stale, shared and dead PATs").unwrap()..];
+    assert!(!section.contains("ci-build"), "the managed PAT was used today: {section}");
+    assert!(!text.contains(&managed), "a PAT value in the output");
+
+    let mut out = Vec::new();
+    assert_eq!(audit_cmds::run_audit(&rt, &run("markdown"), &mut out).await.unwrap(), 0);
+    let md = String::from_utf8(out).unwrap();
+    assert!(md.contains("## Stale, shared and dead PATs") && md.contains("evidence, not proof"), "{md}");
+    assert!(md.contains("| no audited use | old-script |"), "{md}");
+
+    let mut out = Vec::new();
+    assert_eq!(audit_cmds::run_audit(&rt, &run("json"), &mut out).await.unwrap(), 0);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    crate::schemas::assert_valid("audit", &v);
+    let rows = v[0]["stale_shared_dead"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["kind"], "no audited use");
+    assert_eq!(rows[0]["authorization_id"], idle_id.to_string());
+    assert!(
+        rows[0]["evidence"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().contains("evidence, not proof"))
+    );
+    // Read-only: no checkpoint and no announcement written.
+    let org = OrgName::parse(ORG).unwrap();
+    assert!(rt.state.load(&patrol::audit::ingest::checkpoint_key(&org)).await.unwrap().is_none());
+    assert!(rt.state.load(usage::NOTICES_KEY).await.unwrap().is_none());
     env.emu.shutdown().await.unwrap();
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod metrics;
 mod new_pat_test;
 mod operating;
 mod refresh;
+mod retire;
 mod store_failure;
 mod timer_audit;
 mod two_instances;

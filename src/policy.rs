@@ -3,6 +3,18 @@
 //! full-access and all-organization refusals) and every error names the file, the line and the field.
 //! The documented table of fields is `docs/policy.md`.
 
+//!
+//! The whole file as types, below every module that reads it (`rotation`, `consumers`, `audit`):
+//!
+//! - [`audit`] — the `[audit]` section: which rules run with what severity, the response per severity, the
+//!   evidence gate for revoking previous PATs (`revocation`, resolved into [`EvidenceGate`]), `[audit.stale]`,
+//!   and who is told; run by the `audit` module.
+//! - [`consumers`] — `[[token.consumer]]` and `[consumers]`: where a rotated PAT goes besides its secret
+//!   (all errors at once); delivered by the `consumers` module.
+
+pub mod audit;
+pub mod consumers;
+
 use crate::domain::{DisplayName, OrgName, OwnerId, Scopes, SecretName};
 use crate::notify::Target;
 use serde::{Deserialize, Serialize};
@@ -104,8 +116,16 @@ pub struct ManagedToken {
     /// The line of the `[[token]]` table in the policy file (for messages).
     #[serde(skip)]
     pub line: usize,
-    /// Where the PAT is delivered besides its own secret (`[[token.consumer]]`, see `crate::consumers`).
-    pub consumers: crate::consumers::Consumers,
+    /// Where the PAT is delivered besides its own secret (`[[token.consumer]]`, see [`consumers`]).
+    pub consumers: consumers::Consumers,
+}
+
+/// The gate's settings, from the policy's `[audit]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceGate {
+    pub gate: audit::RevocationGate,
+    /// The audit section's recipients: deadline alerts go to them as well as to the token's own.
+    pub notify: Vec<Target>,
 }
 
 /// The whole policy.
@@ -115,11 +135,11 @@ pub struct Policy {
     pub tokens: Vec<ManagedToken>,
     /// Evidence-gated revocation of previous PATs (`[audit] revocation = { mode = "evidence", … }`);
     /// `None`: a previous PAT is revoked when its grace period ends.
-    pub gate: Option<crate::evidence::EvidenceGate>,
+    pub gate: Option<EvidenceGate>,
     /// The `[audit]` table, validated and resolved with the policy (`None`: the policy has none, and the
     /// timer does not poll the audit log).
     #[serde(skip)]
-    pub audit: Option<crate::policy::audit::AuditSettings>,
+    pub audit: Option<audit::AuditSettings>,
 }
 
 impl Policy {
@@ -186,11 +206,8 @@ impl Policy {
         if let Some(a) = &raw.audit {
             match a.get_ref().resolve_all() {
                 Ok(settings) => {
-                    if settings.revocation.mode == crate::policy::audit::RevocationMode::Evidence {
-                        gate = Some(crate::evidence::EvidenceGate {
-                            gate: settings.revocation,
-                            notify: settings.notify.clone(),
-                        });
+                    if settings.revocation.mode == audit::RevocationMode::Evidence {
+                        gate = Some(EvidenceGate { gate: settings.revocation, notify: settings.notify.clone() });
                     }
                     audit = Some(settings);
                 }
@@ -214,8 +231,8 @@ impl Policy {
         }
         let defaults = raw.defaults.unwrap_or_default();
         let line_of = |o: usize| ctx.line_of(o);
-        let lines = crate::consumers::policy::Lines { file: &file, line_of: &line_of };
-        let consumer_settings = crate::consumers::policy::settings(raw.consumers.as_ref(), &lines, &mut errors);
+        let lines = consumers::Lines { file: &file, line_of: &line_of };
+        let consumer_settings = consumers::settings(raw.consumers.as_ref(), &lines, &mut errors);
         let settings_line = raw.consumers.as_ref().map(|c| ctx.line_of(c.span().start)).unwrap_or(0);
         let mut tokens = Vec::with_capacity(raw.token.len());
         // Key Vault secret names are case-insensitive: `CI-Build-PAT` and `ci-build-pat` are one secret.
@@ -224,22 +241,16 @@ impl Policy {
         for (i, mut t) in raw.token.into_iter().enumerate() {
             let raw_consumers = std::mem::take(&mut t.get_mut().consumer);
             let Some(mut token) = ctx.token(i, t, &defaults, &removed, &mut errors) else { continue };
-            let tc = crate::consumers::policy::TokenContext {
+            let tc = consumers::TokenContext {
                 prefix: format!("token[{i}]"),
                 line: token.line,
                 secret: &token.secret,
                 organization: Some(&token.organization),
                 grace_days: Some(token.grace_days),
             };
-            let list = crate::consumers::policy::token_consumers(
-                raw_consumers,
-                &tc,
-                &consumer_settings,
-                settings_line,
-                &lines,
-                &mut errors,
-            );
-            token.consumers = crate::consumers::Consumers { list, settings: consumer_settings.clone() };
+            let list =
+                consumers::token_consumers(raw_consumers, &tc, &consumer_settings, settings_line, &lines, &mut errors);
+            token.consumers = consumers::Consumers { list, settings: consumer_settings.clone() };
             let lower = token.secret.as_str().to_ascii_lowercase();
             if let Some((j, other)) = seen_secrets.get(&lower) {
                 errors.push(ctx.err(
@@ -465,9 +476,9 @@ struct RawPolicy {
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
     /// `[audit]`: validated here so a mistake is refused with the policy; used by the `audit` module.
-    audit: Option<Spanned<crate::policy::audit::AuditPolicy>>,
-    /// `[consumers]`: what the consumers of every token share (`crate::consumers::policy`).
-    consumers: Option<Spanned<crate::consumers::policy::RawSettings>>,
+    audit: Option<Spanned<audit::AuditPolicy>>,
+    /// `[consumers]`: what the consumers of every token share ([`consumers`]).
+    consumers: Option<Spanned<consumers::RawSettings>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -502,9 +513,9 @@ struct RawToken {
     allow_full_access: Option<Spanned<bool>>,
     allow_all_orgs: Option<Spanned<bool>>,
     vault: Option<Spanned<String>>,
-    /// `[[token.consumer]]` tables, validated by `crate::consumers::policy`.
+    /// `[[token.consumer]]` tables, validated by [`consumers`].
     #[serde(default)]
-    consumer: Vec<Spanned<crate::consumers::policy::RawConsumer>>,
+    consumer: Vec<Spanned<consumers::RawConsumer>>,
 }
 
 struct Ctx<'a> {
@@ -860,7 +871,7 @@ notify = ["teams", "email:pkg@contoso.com"]
         let ok = format!("{GOOD}\n[audit]\nallowed_cidrs = [\"10.0.0.0/8\"]\n[audit.rules.burst]\nmax_actions = 50\n");
         assert_eq!(parse(&ok).unwrap().tokens.len(), 2);
         // Resolved once, with the policy: what `crate::audit` reading the table itself would get.
-        let resolved = crate::policy::audit::from_policy_text(&ok).unwrap().resolve().unwrap();
+        let resolved = audit::from_policy_text(&ok).unwrap().resolve().unwrap();
         assert_eq!(parse(&ok).unwrap().audit, Some(resolved));
         let e = err_of(&format!("{GOOD}\n[audit]\nallowed_cidr = []\n"));
         assert!(e.problem.contains("allowed_cidr"), "{e}");
@@ -1058,7 +1069,7 @@ notify = ["teams", "email:pkg@contoso.com"]
 
     #[test]
     fn shipped_example_is_valid() {
-        let text = include_str!("../../patrol.toml");
+        let text = include_str!("../patrol.toml");
         let p = parse(text).unwrap();
         assert!(!p.tokens.is_empty());
     }

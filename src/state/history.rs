@@ -1,4 +1,4 @@
-//! The lifecycle log: every PAT patrol created, rotated or revoked, in the state store (`history/lifecycle`),
+//! The lifecycle log: every PAT patrol created, rotated, revoked or retired, in the state store (`history/lifecycle`),
 //! kept for [`KEEP`] and capped at [`MAX`] entries (newest win). Appended after every engine run that did
 //! something (`engine::record_run`) and by break glass ([`record`]); read by the weekly report ([`since`]). Written
 //! with compare-and-swap, so instances appending at once lose nothing. Never holds a secret value.
@@ -21,6 +21,9 @@ pub enum Kind {
     Created,
     Rotated,
     Revoked,
+    /// A managed token retired by an operator (`patrol retire`): its current PAT revoked, its secret
+    /// disabled, the token no longer rotated.
+    Retired,
 }
 
 /// One lifecycle event.

@@ -52,7 +52,7 @@ pub struct UseEvidence {
 /// One consumer's delivery of one PAT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
-    /// The consumer's id (`crate::consumers::Consumer::id`).
+    /// The consumer's id (`policy::consumers::Consumer::id`).
     pub consumer: String,
     pub authorization_id: AuthorizationId,
     /// The vault version whose value is delivered.

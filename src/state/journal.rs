@@ -176,12 +176,40 @@ pub struct Journal {
     /// Operation ids patrol abandoned (their PATs are revoked if ever seen); bounded.
     #[serde(default)]
     pub abandoned: Vec<OperationId>,
-    /// Each consumer's delivery of the current PAT (`crate::consumers::state`).
+    /// Each consumer's delivery of the current PAT ([`super::deliveries`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deliveries: Vec<crate::consumers::state::Delivery>,
+    pub deliveries: Vec<super::deliveries::Delivery>,
     /// The last PAT an operator adopted (`patrol adopt`): an existing PAT made current without a rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted: Option<Adoption>,
+    /// The token was retired (`patrol retire`): its PATs revoked, its secret disabled. Journaled **before**
+    /// the first revocation, so no run ever mistakes a revoked PAT for a missing one and creates a new PAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Retirement>,
+}
+
+/// A retirement (`patrol retire`, in `audit/retire.rs`): written before any effect, finished once every PAT is revoked,
+/// every vault version disabled and the lifecycle log has the events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retirement {
+    /// When it was decided (the intent); the lifecycle events carry this time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What did it (`patrol retire`).
+    pub by: Option<String>,
+    /// Why, in the operator's or patrol's words.
+    pub reason: String,
+    /// The token's PATs to revoke: the current one first, then the previous ones still draining.
+    pub pats: Vec<PatVersion>,
+    /// The current PAT among `pats` (`None`: the secret held none).
+    #[serde(default)]
+    pub current: Option<AuthorizationId>,
+    /// Every PAT revoked and every version disabled.
+    #[serde(default)]
+    pub done: bool,
+    /// The lifecycle log holds the retirement's events.
+    #[serde(default)]
+    pub recorded: bool,
 }
 
 /// An adoption (`patrol adopt`, `rotation/adopt.rs`): journaled before the vault write, completed with its version.
@@ -208,6 +236,7 @@ impl Journal {
             abandoned: Vec::new(),
             deliveries: Vec::new(),
             adopted: None,
+            retired: None,
         }
     }
 

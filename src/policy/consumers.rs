@@ -2,8 +2,8 @@
 //! `[consumers]` table, validated with file:line:field errors — every consumer error of the file at once.
 //! The documented table of fields is `docs/policy.md` ("Consumers").
 
+use super::PolicyError;
 use crate::domain::{OrgName, SecretName};
-use crate::rotation::policy::PolicyError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use toml::Spanned;
