@@ -198,7 +198,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         name: "PATROL_METRICS_FLUSH_TIMEOUT_MS",
         default: "2000",
-        description: "Longest an invocation or CLI run waits for its metrics to be exported before answering; the export goes on in the background.",
+        description: "Longest a RotateTimer invocation (before answering), a CLI run (before exiting) and patrol serve (at shutdown) wait for pending metrics to be exported; other invocations never wait (exported in the background within ~100 ms).",
     },
     SettingDoc {
         name: "PATROL_METRICS_QUEUE",

@@ -91,7 +91,7 @@ impl RotationFunctions {
         .await;
         summary.errors.extend(inputs.managed.errors);
         let points = if self.settings.metrics.enabled() {
-            crate::audit::measure::pass_points(&summary, rt.engine.state.as_ref(), now).await
+            crate::audit::measure::pass_points(&summary, rt.engine.state.as_ref(), now, false).await
         } else {
             Vec::new()
         };

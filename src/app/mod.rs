@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigErrors, Settings, Source};
 use crate::devops::Connector;
 use crate::devops::connector::HttpConnector;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::rotation::engine::Engine;
 use crate::rotation::lease::Leases;
@@ -53,6 +54,36 @@ pub struct App {
     /// Opened for a read-only command ([`App::open_read_only`]): nothing it builds writes anything — the
     /// owners' sessions keep a refresh token Entra rotates in memory instead of storing it.
     pub read_only: bool,
+}
+
+/// The metrics pipeline the settings ask for (`PATROL_OTLP_ENDPOINT`, Application Insights), or `None`:
+/// the one place patrol builds it — `patrol serve`, the demo and every CLI command that runs something.
+/// Nothing is started before the first batch (`metrics::export`).
+pub fn metrics(settings: &Settings) -> Option<Arc<Metrics>> {
+    Metrics::from_settings(&settings.metrics, settings.ca_cert.as_deref())
+}
+
+/// Exports a CLI run's points (`patrol rotate`, `patrol audit`, `patrol revoke`) with the run's own
+/// `patrol.invocations` (function `cli`) and `faas.invoke_duration`, and waits for the export at most the
+/// flush bound (`PATROL_METRICS_FLUSH_TIMEOUT_MS`) so that the process does not exit before it; nothing
+/// happens without `metrics`.
+pub async fn export_cli_run(
+    metrics: Option<&Metrics>,
+    mut points: Vec<crate::metrics::Point>,
+    outcome: &'static str,
+    started: std::time::Instant,
+) {
+    use crate::metrics::{INVOKE_DURATION, Point, attr, invocation_point};
+    let Some(metrics) = metrics else { return };
+    points.push(invocation_point("cli", "other", outcome));
+    points.push(
+        Point::new(&INVOKE_DURATION, started.elapsed().as_secs_f64())
+            .with(attr::TRIGGER, "other")
+            .with(attr::FUNCTION, "cli")
+            .with(attr::OUTCOME, outcome),
+    );
+    metrics.record(points);
+    metrics.flush().await;
 }
 
 /// What the Function App's three functions run on (built once per instance, on the first invocation).
@@ -204,6 +235,11 @@ impl App {
     pub async fn notifier(&self) -> Notifier {
         Notifier::from_settings(&self.settings, Some(self.own.as_ref()), Some(self.state.clone()), self.clock.clone())
             .await
+    }
+
+    /// The metrics pipeline the settings ask for ([`metrics`]).
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
+        metrics(&self.settings)
     }
 
     /// The policy's `[audit]` section (validated with the policy), when it has one.

@@ -1,5 +1,7 @@
 //! An audit pass as metrics (`crate::metrics`): findings by rule and severity, and how far behind now each
 //! organization's audit log has been read (from its checkpoint, so a failing poll shows a growing lag).
+//! `patrol audit` reports its findings with `patrol.run.dry_run=true` (it reads a window the timer may
+//! already have counted) and the lag of the timer's checkpoints, which it reads without moving them.
 
 use super::ingest::{Checkpoint, checkpoint_key};
 use super::pass::PassSummary;
@@ -8,7 +10,13 @@ use crate::state::StateStore;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
-pub async fn pass_points(summary: &PassSummary, state: &dyn StateStore, now: OffsetDateTime) -> Vec<Point> {
+/// `state` holds the checkpoints the lag is measured from; `dry_run`: the pass only read (`patrol audit`).
+pub async fn pass_points(
+    summary: &PassSummary,
+    state: &dyn StateStore,
+    now: OffsetDateTime,
+    dry_run: bool,
+) -> Vec<Point> {
     let mut out = Vec::new();
     let mut counts: BTreeMap<(String, String, &'static str), u32> = BTreeMap::new();
     for (org, f) in summary.reports.iter().flat_map(|r| r.findings.iter().map(move |f| (r.organization.to_string(), f)))
@@ -25,7 +33,8 @@ pub async fn pass_points(summary: &PassSummary, state: &dyn StateStore, now: Off
             Point::new(&m::AUDIT_FINDINGS, f64::from(n))
                 .with(attr::ORGANIZATION, org)
                 .with(attr::RULE, rule)
-                .with(attr::SEVERITY, severity),
+                .with(attr::SEVERITY, severity)
+                .with(attr::DRY_RUN, dry_run),
         );
     }
     for o in &summary.organizations {

@@ -132,6 +132,9 @@ pub struct AuditRuntime {
     pub engine: Arc<Engine>,
     /// `PATROL_AUDIT_READER` (the Function App's identity or an administrator); `--reader` overrides it.
     pub audit_reader: Option<OwnerId>,
+    /// The metrics pipeline (`PATROL_OTLP_ENDPOINT`, Application Insights) from the composition root, when
+    /// configured: `patrol audit` and `patrol revoke` export their run's points through it.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AuditRuntime {
@@ -155,6 +158,7 @@ impl AuditRuntime {
         let connector = app.routed_connector()?;
         let engine = app.engine_on(connector.clone());
         let audit_reader = settings.audit_reader.clone();
+        let metrics = app.metrics();
         Ok(Self {
             clock,
             audit: app.audit().cloned().unwrap_or_default(),
@@ -163,6 +167,7 @@ impl AuditRuntime {
             connector,
             engine: Arc::new(engine),
             audit_reader,
+            metrics,
         })
     }
 
@@ -182,6 +187,8 @@ fn write(out: &mut dyn Write, s: &str) -> Result<(), String> {
 /// watched and unreadable logs are reported on stderr and make the exit code 1.
 pub async fn run_audit(rt: &AuditRuntime, args: &AuditArgs, out: &mut dyn Write) -> Result<u8, String> {
     use crate::audit::pass::{PassInput, audit_pass, inputs};
+    use crate::devops::Connector as _;
+    let (started, calls) = (std::time::Instant::now(), rt.connector.call_counters());
     let now = rt.clock.now();
     let mut only: Vec<OrgName> = Vec::new();
     for o in &args.orgs {
@@ -254,6 +261,14 @@ pub async fn run_audit(rt: &AuditRuntime, args: &AuditArgs, out: &mut dyn Write)
     problems.extend(summary.errors.iter().cloned());
     for p in &problems {
         writeln!(std::io::stderr(), "patrol: {p}").ok();
+    }
+    if rt.metrics.is_some() {
+        // Findings (marked as a dry run: the timer may count the same window) and the lag of the timer's own
+        // checkpoints (read, never written), then the Azure DevOps calls this run made.
+        let mut points = crate::audit::measure::pass_points(&summary, rt.state.as_ref(), now, true).await;
+        points.extend(rt.connector.call_counters().since(&calls).points());
+        let outcome = if problems.is_empty() { "completed" } else { "failed" };
+        crate::app::export_cli_run(rt.metrics.as_deref(), points, outcome, started).await;
     }
     Ok(if problems.is_empty() { 0 } else { EXIT_FAILED })
 }
@@ -381,13 +396,38 @@ fn revoke_request_for(args: &RevokeArgs, policy: &[crate::rotation::policy::Mana
     })
 }
 
-/// `patrol revoke`: survey, confirm (unless `--yes` or `--dry-run`), execute, report.
+/// `patrol revoke`: survey, confirm (unless `--yes` or `--dry-run`), execute, report; with metrics
+/// configured, the run is exported (`patrol.invocations`, the PATs revoked and failed, Azure DevOps calls).
 pub async fn run_revoke(
     rt: &AuditRuntime,
     args: &RevokeArgs,
     confirm: &mut dyn FnMut(&str) -> bool,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
+    use crate::devops::Connector as _;
+    let (started, calls) = (std::time::Instant::now(), rt.connector.call_counters());
+    let (code, mut points) = revoke(rt, args, confirm, out).await?;
+    if rt.metrics.is_some() {
+        points.extend(rt.connector.call_counters().since(&calls).points());
+        let outcome = match code {
+            0 if args.dry_run => "planned",
+            0 => "completed",
+            EXIT_DECLINED => "ignored",
+            super::exit::SIGN_IN => "incomplete",
+            _ => "failed",
+        };
+        crate::app::export_cli_run(rt.metrics.as_deref(), points, outcome, started).await;
+    }
+    Ok(code)
+}
+
+/// [`run_revoke`]'s work: the exit code, and the executed report's counts as metric points.
+async fn revoke(
+    rt: &AuditRuntime,
+    args: &RevokeArgs,
+    confirm: &mut dyn FnMut(&str) -> bool,
+    out: &mut dyn Write,
+) -> Result<(u8, Vec<crate::metrics::Point>), String> {
     let req = revoke_request_for(args, &rt.engine.policy.tokens)?;
     let managed = rt.managed().await?;
     let admin = match &args.admin {
@@ -419,19 +459,20 @@ pub async fn run_revoke(
             let sign_in_only = !survey.unlisted.is_empty()
                 && survey.errors.is_empty()
                 && survey.unlisted.iter().all(|u| u.sign_in.is_some());
-            return Ok(if sign_in_only {
+            let code = if sign_in_only {
                 super::exit::SIGN_IN
             } else if survey.complete && survey.errors.is_empty() {
                 0
             } else {
                 EXIT_FAILED
-            });
+            };
+            return Ok((code, Vec::new()));
         }
         let preview = breakglass::execute(&survey, rt.connector.as_ref(), admin_api, None, true, now).await;
         write(out, &preview.table())?;
         if !confirm(&survey.confirmation()) {
             write(out, "declined; nothing was revoked\n")?;
-            return Ok(EXIT_DECLINED);
+            return Ok((EXIT_DECLINED, Vec::new()));
         }
     }
     // Pre-staged replacements are journaled per token by the engine; the break glass itself is recorded so
@@ -479,13 +520,29 @@ pub async fn run_revoke(
         ReportFormat::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
     };
     write(out, &text)?;
-    Ok(if report.only_sign_in_missing() {
+    let code = if report.only_sign_in_missing() {
         super::exit::SIGN_IN
     } else if report.failed() {
         EXIT_FAILED
     } else {
         0
-    })
+    };
+    Ok((code, revoke_points(&report)))
+}
+
+/// A break glass as `patrol.run.tokens`: the PATs it revoked (or would revoke, in a dry run) and those it
+/// failed to revoke.
+fn revoke_points(report: &breakglass::BreakGlassReport) -> Vec<crate::metrics::Point> {
+    use crate::metrics::{Point, RUN_TOKENS, attr};
+    let count = |f: &dyn Fn(&str) -> bool| report.rows.iter().filter(|r| f(&r.outcome)).count() as f64;
+    let revoked = count(&|o| o == "revoked" || o == "would revoke");
+    let failed = count(&|o| o.starts_with("failed"));
+    [("revoked", revoked), ("failed", failed)]
+        .into_iter()
+        .map(|(result, n)| {
+            Point::new(&RUN_TOKENS, n).with(attr::RUN_RESULT, result).with(attr::DRY_RUN, report.dry_run)
+        })
+        .collect()
 }
 
 /// `patrol migrate-global`: list all-organization PATs, confirm, replace the managed ones.

@@ -124,10 +124,10 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
     } else {
         Some(local.notifier().await.deliver_run(summary.notices.clone()).await)
     };
-    if local.settings.metrics.enabled() {
+    if let Some(metrics) = local.metrics() {
         let points = crate::rotation::measure::run_points(&summary, engine.state.as_ref()).await;
         let outcome = crate::rotation::measure::outcome(&summary);
-        crate::rotation::measure::export_cli(&local.settings, points, outcome, started).await;
+        crate::app::export_cli_run(Some(&metrics), points, outcome, started).await;
     }
     let mut json = serde_json::to_value(&summary).unwrap_or_default();
     if let Some(d) = &delivery {

@@ -98,12 +98,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
         };
         let functions = Arc::new(crate::app::functions::ForeignVaultGate::new(settings.clone(), functions));
         // Metrics (PATROL_OTLP_ENDPOINT, Application Insights): nothing is built unless configured.
-        let metrics = crate::metrics::Metrics::from_settings(&settings.metrics, settings.ca_cert.as_deref());
+        let metrics = crate::app::metrics(&settings);
         let functions = crate::handler::metered::Metered::wrap(functions, metrics.clone());
         let handler = Handler::new(functions, clock);
         let app = server::router(handler, settings.max_body_bytes);
         let served = server::serve(listener, app, server::shutdown_signal()).await;
-        // Points not yet exported (invocations that did not wait) go out now, within the flush bound.
+        // Graceful shutdown (SIGTERM/SIGINT, in-flight invocations answered): the points not yet exported go
+        // out now, waiting at most the flush bound (PATROL_METRICS_FLUSH_TIMEOUT_MS).
         if let Some(m) = &metrics {
             m.flush().await;
         }

@@ -1,8 +1,8 @@
 //! Metrics around every invocation: [`Metered`] wraps the [`Functions`], takes the points the run measured
-//! (`Report::metrics`), adds the invocation's own (`patrol.invocations`, `faas.invoke_duration`), queues them
-//! and waits for their export at most `PATROL_METRICS_FLUSH_TIMEOUT_MS` before the handler answers — on
-//! Flex Consumption an instance may be frozen right after it answers ([`must_wait`] says which invocations
-//! wait). Exporting never changes the outcome.
+//! (`Report::metrics`), adds the invocation's own (`patrol.invocations`, `faas.invoke_duration`) and queues
+//! them; the metrics worker exports them in the background soon after (`metrics::export::EXPORT_DELAY`), and
+//! `patrol serve` flushes what is left when it shuts down. Only `RotateTimer` waits for its export (at most
+//! `PATROL_METRICS_FLUSH_TIMEOUT_MS`) before answering ([`must_wait`]). Exporting never changes the outcome.
 
 use super::eventgrid::SecretEvent;
 use super::functions::{Functions, Invocation, Outcome, Status};
@@ -45,19 +45,21 @@ impl Metered {
                 .with(attr::OUTCOME, label),
         );
         self.metrics.record(points);
-        if must_wait(function, label) {
+        if must_wait(function) {
             self.metrics.flush().await;
         }
         outcome
     }
 }
 
-/// Whether an invocation waits (within the bound) for its points to be exported before it answers: every
-/// `RotateTimer` (the silence alert depends on it) and every invocation that did or tried work. Invocations
-/// that changed nothing (ignored events, dry runs, no engine) leave theirs to the next export — at most
-/// 5 s later, or at shutdown — so a storm of foreign Event Grid events does not wait on the collector.
-pub fn must_wait(function: &str, outcome: &str) -> bool {
-    function == "RotateTimer" || !matches!(outcome, "ignored" | "planned" | "not-configured")
+/// Whether an invocation waits (within the bound) for its points to be exported before it answers: only
+/// `RotateTimer`. It runs once a day, its run takes seconds, and its `patrol.invocations` point is what the
+/// silence alert ("no successful RotateTimer in 26 h") counts: a Flex Consumption instance may be frozen or
+/// recycled right after it answers, and a day's only timer point lost there would raise a false alarm. The
+/// wait costs at most the bound once a day. Every other invocation answers at once; its points go out in
+/// the background within `EXPORT_DELAY`, or at shutdown.
+pub fn must_wait(function: &str) -> bool {
+    function == "RotateTimer"
 }
 
 /// completed, incomplete, failed, planned, ignored, not-configured, or error (the function failed).

@@ -1,13 +1,16 @@
 //! Export: [`Metrics`] takes batches of [`Point`]s into a bounded queue (a full queue drops the batch and
-//! counts it), and one background task records them into OpenTelemetry SDK instruments and, on
-//! [`Metrics::flush`], collects them (delta temporality: what was recorded since the last export) and
-//! exports them with `opentelemetry-otlp` (OTLP/HTTP protobuf, `PATROL_OTLP_ENDPOINT`) and
-//! `opentelemetry-application-insights` (`APPLICATIONINSIGHTS_CONNECTION_STRING`).
+//! counts it; [`Metrics::record`] never waits), and one background task records them into OpenTelemetry
+//! SDK instruments and, [`EXPORT_DELAY`] after the first point not yet exported, collects them (delta
+//! temporality: what was recorded since the last collection) and exports them with `opentelemetry-otlp`
+//! (OTLP/HTTP protobuf, `PATROL_OTLP_ENDPOINT`) and `opentelemetry-application-insights`
+//! (`APPLICATIONINSIGHTS_CONNECTION_STRING`). One export is in flight at a time, bounded by
+//! [`EXPORT_TIMEOUT`]; points recorded meanwhile go into the next one.
 //!
 //! Nothing is built until the first batch: no task, no HTTP client, no SDK — so the handler's start is
 //! untouched, and without an endpoint [`Metrics::from_settings`] returns `None` and nothing exists at all.
-//! An invocation waits for its export at most `PATROL_METRICS_FLUSH_TIMEOUT_MS`; an export that takes
-//! longer goes on in the background (bounded by its own timeout) and a failure is only counted and logged.
+//! [`Metrics::flush`] waits for what was recorded before it to be exported, at most
+//! `PATROL_METRICS_FLUSH_TIMEOUT_MS`: `patrol serve` on shutdown, each CLI run before it exits, and the
+//! handler after `RotateTimer` (`handler::metered`). A failure is only counted and logged.
 
 use super::settings::{AadAuth, MetricsSettings, OwnerLabel};
 use super::{Def, Kind, Point, Value};
@@ -28,8 +31,13 @@ use tokio::sync::{mpsc, oneshot};
 /// How long one export may take in the background (each exporter's HTTP timeout too).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Points recorded without a flush (invocations that changed nothing) are exported at most this late.
-const BACKGROUND_EXPORT: Duration = Duration::from_secs(5);
+/// Points are exported at most this long after they were recorded (once the export in flight, if any, has
+/// ended): long enough to gather a burst of invocations into one request, short enough that an instance
+/// frozen after it answers has rarely anything left to send.
+pub const EXPORT_DELAY: Duration = Duration::from_millis(100);
+
+/// Most queued messages the worker takes at once.
+const QUEUE_DRAIN: usize = 64;
 
 /// Histogram bounds for durations in seconds (runs take milliseconds to the 480 s budget).
 const DURATION_BOUNDS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
@@ -72,7 +80,7 @@ pub enum Flushed {
     Done,
     /// The bound passed; the export goes on in the background.
     TimedOut,
-    /// The queue was full or the worker gone: nothing waited for.
+    /// The worker is gone: nothing waited for.
     Skipped,
 }
 
@@ -121,7 +129,8 @@ impl Metrics {
         }
     }
 
-    /// Exports what was recorded, waiting at most the flush bound.
+    /// Waits until what was recorded before this call has been exported (or its export failed), at most the
+    /// flush bound; the export goes on in the background after that.
     pub async fn flush(&self) -> Flushed {
         self.flush_within(self.settings.flush_timeout).await
     }
@@ -129,12 +138,15 @@ impl Metrics {
     pub async fn flush_within(&self, bound: Duration) -> Flushed {
         self.start();
         let (done, wait) = oneshot::channel();
-        if self.tx.try_send(Msg::Flush(done)).is_err() {
-            return Flushed::Skipped;
-        }
-        match tokio::time::timeout(bound, wait).await {
+        // A full queue is waited on too (the worker empties it quickly), all within the bound: a flush at
+        // shutdown right after a burst must not be skipped.
+        let flushed = async {
+            self.tx.send(Msg::Flush(done)).await.map_err(|_| ())?;
+            wait.await.map_err(|_| ())
+        };
+        match tokio::time::timeout(bound, flushed).await {
             Ok(Ok(())) => Flushed::Done,
-            Ok(Err(_)) => Flushed::Skipped,
+            Ok(Err(())) => Flushed::Skipped,
             Err(_) => {
                 tracing::warn!(bound_ms = bound.as_millis() as u64, "metrics export still running; not waiting for it");
                 Flushed::TimedOut
@@ -209,8 +221,7 @@ struct Pipeline2 {
     provider: SdkMeterProvider,
     reader: SharedReader,
     instruments: HashMap<&'static str, Instrument>,
-    otlp: Option<opentelemetry_otlp::MetricExporter>,
-    appinsights: Option<AppInsights>,
+    exporters: Arc<Exporters>,
     owner_label: OwnerLabel,
     counters: Arc<Counters>,
     reported_dropped: u64,
@@ -282,8 +293,7 @@ impl Pipeline2 {
             provider,
             reader,
             instruments,
-            otlp,
-            appinsights,
+            exporters: Arc::new(Exporters { otlp, appinsights }),
             owner_label: s.owner_label,
             counters,
             reported_dropped: 0,
@@ -291,49 +301,80 @@ impl Pipeline2 {
         })
     }
 
+    /// The worker: records every batch as it arrives and exports what was recorded at most
+    /// [`EXPORT_DELAY`] later (one export in flight at a time; points recorded meanwhile go into the next).
+    /// A flush is answered when the points recorded before it have been exported (or the export failed).
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut tick = tokio::time::interval(BACKGROUND_EXPORT);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The export in flight, and the flushes answered when it ends.
+        let mut in_flight: Option<futures::future::BoxFuture<'static, ()>> = None;
+        let mut waiting_current: Vec<oneshot::Sender<()>> = Vec::new();
+        // Points recorded since the last collection, when they are due, and the flushes waiting for them.
         let mut pending = false;
-        loop {
-            let m = tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => m,
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    // Points nobody waited for (ignored invocations) go out within BACKGROUND_EXPORT.
-                    if pending {
-                        self.export().await;
-                        pending = false;
+        let mut due: Option<tokio::time::Instant> = None;
+        let mut waiting_next: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut open = true;
+        // One timer, re-armed only when the due time changes, and the queue drained in bulk: the worker's own
+        // cost per batch stays small next to the invocations it shares the threads with.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut batch = Vec::with_capacity(QUEUE_DRAIN);
+        while open || in_flight.is_some() || pending {
+            let ready = in_flight.is_none() && pending;
+            if let Some(d) = due
+                && sleep.deadline() != d
+            {
+                sleep.as_mut().reset(d);
+            }
+            tokio::select! {
+                n = rx.recv_many(&mut batch, QUEUE_DRAIN), if open => {
+                    if n == 0 {
+                        // Every sender is gone: export what is left, then stop.
+                        open = false;
+                        due = Some(tokio::time::Instant::now());
                     }
-                    continue;
-                }
-            };
-            match m {
-                Msg::Batch(points) => {
-                    self.record(points);
-                    pending = true;
-                }
-                Msg::Flush(done) => {
-                    pending = false;
-                    // Everything already queued goes into this export; every waiting flush is answered by it.
-                    let mut waiting = vec![done];
-                    while let Ok(m) = rx.try_recv() {
+                    for m in batch.drain(..) {
                         match m {
-                            Msg::Batch(points) => self.record(points),
-                            Msg::Flush(d) => waiting.push(d),
+                            Msg::Batch(points) => {
+                                self.record(points);
+                                pending = true;
+                                due.get_or_insert_with(|| tokio::time::Instant::now() + EXPORT_DELAY);
+                            }
+                            Msg::Flush(done) => {
+                                if pending {
+                                    waiting_next.push(done);
+                                    due = Some(tokio::time::Instant::now());
+                                } else if in_flight.is_some() {
+                                    waiting_current.push(done);
+                                } else {
+                                    let _ = done.send(());
+                                }
+                            }
                         }
                     }
-                    self.export().await;
-                    for w in waiting {
+                },
+                () = async {
+                    match in_flight.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if in_flight.is_some() => {
+                    in_flight = None;
+                    for w in waiting_current.drain(..) {
                         let _ = w.send(());
                     }
                 }
+                () = &mut sleep, if ready && due.is_some() => {
+                    pending = false;
+                    due = None;
+                    in_flight = self.collect();
+                    waiting_current.append(&mut waiting_next);
+                    if in_flight.is_none() {
+                        for w in waiting_current.drain(..) {
+                            let _ = w.send(());
+                        }
+                    }
+                }
             }
-        }
-        if pending {
-            self.export().await;
         }
         let _ = self.provider.shutdown();
     }
@@ -364,7 +405,9 @@ impl Pipeline2 {
         }
     }
 
-    async fn export(&mut self) {
+    /// Collects what was recorded since the last collection (delta) and returns its export, or `None` when
+    /// nothing was recorded.
+    fn collect(&mut self) -> Option<futures::future::BoxFuture<'static, ()>> {
         // The pipeline's own health, as deltas since the last export.
         let dropped = self.counters.dropped.load(Ordering::Relaxed);
         if dropped > self.reported_dropped {
@@ -379,37 +422,49 @@ impl Pipeline2 {
         let mut rm = ResourceMetrics::default();
         if let Err(e) = self.reader.collect(&mut rm) {
             tracing::warn!(error = %e, "collecting metrics failed");
-            return;
+            return None;
         }
         if rm.scope_metrics().all(|s| s.metrics().next().is_none()) {
-            return;
+            return None;
         }
-        let otlp = async {
-            match &self.otlp {
-                Some(x) => Some(("otlp", tokio::time::timeout(EXPORT_TIMEOUT, x.export(&rm)).await)),
-                None => None,
-            }
-        };
-        let ai = async {
-            match &self.appinsights {
-                Some(x) => Some(("application insights", tokio::time::timeout(EXPORT_TIMEOUT, x.export(&rm)).await)),
-                None => None,
-            }
-        };
-        let (a, b) = tokio::join!(otlp, ai);
-        for (what, r) in [a, b].into_iter().flatten() {
-            let problem = match r {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!("no answer within {} s", EXPORT_TIMEOUT.as_secs())),
-            };
-            if let Some(problem) = problem {
-                self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(exporter = what, error = %problem, "metrics export failed; counted, the run is unaffected");
-            }
-        }
-        self.counters.exports.fetch_add(1, Ordering::Relaxed);
+        Some(Box::pin(send(self.exporters.clone(), rm, self.counters.clone())))
     }
+}
+
+/// The exporters, shared by the worker and the export in flight.
+struct Exporters {
+    otlp: Option<opentelemetry_otlp::MetricExporter>,
+    appinsights: Option<AppInsights>,
+}
+
+/// One export to every configured exporter, each bounded by [`EXPORT_TIMEOUT`]; a failure is counted and
+/// logged, never returned.
+async fn send(exporters: Arc<Exporters>, rm: ResourceMetrics, counters: Arc<Counters>) {
+    let otlp = async {
+        match &exporters.otlp {
+            Some(x) => Some(("otlp", tokio::time::timeout(EXPORT_TIMEOUT, x.export(&rm)).await)),
+            None => None,
+        }
+    };
+    let ai = async {
+        match &exporters.appinsights {
+            Some(x) => Some(("application insights", tokio::time::timeout(EXPORT_TIMEOUT, x.export(&rm)).await)),
+            None => None,
+        }
+    };
+    let (a, b) = tokio::join!(otlp, ai);
+    for (what, r) in [a, b].into_iter().flatten() {
+        let problem = match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {} s", EXPORT_TIMEOUT.as_secs())),
+        };
+        if let Some(problem) = problem {
+            counters.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(exporter = what, error = %problem, "metrics export failed; counted, the run is unaffected");
+        }
+    }
+    counters.exports.fetch_add(1, Ordering::Relaxed);
 }
 
 /// `PATROL_OTLP_ENDPOINT` is a base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT`: metrics go to `<base>/v1/metrics`
@@ -500,12 +555,20 @@ mod tests {
         m.record(vec![Point::new(&super::super::RUN_DURATION, 1.0)]);
         m.record(vec![Point::new(&super::super::RUN_DURATION, 2.0)]);
         assert_eq!(m.dropped(), 1);
-        // A flush that finds the queue full is skipped, never waited for.
-        assert_eq!(m.flush_within(Duration::from_secs(5)).await, Flushed::Skipped);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // An endpoint nobody listens on: the flush is answered (the failure counted), never an error.
+        // A flush that finds the queue full waits for room (the worker takes the batch), then for the export:
+        // an endpoint nobody listens on, so the flush is answered with the failure counted, never an error.
         assert_eq!(m.flush_within(Duration::from_secs(5)).await, Flushed::Done);
-        // The queued batch failed, and the flush's own export may have been tried too: at least one failure.
-        assert!(m.failures() >= 1, "{}", m.failures());
+        assert_eq!((m.exports(), m.failures()), (1, 1), "the queued batch, exported once, failed");
+        // Recorded without a flush: exported in the background soon after.
+        m.record(vec![Point::new(&super::super::RUN_DURATION, 3.0)]);
+        for _ in 0..100 {
+            if m.exports() == 2 {
+                break;
+            }
+            tokio::time::sleep(EXPORT_DELAY / 4).await;
+        }
+        assert_eq!(m.exports(), 2, "a background export within EXPORT_DELAY and a refused connection");
+        // Nothing pending: a flush is answered at once.
+        assert_eq!(m.flush_within(Duration::from_millis(50)).await, Flushed::Done);
     }
 }

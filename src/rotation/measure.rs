@@ -155,25 +155,3 @@ pub fn outcome(summary: &RunSummary) -> &'static str {
         "completed"
     }
 }
-
-/// Exports a CLI run's points (`patrol rotate`, `patrol audit`) when metrics are configured, waiting at most
-/// the flush bound; nothing happens otherwise.
-pub async fn export_cli(
-    settings: &crate::config::Settings,
-    mut points: Vec<Point>,
-    outcome: &'static str,
-    started: std::time::Instant,
-) {
-    let Some(metrics) = crate::metrics::Metrics::from_settings(&settings.metrics, settings.ca_cert.as_deref()) else {
-        return;
-    };
-    points.push(crate::metrics::invocation_point("cli", "other", outcome));
-    points.push(
-        Point::new(&m::INVOKE_DURATION, started.elapsed().as_secs_f64())
-            .with(attr::TRIGGER, "other")
-            .with(attr::FUNCTION, "cli")
-            .with(attr::OUTCOME, outcome),
-    );
-    metrics.record(points);
-    metrics.flush().await;
-}

@@ -385,6 +385,7 @@ async fn cli_revoke_asks_first_and_audit_shows_findings() {
         audit: policy.resolve().unwrap(),
         engine,
         audit_reader: None,
+        metrics: None,
     };
     env.use_pat(&value, "203.0.113.9", "curl/8.0").await;
 

@@ -173,6 +173,44 @@ fn rules(json_out: &str) -> Vec<String> {
     r
 }
 
+/// The points `patrol audit` exported match its JSON report: per organization, rule and severity, the
+/// number of findings (`patrol.run.dry_run=true`: a read-only pass); its own invocation; the calls it made;
+/// no lag figure, since the timer never read this log (`patrol audit` never writes a checkpoint).
+fn assert_audit_exported(points: &[Value], report: &str) {
+    let report: Value = serde_json::from_str(report).unwrap();
+    let mut expected: std::collections::BTreeMap<(String, String, String), f64> = Default::default();
+    for org in report.as_array().unwrap() {
+        for f in org["findings"].as_array().unwrap() {
+            let key = (
+                org["organization"].as_str().unwrap().to_owned(),
+                f["rule"].as_str().unwrap().to_owned(),
+                f["severity"].as_str().unwrap().to_owned(),
+            );
+            *expected.entry(key).or_default() += 1.0;
+        }
+    }
+    let mut exported: std::collections::BTreeMap<(String, String, String), f64> = Default::default();
+    for p in points.iter().filter(|p| p["name"] == "patrol.audit.findings") {
+        let a = &p["attributes"];
+        assert_eq!(a["patrol.run.dry_run"], true, "{p}");
+        assert_eq!((p["kind"].as_str(), p["unit"].as_str()), (Some("sum"), Some("{finding}")));
+        let key = |k: &str| a[k].as_str().unwrap().to_owned();
+        let k = (key("patrol.organization"), key("patrol.audit.rule"), key("patrol.audit.severity"));
+        assert!(exported.insert(k, p["value"].as_f64().unwrap()).is_none(), "one point per series: {p}");
+    }
+    assert_eq!(exported, expected, "exported findings vs the report");
+    assert!(expected.keys().any(|(_, r, s)| r == "outside_cidr" && s == "critical"), "{expected:?}");
+    assert!(expected.len() >= 4, "{expected:?}");
+    let inv: Vec<&Value> = points.iter().filter(|p| p["name"] == "patrol.invocations").collect();
+    assert_eq!(inv.len(), 1, "{points:?}");
+    let a = &inv[0]["attributes"];
+    assert_eq!((a["patrol.function"].as_str(), a["faas.trigger"].as_str()), (Some("cli"), Some("other")));
+    assert_eq!((a["patrol.outcome"].as_str(), inv[0]["value"].as_f64()), (Some("completed"), Some(1.0)));
+    let requests = points.iter().find(|p| p["name"] == "patrol.devops.requests").expect("devops requests");
+    assert!(requests["value"].as_f64().unwrap() >= 1.0, "the audit log was read: {requests}");
+    assert!(!points.iter().any(|p| p["name"] == "patrol.audit.log.lag"), "no timer checkpoint, no lag: {points:?}");
+}
+
 fn assert_no_secret(emu: &Emulator, text: &str, pats: &[&str]) {
     for (kind, value) in emu.context().secrets.list() {
         assert!(!text.contains(&value), "a {kind} reached the output");
@@ -238,6 +276,10 @@ async fn an_administrator_signed_in_with_login_admin_audits_onboarded_pats_and_p
         )
         .await;
     }
+    // With PATROL_OTLP_ENDPOINT, `patrol audit` exports its findings (by rule and severity, as a read-only
+    // pass) to a real OTLP receiver before it exits.
+    let receiver = crate::rotation::metrics::Receiver::start();
+    env_admin.push(("PATROL_OTLP_ENDPOINT".into(), receiver.url.clone()));
     let (code, out, err) = run(d, &["audit", "--since", "1h", "--format", "json"], &env_admin);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
@@ -245,10 +287,34 @@ async fn an_administrator_signed_in_with_login_admin_audits_onboarded_pats_and_p
         ["audit_tampering", "consumer_lag", "outside_cidr", "policy_change"],
         "patrol's forced rotation must not be a foreign lifecycle event: {out}"
     );
+    assert_eq!(receiver.requests().len(), 1, "exported before the process exited: {err}");
+    assert_audit_exported(&receiver.points_since(0), &out);
 
-    // patrol revokes the adopted PAT (break glass through the owner's PAT API): its revocation is patrol's too.
-    let (code, out, err) = run(d, &["revoke", "--org", "fabrikam", "--pat", &id, "--yes"], &env);
+    // patrol revokes the adopted PAT (break glass through the owner's PAT API): its revocation is patrol's too;
+    // `patrol revoke` exports what it revoked.
+    let mut env_metrics = env.clone();
+    env_metrics.push(("PATROL_OTLP_ENDPOINT".into(), receiver.url.clone()));
+    let (code, out, err) = run(d, &["revoke", "--org", "fabrikam", "--pat", &id, "--yes"], &env_metrics);
     assert_eq!(code, 0, "{out}{err}");
+    let pts = receiver.points_since(1);
+    let count = |result: &str| {
+        let p: Vec<&Value> = pts
+            .iter()
+            .filter(|p| p["name"] == "patrol.run.tokens" && p["attributes"]["patrol.run.result"] == result)
+            .collect();
+        assert_eq!(p.len(), 1, "{result}: {pts:?}");
+        assert_eq!(p[0]["attributes"]["patrol.run.dry_run"], false);
+        p[0]["value"].as_f64().unwrap()
+    };
+    assert_eq!((count("revoked"), count("failed")), (1.0, 0.0), "{out}");
+    let inv: Vec<&Value> = pts.iter().filter(|p| p["name"] == "patrol.invocations").collect();
+    assert_eq!(inv.len(), 1, "{pts:?}");
+    assert_eq!((inv[0]["attributes"]["patrol.function"].as_str(), inv[0]["value"].as_f64()), (Some("cli"), Some(1.0)));
+    assert_eq!(inv[0]["attributes"]["patrol.outcome"], "completed");
+    for r in receiver.requests() {
+        assert_no_secret(&emu, &r.to_string(), &[&value]);
+        assert!(!r.to_string().contains(OWNER) && !r.to_string().contains(ADMIN), "a UPN was exported");
+    }
     let (code, out, err) = run(d, &["audit", "--since", "1h", "--format", "json"], &env_admin);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!rules(&out).contains(&"foreign_lifecycle".to_owned()), "{out}");

@@ -367,6 +367,7 @@ async fn patrol_audit_shows_the_stale_shared_dead_section_with_the_caveat() {
         audit: audit.resolve().unwrap(),
         engine,
         audit_reader: None,
+        metrics: None,
     };
     let run = |format: &'static str| {
         let T::Audit(a) =

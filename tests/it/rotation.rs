@@ -12,7 +12,7 @@ mod expiry_alerts;
 mod failed_runs;
 mod gate;
 mod lost_create;
-mod metrics;
+pub(crate) mod metrics;
 mod new_pat_test;
 mod operating;
 mod refresh;

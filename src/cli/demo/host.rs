@@ -107,15 +107,14 @@ pub struct RunningHandler {
     pub base: String,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl RunningHandler {
     pub async fn start(settings: &Settings, clock: &Clock) -> std::io::Result<Self> {
         let functions = RotationFunctions::new(settings.clone(), clock.clone());
-        let functions = crate::handler::metered::Metered::wrap(
-            Arc::new(functions),
-            crate::metrics::Metrics::from_settings(&settings.metrics, settings.ca_cert.as_deref()),
-        );
+        let metrics = crate::app::metrics(settings);
+        let functions = crate::handler::metered::Metered::wrap(Arc::new(functions), metrics.clone());
         let handler = Handler::new(functions, clock.clone());
         let listener = server::bind(0).await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -124,12 +123,16 @@ impl RunningHandler {
         let task = tokio::spawn(server::serve(listener, app, async {
             let _ = stop_rx.await;
         }));
-        Ok(Self { base, stop, task })
+        Ok(Self { base, stop, task, metrics })
     }
 
-    /// Stops it (the instance goes away with its caches: tokens, clients).
+    /// Stops it (the instance goes away with its caches: tokens, clients), as `patrol serve` stops: the
+    /// metrics not yet exported go out first, within the flush bound.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
+        if let Some(m) = &self.metrics {
+            m.flush().await;
+        }
     }
 }

@@ -20,6 +20,20 @@ impl Instance {
     pub(super) fn url(&self) -> &str {
         &self.url
     }
+
+    /// Sends SIGTERM, as the Functions host stops its worker, and waits at most `within` for the exit.
+    pub(super) async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < within, "patrol serve did not exit within {within:?} of SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Instance {
