@@ -635,7 +635,11 @@ impl Machine<'_> {
         }
         loaded.save(self.state).await?;
         self.fault(Boundary::CreatedSaved)?;
-        if let Some(flow) = self.test_new_pat(loaded, op, report, new_id, &created.token).await? {
+        // Get (verification) is read-only and needs only the new id, so it goes out side by side with the
+        // new-PAT test; its answer is used only once the test passed and the vault write succeeded.
+        let (tested, got) =
+            futures::join!(self.test_new_pat(loaded, op, report, new_id, &created.token), api.get(new_id));
+        if let Some(flow) = tested? {
             return Ok(flow);
         }
 
@@ -669,9 +673,7 @@ impl Machine<'_> {
             let _ = self.pats().revoke(new_id).await;
             return Err(lost);
         }
-        // Get (verification) is read-only and needs only the new id, so it goes out side by side with the
-        // vault write rather than after it; its answer is used only once the vault write has succeeded.
-        let (stored, got) = futures::join!(self.store.set(&self.token.secret, &value, new), api.get(new_id));
+        let stored = self.store.set(&self.token.secret, &value, new).await;
         drop(value);
         match stored {
             Ok(props) => {
