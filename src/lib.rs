@@ -18,6 +18,7 @@
 //! - [`rotation`] — inventory → plan → apply, the crash-safe per-token state machine, leases.
 //! - [`state`] — durable documents with compare-and-swap; the journal, delivery records, lifecycle log.
 //! - [`notify`] — expiry warnings, rotation reports and critical alerts by email and chat.
+//! - [`report`] — the one report builder (`patrol report` and the weekly mail), HTML and markdown.
 //! - [`audit`] — audit-log ingestion, misuse rules, compromise response, break glass.
 //! - [`app`] — the composition root: settings + policy → stores, leases, connector, engine, notifier.
 //! - [`cli`] — the operator's commands, `patrol demo`, reports.

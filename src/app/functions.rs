@@ -155,20 +155,48 @@ impl RotationFunctions {
         let Some(managed) = managed_or_skip(rt, "weekly_report", "weekly report", &mut out).await else {
             return out;
         };
-        let findings =
-            weekly::findings_since(rt.engine.state.as_ref(), now - time::Duration::days(7)).await.unwrap_or_default();
-        let thresholds = rt.engine.policy.timeline_thresholds();
-        let rows = weekly::token_rows(&managed, now);
+        let state = rt.engine.state.as_ref();
+        let policy = &rt.engine.policy;
+        let findings = weekly::findings_since(state, now - crate::report::PERIOD).await.unwrap_or_default();
+        let pats = weekly::managed_rows(&managed, policy, now);
         // Created, rotated and revoked PATs of the week (every engine run and break glass append to it).
-        let events =
-            crate::rotation::history::since(rt.engine.state.as_ref(), now - weekly::PERIOD).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "the weekly report goes out without the lifecycle log");
-                Vec::new()
-            });
-        let outcome = weekly::send_if_due(rt.engine.state.as_ref(), &rt.notifier, recipients, now, || {
-            let mut data = weekly::build(now, rows, weekly::lifecycle_rows(&events), &findings, thresholds);
-            data.usage = usage;
-            data
+        let events = crate::rotation::history::since(state, now - crate::report::PERIOD).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the weekly report goes out without the lifecycle log");
+            Vec::new()
+        });
+        // The journals (failed rotations, consumers' deliveries), as `patrol report` reads them.
+        let journals = crate::report::journals(state, policy).await;
+        let consumers = policy
+            .tokens
+            .iter()
+            .filter(|t| !t.consumers.is_empty())
+            .filter_map(|t| {
+                let j = journals.iter().find(|j| j.secret == t.secret)?;
+                let current = managed
+                    .iter()
+                    .find(|m| m.secret == t.secret)
+                    .map(|m| m.authorization_id)
+                    .or(j.current.as_ref().map(|c| c.authorization_id));
+                Some(crate::consumers::view::TokenConsumers {
+                    secret: t.secret.to_string(),
+                    consumers: crate::consumers::view::token_view(t, j, current, now),
+                })
+            })
+            .collect();
+        let outcome = weekly::send_if_due(state, &rt.notifier, recipients, now, || {
+            // The one report model (`patrol report`'s rules and words), mailed as its weekly view.
+            crate::report::weekly(crate::report::build(crate::report::Inputs {
+                title: String::new(),
+                now,
+                policy,
+                pats: &pats,
+                listing: &[],
+                journals: &journals,
+                events: &events,
+                findings: &findings,
+                consumers,
+                usage,
+            }))
         })
         .await;
         out.insert(

@@ -1,5 +1,6 @@
-//! The weekly report the timer sends: the managed inventory, expiries against the thresholds, rotations,
-//! and the week's findings as problems — once a week, to `PATROL_REPORT_RECIPIENTS`.
+//! The weekly report the timer sends — once a week, to `PATROL_REPORT_RECIPIENTS`. Its model is built by the
+//! one report builder (`crate::report::build`, the same rules and words as `patrol report`) from the managed
+//! PATs ([`managed_rows`]), and mailed as its weekly view (`crate::report::weekly`).
 //!
 //! Two documents in the [`StateStore`]: the findings log (`audit/findings-log`, findings of the last
 //! [`LOG_KEEP`], capped at [`LOG_MAX`]), appended by every audit pass, and the last-sent timestamp
@@ -8,35 +9,26 @@
 
 use super::finding::{Finding, rfc3339};
 use super::managed::ManagedPat;
-use crate::devops::GLOBAL_PAT_CUTOFF;
 use crate::notify::{Notifier, Report, Severity, Target};
-use crate::report::{ProblemRow, ReportData, RotationRow, TokenRow, render_html, render_markdown};
-use crate::rotation::history::{Event, Kind};
+use crate::policy::Policy;
+pub use crate::report::PERIOD;
+use crate::report::{PatRow, ReportData, Role, render_html, render_markdown};
 use crate::state::{StateError, StateStore};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 pub const FINDINGS_LOG_KEY: &str = "audit/findings-log";
 pub const LAST_SENT_KEY: &str = "audit/weekly-report";
-pub const PERIOD: Duration = Duration::days(7);
 /// How long findings stay in the log.
 pub const LOG_KEEP: Duration = Duration::days(14);
 /// The most findings the log keeps (newest win).
 pub const LOG_MAX: usize = 1000;
 
-/// A finding as the report keeps it (no evidence beyond one line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoggedFinding {
-    pub key: String,
-    pub rule: String,
-    pub severity: String,
-    pub summary: String,
-    pub evidence: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-}
+/// A finding as the report keeps it (no evidence beyond one line): the report's own type.
+pub use crate::report::LoggedFinding;
 
 impl LoggedFinding {
+    /// The findings log's line for a finding.
     pub fn of(f: &Finding) -> Self {
         Self {
             key: f.key(),
@@ -51,14 +43,6 @@ impl LoggedFinding {
                 if f.evidence.ip_address.is_empty() { "-" } else { &f.evidence.ip_address }
             ),
             at: f.detected_at,
-        }
-    }
-
-    fn severity(&self) -> Severity {
-        match self.severity.as_str() {
-            "critical" => Severity::Critical,
-            "warning" => Severity::Warning,
-            _ => Severity::Info,
         }
     }
 }
@@ -123,124 +107,31 @@ pub async fn findings_since(state: &dyn StateStore, since: OffsetDateTime) -> Re
     Ok(log.findings.into_iter().filter(|l| l.at >= since).collect())
 }
 
-/// One inventory row per managed PAT.
-pub fn token_rows(managed: &[ManagedPat], now: OffsetDateTime) -> Vec<TokenRow> {
+/// One inventory row per managed PAT (policy ⋈ journal ⋈ vault version: the weekly mail lists no owner's
+/// PATs), for the one report builder ([`crate::report::build`]); all-organization as its `[[token]]` says.
+pub fn managed_rows(managed: &[ManagedPat], policy: &Policy, now: OffsetDateTime) -> Vec<PatRow> {
     managed
         .iter()
         .map(|m| {
             let valid_to = m.valid_to.unwrap_or(now);
-            TokenRow {
-                display_name: m.display_name.clone(),
-                organization: m.organization.to_string(),
+            PatRow {
                 owner: m.owner.to_string(),
+                organization: m.organization.to_string(),
+                authorization_id: Some(m.authorization_id),
+                display_name: m.display_name.clone(),
                 managed: true,
                 secret: Some(m.secret.to_string()),
+                role: Role::Current,
                 scope: m.scope.clone(),
-                global: false,
-                valid_to,
+                global: policy.token(&m.secret).is_some_and(|t| t.all_orgs),
+                full_access: m.scope.split_whitespace().any(|s| s == "app_token"),
+                valid_from: None,
+                valid_to: Some(valid_to),
+                days_left: Some((valid_to - now).whole_seconds().div_euclid(86_400)),
                 state: if valid_to <= now { "expired".into() } else { "active".into() },
             }
         })
         .collect()
-}
-
-/// The report's "recent rotations" rows from the lifecycle log: created, rotated and revoked PATs, newest
-/// first. A revoked PAT's row shows it as the old PAT, no new one, and its validity ending when revoked.
-pub fn lifecycle_rows(events: &[Event]) -> Vec<RotationRow> {
-    let mut rows: Vec<RotationRow> = events
-        .iter()
-        .map(|e| {
-            let secret = e.secret.clone().unwrap_or_else(|| "—".into());
-            match e.kind {
-                Kind::Created | Kind::Rotated => RotationRow {
-                    at: e.at,
-                    secret,
-                    old_display_name: e.replaced.map(|id| format!("PAT {id}")),
-                    new_display_name: format!("{} (PAT {}, scope {})", e.display_name, e.authorization_id, e.scope),
-                    new_valid_to: e.valid_to.unwrap_or(e.at),
-                    outcome: if e.kind == Kind::Created {
-                        format!("created ({})", e.detail)
-                    } else {
-                        format!("rotated ({})", e.detail)
-                    },
-                },
-                Kind::Revoked | Kind::Retired => RotationRow {
-                    at: e.at,
-                    secret,
-                    old_display_name: Some(format!(
-                        "{} (PAT {}, scope {})",
-                        e.display_name, e.authorization_id, e.scope
-                    )),
-                    new_display_name: "—".into(),
-                    new_valid_to: e.at,
-                    outcome: if e.kind == Kind::Retired {
-                        format!("retired ({})", e.detail)
-                    } else {
-                        format!("revoked ({})", e.detail)
-                    },
-                },
-            }
-        })
-        .collect();
-    rows.sort_by_key(|r| std::cmp::Reverse(r.at));
-    rows
-}
-
-/// The report (pure): tokens and rotations as given; the week's findings and every all-organization or
-/// full-access PAT become problems, worst first.
-pub fn build(
-    now: OffsetDateTime,
-    tokens: Vec<TokenRow>,
-    rotations: Vec<RotationRow>,
-    findings: &[LoggedFinding],
-    thresholds: Vec<u32>,
-) -> ReportData {
-    let mut problems: Vec<ProblemRow> = findings
-        .iter()
-        .map(|f| ProblemRow {
-            severity: f.severity(),
-            summary: f.summary.clone(),
-            detail: format!("{} — {} (detected {})", f.rule, f.evidence, rfc3339(f.at)),
-        })
-        .collect();
-    for t in tokens.iter().filter(|t| t.global && matches!(t.state.as_str(), "active" | "stopped-working")) {
-        problems.push(ProblemRow {
-            severity: if GLOBAL_PAT_CUTOFF - now <= Duration::days(30) {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            },
-            summary: format!(
-                "All-organization PAT \"{}\" of {} {} working on 2026-12-01",
-                t.display_name,
-                t.owner,
-                if now >= GLOBAL_PAT_CUTOFF { "stopped" } else { "stops" }
-            ),
-            detail: if t.managed {
-                "Run `patrol migrate-global` to replace it with an organization-scoped PAT.".into()
-            } else {
-                "Replace it with an organization-scoped PAT (not managed by patrol).".into()
-            },
-        });
-    }
-    for t in tokens.iter().filter(|t| t.full_access() && t.state == "active") {
-        problems.push(ProblemRow {
-            severity: Severity::Warning,
-            summary: format!("Full-access PAT \"{}\" of {}", t.display_name, t.owner),
-            detail: "A full-access (app_token) PAT can do anything its owner can; narrow its scopes.".into(),
-        });
-    }
-    problems.sort_by_key(|p| std::cmp::Reverse(p.severity));
-    ReportData {
-        title: format!("patrol weekly report — {}", crate::report::date(now)),
-        generated_at: now,
-        thresholds,
-        tokens,
-        rotations,
-        problems,
-        consumers: Vec::new(),
-        usage: Vec::new(),
-    }
 }
 
 /// What [`send_if_due`] did.
@@ -332,39 +223,93 @@ pub async fn send_if_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{AuthorizationId, OrgName, OwnerId, SecretName};
+    use crate::report::{Inputs, build, weekly};
     use time::macros::datetime;
 
-    fn row(name: &str, global: bool, scope: &str) -> TokenRow {
-        TokenRow {
-            display_name: name.into(),
-            organization: "fabrikam".into(),
-            owner: "a@b.test".into(),
-            managed: true,
-            secret: Some(name.into()),
-            scope: scope.into(),
-            global,
-            valid_to: datetime!(2026-12-20 00:00 UTC),
-            state: "active".into(),
-        }
+    const POLICY: &str = "[defaults]\norganization = \"fabrikam\"\nowner = \"a@b.test\"\nscopes = \"vso.code\"\nvalidity_days = 30\n\
+        rotate_before_days = 7\ngrace_days = 2\n\
+        [[token]]\nsecret = \"everything\"\ndisplay_name = \"Everything\"\nall_orgs = true\nallow_all_orgs = true\n";
+
+    fn model(policy: &Policy, pats: &[PatRow], now: OffsetDateTime) -> ReportData {
+        build(Inputs {
+            title: "patrol report: fabrikam".into(),
+            now,
+            policy,
+            pats,
+            listing: &[],
+            journals: &[],
+            events: &[],
+            findings: &[],
+            consumers: vec![],
+            usage: vec![],
+        })
     }
 
     #[test]
-    fn findings_and_global_or_full_access_pats_become_problems_worst_first() {
+    fn the_report_and_the_weekly_mail_judge_the_same_pat_the_same_way() {
+        let policy = Policy::parse(std::path::Path::new("patrol.toml"), POLICY).unwrap();
         let now = datetime!(2026-11-10 00:00 UTC);
-        let f = LoggedFinding {
-            key: "burst:1".into(),
-            rule: "burst".into(),
-            severity: "warning".into(),
-            summary: "PAT x made 500 calls".into(),
-            evidence: "audit entry 1".into(),
-            at: now,
+        let id = AuthorizationId::parse("0f8e4b5a-1111-2222-3333-444455556666").unwrap();
+        let valid_to = datetime!(2026-11-30 00:00 UTC);
+        // The weekly mail sees the PAT through the vault's tags (a managed PAT) ...
+        let managed = ManagedPat {
+            secret: SecretName::parse("everything").unwrap(),
+            authorization_id: id,
+            display_name: "Everything".into(),
+            organization: OrgName::parse("fabrikam").unwrap(),
+            owner: OwnerId::parse("a@b.test").unwrap(),
+            scope: "app_token".into(),
+            valid_to: Some(valid_to),
+            previous: None,
+            previous_revoke_after: None,
+            replaced_at: None,
         };
-        let d = build(now, vec![row("g", true, "vso.code"), row("f", false, "app_token")], vec![], &[f], vec![30]);
-        assert_eq!(d.problems.len(), 3);
-        assert_eq!(d.problems[0].severity, Severity::Critical, "global PAT within 30 days of the cutoff");
-        assert!(d.problems[0].summary.contains("2026-12-01"));
-        assert!(d.problems.iter().any(|p| p.summary.contains("500 calls") && p.detail.starts_with("burst")));
-        let later = build(datetime!(2026-01-10 00:00 UTC), vec![row("g", true, "vso.code")], vec![], &[], vec![]);
-        assert_eq!(later.problems[0].severity, Severity::Warning);
+        let mail_row = managed_rows(&[managed], &policy, now);
+        // ... `patrol report` through the owner's listing (the inventory's row).
+        let report_row = PatRow {
+            owner: "a@b.test".into(),
+            organization: "fabrikam".into(),
+            authorization_id: Some(id),
+            display_name: "Everything".into(),
+            managed: true,
+            secret: Some("everything".into()),
+            role: Role::Current,
+            scope: "app_token".into(),
+            global: true,
+            full_access: true,
+            valid_from: Some(now - Duration::days(10)),
+            valid_to: Some(valid_to),
+            days_left: Some(20),
+            state: "active".into(),
+        };
+        let mail = weekly(model(&policy, &mail_row, now));
+        let report = model(&policy, std::slice::from_ref(&report_row), now);
+        let words = |d: &ReportData| -> Vec<(Severity, String, String)> {
+            d.problems.iter().map(|p| (p.severity, p.summary.clone(), p.detail.clone())).collect()
+        };
+        assert_eq!(words(&mail), words(&report));
+        assert_eq!(
+            words(&report),
+            vec![
+                (
+                    Severity::Critical,
+                    "All-organization PAT \"Everything\" of a@b.test stops working on 2026-12-01".into(),
+                    "Run `patrol migrate-global` to replace it with an organization-scoped PAT.".into()
+                ),
+                (
+                    Severity::Warning,
+                    "Full-access PAT \"Everything\" of a@b.test (scope app_token)".into(),
+                    "A full-access (app_token) PAT can do anything its owner can; give it only the scopes it needs."
+                        .into()
+                ),
+            ]
+        );
+        // The same words in both renderings.
+        let (mail_md, report_md) = (render_markdown(&mail), render_markdown(&report));
+        for p in &report.problems {
+            assert!(mail_md.contains(&p.summary) && report_md.contains(&p.summary), "{mail_md}\n{report_md}");
+        }
+        assert!(mail.title.starts_with("patrol weekly report — 2026-11-10"), "{}", mail.title);
     }
 }

@@ -41,56 +41,7 @@ pub struct InventoryArgs {
     pub output: OutputArgs,
 }
 
-/// What patrol's role for a PAT is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// The PAT a managed secret currently holds.
-    Current,
-    /// A managed secret's previous PAT, kept valid until its grace ends, then revoked.
-    Draining,
-    /// Made by a rotation that is still in flight.
-    Rotating,
-    /// Carries patrol's marker but nothing references it (removed from the policy, or an orphan).
-    Orphan,
-    /// Not patrol's: shown and alerted on, never touched.
-    Unmanaged,
-    /// A managed secret that holds no PAT yet (the next run creates one).
-    Missing,
-    /// A managed token retired with `patrol retire`: its PATs revoked, its secret disabled, never rotated again.
-    Retired,
-}
-
-/// One line of the inventory (JSON field names are stable; see `docs/cli.md`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PatRow {
-    pub owner: String,
-    pub organization: String,
-    pub authorization_id: Option<AuthorizationId>,
-    pub display_name: String,
-    pub managed: bool,
-    pub secret: Option<String>,
-    pub role: Role,
-    pub scope: String,
-    pub global: bool,
-    pub full_access: bool,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub valid_from: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub valid_to: Option<OffsetDateTime>,
-    pub days_left: Option<i64>,
-    /// `active`, `expired`, or `missing`.
-    pub state: String,
-}
-
-/// An (owner, organization) whose PATs could not be listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ListProblem {
-    pub owner: String,
-    pub organization: String,
-    pub error: String,
-    pub sign_in_required: bool,
-}
+pub use crate::report::{ListProblem, PatRow, Role};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InventoryView {

@@ -2,14 +2,20 @@
 //! opens weekly — the inventory, what expires when against the 30/14/7/1-day thresholds, recent rotations,
 //! and open problems.
 //!
+//! [`build()`] is the one builder of the model, for `patrol report` and the weekly mail (its [`weekly()`] view).
 //! Rendering is pure: [`ReportData`] in, a `String` out. No scripts, fonts or images are fetched, so the page
 //! renders the same in a mail client, a browser or headless Chromium. Nothing secret is ever part of
 //! [`ReportData`].
 
+mod build;
 mod html;
 mod markdown;
 mod timeline;
 
+pub use build::{
+    Inputs, ListProblem, LoggedFinding, PERIOD, PatRow, Role, build, finding_problem, journals, lifecycle_rows,
+    listing_problem, pat_problems, weekly,
+};
 pub use html::render_html;
 pub use markdown::render_markdown;
 pub use timeline::render_timeline_svg;

@@ -15,6 +15,7 @@ use patrol::config::{Settings, Source};
 use patrol::domain::{OrgName, OwnerId, SecretName};
 use patrol::notify::{Notice, Notifier, Target};
 use patrol::policy::audit::{AuditPolicy, RuleId};
+use patrol::report;
 use patrol::state::{FileStateStore, StateStore};
 use patrol::store::SecretStore;
 use patrol::store::memory::MemoryStore;
@@ -126,7 +127,22 @@ async fn timer_pass_detects_tampering_rotates_on_critical_and_sends_the_weekly_r
     let findings = weekly::findings_since(state.as_ref(), now - weekly::PERIOD).await.unwrap();
     assert_eq!(findings.len(), 3);
     let managed = managed_pats(store.as_ref()).await.unwrap();
-    let data = || weekly::build(now, weekly::token_rows(&managed, now), vec![], &findings, vec![30, 14, 7, 1]);
+    let pats = weekly::managed_rows(&managed, &rotator.policy, now);
+    let model = |now, pats: &[report::PatRow], findings: &[report::LoggedFinding]| {
+        report::weekly(report::build(report::Inputs {
+            title: String::new(),
+            now,
+            policy: &rotator.policy,
+            pats,
+            listing: &[],
+            journals: &[],
+            events: &[],
+            findings,
+            consumers: vec![],
+            usage: vec![],
+        }))
+    };
+    let data = || model(now, &pats, &findings);
     let sent = weekly::send_if_due(state.as_ref(), &notifier, &recipients, now, data).await.unwrap();
     assert!(matches!(sent, WeeklyOutcome::Sent { delivered: 1, .. }), "{sent:?}");
     let mail = std::fs::read_to_string(&mbox).unwrap();
@@ -140,7 +156,7 @@ async fn timer_pass_detects_tampering_rotates_on_critical_and_sends_the_weekly_r
         weekly::send_if_due(state.as_ref(), &notifier, &recipients, now + time::Duration::days(1), data).await.unwrap();
     assert!(matches!(again, WeeklyOutcome::NotDue { .. }), "{again:?}");
     let next_week = now + time::Duration::days(7);
-    let data2 = || weekly::build(next_week, vec![], vec![], &[], vec![]);
+    let data2 = || model(next_week, &[], &[]);
     let third = weekly::send_if_due(state.as_ref(), &notifier, &recipients, next_week, data2).await.unwrap();
     assert!(matches!(third, WeeklyOutcome::Sent { .. }), "{third:?}");
     env.emu.shutdown().await.unwrap();

@@ -521,8 +521,7 @@ async fn run_in(
     }
 
     let report_path = dir.join("patrol-report.html");
-    let mut data = super::report::build(&after, &journals, &local.policy, "patrol demo report: fabrikam", clock.now());
-    super::report::add_revocations(&mut data, &super::report::period_events(&local).await);
+    let data = super::report::model(&local, &after, "patrol demo report: fabrikam").await;
     super::report::write(&report_path, &crate::report::render_html(&data))?;
     let elapsed = started.elapsed();
     let _ = writeln!(out, "\nReport written to {}", report_path.display());
