@@ -116,6 +116,10 @@ fn fmt_date(t: OffsetDateTime) -> String {
 /// The one rule set for a PAT's problems (`patrol report` and the weekly mail).
 pub fn pat_problems(r: &PatRow, now: OffsetDateTime) -> Vec<ProblemRow> {
     let mut problems = Vec::new();
+    if r.role == Role::Retired {
+        // Retired on purpose (`patrol retire`): its PATs are revoked and nothing will create one.
+        return problems;
+    }
     let Some(valid_to) = r.valid_to else {
         problems.push(ProblemRow {
             severity: Severity::Info,
@@ -405,6 +409,15 @@ mod tests {
             consumers: vec![],
             usage: vec![],
         }))
+    }
+
+    #[test]
+    fn a_retired_token_is_no_problem_but_a_managed_secret_without_a_pat_is() {
+        let now = datetime!(2026-12-02 00:00 UTC);
+        let empty = PatRow { valid_to: None, ..row("new", false, "vso.code") };
+        assert_eq!(pat_problems(&empty, now).len(), 1, "holds no PAT yet");
+        let retired = PatRow { role: Role::Retired, state: "retired".into(), ..empty };
+        assert!(pat_problems(&retired, now).is_empty(), "{:?}", pat_problems(&retired, now));
     }
 
     #[test]
