@@ -545,13 +545,53 @@ fn revoke_points(report: &breakglass::BreakGlassReport) -> Vec<crate::metrics::P
         .collect()
 }
 
-/// `patrol migrate-global`: list all-organization PATs, confirm, replace the managed ones.
+/// `patrol migrate-global`: list all-organization PATs, confirm, replace the managed ones; with metrics
+/// configured, the run is exported (`patrol.invocations`, the tokens it rotated — or would rotate, in a dry
+/// run — and failed, Azure DevOps calls).
 pub async fn run_migrate_global(
     rt: &AuditRuntime,
     args: &MigrateGlobalArgs,
     confirm: &mut dyn FnMut(&str) -> bool,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
+    use crate::devops::Connector as _;
+    let (started, calls) = (std::time::Instant::now(), rt.connector.call_counters());
+    let (code, mut points) = migrate_global(rt, args, confirm, out).await?;
+    if rt.metrics.is_some() {
+        points.extend(rt.connector.call_counters().since(&calls).points());
+        let outcome = match code {
+            0 if args.dry_run => "planned",
+            0 => "completed",
+            EXIT_DECLINED => "ignored",
+            _ => "failed",
+        };
+        crate::app::export_cli_run(rt.metrics.as_deref(), points, outcome, started).await;
+    }
+    Ok(code)
+}
+
+/// A migration as `patrol.run.tokens`: the managed all-organization PATs it replaced (`rotated`; in a dry
+/// run, those it would replace) and those it failed to replace.
+fn migrate_points(report: &migrate::MigrationReport) -> Vec<crate::metrics::Point> {
+    use crate::metrics::{Point, RUN_TOKENS, attr};
+    let count = |f: &dyn Fn(&str) -> bool| report.rows.iter().filter(|r| f(&r.outcome)).count() as f64;
+    let rotated = count(&|o| o == "replaced" || o == "would replace");
+    let failed = count(&|o| o.starts_with("failed"));
+    [("rotated", rotated), ("failed", failed)]
+        .into_iter()
+        .map(|(result, n)| {
+            Point::new(&RUN_TOKENS, n).with(attr::RUN_RESULT, result).with(attr::DRY_RUN, report.dry_run)
+        })
+        .collect()
+}
+
+/// [`run_migrate_global`]'s work: the exit code, and the report's counts as metric points.
+async fn migrate_global(
+    rt: &AuditRuntime,
+    args: &MigrateGlobalArgs,
+    confirm: &mut dyn FnMut(&str) -> bool,
+    out: &mut dyn Write,
+) -> Result<(u8, Vec<crate::metrics::Point>), String> {
     let managed: Vec<managed::ManagedPat> = rt.managed().await?;
     let (globals, errors) = migrate::find_global(&managed, rt.connector.as_ref(), rt.clock.now()).await;
     // The normal rotation path: a `global-migration` rotation of each token through the engine (validity,
@@ -571,13 +611,14 @@ pub async fn run_migrate_global(
         ReportFormat::Json => serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
     };
     write(out, &text)?;
-    Ok(if report.failed() {
+    let code = if report.failed() {
         EXIT_FAILED
     } else if dry_run && !args.dry_run {
         EXIT_DECLINED
     } else {
         0
-    })
+    };
+    Ok((code, migrate_points(&report)))
 }
 
 /// Asks on the terminal; anything but `y`/`yes` — or no terminal at all — is no.

@@ -356,6 +356,72 @@ async fn migrate_global_replaces_managed_global_pats_with_organization_scoped_on
     env.emu.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_migrate_global_exports_what_it_replaced_to_a_real_otlp_receiver() {
+    use clap::Parser;
+    use patrol::cli::audit_cmds::{self, AuditRuntime, MigrateGlobalArgs};
+    #[derive(Parser)]
+    enum T {
+        MigrateGlobal(MigrateGlobalArgs),
+    }
+    let env = Env::start().await;
+    let clock = Clock::starting_at(env.emu.clock().now());
+    let connector = env.connector(&clock, &[(OWNER, OWNER_SCOPES)]).await;
+    let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
+    let (gid, gvalue) = create_global(&env, "old-global (patrol:0123456789ab)").await;
+    store_managed(store.as_ref(), "old-global", gid, "old-global (patrol:0123456789ab)", &gvalue, "vso.code").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), store.clone(), connector.clone(), &clock, &[("old-global", "vso.code")], 2);
+    let receiver = crate::rotation::metrics::Receiver::start();
+    let settings = patrol::config::Settings::from_source(&patrol::config::Source::from_pairs([(
+        "PATROL_OTLP_ENDPOINT",
+        receiver.url.as_str(),
+    )]))
+    .unwrap();
+    let metrics = patrol::metrics::Metrics::from_settings(&settings.metrics, None);
+    assert!(metrics.is_some(), "PATROL_OTLP_ENDPOINT builds a pipeline");
+    let rt = AuditRuntime {
+        clock: clock.clone(),
+        store: store.clone(),
+        state: engine.state.clone(),
+        connector,
+        audit: Default::default(),
+        engine,
+        audit_reader: None,
+        metrics,
+    };
+    let T::MigrateGlobal(args) = T::try_parse_from(["t", "migrate-global", "--yes", "--format", "json"]).unwrap();
+    let mut out = Vec::new();
+    let code = audit_cmds::run_migrate_global(&rt, &args, &mut |_| panic!("--yes asks nothing"), &mut out).await;
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(code, Ok(0), "{out}");
+    assert!(out.contains("\"replaced\""), "{out}");
+    // Exported before the command returned (the CLI waits for its export within the flush bound).
+    let pts = receiver.points_since(0);
+    let count = |result: &str| {
+        let p: Vec<&serde_json::Value> = pts
+            .iter()
+            .filter(|p| p["name"] == "patrol.run.tokens" && p["attributes"]["patrol.run.result"] == result)
+            .collect();
+        assert_eq!(p.len(), 1, "{result}: {pts:?}");
+        assert_eq!(p[0]["attributes"]["patrol.run.dry_run"], false);
+        p[0]["value"].as_f64().unwrap()
+    };
+    assert_eq!((count("rotated"), count("failed")), (1.0, 0.0), "{out}");
+    let inv: Vec<&serde_json::Value> = pts.iter().filter(|p| p["name"] == "patrol.invocations").collect();
+    assert_eq!(inv.len(), 1, "{pts:?}");
+    assert_eq!(inv[0]["attributes"]["patrol.function"], "cli");
+    assert_eq!(inv[0]["attributes"]["patrol.outcome"], "completed");
+    let new_value = current_value(store.as_ref(), "old-global").await;
+    assert_ne!(new_value, gvalue);
+    for r in receiver.requests() {
+        let text = r.to_string();
+        assert!(!text.contains(&gvalue) && !text.contains(&new_value), "a PAT value was exported");
+        assert!(!text.contains(OWNER), "a UPN was exported");
+    }
+    env.emu.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn cli_revoke_asks_first_and_audit_shows_findings() {
     use clap::Parser;
