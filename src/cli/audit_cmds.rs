@@ -406,19 +406,54 @@ pub async fn run_revoke(
 ) -> Result<u8, String> {
     use crate::devops::Connector as _;
     let (started, calls) = (std::time::Instant::now(), rt.connector.call_counters());
-    let (code, mut points) = revoke(rt, args, confirm, out).await?;
-    if rt.metrics.is_some() {
-        points.extend(rt.connector.call_counters().since(&calls).points());
-        let outcome = match code {
-            0 if args.dry_run => "planned",
-            0 => "completed",
-            EXIT_DECLINED => "ignored",
-            super::exit::SIGN_IN => "incomplete",
-            _ => "failed",
-        };
-        crate::app::export_cli_run(rt.metrics.as_deref(), points, outcome, started).await;
-    }
+    let (code, points) = revoke(rt, args, confirm, out).await?;
+    export_run(rt, points, &calls, code, args.dry_run, started).await;
     Ok(code)
+}
+
+/// Exports a break-glass style CLI run (`patrol revoke`, `patrol migrate-global`) when metrics are
+/// configured: its points, the Azure DevOps calls it made since `calls`, and its outcome from the exit code.
+async fn export_run(
+    rt: &AuditRuntime,
+    mut points: Vec<crate::metrics::Point>,
+    calls: &crate::metrics::CallCounters,
+    code: u8,
+    dry_run: bool,
+    started: std::time::Instant,
+) {
+    use crate::devops::Connector as _;
+    if rt.metrics.is_none() {
+        return;
+    }
+    points.extend(rt.connector.call_counters().since(calls).points());
+    let outcome = match code {
+        0 if dry_run => "planned",
+        0 => "completed",
+        EXIT_DECLINED => "ignored",
+        super::exit::SIGN_IN => "incomplete",
+        _ => "failed",
+    };
+    crate::app::export_cli_run(rt.metrics.as_deref(), points, outcome, started).await;
+}
+
+/// A `patrol.run.result` value and which row outcomes count for it.
+type ResultRule = (&'static str, fn(&str) -> bool);
+
+/// `patrol.run.tokens` from a report's row outcomes: one point per `(result, matches)` pair, counting the
+/// rows whose outcome matches.
+fn outcome_points<'a>(
+    outcomes: impl Iterator<Item = &'a str> + Clone,
+    dry_run: bool,
+    results: [ResultRule; 2],
+) -> Vec<crate::metrics::Point> {
+    use crate::metrics::{Point, RUN_TOKENS, attr};
+    results
+        .into_iter()
+        .map(|(result, matches)| {
+            let n = outcomes.clone().filter(|o| matches(o)).count() as f64;
+            Point::new(&RUN_TOKENS, n).with(attr::RUN_RESULT, result).with(attr::DRY_RUN, dry_run)
+        })
+        .collect()
 }
 
 /// [`run_revoke`]'s work: the exit code, and the executed report's counts as metric points.
@@ -533,16 +568,11 @@ async fn revoke(
 /// A break glass as `patrol.run.tokens`: the PATs it revoked (or would revoke, in a dry run) and those it
 /// failed to revoke.
 fn revoke_points(report: &breakglass::BreakGlassReport) -> Vec<crate::metrics::Point> {
-    use crate::metrics::{Point, RUN_TOKENS, attr};
-    let count = |f: &dyn Fn(&str) -> bool| report.rows.iter().filter(|r| f(&r.outcome)).count() as f64;
-    let revoked = count(&|o| o == "revoked" || o == "would revoke");
-    let failed = count(&|o| o.starts_with("failed"));
-    [("revoked", revoked), ("failed", failed)]
-        .into_iter()
-        .map(|(result, n)| {
-            Point::new(&RUN_TOKENS, n).with(attr::RUN_RESULT, result).with(attr::DRY_RUN, report.dry_run)
-        })
-        .collect()
+    outcome_points(
+        report.rows.iter().map(|r| r.outcome.as_str()),
+        report.dry_run,
+        [("revoked", |o| o == "revoked" || o == "would revoke"), ("failed", |o| o.starts_with("failed"))],
+    )
 }
 
 /// `patrol migrate-global`: list all-organization PATs, confirm, replace the managed ones; with metrics
@@ -556,33 +586,19 @@ pub async fn run_migrate_global(
 ) -> Result<u8, String> {
     use crate::devops::Connector as _;
     let (started, calls) = (std::time::Instant::now(), rt.connector.call_counters());
-    let (code, mut points) = migrate_global(rt, args, confirm, out).await?;
-    if rt.metrics.is_some() {
-        points.extend(rt.connector.call_counters().since(&calls).points());
-        let outcome = match code {
-            0 if args.dry_run => "planned",
-            0 => "completed",
-            EXIT_DECLINED => "ignored",
-            _ => "failed",
-        };
-        crate::app::export_cli_run(rt.metrics.as_deref(), points, outcome, started).await;
-    }
+    let (code, points) = migrate_global(rt, args, confirm, out).await?;
+    export_run(rt, points, &calls, code, args.dry_run, started).await;
     Ok(code)
 }
 
 /// A migration as `patrol.run.tokens`: the managed all-organization PATs it replaced (`rotated`; in a dry
 /// run, those it would replace) and those it failed to replace.
 fn migrate_points(report: &migrate::MigrationReport) -> Vec<crate::metrics::Point> {
-    use crate::metrics::{Point, RUN_TOKENS, attr};
-    let count = |f: &dyn Fn(&str) -> bool| report.rows.iter().filter(|r| f(&r.outcome)).count() as f64;
-    let rotated = count(&|o| o == "replaced" || o == "would replace");
-    let failed = count(&|o| o.starts_with("failed"));
-    [("rotated", rotated), ("failed", failed)]
-        .into_iter()
-        .map(|(result, n)| {
-            Point::new(&RUN_TOKENS, n).with(attr::RUN_RESULT, result).with(attr::DRY_RUN, report.dry_run)
-        })
-        .collect()
+    outcome_points(
+        report.rows.iter().map(|r| r.outcome.as_str()),
+        report.dry_run,
+        [("rotated", |o| o == "replaced" || o == "would replace"), ("failed", |o| o.starts_with("failed"))],
+    )
 }
 
 /// [`run_migrate_global`]'s work: the exit code, and the report's counts as metric points.
