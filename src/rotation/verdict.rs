@@ -226,22 +226,7 @@ mod tests {
     }
 
     fn empty(plan: Plan) -> RunSummary {
-        RunSummary {
-            dry_run: false,
-            plan,
-            reports: Vec::new(),
-            busy: Vec::new(),
-            deferred: Vec::new(),
-            rotated: 0,
-            revoked: 0,
-            failed: 0,
-            ignored: None,
-            at_risk: Vec::new(),
-            notices: Vec::new(),
-            inventory: None,
-            duration: std::time::Duration::ZERO,
-            calls: Default::default(),
-        }
+        RunSummary::new(plan, false)
     }
 
     fn policy() -> Policy {
