@@ -143,11 +143,12 @@ fn file_graph(module: &str) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 #[test]
-fn the_files_of_rotation_audit_and_handler_import_each_other_without_cycles() {
+fn the_files_of_rotation_audit_handler_and_cli_import_each_other_without_cycles() {
     let named = [
         ("rotation", &["evidence", "plan", "machine", "inventory", "engine", "verdict", "adopt", "prestage"][..]),
         ("audit", &["pass", "respond", "ingest", "rules", "weekly", "replace", "usage"][..]),
         ("handler", &["functions", "invoke"][..]),
+        ("cli", &["plan", "consumers", "runtime", "rotate"][..]),
     ];
     for (module, files) in named {
         let edges = file_graph(module);

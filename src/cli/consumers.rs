@@ -217,7 +217,7 @@ pub fn check_outcome(checks: &[CheckRow]) -> Result<(), CliError> {
 
 pub async fn run(args: &ConsumersArgs) -> Result<(), CliError> {
     let local = Local::from_env_read_only()?;
-    let only = super::plan::chosen(&local, &args.secrets)?;
+    let only = super::runtime::chosen(&local, &args.secrets)?;
     let tokens = gather(&local, only.as_deref()).await;
     let checks = if args.check { Some(check(&local, only.as_deref()).await) } else { None };
     let view = ConsumersView { at: local.clock.now(), tokens, checks };

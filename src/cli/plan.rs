@@ -4,7 +4,6 @@ use super::CliError;
 use super::output::{Format, OutputArgs, render, write_json_stdout, write_stdout};
 use super::runtime::Local;
 use crate::consumers::view::TokenConsumers;
-use crate::domain::SecretName;
 use crate::rotation::plan::{Action, Plan, Requests, plan};
 
 pub const AFTER_HELP: &str = "\
@@ -34,25 +33,6 @@ pub struct PlanArgs {
     pub output: OutputArgs,
 }
 
-/// Validates secret names and checks that the policy manages them.
-pub fn chosen(local: &Local, names: &[String]) -> Result<Option<Vec<SecretName>>, CliError> {
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let mut out = Vec::with_capacity(names.len());
-    for n in names {
-        let s = SecretName::parse(n).map_err(|e| CliError::usage(format!("secret {n:?}: {e}")))?;
-        if local.policy.token(&s).is_none() {
-            return Err(CliError::usage(format!(
-                "secret {n:?} is not managed by patrol (not in {})",
-                local.policy.file.display()
-            )));
-        }
-        out.push(s);
-    }
-    Ok(Some(out))
-}
-
 fn markdown(p: &Plan) -> String {
     let mut t = super::output::Table::new(&["Secret", "Owner", "Organization", "Valid to", "Days", "Actions"]);
     for e in &p.entries {
@@ -79,7 +59,7 @@ fn markdown(p: &Plan) -> String {
 
 pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
     let local = Local::from_env_read_only()?;
-    let only = chosen(&local, &args.secrets)?;
+    let only = super::runtime::chosen(&local, &args.secrets)?;
     let engine = local.engine()?;
     let inv = engine.inventory(only.as_deref()).await;
     let the_plan = plan(&inv, &local.policy, local.clock.now(), &Requests::default());

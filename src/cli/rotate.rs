@@ -95,7 +95,7 @@ pub async fn run(args: &RotateArgs) -> Result<(), CliError> {
     let local = Local::from_env()?;
     refuse_unshared_writer(&local.settings)?;
     if let Some(s) = &args.secret {
-        super::plan::chosen(&local, std::slice::from_ref(s))?;
+        super::runtime::chosen(&local, std::slice::from_ref(s))?;
     }
     let engine = local.engine()?;
     let started = std::time::Instant::now();

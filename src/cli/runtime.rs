@@ -8,3 +8,23 @@ pub use crate::app::App as Local;
 pub fn checked_settings(needs_sign_in: bool) -> Result<crate::config::Settings, super::CliError> {
     Ok(crate::app::checked_settings(needs_sign_in)?)
 }
+
+/// Validates secret names and checks that the policy manages them.
+pub fn chosen(local: &Local, names: &[String]) -> Result<Option<Vec<crate::domain::SecretName>>, super::CliError> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let s =
+            crate::domain::SecretName::parse(n).map_err(|e| super::CliError::usage(format!("secret {n:?}: {e}")))?;
+        if local.policy.token(&s).is_none() {
+            return Err(super::CliError::usage(format!(
+                "secret {n:?} is not managed by patrol (not in {})",
+                local.policy.file.display()
+            )));
+        }
+        out.push(s);
+    }
+    Ok(Some(out))
+}
