@@ -221,7 +221,14 @@ async fn hammer(processes: usize, with_serve: bool, steps: usize) {
         let stop = Arc::new(AtomicBool::new(false));
         let watch = poller(w.clone(), stop.clone(), checks.clone());
         let clis = if with_serve { processes - 1 } else { processes };
-        let fates: Vec<Fate> = (0..clis).map(|_| fate(&mut rng)).collect();
+        let mut fates: Vec<Fate> = (0..clis).map(|_| fate(&mut rng)).collect();
+        if step == 0
+            && let Some(first) = fates.first_mut()
+        {
+            // At least one process dies mid-run whatever the machine's speed: a random fate may draw no kill,
+            // and on a fast machine a late kill finds the process already done.
+            *first = Fate::KillAfter(Duration::from_millis(rng.random_range(20..100)));
+        }
         let runs = futures::future::join_all(fates.iter().map(|f| cli(env.clone(), f.clone())));
         let serve_kill = with_serve && rng.random_bool(0.25);
         let kill_after = Duration::from_millis(rng.random_range(20..2500));
