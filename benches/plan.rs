@@ -65,7 +65,14 @@ fn main() {
         });
         tokens.insert(
             secret.clone(),
-            TokenState { secret, current: Some(current), journal, journal_etag: None, error: None },
+            Box::new(TokenState {
+                secret,
+                current: Some(current),
+                journal,
+                journal_etag: None,
+                error: None,
+                kept_tags: Default::default(),
+            }),
         );
     }
     let inv = Inventory {

@@ -357,7 +357,7 @@ pub async fn retire(
     if loaded.journal.retired.is_none() {
         let ts = token_state(cx.store, cx.state, &t.secret).await;
         let pats = to_revoke(t, &ts);
-        loaded.journal.retired = Some(Retirement {
+        loaded.journal.retired = Some(Box::new(Retirement {
             at: cx.now,
             by: crate::trigger::trigger(),
             reason: reason.to_owned(),
@@ -365,7 +365,7 @@ pub async fn retire(
             pats: pats.into_iter().map(|(p, _)| p).collect(),
             done: false,
             recorded: false,
-        });
+        }));
         loaded.save(cx.state).await.map_err(save_err)?;
         tracing::info!(secret = %t.secret, "retirement journaled");
     }

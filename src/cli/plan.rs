@@ -58,11 +58,17 @@ fn markdown(p: &Plan) -> String {
 }
 
 pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
+    // Where a run's time goes (`PATROL_LOG=debug`): each phase's end, in ms since the command started.
+    let started = std::time::Instant::now();
+    let ms = || started.elapsed().as_secs_f64() * 1e3;
     let local = Local::from_env_read_only()?;
+    tracing::debug!(ms = ms(), tokens = local.policy.tokens.len(), "plan: settings and policy read");
     let only = super::runtime::chosen(&local, &args.secrets)?;
     let engine = local.engine()?;
     let inv = engine.inventory(only.as_deref()).await;
+    tracing::debug!(ms = ms(), "plan: inventory gathered");
     let the_plan = plan(&inv, &local.policy, local.clock.now(), &Requests::default());
+    tracing::debug!(ms = ms(), "plan: planned");
     let sign_in: Vec<_> = inv.owners.iter().filter(|o| o.sign_in_required).map(|o| o.owner.to_string()).collect();
     // The plan holds what it shows: the inventory (every token's state, every listed PAT) can go.
     drop(inv);
@@ -93,6 +99,7 @@ pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
             || with_consumers(markdown(&the_plan), true),
         )?)?;
     }
+    tracing::debug!(ms = ms(), "plan: written");
     if !sign_in.is_empty() {
         return Err(CliError::sign_in(super::sign_in_message(&sign_in)));
     }

@@ -139,11 +139,11 @@ pub async fn gather(local: &Local) -> StatusView {
             Ok(l) => {
                 let j = l.journal;
                 row.error = state_missing;
-                row.adopted = j.adopted.clone();
+                row.adopted = j.adopted.as_deref().cloned();
                 let current = j.current.as_ref().map(|c| c.authorization_id);
                 row.consumers = crate::consumers::view::token_view(t, &j, current, now);
                 row.last_rotation = j.last;
-                row.last_failure = j.last_failure;
+                row.last_failure = j.last_failure.map(|f| *f);
                 row.in_flight = j.operation.map(|op| InFlight {
                     op: op.op.to_string(),
                     step: op.step.name().into(),

@@ -231,7 +231,7 @@ pub async fn adopt(cx: &AdoptContext<'_>, pick: &Pick, value: Option<SecretStrin
         organization: t.organization.clone(),
         vault_version: None,
     });
-    j.adopted = Some(Adoption { authorization_id: id, at: cx.now, vault_version: None });
+    j.adopted = Some(Box::new(Adoption { authorization_id: id, at: cx.now, vault_version: None }));
     let save_err = |e: journal::JournalError| AdoptError::Failed(format!("writing the journal of {}: {e}", t.secret));
     loaded.save(cx.state).await.map_err(save_err)?;
 

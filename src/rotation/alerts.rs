@@ -69,7 +69,7 @@ pub fn unmanaged(
             out.push(Addressed { targets, notice });
         }
     }
-    let referenced: HashSet<AuthorizationId> = inv.tokens.values().flat_map(references).collect();
+    let referenced: HashSet<AuthorizationId> = inv.tokens.values().flat_map(|t| references(t)).collect();
     for (owner, org, pats) in expired {
         let (targets, _) = audience(policy, owner, org);
         if targets.is_empty() {

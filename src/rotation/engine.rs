@@ -319,7 +319,7 @@ impl Engine {
                 .owners
                 .push(inventory::owner_pats(self.connector.as_ref(), &token.owner, &token.organization).await),
         }
-        mini.tokens.insert(entry.secret.clone(), fresh.clone());
+        mini.tokens.insert(entry.secret.clone(), Box::new(fresh.clone()));
         let single = Policy {
             file: self.policy.file.clone(),
             tokens: vec![token.clone()],

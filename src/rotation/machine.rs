@@ -430,7 +430,7 @@ impl Machine<'_> {
             vault_version: ts.current.as_ref().map(|c| c.version.clone()),
         });
         let op = OperationId::new_random();
-        loaded.journal.operation = Some(Operation {
+        loaded.journal.operation = Some(Box::new(Operation {
             op: op.clone(),
             reason,
             started: now,
@@ -442,7 +442,7 @@ impl Machine<'_> {
             grace_days: if reason == Reason::Compromised { 0 } else { self.token.grace_days },
             attempt: 0,
             step: Step::Intent,
-        });
+        }));
         loaded.save(self.state).await?;
         self.fault(Boundary::IntentSaved)?;
         self.drive(loaded, report, Some(())).await
@@ -472,11 +472,11 @@ impl Machine<'_> {
         loaded.journal.abandon(op.op.clone());
         if op.attempt + 1 >= MAX_ATTEMPTS {
             loaded.journal.operation = None;
-            loaded.journal.last_failure = Some(Failure {
+            loaded.journal.last_failure = Some(Box::new(Failure {
                 step: op.step.name().into(),
                 error: format!("gave up after {MAX_ATTEMPTS} attempts"),
                 at: self.clock.now(),
-            });
+            }));
             loaded.save(self.state).await?;
             return Ok(false);
         }
@@ -494,7 +494,8 @@ impl Machine<'_> {
     }
 
     fn fail(&self, loaded: &mut Loaded, step: &str, error: &str) {
-        loaded.journal.last_failure = Some(Failure { step: step.into(), error: error.into(), at: self.clock.now() });
+        loaded.journal.last_failure =
+            Some(Box::new(Failure { step: step.into(), error: error.into(), at: self.clock.now() }));
     }
 
     /// Drives the in-flight operation to its end. `fresh` is `Some` when the Intent was written by this

@@ -676,13 +676,14 @@ pub(crate) mod tests {
             journal: j,
             journal_etag: None,
             error: None,
+            kept_tags: Default::default(),
         }
     }
 
     pub(crate) fn inventory(tokens: Vec<TokenState>, pats: Vec<Pat>) -> Inventory {
         Inventory {
             taken_at: NOW,
-            tokens: tokens.into_iter().map(|t| (t.secret.clone(), t)).collect(),
+            tokens: tokens.into_iter().map(|t| (t.secret.clone(), Box::new(t))).collect(),
             owners: vec![OwnerPats {
                 owner: OwnerId::parse("svc@contoso.com").unwrap(),
                 organization: OrgName::parse("fabrikam").unwrap(),
@@ -712,6 +713,7 @@ pub(crate) mod tests {
                     journal: Journal::new(SecretName::parse("tok-3").unwrap()),
                     journal_etag: None,
                     error: None,
+                    kept_tags: Default::default(),
                 },
             ],
             vec![
@@ -743,7 +745,7 @@ pub(crate) mod tests {
         // tok-0: retired, its PAT revoked (not listed) and its secret disabled (no readable current version).
         let mut gone = managed("tok-0", id(1), NOW + Duration::days(2));
         gone.current = None;
-        gone.journal.retired = Some(Retirement {
+        gone.journal.retired = Some(Box::new(Retirement {
             at: NOW - Duration::days(1),
             by: Some("patrol retire".into()),
             reason: "unused".into(),
@@ -751,11 +753,11 @@ pub(crate) mod tests {
             current: Some(id(1)),
             done: true,
             recorded: true,
-        });
+        }));
         // tok-1: retirement interrupted after the revocation: the current version still names the revoked PAT.
         let mut half = managed("tok-1", id(2), NOW + Duration::days(2));
         half.journal.retired =
-            Some(Retirement { done: false, recorded: false, ..gone.journal.retired.clone().unwrap() });
+            Some(Box::new(Retirement { done: false, recorded: false, ..*gone.journal.retired.clone().unwrap() }));
         let inv = inventory(vec![gone, half], vec![]);
         let mut requests = Requests::default();
         requests.rotate.insert(SecretName::parse("tok-0").unwrap(), Reason::Forced);
@@ -840,7 +842,7 @@ pub(crate) mod tests {
         // tok-0: a rotation in flight at Intent; its marker PAT is not an orphan.
         let mut t0 = managed("tok-0", id(1), NOW + Duration::days(3));
         let op = OperationId::parse("dddddddddddd").unwrap();
-        t0.journal.operation = Some(Operation {
+        t0.journal.operation = Some(Box::new(Operation {
             op: op.clone(),
             reason: Reason::Due,
             started: NOW,
@@ -852,7 +854,7 @@ pub(crate) mod tests {
             grace_days: 2,
             attempt: 0,
             step: Step::Intent,
-        });
+        }));
         // tok-1: previous PAT 5 drained (grace over), previous PAT 6 still in grace.
         let mut t1 = managed("tok-1", id(2), NOW + Duration::days(29));
         for (n, after) in [(5, NOW - Duration::hours(1)), (6, NOW + Duration::days(1))] {

@@ -70,9 +70,8 @@ fn encode_slot(seq: u64, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `(seq, body)` of a slot's bytes, `None` when they fail to parse or to match their checksum (a torn
-/// or otherwise damaged write).
-fn decode_slot(bytes: &[u8]) -> Option<Versioned> {
+/// A slot's sequence, document and recorded checksum, not yet checked; `None` when the header does not parse.
+fn slot_parts(bytes: &[u8]) -> Option<(u64, &[u8], &str)> {
     let nl = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..nl]).ok()?.strip_prefix(HEADER_PREFIX)?;
     let mut seq = None;
@@ -87,8 +86,26 @@ fn decode_slot(bytes: &[u8]) -> Option<Versioned> {
         }
     }
     let (seq, len, sum) = (seq?, len?, sum?);
-    let body = bytes.get(nl + 1..nl + 1 + len)?;
+    Some((seq, bytes.get(nl + 1..nl + 1 + len)?, sum))
+}
+
+/// `(seq, body)` of a slot's bytes, `None` when they fail to parse or to match their checksum (a torn
+/// or otherwise damaged write).
+fn decode_slot(bytes: &[u8]) -> Option<Versioned> {
+    let (seq, body, sum) = slot_parts(bytes)?;
     (checksum(seq, body) == sum).then(|| (seq, body.to_vec()))
+}
+
+/// The current document among two slots' bytes — the valid one with the higher sequence, slot b on a tie
+/// (as [`Slots::current`]) — checking the newer slot's checksum first and the older one's only when the
+/// newer fails: what a read needs, without copying either document.
+fn newest_valid<'a>(a: Option<&'a [u8]>, b: Option<&'a [u8]>) -> Option<&'a [u8]> {
+    let (a, b) = (a.and_then(slot_parts), b.and_then(slot_parts));
+    let (first, second) = match (a, b) {
+        (Some(pa), Some(pb)) if pa.0 > pb.0 => (Some(pa), Some(pb)),
+        (pa, pb) => (pb, pa),
+    };
+    [first, second].into_iter().flatten().find(|(seq, body, sum)| checksum(*seq, body) == *sum).map(|(_, body, _)| body)
 }
 
 /// A document with its sequence.
@@ -145,8 +162,12 @@ impl FileStateStore {
 
     /// `(slot a, slot b, legacy whole-file document)` paths of a key.
     fn paths(&self, key: &str) -> Result<(PathBuf, PathBuf, PathBuf), StateError> {
+        Self::paths_under(&self.root, key)
+    }
+
+    fn paths_under(root: &Path, key: &str) -> Result<(PathBuf, PathBuf, PathBuf), StateError> {
         validate_key(key)?;
-        let base = self.root.join(key);
+        let base = root.join(key);
         let with = |suffix: &str| {
             let mut p = base.clone().into_os_string();
             p.push(suffix);
@@ -157,8 +178,12 @@ impl FileStateStore {
 
     /// The lock file of a key: `.<name>.lock` beside its slots (hidden, so never listed as a key).
     fn lock_path(&self, key: &str) -> Result<PathBuf, StateError> {
+        Self::lock_path_under(&self.root, key)
+    }
+
+    fn lock_path_under(root: &Path, key: &str) -> Result<PathBuf, StateError> {
         validate_key(key)?;
-        let base = self.root.join(key);
+        let base = root.join(key);
         let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(base.with_file_name(format!(".{name}.lock")))
     }
@@ -206,11 +231,21 @@ impl FileStateStore {
         (a, b, legacy): (PathBuf, PathBuf, PathBuf),
         lock: &Path,
     ) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
-        let slots = Self::read_slots(key, &a, &b)?;
-        if let Some((_, _, body)) = slots.current() {
-            let body = body.to_vec();
-            let tag = etag_of(&body);
-            return Ok(Some((body, tag)));
+        thread_local! {
+            /// The two slots' bytes: buffers each thread reuses (see [`super::read_into`]).
+            static SLOTS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        let found = SLOTS.with_borrow_mut(|(ba, bb)| {
+            // A slot is read up to the end of its document (its header gives the length), not its padding.
+            let whole = |bytes: &[u8]| slot_parts(bytes).is_some();
+            let ea = super::read_until(&a, ba, whole).map_err(|e| io_err(key, &a, e))?;
+            let eb = super::read_until(&b, bb, whole).map_err(|e| io_err(key, &b, e))?;
+            let found =
+                newest_valid(ea.then_some(&ba[..]), eb.then_some(&bb[..])).map(|body| (body.to_vec(), etag_of(body)));
+            Ok::<_, StateError>(found)
+        })?;
+        if found.is_some() {
+            return Ok(found);
         }
         let _shared = lock_file_shared_if_exists(lock).map_err(|e| io_err(key, lock, e))?;
         let (_, current) = Self::read_current(key, &a, &b, &legacy)?;
@@ -271,12 +306,13 @@ impl StateStore for FileStateStore {
         keys: &[String],
         _concurrency: usize,
     ) -> Vec<Result<Option<(Vec<u8>, ETag)>, StateError>> {
-        let jobs: Vec<_> =
-            keys.iter().map(|k| (k.clone(), self.paths(k).and_then(|p| Ok((p, self.lock_path(k)?))))).collect();
+        // The paths are made on the blocking pool too: for 10,000 keys, that is not work for the caller's thread.
+        let root = self.root.clone();
         super::map_blocking(
-            jobs,
-            |(key, job)| {
-                let (paths, lock) = job?;
+            keys.to_vec(),
+            move |key| {
+                let paths = Self::paths_under(&root, &key)?;
+                let lock = Self::lock_path_under(&root, &key)?;
                 Self::load_blocking(&key, paths, &lock)
             },
             |message| Err(StateError::Io { key: "(load)".into(), message }),
@@ -335,6 +371,42 @@ impl StateStore for FileStateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The read path's choice (`newest_valid`, which checks the newer slot's checksum first) is the write
+    /// path's (`Slots::current`, which checks both), for every mix of missing, torn and valid slots and
+    /// every order of their sequences, ties included.
+    #[test]
+    fn the_read_path_picks_the_slot_the_write_path_counts_as_current() {
+        let torn = |seq: u64| {
+            let mut bytes = encode_slot(seq, format!("{{\"torn\":{seq}}}").as_bytes());
+            let at = bytes.iter().position(|&b| b == b'{').unwrap() + 2;
+            bytes[at] ^= 1;
+            bytes
+        };
+        let kinds = |seq: u64| -> Vec<Option<Vec<u8>>> {
+            vec![
+                None,
+                Some(encode_slot(seq, format!("{{\"v\":{seq}}}").as_bytes())),
+                Some(torn(seq)),
+                Some(b"junk".to_vec()),
+            ]
+        };
+        for (sa, sb) in [(1, 2), (2, 1), (3, 3)] {
+            for a in kinds(sa) {
+                for b in kinds(sb) {
+                    let slots = Slots {
+                        a_exists: a.is_some(),
+                        b_exists: b.is_some(),
+                        a: a.as_deref().and_then(decode_slot),
+                        b: b.as_deref().and_then(decode_slot),
+                    };
+                    let expected = slots.current().map(|(_, _, body)| body.to_vec());
+                    let got = newest_valid(a.as_deref(), b.as_deref()).map(<[u8]>::to_vec);
+                    assert_eq!(got, expected, "a = {a:?}, b = {b:?}");
+                }
+            }
+        }
+    }
 
     #[tokio::test]
     async fn bulk_loads_are_what_load_finds() {

@@ -166,13 +166,13 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub secret: SecretName,
-    pub operation: Option<Operation>,
+    pub operation: Option<Box<Operation>>,
     #[serde(default)]
     pub drains: Vec<Drain>,
     /// The PAT patrol last stored or adopted as current.
     pub current: Option<PatVersion>,
     pub last: Option<Completed>,
-    pub last_failure: Option<Failure>,
+    pub last_failure: Option<Box<Failure>>,
     /// Operation ids patrol abandoned (their PATs are revoked if ever seen); bounded.
     #[serde(default)]
     pub abandoned: Vec<OperationId>,
@@ -181,11 +181,11 @@ pub struct Journal {
     pub deliveries: Vec<super::deliveries::Delivery>,
     /// The last PAT an operator adopted (`patrol adopt`): an existing PAT made current without a rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adopted: Option<Adoption>,
+    pub adopted: Option<Box<Adoption>>,
     /// The token was retired (`patrol retire`): its PATs revoked, its secret disabled. Journaled **before**
     /// the first revocation, so no run ever mistakes a revoked PAT for a missing one and creates a new PAT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired: Option<Retirement>,
+    pub retired: Option<Box<Retirement>>,
 }
 
 /// A retirement (`patrol retire`, in `audit/retire.rs`): written before any effect, finished once every PAT is revoked,
@@ -348,7 +348,7 @@ mod tests {
         let mut a = load(&store, &secret).await.unwrap();
         assert!(a.etag.is_none());
         let op = OperationId::new_random();
-        a.journal.operation = Some(Operation {
+        a.journal.operation = Some(Box::new(Operation {
             op: op.clone(),
             reason: Reason::Due,
             started: time::macros::datetime!(2027-01-01 00:00 UTC),
@@ -363,7 +363,7 @@ mod tests {
                 authorization_id: AuthorizationId::from_uuid(uuid::Uuid::new_v4()),
                 valid_to: time::macros::datetime!(2027-01-31 00:00 UTC),
             },
-        });
+        }));
         let mut b = a.clone();
         a.save(&store).await.unwrap();
         // b was loaded before a's write: its write must be refused.

@@ -21,8 +21,8 @@ use crate::clock::Clock;
 use crate::domain::SecretName;
 use crate::state::write_atomic;
 use async_trait::async_trait;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use std::collections::BTreeMap;
@@ -283,17 +283,43 @@ impl Inner {
     }
 
     fn open_file(&self, path: &Path, name: &SecretName, version: &str) -> Result<Record, StoreError> {
+        thread_local! {
+            /// The file's bytes, decrypted in place: a buffer each thread reuses (see
+            /// [`crate::state::read_into`]), zeroed after every use.
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with_borrow_mut(|buf| {
+            let rec = self.open_into(buf, path, name, version);
+            buf.zeroize();
+            rec
+        })
+    }
+
+    fn open_into(
+        &self,
+        buf: &mut Vec<u8>,
+        path: &Path,
+        name: &SecretName,
+        version: &str,
+    ) -> Result<Record, StoreError> {
+        const TAG_LEN: usize = 16;
         let op = "read";
-        let bytes = crate::state::read_small(path)
-            .and_then(|b| b.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)))
-            .map_err(|e| other(op, format!("{}: {e}", path.display())))?;
-        if bytes.len() < MAGIC.len() + NONCE_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        let found = crate::state::read_into(path, buf).map_err(|e| other(op, format!("{}: {e}", path.display())))?;
+        if !found {
+            return Err(other(
+                op,
+                format!("{}: {}", path.display(), std::io::Error::from(std::io::ErrorKind::NotFound)),
+            ));
+        }
+        if buf.len() < MAGIC.len() + NONCE_LEN + TAG_LEN || &buf[..MAGIC.len()] != MAGIC {
             return Err(other(op, format!("{} is not a patrol store file (bad header)", path.display())));
         }
-        let (nonce, ct) = bytes[MAGIC.len()..].split_at(NONCE_LEN);
+        let (head, sealed) = buf.split_at_mut(MAGIC.len() + NONCE_LEN);
+        let (ct, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
         let aad = Self::aad(name.as_str(), version);
-        let mut plain =
-            self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| {
+        self.cipher
+            .decrypt_in_place_detached(Nonce::from_slice(&head[MAGIC.len()..]), &aad, ct, Tag::from_slice(tag))
+            .map_err(|_| {
                 other(
                     op,
                     format!(
@@ -302,9 +328,13 @@ impl Inner {
                     ),
                 )
             })?;
-        let rec: Result<Record, _> = serde_json::from_slice(&plain);
-        plain.zeroize();
-        let rec = rec.map_err(|e| other(op, format!("{}: undecodable record: {e}", path.display())))?;
+        serde_json::from_slice::<Record>(ct)
+            .map_err(|e| other(op, format!("{}: undecodable record: {e}", path.display())))
+    }
+
+    /// [`Inner::open_file`], remembering the version's sequence for ranking it later without decrypting it.
+    fn open_and_remember(&self, path: &Path, name: &SecretName, version: &str) -> Result<Record, StoreError> {
+        let rec = self.open_file(path, name, version)?;
         self.remember(path, rec.sequence);
         Ok(rec)
     }
@@ -333,9 +363,9 @@ impl Inner {
         let mut out = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| other("list versions", format!("{}: {e}", dir.display())))?;
-            let path = entry.path();
-            if let Some(version) = version_of(&path) {
-                out.push((version, path));
+            // Only names that look like a version file become paths (the `.lock` beside them does not).
+            if let Some(version) = version_of(Path::new(&entry.file_name())) {
+                out.push((version, entry.path()));
             }
         }
         Ok(out)
@@ -343,20 +373,26 @@ impl Inner {
 
     /// Every version record of a secret (decrypted), unordered. Temporary files are skipped.
     fn records(&self, name: &SecretName) -> Result<Vec<Record>, StoreError> {
-        self.version_files(name)?.iter().map(|(version, path)| self.open_file(path, name, version)).collect()
+        self.version_files(name)?.iter().map(|(version, path)| self.open_and_remember(path, name, version)).collect()
     }
 
     /// The version with the highest sequence, decrypted (and so authenticated). Versions already seen
-    /// are ranked by their remembered sequence; only unseen ones and the winner are decrypted.
+    /// are ranked by their remembered sequence; only unseen ones and the winner are decrypted. A secret with
+    /// one version has nothing to rank: its file is read and nothing is remembered (an inventory of 10,000
+    /// such secrets keeps no 10,000 paths in memory).
     fn current(&self, name: &SecretName) -> Result<Option<Record>, StoreError> {
+        let files = self.version_files(name)?;
+        if let [(version, path)] = files.as_slice() {
+            return self.open_file(path, name, version).map(Some);
+        }
         // The best so far, with its record when it was decrypted just now (then it need not be read again:
         // a fresh process — every `patrol plan` — reads each current version file once, not twice).
         let mut best: Option<(u64, String, PathBuf, Option<Record>)> = None;
-        for (version, path) in self.version_files(name)? {
+        for (version, path) in files {
             let (sequence, rec) = match self.known_sequence(&path) {
                 Some(s) => (s, None),
                 None => {
-                    let rec = self.open_file(&path, name, &version)?;
+                    let rec = self.open_and_remember(&path, name, &version)?;
                     (rec.sequence, Some(rec))
                 }
             };
@@ -384,7 +420,7 @@ impl Inner {
         for (version, path) in self.version_files(name)? {
             let sequence = match self.known_sequence(&path) {
                 Some(s) => s,
-                None => self.open_file(&path, name, &version)?.sequence,
+                None => self.open_and_remember(&path, name, &version)?.sequence,
             };
             max = max.max(sequence);
         }
@@ -429,7 +465,7 @@ impl Inner {
 /// The version id of a finished version file, `None` for temporary or foreign files.
 fn version_of(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
-    let version = file.strip_suffix(&format!(".{EXT}"))?;
+    let version = file.strip_suffix(EXT).and_then(|f| f.strip_suffix('.'))?;
     (version.len() == 32 && version.bytes().all(|b| b.is_ascii_hexdigit())).then(|| version.to_owned())
 }
 
