@@ -144,7 +144,6 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
 }
 
-/// Parses the command line and runs the command.
 impl Command {
     /// Commands that only read: they read the state and the secret store in bulk, on the blocking pool.
     fn only_reads(&self) -> bool {
@@ -176,6 +175,7 @@ fn seed_tls_random_in_background() {
     });
 }
 
+/// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     // Started by the Functions host: no arguments, only the port in the environment. Serve at once,
     // without building the whole command-line parser (every command's arguments and help text): the
