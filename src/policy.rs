@@ -232,17 +232,19 @@ impl Policy {
         let defaults = raw.defaults.unwrap_or_default();
         let line_of = |o: usize| ctx.line_of(o);
         let lines = consumers::Lines { file: &file, line_of: &line_of };
-        let consumer_settings = consumers::settings(raw.consumers.as_ref(), &lines, &mut errors);
+        let consumer_settings = std::sync::Arc::new(consumers::settings(raw.consumers.as_ref(), &lines, &mut errors));
         let settings_line = raw.consumers.as_ref().map(|c| ctx.line_of(c.span().start)).unwrap_or(0);
         let mut tokens = Vec::with_capacity(raw.token.len());
         // Key Vault secret names are case-insensitive: `CI-Build-PAT` and `ci-build-pat` are one secret.
-        let mut seen_secrets: std::collections::BTreeMap<String, (usize, String)> = Default::default();
-        let mut seen_names = BTreeSet::new();
+        let mut seen_secrets: std::collections::HashMap<String, (usize, String)> = Default::default();
+        // owner, organization and lower-case display name, one string per token (10,000 tokens: one
+        // allocation each instead of three).
+        let mut seen_names = std::collections::HashSet::new();
         for (i, mut t) in raw.token.into_iter().enumerate() {
             let raw_consumers = std::mem::take(&mut t.get_mut().consumer);
             let Some(mut token) = ctx.token(i, t, &defaults, &removed, &mut errors) else { continue };
             let tc = consumers::TokenContext {
-                prefix: format!("token[{i}]"),
+                index: i,
                 line: token.line,
                 secret: &token.secret,
                 organization: Some(&token.organization),
@@ -269,8 +271,10 @@ impl Policy {
                 continue;
             }
             seen_secrets.insert(lower, (i, token.secret.as_str().to_owned()));
-            let key =
-                (token.owner.clone(), token.organization.clone(), token.display_name.as_str().to_ascii_lowercase());
+            let (owner, org, name) = (token.owner.as_str(), token.organization.as_str(), token.display_name.as_str());
+            let mut key = String::with_capacity(owner.len() + org.len() + name.len() + 2);
+            key.extend([owner, "\n", org, "\n"]);
+            key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
             if !seen_names.insert(key) {
                 errors.push(ctx.err(
                     token.line,
@@ -556,22 +560,30 @@ impl<'a> Ctx<'a> {
         &self,
         own: &'v Option<Spanned<T>>,
         default: &'v Option<Spanned<T>>,
-        field: &str,
+        (name, field): (&str, &dyn Fn(&str) -> String),
         token_line: usize,
         removed: &BTreeSet<String>,
         errors: &mut Vec<PolicyError>,
     ) -> Option<&'v Spanned<T>> {
         let v = own.as_ref().or(default.as_ref());
-        if v.is_none() && !removed.contains(field.rsplit('.').next().unwrap_or(field)) {
-            errors.push(self.err(token_line, field, "is required (set it on the token or in [defaults])"));
+        if v.is_none() && !removed.contains(name) {
+            errors.push(self.err(token_line, &field(name), "is required (set it on the token or in [defaults])"));
         }
         v
     }
 
-    fn days(&self, v: &Spanned<i64>, field: &str, min: i64, max: i64, errors: &mut Vec<PolicyError>) -> Option<u32> {
+    /// `field` names the field in the error; it is made only when there is one (10,000 tokens, nine fields).
+    fn days(
+        &self,
+        v: &Spanned<i64>,
+        field: impl FnOnce() -> String,
+        min: i64,
+        max: i64,
+        errors: &mut Vec<PolicyError>,
+    ) -> Option<u32> {
         let d = *v.get_ref();
         if d < min || d > max {
-            errors.push(self.at(v, field, format!("{d} is outside {min}..={max} days")));
+            errors.push(self.at(v, &field(), format!("{d} is outside {min}..={max} days")));
             return None;
         }
         Some(d as u32)
@@ -650,17 +662,17 @@ impl<'a> Ctx<'a> {
         };
 
         let organization =
-            self.pick(&t.organization, &d.organization, &f("organization"), line, removed, errors).and_then(|o| {
+            self.pick(&t.organization, &d.organization, ("organization", &f), line, removed, errors).and_then(|o| {
                 OrgName::parse(o.get_ref())
                     .map_err(|e| errors.push(self.at(o, &fd(t.organization.is_some(), "organization"), e.to_string())))
                     .ok()
             });
-        let owner = self.pick(&t.owner, &d.owner, &f("owner"), line, removed, errors).and_then(|o| {
+        let owner = self.pick(&t.owner, &d.owner, ("owner", &f), line, removed, errors).and_then(|o| {
             OwnerId::parse(o.get_ref())
                 .map_err(|e| errors.push(self.at(o, &fd(t.owner.is_some(), "owner"), e.to_string())))
                 .ok()
         });
-        let scopes_raw = self.pick(&t.scopes, &d.scopes, &f("scopes"), line, removed, errors);
+        let scopes_raw = self.pick(&t.scopes, &d.scopes, ("scopes", &f), line, removed, errors);
         let scopes = scopes_raw.and_then(|s| {
             Scopes::parse(s.get_ref())
                 .map_err(|e| errors.push(self.at(s, &fd(t.scopes.is_some(), "scopes"), e.to_string())))
@@ -692,15 +704,15 @@ impl<'a> Ctx<'a> {
 
         let max = MAX_VALIDITY_DAYS as i64;
         let validity_days = self
-            .pick(&t.validity_days, &d.validity_days, &f("validity_days"), line, removed, errors)
-            .and_then(|v| self.days(v, &fd(t.validity_days.is_some(), "validity_days"), 1, max, errors));
+            .pick(&t.validity_days, &d.validity_days, ("validity_days", &f), line, removed, errors)
+            .and_then(|v| self.days(v, || fd(t.validity_days.is_some(), "validity_days"), 1, max, errors));
         let rb_raw =
-            self.pick(&t.rotate_before_days, &d.rotate_before_days, &f("rotate_before_days"), line, removed, errors);
+            self.pick(&t.rotate_before_days, &d.rotate_before_days, ("rotate_before_days", &f), line, removed, errors);
         let rotate_before_days = rb_raw
-            .and_then(|v| self.days(v, &fd(t.rotate_before_days.is_some(), "rotate_before_days"), 1, max, errors));
-        let grace_raw = self.pick(&t.grace_days, &d.grace_days, &f("grace_days"), line, removed, errors);
+            .and_then(|v| self.days(v, || fd(t.rotate_before_days.is_some(), "rotate_before_days"), 1, max, errors));
+        let grace_raw = self.pick(&t.grace_days, &d.grace_days, ("grace_days", &f), line, removed, errors);
         let grace_days =
-            grace_raw.and_then(|v| self.days(v, &fd(t.grace_days.is_some(), "grace_days"), 0, max, errors));
+            grace_raw.and_then(|v| self.days(v, || fd(t.grace_days.is_some(), "grace_days"), 0, max, errors));
         if let (Some(validity_days), Some(rotate_before_days), Some(rb_raw)) =
             (validity_days, rotate_before_days, rb_raw)
             && rotate_before_days >= validity_days
@@ -733,23 +745,23 @@ impl<'a> Ctx<'a> {
 
         let mut notify = Vec::new();
         if let Some(v) = t.notify.as_ref().or(d.notify.as_ref()) {
-            let field = if t.notify.is_some() { f("notify") } else { "defaults.notify".into() };
+            let field = || if t.notify.is_some() { f("notify") } else { "defaults.notify".into() };
             for s in v.get_ref() {
                 match Target::parse(s) {
                     Ok(target) if !notify.contains(&target) => notify.push(target),
                     Ok(_) => {}
-                    Err(e) => errors.push(self.at(v, &field, e.to_string())),
+                    Err(e) => errors.push(self.at(v, &field(), e.to_string())),
                 }
             }
         }
         let thresholds_field =
-            if t.expiry_thresholds.is_some() { f("expiry_thresholds") } else { "defaults.expiry_thresholds".into() };
+            || if t.expiry_thresholds.is_some() { f("expiry_thresholds") } else { "defaults.expiry_thresholds".into() };
         let expiry_thresholds = match t.expiry_thresholds.as_ref().or(d.expiry_thresholds.as_ref()) {
             None => DEFAULT_THRESHOLDS.to_vec(),
             Some(v) if v.get_ref().len() > MAX_THRESHOLDS => {
                 errors.push(self.at(
                     v,
-                    &thresholds_field,
+                    &thresholds_field(),
                     format!(
                         "has {} entries; at most {MAX_THRESHOLDS} warning thresholds are allowed (e.g. [30, 14, 7, 1])",
                         v.get_ref().len()
@@ -761,13 +773,17 @@ impl<'a> Ctx<'a> {
                 let mut set = BTreeSet::new();
                 for n in v.get_ref() {
                     if !(1..=max).contains(n) {
-                        errors.push(self.at(v, &thresholds_field, format!("{n} is outside 1..=365 days")));
+                        errors.push(self.at(v, &thresholds_field(), format!("{n} is outside 1..=365 days")));
                     } else {
                         set.insert(*n as u32);
                     }
                 }
                 if v.get_ref().is_empty() {
-                    errors.push(self.at(v, &thresholds_field, "must name at least one threshold, e.g. [30, 14, 7, 1]"));
+                    errors.push(self.at(
+                        v,
+                        &thresholds_field(),
+                        "must name at least one threshold, e.g. [30, 14, 7, 1]",
+                    ));
                 }
                 set.into_iter().rev().collect()
             }

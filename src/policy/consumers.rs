@@ -170,7 +170,8 @@ impl Default for ConsumerSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Consumers {
     pub list: Vec<Consumer>,
-    pub settings: ConsumerSettings,
+    /// Shared by every token of the policy (one `[consumers]` table), not copied into each.
+    pub settings: std::sync::Arc<ConsumerSettings>,
 }
 
 impl Consumers {
@@ -273,8 +274,8 @@ pub fn settings(raw: Option<&Spanned<RawSettings>>, l: &Lines<'_>, errors: &mut 
 
 /// The token fields the consumers of a token are checked against.
 pub struct TokenContext<'a> {
-    /// `token[<i>]`.
-    pub prefix: String,
+    /// The token's index: fields are named `token[<index>]…`.
+    pub index: usize,
     pub line: usize,
     pub secret: &'a SecretName,
     pub organization: Option<&'a OrgName>,
@@ -313,7 +314,7 @@ pub fn token_consumers(
     for (j, rc) in raw.into_iter().enumerate() {
         let line = (l.line_of)(rc.span().start);
         let c = rc.into_inner();
-        let p = format!("{}.consumer[{j}]", t.prefix);
+        let p = format!("token[{}].consumer[{j}]", t.index);
         let f = |name: &str| format!("{p}.{name}");
         let before = errors.len();
         let Some(kind) = c.kind.as_ref() else {
@@ -738,8 +739,8 @@ pub fn token_consumers(
             settings_line.max(t.line),
             "consumers.deadline_hours",
             format!(
-                "{} hours is shorter than the grace period of {} ({g} days); the deadline counts from the rotation",
-                settings.deadline_hours, t.prefix
+                "{} hours is shorter than the grace period of token[{}] ({g} days); the deadline counts from the rotation",
+                settings.deadline_hours, t.index
             ),
         ));
     }
