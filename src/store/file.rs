@@ -29,7 +29,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::domain::SecretName;
-use crate::state::write_atomic;
+use crate::state::{Dir, write_atomic};
 use async_trait::async_trait;
 use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
@@ -302,13 +302,18 @@ impl Inner {
 
     /// [`Inner::open_file`], `None` when the file does not exist.
     fn open_file_if_exists(&self, path: &Path, name: &SecretName, version: &str) -> Result<Option<Record>, StoreError> {
+        self.open_at(&At::Path(path), name, version)
+    }
+
+    /// [`Inner::open_file_if_exists`] of a file named by a path or relative to a directory handle.
+    fn open_at(&self, at: &At<'_>, name: &SecretName, version: &str) -> Result<Option<Record>, StoreError> {
         thread_local! {
             /// The file's bytes, decrypted in place: a buffer each thread reuses (see
             /// [`crate::state::read_into`]), zeroed after every use.
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         BUF.with_borrow_mut(|buf| {
-            let rec = self.open_into(buf, path, name, version);
+            let rec = self.open_into(buf, at, name, version);
             buf.zeroize();
             rec
         })
@@ -317,18 +322,18 @@ impl Inner {
     fn open_into(
         &self,
         buf: &mut Vec<u8>,
-        path: &Path,
+        at: &At<'_>,
         name: &SecretName,
         version: &str,
     ) -> Result<Option<Record>, StoreError> {
         const TAG_LEN: usize = 16;
         let op = "read";
-        let found = crate::state::read_into(path, buf).map_err(|e| other(op, format!("{}: {e}", path.display())))?;
+        let found = at.read_into(buf).map_err(|e| other(op, format!("{}: {e}", at.path().display())))?;
         if !found {
             return Ok(None);
         }
         if buf.len() < MAGIC.len() + NONCE_LEN + TAG_LEN || &buf[..MAGIC.len()] != MAGIC {
-            return Err(other(op, format!("{} is not a patrol store file (bad header)", path.display())));
+            return Err(other(op, format!("{} is not a patrol store file (bad header)", at.path().display())));
         }
         let (head, sealed) = buf.split_at_mut(MAGIC.len() + NONCE_LEN);
         let (ct, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
@@ -340,13 +345,13 @@ impl Inner {
                     op,
                     format!(
                         "{} failed authentication: it was modified, moved, or written with a different store key",
-                        path.display()
+                        at.path().display()
                     ),
                 )
             })?;
         serde_json::from_slice::<Record>(ct)
             .map(Some)
-            .map_err(|e| other(op, format!("{}: undecodable record: {e}", path.display())))
+            .map_err(|e| other(op, format!("{}: undecodable record: {e}", at.path().display())))
     }
 
     /// [`Inner::open_file`], remembering the version's sequence for ranking it later without decrypting it.
@@ -398,7 +403,13 @@ impl Inner {
     /// one version has nothing to rank: its file is read and nothing is remembered (an inventory of 10,000
     /// such secrets keeps no 10,000 paths in memory).
     fn current(&self, name: &SecretName) -> Result<Option<Record>, StoreError> {
-        if let Some(rec) = self.current_by_hint(name)? {
+        self.current_in(&Dir::unopened(&self.root), name)
+    }
+
+    /// [`Inner::current`], reading the `current` link and the file it names relative to `root` (a handle on
+    /// the data directory, for bulk reads).
+    fn current_in(&self, root: &Dir, name: &SecretName) -> Result<Option<Record>, StoreError> {
+        if let Some(rec) = self.current_by_hint(root, name)? {
             return Ok(Some(rec));
         }
         let files = self.version_files(name)?;
@@ -435,11 +446,11 @@ impl Inner {
     /// The version the secret's `current` link names (see the module documentation), `None` when there is
     /// no link, it names something other than a version file of this directory, or that file does not exist:
     /// then only a listing can tell.
-    fn current_by_hint(&self, name: &SecretName) -> Result<Option<Record>, StoreError> {
-        let dir = self.secret_dir(name);
-        let Ok(target) = std::fs::read_link(dir.join(HINT)) else { return Ok(None) };
+    fn current_by_hint(&self, root: &Dir, name: &SecretName) -> Result<Option<Record>, StoreError> {
+        let dir = name.as_str().to_ascii_lowercase();
+        let Some(target) = root.read_link(&format!("{dir}/{HINT}")) else { return Ok(None) };
         let Some(version) = target.to_str().and_then(version_of_file_name) else { return Ok(None) };
-        self.open_file_if_exists(&dir.join(&target), name, &version)
+        self.open_at(&At::In(root, &format!("{dir}/{version}.{EXT}")), name, &version)
     }
 
     /// Points the secret's `current` link at `version`, durably, before that version's file is written (see
@@ -510,6 +521,30 @@ impl Inner {
         write_atomic(&path, &sealed).map_err(|e| other("write", format!("{}: {e}", path.display())))?;
         self.remember(&path, rec.sequence);
         Ok(())
+    }
+}
+
+/// Where a version file is: a path, or a name relative to a directory handle.
+enum At<'a> {
+    Path(&'a Path),
+    In(&'a Dir, &'a str),
+}
+
+impl At<'_> {
+    /// The whole file into `buf`; `false` when it does not exist.
+    fn read_into(&self, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+        match self {
+            Self::Path(p) => crate::state::read_into(p, buf),
+            Self::In(dir, name) => dir.read_until(name, buf, |_| false),
+        }
+    }
+
+    /// Its path, for messages.
+    fn path(&self) -> PathBuf {
+        match self {
+            Self::Path(p) => p.to_path_buf(),
+            Self::In(dir, name) => dir.join(name),
+        }
     }
 }
 
@@ -629,10 +664,12 @@ impl SecretStore for FileSecretStore {
         _concurrency: usize,
     ) -> Vec<Result<Option<VersionProperties>, StoreError>> {
         let inner = Arc::clone(&self.inner);
+        // Each secret's link and version file are opened relative to one handle on the data directory.
+        let root = Dir::open(&inner.root);
         crate::state::map_blocking(
             names.to_vec(),
             move |name| {
-                let Some(mut rec) = inner.current(&name)? else { return Ok(None) };
+                let Some(mut rec) = inner.current_in(&root, &name)? else { return Ok(None) };
                 if !rec.enabled {
                     return Err(StoreError::Disabled { name, version: rec.version.clone() });
                 }
