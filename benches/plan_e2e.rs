@@ -187,8 +187,12 @@ fn copy_tree(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).expect("read cache") {
         let e = e.expect("entry");
         let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
+        let kind = e.file_type().expect("type");
+        if kind.is_dir() {
             copy_tree(&e.path(), &target);
+        } else if kind.is_symlink() {
+            // The file store's `current` links stay links (a copy of the file they name would be ignored).
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).expect("readlink"), &target).expect("symlink");
         } else {
             std::fs::copy(e.path(), &target).expect("copy");
         }

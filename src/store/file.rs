@@ -923,11 +923,17 @@ mod tests {
             None,
             Some(format!("../other/{elsewhere}.pse")),
             Some("current".into()),
+            Some("(a regular file)".into()),
             Some(format!("{}.pse.tmp", versions[0])),
         ] {
             let _ = std::fs::remove_file(&link);
             if let Some(t) = &target {
                 std::os::unix::fs::symlink(t, &link).unwrap();
+            }
+            if target.as_deref() == Some("(a regular file)") {
+                // A copy that followed the link: a regular file named `current`.
+                std::fs::remove_file(&link).unwrap();
+                std::fs::write(&link, b"not a link").unwrap();
             }
             assert_eq!(current(fresh()).await, (v3.clone(), "v3".to_owned()), "{target:?}");
         }
