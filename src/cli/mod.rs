@@ -175,6 +175,19 @@ fn seed_tls_random_in_background() {
     });
 }
 
+/// Gives the memory the process has freed back to the system (glibc's `malloc_trim`: every allocator
+/// arena's free pages, not only the top of the main heap). Called between phases of a big read-only run: after
+/// `patrol plan` gathered its inventory, the journals, decrypted records and HTTP bodies it read are freed but
+/// still resident, spread over the arenas of the threads that read them, where the plan built next on this
+/// thread cannot reuse them (10,000 tokens: ≈ 1 MB lower peak RSS, for ≈ 1 ms). Other C libraries: nothing.
+pub(crate) fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory the allocator owns; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     // Started by the Functions host: no arguments, only the port in the environment. Serve at once,

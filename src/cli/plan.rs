@@ -4,7 +4,7 @@ use super::CliError;
 use super::output::{Format, OutputArgs, render, write_json_stdout, write_stdout};
 use super::runtime::Local;
 use crate::consumers::view::TokenConsumers;
-use crate::rotation::plan::{Action, Plan, Requests, plan};
+use crate::rotation::plan::{Action, Plan, Planner, Requests, plan};
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -67,9 +67,17 @@ pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
     let engine = local.engine()?;
     let inv = engine.inventory(only.as_deref()).await;
     tracing::debug!(ms = ms(), "plan: inventory gathered");
-    let the_plan = plan(&inv, &local.policy, local.clock.now(), &Requests::default());
-    tracing::debug!(ms = ms(), "plan: planned");
+    super::return_freed_memory();
     let sign_in: Vec<_> = inv.owners.iter().filter(|o| o.sign_in_required).map(|o| o.owner.to_string()).collect();
+    let requests = Requests::default();
+    if args.output.format == Format::Json {
+        // Each entry is planned as it is written: the plan is never in memory beside the inventory.
+        write_json_stdout(&Planner::new(&inv, &local.policy, local.clock.now(), &requests))?;
+        tracing::debug!(ms = ms(), "plan: planned and written");
+        return sign_in_result(&sign_in);
+    }
+    let the_plan = plan(&inv, &local.policy, local.clock.now(), &requests);
+    tracing::debug!(ms = ms(), "plan: planned");
     // The plan holds what it shows: the inventory (every token's state, every listed PAT) can go.
     drop(inv);
     let consumers: Vec<_> = the_plan
@@ -89,19 +97,20 @@ pub async fn run(args: &PlanArgs) -> Result<(), CliError> {
             format!("{s}\nConsumers:\n{}", t.to_text())
         }
     };
-    if args.output.format == Format::Json {
-        write_json_stdout(&the_plan)?;
-    } else {
-        write_stdout(&render(
-            args.output.format,
-            &the_plan,
-            || with_consumers(the_plan.table(), false),
-            || with_consumers(markdown(&the_plan), true),
-        )?)?;
-    }
+    write_stdout(&render(
+        args.output.format,
+        &the_plan,
+        || with_consumers(the_plan.table(), false),
+        || with_consumers(markdown(&the_plan), true),
+    )?)?;
     tracing::debug!(ms = ms(), "plan: written");
-    if !sign_in.is_empty() {
-        return Err(CliError::sign_in(super::sign_in_message(&sign_in)));
+    sign_in_result(&sign_in)
+}
+
+/// Exit 3 naming the owners who must sign in (their tokens are planned as blocked), after the plan is out.
+fn sign_in_result(sign_in: &[String]) -> Result<(), CliError> {
+    if sign_in.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(CliError::sign_in(super::sign_in_message(sign_in)))
 }

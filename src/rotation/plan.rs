@@ -218,68 +218,112 @@ fn lower(s: &str) -> Cow<'_, str> {
 /// Linear in tokens + listed PATs: every lookup goes through a hash index built once here, keyed by
 /// borrowed strings, so planning allocates little beyond the plan itself (`cargo bench --bench plan`).
 pub fn plan(inv: &Inventory, policy: &Policy, now: OffsetDateTime, requests: &Requests) -> Plan {
+    let planner = Planner::new(inv, policy, now, requests);
     let mut entries = Vec::with_capacity(inv.tokens.len());
-    // owner → org → lower-case base display name → token, for marker matching.
-    let mut by_name: HashMap<&str, HashMap<&str, HashMap<Cow<'_, str>, &ManagedToken>>> = HashMap::new();
-    for t in &policy.tokens {
-        by_name
-            .entry(t.owner.as_str())
-            .or_default()
-            .entry(t.organization.as_str())
-            .or_default()
-            .insert(lower(t.display_name.as_str()), t);
-    }
-    // Every PAT some token references (never an orphan, never "unmanaged").
-    let mut referenced: HashSet<AuthorizationId> = HashSet::with_capacity(inv.tokens.len() * 2);
-    for ts in inv.tokens.values() {
-        referenced.extend(references(ts));
-    }
+    entries.extend(planner.entries());
+    Plan { at: now, entries, unmanaged: planner.unmanaged }
+}
 
-    // Orphans and unmanaged PATs, per owner listing.
-    let mut orphans: HashMap<&SecretName, Vec<&Pat>> = HashMap::new();
-    let mut unmanaged = Vec::new();
-    let mut base_lower = String::new();
-    for o in &inv.owners {
-        let names = by_name.get(o.owner.as_str()).and_then(|m| m.get(o.organization.as_str()));
-        for pat in &o.pats {
-            if referenced.contains(&pat.authorization_id) {
-                continue;
-            }
-            let marker = parse_marker(&pat.display_name);
-            let token = match (&marker, names) {
-                (Some((base, _)), Some(names)) => {
-                    base_lower.clear();
-                    base_lower.push_str(base);
-                    base_lower.make_ascii_lowercase();
-                    names.get(base_lower.as_str()).copied()
+/// [`plan`] one token at a time: what planning a token needs from the whole inventory (the policy's tokens
+/// by secret, the owners' listings, the orphans, the unmanaged PATs), indexed once; each token's [`Entry`]
+/// is made when it is asked for. It serializes as the [`Plan`] it would build, without building it: `patrol
+/// plan --format json` writes each entry as it is made, so 10,000 entries are never in memory beside the
+/// inventory they come from.
+pub struct Planner<'a> {
+    inv: &'a Inventory,
+    now: OffsetDateTime,
+    requests: &'a Requests,
+    by_secret: HashMap<&'a SecretName, &'a ManagedToken>,
+    orphans: HashMap<&'a SecretName, Vec<&'a Pat>>,
+    listings: Listings<'a>,
+    /// The PATs nobody manages, sorted by owner, organization and id.
+    pub unmanaged: Vec<Unmanaged>,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(inv: &'a Inventory, policy: &'a Policy, now: OffsetDateTime, requests: &'a Requests) -> Self {
+        // owner → org → lower-case base display name → token, for marker matching.
+        let mut by_name: HashMap<&str, HashMap<&str, HashMap<Cow<'_, str>, &ManagedToken>>> = HashMap::new();
+        for t in &policy.tokens {
+            by_name
+                .entry(t.owner.as_str())
+                .or_default()
+                .entry(t.organization.as_str())
+                .or_default()
+                .insert(lower(t.display_name.as_str()), t);
+        }
+        // Every PAT some token references (never an orphan, never "unmanaged").
+        let mut referenced: HashSet<AuthorizationId> = HashSet::with_capacity(inv.tokens.len() * 2);
+        for ts in inv.tokens.values() {
+            referenced.extend(references(ts));
+        }
+
+        // Orphans and unmanaged PATs, per owner listing.
+        let mut orphans: HashMap<&SecretName, Vec<&Pat>> = HashMap::new();
+        let mut unmanaged = Vec::new();
+        let mut base_lower = String::new();
+        for o in &inv.owners {
+            let names = by_name.get(o.owner.as_str()).and_then(|m| m.get(o.organization.as_str()));
+            for pat in &o.pats {
+                if referenced.contains(&pat.authorization_id) {
+                    continue;
                 }
-                _ => None,
-            };
-            match (token, marker) {
-                (Some(t), Some((_, op))) if inv.tokens.contains_key(&t.secret) => {
-                    let ts = &inv.tokens[&t.secret];
-                    let in_flight = ts.journal.operation.as_ref().is_some_and(|x| x.op == op);
-                    if !in_flight {
-                        orphans.entry(&t.secret).or_default().push(pat);
+                let marker = parse_marker(&pat.display_name);
+                let token = match (&marker, names) {
+                    (Some((base, _)), Some(names)) => {
+                        base_lower.clear();
+                        base_lower.push_str(base);
+                        base_lower.make_ascii_lowercase();
+                        names.get(base_lower.as_str()).copied()
                     }
+                    _ => None,
+                };
+                match (token, marker) {
+                    (Some(t), Some((_, op))) if inv.tokens.contains_key(&t.secret) => {
+                        let ts = &inv.tokens[&t.secret];
+                        let in_flight = ts.journal.operation.as_ref().is_some_and(|x| x.op == op);
+                        if !in_flight {
+                            orphans.entry(&t.secret).or_default().push(pat);
+                        }
+                    }
+                    (Some(_), Some(_)) => {} // a token outside this inventory's selection: not ours to judge now
+                    (_, marker) => unmanaged.push(Unmanaged {
+                        owner: o.owner.clone(),
+                        organization: o.organization.clone(),
+                        pat: pat.clone(),
+                        made_by_patrol: marker.is_some(),
+                    }),
                 }
-                (Some(_), Some(_)) => {} // a token outside this inventory's selection: not ours to judge now
-                (_, marker) => unmanaged.push(Unmanaged {
-                    owner: o.owner.clone(),
-                    organization: o.organization.clone(),
-                    pat: pat.clone(),
-                    made_by_patrol: marker.is_some(),
-                }),
             }
+        }
+        unmanaged.sort_by(|a, b| {
+            (&a.owner, &a.organization, a.pat.authorization_id).cmp(&(
+                &b.owner,
+                &b.organization,
+                b.pat.authorization_id,
+            ))
+        });
+        Self {
+            inv,
+            now,
+            requests,
+            by_secret: policy.tokens.iter().map(|t| (&t.secret, t)).collect(),
+            orphans,
+            listings: Listings::new(inv),
+            unmanaged,
         }
     }
 
-    let by_secret: HashMap<&SecretName, &ManagedToken> = policy.tokens.iter().map(|t| (&t.secret, t)).collect();
-    let listings = Listings::new(inv);
-    for (secret, ts) in &inv.tokens {
-        let Some(token) = by_secret.get(secret).copied() else { continue };
-        let mut e = plan_token(&listings, token, ts, inv.evidence.as_ref(), now, requests.rotate.get(secret).copied());
-        if let Some(list) = orphans.get(secret) {
+    /// Each managed token's entry, in the inventory's order (by secret name).
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.inv.tokens.iter().filter_map(|(secret, ts)| self.entry(secret, ts))
+    }
+
+    fn entry(&self, secret: &SecretName, ts: &TokenState) -> Option<Entry> {
+        let token = self.by_secret.get(secret).copied()?;
+        let requested = self.requests.rotate.get(secret).copied();
+        let mut e = plan_token(&self.listings, token, ts, self.inv.evidence.as_ref(), self.now, requested);
+        if let Some(list) = self.orphans.get(secret) {
             let mut list = list.clone();
             list.sort_by_key(|p| p.authorization_id);
             let mut orphan_actions: Vec<Action> = list
@@ -294,12 +338,32 @@ pub fn plan(inv: &Inventory, policy: &Policy, now: OffsetDateTime, requests: &Re
                 e.actions = orphan_actions;
             }
         }
-        entries.push(e);
+        Some(e)
     }
-    unmanaged.sort_by(|a, b| {
-        (&a.owner, &a.organization, a.pat.authorization_id).cmp(&(&b.owner, &b.organization, b.pat.authorization_id))
-    });
-    Plan { at: now, entries, unmanaged }
+}
+
+impl Serialize for Planner<'_> {
+    /// Exactly what the [`Plan`] it would build serializes to, entry by entry.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct At(OffsetDateTime);
+        impl Serialize for At {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                time::serde::rfc3339::serialize(&self.0, serializer)
+            }
+        }
+        struct Entries<'p, 'a>(&'p Planner<'a>);
+        impl Serialize for Entries<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.entries())
+            }
+        }
+        let mut plan = serializer.serialize_struct("Plan", 3)?;
+        plan.serialize_field("at", &At(self.now))?;
+        plan.serialize_field("entries", &Entries(self))?;
+        plan.serialize_field("unmanaged", &self.unmanaged)?;
+        plan.end()
+    }
 }
 
 /// Every PAT a token's journal or current version refers to.
@@ -697,6 +761,38 @@ pub(crate) mod tests {
 
     fn actions(p: &Plan, secret: &str) -> Vec<Action> {
         p.entries.iter().find(|e| e.secret.as_str() == secret).unwrap().actions.clone()
+    }
+
+    /// `patrol plan --format json` streams the [`Planner`]; it must write what the [`Plan`] serializes to,
+    /// byte for byte: orphans merged into their token's actions, unmanaged PATs (with and without a marker)
+    /// sorted, a token outside the policy left out, a requested rotation, a missing secret.
+    #[test]
+    fn the_streamed_plan_is_the_plan() {
+        let policy = policy_of(3);
+        let mut inv = inventory(
+            vec![
+                managed("tok-0", id(1), NOW + Duration::days(20)),
+                managed("tok-1", id(2), NOW + Duration::days(7)),
+                managed("tok-9", id(9), NOW + Duration::days(20)),
+            ],
+            vec![
+                pat(1, "Token 0 (patrol:aaaaaaaaaaaa)", NOW + Duration::days(20)),
+                pat(2, "Token 1 (patrol:aaaaaaaaaaab)", NOW + Duration::days(7)),
+                pat(5, "Token 0 (patrol:bbbbbbbbbbbb)", NOW + Duration::days(25)),
+                pat(7, "someone's own PAT", NOW + Duration::days(3)),
+                pat(6, "Gone token (patrol:cccccccccccc)", NOW + Duration::days(9)),
+            ],
+        );
+        inv.owners[0].pats.reverse();
+        let mut requests = Requests::default();
+        requests.rotate.insert(SecretName::parse("tok-0").unwrap(), Reason::Forced);
+        let whole = plan(&inv, &policy, NOW, &requests);
+        assert_eq!(whole.entries.len(), 2, "tok-2 has no state here, tok-9 is not in the policy");
+        assert!(actions(&whole, "tok-0").iter().any(|a| matches!(a, Action::ReconcileOrphan { .. })));
+        assert_eq!(whole.unmanaged.len(), 2);
+        let streamed = Planner::new(&inv, &policy, NOW, &requests);
+        assert_eq!(serde_json::to_string(&streamed).unwrap(), serde_json::to_string(&whole).unwrap());
+        assert_eq!(serde_json::to_string_pretty(&streamed).unwrap(), serde_json::to_string_pretty(&whole).unwrap());
     }
 
     #[test]
