@@ -150,5 +150,10 @@ async fn interrupted_write_leaves_previous_version_readable() {
     let mut leftovers = all_files(&dir.path().join("state/secrets/crashy"));
     // The writers' lock file (`.lock`, an OS file lock shared by every process) stays; it is not a version.
     leftovers.retain(|p| !p.ends_with(".lock"));
+    // Neither is the `current` link, which names the new version (on Unix; elsewhere there is none).
+    let link = dir.path().join("state/secrets/crashy/current");
+    #[cfg(unix)]
+    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::PathBuf::from(format!("{}.pse", v2.version)));
+    leftovers.retain(|p| p != &link);
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
 }
