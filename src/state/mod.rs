@@ -197,21 +197,25 @@ pub fn read_small(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 /// allocating a buffer per file — which, beside the small objects that stay (a token's state), fragments
 /// the heap into memory the process keeps.
 pub fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<bool> {
-    read_until(path, buf, |_| false)
+    match open_if_exists(path)? {
+        Some(f) => read_file_until(f, buf, |_| false).map(|()| true),
+        None => Ok(false),
+    }
 }
 
-/// [`read_into`], stopping as soon as `complete` says the bytes read so far are all the caller needs (a
-/// state slot whose header gives its document's length: the padding after it, and the `read` that would
-/// find the end of the file, are skipped). One `open` and `read`s of up to 8 KiB; no `stat`.
-pub fn read_until(path: &Path, buf: &mut Vec<u8>, complete: impl Fn(&[u8]) -> bool) -> std::io::Result<bool> {
+/// `path` opened for reading; `None` when it does not exist.
+fn open_if_exists(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     match std::fs::File::open(path) {
-        Ok(f) => read_file_until(f, buf, complete).map(|()| true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// [`read_until`] of a file already open.
+/// Reads an open file into `buf` (cleared first, its capacity kept), stopping at its end or as soon as
+/// `complete` says the bytes read so far are all the caller needs (a state slot whose header gives its
+/// document's length: the padding after it, and the `read` that would find the end of the file, are
+/// skipped). `read`s of up to 8 KiB; no `stat`.
 pub fn read_file_until(
     mut f: std::fs::File,
     buf: &mut Vec<u8>,
@@ -298,14 +302,10 @@ impl Dir {
                 Err(e) => Err(e.into()),
             };
         }
-        match std::fs::File::open(self.join(name)) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        open_if_exists(&self.join(name))
     }
 
-    /// [`read_until`] of `name` in this directory.
+    /// `name` in this directory read into `buf` ([`read_file_until`]); `false` when it does not exist.
     pub fn read_until(&self, name: &str, buf: &mut Vec<u8>, complete: impl Fn(&[u8]) -> bool) -> std::io::Result<bool> {
         match self.open_file(name)? {
             Some(f) => read_file_until(f, buf, complete).map(|()| true),
@@ -329,11 +329,7 @@ impl Dir {
 /// A shared lock on `path` when the file exists (`None` when it does not: nothing is created, so readers
 /// write nothing). Waits while someone holds the exclusive lock. Blocking.
 pub fn lock_file_shared_if_exists(path: &Path) -> std::io::Result<Option<FileLock>> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    let Some(file) = open_if_exists(path)? else { return Ok(None) };
     file.lock_shared()?;
     Ok(Some(FileLock { _file: file }))
 }

@@ -267,8 +267,7 @@ impl FileSecretStore {
 
 impl Inner {
     fn secret_dir(&self, name: &SecretName) -> PathBuf {
-        // Key Vault names are case-insensitive and case-preserving; the record keeps the casing.
-        self.root.join(name.as_str().to_ascii_lowercase())
+        self.root.join(dir_name(name))
     }
 
     fn aad(name: &str, version: &str) -> Vec<u8> {
@@ -447,7 +446,7 @@ impl Inner {
     /// no link, it names something other than a version file of this directory, or that file does not exist:
     /// then only a listing can tell.
     fn current_by_hint(&self, root: &Dir, name: &SecretName) -> Result<Option<Record>, StoreError> {
-        let dir = name.as_str().to_ascii_lowercase();
+        let dir = dir_name(name);
         let Some(target) = root.read_link(&format!("{dir}/{HINT}")) else { return Ok(None) };
         let Some(version) = target.to_str().and_then(version_of_file_name) else { return Ok(None) };
         self.open_at(&At::In(root, &format!("{dir}/{version}.{EXT}")), name, &version)
@@ -522,6 +521,12 @@ impl Inner {
         self.remember(&path, rec.sequence);
         Ok(())
     }
+}
+
+/// The directory of a secret's versions, under the data directory. Key Vault names are case-insensitive and
+/// case-preserving; the record keeps the casing.
+fn dir_name(name: &SecretName) -> String {
+    name.as_str().to_ascii_lowercase()
 }
 
 /// Where a version file is: a path, or a name relative to a directory handle.
